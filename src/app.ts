@@ -1,0 +1,51 @@
+/**
+ * createApp builds the whole HTTP + WebSocket surface from its dependencies; it never listens
+ * (only main.ts does). Every route plugin is registered here, top to bottom.
+ */
+import { Elysia } from "elysia";
+import type { Services } from "./core/services.ts";
+import type { Logger } from "./log.ts";
+import { auditRoutes } from "./http/audit.ts";
+import { authRoutes } from "./http/auth.ts";
+import { docsRoutes } from "./http/docs.ts";
+import { errorPlugin } from "./http/errors.ts";
+import { opsRoutes } from "./http/ops.ts";
+import { panelRoutes } from "./http/panel.ts";
+import { rpcMirrorRoutes } from "./http/rpc-mirror.ts";
+import { securityPlugin } from "./http/security.ts";
+import { sessionPlugin } from "./http/session.ts";
+import { userRoutes } from "./http/users.ts";
+import { wsRoute } from "./http/ws.ts";
+import { Connections } from "./rpc/connections.ts";
+import { createRegistry } from "./rpc/handlers/index.ts";
+
+export interface AppOptions {
+  /** The main listener speaks TLS: cookies get `__Host-` and Secure, responses HSTS. */
+  tls: boolean;
+  wsIdleSeconds: number;
+  maxFrameBytes: number;
+}
+
+export function createApp(services: Services, log: Logger, options: AppOptions) {
+  const registry = createRegistry();
+  const connections = new Connections(services, registry, log, { idleSeconds: options.wsIdleSeconds });
+  const app = new Elysia({
+    name: "latchkey",
+    // Frames over the limit close the socket with 1009; our own sweep handles idleness.
+    websocket: { maxPayloadLength: options.maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false },
+  })
+    .use(errorPlugin(log))
+    .use(securityPlugin(services.metrics, options))
+    .use(sessionPlugin(services, options))
+    .use(opsRoutes(services))
+    .use(docsRoutes())
+    .use(panelRoutes())
+    .use(authRoutes(services, options))
+    .use(userRoutes(services))
+    .use(auditRoutes(services))
+    .use(wsRoute(connections))
+    .use(rpcMirrorRoutes(services, registry));
+  return { app, registry, connections };
+}
+
+export type App = ReturnType<typeof createApp>["app"];

@@ -1,0 +1,127 @@
+/** `latchkey user ...`: accounts, worked on the data directory directly (safe while the server runs). */
+import * as v from "valibot";
+import { existsSync, readFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { loadConfig, dataDirFlag, resolveDataDir } from "../config.ts";
+import { createServices } from "../core/services.ts";
+import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
+import { parseUsersFile, renderUsersFile, writeFileAtomic } from "../core/users-file.ts";
+import { openDatabase } from "../db/open.ts";
+import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { newPassword } from "./prompt.ts";
+
+const flags: FlagSpec[] = [
+  dataDirFlag,
+  { name: "role", value: "admin|viewer", help: "role for create (default viewer)" },
+  { name: "groups", value: "a,b", help: "client groups a viewer may see (create)" },
+  { name: "password-stdin", boolean: true, help: "read the password from standard input instead of asking" },
+  { name: "legacy-challenge-login", boolean: true, help: "import: keep the wsauth hash for the nonce challenge login" },
+  { name: "json", boolean: true, help: "list: print JSON" },
+];
+
+const usage = `latchkey user create NAME [--role admin|viewer] [--groups a,b] [--password-stdin]
+       latchkey user list [--json]
+       latchkey user delete NAME
+       latchkey user passwd NAME [--password-stdin]
+       latchkey user import users.json [--legacy-challenge-login]
+       latchkey user export [FILE]`;
+
+const description = `Manage the accounts that sign in to the panel and the API. Works on the data directory
+directly and is safe while the server runs: deleting a user or changing a password ends their
+sessions at once. import reads a wsauth users.json (all or nothing); export writes the accounts
+that still hold a wsauth hash back to that format (to FILE atomically, or to standard output).`;
+
+function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
+  const result = v.safeParse(schema, value);
+  if (!result.success) throw new UsageError(`${what} ${result.issues[0].message}`);
+  return result.output;
+}
+
+export async function userCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  const args = parseArgs(argv, flags);
+  const [sub, ...rest] = args.positionals;
+  if (args.help || sub === undefined || sub === "help") {
+    process.stdout.write(renderHelp(usage, description, flags));
+    return sub === undefined && !args.help ? 2 : 0;
+  }
+  const dataDir = resolveDataDir(args, env);
+  const config = loadConfig(parseArgs(["--data-dir", dataDir], [dataDirFlag]), env);
+  const db = openDatabase(dataDir, { create: false });
+  const services = createServices(db, {
+    sessionIdleSeconds: config.sessionIdleSeconds,
+    sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
+    legacyChallengeLogin: config.legacyChallengeLogin,
+  });
+  const actor = { name: `cli:${userInfo().username}`, address: "local" };
+  const needName = () => {
+    if (rest.length !== 1) throw new UsageError(`user ${sub} takes exactly one NAME; see latchkey user --help`);
+    return check(usernameSchema, rest[0], "NAME");
+  };
+  try {
+    switch (sub) {
+      case "create": {
+        const name = needName();
+        const role = check(roleSchema, flagValue(args, "role") ?? "viewer", "--role");
+        const groupList = (flagValue(args, "groups") ?? "").split(",").map((g) => g.trim()).filter(Boolean);
+        const allowedGroups = check(groupsSchema, groupList, "--groups");
+        const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
+        await services.accounts.create(actor, { username: name, password, role, allowedGroups });
+        process.stdout.write(`created ${role} ${name}\n`);
+        return 0;
+      }
+      case "list": {
+        const { items } = services.accounts.list(1000, 0);
+        if (flagBool(args, "json")) {
+          process.stdout.write(JSON.stringify(items, null, 2) + "\n");
+          return 0;
+        }
+        const rows = [["USERNAME", "ROLE", "GROUPS", "LAST LOGIN", "NOTE"], ...items.map((u) => [
+          u.username, u.role, u.allowed_groups.join(",") || "-", u.last_login_at ?? "never",
+          u.legacy_challenge ? "wsauth (challenge login)" : u.legacy ? "wsauth import" : "",
+        ])];
+        const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+        for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd() + "\n");
+        return 0;
+      }
+      case "delete": {
+        const name = needName();
+        services.accounts.delete(actor, name);
+        process.stdout.write(`deleted ${name}; their sessions have ended\n`);
+        return 0;
+      }
+      case "passwd": {
+        const name = needName();
+        services.accounts.require(name);
+        const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
+        await services.accounts.changePassword(actor, name, password);
+        process.stdout.write(`changed the password of ${name}; their sessions have ended\n`);
+        return 0;
+      }
+      case "import": {
+        if (rest.length !== 1) throw new UsageError("user import takes one FILE (a wsauth users.json)");
+        const file = rest[0]!;
+        if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
+        const { users, skipped } = parseUsersFile(readFileSync(file, "utf8"));
+        const keep = flagBool(args, "legacy-challenge-login") ?? false;
+        const count = await services.accounts.importLegacy(actor, users, keep);
+        for (const name of skipped) process.stderr.write(`skipped ${name}: the bootstrap account is managed here, not by users.json\n`);
+        process.stdout.write(`imported ${count} user${count === 1 ? "" : "s"}${keep ? " (wsauth challenge login kept)" : ""}\n`);
+        return 0;
+      }
+      case "export": {
+        if (rest.length > 1) throw new UsageError("user export takes at most one FILE");
+        const text = renderUsersFile(services.accounts.exportLegacy());
+        if (rest[0] === undefined || rest[0] === "-") process.stdout.write(text);
+        else {
+          writeFileAtomic(rest[0], text);
+          process.stderr.write(`wrote ${rest[0]}\n`);
+        }
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown user command ${JSON.stringify(sub)}; see latchkey user --help`);
+    }
+  } finally {
+    db.close();
+  }
+}

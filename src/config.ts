@@ -1,0 +1,152 @@
+/**
+ * Server configuration: flags > environment (LATCHKEY_*) > `latchkey.json` in the data
+ * directory > defaults, parsed once with valibot into a `Config`.
+ */
+import * as v from "valibot";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { flagValue, UsageError, type FlagSpec, type ParsedArgs } from "./cli/args.ts";
+
+export const CONFIG_FILE = "latchkey.json";
+
+const hostPort = v.pipe(
+  v.string(),
+  v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, "must be HOST:PORT, e.g. 0.0.0.0:9000"),
+  v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0-65535"),
+);
+const seconds = (min: number, max: number) =>
+  v.pipe(v.union([v.number(), v.pipe(v.string(), v.regex(/^\d+$/, "must be a whole number of seconds"), v.transform(Number))]), v.integer(), v.minValue(min), v.maxValue(max));
+const bytes = (min: number, max: number) => seconds(min, max);
+const bool = v.union([
+  v.boolean(),
+  v.pipe(v.picklist(["true", "false", "1", "0"], "must be true or false"), v.transform((s) => s === "true" || s === "1")),
+]);
+
+/** Every setting, named as its flag. The schema is also the config file's schema. */
+const settingsSchema = v.strictObject({
+  listen: v.optional(hostPort, "0.0.0.0:9000"),
+  "mtls-listen": v.optional(hostPort, "0.0.0.0:9443"),
+  "tls-cert": v.optional(v.pipe(v.string(), v.minLength(1))),
+  "tls-key": v.optional(v.pipe(v.string(), v.minLength(1))),
+  "require-auth-key": v.optional(bool),
+  "log-format": v.optional(v.picklist(["text", "json"], "must be text or json"), "text"),
+  "legacy-challenge-login": v.optional(bool, false),
+  "session-idle": v.optional(seconds(10, 30 * 24 * 3600), 300),
+  "session-absolute": v.optional(seconds(60, 365 * 24 * 3600), 24 * 3600),
+  "ws-idle": v.optional(seconds(5, 24 * 3600), 600),
+  "max-body": v.optional(bytes(1024, 64 * 1024 * 1024), 1024 * 1024),
+  "max-frame": v.optional(bytes(1024, 16 * 1024 * 1024), 256 * 1024),
+});
+
+type Settings = v.InferOutput<typeof settingsSchema>;
+
+export interface Config {
+  dataDir: string;
+  listen: { hostname: string; port: number };
+  mtlsListen: { hostname: string; port: number };
+  tls?: { cert: string; key: string };
+  /** Only set when a flag, variable or the config file says so; otherwise the stored setting stands. */
+  requireAuthKey?: boolean;
+  logFormat: "text" | "json";
+  legacyChallengeLogin: boolean;
+  sessionIdleSeconds: number;
+  sessionAbsoluteSeconds: number;
+  wsIdleSeconds: number;
+  maxBodyBytes: number;
+  maxFrameBytes: number;
+}
+
+export const dataDirFlag: FlagSpec = {
+  name: "data-dir",
+  value: "DIR",
+  help: "data directory (default ./data, or /var/lib/latchkey for a root service)",
+};
+
+export const serverFlags: FlagSpec[] = [
+  { name: "listen", value: "HOST:PORT", help: "HTTP and WebSocket listener (default 0.0.0.0:9000)" },
+  { name: "mtls-listen", value: "HOST:PORT", help: "mutual-TLS listener for enrolled hosts (default 0.0.0.0:9443)" },
+  dataDirFlag,
+  { name: "tls-cert", value: "FILE", help: "PEM certificate: serve the main listener over HTTPS" },
+  { name: "tls-key", value: "FILE", help: "PEM private key for --tls-cert" },
+  { name: "require-auth-key", boolean: true, help: "clients must present a pre-shared key to register" },
+  { name: "log-format", value: "text|json", help: "log line format (default text)" },
+  { name: "legacy-challenge-login", boolean: true, help: "enable the wsauth nonce challenge for imported accounts" },
+  { name: "session-idle", value: "SECONDS", help: "session idle timeout (default 300)" },
+  { name: "session-absolute", value: "SECONDS", help: "session absolute lifetime (default 86400)" },
+  { name: "ws-idle", value: "SECONDS", help: "close WebSockets silent this long (default 600)" },
+  { name: "max-body", value: "BYTES", help: "largest accepted request body (default 1048576)" },
+  { name: "max-frame", value: "BYTES", help: "largest accepted WebSocket frame (default 262144)" },
+];
+
+const settingNames = Object.keys(settingsSchema.entries) as (keyof Settings)[];
+
+function envName(setting: string): string {
+  return "LATCHKEY_" + setting.toUpperCase().replaceAll("-", "_");
+}
+
+/** The data directory: flag, then LATCHKEY_DATA_DIR, then the default. */
+export function resolveDataDir(args: ParsedArgs, env: Record<string, string | undefined>): string {
+  const explicit = flagValue(args, "data-dir") ?? env.LATCHKEY_DATA_DIR;
+  if (explicit) return explicit;
+  // A root process started by systemd (INVOCATION_ID is set) is a service: use the system path.
+  const isRootService = process.getuid?.() === 0 && env.INVOCATION_ID !== undefined;
+  return isRootService ? "/var/lib/latchkey" : "./data";
+}
+
+function splitHostPort(value: string): { hostname: string; port: number } {
+  const colon = value.lastIndexOf(":");
+  const host = value.slice(0, colon).replace(/^\[|\]$/g, "");
+  return { hostname: host === "" ? "0.0.0.0" : host, port: Number(value.slice(colon + 1)) };
+}
+
+function readConfigFile(dataDir: string): Record<string, unknown> {
+  const path = join(dataDir, CONFIG_FILE);
+  if (!existsSync(path)) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new UsageError(`${path} is not valid JSON (${(error as Error).message}); fix or remove it`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new UsageError(`${path} must hold a JSON object of settings named like the server's flags`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+export function loadConfig(args: ParsedArgs, env: Record<string, string | undefined> = process.env): Config {
+  const dataDir = resolveDataDir(args, env);
+  const merged: Record<string, unknown> = { ...readConfigFile(dataDir) };
+  for (const name of settingNames) {
+    const fromEnv = env[envName(name)];
+    if (fromEnv !== undefined && fromEnv !== "") merged[name] = fromEnv;
+    const fromFlag = flagValue(args, name);
+    if (fromFlag !== undefined) merged[name] = fromFlag;
+  }
+  const result = v.safeParse(settingsSchema, merged);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const key = issue.path?.map((p) => String(p.key)).join(".") ?? "";
+    const what = issue.type === "strict_object" ? `unknown setting ${JSON.stringify(key)} in ${CONFIG_FILE}` : `--${key} ${issue.message}`;
+    throw new UsageError(`invalid configuration: ${what} (flag --${key}, variable ${envName(key)} or ${CONFIG_FILE})`);
+  }
+  const s = result.output;
+  if ((s["tls-cert"] === undefined) !== (s["tls-key"] === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP");
+  }
+  const config: Config = {
+    dataDir,
+    listen: splitHostPort(s.listen),
+    mtlsListen: splitHostPort(s["mtls-listen"]),
+    logFormat: s["log-format"],
+    legacyChallengeLogin: s["legacy-challenge-login"],
+    sessionIdleSeconds: s["session-idle"],
+    sessionAbsoluteSeconds: s["session-absolute"],
+    wsIdleSeconds: s["ws-idle"],
+    maxBodyBytes: s["max-body"],
+    maxFrameBytes: s["max-frame"],
+  };
+  if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
+  if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
+  return config;
+}

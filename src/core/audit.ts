@@ -1,0 +1,80 @@
+import type { AuditFilter, AuditRow, AuditStore, Outcome } from "../db/audit.ts";
+import type { Clock } from "./clock.ts";
+
+export interface AuditEntry {
+  actor: string | null;
+  address: string | null;
+  action: string;
+  target?: string | null;
+  outcome: Outcome;
+  reason?: string | null;
+}
+
+export interface AuditQuery {
+  actor?: string | undefined;
+  action?: string | undefined;
+  outcome?: Outcome | undefined;
+  /** ISO 8601 */
+  since?: string | undefined;
+  until?: string | undefined;
+}
+
+export interface AuditView extends Omit<AuditRow, "at"> {
+  at: string;
+}
+
+function toAuditView(row: AuditRow): AuditView {
+  return { ...row, at: new Date(row.at).toISOString() };
+}
+
+function toFilter(query: AuditQuery): AuditFilter {
+  const filter: AuditFilter = {};
+  if (query.actor !== undefined) filter.actor = query.actor;
+  if (query.action !== undefined) filter.action = query.action;
+  if (query.outcome !== undefined) filter.outcome = query.outcome;
+  if (query.since !== undefined) filter.since = Date.parse(query.since);
+  if (query.until !== undefined) filter.until = Date.parse(query.until);
+  return filter;
+}
+
+/**
+ * Records every authentication decision and every admin change. Callers pass names and ids,
+ * never secrets; `maskSecret` is there for the few places that must say which secret was used.
+ */
+export class Audit {
+  constructor(
+    private readonly store: AuditStore,
+    private readonly clock: Clock,
+  ) {}
+
+  record(entry: AuditEntry): void {
+    this.store.insert({
+      at: this.clock(),
+      actor: entry.actor,
+      address: entry.address,
+      action: entry.action,
+      target: entry.target ?? null,
+      outcome: entry.outcome,
+      reason: entry.reason ?? null,
+    });
+  }
+
+  /** A page of the log, newest first. */
+  search(query: AuditQuery & { limit: number; offset: number }): { items: AuditView[]; total: number } {
+    const filter = toFilter(query);
+    return {
+      items: this.store.list(filter, query.limit, query.offset).map(toAuditView),
+      total: this.store.count(filter),
+    };
+  }
+
+  /** Every matching entry, oldest first, for a JSON-lines export. */
+  *export(query: AuditQuery): Generator<AuditView> {
+    for (const row of this.store.iterate(toFilter(query))) yield toAuditView(row);
+  }
+}
+
+/** Shows enough of a secret to recognise it and never enough to use it. */
+export function maskSecret(secret: string): string {
+  return secret.length <= 8 ? "****" : `${secret.slice(0, 4)}…${secret.slice(-2)}`;
+}

@@ -1,0 +1,42 @@
+/**
+ * Valibot schemas for the fields that several inputs share (REST bodies, RPC args, the CLI and
+ * users.json), so that every entry point applies the same rules.
+ */
+import * as v from "valibot";
+
+export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+export const username = v.pipe(
+  v.string("must be a string"),
+  v.nonEmpty("is required"),
+  v.maxLength(64, "must be at most 64 characters"),
+  v.regex(USERNAME_PATTERN, "may hold letters, digits and . _ @ - (starting with a letter or digit)"),
+);
+
+/** 8 to 1024 characters; longer input is refused before any hashing work is done. */
+export const password = v.pipe(
+  v.string("must be a string"),
+  v.minLength(8, "must be at least 8 characters"),
+  v.maxLength(1024, "must be at most 1024 characters"),
+);
+
+/** A password given to log in: any length up to the cap, so that a short one is a failed login, not a 400. */
+export const loginPassword = v.pipe(
+  v.string("must be a string"),
+  v.nonEmpty("is required"),
+  v.maxLength(1024, "must be at most 1024 characters"),
+);
+
+export const role = v.picklist(["admin", "viewer"], "must be admin or viewer");
+
+export const group = v.pipe(
+  v.string("must be a string"),
+  v.regex(/^[\p{L}\p{N}][\p{L}\p{N} ._-]{0,63}$/u, "group names hold letters, digits, space and . _ - (at most 64)"),
+);
+
+export const groups = v.pipe(v.array(group, "must be a list of group names"), v.maxLength(256, "at most 256 groups"));
+
+export const limit = v.optional(
+  v.pipe(v.string(), v.regex(/^\d{1,6}$/, "must be a whole number"), v.transform(Number), v.minValue(1), v.maxValue(1000, "at most 1000")),
+);
+export const offset = v.optional(v.pipe(v.string(), v.regex(/^\d{1,9}$/, "must be a whole number"), v.transform(Number)));

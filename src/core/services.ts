@@ -1,0 +1,53 @@
+import type { Database } from "bun:sqlite";
+import { randomBytes } from "node:crypto";
+import { AuditStore } from "../db/audit.ts";
+import { SessionStore } from "../db/sessions.ts";
+import { SettingsStore } from "../db/settings.ts";
+import { UserStore } from "../db/users.ts";
+import { Accounts } from "./accounts.ts";
+import { Audit } from "./audit.ts";
+import { Authenticator } from "./auth.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import { EventHub } from "./events.ts";
+import { Metrics } from "./metrics.ts";
+import { Sessions } from "./sessions.ts";
+
+export interface ServiceOptions {
+  sessionIdleSeconds: number;
+  sessionAbsoluteSeconds: number;
+  legacyChallengeLogin: boolean;
+  clock?: Clock;
+}
+
+/** Everything the HTTP and RPC layers call into, built over one database. */
+export interface Services {
+  db: Database;
+  clock: Clock;
+  events: EventHub;
+  metrics: Metrics;
+  settings: SettingsStore;
+  audit: Audit;
+  sessions: Sessions;
+  accounts: Accounts;
+  auth: Authenticator;
+  /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
+  secret: Uint8Array;
+}
+
+export function createServices(db: Database, options: ServiceOptions): Services {
+  const clock = options.clock ?? systemClock;
+  const events = new EventHub();
+  const metrics = new Metrics();
+  const settings = new SettingsStore(db);
+  const secret = Buffer.from(settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")), "base64");
+  const audit = new Audit(new AuditStore(db), clock);
+  const sessions = new Sessions(new SessionStore(db), clock, events, {
+    idleSeconds: options.sessionIdleSeconds,
+    absoluteSeconds: options.sessionAbsoluteSeconds,
+  });
+  const accounts = new Accounts(db, new UserStore(db), sessions, audit, clock);
+  const auth = new Authenticator(accounts, sessions, audit, metrics, clock, secret, {
+    legacyChallengeLogin: options.legacyChallengeLogin,
+  });
+  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, secret };
+}

@@ -1,0 +1,95 @@
+/**
+ * The wsauth `users.json` format: `{"users":[{username, password_hash, salt, role,
+ * allowed_groups}]}` where password_hash = lowercase hex SHA256(password + salt).
+ */
+import * as v from "valibot";
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { badRequest } from "./errors.ts";
+import { group, username } from "./fields.ts";
+import type { Role } from "../db/users.ts";
+
+export interface LegacyUser {
+  username: string;
+  password_hash: string;
+  salt: string;
+  role: Role;
+  allowed_groups: string[];
+}
+
+const entrySchema = v.object({
+  username,
+  password_hash: v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (SHA-256)")),
+  salt: v.optional(v.pipe(v.string("must be a string"), v.maxLength(256, "must be at most 256 characters")), ""),
+  // wsauth treats a missing role as viewer.
+  role: v.optional(v.picklist(["admin", "viewer"], "must be admin or viewer"), "viewer"),
+  allowed_groups: v.optional(v.nullable(v.array(group, "must be a list of group names")), []),
+});
+
+const fileSchema = v.object({ users: v.array(entrySchema, "must be a list") });
+
+export const MAX_USERS_FILE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Validates a whole users.json before anything is applied. The bootstrap `admin` entry is
+ * skipped, as wsauth does: that account is managed here, not by the file.
+ */
+export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: string[] } {
+  if (text.length > MAX_USERS_FILE_BYTES) throw badRequest("users file is larger than 16 MiB");
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw badRequest(`users file is not valid JSON: ${(error as Error).message}`);
+  }
+  const result = v.safeParse(fileSchema, json);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "(top level)";
+    throw badRequest(`users file: ${path} ${issue.message}`, path);
+  }
+  const seen = new Set<string>();
+  const users: LegacyUser[] = [];
+  const skipped: string[] = [];
+  for (const [i, entry] of result.output.users.entries()) {
+    if (seen.has(entry.username)) throw badRequest(`users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice`, `users.${i}.username`);
+    seen.add(entry.username);
+    if (entry.username === "admin") {
+      skipped.push(entry.username);
+      continue;
+    }
+    users.push({ ...entry, allowed_groups: entry.allowed_groups ?? [] });
+  }
+  return { users, skipped };
+}
+
+export function renderUsersFile(users: LegacyUser[]): string {
+  return JSON.stringify({ users }, null, 2) + "\n";
+}
+
+/** Writes a file so that readers see the old or the new content, never a torn one. */
+export function writeFileAtomic(path: string, data: string, mode = 0o600): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const fd = openSync(tmp, "wx", mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } catch (error) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw error;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, path);
+  } catch (error) {
+    unlinkSync(tmp);
+    throw error;
+  }
+  const dirFd = openSync(dirname(path), "r");
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+}

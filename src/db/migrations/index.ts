@@ -1,0 +1,12 @@
+/**
+ * The append-only list of schema migrations, embedded into the binary as text. Never edit a
+ * migration that has shipped: add the next one.
+ */
+import init from "./0001_init.sql" with { type: "text" };
+
+export interface Migration {
+  name: string;
+  sql: string;
+}
+
+export const migrations: readonly Migration[] = [{ name: "0001_init", sql: init }];

@@ -1,0 +1,69 @@
+import type { Database } from "bun:sqlite";
+import type { Role } from "./users.ts";
+
+export interface SessionRow {
+  id: string;
+  user_id: number;
+  username: string;
+  role: Role;
+  allowed_groups: string;
+  method: string;
+  created_at: number;
+  last_used_at: number;
+  expires_at: number;
+}
+
+/** Queries over the `sessions` table. Session ids are hashes of the tokens, never the tokens. */
+export class SessionStore {
+  constructor(private readonly db: Database) {}
+
+  insert(row: { id: string; userId: number; method: string; address: string | null; now: number; expiresAt: number }): void {
+    this.db
+      .query(
+        `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(row.id, row.userId, row.method, row.address, row.now, row.now, row.expiresAt);
+  }
+
+  get(id: string): SessionRow | null {
+    return this.db
+      .query<SessionRow, [string]>(
+        `SELECT s.id, s.user_id, u.username, u.role, u.allowed_groups, s.method, s.created_at,
+                s.last_used_at, s.expires_at
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?`,
+      )
+      .get(id);
+  }
+
+  /** The subset of `ids` that still exist. */
+  existing(ids: string[]): Set<string> {
+    if (ids.length === 0) return new Set();
+    const rows = this.db
+      .query<{ id: string }, [string]>("SELECT value AS id FROM json_each(?) WHERE value IN (SELECT id FROM sessions)")
+      .all(JSON.stringify(ids));
+    return new Set(rows.map((r) => r.id));
+  }
+
+  touch(id: string, now: number): void {
+    this.db.query("UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?").run(now, id);
+  }
+
+  delete(id: string): boolean {
+    return this.db.query("DELETE FROM sessions WHERE id = ?").run(id).changes === 1;
+  }
+
+  idsForUser(userId: number): string[] {
+    return this.db.query<{ id: string }, [number]>("SELECT id FROM sessions WHERE user_id = ?").all(userId).map((r) => r.id);
+  }
+
+  deleteForUser(userId: number): number {
+    return this.db.query("DELETE FROM sessions WHERE user_id = ?").run(userId).changes;
+  }
+
+  deleteExpired(now: number, idleMs: number): number {
+    return this.db
+      .query("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at + ? <= ?")
+      .run(now, idleMs, now).changes;
+  }
+}

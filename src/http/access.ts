@@ -1,0 +1,35 @@
+/**
+ * Who may call each REST route, as data. A route that is not listed here is refused for
+ * everybody, so a new route stays closed until someone decides who may use it.
+ *
+ * - public: anybody, no session (login, health, docs, the panel's static files);
+ * - session: any signed-in user;
+ * - viewer / admin: at least that role;
+ * - rpc: the RPC registry decides per call (the REST mirror and the WebSocket).
+ */
+export type Access = "public" | "session" | "viewer" | "admin" | "rpc";
+
+export const routeAccess: Readonly<Record<string, Access>> = {
+  "GET /": "public",
+  "GET /panel/*": "public",
+  "GET /healthz": "public",
+  "GET /metrics": "public",
+  "GET /openapi/json": "public",
+  "GET /swagger/json": "public",
+  "GET /swagger": "public",
+  "GET /swagger/*": "public",
+  "POST /api/auth/login": "public",
+  "POST /api/auth/scram/start": "public",
+  "POST /api/auth/scram/finish": "public",
+  "POST /api/auth/challenge": "public",
+  "POST /api/auth/logout": "session",
+  "GET /api/auth/session": "session",
+  "GET /api/users": "admin",
+  "POST /api/users": "admin",
+  "GET /api/users/:username": "admin",
+  "PATCH /api/users/:username": "admin",
+  "DELETE /api/users/:username": "admin",
+  "GET /api/audit": "admin",
+  "GET /ws": "rpc",
+  "PUT /:namespace/:name": "rpc",
+};

@@ -1,0 +1,65 @@
+/**
+ * The one place that turns errors into HTTP responses:
+ * `{"error": {"code", "message", "field"?}}` with a fitting status. Messages of unexpected
+ * errors are never shown; they are logged.
+ */
+import { Elysia } from "elysia";
+import { AppError } from "../core/errors.ts";
+import type { Logger } from "../log.ts";
+
+export interface ErrorBody {
+  error: { code: string; message: string; field?: string; retry_after?: number };
+}
+
+function issueField(issue: { path?: { key?: unknown }[] } | undefined, on: string): string | undefined {
+  const path = issue?.path?.map((p) => String(p.key)).join(".");
+  if (path) return path;
+  return on === "body" ? undefined : on;
+}
+
+export function errorBody(error: AppError): ErrorBody {
+  const body: ErrorBody = { error: { code: error.code, message: error.message } };
+  if (error.field !== undefined) body.error.field = error.field;
+  if (error.retryAfter !== undefined) body.error.retry_after = error.retryAfter;
+  return body;
+}
+
+/** Maps Elysia's own errors (validation, parse, not found) to AppErrors. */
+export function toAppError(code: string | number, error: unknown): AppError | null {
+  if (error instanceof AppError) return error;
+  switch (code) {
+    case "VALIDATION": {
+      const e = error as { type?: string; valueError?: { path?: { key?: unknown }[]; message?: string; type?: string; expected?: string } };
+      const issue = e.valueError;
+      const field = issueField(issue, e.type ?? "body");
+      const unknownKey = issue?.expected === "never";
+      const what = field ?? e.type ?? "body";
+      const message = unknownKey ? `${what} is not a known field` : `${what}: ${issue?.message ?? "invalid value"}`;
+      return new AppError("bad_request", message, field === undefined ? {} : { field });
+    }
+    case "PARSE":
+      return new AppError("bad_request", "the request body is not valid JSON (or not the declared content type)", { field: "body" });
+    case "NOT_FOUND":
+      return new AppError("not_found", "no such route");
+    case "INVALID_COOKIE_SIGNATURE":
+    case "INVALID_FILE_TYPE":
+      return new AppError("bad_request", "invalid request");
+    default:
+      return null;
+  }
+}
+
+export function errorPlugin(log: Logger) {
+  return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
+    const appError = toAppError(code, error);
+    if (!appError) {
+      log.error("unhandled error", { method: request.method, url: new URL(request.url).pathname, error: String((error as Error)?.stack ?? error) });
+      set.status = 500;
+      return { error: { code: "internal", message: "internal error; the server log has the details" } };
+    }
+    set.status = appError.status;
+    if (appError.retryAfter !== undefined) set.headers["retry-after"] = String(appError.retryAfter);
+    if (appError.status === 401) set.headers["www-authenticate"] = 'Bearer realm="latchkey"';
+    return errorBody(appError);
+  });
+}

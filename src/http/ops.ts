@@ -1,0 +1,28 @@
+/** Liveness with a database check, and Prometheus metrics. */
+import { Elysia } from "elysia";
+import type { Services } from "../core/services.ts";
+import { VERSION } from "../version.ts";
+
+export function opsRoutes(services: Services) {
+  const check = services.db.query<{ ok: number }, []>("SELECT 1 AS ok");
+  return new Elysia({ name: "latchkey/http/ops" })
+    .get(
+      "/healthz",
+      ({ set }) => {
+        let database = "ok";
+        try {
+          check.get();
+        } catch (error) {
+          database = `error: ${(error as Error).message}`;
+          set.status = 503;
+        }
+        return { status: database === "ok" ? "ok" : "unavailable", database, version: VERSION };
+      },
+      { detail: { tags: ["operations"], summary: "Liveness and database check" } },
+    )
+    .get(
+      "/metrics",
+      () => new Response(services.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
+      { detail: { tags: ["operations"], summary: "Prometheus metrics" } },
+    );
+}

@@ -1,0 +1,76 @@
+/** `rpc/auth*`: the sysadm login calls, plus SCRAM, and `rpc/query`. */
+import * as v from "valibot";
+import { unauthorized } from "../../core/errors.ts";
+import { loginPassword, username } from "../../core/fields.ts";
+import { defineHandler, type Registry } from "../registry.ts";
+
+export const authHandlers = [
+  defineHandler({
+    namespace: "rpc",
+    name: "auth",
+    access: "public",
+    args: v.strictObject({ username, password: loginPassword }),
+    async handle(ctx, args) {
+      const login = await ctx.services.auth.loginWithPassword(args.username, args.password, ctx.address);
+      ctx.connection?.signIn(login);
+      return [login.token, login.expiresIn];
+    },
+  }),
+  defineHandler({
+    namespace: "rpc",
+    name: "auth_token",
+    access: "public",
+    args: v.strictObject({ token: v.pipe(v.string("must be a string"), v.nonEmpty("is required"), v.maxLength(256, "is too long")) }),
+    handle(ctx, args) {
+      const principal = ctx.services.auth.loginWithToken(args.token, ctx.address);
+      ctx.connection?.signIn(principal);
+      return [args.token, ctx.services.sessions.secondsValid()];
+    },
+  }),
+  defineHandler({
+    namespace: "rpc",
+    name: "auth_scram",
+    access: "public",
+    args: v.union(
+      [
+        v.strictObject({ client_first: v.pipe(v.string("must be a string"), v.maxLength(2048, "is too long")) }),
+        v.strictObject({ client_final: v.pipe(v.string("must be a string"), v.maxLength(4096, "is too long")) }),
+      ],
+      "must be {client_first} or {client_final}",
+    ),
+    handle(ctx, args) {
+      if ("client_first" in args) {
+        const { serverFirst, prehash } = ctx.services.auth.scramStart(args.client_first, ctx.address);
+        return { server_first: serverFirst, prehash };
+      }
+      const login = ctx.services.auth.scramFinish(args.client_final, ctx.address);
+      ctx.connection?.signIn(login);
+      return [login.token, login.expiresIn, login.serverFinal];
+    },
+  }),
+  defineHandler({
+    namespace: "rpc",
+    name: "auth_clear",
+    access: "public",
+    args: v.unknown(),
+    handle(ctx) {
+      if (ctx.principal) ctx.services.auth.logout(ctx.principal, ctx.address);
+      ctx.connection?.signOut();
+      return "ok";
+    },
+  }),
+];
+
+/** `rpc/query` needs the registry it describes, so it is made after the others. */
+export function queryHandler(registry: () => Registry) {
+  return defineHandler({
+    namespace: "rpc",
+    name: "query",
+    access: "session",
+    args: v.unknown(),
+    handle(ctx) {
+      if (!ctx.principal) throw unauthorized();
+      return registry().query(ctx.principal.role);
+    },
+  });
+}

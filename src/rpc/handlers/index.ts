@@ -1,0 +1,10 @@
+/** Every RPC the server answers, in one visible list. */
+import { Registry } from "../registry.ts";
+import { auditHandler } from "./audit.ts";
+import { authHandlers, queryHandler } from "./auth.ts";
+import { usersHandler } from "./users.ts";
+
+export function createRegistry(): Registry {
+  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler]);
+  return registry;
+}

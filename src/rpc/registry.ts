@@ -1,0 +1,116 @@
+/**
+ * The explicit registry of RPC handlers. Dispatch looks calls up in a Map keyed by
+ * "namespace/name", so that names such as `__proto__` or `toString` are simply unknown.
+ */
+import * as v from "valibot";
+import type { Role } from "../db/users.ts";
+import { AppError, badRequest, forbidden, notFound, unauthorized } from "../core/errors.ts";
+import type { Principal } from "../core/sessions.ts";
+import type { Services } from "../core/services.ts";
+import type { Login } from "../core/auth.ts";
+
+export type Level = "read" | "write";
+
+/** What a call knows of its caller and connection. */
+export interface RpcContext {
+  services: Services;
+  principal: Principal | null;
+  address: string | null;
+  /** Set on WebSocket calls: lets auth calls change who the connection is. */
+  connection?: {
+    signIn(login: Principal | Login): void;
+    signOut(): void;
+  };
+  /** The REST mirror passes the bearer session so that `rpc/auth_clear` can end it. */
+  transport: "ws" | "rest";
+}
+
+export interface RpcHandler {
+  namespace: string;
+  name: string;
+  /** "public" calls are allowed before login (they are the login calls). */
+  access: "public" | "session";
+  /** Roles per level; a subsystem appears in `rpc/query` for the roles that may use it. */
+  roles?: Record<Level, readonly Role[]>;
+  args: v.GenericSchema;
+  /** The level a given call needs (e.g. by its action); defaults to "read". */
+  level?: (args: unknown) => Level;
+  handle(ctx: RpcContext, args: unknown): unknown | Promise<unknown>;
+}
+
+/** Defines a handler with its args type inferred from the schema. */
+export function defineHandler<S extends v.GenericSchema>(handler: {
+  namespace: string;
+  name: string;
+  access: "public" | "session";
+  roles?: Record<Level, readonly Role[]>;
+  args: S;
+  level?: (args: v.InferOutput<S>) => Level;
+  handle(ctx: RpcContext, args: v.InferOutput<S>): unknown | Promise<unknown>;
+}): RpcHandler {
+  return handler as RpcHandler;
+}
+
+export class Registry {
+  private readonly handlers = new Map<string, RpcHandler>();
+
+  constructor(handlers: readonly RpcHandler[], aliases: Record<string, string> = {}) {
+    for (const h of handlers) {
+      const key = `${h.namespace}/${h.name}`;
+      if (this.handlers.has(key)) throw new Error(`RPC ${key} registered twice`);
+      this.handlers.set(key, h);
+    }
+    for (const [alias, target] of Object.entries(aliases)) {
+      const h = this.handlers.get(target);
+      if (!h) throw new Error(`RPC alias ${alias} points at unknown ${target}`);
+      this.handlers.set(alias, h);
+    }
+  }
+
+  /** Every registered call (aliases included), for docs and the access-control tests. */
+  entries(): [string, RpcHandler][] {
+    return [...this.handlers.entries()];
+  }
+
+  lookup(namespace: string, name: string): RpcHandler {
+    const handler = this.handlers.get(`${namespace}/${name}`);
+    if (!handler) throw notFound(`unknown call ${namespace}/${name}`);
+    return handler;
+  }
+
+  /** `rpc/query`: each subsystem this role may use, with "read" or "read/write". */
+  query(role: Role): Record<string, "read" | "read/write"> {
+    const out: Record<string, "read" | "read/write"> = {};
+    for (const h of new Set(this.handlers.values())) {
+      if (!h.roles) continue;
+      const key = `${h.namespace}/${h.name}`;
+      if (h.roles.write.includes(role)) out[key] = "read/write";
+      else if (h.roles.read.includes(role)) out[key] = "read";
+    }
+    return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+  }
+
+  async dispatch(ctx: RpcContext, namespace: string, name: string, rawArgs: unknown): Promise<unknown> {
+    const handler = this.lookup(namespace, name);
+    if (handler.access === "session" && !ctx.principal) throw unauthorized();
+    const parsed = v.safeParse(handler.args, rawArgs);
+    if (!parsed.success) throw argsError(parsed.issues[0]);
+    if (handler.roles && ctx.principal) {
+      const level = handler.level?.(parsed.output) ?? "read";
+      if (!handler.roles[level].includes(ctx.principal.role)) {
+        throw forbidden(`${namespace}/${name} needs ${level} access, which the ${ctx.principal.role} role does not have`);
+      }
+    }
+    ctx.services.metrics.rpc(`${handler.namespace}/${handler.name}`);
+    return handler.handle(ctx, parsed.output);
+  }
+}
+
+export function argsError(issue: v.BaseIssue<unknown>): AppError {
+  const path = issue.path?.map((p) => String(p.key)).join(".");
+  const field = path ? `args.${path}` : "args";
+  const message = issue.type === "strict_object" || issue.type === "object" && issue.expected === "never"
+    ? `${field} is not a known field`
+    : `${field} ${issue.message}`;
+  return badRequest(message, field);
+}
