@@ -15,7 +15,12 @@ const hostPort = v.pipe(
   v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0-65535"),
 );
 const seconds = (min: number, max: number) =>
-  v.pipe(v.union([v.number(), v.pipe(v.string(), v.regex(/^\d+$/, "must be a whole number of seconds"), v.transform(Number))]), v.integer(), v.minValue(min), v.maxValue(max));
+  v.pipe(
+    v.union([v.number(), v.pipe(v.string(), v.regex(/^\d+$/), v.transform(Number))], "must be a whole number"),
+    v.integer("must be a whole number"),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  );
 const bytes = (min: number, max: number) => seconds(min, max);
 const bool = v.union([
   v.boolean(),

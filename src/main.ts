@@ -8,7 +8,6 @@ import { AppError } from "./core/errors.ts";
 import { DATABASE_FILE } from "./db/open.ts";
 import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
-import { startServer } from "./server.ts";
 import { VERSION } from "./version.ts";
 
 const HELP = `latchkey ${VERSION}: client enrollment, authentication and licensing server
@@ -38,6 +37,8 @@ async function serverCommand(argv: string[]): Promise<number> {
   }
   if (args.positionals.length > 0) throw new UsageError(`server takes no arguments (got ${JSON.stringify(args.positionals[0])})`);
   const config = loadConfig(args);
+  // Loaded here so that admin commands do not pay for the HTTP stack at start-up.
+  const { startServer } = await import("./server.ts");
   const server = await startServer(config, { adminPassword: process.env.LATCHKEY_ADMIN_PASSWORD || undefined });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {

@@ -4,7 +4,8 @@
  * WebSockets with a reason, checkpoint the database).
  */
 import { readFileSync } from "node:fs";
-import { createApp } from "./app.ts";
+import { createApp, type App } from "./app.ts";
+import type { Registry } from "./rpc/registry.ts";
 import type { Config } from "./config.ts";
 import type { Clock } from "./core/clock.ts";
 import { createServices, type Services } from "./core/services.ts";
@@ -16,6 +17,9 @@ export interface RunningServer {
   url: string;
   port: number;
   services: Services;
+  /** The composed app and RPC registry, for introspection (docs, access-control tests). */
+  app: App;
+  registry: Registry;
   stop(reason?: string): Promise<void>;
 }
 
@@ -44,7 +48,7 @@ export async function startServer(
   if (config.requireAuthKey !== undefined) services.settings.set("require_auth_key", config.requireAuthKey);
 
   const tls = config.tls !== undefined;
-  const { app, connections } = createApp(services, log, {
+  const { app, connections, registry } = createApp(services, log, {
     tls,
     wsIdleSeconds: config.wsIdleSeconds,
     maxFrameBytes: config.maxFrameBytes,
@@ -76,5 +80,5 @@ export async function startServer(
       db.close();
       log.info("stopped");
     })());
-  return { url, port: server.port!, services, stop };
+  return { url, port: server.port!, services, app, registry, stop };
 }

@@ -63,7 +63,8 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
       value = "true";
     } else {
       const next = argv[i + 1];
-      if (next === undefined) throw new UsageError(`flag -${name} needs a value (${spec.value ?? "VALUE"})`);
+      const nextIsFlag = next !== undefined && /^--?[a-z]/.test(next) && byName.has(next.replace(/^--?/, "").split("=")[0]!);
+      if (next === undefined || nextIsFlag) throw new UsageError(`flag -${name} needs a value (${spec.value ?? "VALUE"})`);
       value = next;
       i++;
     }

@@ -44,6 +44,14 @@ export async function userCommand(argv: string[], env: Record<string, string | u
     process.stdout.write(renderHelp(usage, description, flags));
     return sub === undefined && !args.help ? 2 : 0;
   }
+  const known = ["create", "list", "delete", "passwd", "import", "export"];
+  if (!known.includes(sub)) throw new UsageError(`unknown user command ${JSON.stringify(sub)}; see latchkey user --help`);
+  const needName = () => {
+    if (rest.length !== 1) throw new UsageError(`user ${sub} takes exactly one NAME; see latchkey user --help`);
+    return check(usernameSchema, rest[0], "NAME");
+  };
+  // Usage is checked before the database is touched.
+  const name = ["create", "delete", "passwd"].includes(sub) ? needName() : "";
   const dataDir = resolveDataDir(args, env);
   const config = loadConfig(parseArgs(["--data-dir", dataDir], [dataDirFlag]), env);
   const db = openDatabase(dataDir, { create: false });
@@ -53,14 +61,9 @@ export async function userCommand(argv: string[], env: Record<string, string | u
     legacyChallengeLogin: config.legacyChallengeLogin,
   });
   const actor = { name: `cli:${userInfo().username}`, address: "local" };
-  const needName = () => {
-    if (rest.length !== 1) throw new UsageError(`user ${sub} takes exactly one NAME; see latchkey user --help`);
-    return check(usernameSchema, rest[0], "NAME");
-  };
   try {
     switch (sub) {
       case "create": {
-        const name = needName();
         const role = check(roleSchema, flagValue(args, "role") ?? "viewer", "--role");
         const groupList = (flagValue(args, "groups") ?? "").split(",").map((g) => g.trim()).filter(Boolean);
         const allowedGroups = check(groupsSchema, groupList, "--groups");
@@ -84,13 +87,11 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 0;
       }
       case "delete": {
-        const name = needName();
         services.accounts.delete(actor, name);
         process.stdout.write(`deleted ${name}; their sessions have ended\n`);
         return 0;
       }
       case "passwd": {
-        const name = needName();
         services.accounts.require(name);
         const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
         await services.accounts.changePassword(actor, name, password);
@@ -119,7 +120,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 0;
       }
       default:
-        throw new UsageError(`unknown user command ${JSON.stringify(sub)}; see latchkey user --help`);
+        return 2;
     }
   } finally {
     db.close();

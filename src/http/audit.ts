@@ -8,7 +8,7 @@ const timestamp = v.optional(v.pipe(v.string(), v.isoTimestamp("must be an ISO 8
 
 export function auditRoutes(services: Services) {
   return new Elysia({ name: "latchkey/http/audit", prefix: "/api/audit" }).get(
-    "/",
+    "",
     ({ query }) => {
       const filter = { actor: query.actor, action: query.action, outcome: query.outcome, since: query.since, until: query.until };
       if (query.format === "jsonl") {

@@ -15,12 +15,12 @@ function actorOf(ctx: unknown) {
 export function userRoutes(services: Services) {
   const accounts = services.accounts;
   return new Elysia({ name: "latchkey/http/users", prefix: "/api/users" })
-    .get("/", ({ query }) => accounts.list(query.limit ?? 100, query.offset ?? 0), {
+    .get("", ({ query }) => accounts.list(query.limit ?? 100, query.offset ?? 0), {
       query: v.strictObject({ limit, offset }),
       detail: { tags: ["users"], summary: "List accounts" },
     })
     .post(
-      "/",
+      "",
       async ({ body, set, ...ctx }) => {
         const user = await accounts.create(actorOf(ctx), {
           username: body.username,

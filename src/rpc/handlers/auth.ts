@@ -54,8 +54,9 @@ export const authHandlers = [
     access: "public",
     args: v.unknown(),
     handle(ctx) {
-      if (ctx.principal) ctx.services.auth.logout(ctx.principal, ctx.address);
+      // Leave the session first, so that ending it does not close this very connection.
       ctx.connection?.signOut();
+      if (ctx.principal) ctx.services.auth.logout(ctx.principal, ctx.address);
       return "ok";
     },
   }),

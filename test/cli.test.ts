@@ -1,0 +1,181 @@
+/** The admin command line, run as a separate process against a real data directory. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { runLatchkey, tempDir } from "./support.ts";
+
+const sha256hex = (s: string) => createHash("sha256").update(s).digest("hex");
+
+let dir: { path: string; remove(): void };
+let dataDir: string;
+
+async function ok(args: string[], input?: string) {
+  const res = await runLatchkey([...args, "--data-dir", dataDir], input === undefined ? {} : { input });
+  if (res.code !== 0) throw new Error(`latchkey ${args.join(" ")} failed (${res.code}): ${res.stderr}`);
+  return res;
+}
+
+beforeAll(async () => {
+  dir = tempDir();
+  dataDir = join(dir.path, "data");
+  // A first server start creates the database; the CLI never creates one by accident.
+  const { startServer } = await import("../src/server.ts");
+  const { loadConfig, serverFlags } = await import("../src/config.ts");
+  const { parseArgs } = await import("../src/cli/args.ts");
+  const { silentLogger } = await import("../src/log.ts");
+  const server = await startServer(loadConfig(parseArgs(["--data-dir", dataDir, "--listen", "127.0.0.1:0"], serverFlags), {}), {
+    log: silentLogger,
+    adminPassword: "first admin password",
+  });
+  await server.stop();
+});
+afterAll(() => dir.remove());
+
+describe("help, version and errors", () => {
+  test("version", async () => {
+    const res = await runLatchkey(["version"]);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe("latchkey dev\n");
+  });
+
+  test.each([[["--help"]], [["server", "--help"]], [["user", "--help"]], [["backup", "--help"]], [["server", "-help"]]])("%p prints usage", async (argv: string[]) => {
+    const res = await runLatchkey(argv);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain("Usage: latchkey");
+  });
+
+  test.each([
+    [["frobnicate"], 2, /unknown command "frobnicate"; run 'latchkey --help'/],
+    [["server", "--bogus"], 2, /unknown flag -bogus; run with --help/],
+    [["user", "delete"], 2, /takes exactly one NAME/],
+    [["user", "create", "../etc/passwd", "--password-stdin"], 2, /NAME may hold letters, digits/],
+    [["user", "list", "--data-dir", "/nonexistent/latchkey"], 1, /no latchkey database in \/nonexistent\/latchkey; start the server once/],
+  ])("%p fails with exit %d and a remedy on stderr", async (argv, code, message) => {
+    const res = await runLatchkey(argv as string[]);
+    expect(res.code).toBe(code as number);
+    expect(res.stderr).toMatch(message as RegExp);
+    expect(res.stdout).toBe("");
+  });
+});
+
+describe("user commands", () => {
+  test("create, list, passwd, delete", async () => {
+    expect((await ok(["user", "create", "alice", "--role", "viewer", "--groups", "red,blue", "--password-stdin"], "alice password\n")).stdout).toBe("created viewer alice\n");
+    const listed = JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; role: string; allowed_groups: string[] }[];
+    expect(listed.find((u) => u.username === "alice")).toMatchObject({ role: "viewer", allowed_groups: ["red", "blue"] });
+    expect((await ok(["user", "list"])).stdout).toMatch(/^alice\s+viewer\s+red,blue\s+never/m);
+
+    const db = new Database(join(dataDir, "latchkey.db"), { readonly: true });
+    const before = db.query("SELECT password_hash FROM users WHERE username = 'alice'").get() as { password_hash: string };
+    expect(before.password_hash).toStartWith("$argon2id$v=19$m=19456,t=2,");
+    expect(await Bun.password.verify("alice password", before.password_hash)).toBe(true);
+    await ok(["user", "passwd", "alice", "--password-stdin"], "alice new password\n");
+    const after = db.query("SELECT password_hash FROM users WHERE username = 'alice'").get() as { password_hash: string };
+    expect(await Bun.password.verify("alice new password", after.password_hash)).toBe(true);
+    db.close();
+
+    expect((await ok(["user", "delete", "alice"])).stdout).toContain("deleted alice");
+    expect((await ok(["user", "list"])).stdout).not.toContain("alice");
+  });
+
+  test.each([
+    [["user", "create", "bob", "--password-stdin"], "short\n", /password must be at least 8 characters/],
+    [["user", "create", "bob", "--password-stdin", "--role", "root"], "long enough\n", /--role must be admin or viewer/],
+    [["user", "create", "admin", "--password-stdin"], "long enough\n", /a user named "admin" already exists/],
+    [["user", "delete", "admin"], undefined, /the bootstrap account admin cannot be deleted/],
+    [["user", "delete", "ghost"], undefined, /no user named "ghost"/],
+    [["user", "passwd", "ghost", "--password-stdin"], "long enough\n", /no user named "ghost"/],
+    [["user", "create", "bob"], undefined, /no terminal to ask for the password on: pipe it in with --password-stdin/],
+  ])("%p is refused", async (argv, input, message) => {
+    const res = await runLatchkey([...(argv as string[]), "--data-dir", dataDir], input === undefined ? {} : { input: input as string });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(message as RegExp);
+  });
+});
+
+describe("wsauth users.json import and export", () => {
+  // Hashes computed here, independently of the server: SHA256(password + salt), lowercase hex.
+  const legacy = [
+    { username: "carol", password: "carol's password", salt: "a1b2c3d4e5f60718", role: "viewer", allowed_groups: ["lab"] },
+    { username: "dave", password: "dave's password!", salt: "0011223344556677", role: "admin", allowed_groups: [] },
+  ];
+  const file = () => join(dir.path, "users.json");
+  const usersJson = (entries: unknown[]) => JSON.stringify({ users: entries });
+  const entries = legacy.map(({ password, ...u }) => ({ ...u, password_hash: sha256hex(password + u.salt) }));
+
+  test.each([
+    ["not JSON", "{nope", /users file is not valid JSON/],
+    ["no users list", JSON.stringify({ people: [] }), /users file: users Invalid type|users file: users/],
+    ["a bad hash in the second entry", usersJson([entries[0], { ...entries[1], password_hash: "XYZ" }]), /users\.1\.password_hash must be 64 lowercase hex digits/],
+    ["a hostile username", usersJson([{ ...entries[0], username: "../../etc/passwd" }]), /users\.0\.username may hold letters/],
+    ["a duplicate", usersJson([entries[0], entries[0]]), /appears twice/],
+    ["a bad role", usersJson([{ ...entries[0], role: "root" }]), /users\.0\.role must be admin or viewer/],
+  ])("a file with %s imports nothing", async (_, text, message) => {
+    writeFileSync(file(), text as string);
+    const res = await runLatchkey(["user", "import", file(), "--data-dir", dataDir]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(message as RegExp);
+    const names = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string }[]).map((u) => u.username);
+    expect(names).toEqual(["admin"]);
+  });
+
+  test("import keeps no legacy hash by default, and the password still verifies", async () => {
+    writeFileSync(file(), usersJson(entries));
+    expect((await ok(["user", "import", file()])).stdout).toBe("imported 2 users\n");
+    const db = new Database(join(dataDir, "latchkey.db"), { readonly: true });
+    for (const u of legacy) {
+      const row = db.query("SELECT * FROM users WHERE username = ?").get(u.username) as Record<string, unknown>;
+      const h = sha256hex(u.password + u.salt);
+      expect(Object.values(row)).not.toContain(h);
+      expect(row.legacy_hash).toBeNull();
+      expect(row.legacy_salt).toBe(u.salt);
+      expect(await Bun.password.verify(h, row.password_hash as string)).toBe(true);
+    }
+    db.close();
+    // Nothing to export: no account keeps its wsauth hash.
+    expect(JSON.parse((await ok(["user", "export"])).stdout)).toEqual({ users: [] });
+    for (const u of legacy) await ok(["user", "delete", u.username]);
+  });
+
+  test("an import that collides with an existing user applies nothing", async () => {
+    await ok(["user", "create", "dave", "--password-stdin"], "existing dave pw\n");
+    writeFileSync(file(), usersJson(entries));
+    const res = await runLatchkey(["user", "import", file(), "--data-dir", dataDir]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('user "dave" already exists; nothing was imported');
+    expect((await ok(["user", "list"])).stdout).not.toContain("carol");
+    await ok(["user", "delete", "dave"]);
+  });
+
+  test("round trip with --legacy-challenge-login: export writes back the same file, atomically, mode 0600", async () => {
+    const withAdmin = [{ username: "admin", password_hash: sha256hex("x"), salt: "", role: "admin", allowed_groups: [] }, ...entries];
+    writeFileSync(file(), usersJson(withAdmin));
+    const res = await ok(["user", "import", file(), "--legacy-challenge-login"]);
+    expect(res.stdout).toBe("imported 2 users (wsauth challenge login kept)\n");
+    expect(res.stderr).toContain("skipped admin");
+    expect((await ok(["user", "list"])).stdout).toMatch(/^carol\s+viewer\s+lab\s+never\s+wsauth \(challenge login\)$/m);
+    const out = join(dir.path, "exported.json");
+    await ok(["user", "export", out]);
+    expect(JSON.parse(readFileSync(out, "utf8"))).toEqual({ users: [...entries].sort((a, b) => a.username.localeCompare(b.username)) });
+    expect(statSync(out).mode & 0o777).toBe(0o600);
+    const listing = (await ok(["user", "list", "--json"])).stdout;
+    expect(JSON.parse(listing).find((u: { username: string }) => u.username === "carol")).toMatchObject({ legacy: true, legacy_challenge: true });
+  });
+});
+
+describe("backup", () => {
+  test("writes a consistent, openable copy and refuses to overwrite", async () => {
+    const target = join(dir.path, "backup.db");
+    expect((await ok(["backup", target])).stdout).toBe(`wrote ${target}\n`);
+    const copy = new Database(target, { readonly: true });
+    expect((copy.query("SELECT count(*) AS n FROM users WHERE username = 'admin'").get() as { n: number }).n).toBe(1);
+    expect((copy.query("PRAGMA integrity_check").get() as { integrity_check: string }).integrity_check).toBe("ok");
+    copy.close();
+    const again = await runLatchkey(["backup", target, "--data-dir", dataDir]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain("already exists");
+    expect(existsSync(target)).toBe(true);
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * End to end through the compiled binary: `npm run build`, copy dist/latchkey to an empty
+ * directory (no Bun, no node_modules next to it), start it as a process, use it as a user
+ * would over REST and /ws, and stop it with SIGTERM.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { BUN, ROOT, RpcClient, call, runLatchkey, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
+
+let dir: { path: string; remove(): void };
+let binary: string;
+
+beforeAll(async () => {
+  const build = Bun.spawnSync([BUN, "scripts/build.ts"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
+  dir = tempDir("latchkey-e2e-");
+  binary = join(dir.path, "latchkey");
+  copyFileSync(join(ROOT, "dist/latchkey"), binary);
+});
+afterAll(() => dir?.remove());
+
+/** An environment with no Bun and no project around: only the system PATH. */
+const bareEnv = () => ({ PATH: "/usr/bin:/bin", HOME: dir.path });
+
+describe("the compiled binary", () => {
+  test("prints its stamped version", async () => {
+    const res = await runLatchkey(["version"], { binary, cwd: dir.path, env: bareEnv() });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^latchkey \d+\.\d+\.\d+\n$/);
+  });
+
+  test("first start, REST and WebSocket login, panel and docs from inside itself, SIGTERM", async () => {
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0"], { binary, cwd: dir.path, env: bareEnv() });
+    try {
+      const { url, log } = await waitForListening(proc);
+      const password = /password: (\S+)/.exec(log())?.[1];
+      expect(password).toBeDefined();
+      expect(existsSync(join(dir.path, "data/latchkey.db"))).toBe(true);
+
+      const login = await call(url, "POST", "/api/auth/login", { body: { username: "admin", password } });
+      expect(login.status).toBe(200);
+      expect(login.body).toMatchObject({ role: "admin", expires_in: 300 });
+      const token = login.body.token as string;
+      expect(token.length).toBeGreaterThanOrEqual(43);
+
+      const query = await call(url, "PUT", "/rpc/query", { token, rawBody: '{"junk":"junk"}' });
+      expect(query.body).toEqual({ args: { "latchkey/audit": "read", "latchkey/users": "read/write" } });
+
+      const rpc = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
+      const auth = await rpc.request("rpc", "auth", { username: "admin", password });
+      expect(auth).toMatchObject({ namespace: "rpc", name: "response", args: [expect.any(String), 300] });
+      const users = await rpc.request("latchkey", "users", { action: "list" });
+      expect(users.args.items.map((u: { username: string }) => u.username)).toEqual(["admin"]);
+
+      const panel = await fetch(url + "/");
+      expect(panel.status).toBe(200);
+      expect(await panel.text()).toContain('<script type="module" src="/panel/app.js"></script>');
+      const js = await fetch(url + "/panel/app.js");
+      expect(js.headers.get("content-type")).toStartWith("text/javascript");
+      expect((await js.text()).length).toBeGreaterThan(0);
+      const swagger = await fetch(url + "/swagger/swagger-ui-bundle.js");
+      expect(swagger.status).toBe(200);
+      expect((await swagger.arrayBuffer()).byteLength).toBeGreaterThan(1_000_000);
+      const doc = await call(url, "GET", "/openapi/json");
+      expect(Object.keys(doc.body.paths)).toContain("/api/users");
+
+      // The admin CLI works on the same data directory while the server runs.
+      const list = await runLatchkey(["user", "list"], { binary, cwd: dir.path, env: bareEnv() });
+      expect(list.code).toBe(0);
+      expect(list.stdout).toMatch(/^admin\s+admin/m);
+
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+      expect(await rpc.closed).toMatchObject({ code: 1001 });
+      expect(log()).toContain('shutting down reason="received SIGTERM"');
+      expect(log()).toContain("INFO  stopped");
+      // The WAL was checkpointed into the database on the way out.
+      const wal = join(dir.path, "data/latchkey.db-wal");
+      expect(!existsSync(wal) || statSync(wal).size === 0).toBe(true);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("a second start keeps the admin and prints no new password", async () => {
+    const proc = spawnLatchkey(["server", "-listen", "127.0.0.1:0"], { binary, cwd: dir.path, env: bareEnv() });
+    try {
+      const { url, log } = await waitForListening(proc);
+      expect(log()).not.toContain("password:");
+      const health = await call(url, "GET", "/healthz");
+      expect(health.body).toMatchObject({ status: "ok", database: "ok" });
+      expect(health.body.version).toMatch(/^\d+\.\d+\.\d+$/);
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("a taken port is an error with a non-zero exit", async () => {
+    const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
+    try {
+      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${blocker.port}`], { binary, cwd: dir.path, env: bareEnv() });
+      expect(res.code).not.toBe(0);
+      expect(res.stderr).toMatch(/latchkey: .*(in use|EADDRINUSE)/i);
+    } finally {
+      blocker.stop(true);
+    }
+  });
+});

@@ -1,0 +1,215 @@
+/**
+ * Shared test support: a real server on a free port over a temp data directory, in-process
+ * (with an injectable clock) or as a separate process (source or compiled binary).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "../src/cli/args.ts";
+import { loadConfig, serverFlags } from "../src/config.ts";
+import { silentLogger } from "../src/log.ts";
+import { startServer, type RunningServer } from "../src/server.ts";
+
+export const ROOT = join(import.meta.dir, "..");
+export const BUN = process.execPath;
+export const ADMIN_PASSWORD = "correct horse battery";
+
+export function tempDir(prefix = "latchkey-test-"): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A clock tests can move. */
+export function manualClock(start = Date.parse("2026-01-01T00:00:00Z")) {
+  let now = start;
+  const clock = () => now;
+  clock.advance = (ms: number) => void (now += ms);
+  clock.set = (ms: number) => void (now = ms);
+  return clock;
+}
+
+export interface TestServer extends RunningServer {
+  dataDir: string;
+  wsUrl: string;
+  close(): Promise<void>;
+}
+
+/** Starts the server in this process on 127.0.0.1:0 with a fresh data directory. */
+export async function startTestServer(
+  options: { flags?: string[]; clock?: () => number; env?: Record<string, string> } = {},
+): Promise<TestServer> {
+  const dir = tempDir();
+  const args = parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0", ...(options.flags ?? [])], serverFlags);
+  const config = loadConfig(args, options.env ?? {});
+  const server = await startServer(config, {
+    log: silentLogger,
+    adminPassword: ADMIN_PASSWORD,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  return {
+    ...server,
+    dataDir: dir.path,
+    wsUrl: server.url.replace(/^http/, "ws") + "/ws",
+    async close() {
+      await server.stop("test finished");
+      dir.remove();
+    },
+  };
+}
+
+export async function login(baseUrl: string, username = "admin", password = ADMIN_PASSWORD): Promise<string> {
+  const res = await fetch(`${baseUrl}/api/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password }),
+  });
+  if (res.status !== 200) throw new Error(`login as ${username} failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { token: string }).token;
+}
+
+export async function createUser(
+  baseUrl: string,
+  adminToken: string,
+  user: { username: string; password: string; role?: "admin" | "viewer"; allowed_groups?: string[] },
+): Promise<void> {
+  const res = await fetch(`${baseUrl}/api/users`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${adminToken}` },
+    body: JSON.stringify(user),
+  });
+  if (res.status !== 201) throw new Error(`create ${user.username} failed: ${res.status} ${await res.text()}`);
+}
+
+/** A JSON request with an optional bearer token; returns status, headers and parsed body. */
+export async function call(
+  baseUrl: string,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: Headers; body: any; text: string }> {
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  let body: string | undefined;
+  if (options.rawBody !== undefined) body = options.rawBody;
+  else if (options.body !== undefined) {
+    body = JSON.stringify(options.body);
+    headers["content-type"] ??= "application/json";
+  }
+  const res = await fetch(`${baseUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+  const text = await res.text();
+  let parsed: unknown = undefined;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, headers: res.headers, body: parsed, text };
+}
+
+/** A WebSocket client that sends RPC envelopes and awaits replies by id. */
+export class RpcClient {
+  private nextId = 1;
+  private readonly waiting = new Map<string, (msg: any) => void>();
+  readonly events: any[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.onmessage = (e) => {
+      const msg = JSON.parse(String(e.data));
+      if (msg.namespace === "events") {
+        this.events.push(msg);
+        return;
+      }
+      const resolve = this.waiting.get(String(msg.id));
+      if (resolve) {
+        this.waiting.delete(String(msg.id));
+        resolve(msg);
+      }
+    };
+    this.closed = new Promise((resolve) => {
+      ws.addEventListener("close", (e) => resolve({ code: e.code, reason: e.reason }));
+    });
+  }
+
+  static async connect(url: string, headers?: Record<string, string>): Promise<RpcClient> {
+    const ws = new WebSocket(url, headers ? ({ headers } as unknown as string[]) : undefined);
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(new Error(`cannot connect to ${url}`));
+    });
+    return new RpcClient(ws);
+  }
+
+  /** Sends {namespace, name, id, args} and resolves with the whole reply envelope. */
+  request(namespace: string, name: string, args?: unknown): Promise<any> {
+    const id = `r${this.nextId++}`;
+    const reply = new Promise<any>((resolve) => this.waiting.set(id, resolve));
+    this.ws.send(JSON.stringify({ namespace, name, id, args }));
+    return reply;
+  }
+
+  /** Sends a raw frame and resolves with the next reply that has no matching id (id null). */
+  sendRaw(frame: string, id: string | null = null): Promise<any> {
+    const key = String(id);
+    const reply = new Promise<any>((resolve) => this.waiting.set(key, resolve));
+    this.ws.send(frame);
+    return reply;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+/** Spawns `latchkey` as a separate process: the compiled binary if asked, else the source. */
+export function spawnLatchkey(
+  args: string[],
+  options: { binary?: string; env?: Record<string, string>; cwd?: string; stdin?: "pipe" | "ignore" } = {},
+) {
+  const cmd = options.binary ? [options.binary, ...args] : [BUN, join(ROOT, "src/main.ts"), ...args];
+  return Bun.spawn(cmd, {
+    cwd: options.cwd ?? ROOT,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...(options.env ?? {}) },
+    stdin: options.stdin ?? "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+}
+
+/** Runs a latchkey CLI command to completion. */
+export async function runLatchkey(
+  args: string[],
+  options: { binary?: string; env?: Record<string, string>; cwd?: string; input?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = spawnLatchkey(args, { ...options, stdin: options.input === undefined ? "ignore" : "pipe" });
+  if (options.input !== undefined && proc.stdin) {
+    proc.stdin.write(options.input);
+    await proc.stdin.end();
+  }
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+/** Waits until the server process logs its URL, and returns it. */
+export async function waitForListening(proc: ReturnType<typeof spawnLatchkey>, timeoutMs = 15000): Promise<{ url: string; log: () => string }> {
+  let log = "";
+  const reader = proc.stderr.getReader();
+  const decoder = new TextDecoder();
+  const deadline = Date.now() + timeoutMs;
+  let url: string | undefined;
+  while (!url) {
+    if (Date.now() > deadline) throw new Error(`server did not start in time; log:\n${log}`);
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`server exited before listening; log:\n${log}`);
+    log += decoder.decode(value);
+    url = /url=(https?:\/\/\S+)/.exec(log)?.[1];
+  }
+  (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      log += decoder.decode(value);
+    }
+  })();
+  return { url, log: () => log };
+}
