@@ -12,7 +12,7 @@ import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 
 const root = join(import.meta.dir, "..");
-const version = process.env.LATCHKEY_VERSION ?? pkg.version;
+const version = process.env.LATCHKEY_VERSION || pkg.version;
 
 const targets: { target?: string; outfile: string }[] = [{ outfile: "dist/latchkey" }];
 if (process.argv.includes("--release")) {

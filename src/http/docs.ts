@@ -27,28 +27,32 @@ const page = `<!doctype html>
 
 const init = `window.ui = SwaggerUIBundle({ url: "/openapi/json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: false });\n`;
 
+/** The plugin serves one document per path: mounted twice, it answers both spellings. */
+function openapiAt(specPath: string) {
+  return openapi({
+    path: specPath.replace(/\/json$/, "-ui"),
+    specPath,
+    provider: null,
+    // Transforms and regex flags have no JSON Schema form; the rest of each schema still documents.
+    mapJsonSchema: { valibot: (schema: Parameters<typeof toJsonSchema>[0]) => toJsonSchema(schema, { errorMode: "ignore" }) },
+    exclude: { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] },
+    documentation: {
+      info: {
+        title: "latchkey",
+        version: VERSION,
+        description:
+          "Client enrollment, authentication and licensing server. Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
+      },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      security: [{ bearer: [] }],
+    },
+  });
+}
+
 export function docsRoutes() {
   return new Elysia({ name: "latchkey/http/docs" })
-    .use(
-      openapi({
-        path: "/openapi",
-        specPath: "/openapi/json",
-        provider: null,
-        mapJsonSchema: { valibot: toJsonSchema },
-        exclude: { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/swagger/json"] },
-        documentation: {
-          info: {
-            title: "latchkey",
-            version: VERSION,
-            description:
-              "Client enrollment, authentication and licensing server. Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
-          },
-          components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
-          security: [{ bearer: [] }],
-        },
-      }),
-    )
-    .get("/swagger/json", ({ redirect }) => redirect("/openapi/json", 308), { detail: { hide: true } })
+    .use(openapiAt("/openapi/json"))
+    .use(openapiAt("/swagger/json"))
     .get("/swagger", () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }), { detail: { hide: true } })
     .get(
       "/swagger/*",
