@@ -132,6 +132,8 @@ export class Accounts {
   update(actor: Actor, username: string, changes: { role?: Role; allowedGroups?: string[] }): UserView {
     this.require(username);
     if (username === BOOTSTRAP_ADMIN && changes.role !== undefined && changes.role !== "admin") {
+      // A refused attempt on the bootstrap account is audited, as a refused delete is.
+      this.audit.record({ actor: actor.name, address: actor.address, action: "user.update", target: username, outcome: "denied", reason: "bootstrap admin" });
       throw forbidden(`the bootstrap account ${BOOTSTRAP_ADMIN} stays an admin`);
     }
     this.users.update(username, changes);

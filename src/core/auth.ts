@@ -150,6 +150,9 @@ export class Authenticator {
     const exchange = this.exchanges.get(clientFinal.nonce);
     this.exchanges.delete(clientFinal.nonce);
     if (!exchange || exchange.expiresAt <= this.clock()) {
+      // A replayed or stale finish is still a login attempt: audit it (a replay no longer names its user).
+      this.audit.record({ actor: exchange?.username ?? null, address, action: "auth.scram", target: exchange?.username ?? null, outcome: "failure", reason: "unknown or expired exchange" });
+      this.metrics.authFailure("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
     this.checkThrottle(exchange.username, address, "scram");

@@ -114,6 +114,8 @@ export class Sessions {
   }
 
   sweep(): number {
-    return this.store.deleteExpired(this.clock(), this.limits.idleSeconds * 1000);
+    // The stored last use may lag the real one by up to touchEveryMs, so only remove sessions
+    // idle for longer than that too; authenticateId() still enforces the exact limit.
+    return this.store.deleteExpired(this.clock(), this.limits.idleSeconds * 1000 + this.touchEveryMs);
   }
 }

@@ -109,8 +109,13 @@ export class Registry {
 export function argsError(issue: v.BaseIssue<unknown>): AppError {
   const path = issue.path?.map((p) => String(p.key)).join(".");
   const field = path ? `args.${path}` : "args";
-  const message = issue.type === "strict_object" || issue.type === "object" && issue.expected === "never"
-    ? `${field} is not a known field`
-    : `${field} ${issue.message}`;
+  // valibot reports an unknown key, a missing key and a non-object alike as object issues; only
+  // the first expects "never", and a missing key is the one with a path that received nothing.
+  const message =
+    issue.expected === "never"
+      ? `${field} is not a known field`
+      : path && issue.received === "undefined"
+        ? `${field} is required`
+        : `${field} ${issue.message}`;
   return badRequest(message, field);
 }
