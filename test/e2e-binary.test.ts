@@ -58,7 +58,7 @@ describe("the compiled binary", () => {
       expect(await panel.text()).toContain('<script type="module" src="/panel/app.js"></script>');
       const js = await fetch(url + "/panel/app.js");
       expect(js.headers.get("content-type")).toStartWith("text/javascript");
-      expect((await js.text()).length).toBeGreaterThan(0);
+      expect((await js.text()).length).toBeGreaterThan(10_000);
       const swagger = await fetch(url + "/swagger/swagger-ui-bundle.js");
       expect(swagger.status).toBe(200);
       expect((await swagger.arrayBuffer()).byteLength).toBeGreaterThan(1_000_000);

@@ -29,6 +29,18 @@ describe("over plain HTTP", () => {
     expect(body.csrf_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
 
+  test("a cookie login keeps the bearer token out of the body", async () => {
+    const { body } = await cookieLogin(server.url);
+    expect(body.token).toBeUndefined();
+    expect(Object.keys(body).sort()).toEqual(["csrf_token", "expires_in", "role"]);
+  });
+
+  test("a WebSocket upgrade with a stale session cookie is refused, not made anonymous", async () => {
+    await expect(RpcClient.connect(server.wsUrl, { cookie: "latchkey_session=stale-or-forged" })).rejects.toThrow();
+    const res = await fetch(server.url + "/ws", { headers: { cookie: "latchkey_session=stale", upgrade: "websocket", connection: "Upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13" } });
+    expect(res.status).toBe(401);
+  });
+
   test("a login without cookie:true sets no cookie", async () => {
     const res = await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } });
     expect(res.headers.get("set-cookie")).toBeNull();

@@ -1,1 +1,11 @@
-document.getElementById("app")!.textContent = "latchkey";
+/**
+ * The admin panel's entry point. Each page module registers itself (see pages.ts) in the order
+ * of the navigation; the shell does the rest.
+ */
+import "./pages/dashboard.ts";
+import "./pages/users.ts";
+import "./pages/audit.ts";
+import { Shell } from "./shell.ts";
+
+const root = document.getElementById("app");
+if (root) void new Shell(root).start();

@@ -88,6 +88,15 @@ export class Sessions {
     };
   }
 
+  /** Whether the session is still valid, without counting this as use (for server pushes). */
+  isAlive(sessionId: string): boolean {
+    const row = this.store.get(sessionId);
+    if (!row) return false;
+    const now = this.clock();
+    const lastUsed = Math.max(row.last_used_at, this.lastUse.get(sessionId) ?? 0);
+    return now < row.expires_at && now < lastUsed + this.limits.idleSeconds * 1000;
+  }
+
   /** Seconds the session stays valid without further use. */
   secondsValid(): number {
     return this.limits.idleSeconds;

@@ -19,20 +19,19 @@ const loginBody = v.strictObject({
 });
 
 const loginReply = v.object({
-  token: v.string(),
+  /** Absent when the session went into the panel's cookie. */
+  token: v.optional(v.string()),
   role: v.picklist(["admin", "viewer"]),
   expires_in: v.number(),
   csrf_token: v.optional(v.string()),
 });
 
 export function authRoutes(services: Services, options: { tls: boolean }) {
-  const reply = (login: Login, cookie: boolean | undefined, set: { headers: Record<string, string | number> }) => {
-    const body: v.InferOutput<typeof loginReply> = { token: login.token, role: login.role, expires_in: login.expiresIn };
-    if (cookie) {
-      set.headers["set-cookie"] = sessionCookie(login.token, services.sessions.limits.absoluteSeconds, options.tls);
-      body.csrf_token = csrfToken(services.secret, login.sessionId);
-    }
-    return body;
+  const reply = (login: Login, cookie: boolean | undefined, set: { headers: Record<string, string | number> }): v.InferOutput<typeof loginReply> => {
+    if (!cookie) return { token: login.token, role: login.role, expires_in: login.expiresIn };
+    // The token stays in the HttpOnly cookie: page script never sees a bearer token it could leak.
+    set.headers["set-cookie"] = sessionCookie(login.token, services.sessions.limits.absoluteSeconds, options.tls);
+    return { role: login.role, expires_in: login.expiresIn, csrf_token: csrfToken(services.secret, login.sessionId) };
   };
 
   return new Elysia({ name: "latchkey/http/auth", prefix: "/api/auth" })

@@ -15,6 +15,7 @@ const page = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>latchkey API</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/swagger/swagger-ui.css">
 </head>
 <body>

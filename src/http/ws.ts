@@ -1,22 +1,29 @@
 /** `GET /ws`: the RPC WebSocket. Browsers must come from this very origin. */
 import { Elysia } from "elysia";
-import { forbidden } from "../core/errors.ts";
+import { forbidden, unauthorized } from "../core/errors.ts";
 import type { Connection, Connections } from "../rpc/connections.ts";
-import { originAllowed, type Caller } from "./session.ts";
+import { COOKIE_PLAIN, COOKIE_TLS, originAllowed, readCookie, type Caller } from "./session.ts";
 
 export function wsRoute(connections: Connections) {
   const byRaw = new WeakMap<object, Connection>();
   return new Elysia({ name: "latchkey/http/ws" }).ws("/ws", {
-    beforeHandle({ request }) {
+    beforeHandle(ctx) {
+      const { request } = ctx;
       if (!originAllowed(request)) throw forbidden("WebSocket refused: the Origin is not this server");
+      // A stale panel cookie must not quietly become an anonymous socket: the panel would not know.
+      const cookieHeader = request.headers.get("cookie");
+      const hasCookie = readCookie(cookieHeader, COOKIE_PLAIN) !== undefined || readCookie(cookieHeader, COOKIE_TLS) !== undefined;
+      if (hasCookie && !(ctx as unknown as Caller).principal) throw unauthorized("the session cookie is unknown or has expired; sign in again");
     },
     open(ws) {
       const { principal, address } = ws.data as unknown as Caller;
-      byRaw.set(ws.raw, connections.open(ws.raw, address, principal));
-    },
-    async message(ws, message) {
-      const connection = byRaw.get(ws.raw);
-      if (connection) await connections.message(connection, message);
+      const connection = connections.open(ws.raw, address, principal);
+      byRaw.set(ws.raw, connection);
+      // Elysia decodes frames loosely before its `message` hook (a JSON string frame arrives as
+      // its content), so a string frame holding an envelope would be dispatched. Bun calls
+      // `data.message` with the frame as sent: take it there, so that it is parsed exactly once.
+      (ws.raw.data as { message: (raw: unknown, frame: string | Buffer) => Promise<void> }).message = (_, frame) =>
+        connections.message(connection, frame);
     },
     close(ws) {
       const connection = byRaw.get(ws.raw);

@@ -196,14 +196,22 @@ export class Connections {
   private closeIdle(): void {
     const cutoff = this.services.clock() - this.options.idleSeconds * 1000;
     for (const c of this.all) if (c.lastMessageAt <= cutoff) c.socket.close(CLOSE_IDLE, "idle timeout");
+    // Sessions also end by themselves (idle or absolute limit): their sockets must not linger.
+    const expired = [...this.bySession.keys()].filter((id) => !this.services.sessions.isAlive(id));
+    if (expired.length > 0) this.closeSessions(expired, "session expired");
   }
 
   /** Pushes an event to signed-in admins, and to viewers of one of its groups (if it has any). */
   push(topic: string, args: Record<string, unknown>, groups?: string[]): void {
     const frame = JSON.stringify({ namespace: "events", name: topic, args } satisfies EventEnvelope);
+    const alive = new Map<string, boolean>();
     for (const c of this.all) {
       const p = c.principal;
       if (!p) continue;
+      // Checked without sliding the idle timer: a push is not the user's activity.
+      let ok = alive.get(p.sessionId);
+      if (ok === undefined) alive.set(p.sessionId, (ok = this.services.sessions.isAlive(p.sessionId)));
+      if (!ok) continue;
       if (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g))) c.socket.send(frame);
     }
   }

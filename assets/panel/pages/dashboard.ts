@@ -1,0 +1,124 @@
+/** Dashboard: who you are, the server, and for admins the accounts and the latest activity. */
+import { badge, emptyState, h, plural, replace, time, type Child } from "../dom.ts";
+import { describeError } from "../forms.ts";
+import type { AuditEntry, Health, Paged, User } from "../model.ts";
+import { registerPage, type PageContext } from "../pages.ts";
+
+function card(title: string, ...body: Child[]): { element: HTMLElement; body: HTMLElement } {
+  const content = h("div", { class: "card-body" }, ...body);
+  return { element: h("section", { class: "card", "aria-label": title }, h("h2", {}, title), content), body: content };
+}
+
+function facts(...pairs: [string, Child][]): HTMLElement {
+  return h("dl", { class: "facts" }, ...pairs.flatMap(([term, detail]) => [h("dt", {}, term), h("dd", {}, detail)]));
+}
+
+/** Fills a card when its request settles, so that one slow or failing source spoils nothing else. */
+async function fill<T>(target: HTMLElement, ctx: PageContext, load: () => Promise<T>, show: (value: T) => Child[]): Promise<void> {
+  replace(target, h("p", { class: "muted" }, "Loading…"));
+  try {
+    const value = await load();
+    if (!ctx.signal.aborted) replace(target, ...show(value));
+  } catch (error) {
+    if (!ctx.signal.aborted) replace(target, h("p", { class: "error-text" }, describeError(error)));
+  }
+}
+
+function minutes(seconds: number): string {
+  return seconds % 60 === 0 ? plural(seconds / 60, "minute") : plural(seconds, "second");
+}
+
+registerPage({
+  id: "dashboard",
+  title: "Dashboard",
+  roles: ["admin", "viewer"],
+  async render(container, ctx) {
+    const { user } = ctx;
+    const groups: Child =
+      user.role === "admin"
+        ? "All (admin)"
+        : user.groups.length > 0
+          ? h("span", { class: "chips" }, ...user.groups.map((g) => badge(g, "group")))
+          : h("span", { class: "muted" }, "None yet: an admin can give you groups");
+    const you = card(
+      "You",
+      facts(
+        ["Username", user.username],
+        ["Role", badge(user.role, user.role)],
+        ["Client groups", groups],
+        ["Session", `Ends after ${minutes(user.idleSeconds)} idle`],
+      ),
+    );
+    const server = card("Server");
+    const cards = h("div", { class: "cards" }, you.element, server.element);
+    replace(
+      container,
+      h("h1", {}, "Dashboard"),
+      h("p", { class: "lead" }, `Welcome, ${user.username}. You are signed in with the ${user.role} role.`),
+      cards,
+    );
+
+    const jobs = [
+      fill(
+        server.body,
+        ctx,
+        // /healthz is public: it neither needs nor refreshes the session.
+        () => ctx.api.get<Health>("/healthz", {}, { anonymous: true }),
+        (health) => [
+          facts(
+            ["Version", h("code", {}, health.version)],
+            ["Status", badge(health.status, health.status === "ok" ? "success" : "failure")],
+            ["Database", health.database],
+          ),
+        ],
+      ),
+    ];
+
+    if (user.role === "admin") {
+      const users = card("Users");
+      const activity = card("Recent activity");
+      cards.append(users.element, activity.element);
+      activity.element.classList.add("card-wide");
+      jobs.push(
+        fill(
+          users.body,
+          ctx,
+          () => ctx.api.get<Paged<User>>("/api/users", { limit: 1000 }),
+          (list) => {
+            const admins = list.items.filter((u) => u.role === "admin").length;
+            const breakdown = list.total === list.items.length ? `${plural(admins, "admin")} · ${plural(list.total - admins, "viewer")}` : null;
+            return [
+              h("p", { class: "stat" }, String(list.total), h("span", { class: "stat-label" }, list.total === 1 ? " account" : " accounts")),
+              breakdown ? h("p", { class: "muted" }, breakdown) : null,
+              h("p", {}, h("a", { href: "#/users" }, "Manage users")),
+            ];
+          },
+        ),
+        fill(
+          activity.body,
+          ctx,
+          () => ctx.api.get<Paged<AuditEntry>>("/api/audit", { limit: 6 }),
+          (log) => [
+            log.items.length === 0
+              ? emptyState("Nothing recorded yet.")
+              : h(
+                  "ul",
+                  { class: "activity" },
+                  ...log.items.map((e) =>
+                    h(
+                      "li",
+                      {},
+                      time(e.at, { seconds: true }),
+                      h("span", {}, h("strong", {}, e.actor ?? "anonymous"), " ", h("code", {}, e.action), e.target && e.target !== e.actor ? ` ${e.target}` : ""),
+                      badge(e.outcome, e.outcome),
+                    ),
+                  ),
+                ),
+            h("p", {}, h("a", { href: "#/audit" }, "Open the audit log")),
+          ],
+        ),
+      );
+    }
+    await Promise.all(jobs);
+  },
+});

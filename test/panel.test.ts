@@ -1,0 +1,285 @@
+/**
+ * The admin panel in a real browser (Debian's headless Chromium through playwright-core) against a
+ * real server: sign-in and its errors, roles in the navigation, the Users and Audit pages, and
+ * sessions that end under an open page. Every page must run without console errors or CSP
+ * violations. The server runs on a manual clock so that throttling and idle expiry are exact.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { ADMIN_PASSWORD, call, createUser, login, manualClock, startTestServer, type TestServer } from "./support.ts";
+
+setDefaultTimeout(30_000);
+
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+/** API refusals the scenarios provoke on purpose; Chromium logs each failed fetch as a console error. */
+const EXPECTED_REFUSAL = /^Failed to load resource: the server responded with a status of (401|403|409|429) /;
+const SESSION_ENDED = "Your session has ended; sign in again.";
+
+let server: TestServer;
+let browser: Browser;
+const clock = manualClock(Date.now());
+const contexts: BrowserContext[] = [];
+const problems: string[] = [];
+
+beforeAll(async () => {
+  // Sockets idle for 5 s of the manual clock are closed: the panel must pause and come back.
+  server = await startTestServer({ clock, flags: ["--ws-idle", "5"] });
+  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+afterEach(async () => {
+  for (const context of contexts.splice(0)) await context.close();
+  const seen = problems.splice(0);
+  expect(seen).toEqual([]);
+});
+
+/** A fresh browser context on the panel, recording console errors and CSP violations. */
+async function openPanel(hash = ""): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  contexts.push(context);
+  context.setDefaultTimeout(5000);
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error" && !EXPECTED_REFUSAL.test(message.text())) problems.push(`console: ${message.text()}`);
+    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  const response = await page.goto(`${server.url}/${hash}`);
+  expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
+  await page.getByRole("heading", { name: "latchkey" }).waitFor();
+  return page;
+}
+
+async function fillSignIn(page: Page, username: string, password: string): Promise<void> {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+async function signIn(page: Page, username: string, password: string): Promise<void> {
+  await fillSignIn(page, username, password);
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+}
+
+async function signOut(page: Page): Promise<void> {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByText("You have signed out.").waitFor();
+}
+
+function nav(page: Page) {
+  return page.getByRole("navigation", { name: "Main" });
+}
+
+function row(page: Page, username: string) {
+  return page.getByRole("row").filter({ has: page.locator(".name-cell strong", { hasText: new RegExp(`^${username}$`) }) });
+}
+
+async function adminToken(): Promise<string> {
+  return login(server.url, "admin", ADMIN_PASSWORD);
+}
+
+describe("admin panel", () => {
+  test("sign-in shows a wrong password and throttling clearly", async () => {
+    const page = await openPanel();
+    expect(await page.title()).toBe("Sign in · latchkey");
+    await fillSignIn(page, "admin", "not the password");
+    const alert = page.locator(".signin-card [role=alert]");
+    await alert.getByText(/invalid username or password/i).waitFor();
+    expect(await page.getByLabel("Password").inputValue()).toBe("");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("signin-password");
+
+    // Five free failures for an account, then it must wait: the panel says for how long.
+    for (let i = 0; i < 5; i++) expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "ghost", password: `wrong ${i}` } })).status).toBe(401);
+    await fillSignIn(page, "ghost", "still wrong");
+    await alert.getByText(/too many failed logins for this account; retry in 1 s/i).waitFor();
+    await page.getByRole("button", { name: /Sign in \(wait \d+ s\)/ }).waitFor();
+    await page.screenshot({ path: "/tmp/panel-signin.png" });
+    clock.advance(1000);
+  });
+
+  test("admin creates a viewer, who sees no Users page and is refused at #/users", async () => {
+    const page = await openPanel();
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.locator(".who").getByText("admin", { exact: true }).first().waitFor();
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Users", "Audit log"]);
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await page.locator(".card", { hasText: "Server" }).locator(".badge-success", { hasText: "ok" }).waitFor();
+    await page.locator(".live-live").waitFor();
+
+    await nav(page).getByRole("link", { name: "Users" }).click();
+    await page.getByRole("heading", { name: "Users" }).waitFor();
+    expect(page.url()).toEndWith("#/users");
+    await page.getByRole("button", { name: "Create user" }).click();
+    const dialog = page.getByRole("dialog", { name: "Create user" });
+    await dialog.waitFor();
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("name"))).toBe("username");
+    await dialog.getByLabel("Username").fill("carol");
+    await dialog.getByLabel("Password").fill("carol-password-1");
+    await dialog.getByLabel("Role").selectOption("viewer");
+    await dialog.getByLabel("Groups").fill("berlin, lab");
+    await dialog.getByRole("button", { name: "Create user" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("status").getByText("User carol created.").waitFor();
+    const carol = row(page, "carol");
+    await carol.getByText("viewer", { exact: true }).waitFor();
+    await carol.getByText("berlin", { exact: true }).waitFor();
+    await carol.getByText("never", { exact: true }).waitFor();
+
+    // The server's refusal lands next to the field it names.
+    await page.getByRole("button", { name: "Create user" }).click();
+    await dialog.getByLabel("Username").fill("carol");
+    await dialog.getByLabel("Password").fill("another-password");
+    await dialog.getByRole("button", { name: "Create user" }).click();
+    await dialog.locator('[data-field="username"] .field-error').getByText('A user named "carol" already exists.').waitFor();
+    expect(await dialog.getByLabel("Username").getAttribute("aria-invalid")).toBe("true");
+    await page.screenshot({ path: "/tmp/panel-create-error.png" });
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Create user");
+    await signOut(page);
+
+    await signIn(page, "carol", "carol-password-1");
+    await page.locator(".who").getByText("viewer", { exact: true }).waitFor();
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard"]);
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await page.getByText("berlin", { exact: true }).waitFor();
+    await page.evaluate(() => (location.hash = "#/users"));
+    await page.getByRole("heading", { name: "You do not have access to this page" }).waitFor();
+    await page.getByText("The Users page is for admins only.", { exact: false }).waitFor();
+    await page.screenshot({ path: "/tmp/panel-refusal.png" });
+    await page.evaluate(() => (location.hash = "#/audit"));
+    await page.getByRole("heading", { name: "You do not have access to this page" }).waitFor();
+    // The server agrees.
+    const token = await login(server.url, "carol", "carol-password-1");
+    expect((await call(server.url, "GET", "/api/users", { token })).status).toBe(403);
+    await signOut(page);
+  });
+
+  test("admin edits a role, resets a password and deletes a user after confirming", async () => {
+    const token = await adminToken();
+    await createUser(server.url, token, { username: "dave", password: "dave-password-1", role: "viewer" });
+    await server.services.accounts.importLegacy({ name: "test", address: null }, [{ username: "lee", password_hash: "a".repeat(64), salt: "salt", role: "viewer", allowed_groups: ["lab"] }], true);
+    const page = await openPanel("#/users");
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.getByRole("heading", { name: "Users" }).waitFor();
+    await row(page, "lee").getByText("wsauth import").waitFor();
+    await row(page, "lee").getByText("challenge login").waitFor();
+    expect(await row(page, "dave").getByText("wsauth import").count()).toBe(0);
+
+    await page.getByRole("button", { name: "Edit dave" }).click();
+    const edit = page.getByRole("dialog", { name: "Edit dave" });
+    await edit.getByLabel("Role").selectOption("admin");
+    await edit.getByLabel("Groups").fill("ops");
+    await edit.getByRole("button", { name: "Save changes" }).click();
+    await edit.waitFor({ state: "detached" });
+    await row(page, "dave").getByText("admin", { exact: true }).waitFor();
+    await row(page, "dave").getByText("ops", { exact: true }).waitFor();
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Edit dave");
+    expect((await call(server.url, "GET", "/api/users/dave", { token })).body.role).toBe("admin");
+
+    await page.getByRole("button", { name: "Reset the password of dave" }).click();
+    const reset = page.getByRole("dialog", { name: "Reset the password of dave" });
+    await reset.getByLabel("New password").fill("dave-password-2");
+    await reset.getByRole("button", { name: "Set password" }).click();
+    await reset.waitFor({ state: "detached" });
+    await page.getByText("New password set for dave.").waitFor();
+    await login(server.url, "dave", "dave-password-2");
+
+    // Escape cancels; the bootstrap admin is refused with the server's reason; dave goes.
+    await page.getByRole("button", { name: "Delete dave" }).click();
+    const confirm = page.getByRole("dialog", { name: "Delete dave?" });
+    await confirm.waitFor();
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Cancel");
+    await page.screenshot({ path: "/tmp/panel-users-confirm.png" });
+    await page.keyboard.press("Escape");
+    await confirm.waitFor({ state: "detached" });
+    expect(await row(page, "dave").count()).toBe(1);
+
+    await page.getByRole("button", { name: "Delete admin" }).click();
+    const refuse = page.getByRole("dialog", { name: "Delete admin?" });
+    await refuse.getByRole("button", { name: "Delete user" }).click();
+    await refuse.getByRole("alert").getByText("The bootstrap account admin cannot be deleted.").waitFor();
+    await refuse.getByRole("button", { name: "Cancel" }).click();
+
+    await page.getByRole("button", { name: "Delete dave" }).click();
+    await confirm.getByRole("button", { name: "Delete user" }).click();
+    await confirm.waitFor({ state: "detached" });
+    await page.getByText("User dave deleted.").waitFor();
+    await row(page, "dave").waitFor({ state: "detached" });
+    expect((await call(server.url, "GET", "/api/users/dave", { token })).status).toBe(404);
+    await page.screenshot({ path: "/tmp/panel-users.png" });
+  });
+
+  test("a session ended on the server sends the open page back to sign-in at once", async () => {
+    const token = await adminToken();
+    await createUser(server.url, token, { username: "erin", password: "erin-password-1" });
+    const page = await openPanel();
+    await signIn(page, "erin", "erin-password-1");
+    await page.locator(".live-live").waitFor();
+
+    // Deleting the user ends her sessions; her live socket closes with 4001.
+    expect((await call(server.url, "DELETE", "/api/users/erin", { token })).status).toBe(204);
+    await page.getByRole("status").getByText(SESSION_ENDED).waitFor();
+    expect(await page.getByLabel("Username").inputValue()).toBe("erin");
+    expect(await page.getByRole("button", { name: "Sign out" }).count()).toBe(0);
+  });
+
+  test("an idle-expired session returns to sign-in, and afterwards to the same route", async () => {
+    const page = await openPanel();
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.evaluate(() => (location.hash = "#/audit?actor=admin"));
+    await page.getByRole("heading", { name: "Audit log" }).waitFor();
+    await page.getByRole("row").filter({ hasText: "auth.password" }).first().waitFor();
+
+    // The server closes the idle live socket; the panel reopens it when the user is back.
+    await page.locator(".live-live").waitFor();
+    clock.advance(6000);
+    await page.locator(".live-paused").waitFor();
+    await page.getByLabel("Actor").click();
+    await page.locator(".live-live").waitFor();
+
+    clock.advance(301_000);
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.getByText(SESSION_ENDED).waitFor();
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.getByRole("heading", { name: "Audit log" }).waitFor();
+    expect(page.url()).toEndWith("#/audit?actor=admin");
+    expect(await page.getByLabel("Actor").inputValue()).toBe("admin");
+  });
+
+  test("the audit page lists sign-ins and filters them", async () => {
+    const page = await openPanel();
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await nav(page).getByRole("link", { name: "Audit log" }).click();
+    await page.getByRole("heading", { name: "Audit log" }).waitFor();
+    const logins = page.getByRole("row").filter({ hasText: "auth.password" });
+    await logins.filter({ hasText: "success" }).first().waitFor();
+    await page.getByRole("row").filter({ hasText: "user.create" }).filter({ hasText: "role viewer" }).filter({ hasText: "carol" }).waitFor();
+
+    await page.getByLabel("Outcome").selectOption("failure");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.waitForURL(/#\/audit\?outcome=failure$/);
+    await page.getByRole("row").filter({ hasText: "ghost" }).first().waitFor();
+    expect(await page.getByRole("row").filter({ hasText: "success" }).count()).toBe(0);
+    await page.screenshot({ path: "/tmp/panel-audit.png" });
+
+    await page.getByLabel("Actor").fill("nobody-at-all");
+    await page.getByLabel("Actor").press("Enter");
+    await page.getByText("No entries match these filters.").waitFor();
+    await page.getByRole("button", { name: "Clear" }).click();
+    await logins.first().waitFor();
+    expect(await page.getByLabel("Outcome").inputValue()).toBe("");
+
+    await nav(page).getByRole("link", { name: "Dashboard" }).click();
+    await page.locator(".card", { hasText: "Recent activity" }).getByText("auth.password").first().waitFor();
+    await page.screenshot({ path: "/tmp/panel-dashboard.png" });
+  });
+});
