@@ -51,6 +51,8 @@ export function defineHandler<S extends v.GenericSchema>(handler: {
   return handler as RpcHandler;
 }
 
+const OBJECT_ARGS = new Set(["object", "strict_object", "loose_object", "object_with_rest", "variant"]);
+
 export class Registry {
   private readonly handlers = new Map<string, RpcHandler>();
 
@@ -93,6 +95,8 @@ export class Registry {
   async dispatch(ctx: RpcContext, namespace: string, name: string, rawArgs: unknown): Promise<unknown> {
     const handler = this.lookup(namespace, name);
     if (handler.access === "session" && !ctx.principal) throw unauthorized();
+    // valibot's object schemas take an array as an object without keys; args meant as an object never are one.
+    if (Array.isArray(rawArgs) && OBJECT_ARGS.has(handler.args.type)) throw badRequest("args must be a JSON object, not an array", "args");
     const parsed = v.safeParse(handler.args, rawArgs);
     if (!parsed.success) throw argsError(parsed.issues[0]);
     if (handler.roles && ctx.principal) {

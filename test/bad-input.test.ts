@@ -1,0 +1,667 @@
+/**
+ * Bad input against every REST route (src/http/access.ts) and every RPC in the registry:
+ * malformed JSON, wrong types, missing and unknown fields, oversized bodies, hostile strings,
+ * query-string garbage and broken Authorization headers. Every answer is a 4xx JSON error
+ * `{"error": {"code", "message", "field"?}}` naming the field where there is one, never a 500,
+ * and the server answers /healthz after each case. A route or RPC without cases here fails.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { routeAccess } from "../src/http/access.ts";
+import { call, createUser, login, RpcClient, startTestServer, type TestServer } from "./support.ts";
+
+let server: TestServer;
+let admin: string;
+let counter = 0;
+/** A fresh, valid username for cases that may succeed in creating an account. */
+const fresh = () => `bad-input-${++counter}`;
+
+const HOSTILE: Record<string, string> = {
+  traversal: "../../etc/passwd",
+  script: "<script>alert(1)</script>",
+  sql: "' OR 1=1 --",
+  nul: "nul\u0000byte-in-the-middle",
+  long: "x".repeat(10_000),
+  rtl: "\u202Etxt.exe-looks-like",
+  emoji: "🔑🔥😀 keys",
+  crlf: "line\r\nSet-Cookie: injected=1",
+};
+
+type Res = Awaited<ReturnType<typeof call>>;
+
+/** The one error shape: a 4xx with `{error: {code, message, field?}}`, and the server still up. */
+async function expectClientError(res: Res, status: number | number[], field?: string | string[]): Promise<void> {
+  const statuses = Array.isArray(status) ? status : [status];
+  // Shows the reply when the status is not one of those expected.
+  expect({ status: res.status, text: res.text.slice(0, 300) }).toMatchObject({ status: statuses.includes(res.status) ? res.status : statuses[0] });
+  expect(res.status).toBeGreaterThanOrEqual(400);
+  expect(res.status).toBeLessThan(500);
+  expect(res.headers.get("content-type")).toStartWith("application/json");
+  expect(Object.keys(res.body)).toEqual(["error"]);
+  const error = res.body.error;
+  expect(Object.keys(error).every((k) => ["code", "message", "field", "retry_after"].includes(k))).toBe(true);
+  expect(error.code).toMatch(/^[a-z_]+$/);
+  expect(error.message).toBeString();
+  expect(error.message.length).toBeGreaterThan(0);
+  // Nothing internal leaks: no stack frames, no SQL.
+  expect(error.message).not.toMatch(/\.ts:\d+|SQLITE|at async/);
+  if (field !== undefined) expect(Array.isArray(field) ? field : [field]).toContain(error.field);
+  await expectAlive();
+}
+
+async function expectAlive(): Promise<void> {
+  const health = await call(server.url, "GET", "/healthz");
+  expect(health.status).toBe(200);
+}
+
+beforeAll(async () => {
+  server = await startTestServer();
+  admin = await login(server.url);
+  await createUser(server.url, admin, { username: "bad-target", password: "target-password" });
+});
+afterAll(() => server.close());
+
+// ---------------------------------------------------------------------------------------------
+// Field kinds: what a field of each kind must answer to wrong types and hostile strings.
+
+type Kind =
+  | "username"
+  | "password"
+  | "loginPassword"
+  | "role"
+  | "groups"
+  | "boolean"
+  | "nonce"
+  | "response"
+  | "scramFirst"
+  | "scramFinal"
+  | "token"
+  | "filter"
+  | "outcome"
+  | "timestamp"
+  | "limit"
+  | "offset";
+
+const WRONG_TYPES: Record<Kind, unknown[]> = {
+  username: [42, true, null, {}, ["admin"]],
+  password: [12345678, true, null, {}, ["password1"]],
+  loginPassword: [12345678, false, null, {}, ["password1"]],
+  role: [1, true, null, {}, ["admin"], "Admin", "root", ""],
+  groups: ["g1", 42, null, {}, [42], [null], [["g"]], Array.from({ length: 257 }, (_, i) => `g${i}`)],
+  boolean: ["true", 1, 0, null, {}, []],
+  nonce: [1, null, {}, "0123", "Z".repeat(32)],
+  response: [1, null, {}, "abc", "g".repeat(64)],
+  scramFirst: [1, null, {}, ["n,,n=a,r=b"]],
+  scramFinal: [1, null, {}, ["c=biws"]],
+  token: [1, null, {}, [], ""],
+  filter: [1, null, {}, ["x"]],
+  outcome: [1, null, "ok", "SUCCESS", ""],
+  timestamp: [1, null, "yesterday", "2026-13-45T99:99:99Z", "0"],
+  limit: ["1", true, null, {}, [1], 1.5, -1, 0, 1001, 1e9],
+  offset: ["1", true, null, {}, [1], 1.5, -1, -0.5, Infinity],
+};
+
+/**
+ * How a field answers a hostile string: "reject" is a 400 naming the field; "accept" goes
+ * through (a password may hold anything of 8 to 1024 characters); "deny" is the login failing.
+ */
+function hostileOutcome(kind: Kind, value: string): "reject" | "accept" | "deny" {
+  switch (kind) {
+    case "password":
+      return value.length >= 8 && value.length <= 1024 ? "accept" : "reject";
+    case "loginPassword":
+    case "token":
+      return value.length <= (kind === "token" ? 256 : 1024) ? "deny" : "reject";
+    case "filter":
+      return value.length <= 128 ? "accept" : "reject";
+    default:
+      return "reject";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST routes.
+
+interface BodyField {
+  kind: Kind;
+  required?: boolean;
+}
+
+interface RouteCases {
+  /** A concrete path for the route (params filled with something harmless). */
+  path: string;
+  /** Builds the path with a hostile value in its parameter, and names that parameter. */
+  param?: { name: string; build: (value: string) => string; notFound?: boolean };
+  /** A valid body and its fields, for routes that take one. */
+  body?: { valid: () => Record<string, unknown>; fields: Record<string, BodyField>; status: number };
+  /** List routes: query-string garbage, each with the field it must name. */
+  query?: { query: string; field: string }[];
+  /** The route takes no input: garbage in the body or query is ignored, never a 500. */
+  ignoresInput?: boolean;
+}
+
+const LIST_QUERY_GARBAGE = [
+  { query: "limit=-1", field: "limit" },
+  { query: "limit=abc", field: "limit" },
+  { query: "limit=100000", field: "limit" },
+  { query: "limit=0", field: "limit" },
+  { query: "limit=1.5", field: "limit" },
+  { query: "limit=1e3", field: "limit" },
+  { query: "limit=", field: "limit" },
+  { query: "limit=%00", field: "limit" },
+  { query: `limit=${"9".repeat(5000)}`, field: "limit" },
+  { query: "limit=1&limit=2", field: "limit" },
+  { query: "offset=-1", field: "offset" },
+  { query: "offset=abc", field: "offset" },
+  { query: "offset=99999999999", field: "offset" },
+  { query: "unknown=1", field: "unknown" },
+  { query: "__proto__=1", field: "__proto__" },
+  { query: "constructor=1", field: "constructor" },
+  { query: "limit[]=1", field: "limit[]" },
+  { query: "%%%", field: "%%%" },
+  { query: `${"k".repeat(5000)}=v`, field: "k".repeat(5000) },
+];
+
+const usernamePath = (prefix: string) => (value: string) => `${prefix}/${encodeURIComponent(value)}`;
+
+const ROUTES: Record<string, RouteCases> = {
+  "GET /": { path: "/?x=<script>", ignoresInput: true },
+  "GET /panel/*": { path: "/panel/app.css", param: { name: "*", build: (v) => `/panel/${encodeURIComponent(v)}`, notFound: true } },
+  "GET /healthz": { path: "/healthz?junk=%00&limit=-1", ignoresInput: true },
+  "GET /metrics": { path: "/metrics?junk=%00", ignoresInput: true },
+  "GET /openapi/json": { path: "/openapi/json?junk=1", ignoresInput: true },
+  "GET /swagger/json": { path: "/swagger/json?junk=1", ignoresInput: true },
+  "GET /swagger": { path: "/swagger?junk=1", ignoresInput: true },
+  "GET /swagger/*": { path: "/swagger/init.js", param: { name: "*", build: (v) => `/swagger/${encodeURIComponent(v)}`, notFound: true } },
+  "POST /api/auth/login": {
+    path: "/api/auth/login",
+    body: {
+      valid: () => ({ username: "nobody-at-all", password: "not-a-password" }),
+      fields: { username: { kind: "username", required: true }, password: { kind: "loginPassword", required: true }, cookie: { kind: "boolean" }, nonce: { kind: "nonce" }, response: { kind: "response" } },
+      status: 401,
+    },
+  },
+  "POST /api/auth/scram/start": {
+    path: "/api/auth/scram/start",
+    body: { valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), fields: { client_first: { kind: "scramFirst", required: true } }, status: 200 },
+  },
+  "POST /api/auth/scram/finish": {
+    path: "/api/auth/scram/finish",
+    body: {
+      valid: () => ({ client_final: "c=biws,r=unknownnonce,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }),
+      fields: { client_final: { kind: "scramFinal", required: true }, cookie: { kind: "boolean" } },
+      status: 401,
+    },
+  },
+  "POST /api/auth/challenge": {
+    path: "/api/auth/challenge",
+    body: { valid: () => ({ username: "nobody-at-all" }), fields: { username: { kind: "username", required: true } }, status: 404 },
+  },
+  "POST /api/auth/logout": { path: "/api/auth/logout", ignoresInput: true },
+  "GET /api/auth/session": { path: "/api/auth/session?junk=1", ignoresInput: true },
+  "GET /api/users": { path: "/api/users", query: LIST_QUERY_GARBAGE },
+  "POST /api/users": {
+    path: "/api/users",
+    body: {
+      valid: () => ({ username: fresh(), password: "valid-password" }),
+      fields: { username: { kind: "username", required: true }, password: { kind: "password", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" } },
+      status: 201,
+    },
+  },
+  "GET /api/users/:username": { path: "/api/users/bad-target", param: { name: "username", build: usernamePath("/api/users") } },
+  "PATCH /api/users/:username": {
+    path: "/api/users/bad-target",
+    param: { name: "username", build: usernamePath("/api/users") },
+    body: {
+      valid: () => ({ role: "viewer" }),
+      fields: { role: { kind: "role" }, allowed_groups: { kind: "groups" }, password: { kind: "password" } },
+      status: 200,
+    },
+  },
+  "DELETE /api/users/:username": { path: "/api/users/nobody-at-all", param: { name: "username", build: usernamePath("/api/users") } },
+  "GET /api/audit": {
+    path: "/api/audit",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "outcome=ok", field: "outcome" },
+      { query: "outcome=", field: "outcome" },
+      { query: "since=yesterday", field: "since" },
+      { query: "since=2026-13-45T99:99:99Z", field: "since" },
+      { query: "until=0", field: "until" },
+      { query: "until=%3Cscript%3E", field: "until" },
+      { query: "format=xml", field: "format" },
+      { query: "format=JSONL", field: "format" },
+      { query: `actor=${"a".repeat(10_000)}`, field: "actor" },
+      { query: `action=${"a".repeat(129)}`, field: "action" },
+      { query: "actor=a&actor=b", field: "actor" },
+    ],
+  },
+  "GET /ws": { path: "/ws", ignoresInput: true },
+  "PUT /:namespace/:name": { path: "/rpc/query", param: { name: "namespace", build: (v) => `/${encodeURIComponent(v)}/query` } },
+};
+
+describe("every REST route has bad-input cases", () => {
+  test("no route is left out, and no case names a route that does not exist", () => {
+    expect(Object.keys(ROUTES).sort()).toEqual(Object.keys(routeAccess).sort());
+  });
+});
+
+const routeEntries = Object.entries(ROUTES);
+const auth = (key: string) => (routeAccess[key] === "public" ? {} : { token: admin });
+const methodOf = (key: string) => key.split(" ")[0]!;
+
+describe("malformed bodies", () => {
+  const bodies = [
+    { label: "malformed JSON", raw: '{"username": "x",', type: "application/json" },
+    { label: "truncated JSON", raw: '{"username"', type: "application/json" },
+    { label: "a JSON array", raw: "[]", type: "application/json" },
+    { label: "a JSON array of the valid body", raw: "VALID_IN_ARRAY", type: "application/json" },
+    { label: "JSON null", raw: "null", type: "application/json" },
+    { label: "a JSON string", raw: '"hello"', type: "application/json" },
+    { label: "a JSON number", raw: "42", type: "application/json" },
+    { label: "an empty body", raw: "", type: "application/json" },
+    { label: "NUL bytes", raw: "\u0000\u0000\u0000", type: "application/json" },
+    { label: "JSON sent as text/plain", raw: "VALID", type: "text/plain" },
+    // Parsed as a form; whatever the route makes of it, it is refused.
+    { label: "a form body", raw: "username=admin&password=x", type: "application/x-www-form-urlencoded", statuses: [400, 401] },
+    { label: "deeply nested JSON (10,000 levels)", raw: `{"a":${"[".repeat(10_000)}${"]".repeat(10_000)}}`, type: "application/json" },
+    { label: "deeply nested JSON (200,000 levels)", raw: `{"a":${"[".repeat(200_000)}${"]".repeat(200_000)}}`, type: "application/json" },
+    { label: "nested objects, 33 levels", raw: `${'{"a":'.repeat(33)}1${"}".repeat(33)}`, type: "application/json" },
+  ] as { label: string; raw: string; type: string; statuses?: number[] }[];
+  const cases = routeEntries
+    .filter(([, r]) => r.body)
+    .flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
+
+  test.each(cases)("$key: $label → 400", async ({ key, raw, type, route, statuses }) => {
+    const valid = JSON.stringify(route.body!.valid());
+    const rawBody = raw === "VALID" ? valid : raw === "VALID_IN_ARRAY" ? `[${valid}]` : raw;
+    const started = performance.now();
+    const res = await call(server.url, methodOf(key), route.path, { ...auth(key), rawBody, headers: { "content-type": type } });
+    // Refusing bad input is cheap: no case here may hold the event loop.
+    expect(performance.now() - started).toBeLessThan(1000);
+    await expectClientError(res, statuses ?? 400);
+  });
+
+  // The RPC mirror reads its body as text and parses it itself, whatever the content type says.
+  const mirrorCases = bodies.filter((b) => !b.raw.startsWith("VALID"));
+  test.each(mirrorCases)("PUT /latchkey/users: $label → 400", async ({ raw, type }) => {
+    const started = performance.now();
+    const res = await call(server.url, "PUT", "/latchkey/users", { token: admin, rawBody: raw, headers: { "content-type": type } });
+    expect(performance.now() - started).toBeLessThan(1000);
+    await expectClientError(res, 400, ["body", "args", "args.action"]);
+  });
+
+  const ignoring = routeEntries.filter(([key, r]) => r.ignoresInput && ["POST", "PATCH", "PUT", "DELETE"].includes(methodOf(key)));
+  test.each(ignoring.flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r }))))("$key ignores $label (no 500)", async ({ key, raw, type, route }) => {
+    const token = key === "POST /api/auth/logout" ? await login(server.url) : admin;
+    const res = await call(server.url, methodOf(key), route.path, { token, rawBody: raw, headers: { "content-type": type } });
+    expect(res.status).toBeLessThan(500);
+    await expectAlive();
+  });
+});
+
+describe("body fields: wrong types, missing, unknown, hostile", () => {
+  interface FieldCase {
+    label: string;
+    key: string;
+    path: string;
+    body: Record<string, unknown>;
+    expect: { status: number | number[]; field?: string | string[] } | "accept";
+    okStatus: number;
+  }
+  const cases: FieldCase[] = [];
+  for (const [key, route] of routeEntries) {
+    if (!route.body) continue;
+    const { valid, fields, status: okStatus } = route.body;
+    cases.push({ label: "an unknown field", key, path: route.path, body: { ...valid(), bogus: 1 }, expect: { status: 400, field: "bogus" }, okStatus });
+    cases.push({ label: "an unknown field with a hostile name", key, path: route.path, body: { ...valid(), [HOSTILE.script!]: 1 }, expect: { status: 400, field: HOSTILE.script! }, okStatus });
+    for (const [name, field] of Object.entries(fields)) {
+      if (field.required) {
+        const body = valid();
+        delete body[name];
+        cases.push({ label: `${name} missing`, key, path: route.path, body, expect: { status: 400, field: name }, okStatus });
+      }
+      for (const value of WRONG_TYPES[field.kind]) {
+        const named = field.kind === "groups" ? [name, `${name}.0`] : name;
+        cases.push({ label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`, key, path: route.path, body: { ...valid(), [name]: value }, expect: { status: 400, field: named }, okStatus });
+      }
+      for (const [hostile, value] of Object.entries(HOSTILE)) {
+        const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
+        const fieldName = field.kind === "groups" ? `${name}.0` : name;
+        const expected = outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: [401, 429] } : ("accept" as const);
+        const body = { ...valid(), [name]: field.kind === "groups" ? [value] : value };
+        cases.push({ label: `${name}: ${hostile}`, key, path: route.path, body, expect: expected, okStatus });
+      }
+    }
+  }
+
+  test.each(cases)("$key: $label", async ({ key, path, body, expect: expected, okStatus }) => {
+    const res = await call(server.url, methodOf(key), path, { ...auth(key), body });
+    if (expected === "accept") {
+      expect(res.status).toBe(okStatus);
+      await expectAlive();
+    } else {
+      await expectClientError(res, expected.status, expected.field);
+    }
+  });
+});
+
+describe("hostile path parameters", () => {
+  const cases = routeEntries
+    .filter(([, r]) => r.param)
+    .flatMap(([key, r]) =>
+      Object.entries(HOSTILE).map(([label, value]) => ({ key, label, path: r.param!.build(value), param: r.param!, body: r.body?.valid() })),
+    );
+
+  test.each(cases)("$key with a $label parameter", async ({ key, path, param, body }) => {
+    const res = await call(server.url, methodOf(key), path, { ...auth(key), ...(body ? { body } : {}) });
+    if (param.notFound) await expectClientError(res, 404);
+    else await expectClientError(res, 400, param.name);
+    // Nothing became a file path: no file content came back.
+    expect(res.text).not.toContain("root:");
+  });
+
+  const rpcNames = Object.entries(HOSTILE).map(([label, value]) => ({ label, path: `/rpc/${encodeURIComponent(value)}` }));
+  test.each(rpcNames)("PUT /rpc/<$label> → 400 naming the name", async ({ path }) => {
+    await expectClientError(await call(server.url, "PUT", path, { token: admin, body: {} }), 400, "name");
+  });
+});
+
+describe("query-string garbage on list routes", () => {
+  const cases = routeEntries.flatMap(([key, r]) => (r.query ?? []).map((q) => ({ key, path: r.path, ...q })));
+  test.each(cases)("$key?$query", async ({ key, path, query, field }) => {
+    await expectClientError(await call(server.url, methodOf(key), `${path}?${query}`, { token: admin }), 400, field);
+  });
+
+  const ignoring = routeEntries.filter(([key, r]) => r.ignoresInput && methodOf(key) === "GET" && key !== "GET /ws");
+  test.each(ignoring.map(([key, r]) => ({ key, path: r.path })))("$key ignores its query string", async ({ key, path }) => {
+    const res = await call(server.url, "GET", path, auth(key));
+    expect(res.status).toBe(200);
+  });
+});
+
+describe("oversized bodies", () => {
+  const bodyRoutes = routeEntries.filter(([key]) => ["POST", "PATCH", "PUT"].includes(methodOf(key)));
+
+  test.each(bodyRoutes.map(([key, r]) => ({ key, path: r.path })))("$key: a 2 MB body is refused with 413", async ({ key, path }) => {
+    const username = fresh();
+    const rawBody = JSON.stringify({ username, password: "valid-password", pad: "x".repeat(2 * 1024 * 1024) });
+    const res = await call(server.url, methodOf(key), path, { ...auth(key), rawBody, headers: { "content-type": "application/json" } });
+    // Bun's own body limit answers before the app runs, so this reply carries no JSON body.
+    expect(res.status).toBe(413);
+    await expectAlive();
+    expect((await call(server.url, "GET", `/api/users/${username}`, { token: admin })).status).toBe(404);
+  });
+
+  test("--max-body sets the limit", async () => {
+    const small = await startTestServer({ flags: ["--max-body", "4096"] });
+    try {
+      const token = await login(small.url);
+      const at = (size: number) => {
+        const empty = JSON.stringify({ username: "max-body", password: "valid-password", allowed_groups: [""] });
+        return JSON.stringify({ username: "max-body", password: "valid-password", allowed_groups: ["g".repeat(size - empty.length)] });
+      };
+      // Just over: refused before any work. Just under: validated as usual (a group name is at most 64).
+      const over = await call(small.url, "POST", "/api/users", { token, rawBody: at(4097), headers: { "content-type": "application/json" } });
+      expect(over.status).toBe(413);
+      const under = await call(small.url, "POST", "/api/users", { token, rawBody: at(4096), headers: { "content-type": "application/json" } });
+      expect(under.status).toBe(400);
+      expect(under.body.error.field).toBe("allowed_groups.0");
+      expect((await call(small.url, "GET", "/healthz")).status).toBe(200);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe("hostile passwords are stored exactly as given", () => {
+  // A server of its own: the failed logins here must not count towards this address's throttle there.
+  let own: TestServer;
+  let ownAdmin: string;
+  beforeAll(async () => {
+    own = await startTestServer();
+    ownAdmin = await login(own.url);
+  });
+  afterAll(() => own.close());
+
+  const passwords = [
+    { label: "NUL in the middle", stored: "pass\u0000word-one", near: ["pass", "pass\u0000word-two"] },
+    { label: "SQL", stored: "' OR 1=1 --", near: ["' OR 1=1 -", "' OR 1=2 --"] },
+    { label: "RTL override", stored: "\u202Eabcdefgh", near: ["abcdefgh", "\u202Dabcdefgh"] },
+    { label: "emoji", stored: "🔑🔑🔑🔑", near: ["🔑🔑🔑", "🔑🔑🔑🔑🔑"] },
+    { label: "1024 characters", stored: "z".repeat(1024), near: ["z".repeat(1023), "z".repeat(1024).replace(/z$/, "y")] },
+  ];
+  test.each(passwords)("$label: only the exact password logs in", async ({ stored, near }) => {
+    const username = fresh();
+    await createUser(own.url, ownAdmin, { username, password: stored });
+    for (const attempt of near) {
+      expect((await call(own.url, "POST", "/api/auth/login", { body: { username, password: attempt } })).status).toBe(401);
+    }
+    expect(await login(own.url, username, stored)).toBeString();
+  });
+});
+
+describe("malformed Authorization headers", () => {
+  const headers = [
+    { label: "Bearer without a token", value: "Bearer", message: /Bearer <token>/ },
+    { label: "Bearer and spaces", value: "Bearer    ", message: /Bearer <token>/ },
+    { label: "Basic credentials", value: "Basic xyz", message: /Bearer <token>/ },
+    { label: "Basic user:password", value: `Basic ${btoa("admin:correct horse battery")}`, message: /Bearer <token>/ },
+    { label: "another scheme", value: "Token abcdef", message: /Bearer <token>/ },
+    { label: "two tokens", value: "Bearer abc def", message: /Bearer <token>/ },
+    { label: "a token alone", value: "abcdefghijklmnop", message: /Bearer <token>/ },
+    { label: "an empty header", value: "", message: /Bearer <token>/ },
+    { label: "a 10 KB token", value: `Bearer ${"t".repeat(10 * 1024)}`, message: /too long/ },
+    { label: "an unknown token", value: "Bearer this-is-not-a-token-we-issued", message: /unknown or has expired/ },
+    { label: "a hostile token", value: "Bearer ../../etc/passwd", message: /unknown or has expired/ },
+  ];
+  // GET /ws only answers upgrades: the WebSocket test below covers it.
+  const guarded = routeEntries.filter(([key]) => routeAccess[key] !== "public" && key !== "GET /ws");
+  const cases = guarded.flatMap(([key, r]) => headers.map((h) => ({ key, path: r.path, ...h, body: r.body?.valid() })));
+
+  test.each(cases)("$key with $label → 401", async ({ key, path, value, message, body }) => {
+    const res = await call(server.url, methodOf(key), path, { headers: { authorization: value }, ...(body ? { body } : {}) });
+    await expectClientError(res, 401);
+    expect(res.body.error.code).toBe("unauthorized");
+    expect(res.body.error.message).toMatch(message);
+    expect(res.headers.get("www-authenticate")).toStartWith("Bearer");
+  });
+
+  test.each(headers)("a WebSocket upgrade with $label is refused", async ({ value }) => {
+    await expect(RpcClient.connect(server.wsUrl, { authorization: value })).rejects.toThrow();
+    await expectAlive();
+  });
+
+  test("a good token still works after all that", async () => {
+    expect((await call(server.url, "GET", "/api/users", { token: admin })).status).toBe(200);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// RPC: every registered call, over the REST mirror and over /ws.
+
+interface RpcCases {
+  /** A valid args object (a function, so that each case gets fresh names). */
+  valid?: () => Record<string, unknown>;
+  fields?: Record<string, BodyField>;
+  /** The call takes any args at all. */
+  anything?: boolean;
+  /** The args are a union of shapes: errors may name just "args". */
+  union?: boolean;
+  okCode: number;
+  /** A failed login may also be throttled (429) after the many failures before it. */
+  deniedCodes?: number[];
+}
+
+const RPCS: Record<string, RpcCases[]> = {
+  "rpc/auth": [
+    {
+      valid: () => ({ username: "nobody-at-all", password: "not-a-password" }),
+      fields: { username: { kind: "username", required: true }, password: { kind: "loginPassword", required: true } },
+      okCode: 401,
+      deniedCodes: [401, 429],
+    },
+  ],
+  "rpc/auth_token": [{ valid: () => ({ token: "not-a-token" }), fields: { token: { kind: "token", required: true } }, okCode: 401 }],
+  "rpc/auth_scram": [
+    { valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), fields: { client_first: { kind: "scramFirst", required: true } }, okCode: 200, union: true },
+    {
+      valid: () => ({ client_final: "c=biws,r=unknownnonce,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }),
+      fields: { client_final: { kind: "scramFinal", required: true } },
+      okCode: 401,
+      union: true,
+    },
+  ],
+  "rpc/auth_clear": [{ anything: true, okCode: 200 }],
+  "rpc/query": [{ anything: true, okCode: 200 }],
+  "latchkey/users": [
+    { valid: () => ({ action: "list" }), fields: { limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
+    { valid: () => ({ action: "get", username: "bad-target" }), fields: { username: { kind: "username", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "create", username: fresh(), password: "valid-password" }),
+      fields: { username: { kind: "username", required: true }, password: { kind: "password", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" } },
+      okCode: 200,
+    },
+    {
+      valid: () => ({ action: "update", username: "bad-target", role: "viewer" }),
+      fields: { username: { kind: "username", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" }, password: { kind: "password" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "delete", username: "nobody-at-all" }), fields: { username: { kind: "username", required: true } }, okCode: 404 },
+  ],
+  "latchkey/audit": [
+    {
+      valid: () => ({ action: "list" }),
+      fields: {
+        actor: { kind: "filter" },
+        event: { kind: "filter" },
+        outcome: { kind: "outcome" },
+        since: { kind: "timestamp" },
+        until: { kind: "timestamp" },
+        limit: { kind: "limit" },
+        offset: { kind: "offset" },
+      },
+      okCode: 200,
+    },
+  ],
+};
+
+describe("every RPC has bad-input cases", () => {
+  test("no registered call is left out", () => {
+    expect(Object.keys(RPCS).sort()).toEqual(server.registry.entries().map(([k]) => k).sort());
+  });
+});
+
+describe("RPC args", () => {
+  interface ArgsCase {
+    label: string;
+    call: string;
+    /** Made anew for each transport, so that a create over /ws does not meet the mirror's. */
+    args: () => unknown;
+    /** Expected code and (for 400s) the field; "ok" is the call's usual answer. */
+    expect: { code: number | number[]; field?: string | string[] };
+  }
+  const cases: ArgsCase[] = [];
+  for (const [key, variants] of Object.entries(RPCS)) {
+    for (const spec of variants) {
+      if (spec.anything) {
+        for (const args of [null, 42, "junk", [1, 2], { a: { b: [] } }, HOSTILE.long, { __proto__: null, constructor: 1 }]) {
+          cases.push({ label: `any args: ${JSON.stringify(args)?.slice(0, 30)}`, call: key, args: () => args, expect: { code: spec.okCode } });
+        }
+        continue;
+      }
+      const valid = spec.valid!;
+      const base = JSON.stringify(valid()).slice(0, 40);
+      cases.push({ label: `${base} is answered as usual`, call: key, args: valid, expect: { code: spec.deniedCodes ?? spec.okCode } });
+      for (const args of [undefined, null, 42, "junk", true, [], [valid()]]) {
+        cases.push({ label: `${base} as ${JSON.stringify(args) ?? "nothing"}`.slice(0, 90), call: key, args: () => args, expect: { code: 400 } });
+      }
+      // A union of call shapes cannot say which member the unknown field is unknown to.
+      const unknownField = spec.union ? ["args.bogus", "args"] : "args.bogus";
+      cases.push({ label: `${base} with an unknown field`, call: key, args: () => ({ ...valid(), bogus: 1 }), expect: { code: 400, field: unknownField } });
+      for (const [name, field] of Object.entries(spec.fields!)) {
+        if (field.required) {
+          const args = () => {
+            const without = valid();
+            delete without[name];
+            return without;
+          };
+          const missing = spec.union ? [`args.${name}`, "args"] : `args.${name}`;
+          cases.push({ label: `${base} without ${name}`, call: key, args, expect: { code: 400, field: missing } });
+        }
+        for (const value of WRONG_TYPES[field.kind]) {
+          const args = () => ({ ...valid(), [name]: value });
+          const named = field.kind === "groups" ? [`args.${name}`, `args.${name}.0`] : spec.union ? [`args.${name}`, "args"] : `args.${name}`;
+          cases.push({ label: `${base} ${name} = ${JSON.stringify(value)?.slice(0, 30)}`, call: key, args, expect: { code: 400, field: named } });
+        }
+        for (const [hostile, value] of Object.entries(HOSTILE)) {
+          const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
+          const args = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : value });
+          // Core parsers (SCRAM) name the field without the args. prefix.
+          const fields = field.kind === "groups" ? [`args.${name}.0`] : [`args.${name}`, name];
+          const expected =
+            outcome === "reject" ? { code: 400, field: fields } : outcome === "deny" ? { code: [401, 429] } : { code: spec.deniedCodes ?? spec.okCode };
+          cases.push({ label: `${base} ${name}: ${hostile}`, call: key, args, expect: expected });
+        }
+      }
+    }
+  }
+
+  let rpc: RpcClient;
+  /** Sessions for rpc/auth_clear to end, one per case, made before any login is throttled. */
+  const spare: string[] = [];
+  beforeAll(async () => {
+    rpc = await RpcClient.connect(server.wsUrl);
+    for (const c of cases) if (c.call === "rpc/auth_clear") spare.push(await login(server.url));
+  });
+  afterAll(() => rpc.close());
+
+  test.each(cases)("$call $label", async ({ call: name, args: makeArgs, expect: expected }) => {
+    const [namespace, rpcName] = name.split("/") as [string, string];
+    const codes = Array.isArray(expected.code) ? expected.code : [expected.code];
+    const fields = expected.field === undefined ? undefined : Array.isArray(expected.field) ? expected.field : [expected.field];
+    const isLogin = namespace === "rpc" && rpcName !== "query";
+
+    // Over the REST mirror.
+    let args = makeArgs();
+    const res = await call(server.url, "PUT", `/${name}`, {
+      ...(isLogin ? {} : { token: admin }),
+      ...(args === undefined ? {} : { rawBody: JSON.stringify(args), headers: { "content-type": "application/json" } }),
+    });
+    if (codes.every((c) => c < 400)) {
+      expect(codes).toContain(res.status);
+      expect(Object.keys(res.body)).toEqual(["args"]);
+      await expectAlive();
+    } else {
+      await expectClientError(res, codes, fields);
+    }
+
+    // Over /ws, signed in as the admin for the calls that need it (auth_clear ends a spare session).
+    const signInAs = name === "rpc/auth_clear" ? spare.pop()! : isLogin ? undefined : admin;
+    if (signInAs) expect((await rpc.request("rpc", "auth_token", { token: signInAs })).name).toBe("response");
+    args = makeArgs();
+    const reply = await rpc.request(namespace, rpcName, args);
+    expect(reply.namespace).toBe("rpc");
+    const code = reply.name === "response" ? 200 : reply.args.code;
+    expect(codes).toContain(code);
+    if (reply.name === "error") {
+      expect(reply.args.message).toBeString();
+      if (fields) expect(fields).toContain(reply.args.field);
+    }
+    // The socket still answers, and auth_clear left it signed out.
+    if (name === "rpc/auth_clear") expect((await rpc.request("rpc", "query", {})).args.code).toBe(401);
+    expect((await rpc.request("rpc", "auth_token", { token: admin })).name).toBe("response");
+  });
+});
+
+describe("afterwards", () => {
+  test("the server still answers and no stored data was corrupted", async () => {
+    await expectAlive();
+    const target = await call(server.url, "GET", "/api/users/bad-target", { token: admin });
+    expect(target.status).toBe(200);
+    expect(target.body.username).toBe("bad-target");
+    const users = await call(server.url, "GET", "/api/users?limit=1000", { token: admin });
+    for (const u of users.body.items) expect(u.username).toMatch(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/);
+    const admins = await call(server.url, "GET", "/api/users/admin", { token: admin });
+    expect(admins.body.role).toBe("admin");
+  });
+});
