@@ -108,6 +108,14 @@ describe("REST /api/users lifecycle", () => {
       expected: { error: { code: "conflict", field: "username" } },
     },
     {
+      name: "a name that differs from an existing one only in case is a 409",
+      method: "POST",
+      path: "/api/users",
+      body: { username: "ADMIN", password: "another-password", role: "admin" },
+      status: 409,
+      expected: { error: { code: "conflict", field: "username", message: 'a user named "admin" already exists (names differ only in case)' } },
+    },
+    {
       name: "a 7-character password is refused",
       method: "POST",
       path: "/api/users",

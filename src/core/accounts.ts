@@ -96,9 +96,10 @@ export class Accounts {
     actor: Actor,
     input: { username: string; password: string; role: Role; allowedGroups: string[] },
   ): Promise<UserView> {
-    if (this.users.get(input.username)) {
+    const twin = this.users.getIgnoringCase(input.username);
+    if (twin) {
       this.audit.record({ actor: actor.name, address: actor.address, action: "user.create", target: input.username, outcome: "failure", reason: "exists" });
-      throw conflict(`a user named ${JSON.stringify(input.username)} already exists`, "username");
+      throw conflict(`a user named ${JSON.stringify(twin.username)} already exists${twin.username === input.username ? "" : " (names differ only in case)"}`, "username");
     }
     const verifiers = await makeVerifiers(input.password);
     const created = this.insert(input.username, input.role, input.allowedGroups, verifiers, null, null);
@@ -189,7 +190,7 @@ export class Accounts {
    */
   async importLegacy(actor: Actor, users: LegacyUser[], keepLegacyHash: boolean): Promise<number> {
     for (const u of users) {
-      if (this.users.get(u.username)) throw conflict(`user ${JSON.stringify(u.username)} already exists; nothing was imported`, "username");
+      if (this.users.getIgnoringCase(u.username)) throw conflict(`user ${JSON.stringify(u.username)} already exists; nothing was imported`, "username");
     }
     const verifiers = await Promise.all(users.map((u) => makeVerifiers(u.password_hash)));
     immediate(this.db, () => {

@@ -7,6 +7,7 @@ import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } fro
 import { basename, dirname, join } from "node:path";
 import { badRequest } from "./errors.ts";
 import { group, username } from "./fields.ts";
+import { describeIssue, issueField } from "./validation.ts";
 import type { Role } from "../db/users.ts";
 
 export interface LegacyUser {
@@ -45,15 +46,16 @@ export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: st
   const result = v.safeParse(fileSchema, json);
   if (!result.success) {
     const issue = result.issues[0];
-    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "(top level)";
-    throw badRequest(`users file: ${path} ${issue.message}`, path);
+    const path = issueField(issue) || "(top level)";
+    throw badRequest(`users file: ${describeIssue(issue, path)}`, path);
   }
   const seen = new Set<string>();
   const users: LegacyUser[] = [];
   const skipped: string[] = [];
   for (const [i, entry] of result.output.users.entries()) {
-    if (seen.has(entry.username)) throw badRequest(`users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice`, `users.${i}.username`);
-    seen.add(entry.username);
+    const key = entry.username.toLowerCase();
+    if (seen.has(key)) throw badRequest(`users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice (names are unique ignoring case)`, `users.${i}.username`);
+    seen.add(key);
     if (entry.username === "admin") {
       skipped.push(entry.username);
       continue;

@@ -58,13 +58,18 @@ export class UserStore {
       .all();
   }
 
-  /** Inserts a user; returns false when the username is taken. */
+  /** The account whose name equals this one ignoring case, if any. */
+  getIgnoringCase(username: string): UserRow | null {
+    return this.db.query<UserRow, [string]>("SELECT * FROM users WHERE username = ? COLLATE NOCASE").get(username);
+  }
+
+  /** Inserts a user; returns false when the username (in any case) is taken. */
   insert(user: NewUser): boolean {
     const result = this.db
       .query(
         `INSERT INTO users (username, role, allowed_groups, password_hash, scram_salt, scram_iterations,
            scram_stored_key, scram_server_key, legacy_salt, legacy_hash, created_at, password_changed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
       )
       .run(
         user.username,

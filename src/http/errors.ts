@@ -6,15 +6,10 @@
 import { Elysia } from "elysia";
 import { AppError } from "../core/errors.ts";
 import type { Logger } from "../log.ts";
+import { describeIssue, issueField, type IssueLike } from "../core/validation.ts";
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string; retry_after?: number };
-}
-
-function issueField(issue: { path?: { key?: unknown }[] } | undefined, on: string): string | undefined {
-  const path = issue?.path?.map((p) => String(p.key)).join(".");
-  if (path) return path;
-  return on === "body" ? undefined : on;
 }
 
 export function errorBody(error: AppError): ErrorBody {
@@ -29,13 +24,12 @@ export function toAppError(code: string | number, error: unknown): AppError | nu
   if (error instanceof AppError) return error;
   switch (code) {
     case "VALIDATION": {
-      const e = error as { type?: string; valueError?: { path?: { key?: unknown }[]; message?: string; type?: string; expected?: string } };
-      const issue = e.valueError;
-      const field = issueField(issue, e.type ?? "body");
-      const unknownKey = issue?.expected === "never";
-      const what = field ?? e.type ?? "body";
-      const message = unknownKey ? `${what} is not a known field` : `${what}: ${issue?.message ?? "invalid value"}`;
-      return new AppError("bad_request", message, field === undefined ? {} : { field });
+      const e = error as { type?: string; valueError?: IssueLike };
+      const on = e.type ?? "body";
+      const path = issueField(e.valueError);
+      // A body field is named by its path; a query or path parameter by where it came from too.
+      const field = path || (on === "body" ? undefined : on);
+      return new AppError("bad_request", describeIssue(e.valueError, field ?? on), field === undefined ? {} : { field });
     }
     case "PARSE":
       return new AppError("bad_request", "the request body is not valid JSON (or not the declared content type)", { field: "body" });

@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { AppError } from "../core/errors.ts";
+import { describeIssue, issueField } from "../core/validation.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
@@ -116,9 +117,9 @@ export class Connections {
       const envelope = v.safeParse(requestEnvelope, parsed);
       if (!envelope.success) {
         const issue = envelope.issues[0];
-        const field = issue.path?.map((p) => String(p.key)).join(".") || "frame";
-        const message = issue.expected === "never" ? `${field} is not a known envelope field` : `${field} ${issue.message}`;
-        throw new AppError("bad_request", field === "frame" ? "the frame must be a JSON object {namespace, name, id, args}" : message, { field });
+        const field = issueField(issue) || "frame";
+        const message = field === "frame" ? "the frame must be a JSON object {namespace, name, id, args}" : describeIssue(issue, field);
+        throw new AppError("bad_request", message, { field });
       }
       const { namespace, name, args } = envelope.output;
       // Each message re-checks the session: it may have expired or been revoked meanwhile.

@@ -8,6 +8,7 @@ import { AppError, badRequest, forbidden, notFound, unauthorized } from "../core
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
 import type { Login } from "../core/auth.ts";
+import { describeIssue, issueField } from "../core/validation.ts";
 
 export type Level = "read" | "write";
 
@@ -111,15 +112,7 @@ export class Registry {
 }
 
 export function argsError(issue: v.BaseIssue<unknown>): AppError {
-  const path = issue.path?.map((p) => String(p.key)).join(".");
+  const path = issueField(issue);
   const field = path ? `args.${path}` : "args";
-  // valibot reports an unknown key, a missing key and a non-object alike as object issues; only
-  // the first expects "never", and a missing key is the one with a path that received nothing.
-  const message =
-    issue.expected === "never"
-      ? `${field} is not a known field`
-      : path && issue.received === "undefined"
-        ? `${field} is required`
-        : `${field} ${issue.message}`;
-  return badRequest(message, field);
+  return badRequest(describeIssue(issue, field), field);
 }

@@ -17,6 +17,9 @@ CREATE TABLE users (
   last_login_at       INTEGER
 );
 
+-- Names differing only in case would let "Admin" pass for "admin" in a list: refuse such twins.
+CREATE UNIQUE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
+
 CREATE TABLE sessions (
   id            TEXT    PRIMARY KEY,                   -- SHA-256 (hex) of the bearer token
   user_id       INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
