@@ -1,6 +1,12 @@
-/** The shapes the panel reads from the server's JSON API. */
+/**
+ * The shapes the panel reads from the server's JSON API. Where the server has the type, it is
+ * imported (type-only, erased from the bundle) so that the two cannot drift apart.
+ */
+import type { UserView } from "../../src/core/accounts.ts";
+import type { AuditView } from "../../src/core/audit.ts";
+import type { Role } from "../../src/db/users.ts";
 
-export type Role = "admin" | "viewer";
+export type { Role };
 export const ROLES: readonly Role[] = ["admin", "viewer"];
 
 /** `GET /api/auth/session` */
@@ -24,31 +30,10 @@ export interface Paged<T> {
   total: number;
 }
 
-export interface User {
-  username: string;
-  role: Role;
-  allowed_groups: string[];
-  created_at: string;
-  last_login_at: string | null;
-  password_changed_at: string;
-  /** Imported from wsauth and still verified through its legacy hash. */
-  legacy: boolean;
-  /** Keeps the wsauth hash for the opt-in challenge login. */
-  legacy_challenge: boolean;
-}
+export type User = UserView;
 
-export type Outcome = "success" | "failure" | "denied";
-
-export interface AuditEntry {
-  id: number;
-  at: string;
-  actor: string | null;
-  address: string | null;
-  action: string;
-  target: string | null;
-  outcome: Outcome;
-  reason: string | null;
-}
+export type AuditEntry = AuditView;
+export type Outcome = AuditView["outcome"];
 
 /** `GET /healthz` */
 export interface Health {
