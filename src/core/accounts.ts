@@ -138,6 +138,7 @@ export class Accounts {
       throw forbidden(`the bootstrap account ${BOOTSTRAP_ADMIN} stays an admin`);
     }
     this.users.update(username, changes);
+    this.sessions.forgetUser(this.require(username).id);
     const parts = [];
     if (changes.role !== undefined) parts.push(`role ${changes.role}`);
     if (changes.allowedGroups !== undefined) parts.push(`groups [${changes.allowedGroups.join(", ")}]`);

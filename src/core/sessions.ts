@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import type { SessionStore } from "../db/sessions.ts";
+import type { SessionRow, SessionStore } from "../db/sessions.ts";
 import type { Role, UserRow } from "../db/users.ts";
 import type { Clock } from "./clock.ts";
 import type { EventHub } from "./events.ts";
@@ -23,14 +23,30 @@ export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
 
+interface Cached {
+  principal: Principal;
+  expiresAt: number;
+  /** The last use as stored; written back when the real one has moved far enough ahead. */
+  storedLastUse: number;
+  /** The last use seen by this process. */
+  lastUse: number;
+}
+
+const MAX_CACHED = 100_000;
+
 /**
  * Opaque bearer tokens (256 random bits, base64url) stored only as their SHA-256. A session ends
  * after `idleSeconds` without a successful request (sliding) or `absoluteSeconds` after login,
  * whichever comes first.
+ *
+ * Checked sessions are cached in memory: a lookup is then a Map read instead of a SQLite join.
+ * The cache is dropped whenever another process (the admin CLI) has committed to the database
+ * (SQLite's data_version), and entries are dropped here when this process changes a session or
+ * its user, so a revocation still takes effect on the very next request.
  */
 export class Sessions {
-  /** Last use seen by this process, so that the idle clock slides without a write per request. */
-  private readonly lastUse = new Map<string, number>();
+  private readonly cache = new Map<string, Cached>();
+  private cacheVersion = -1;
   /** How stale the stored last-use time may get before it is written back. */
   private readonly touchEveryMs: number;
 
@@ -65,36 +81,26 @@ export class Sessions {
   }
 
   authenticateId(sessionId: string): Principal | null {
-    const row = this.store.get(sessionId);
-    if (!row) {
-      this.lastUse.delete(sessionId);
-      return null;
-    }
+    const entry = this.lookup(sessionId);
+    if (!entry) return null;
     const now = this.clock();
-    const lastUsed = Math.max(row.last_used_at, this.lastUse.get(sessionId) ?? 0);
-    if (now >= row.expires_at || now >= lastUsed + this.limits.idleSeconds * 1000) {
+    if (!this.valid(entry, now)) {
+      this.cache.delete(sessionId);
       this.store.delete(sessionId);
-      this.lastUse.delete(sessionId);
       return null;
     }
-    this.lastUse.set(sessionId, now);
-    if (now - row.last_used_at >= this.touchEveryMs) this.store.touch(sessionId, now);
-    return {
-      sessionId,
-      userId: row.user_id,
-      username: row.username,
-      role: row.role,
-      groups: JSON.parse(row.allowed_groups) as string[],
-    };
+    entry.lastUse = Math.max(entry.lastUse, now);
+    if (now - entry.storedLastUse >= this.touchEveryMs) {
+      this.store.touch(sessionId, now);
+      entry.storedLastUse = now;
+    }
+    return entry.principal;
   }
 
   /** Whether the session is still valid, without counting this as use (for server pushes). */
   isAlive(sessionId: string): boolean {
-    const row = this.store.get(sessionId);
-    if (!row) return false;
-    const now = this.clock();
-    const lastUsed = Math.max(row.last_used_at, this.lastUse.get(sessionId) ?? 0);
-    return now < row.expires_at && now < lastUsed + this.limits.idleSeconds * 1000;
+    const entry = this.lookup(sessionId);
+    return entry !== null && this.valid(entry, this.clock());
   }
 
   /** Seconds the session stays valid without further use. */
@@ -103,7 +109,7 @@ export class Sessions {
   }
 
   revoke(sessionId: string, reason: string): boolean {
-    this.lastUse.delete(sessionId);
+    this.cache.delete(sessionId);
     const existed = this.store.delete(sessionId);
     this.events.emit("sessions.revoked", { sessionIds: [sessionId], reason });
     return existed;
@@ -113,8 +119,13 @@ export class Sessions {
   revokeUser(userId: number, reason: string): void {
     const sessionIds = this.store.idsForUser(userId);
     this.store.deleteForUser(userId);
-    for (const id of sessionIds) this.lastUse.delete(id);
+    this.forgetUser(userId);
     this.events.emit("sessions.revoked", { sessionIds, reason });
+  }
+
+  /** The user's role or groups changed: their sessions must be read afresh. */
+  forgetUser(userId: number): void {
+    for (const [id, entry] of this.cache) if (entry.principal.userId === userId) this.cache.delete(id);
   }
 
   /** The subset of `ids` that still exist in storage (another process may have removed some). */
@@ -125,6 +136,43 @@ export class Sessions {
   sweep(): number {
     // The stored last use may lag the real one by up to touchEveryMs, so only remove sessions
     // idle for longer than that too; authenticateId() still enforces the exact limit.
-    return this.store.deleteExpired(this.clock(), this.limits.idleSeconds * 1000 + this.touchEveryMs);
+    const now = this.clock();
+    for (const [id, entry] of this.cache) if (!this.valid(entry, now)) this.cache.delete(id);
+    return this.store.deleteExpired(now, this.limits.idleSeconds * 1000 + this.touchEveryMs);
   }
+
+  private valid(entry: Cached, now: number): boolean {
+    return now < entry.expiresAt && now < entry.lastUse + this.limits.idleSeconds * 1000;
+  }
+
+  private lookup(sessionId: string): Cached | null {
+    const version = this.store.dataVersion();
+    if (version !== this.cacheVersion) {
+      this.cache.clear();
+      this.cacheVersion = version;
+    }
+    const cached = this.cache.get(sessionId);
+    if (cached) return cached;
+    const row = this.store.get(sessionId);
+    if (!row) return null;
+    const entry = toCached(row);
+    if (this.cache.size >= MAX_CACHED) this.cache.clear();
+    this.cache.set(sessionId, entry);
+    return entry;
+  }
+}
+
+function toCached(row: SessionRow): Cached {
+  return {
+    principal: {
+      sessionId: row.id,
+      userId: row.user_id,
+      username: row.username,
+      role: row.role,
+      groups: JSON.parse(row.allowed_groups) as string[],
+    },
+    expiresAt: row.expires_at,
+    storedLastUse: row.last_used_at,
+    lastUse: row.last_used_at,
+  };
 }

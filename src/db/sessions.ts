@@ -15,7 +15,16 @@ export interface SessionRow {
 
 /** Queries over the `sessions` table. Session ids are hashes of the tokens, never the tokens. */
 export class SessionStore {
-  constructor(private readonly db: Database) {}
+  private readonly versionQuery;
+
+  constructor(private readonly db: Database) {
+    this.versionQuery = db.query<{ data_version: number }, []>("PRAGMA data_version");
+  }
+
+  /** Changes whenever another connection (another process) commits to the database. */
+  dataVersion(): number {
+    return this.versionQuery.get()!.data_version;
+  }
 
   insert(row: { id: string; userId: number; method: string; address: string | null; now: number; expiresAt: number }): void {
     this.db

@@ -56,6 +56,7 @@ const OBJECT_ARGS = new Set(["object", "strict_object", "loose_object", "object_
 
 export class Registry {
   private readonly handlers = new Map<string, RpcHandler>();
+  private readonly queryCache = new Map<Role, Record<string, "read" | "read/write">>();
 
   constructor(handlers: readonly RpcHandler[], aliases: Record<string, string> = {}) {
     for (const h of handlers) {
@@ -83,6 +84,13 @@ export class Registry {
 
   /** `rpc/query`: each subsystem this role may use, with "read" or "read/write". */
   query(role: Role): Record<string, "read" | "read/write"> {
+    // The registry does not change after start: answer each role from a cache.
+    let cached = this.queryCache.get(role);
+    if (!cached) this.queryCache.set(role, (cached = this.computeQuery(role)));
+    return cached;
+  }
+
+  private computeQuery(role: Role): Record<string, "read" | "read/write"> {
     const out: Record<string, "read" | "read/write"> = {};
     for (const h of new Set(this.handlers.values())) {
       if (!h.roles) continue;
