@@ -6,6 +6,8 @@ import { Elysia } from "elysia";
 import type { Services } from "./core/services.ts";
 import type { Logger } from "./log.ts";
 import { auditRoutes } from "./http/audit.ts";
+import { licenseRoutes } from "./http/licenses.ts";
+import { licensingApiRoutes } from "./http/licensing-api.ts";
 import { authRoutes } from "./http/auth.ts";
 import { docsRoutes } from "./http/docs.ts";
 import { errorPlugin } from "./http/errors.ts";
@@ -43,6 +45,8 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     .use(authRoutes(services, options))
     .use(userRoutes(services))
     .use(auditRoutes(services))
+    .use(licensingApiRoutes(services))
+    .use(licenseRoutes(services))
     .use(wsRoute(connections))
     .use(rpcMirrorRoutes(services, registry));
   return { app, registry, connections };

@@ -41,6 +41,8 @@ const settingsSchema = v.strictObject({
   "ws-idle": v.optional(seconds(5, 24 * 3600), 600),
   "max-body": v.optional(bytes(1024, 64 * 1024 * 1024), 1024 * 1024),
   "max-frame": v.optional(bytes(1024, 16 * 1024 * 1024), 256 * 1024),
+  "receipt-ttl": v.optional(seconds(60, 366 * 24 * 3600), 7 * 24 * 3600),
+  "receipt-grace": v.optional(seconds(0, 366 * 24 * 3600), 3 * 24 * 3600),
 });
 
 type Settings = v.InferOutput<typeof settingsSchema>;
@@ -59,6 +61,8 @@ export interface Config {
   wsIdleSeconds: number;
   maxBodyBytes: number;
   maxFrameBytes: number;
+  receiptTtlSeconds: number;
+  receiptGraceSeconds: number;
 }
 
 export const dataDirFlag: FlagSpec = {
@@ -81,6 +85,8 @@ export const serverFlags: FlagSpec[] = [
   { name: "ws-idle", value: "SECONDS", help: "close WebSockets silent this long (default 600)" },
   { name: "max-body", value: "BYTES", help: "largest accepted request body (default 1048576)" },
   { name: "max-frame", value: "BYTES", help: "largest accepted WebSocket frame (default 262144)" },
+  { name: "receipt-ttl", value: "SECONDS", help: "lifetime of signed license receipts (default 604800, 7 days)" },
+  { name: "receipt-grace", value: "SECONDS", help: "offline grace past a receipt's expiry (default 259200, 3 days)" },
 ];
 
 const settingNames = Object.keys(settingsSchema.entries) as (keyof Settings)[];
@@ -150,6 +156,8 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
     wsIdleSeconds: s["ws-idle"],
     maxBodyBytes: s["max-body"],
     maxFrameBytes: s["max-frame"],
+    receiptTtlSeconds: s["receipt-ttl"],
+    receiptGraceSeconds: s["receipt-grace"],
   };
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];

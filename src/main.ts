@@ -8,6 +8,7 @@ import { AppError } from "./core/errors.ts";
 import { DATABASE_FILE } from "./db/open.ts";
 import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
+import { appCommand, licenseCommand } from "./cli/licensing.ts";
 import { VERSION } from "./version.ts";
 
 const HELP = `latchkey ${VERSION}: client enrollment, authentication and licensing server
@@ -17,6 +18,8 @@ Usage: latchkey <command> [flags]
 Commands:
   server    run the server (HTTP, WebSocket, admin panel, API docs)
   user      manage accounts: create, list, delete, passwd, import, export
+  app       manage licensed applications: create, list
+  license   cut and manage license keys; verify a signed receipt offline
   backup    write a consistent copy of the database while the server runs
   version   print the version
 
@@ -84,6 +87,10 @@ export async function main(argv: string[]): Promise<number> {
       return serverCommand(rest);
     case "user":
       return userCommand(rest, process.env);
+    case "app":
+      return appCommand(rest, process.env);
+    case "license":
+      return licenseCommand(rest, process.env);
     case "backup":
       return backupCommand(rest);
     case "version":

@@ -33,6 +33,8 @@ export async function startServer(
     sessionIdleSeconds: config.sessionIdleSeconds,
     sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
     legacyChallengeLogin: config.legacyChallengeLogin,
+    receiptTtlSeconds: config.receiptTtlSeconds,
+    receiptGraceSeconds: config.receiptGraceSeconds,
     ...(options.clock ? { clock: options.clock } : {}),
   });
   const boot = await services.accounts.bootstrap(options.adminPassword);
@@ -64,6 +66,7 @@ export async function startServer(
   });
   const server = app.server!;
   connections.start();
+  services.licensing.start();
   const sweep = setInterval(() => services.sessions.sweep(), 60_000);
   sweep.unref?.();
   const url = `${tls ? "https" : "http"}://${config.listen.hostname.includes(":") ? `[${config.listen.hostname}]` : config.listen.hostname}:${server.port}`;
@@ -76,6 +79,7 @@ export async function startServer(
       clearInterval(sweep);
       connections.stop(reason);
       await server.stop(false);
+      services.licensing.stop();
       db.run("PRAGMA wal_checkpoint(TRUNCATE)");
       db.close();
       log.info("stopped");

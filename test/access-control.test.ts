@@ -33,6 +33,22 @@ const samples: Record<string, { path?: string; body?: unknown }> = {
   "PATCH /api/users/:username": { path: "/api/users/nobody-here", body: { role: "viewer" } },
   "DELETE /api/users/:username": { path: "/api/users/nobody-here" },
   "GET /api/audit": {},
+  "POST /api/activate": { body: { token: "NOSUCHTOKEN", hwid: "matrix" } },
+  "GET /api/check": { path: "/api/check?token=NOSUCHTOKEN&hwid=matrix" },
+  "POST /api/deactivate": { body: { token: "NOSUCHTOKEN", hwid: "matrix" } },
+  "GET /api/license/public-key": {},
+  "GET /api/apps": {},
+  "POST /api/apps": { body: { name: "matrix app" } },
+  "GET /api/apps/:id": { path: "/api/apps/999999" },
+  "PATCH /api/apps/:id": { path: "/api/apps/999999", body: { support_message: "x" } },
+  "DELETE /api/apps/:id": { path: "/api/apps/999999" },
+  "GET /api/licenses": {},
+  "POST /api/licenses": { body: { app_id: 999999, activations: 1 } },
+  "GET /api/licenses/:id": { path: "/api/licenses/999999" },
+  "PATCH /api/licenses/:id": { path: "/api/licenses/999999", body: { memo: "x" } },
+  "DELETE /api/licenses/:id": { path: "/api/licenses/999999" },
+  "GET /api/licenses/:id/activations": { path: "/api/licenses/999999/activations" },
+  "DELETE /api/licenses/:id/activations/:hwid": { path: "/api/licenses/999999/activations/matrix" },
   "GET /ws": {},
   "PUT /:namespace/:name": { path: "/rpc/query", body: {} },
 };
@@ -46,6 +62,7 @@ const rpcSamples: Record<string, unknown> = {
   "rpc/query": { junk: "junk" },
   "latchkey/users": { action: "list" },
   "latchkey/audit": { action: "list" },
+  "latchkey/licenses": { action: "list" },
 };
 
 function allowed(access: Access, who: Who): boolean {
@@ -110,6 +127,7 @@ describe("REST matrix", () => {
       expect(res.body?.error?.code).toBe(who === "anonymous" ? "unauthorized" : "forbidden");
     }
     if (key === "POST /api/users" && res.status === 201) await call(server.url, "DELETE", "/api/users/matrix-new", { token: tokens.admin! });
+    if (key === "POST /api/apps" && res.status === 201) await call(server.url, "DELETE", `/api/apps/${res.body.id}`, { token: tokens.admin! });
   });
 });
 

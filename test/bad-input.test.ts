@@ -4,6 +4,9 @@
  * query-string garbage and broken Authorization headers. Every answer is a 4xx JSON error
  * `{"error": {"code", "message", "field"?}}` naming the field where there is one, never a 500,
  * and the server answers /healthz after each case. A route or RPC without cases here fails.
+ * The seed's public licensing calls (activate, check, deactivate) answer in the seed's own
+ * shape `{"result": "failure", "error", "field"?}` and ignore fields they do not know, as seed
+ * clients may send more.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { routeAccess } from "../src/http/access.ts";
@@ -14,6 +17,18 @@ let admin: string;
 let counter = 0;
 /** A fresh, valid username for cases that may succeed in creating an account. */
 const fresh = () => `bad-input-${++counter}`;
+
+/**
+ * Licensing fixtures, made in beforeAll on the fresh server, so their ids are known up front:
+ * application 1; license 1 (unlimited) is activated by the activate cases, license 2 is
+ * activated on HWID for the check cases, license 3 has no activation (deactivate answers 404),
+ * license 4 is what the PATCH cases change.
+ */
+const APP_ID = 1;
+const HWID = "bad-input-hwid";
+const PATCHED_LICENSE = 4;
+const licenseTokens: string[] = [];
+const licenseToken = (id: number) => licenseTokens[id - 1] ?? "NOT-YET-CREATED";
 
 const HOSTILE: Record<string, string> = {
   traversal: "../../etc/passwd",
@@ -28,23 +43,36 @@ const HOSTILE: Record<string, string> = {
 
 type Res = Awaited<ReturnType<typeof call>>;
 
-/** The one error shape: a 4xx with `{error: {code, message, field?}}`, and the server still up. */
-async function expectClientError(res: Res, status: number | number[], field?: string | string[]): Promise<void> {
+/**
+ * "api": the one error shape `{error: {code, message, field?}}`. "wire": the seed's licensing
+ * calls, `{result: "failure", error, field?}` (plus the seed's support_message on refusals).
+ */
+type Shape = "api" | "wire";
+
+/** A 4xx in the route's error shape, naming the field when one is given, and the server still up. */
+async function expectClientError(res: Res, status: number | number[], field?: string | string[], shape: Shape = "api"): Promise<void> {
   const statuses = Array.isArray(status) ? status : [status];
   // Shows the reply when the status is not one of those expected.
   expect({ status: res.status, text: res.text.slice(0, 300) }).toMatchObject({ status: statuses.includes(res.status) ? res.status : statuses[0] });
   expect(res.status).toBeGreaterThanOrEqual(400);
   expect(res.status).toBeLessThan(500);
   expect(res.headers.get("content-type")).toStartWith("application/json");
-  expect(Object.keys(res.body)).toEqual(["error"]);
-  const error = res.body.error;
-  expect(Object.keys(error).every((k) => ["code", "message", "field", "retry_after"].includes(k))).toBe(true);
-  expect(error.code).toMatch(/^[a-z_]+$/);
+  let error: { message: string; field?: string };
+  if (shape === "wire") {
+    expect(res.body.result).toBe("failure");
+    expect(Object.keys(res.body).every((k) => ["result", "error", "field", "support_message", "retry_after"].includes(k))).toBe(true);
+    error = { message: res.body.error, ...(res.body.field === undefined ? {} : { field: res.body.field }) };
+  } else {
+    expect(Object.keys(res.body)).toEqual(["error"]);
+    error = res.body.error;
+    expect(Object.keys(error).every((k) => ["code", "message", "field", "retry_after"].includes(k))).toBe(true);
+    expect(res.body.error.code).toMatch(/^[a-z_]+$/);
+  }
   expect(error.message).toBeString();
   expect(error.message.length).toBeGreaterThan(0);
   // Nothing internal leaks: no stack frames, no SQL.
   expect(error.message).not.toMatch(/\.ts:\d+|SQLITE|at async/);
-  if (field !== undefined) expect(Array.isArray(field) ? field : [field]).toContain(error.field);
+  if (field !== undefined) expect<(string | undefined)[]>(Array.isArray(field) ? field : [field]).toContain(error.field);
   await expectAlive();
 }
 
@@ -57,6 +85,15 @@ beforeAll(async () => {
   server = await startTestServer();
   admin = await login(server.url);
   await createUser(server.url, admin, { username: "bad-target", password: "target-password" });
+  const app = await call(server.url, "POST", "/api/apps", { token: admin, body: { name: "bad-input app", support_message: "call us" } });
+  expect(app.body.id).toBe(APP_ID);
+  for (let id = 1; id <= 4; id++) {
+    const license = await call(server.url, "POST", "/api/licenses", { token: admin, body: { app_id: APP_ID, activations: -1 } });
+    expect(license.body.id).toBe(id);
+    licenseTokens.push(license.body.token);
+  }
+  const activated = await call(server.url, "POST", "/api/activate", { body: { token: licenseToken(2), hwid: HWID } });
+  expect(activated.status).toBe(201);
 });
 afterAll(() => server.close());
 
@@ -79,7 +116,17 @@ type Kind =
   | "outcome"
   | "timestamp"
   | "limit"
-  | "offset";
+  | "offset"
+  | "id"
+  | "appName"
+  | "text1000"
+  | "activations"
+  | "nullableTimestamp"
+  | "hwid"
+  | "wireToken"
+  | "wireId"
+  | "wireText"
+  | "wireNonce";
 
 const WRONG_TYPES: Record<Kind, unknown[]> = {
   username: [42, true, null, {}, ["admin"]],
@@ -98,6 +145,17 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
   timestamp: [1, null, "yesterday", "2026-13-45T99:99:99Z", "0"],
   limit: ["1", true, null, {}, [1], 1.5, -1, 0, 1001, 1e9],
   offset: ["1", true, null, {}, [1], 1.5, -1, -0.5, Infinity],
+  id: ["1", true, null, {}, [1], 1.5, 0, -1],
+  appName: [1, true, null, {}, ["app"], "", "   "],
+  text1000: [1, true, null, {}, ["text"]],
+  activations: ["1", true, null, {}, [1], 1.5, -2, 1_000_001],
+  nullableTimestamp: [1, "yesterday", "2026-13-45T99:99:99Z", "0", {}, []],
+  hwid: [1, true, null, {}, [], ""],
+  // The public licensing calls read JSON, forms and query strings: "" counts as absent there.
+  wireToken: [1, true, null, {}, [], "", "   "],
+  wireId: [true, null, {}, [], 1.5, 0, -1, "abc", "1.5", "0x10", "-3"],
+  wireText: [1, true, null, {}, []],
+  wireNonce: [1, true, null, {}, []],
 };
 
 /**
@@ -113,6 +171,18 @@ function hostileOutcome(kind: Kind, value: string): "reject" | "accept" | "deny"
       return value.length <= (kind === "token" ? 256 : 1024) ? "deny" : "reject";
     case "filter":
       return value.length <= 128 ? "accept" : "reject";
+    case "appName":
+      return value.length <= 100 && !/[\p{Cc}\p{Cf}]/u.test(value) ? "accept" : "reject";
+    case "text1000":
+      return value.length <= 1000 ? "accept" : "reject";
+    case "hwid":
+    case "wireText":
+      return value.length <= 255 ? "accept" : "reject";
+    case "wireNonce":
+      return value.length <= 128 ? "accept" : "reject";
+    case "wireToken":
+      // A well-formed but unknown token is the seed's 404, not a 400.
+      return value.length <= 128 ? "deny" : "reject";
     default:
       return "reject";
   }
@@ -124,7 +194,12 @@ function hostileOutcome(kind: Kind, value: string): "reject" | "accept" | "deny"
 interface BodyField {
   kind: Kind;
   required?: boolean;
+  /** Unique values (application names): accepted hostile values get a suffix per case. */
+  unique?: boolean;
 }
+
+/** A hostile value for a field: unique fields get a suffix, so that two cases never collide. */
+const hostileValue = (field: BodyField, value: string) => (field.unique ? `${value}-${++counter}` : value);
 
 interface RouteCases {
   /** A concrete path for the route (params filled with something harmless). */
@@ -137,6 +212,11 @@ interface RouteCases {
   query?: { query: string; field: string }[];
   /** The route takes no input: garbage in the body or query is ignored, never a 500. */
   ignoresInput?: boolean;
+  /**
+   * The seed's public licensing calls: errors in the seed's shape, unknown fields ignored, and
+   * a refusal (an unknown token) is a 404 answer, or 429 once the address is throttled.
+   */
+  wire?: boolean;
 }
 
 const LIST_QUERY_GARBAGE = [
@@ -237,7 +317,156 @@ const ROUTES: Record<string, RouteCases> = {
   },
   "GET /ws": { path: "/ws", ignoresInput: true },
   "PUT /:namespace/:name": { path: "/rpc/query", param: { name: "namespace", build: (v) => `/${encodeURIComponent(v)}/query` } },
+  "POST /api/activate": {
+    path: "/api/activate",
+    wire: true,
+    query: wireQueryGarbage(),
+    body: {
+      valid: () => ({ token: licenseToken(1), app_id: APP_ID, hwid: HWID, user: "sam" }),
+      fields: {
+        token: { kind: "wireToken", required: true },
+        app_id: { kind: "wireId" },
+        hwid: { kind: "wireText", required: true },
+        machine: { kind: "wireText" },
+        user: { kind: "wireText" },
+        nonce: { kind: "wireNonce" },
+      },
+      status: 201,
+    },
+  },
+  // A GET: its fields come as a query string only.
+  "GET /api/check": { path: "/api/check", wire: true, query: wireQueryGarbage() },
+  "POST /api/deactivate": {
+    path: "/api/deactivate",
+    wire: true,
+    query: wireQueryGarbage(),
+    body: {
+      // License 3 has no activation: the usual answer is 404 "machine is not activated".
+      valid: () => ({ token: licenseToken(3), app_id: APP_ID, hwid: HWID }),
+      fields: {
+        token: { kind: "wireToken", required: true },
+        app_id: { kind: "wireId" },
+        hwid: { kind: "wireText", required: true },
+        machine: { kind: "wireText" },
+        user: { kind: "wireText" },
+        nonce: { kind: "wireNonce" },
+      },
+      status: 404,
+    },
+  },
+  "GET /api/license/public-key": {
+    path: "/api/license/public-key",
+    query: [
+      { query: "format=xml", field: "format" },
+      { query: "format=PEM", field: "format" },
+      { query: "format=", field: "format" },
+      { query: "format=pem&format=json", field: "format" },
+      { query: "unknown=1", field: "unknown" },
+      { query: "__proto__=1", field: "__proto__" },
+    ],
+  },
+  "GET /api/apps": { path: "/api/apps", query: LIST_QUERY_GARBAGE },
+  "POST /api/apps": {
+    path: "/api/apps",
+    body: {
+      valid: () => ({ name: fresh() }),
+      fields: { name: { kind: "appName", required: true, unique: true }, support_message: { kind: "text1000" } },
+      status: 201,
+    },
+  },
+  "GET /api/apps/:id": { path: `/api/apps/${APP_ID}`, param: { name: "id", build: (v) => `/api/apps/${encodeURIComponent(v)}` } },
+  "PATCH /api/apps/:id": {
+    path: `/api/apps/${APP_ID}`,
+    param: { name: "id", build: (v) => `/api/apps/${encodeURIComponent(v)}` },
+    body: {
+      valid: () => ({ support_message: "patched" }),
+      fields: { name: { kind: "appName", unique: true }, support_message: { kind: "text1000" } },
+      status: 200,
+    },
+  },
+  "DELETE /api/apps/:id": { path: "/api/apps/999999", param: { name: "id", build: (v) => `/api/apps/${encodeURIComponent(v)}` } },
+  "GET /api/licenses": {
+    path: "/api/licenses",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "app_id=abc", field: "app_id" },
+      { query: "app_id=0", field: "app_id" },
+      { query: "app_id=-1", field: "app_id" },
+      { query: "app_id=1&app_id=2", field: "app_id" },
+      { query: "enabled=yes", field: "enabled" },
+      { query: "enabled=1", field: "enabled" },
+      { query: "enabled=", field: "enabled" },
+      { query: `q=${"q".repeat(101)}`, field: "q" },
+      { query: "q=a&q=b", field: "q" },
+    ],
+  },
+  "POST /api/licenses": {
+    path: "/api/licenses",
+    body: {
+      valid: () => ({ app_id: APP_ID, activations: 2, memo: "bad-input" }),
+      fields: {
+        app_id: { kind: "id", required: true },
+        activations: { kind: "activations" },
+        memo: { kind: "text1000" },
+        expires_at: { kind: "timestamp" },
+      },
+      status: 201,
+    },
+  },
+  "GET /api/licenses/:id": { path: "/api/licenses/1", param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}` } },
+  "PATCH /api/licenses/:id": {
+    path: `/api/licenses/${PATCHED_LICENSE}`,
+    param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}` },
+    body: {
+      valid: () => ({ memo: "patched" }),
+      fields: {
+        enabled: { kind: "boolean" },
+        memo: { kind: "text1000" },
+        activations: { kind: "activations" },
+        expires_at: { kind: "nullableTimestamp" },
+      },
+      status: 200,
+    },
+  },
+  "DELETE /api/licenses/:id": { path: "/api/licenses/999999", param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}` } },
+  "GET /api/licenses/:id/activations": {
+    path: "/api/licenses/2/activations",
+    param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/activations` },
+  },
+  "DELETE /api/licenses/:id/activations/:hwid": {
+    path: "/api/licenses/3/activations/never-activated",
+    param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/activations/${HWID}` },
+  },
 };
+
+/**
+ * Query-string garbage for the public licensing calls. None of these reaches a token lookup,
+ * so none counts towards the address's invalid-token throttle.
+ */
+function wireQueryGarbage(): { query: string; field: string }[] {
+  const T = "ZZZZZZZZZZZZZZZZZZZZZZZZZ";
+  return [
+    { query: "hwid=h", field: "token" },
+    { query: "token=&hwid=h", field: "token" },
+    { query: "token=%20%20&hwid=h", field: "token" },
+    { query: "token[]=x&hwid=h", field: "token" },
+    { query: `token=${"A".repeat(129)}&hwid=h`, field: "token" },
+    { query: `token=${T}&token=${T}&hwid=h`, field: "token" },
+    { query: `token=${T}`, field: "hwid" },
+    { query: `token=${T}&hwid=&machine=`, field: "hwid" },
+    { query: `token=${T}&hwid=${"h".repeat(256)}`, field: "hwid" },
+    { query: `token=${T}&hwid=a&hwid=b`, field: "hwid" },
+    { query: `token=${T}&machine=${"m".repeat(256)}`, field: "machine" },
+    { query: `token=${T}&hwid=h&user=${"u".repeat(256)}`, field: "user" },
+    { query: `token=${T}&hwid=h&nonce=${"n".repeat(129)}`, field: "nonce" },
+    { query: `token=${T}&hwid=h&app_id=abc`, field: "app_id" },
+    { query: `token=${T}&hwid=h&app_id=0`, field: "app_id" },
+    { query: `token=${T}&hwid=h&app_id=-1`, field: "app_id" },
+    { query: `token=${T}&hwid=h&app_id=1.5`, field: "app_id" },
+    { query: `token=${T}&hwid=h&app_id=1e3`, field: "app_id" },
+    { query: `token=${T}&hwid=h&app_id=${"9".repeat(40)}`, field: "app_id" },
+  ];
+}
 
 describe("every REST route has bad-input cases", () => {
   test("no route is left out, and no case names a route that does not exist", () => {
@@ -248,6 +477,7 @@ describe("every REST route has bad-input cases", () => {
 const routeEntries = Object.entries(ROUTES);
 const auth = (key: string) => (routeAccess[key] === "public" ? {} : { token: admin });
 const methodOf = (key: string) => key.split(" ")[0]!;
+const shapeOf = (key: string): Shape => (ROUTES[key]?.wire ? "wire" : "api");
 
 describe("malformed bodies", () => {
   const bodies = [
@@ -278,7 +508,7 @@ describe("malformed bodies", () => {
     const res = await call(server.url, methodOf(key), route.path, { ...auth(key), rawBody, headers: { "content-type": type } });
     // Refusing bad input is cheap: no case here may hold the event loop.
     expect(performance.now() - started).toBeLessThan(1000);
-    await expectClientError(res, statuses ?? 400);
+    await expectClientError(res, statuses ?? 400, undefined, shapeOf(key));
   });
 
   // The RPC mirror reads its body as text and parses it itself, whatever the content type says.
@@ -304,7 +534,8 @@ describe("body fields: wrong types, missing, unknown, hostile", () => {
     label: string;
     key: string;
     path: string;
-    body: Record<string, unknown>;
+    /** Made when the case runs: some valid bodies hold license tokens made in beforeAll. */
+    body: () => Record<string, unknown>;
     expect: { status: number | number[]; field?: string | string[] } | "accept";
     okStatus: number;
   }
@@ -312,35 +543,41 @@ describe("body fields: wrong types, missing, unknown, hostile", () => {
   for (const [key, route] of routeEntries) {
     if (!route.body) continue;
     const { valid, fields, status: okStatus } = route.body;
-    cases.push({ label: "an unknown field", key, path: route.path, body: { ...valid(), bogus: 1 }, expect: { status: 400, field: "bogus" }, okStatus });
-    cases.push({ label: "an unknown field with a hostile name", key, path: route.path, body: { ...valid(), [HOSTILE.script!]: 1 }, expect: { status: 400, field: HOSTILE.script! }, okStatus });
+    // The seed's calls ignore fields they do not know: seed clients may send more.
+    const unknown = (name: string) => (route.wire ? ("accept" as const) : { status: 400, field: name });
+    cases.push({ label: "an unknown field", key, path: route.path, body: () => ({ ...valid(), bogus: 1 }), expect: unknown("bogus"), okStatus });
+    cases.push({ label: "an unknown field with a hostile name", key, path: route.path, body: () => ({ ...valid(), [HOSTILE.script!]: 1 }), expect: unknown(HOSTILE.script!), okStatus });
     for (const [name, field] of Object.entries(fields)) {
       if (field.required) {
-        const body = valid();
-        delete body[name];
+        const body = () => {
+          const without = valid();
+          delete without[name];
+          return without;
+        };
         cases.push({ label: `${name} missing`, key, path: route.path, body, expect: { status: 400, field: name }, okStatus });
       }
       for (const value of WRONG_TYPES[field.kind]) {
         const named = field.kind === "groups" ? [name, `${name}.0`] : name;
-        cases.push({ label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`, key, path: route.path, body: { ...valid(), [name]: value }, expect: { status: 400, field: named }, okStatus });
+        cases.push({ label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`, key, path: route.path, body: () => ({ ...valid(), [name]: value }), expect: { status: 400, field: named }, okStatus });
       }
       for (const [hostile, value] of Object.entries(HOSTILE)) {
         const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
         const fieldName = field.kind === "groups" ? `${name}.0` : name;
-        const expected = outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: [401, 429] } : ("accept" as const);
-        const body = { ...valid(), [name]: field.kind === "groups" ? [value] : value };
+        const denied = route.wire ? [404, 429] : [401, 429];
+        const expected = outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: denied } : ("accept" as const);
+        const body = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : hostileValue(field, value) });
         cases.push({ label: `${name}: ${hostile}`, key, path: route.path, body, expect: expected, okStatus });
       }
     }
   }
 
   test.each(cases)("$key: $label", async ({ key, path, body, expect: expected, okStatus }) => {
-    const res = await call(server.url, methodOf(key), path, { ...auth(key), body });
+    const res = await call(server.url, methodOf(key), path, { ...auth(key), body: body() });
     if (expected === "accept") {
-      expect(res.status).toBe(okStatus);
+      expect({ status: res.status, text: res.text.slice(0, 300) }).toMatchObject({ status: okStatus });
       await expectAlive();
     } else {
-      await expectClientError(res, expected.status, expected.field);
+      await expectClientError(res, expected.status, expected.field, shapeOf(key));
     }
   });
 });
@@ -369,7 +606,7 @@ describe("hostile path parameters", () => {
 describe("query-string garbage on list routes", () => {
   const cases = routeEntries.flatMap(([key, r]) => (r.query ?? []).map((q) => ({ key, path: r.path, ...q })));
   test.each(cases)("$key?$query", async ({ key, path, query, field }) => {
-    await expectClientError(await call(server.url, methodOf(key), `${path}?${query}`, { token: admin }), 400, field);
+    await expectClientError(await call(server.url, methodOf(key), `${path}?${query}`, { token: admin }), 400, field, shapeOf(key));
   });
 
   const ignoring = routeEntries.filter(([key, r]) => r.ignoresInput && methodOf(key) === "GET" && key !== "GET /ws");
@@ -528,6 +765,51 @@ const RPCS: Record<string, RpcCases[]> = {
     },
     { valid: () => ({ action: "delete", username: "nobody-at-all" }), fields: { username: { kind: "username", required: true } }, okCode: 404 },
   ],
+  "latchkey/licenses": [
+    { valid: () => ({ action: "list_apps" }), fields: { limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
+    { valid: () => ({ action: "get_app", id: APP_ID }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "create_app", name: fresh() }),
+      fields: { name: { kind: "appName", required: true, unique: true }, support_message: { kind: "text1000" } },
+      okCode: 200,
+    },
+    {
+      valid: () => ({ action: "update_app", id: APP_ID, support_message: "patched over rpc" }),
+      fields: { id: { kind: "id", required: true }, name: { kind: "appName", unique: true }, support_message: { kind: "text1000" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "delete_app", id: 999999 }), fields: { id: { kind: "id", required: true } }, okCode: 404 },
+    {
+      valid: () => ({ action: "list" }),
+      fields: { app_id: { kind: "id" }, enabled: { kind: "boolean" }, q: { kind: "filter" }, limit: { kind: "limit" }, offset: { kind: "offset" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "get", id: 1 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "create", app_id: APP_ID, activations: 3 }),
+      fields: { app_id: { kind: "id", required: true }, activations: { kind: "activations" }, memo: { kind: "text1000" }, expires_at: { kind: "timestamp" } },
+      okCode: 200,
+    },
+    {
+      valid: () => ({ action: "update", id: PATCHED_LICENSE, memo: "patched over rpc" }),
+      fields: {
+        id: { kind: "id", required: true },
+        enabled: { kind: "boolean" },
+        memo: { kind: "text1000" },
+        activations: { kind: "activations" },
+        expires_at: { kind: "nullableTimestamp" },
+      },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "delete", id: 999999 }), fields: { id: { kind: "id", required: true } }, okCode: 404 },
+    { valid: () => ({ action: "activations", id: 2 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    {
+      // License 3 has no activation: removing one is a 404, whatever the (valid) hwid.
+      valid: () => ({ action: "remove_activation", id: 3, hwid: "never-activated" }),
+      fields: { id: { kind: "id", required: true }, hwid: { kind: "hwid", required: true } },
+      okCode: 404,
+    },
+  ],
   "latchkey/audit": [
     {
       valid: () => ({ action: "list" }),
@@ -595,7 +877,7 @@ describe("RPC args", () => {
         }
         for (const [hostile, value] of Object.entries(HOSTILE)) {
           const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
-          const args = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : value });
+          const args = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : hostileValue(field, value) });
           // Core parsers (SCRAM) name the field without the args. prefix.
           const fields = field.kind === "groups" ? [`args.${name}.0`] : [`args.${name}`, name];
           const expected =
@@ -663,5 +945,18 @@ describe("afterwards", () => {
     for (const u of users.body.items) expect(u.username).toMatch(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/);
     const admins = await call(server.url, "GET", "/api/users/admin", { token: admin });
     expect(admins.body.role).toBe("admin");
+  });
+
+  test("the licensing fixtures are intact: tokens, seats and activations agree", async () => {
+    for (let id = 1; id <= 4; id++) {
+      const license = await call(server.url, "GET", `/api/licenses/${id}`, { token: admin });
+      expect(license.body).toMatchObject({ id, app_id: APP_ID, token: licenseToken(id), activations: -1, enabled: true });
+      const activations = await call(server.url, "GET", `/api/licenses/${id}/activations`, { token: admin });
+      expect(license.body.activations_used).toBe(activations.body.total);
+    }
+    const checked = await call(server.url, "GET", `/api/check?token=${licenseToken(2)}&hwid=${HWID}`);
+    expect(checked.body).toEqual({ result: "ok", receipt: expect.any(String) });
+    expect((await call(server.url, "GET", "/api/licenses/2/activations", { token: admin })).body.items.map((a: { hwid: string }) => a.hwid)).toEqual([HWID]);
+    expect((await call(server.url, "GET", "/api/licenses/3/activations", { token: admin })).body.total).toBe(0);
   });
 });

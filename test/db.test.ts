@@ -33,11 +33,11 @@ describe("migrations", () => {
   test("are recorded once and not re-applied", () => {
     const dir = fresh();
     const db = openDatabase(dir, { create: true });
-    expect(db.query("SELECT name FROM _migrations").all()).toEqual([{ name: "0001_init" }]);
+    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }]);
     expect(migrate(db)).toEqual([]);
     db.close();
     const again = openDatabase(dir, { create: false });
-    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 1 });
+    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 2 });
     again.close();
   });
 

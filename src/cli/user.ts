@@ -1,12 +1,10 @@
 /** `latchkey user ...`: accounts, worked on the data directory directly (safe while the server runs). */
 import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
-import { userInfo } from "node:os";
-import { loadConfig, dataDirFlag, resolveDataDir } from "../config.ts";
-import { createServices } from "../core/services.ts";
+import { dataDirFlag } from "../config.ts";
 import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
 import { parseUsersFile, renderUsersFile, writeFileAtomic } from "../core/users-file.ts";
-import { openDatabase } from "../db/open.ts";
+import { openLocal, printTable } from "./local.ts";
 import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
 import { newPassword } from "./prompt.ts";
 
@@ -52,15 +50,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
   };
   // Usage is checked before the database is touched.
   const name = ["create", "delete", "passwd"].includes(sub) ? needName() : "";
-  const dataDir = resolveDataDir(args, env);
-  const config = loadConfig(parseArgs(["--data-dir", dataDir], [dataDirFlag]), env);
-  const db = openDatabase(dataDir, { create: false });
-  const services = createServices(db, {
-    sessionIdleSeconds: config.sessionIdleSeconds,
-    sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
-    legacyChallengeLogin: config.legacyChallengeLogin,
-  });
-  const actor = { name: `cli:${userInfo().username}`, address: "local" };
+  const { services, actor, close } = openLocal(args, env);
   try {
     switch (sub) {
       case "create": {
@@ -82,8 +72,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
           u.username, u.role, u.allowed_groups.join(",") || "-", u.last_login_at ?? "never",
           u.legacy_challenge ? "wsauth (challenge login)" : u.legacy ? "wsauth import" : "",
         ])];
-        const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-        for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd() + "\n");
+        printTable(rows);
         return 0;
       }
       case "delete": {
@@ -123,6 +112,6 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 2;
     }
   } finally {
-    db.close();
+    close();
   }
 }

@@ -40,3 +40,33 @@ export const limit = v.optional(
   v.pipe(v.string(), v.regex(/^\d{1,6}$/, "must be a whole number"), v.transform(Number), v.minValue(1), v.maxValue(1000, "at most 1000")),
 );
 export const offset = v.optional(v.pipe(v.string(), v.regex(/^\d{1,9}$/, "must be a whole number"), v.transform(Number)));
+
+/** An expiry: an ISO 8601 timestamp or a date (taken as the start of that day, UTC); milliseconds out. */
+export const expiry = v.pipe(
+  v.string("must be a date (YYYY-MM-DD) or an ISO 8601 timestamp"),
+  v.check((s) => /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2}))?$/.test(s) && !Number.isNaN(Date.parse(s)), "must be a date (YYYY-MM-DD) or an ISO 8601 timestamp"),
+  v.transform((s) => Date.parse(s)),
+);
+
+export const appName = v.pipe(
+  v.string("must be a string"),
+  v.trim(),
+  v.nonEmpty("is required"),
+  v.maxLength(100, "must be at most 100 characters"),
+  v.regex(/^[^\p{Cc}\p{Cf}]+$/u, "may not hold control or format characters"),
+);
+
+export const supportMessage = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"));
+
+export const memo = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"));
+
+/** Activations allowed: -1 for unlimited, otherwise 0 to 1,000,000. */
+export const activationsAllowed = v.pipe(
+  v.number("must be a number"),
+  v.integer("must be a whole number"),
+  v.minValue(-1, "must be -1 (unlimited) or more"),
+  v.maxValue(1_000_000, "must be at most 1000000"),
+);
+
+/** A numeric id in a path. */
+export const idParam = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));

@@ -28,6 +28,7 @@ export class Metrics {
   private readonly logins = new Map<string, number>();
   private readonly authFailures = new Map<string, number>();
   private readonly rpcCalls = new Map<string, number>();
+  private readonly licensingCalls = new Map<string, number>();
   private readonly gauges = new Map<string, () => number>();
   private readonly startedAt = Date.now();
 
@@ -53,6 +54,12 @@ export class Metrics {
     this.rpcCalls.set(call, (this.rpcCalls.get(call) ?? 0) + 1);
   }
 
+  /** Public licensing calls by call (activate, check, deactivate) and status. */
+  licensing(call: string, status: string): void {
+    const key = `${call} ${status}`;
+    this.licensingCalls.set(key, (this.licensingCalls.get(key) ?? 0) + 1);
+  }
+
   /** A gauge read when metrics are scraped, e.g. connected WebSockets. */
   gauge(name: string, read: () => number): void {
     this.gauges.set(name, read);
@@ -76,6 +83,11 @@ export class Metrics {
     counter("latchkey_logins_total", "Successful logins by method.", [...this.logins].map(([method, n]) => [{ method }, n]));
     counter("latchkey_auth_failures_total", "Failed authentications by reason.", [...this.authFailures].map(([reason, n]) => [{ reason }, n]));
     counter("latchkey_rpc_calls_total", "RPC calls by namespace/name.", [...this.rpcCalls].map(([call, n]) => [{ call }, n]));
+    counter("latchkey_license_calls_total", "Public licensing calls by call and status (activations included).",
+      [...this.licensingCalls].map(([key, n]) => {
+        const [call, status] = key.split(" ") as [string, string];
+        return [{ call, status }, n];
+      }));
     for (const [name, read] of this.gauges) out.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
     out.push("# TYPE latchkey_uptime_seconds gauge", `latchkey_uptime_seconds ${(Date.now() - this.startedAt) / 1000}`);
     return out.join("\n") + "\n";

@@ -11,11 +11,16 @@ import { systemClock, type Clock } from "./clock.ts";
 import { EventHub } from "./events.ts";
 import { Metrics } from "./metrics.ts";
 import { Sessions } from "./sessions.ts";
+import { LicenseStore } from "../db/licenses.ts";
+import { Licensing } from "./licenses.ts";
+import { newSigningKeyPem, signingKeyFromPem } from "./receipts.ts";
 
 export interface ServiceOptions {
   sessionIdleSeconds: number;
   sessionAbsoluteSeconds: number;
   legacyChallengeLogin: boolean;
+  receiptTtlSeconds?: number;
+  receiptGraceSeconds?: number;
   clock?: Clock;
 }
 
@@ -30,6 +35,7 @@ export interface Services {
   sessions: Sessions;
   accounts: Accounts;
   auth: Authenticator;
+  licensing: Licensing;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
   secret: Uint8Array;
 }
@@ -49,5 +55,11 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   const auth = new Authenticator(accounts, sessions, audit, metrics, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
   });
-  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, secret };
+  // The receipt signing key is made once and kept in the database, so backups carry it.
+  const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));
+  const licensing = new Licensing(db, new LicenseStore(db), audit, events, metrics, clock, signingKey, {
+    receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
+    receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
+  });
+  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, secret };
 }

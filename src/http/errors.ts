@@ -12,6 +12,13 @@ export interface ErrorBody {
   error: { code: string; message: string; field?: string; retry_after?: number };
 }
 
+/** The seed's licensing calls answer errors in their own shape, so that seed clients read them. */
+const WIRE_PATHS = new Set(["/api/activate", "/api/check", "/api/deactivate"]);
+
+function wireErrorBody(error: AppError): Record<string, unknown> {
+  return { result: "failure", error: error.message, ...(error.field === undefined ? {} : { field: error.field }) };
+}
+
 export function errorBody(error: AppError): ErrorBody {
   const body: ErrorBody = { error: { code: error.code, message: error.message } };
   if (error.field !== undefined) body.error.field = error.field;
@@ -54,6 +61,7 @@ export function errorPlugin(log: Logger) {
     set.status = appError.status;
     if (appError.retryAfter !== undefined) set.headers["retry-after"] = String(appError.retryAfter);
     if (appError.status === 401) set.headers["www-authenticate"] = 'Bearer realm="latchkey"';
+    if (WIRE_PATHS.has(new URL(request.url).pathname)) return wireErrorBody(appError);
     return errorBody(appError);
   });
 }

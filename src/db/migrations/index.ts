@@ -3,10 +3,14 @@
  * migration that has shipped: add the next one.
  */
 import init from "./0001_init.sql" with { type: "text" };
+import licensing from "./0002_licensing.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
   sql: string;
 }
 
-export const migrations: readonly Migration[] = [{ name: "0001_init", sql: init }];
+export const migrations: readonly Migration[] = [
+  { name: "0001_init", sql: init },
+  { name: "0002_licensing", sql: licensing },
+];

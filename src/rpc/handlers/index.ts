@@ -2,9 +2,10 @@
 import { Registry } from "../registry.ts";
 import { auditHandler } from "./audit.ts";
 import { authHandlers, queryHandler } from "./auth.ts";
+import { licensesHandler } from "./licenses.ts";
 import { usersHandler } from "./users.ts";
 
 export function createRegistry(): Registry {
-  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler]);
+  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler, licensesHandler]);
   return registry;
 }

@@ -1,0 +1,483 @@
+/**
+ * Software licensing (mini-key-server seed): applications, license keys, activations per
+ * machine, and the public activate / check / deactivate calls with signed receipts.
+ */
+import type { Database } from "bun:sqlite";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { immediate } from "../db/open.ts";
+import type { ActivationRow, AppRow, LicenseFilter, LicenseStore, LicenseWithApp } from "../db/licenses.ts";
+import type { Actor } from "./accounts.ts";
+import type { Audit } from "./audit.ts";
+import type { Clock } from "./clock.ts";
+import { conflict, notFound } from "./errors.ts";
+import type { EventHub } from "./events.ts";
+import type { Metrics } from "./metrics.ts";
+import { signReceipt, type SigningKey } from "./receipts.ts";
+import { Throttle } from "./throttle.ts";
+
+const TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+export const TOKEN_LENGTH = 25;
+
+/** 25 characters A-Z0-9 from a CSPRNG, drawn without modulo bias. */
+export function newLicenseToken(): string {
+  let out = "";
+  const limit = 256 - (256 % TOKEN_ALPHABET.length);
+  while (out.length < TOKEN_LENGTH) {
+    for (const b of randomBytes(32)) {
+      if (b < limit && out.length < TOKEN_LENGTH) out += TOKEN_ALPHABET[b % TOKEN_ALPHABET.length];
+    }
+  }
+  return out;
+}
+
+export function hashLicenseToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+/** What the public licensing calls take, from a form, a query string or JSON. */
+export interface WireRequest {
+  token: string;
+  app_id?: number | undefined;
+  machine?: string | undefined;
+  user?: string | undefined;
+  hwid?: string | undefined;
+  nonce?: string | undefined;
+}
+
+/** A reply of the public licensing API: status and body exactly as the seed documents them. */
+export interface WireReply {
+  status: number;
+  body: Record<string, unknown>;
+  retryAfter?: number;
+}
+
+export interface AppView {
+  id: number;
+  name: string;
+  support_message: string;
+  created_at: string;
+  licenses?: number;
+}
+
+export interface LicenseView {
+  id: number;
+  app_id: number;
+  app_name: string;
+  /** The full token for admins; masked for viewers. */
+  token: string;
+  activations: number;
+  activations_used: number;
+  /** -1 = unlimited. */
+  remaining_activations: number;
+  enabled: boolean;
+  memo: string;
+  expires_at: string | null;
+  created_at: string;
+  total_activations: number;
+  total_checks: number;
+  last_activation_at: string | null;
+  last_activation_address: string | null;
+  last_check_at: string | null;
+  last_check_address: string | null;
+}
+
+export interface ActivationView {
+  hwid: string;
+  machine: string | null;
+  user: string | null;
+  address: string | null;
+  activated_at: string;
+  last_check_at: string | null;
+}
+
+export interface LicensingOptions {
+  /** How long a receipt is valid, in seconds. */
+  receiptTtlSeconds: number;
+  /** How long past its expiry an application may keep running offline, in seconds. */
+  receiptGraceSeconds: number;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+function mask(token: string): string {
+  return `${token.slice(0, 4)}${"•".repeat(token.length - 4)}`;
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+interface PendingChecks {
+  checks: number;
+  at: number;
+  address: string | null;
+}
+
+export class Licensing {
+  /** Check counters, batched in memory and flushed about once a second (SPEC §10 allows it). */
+  private readonly pendingLicenses = new Map<number, PendingChecks>();
+  private readonly pendingActivations = new Map<number, number>();
+  /** Receipts without a nonce are reused for a minute, so a check costs no signature. */
+  private readonly receiptCache = new Map<string, { receipt: string; until: number }>();
+  private readonly invalidTokens: Throttle;
+  private readonly seatFailures: Throttle;
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly store: LicenseStore,
+    private readonly audit: Audit,
+    private readonly events: EventHub,
+    private readonly metrics: Metrics,
+    private readonly clock: Clock,
+    private readonly signingKey: SigningKey,
+    private readonly options: LicensingOptions,
+  ) {
+    this.invalidTokens = new Throttle(clock, { freeFailures: 50, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
+    this.seatFailures = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.flush(), 1000);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.flush();
+  }
+
+  // ---- applications -------------------------------------------------------------------
+
+  createApp(actor: Actor, input: { name: string; supportMessage: string }): AppView {
+    const id = this.store.insertApp(input.name, input.supportMessage, this.clock());
+    if (id === null) throw conflict(`an application named ${JSON.stringify(this.store.appByName(input.name)?.name ?? input.name)} already exists`, "name");
+    this.audit.record({ actor: actor.name, address: actor.address, action: "app.create", target: `app ${id}`, outcome: "success", reason: input.name });
+    return this.appView(this.requireApp(id));
+  }
+
+  listApps(limit: number, offset: number): { items: AppView[]; total: number } {
+    return { items: this.store.apps(limit, offset).map((a) => ({ ...this.appView(a), licenses: a.licenses })), total: this.store.countApps() };
+  }
+
+  getApp(id: number): AppView {
+    return this.appView(this.requireApp(id));
+  }
+
+  updateApp(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): AppView {
+    this.requireApp(id);
+    if (!this.store.updateApp(id, changes)) throw conflict(`an application named ${JSON.stringify(changes.name)} already exists`, "name");
+    this.audit.record({ actor: actor.name, address: actor.address, action: "app.update", target: `app ${id}`, outcome: "success" });
+    return this.appView(this.requireApp(id));
+  }
+
+  deleteApp(actor: Actor, id: number): void {
+    this.requireApp(id);
+    const keys = this.store.licensesOfApp(id);
+    if (keys > 0) throw conflict(`application ${id} still has ${keys} license key${keys === 1 ? "" : "s"}; delete them first`, "id");
+    this.store.deleteApp(id);
+    this.audit.record({ actor: actor.name, address: actor.address, action: "app.delete", target: `app ${id}`, outcome: "success" });
+  }
+
+  private requireApp(id: number): AppRow {
+    const app = this.store.app(id);
+    if (!app) throw notFound(`no application with id ${id}`);
+    return app;
+  }
+
+  private appView(a: AppRow): AppView {
+    return { id: a.id, name: a.name, support_message: a.support_message, created_at: iso(a.created_at)! };
+  }
+
+  // ---- license keys -------------------------------------------------------------------
+
+  createLicense(actor: Actor, input: { appId: number; activations: number; memo: string; expiresAt: number | null }): LicenseView {
+    this.requireApp(input.appId);
+    const token = newLicenseToken();
+    const id = this.store.insertLicense({
+      appId: input.appId,
+      token,
+      tokenHash: hashLicenseToken(token),
+      allowed: input.activations,
+      memo: input.memo,
+      expiresAt: input.expiresAt,
+      now: this.clock(),
+    });
+    this.audit.record({ actor: actor.name, address: actor.address, action: "license.create", target: `license ${id}`, outcome: "success", reason: `app ${input.appId}, ${input.activations} activations` });
+    this.events.emit("push", { topic: "licenses.changed", args: { id, change: "created" } });
+    return this.getLicense(id, true);
+  }
+
+  listLicenses(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): { items: LicenseView[]; total: number } {
+    return {
+      items: this.store.licenses(filter, limit, offset).map((l) => this.licenseView(l, reveal)),
+      total: this.store.countLicenses(filter),
+    };
+  }
+
+  getLicense(id: number, reveal: boolean): LicenseView {
+    return this.licenseView(this.requireLicense(id), reveal);
+  }
+
+  updateLicense(
+    actor: Actor,
+    id: number,
+    changes: { enabled?: boolean | undefined; memo?: string | undefined; activations?: number | undefined; expiresAt?: number | null | undefined },
+  ): LicenseView {
+    this.requireLicense(id);
+    this.store.updateLicense(id, { enabled: changes.enabled, memo: changes.memo, allowed: changes.activations, expiresAt: changes.expiresAt });
+    const what = Object.entries(changes)
+      .filter(([, v]) => v !== undefined)
+      .map(([k]) => k)
+      .join(", ");
+    this.audit.record({ actor: actor.name, address: actor.address, action: "license.update", target: `license ${id}`, outcome: "success", reason: what || null });
+    this.receiptCache.clear();
+    this.events.emit("push", { topic: "licenses.changed", args: { id, change: "updated" } });
+    return this.getLicense(id, true);
+  }
+
+  deleteLicense(actor: Actor, id: number): void {
+    this.requireLicense(id);
+    this.pendingLicenses.delete(id);
+    this.store.deleteLicense(id);
+    this.receiptCache.clear();
+    this.audit.record({ actor: actor.name, address: actor.address, action: "license.delete", target: `license ${id}`, outcome: "success" });
+    this.events.emit("push", { topic: "licenses.changed", args: { id, change: "deleted" } });
+  }
+
+  activations(id: number): { items: ActivationView[]; total: number } {
+    this.requireLicense(id);
+    const items = this.store.activations(id).map((a) => this.activationView(a));
+    return { items, total: items.length };
+  }
+
+  removeActivation(actor: Actor, id: number, hwid: string): void {
+    this.requireLicense(id);
+    const removed = immediate(this.db, () => this.store.removeActivation(id, hwid));
+    if (!removed) throw notFound(`license ${id} has no activation for hwid ${JSON.stringify(hwid)}`);
+    this.forgetReceipts(id, hwid);
+    this.audit.record({ actor: actor.name, address: actor.address, action: "license.deactivate", target: `license ${id}`, outcome: "success", reason: `hwid ${hwid}` });
+    this.events.emit("push", { topic: "licenses.changed", args: { id, change: "deactivated", hwid } });
+  }
+
+  private requireLicense(id: number): LicenseWithApp {
+    const license = this.store.license(id);
+    if (!license) throw notFound(`no license key with id ${id}`);
+    return license;
+  }
+
+  private licenseView(l: LicenseWithApp, reveal: boolean): LicenseView {
+    const pending = this.pendingLicenses.get(l.id);
+    return {
+      id: l.id,
+      app_id: l.app_id,
+      app_name: l.app_name,
+      token: reveal ? l.token : mask(l.token),
+      activations: l.activations_allowed,
+      activations_used: l.activations_used,
+      remaining_activations: remaining(l),
+      enabled: l.enabled === 1,
+      memo: l.memo,
+      expires_at: iso(l.expires_at),
+      created_at: iso(l.created_at)!,
+      total_activations: l.total_activations,
+      total_checks: l.total_checks + (pending?.checks ?? 0),
+      last_activation_at: iso(l.last_activation_at),
+      last_activation_address: l.last_activation_address,
+      last_check_at: iso(pending ? Math.max(pending.at, l.last_check_at ?? 0) : l.last_check_at),
+      last_check_address: pending ? pending.address : l.last_check_address,
+    };
+  }
+
+  private activationView(a: ActivationRow): ActivationView {
+    const pending = this.pendingActivations.get(a.id);
+    return {
+      hwid: a.hwid,
+      machine: a.machine,
+      user: a.user,
+      address: a.address,
+      activated_at: iso(a.created_at)!,
+      last_check_at: iso(pending ? Math.max(pending, a.last_check_at ?? 0) : a.last_check_at),
+    };
+  }
+
+  // ---- the public API -----------------------------------------------------------------
+
+  /** Looks a token up through its hash, then compares the token itself in constant time. */
+  private find(token: string): LicenseWithApp | null {
+    const row = this.store.byTokenHash(hashLicenseToken(token));
+    return row && sameSecret(row.token, token) ? row : null;
+  }
+
+  private supportMessage(request: WireRequest, license: LicenseWithApp | null): string {
+    if (request.app_id !== undefined) return this.store.app(request.app_id)?.support_message ?? "";
+    return license?.support_message ?? "";
+  }
+
+  private invalidTokenThrottled(address: string | null): number {
+    return address === null ? 0 : this.invalidTokens.waitSeconds(address);
+  }
+
+  activate(request: WireRequest, address: string | null): WireReply {
+    const identity = machineIdentity(request);
+    const now = this.clock();
+    const wait = this.invalidTokenThrottled(address);
+    if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "activate");
+    const license = this.find(request.token);
+    const failure = (status: number, error: string, reason: string): WireReply => {
+      this.audit.record({ actor: null, address, action: "license.activate", target: license ? `license ${license.id}` : null, outcome: "failure", reason });
+      this.metrics.licensing("activate", String(status));
+      return { status, body: { result: "failure", error, support_message: this.supportMessage(request, license) } };
+    };
+    if (!license) {
+      if (address !== null) this.invalidTokens.fail(address);
+      return failure(404, "invalid activation token", "unknown token");
+    }
+    if (request.app_id !== undefined && request.app_id !== license.app_id) return failure(404, "invalid activation token", "wrong application");
+    if (license.enabled !== 1) return failure(404, "invalid activation token", "disabled");
+    if (license.expires_at !== null && now >= license.expires_at) return failure(410, "key is no longer valid", "expired");
+    const keyWait = this.seatFailures.waitSeconds(`license:${license.id}`);
+    if (keyWait > 0) return this.throttledReply(keyWait, "too many failed activations for this key", request, address, "activate", license);
+
+    // One immediate transaction: the seat, the activation and its audit entry are durable together.
+    const outcome = immediate(this.db, () => {
+      const existing = this.store.activation(license.id, identity);
+      if (existing) {
+        this.store.recordReactivation(license.id, now, address);
+        this.store.touchActivation(existing.id, request.machine ?? null, request.user ?? null, address);
+        this.audit.record({ actor: null, address, action: "license.activate", target: `license ${license.id}`, outcome: "success", reason: `machine ${identity} again (no seat used)` });
+        return "again" as const;
+      }
+      if (!this.store.takeSeat(license.id, now, address)) return "full" as const;
+      this.store.insertActivation({ licenseId: license.id, hwid: identity, machine: request.machine ?? null, user: request.user ?? null, address, now });
+      this.audit.record({ actor: null, address, action: "license.activate", target: `license ${license.id}`, outcome: "success", reason: `machine ${identity}` });
+      return "new" as const;
+    });
+    if (outcome === "full") {
+      this.seatFailures.fail(`license:${license.id}`);
+      return failure(410, "key is out of activations", "out of activations");
+    }
+    const fresh = this.store.license(license.id)!;
+    this.metrics.licensing("activate", "201");
+    this.events.emit("push", { topic: "licenses.activated", args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: outcome === "new", remaining: remaining(fresh) } });
+    return {
+      status: 201,
+      body: { result: "ok", remainingActivations: remaining(fresh), receipt: this.receipt(fresh, identity, request.nonce, now) },
+    };
+  }
+
+  check(request: WireRequest, address: string | null): WireReply {
+    const identity = machineIdentity(request);
+    const now = this.clock();
+    const wait = this.invalidTokenThrottled(address);
+    if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "check");
+    const license = this.find(request.token);
+    const invalid = (status = 404, error = "invalid key"): WireReply => {
+      this.metrics.licensing("check", String(status));
+      return { status, body: { result: "failure", error } };
+    };
+    if (!license) {
+      if (address !== null) this.invalidTokens.fail(address);
+      return invalid();
+    }
+    if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return invalid();
+    if (license.expires_at !== null && now >= license.expires_at) return invalid(410, "key is no longer valid");
+    const activation = this.store.activation(license.id, identity);
+    if (!activation) return invalid();
+    const pending = this.pendingLicenses.get(license.id);
+    if (pending) {
+      pending.checks++;
+      pending.at = now;
+      pending.address = address;
+    } else this.pendingLicenses.set(license.id, { checks: 1, at: now, address });
+    this.pendingActivations.set(activation.id, now);
+    this.metrics.licensing("check", "201");
+    return { status: 201, body: { result: "ok", receipt: this.receipt(license, identity, request.nonce, now) } };
+  }
+
+  deactivate(request: WireRequest, address: string | null): WireReply {
+    const identity = machineIdentity(request);
+    const wait = this.invalidTokenThrottled(address);
+    if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "deactivate");
+    const license = this.find(request.token);
+    if (!license || (request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) {
+      if (!license && address !== null) this.invalidTokens.fail(address);
+      return { status: 404, body: { result: "failure", error: "invalid key" } };
+    }
+    const removed = immediate(this.db, () => {
+      const ok = this.store.removeActivation(license.id, identity);
+      this.audit.record({ actor: null, address, action: "license.deactivate", target: `license ${license.id}`, outcome: ok ? "success" : "failure", reason: ok ? `machine ${identity}` : `machine ${identity} not activated` });
+      return ok;
+    });
+    if (!removed) return { status: 404, body: { result: "failure", error: "machine is not activated" } };
+    this.forgetReceipts(license.id, identity);
+    const fresh = this.store.license(license.id)!;
+    this.events.emit("push", { topic: "licenses.changed", args: { id: license.id, change: "deactivated", hwid: identity } });
+    return { status: 200, body: { result: "ok", remainingActivations: remaining(fresh) } };
+  }
+
+  publicKey(): { algorithm: "EdDSA"; key_id: string; public_key: string } {
+    return { algorithm: "EdDSA", key_id: this.signingKey.keyId, public_key: this.signingKey.publicKeyPem };
+  }
+
+  private throttledReply(wait: number, why: string, request: WireRequest, address: string | null, call: string, license?: LicenseWithApp): WireReply {
+    this.audit.record({ actor: null, address, action: `license.${call}`, target: license ? `license ${license.id}` : null, outcome: "denied", reason: `throttled: ${why}` });
+    this.metrics.licensing(call, "429");
+    return {
+      status: 429,
+      retryAfter: wait,
+      body: { result: "failure", error: `${why}; retry in ${wait} s`, retry_after: wait, support_message: this.supportMessage(request, license ?? null) },
+    };
+  }
+
+  private receipt(license: LicenseWithApp, hwid: string, nonce: string | undefined, now: number): string {
+    const cacheKey = `${license.id}\u0000${hwid}`;
+    if (nonce === undefined) {
+      const cached = this.receiptCache.get(cacheKey);
+      if (cached && now < cached.until) return cached.receipt;
+    }
+    const iat = Math.floor(now / 1000);
+    let exp = iat + this.options.receiptTtlSeconds;
+    if (license.expires_at !== null) exp = Math.min(exp, Math.floor(license.expires_at / 1000));
+    const receipt = signReceipt(this.signingKey, {
+      iss: "latchkey",
+      app: license.app_id,
+      key: license.id,
+      hwid,
+      iat,
+      exp,
+      grace: this.options.receiptGraceSeconds,
+      ...(nonce === undefined ? {} : { nonce }),
+    });
+    if (nonce === undefined) {
+      if (this.receiptCache.size >= 100_000) this.receiptCache.clear();
+      this.receiptCache.set(cacheKey, { receipt, until: now + 60_000 });
+    }
+    return receipt;
+  }
+
+  private forgetReceipts(licenseId: number, hwid: string): void {
+    this.receiptCache.delete(`${licenseId}\u0000${hwid}`);
+  }
+
+  /** Writes the batched check counters in one transaction. */
+  flush(): void {
+    if (this.pendingLicenses.size === 0 && this.pendingActivations.size === 0) return;
+    const licenses = [...this.pendingLicenses].map(([id, p]) => ({ id, ...p }));
+    const activations = [...this.pendingActivations].map(([id, at]) => ({ id, at }));
+    this.pendingLicenses.clear();
+    this.pendingActivations.clear();
+    immediate(this.db, () => this.store.flushChecks(licenses, activations));
+  }
+}
+
+function remaining(l: { activations_allowed: number; activations_used: number }): number {
+  return l.activations_allowed === -1 ? -1 : Math.max(0, l.activations_allowed - l.activations_used);
+}
+
+/** The machine an activation belongs to: its hwid, or its name for clients that send none. */
+export function machineIdentity(request: WireRequest): string {
+  return request.hwid ?? `machine:${request.machine ?? ""}`;
+}

@@ -1,0 +1,100 @@
+/**
+ * The public licensing API of the mini-key-server seed: `POST /api/activate`, `GET /api/check`,
+ * plus `POST /api/deactivate` and `GET /api/license/public-key`. Fields come as a form, a query
+ * string or JSON; replies carry exactly the seed's status codes and bodies (errors in the seed's
+ * `{"result":"failure","error"}` shape, see WIRE_PATHS in errors.ts).
+ */
+import { Elysia } from "elysia";
+import * as v from "valibot";
+import { badRequest } from "../core/errors.ts";
+import type { WireReply, WireRequest } from "../core/licenses.ts";
+import type { Services } from "../core/services.ts";
+import { describeIssue, issueField } from "../core/validation.ts";
+import type { Caller } from "./session.ts";
+
+const text = (max: number) => v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`));
+
+const wireSchema = v.object({
+  token: v.pipe(v.string("must be a string"), v.trim(), v.nonEmpty("is required"), v.maxLength(128, "must be at most 128 characters"), v.toUpperCase()),
+  app_id: v.optional(
+    v.pipe(
+      v.union([v.number(), v.pipe(v.string(), v.regex(/^\d{1,15}$/), v.transform(Number))], "must be a whole number (the application's id)"),
+      v.integer("must be a whole number (the application's id)"),
+      v.minValue(1, "must be a positive id"),
+    ),
+  ),
+  machine: v.optional(text(255)),
+  user: v.optional(text(255)),
+  hwid: v.optional(text(255)),
+  nonce: v.optional(text(128)),
+});
+
+/** What the route schemas document; the handler merges query and body and validates them together. */
+const field = v.optional(v.union([v.string(), v.number()]));
+const documented = v.looseObject({ token: field, app_id: field, machine: field, user: field, hwid: field, nonce: field });
+
+/** Merges query and body (the body wins), treats empty fields as absent, and validates. */
+export function parseWire(query: Record<string, unknown>, body: unknown): WireRequest {
+  const merged: Record<string, unknown> = {};
+  const sources = [query, typeof body === "object" && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : {}];
+  for (const source of sources) for (const [k, value] of Object.entries(source)) if (value !== "" && value !== undefined) merged[k] = value;
+  const result = v.safeParse(wireSchema, merged);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const name = issueField(issue) || "token";
+    throw badRequest(describeIssue(issue, name), name);
+  }
+  const request = result.output;
+  if (request.hwid === undefined && request.machine === undefined) {
+    throw badRequest("hwid is required (or machine, for clients that have no hardware id)", "hwid");
+  }
+  return request;
+}
+
+function send(reply: WireReply, set: { status?: number | string; headers: Record<string, string | number> }) {
+  set.status = reply.status;
+  if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
+  return reply.body;
+}
+
+const fieldsDoc =
+  "Fields `token`, `app_id`, `machine`, `user`, `hwid` (and optional `nonce`, echoed in the receipt) as form fields, query string or JSON. `hwid` identifies the machine (its `machine` name stands in when there is none).";
+
+export function licensingApiRoutes(services: Services) {
+  const licensing = services.licensing;
+  return new Elysia({ name: "latchkey/http/licensing-api", prefix: "/api" })
+    .post("/activate", ({ query, body, set, ...ctx }) => send(licensing.activate(parseWire(query, body), (ctx as unknown as Caller).address), set), {
+      query: documented,
+      body: v.optional(documented),
+      detail: {
+        tags: ["licensing"],
+        summary: "Activate a license key on a machine",
+        description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 429 with Retry-After when throttled.`,
+      },
+    })
+    .get("/check", ({ query, set, ...ctx }) => send(licensing.check(parseWire(query, undefined), (ctx as unknown as Caller).address), set), {
+      query: documented,
+      detail: {
+        tags: ["licensing"],
+        summary: "Check that a machine's activation is valid",
+        description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired).`,
+      },
+    })
+    .post("/deactivate", ({ query, body, set, ...ctx }) => send(licensing.deactivate(parseWire(query, body), (ctx as unknown as Caller).address), set), {
+      query: documented,
+      body: v.optional(documented),
+      detail: { tags: ["licensing"], summary: "Free a machine's seat", description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.` },
+    })
+    .get(
+      "/license/public-key",
+      ({ query }) => {
+        const key = licensing.publicKey();
+        if (query.format === "pem") return new Response(key.public_key, { headers: { "content-type": "application/x-pem-file" } });
+        return key;
+      },
+      {
+        query: v.strictObject({ format: v.optional(v.picklist(["json", "pem"], "must be json or pem")) }),
+        detail: { tags: ["licensing"], summary: "The public key that verifies license receipts", description: "Ed25519 (JWS alg EdDSA), SPKI PEM. `?format=pem` returns the bare PEM file." },
+      },
+    );
+}
