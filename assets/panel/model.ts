@@ -4,6 +4,7 @@
  */
 import type { UserView } from "../../src/core/accounts.ts";
 import type { AuditView } from "../../src/core/audit.ts";
+import type { ActivationView, AppView, LicenseView } from "../../src/core/licenses.ts";
 import type { Role } from "../../src/db/users.ts";
 
 export type { Role };
@@ -40,4 +41,29 @@ export interface Health {
   status: string;
   database: string;
   version: string;
+}
+
+/** `GET /api/apps`: the list carries each application's number of license keys. */
+export type Application = AppView;
+/** `GET /api/licenses`: the token is masked for viewers. */
+export type License = LicenseView;
+/** `GET /api/licenses/{id}/activations`: one activated machine. */
+export type Activation = ActivationView;
+
+/** Live event `licenses.activated`: a machine activated a key (again, when `new_seat` is false). */
+export interface LicenseActivated {
+  id: number;
+  hwid: string;
+  machine: string | null;
+  new_seat: boolean;
+  /** -1 = unlimited. */
+  remaining: number;
+}
+
+/** Live event `licenses.changed`. */
+export interface LicenseChanged {
+  id: number;
+  change: "created" | "updated" | "deleted" | "deactivated";
+  /** The machine whose activation was removed (`deactivated`). */
+  hwid?: string;
 }
