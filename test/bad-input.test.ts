@@ -149,7 +149,7 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
   appName: [1, true, null, {}, ["app"], "", "   "],
   text1000: [1, true, null, {}, ["text"]],
   activations: ["1", true, null, {}, [1], 1.5, -2, 1_000_001],
-  nullableTimestamp: [1, "yesterday", "2026-13-45T99:99:99Z", "0", {}, []],
+  nullableTimestamp: [1, "yesterday", "2026-13-45T99:99:99Z", "0", {}, [], "2030-02-30"],
   hwid: [1, true, null, {}, [], ""],
   // The public licensing calls read JSON, forms and query strings: "" counts as absent there.
   wireToken: [1, true, null, {}, [], "", "   "],

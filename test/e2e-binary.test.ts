@@ -98,6 +98,65 @@ describe("the compiled binary", () => {
     }
   });
 
+  test("the mini-key-server seed's flow: CLI-made key, curl -d activation and check, receipt verified offline", async () => {
+    const dataDir = join(dir.path, "seed-flow");
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+    /** curl as its own process, without blocking this one; the body, then the status on the last line. */
+    const curl = async (...args: string[]) => {
+      const run = Bun.spawn(["curl", "-s", "-w", "\n%{http_code}", ...args], { stdout: "pipe", stderr: "pipe", env: bareEnv() });
+      const [out, code] = await Promise.all([new Response(run.stdout).text(), run.exited]);
+      expect(code).toBe(0);
+      const lines = out.split("\n");
+      return { status: Number(lines.pop()), text: lines.join("\n") };
+    };
+    const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+    try {
+      const { url } = await waitForListening(proc);
+      // The seed's "Key Creation": an application, then a key, made with the binary's CLI on the server's data directory.
+      const app = await cli("app", "create", "Ice Breaker", "--support-message", "call 555-555-5555 for support or email support@example.com");
+      expect(app).toMatchObject({ code: 0, stdout: 'created application 1 "Ice Breaker"\n' });
+      const key = await cli("license", "create", "--app", "1", "--activations", "10");
+      expect(key.code).toBe(0);
+      expect(key.stdout).toMatch(/^[A-Z0-9]{25}\n$/);
+      const token = key.stdout.trim();
+
+      // Exactly the seed's example: curl localhost:5001/api/activate -X POST -d token=... -d machine=ICEBREAKER -d user=sam
+      const activated = await curl(`${url}/api/activate`, "-X", "POST", "-d", `token=${token}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      expect(activated.status).toBe(201);
+      const body = JSON.parse(activated.text);
+      expect(body).toEqual({ result: "ok", remainingActivations: 9, receipt: expect.any(String) });
+
+      const checked = await curl("-G", `${url}/api/check`, "-d", `token=${token}`, "-d", "app_id=1", "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      expect(checked.status).toBe(201);
+      const check = JSON.parse(checked.text);
+      expect(check).toEqual({ result: "ok", receipt: expect.any(String) });
+      const refused = await curl(`${url}/api/activate`, "-X", "POST", "-d", "token=2SZRHXZBNB3GUCHM375FTB8DJ", "-d", "app_id=1", "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      expect(refused.status).toBe(404);
+      expect(JSON.parse(refused.text)).toEqual({ result: "failure", error: "invalid activation token", support_message: "call 555-555-5555 for support or email support@example.com" });
+
+      // Offline verification with the binary and the public key saved from the server.
+      const keyFile = join(dir.path, "seed-flow.pem");
+      const saved = await curl("-o", keyFile, `${url}/api/license/public-key?format=pem`);
+      expect(saved.status).toBe(200);
+      for (const receipt of [body.receipt, check.receipt]) {
+        const verified = await cli("license", "verify", receipt, "--public-key", keyFile, "--hwid", "machine:ICEBREAKER");
+        expect(verified.code).toBe(0);
+        expect(verified.stdout).toStartWith('valid: application 1, license 1, hwid "machine:ICEBREAKER"');
+      }
+      const otherMachine = await cli("license", "verify", body.receipt, "--public-key", keyFile, "--hwid", "LAPTOP");
+      expect(otherMachine.code).toBe(1);
+      expect(otherMachine.stderr).toContain("receipt rejected: issued for another machine");
+
+      // The CLI's view agrees: one of ten seats used.
+      const list = await cli("license", "list");
+      expect(list.stdout).toMatch(new RegExp(`^1\\s+Ice Breaker\\s+${token}\\s+1/10\\s+enabled`, "m"));
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
   test("a taken port is an error with a non-zero exit", async () => {
     const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
     try {

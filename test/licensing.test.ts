@@ -9,7 +9,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { call, createUser, login, manualClock, RpcClient, startTestServer, type TestServer } from "./support.ts";
+import { parseArgs } from "../src/cli/args.ts";
+import { loadConfig, serverFlags } from "../src/config.ts";
+import { silentLogger } from "../src/log.ts";
+import { startServer } from "../src/server.ts";
+import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
 
 type Encoding = "form" | "query" | "json";
 const ENCODINGS: Encoding[] = ["form", "query", "json"];
@@ -302,14 +306,9 @@ describe("GET /api/license/public-key", () => {
   });
 
   test("the key survives a restart of the server on the same data directory", async () => {
-    const { startServer } = await import("../src/server.ts");
-    const { loadConfig, serverFlags } = await import("../src/config.ts");
-    const { parseArgs } = await import("../src/cli/args.ts");
-    const { silentLogger } = await import("../src/log.ts");
-    const { tempDir } = await import("./support.ts");
     const dir = tempDir();
     try {
-      const start = () => startServer(loadConfig(parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0"], serverFlags), {}), { log: silentLogger, adminPassword: "correct horse battery" });
+      const start = () => startServer(loadConfig(parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0"], serverFlags), {}), { log: silentLogger, adminPassword: ADMIN_PASSWORD });
       const first = await start();
       const key = (await call(first.url, "GET", "/api/license/public-key")).body.public_key;
       await first.stop();
@@ -430,6 +429,8 @@ describe("throttling", () => {
       expect(throttled.headers.get("retry-after")).toBe("1");
       // The machine that holds the seat still passes its checks; another key is not throttled.
       expect((await wire(s.url, "query", "GET", "/api/check", { token: key.token, hwid: "owner" })).status).toBe(201);
+      // ...and may activate again (a reinstall) while new machines are held back.
+      expect((await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "owner" })).status).toBe(201);
       expect((await wire(s.url, "json", "POST", "/api/activate", { token: other.token, hwid: "someone" })).status).toBe(201);
       // Once the wait is over the next failure doubles it.
       own.advance(1000);
@@ -562,6 +563,31 @@ describe("license keys over REST", () => {
     expect(tokens.size).toBe(40);
     for (const t of tokens) expect(t).toMatch(TOKEN);
     expect((await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: 999999 } })).status).toBe(404);
+  });
+
+  // JavaScript's Date rolls a day that does not exist over into the next month; an expiry must not move.
+  test.each(["2030-02-30", "2030-02-31", "2031-02-29", "2030-04-31", "2030-02-30T10:00:00Z", "2030-13-01", "2030-01-01T25:00:00Z"])(
+    "expires_at %s, a date that does not exist, is refused",
+    async (date) => {
+      const app = await fixtures.app();
+      const created = await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id, expires_at: date } });
+      expect({ status: created.status, field: created.body.error?.field }).toEqual({ status: 400, field: "expires_at" });
+      const key = await fixtures.key(app.id);
+      const patched = await call(server.url, "PATCH", `/api/licenses/${key.id}`, { token: adminToken, body: { expires_at: date } });
+      expect({ status: patched.status, field: patched.body.error?.field }).toEqual({ status: 400, field: "expires_at" });
+      const rpc = await call(server.url, "PUT", "/latchkey/licenses", { token: adminToken, body: { action: "create", app_id: app.id, expires_at: date } });
+      expect({ status: rpc.status, field: rpc.body.error?.field }).toEqual({ status: 400, field: "args.expires_at" });
+    },
+  );
+
+  test.each([
+    ["2032-02-29", "2032-02-29T00:00:00.000Z"],
+    ["2030-12-31T23:59:59Z", "2030-12-31T23:59:59.000Z"],
+    ["2030-06-01T12:00:00+02:00", "2030-06-01T10:00:00.000Z"],
+  ])("expires_at %s is kept as %s", async (date, stored) => {
+    const app = await fixtures.app();
+    const created = await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id, expires_at: date } });
+    expect(created.body.expires_at).toBe(stored);
   });
 
   test("list, search (memo or token prefix), filter by app and state, enable, disable, delete", async () => {
@@ -720,6 +746,18 @@ describe("viewers", () => {
     expect(rpc.body.args.token).toMatch(masked);
     const rpcList = await call(server.url, "PUT", "/latchkey/licenses", { token: viewer, body: { action: "list", limit: 1000 } });
     expect(rpcList.text).not.toContain(key.token);
+  });
+
+  test("cannot recover a token through search: for them q matches the memo only", async () => {
+    const prefix = key.token.slice(0, 12);
+    const viaRest = await call(server.url, "GET", `/api/licenses?limit=1000&q=${prefix}`, { token: viewer });
+    expect(viaRest.body.items.map((l: { id: number }) => l.id)).not.toContain(key.id);
+    const viaRpc = await call(server.url, "PUT", "/latchkey/licenses", { token: viewer, body: { action: "list", q: prefix } });
+    expect(viaRpc.body.args.items.map((l: { id: number }) => l.id)).not.toContain(key.id);
+    // Admins, who see tokens anyway, still find keys by their start.
+    expect((await call(server.url, "GET", `/api/licenses?q=${prefix}`, { token: adminToken })).body.items.map((l: { id: number }) => l.id)).toEqual([key.id]);
+    const memo = await fixtures.key((await fixtures.app()).id, { memo: "findable by viewers" });
+    expect((await call(server.url, "GET", "/api/licenses?q=FINDABLE", { token: viewer })).body.items.map((l: { id: number }) => l.id)).toEqual([memo.id]);
   });
 
   const WRITES = [

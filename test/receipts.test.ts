@@ -222,6 +222,22 @@ describe("receipts and time", () => {
     }
   });
 
+  test("every receipt handed out has nearly its whole lifetime left, even when an earlier one is reused", async () => {
+    const clock = manualClock(Date.parse("2026-06-01T10:00:00Z"));
+    const i = await issuer("fresh", { clock, flags: ["--receipt-ttl", "60"] });
+    try {
+      await activate(i, { hwid: "hw-fresh" });
+      for (let step = 0; step < 12; step++) {
+        clock.advance(5000);
+        const { claims } = decode(await check(i, { hwid: "hw-fresh" }));
+        const left = claims.exp - clock() / 1000;
+        expect({ step, left: left >= 54 && left <= 60 }).toEqual({ step, left: true });
+      }
+    } finally {
+      await i.close();
+    }
+  });
+
   test("expired: rejected; with --allow-grace accepted within the grace, with a warning", async () => {
     // Issued an hour ago with a 60 s lifetime: expired 59 minutes ago, inside the default 3-day grace.
     const i = await issuer("expired", { clock: manualClock(Date.now() - 3600 * 1000), flags: ["--receipt-ttl", "60"] });

@@ -41,10 +41,20 @@ export const limit = v.optional(
 );
 export const offset = v.optional(v.pipe(v.string(), v.regex(/^\d{1,9}$/, "must be a whole number"), v.transform(Number)));
 
+/** The calendar date exists: Date.parse rolls 2030-02-30 over to March 2 instead of refusing it. */
+function calendarDate(s: string): boolean {
+  const [y, m, d] = s.slice(0, 10).split("-").map(Number) as [number, number, number];
+  const date = new Date(Date.UTC(y, m - 1, d));
+  return date.getUTCFullYear() === y && date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
+}
+
 /** An expiry: an ISO 8601 timestamp or a date (taken as the start of that day, UTC); milliseconds out. */
 export const expiry = v.pipe(
   v.string("must be a date (YYYY-MM-DD) or an ISO 8601 timestamp"),
-  v.check((s) => /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2}))?$/.test(s) && !Number.isNaN(Date.parse(s)), "must be a date (YYYY-MM-DD) or an ISO 8601 timestamp"),
+  v.check(
+    (s) => /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2}))?$/.test(s) && !Number.isNaN(Date.parse(s)) && calendarDate(s),
+    "must be a date (YYYY-MM-DD) or an ISO 8601 timestamp",
+  ),
   v.transform((s) => Date.parse(s)),
 );
 

@@ -119,7 +119,7 @@ export class Licensing {
   /** Check counters, batched in memory and flushed about once a second (SPEC §10 allows it). */
   private readonly pendingLicenses = new Map<number, PendingChecks>();
   private readonly pendingActivations = new Map<number, number>();
-  /** Receipts without a nonce are reused for a minute, so a check costs no signature. */
+  /** Receipts without a nonce are reused for up to a minute, so a check costs no signature. */
   private readonly receiptCache = new Map<string, { receipt: string; until: number }>();
   private readonly invalidTokens: Throttle;
   private readonly seatFailures: Throttle;
@@ -175,9 +175,12 @@ export class Licensing {
 
   deleteApp(actor: Actor, id: number): void {
     this.requireApp(id);
-    const keys = this.store.licensesOfApp(id);
-    if (keys > 0) throw conflict(`application ${id} still has ${keys} license key${keys === 1 ? "" : "s"}; delete them first`, "id");
-    this.store.deleteApp(id);
+    // Counted and deleted in one transaction, so a key cut meanwhile by another process cannot slip in.
+    immediate(this.db, () => {
+      const keys = this.store.licensesOfApp(id);
+      if (keys > 0) throw conflict(`application ${id} still has ${keys} license key${keys === 1 ? "" : "s"}; delete them first`, "id");
+      this.store.deleteApp(id);
+    });
     this.audit.record({ actor: actor.name, address: actor.address, action: "app.delete", target: `app ${id}`, outcome: "success" });
   }
 
@@ -211,9 +214,11 @@ export class Licensing {
   }
 
   listLicenses(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): { items: LicenseView[]; total: number } {
+    // Prefix searches would spell out a masked token one character at a time: without reveal, q matches the memo only.
+    const scoped = reveal ? filter : { ...filter, matchTokens: false };
     return {
-      items: this.store.licenses(filter, limit, offset).map((l) => this.licenseView(l, reveal)),
-      total: this.store.countLicenses(filter),
+      items: this.store.licenses(scoped, limit, offset).map((l) => this.licenseView(l, reveal)),
+      total: this.store.countLicenses(scoped),
     };
   }
 
@@ -338,7 +343,8 @@ export class Licensing {
     if (request.app_id !== undefined && request.app_id !== license.app_id) return failure(404, "invalid activation token", "wrong application");
     if (license.enabled !== 1) return failure(404, "invalid activation token", "disabled");
     if (license.expires_at !== null && now >= license.expires_at) return failure(410, "key is no longer valid", "expired");
-    const keyWait = this.seatFailures.waitSeconds(`license:${license.id}`);
+    // The throttle guards new seats: a machine that already holds one is never locked out by it.
+    const keyWait = this.store.activation(license.id, identity) ? 0 : this.seatFailures.waitSeconds(`license:${license.id}`);
     if (keyWait > 0) return this.throttledReply(keyWait, "too many failed activations for this key", request, address, "activate", license);
 
     // One immediate transaction: the seat, the activation and its audit entry are durable together.
@@ -453,7 +459,9 @@ export class Licensing {
     });
     if (nonce === undefined) {
       if (this.receiptCache.size >= 100_000) this.receiptCache.clear();
-      this.receiptCache.set(cacheKey, { receipt, until: now + 60_000 });
+      // Reused for a minute at most, and never for more than a tenth of its lifetime, so that
+      // every receipt handed out still has nearly all of it left (a short --receipt-ttl included).
+      this.receiptCache.set(cacheKey, { receipt, until: now + Math.min(60_000, this.options.receiptTtlSeconds * 100) });
     }
     return receipt;
   }

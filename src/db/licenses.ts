@@ -48,6 +48,8 @@ export interface LicenseFilter {
   enabled?: boolean | undefined;
   /** Matches the memo (substring) or the token (prefix). */
   search?: string | undefined;
+  /** False: `search` matches the memo only (for callers who see tokens masked). */
+  matchTokens?: boolean | undefined;
 }
 
 /** Queries over applications, licenses and activations. */
@@ -143,8 +145,12 @@ export class LicenseStore {
     if (filter.appId !== undefined) (clauses.push("l.app_id = ?"), params.push(filter.appId));
     if (filter.enabled !== undefined) (clauses.push("l.enabled = ?"), params.push(filter.enabled ? 1 : 0));
     if (filter.search !== undefined && filter.search !== "") {
-      clauses.push("(instr(lower(l.memo), lower(?)) > 0 OR l.token LIKE ? ESCAPE '\\')");
-      params.push(filter.search, filter.search.toUpperCase().replace(/[\\%_]/g, (c) => `\\${c}`) + "%");
+      const memo = "instr(lower(l.memo), lower(?)) > 0";
+      if (filter.matchTokens === false) (clauses.push(memo), params.push(filter.search));
+      else {
+        clauses.push(`(${memo} OR l.token LIKE ? ESCAPE '\\')`);
+        params.push(filter.search, filter.search.toUpperCase().replace(/[\\%_]/g, (c) => `\\${c}`) + "%");
+      }
     }
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }

@@ -66,7 +66,7 @@ export function licenseRoutes(services: Services) {
           limit,
           offset,
         }),
-        detail: { tags: ["licensing"], summary: "List and search license keys", description: "`q` matches the memo or the start of the token. Tokens are shown to admins and masked for viewers." },
+        detail: { tags: ["licensing"], summary: "List and search license keys", description: "`q` matches the memo or, for admins, the start of the token. Tokens are shown to admins and masked for viewers (whose `q` matches the memo only)." },
       },
     )
     .post(

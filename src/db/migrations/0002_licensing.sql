@@ -1,7 +1,8 @@
 -- Software licensing: applications, license keys, and activations per machine.
 
+-- AUTOINCREMENT: a deleted key's or application's id is never given to a new one.
 CREATE TABLE applications (
-  id              INTEGER PRIMARY KEY,
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
   name            TEXT    NOT NULL,
   support_message TEXT    NOT NULL DEFAULT '',
   created_at      INTEGER NOT NULL
@@ -9,7 +10,7 @@ CREATE TABLE applications (
 CREATE UNIQUE INDEX applications_by_name ON applications (name COLLATE NOCASE);
 
 CREATE TABLE licenses (
-  id                      INTEGER PRIMARY KEY,
+  id                      INTEGER PRIMARY KEY AUTOINCREMENT,
   app_id                  INTEGER NOT NULL REFERENCES applications (id),
   token                   TEXT    NOT NULL,            -- shown to admins
   token_hash              TEXT    NOT NULL UNIQUE,     -- SHA-256 (hex): every lookup goes through it
