@@ -7,6 +7,7 @@ import type { Services } from "./core/services.ts";
 import type { Logger } from "./log.ts";
 import { auditRoutes } from "./http/audit.ts";
 import { licenseRoutes } from "./http/licenses.ts";
+import { enrollmentRoutes } from "./http/enrollment.ts";
 import { licensingApiRoutes } from "./http/licensing-api.ts";
 import { authRoutes } from "./http/auth.ts";
 import { docsRoutes } from "./http/docs.ts";
@@ -36,7 +37,7 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     // Frames over the limit close the socket with 1009; our own sweep handles idleness.
     websocket: { maxPayloadLength: options.maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false },
   })
-    .use(errorPlugin(log))
+    .use(errorPlugin(log, services.metrics))
     .use(securityPlugin(services.metrics, options))
     .use(sessionPlugin(services, options))
     .use(opsRoutes(services))
@@ -47,6 +48,7 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     .use(auditRoutes(services))
     .use(licensingApiRoutes(services))
     .use(licenseRoutes(services))
+    .use(enrollmentRoutes(services))
     .use(wsRoute(connections))
     .use(rpcMirrorRoutes(services, registry));
   return { app, registry, connections };

@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
-/** argv → server | user | backup | version. The one entry point of the `latchkey` binary. */
+/** argv → server | user | key | app | license | backup | client | version. The one entry point of the `latchkey` binary. */
 import { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -9,6 +9,8 @@ import { DATABASE_FILE } from "./db/open.ts";
 import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
 import { appCommand, licenseCommand } from "./cli/licensing.ts";
+import { keyCommand } from "./cli/key.ts";
+import { clientCommand } from "./cli/client.ts";
 import { VERSION } from "./version.ts";
 
 const HELP = `latchkey ${VERSION}: client enrollment, authentication and licensing server
@@ -18,9 +20,11 @@ Usage: latchkey <command> [flags]
 Commands:
   server    run the server (HTTP, WebSocket, admin panel, API docs)
   user      manage accounts: create, list, delete, passwd, import, export
+  key       pre-shared enrollment keys: generate, list, revoke, reset, delete
   app       manage licensed applications: create, list
   license   cut and manage license keys; verify a signed receipt offline
   backup    write a consistent copy of the database while the server runs
+  client    the client agent: install, run, status, uninstall
   version   print the version
 
 Run 'latchkey <command> --help' for a command's flags.
@@ -87,12 +91,16 @@ export async function main(argv: string[]): Promise<number> {
       return serverCommand(rest);
     case "user":
       return userCommand(rest, process.env);
+    case "key":
+      return keyCommand(rest, process.env);
     case "app":
       return appCommand(rest, process.env);
     case "license":
       return licenseCommand(rest, process.env);
     case "backup":
       return backupCommand(rest);
+    case "client":
+      return clientCommand(rest, process.env);
     case "version":
     case "--version":
     case "-version":

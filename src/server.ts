@@ -47,7 +47,9 @@ export async function startServer(
   } else if (boot.created) {
     log.info("created the bootstrap account admin from LATCHKEY_ADMIN_PASSWORD");
   }
-  if (config.requireAuthKey !== undefined) services.settings.set("require_auth_key", config.requireAuthKey);
+  if (config.requireAuthKey !== undefined) {
+    services.enrollment.updateSettings({ name: "system", address: null }, { require_auth_key: config.requireAuthKey });
+  }
 
   const tls = config.tls !== undefined;
   const { app, connections, registry } = createApp(services, log, {

@@ -49,6 +49,18 @@ const samples: Record<string, { path?: string; body?: unknown }> = {
   "DELETE /api/licenses/:id": { path: "/api/licenses/999999" },
   "GET /api/licenses/:id/activations": { path: "/api/licenses/999999/activations" },
   "DELETE /api/licenses/:id/activations/:hwid": { path: "/api/licenses/999999/activations/matrix" },
+  "GET /api/settings": {},
+  "PATCH /api/settings": { body: {} },
+  "GET /api/keys": {},
+  "POST /api/keys": { body: { quantity: 1, label: "matrix" } },
+  "GET /api/keys/:id": { path: "/api/keys/999999" },
+  "POST /api/keys/:id/revoke": { path: "/api/keys/999999/revoke" },
+  "POST /api/keys/:id/reset": { path: "/api/keys/999999/reset" },
+  "DELETE /api/keys/:id": { path: "/api/keys/999999" },
+  "GET /api/keys/:id/install-command": { path: "/api/keys/999999/install-command" },
+  "GET /api/clients": {},
+  "GET /api/clients/:uuid": { path: "/api/clients/00000000-0000-4000-8000-000000000000" },
+  "DELETE /api/clients/:uuid": { path: "/api/clients/00000000-0000-4000-8000-000000000000" },
   "GET /ws": {},
   "PUT /:namespace/:name": { path: "/rpc/query", body: {} },
 };
@@ -63,6 +75,11 @@ const rpcSamples: Record<string, unknown> = {
   "latchkey/users": { action: "list" },
   "latchkey/audit": { action: "list" },
   "latchkey/licenses": { action: "list" },
+  "latchkey/keys": { action: "list" },
+  "latchkey/settings": { action: "get" },
+  "latchkey/clients": { action: "list" },
+  "client/register": { uuid: "00000000-0000-4000-8000-000000000001", name: "matrix", hostname: "matrix.example" },
+  "client/heartbeat": {},
 };
 
 function allowed(access: Access, who: Who): boolean {

@@ -30,6 +30,15 @@ const PATCHED_LICENSE = 4;
 const licenseTokens: string[] = [];
 const licenseToken = (id: number) => licenseTokens[id - 1] ?? "NOT-YET-CREATED";
 
+/**
+ * Enrollment fixtures, made in beforeAll: keys 1 to 3 (key 2 is what the revoke cases revoke,
+ * key 3 what the reset cases reset), and one client registered (and gone) with CLIENT_UUID.
+ * require_auth_key stays off: the settings cases only ever set it to false.
+ */
+const CLIENT_UUID = "0b5e1c7a-1d2e-4f3a-8b9c-0123456789ab";
+const NO_CLIENT_UUID = "ffffffff-ffff-4fff-bfff-ffffffffffff";
+const registration = () => ({ uuid: CLIENT_UUID, name: "bad-input client", hostname: "bad-input.example", version: "1.0", os: "linux" });
+
 const HOSTILE: Record<string, string> = {
   traversal: "../../etc/passwd",
   script: "<script>alert(1)</script>",
@@ -94,6 +103,12 @@ beforeAll(async () => {
   }
   const activated = await call(server.url, "POST", "/api/activate", { body: { token: licenseToken(2), hwid: HWID } });
   expect(activated.status).toBe(201);
+  const keys = await call(server.url, "POST", "/api/keys", { token: admin, body: { quantity: 3, label: "bad-input fixtures" } });
+  expect(keys.body.items.map((k: { id: number }) => k.id).sort()).toEqual([1, 2, 3]);
+  const client = await RpcClient.connect(server.wsUrl);
+  expect((await client.request("client", "register", registration())).name).toBe("response");
+  client.close();
+  await client.closed;
 });
 afterAll(() => server.close());
 
@@ -126,7 +141,17 @@ type Kind =
   | "wireToken"
   | "wireId"
   | "wireText"
-  | "wireNonce";
+  | "wireNonce"
+  | "quantity"
+  | "keyLabel"
+  | "group"
+  | "keyStatus"
+  | "clientStatus"
+  | "uuid"
+  | "clientName"
+  | "hostname"
+  | "clientText"
+  | "authKey";
 
 const WRONG_TYPES: Record<Kind, unknown[]> = {
   username: [42, true, null, {}, ["admin"]],
@@ -156,6 +181,16 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
   wireId: [true, null, {}, [], 1.5, 0, -1, "abc", "1.5", "0x10", "-3"],
   wireText: [1, true, null, {}, []],
   wireNonce: [1, true, null, {}, []],
+  quantity: ["1", true, null, {}, [1], 1.5, 0, 101, -1, 1e9],
+  keyLabel: [1, true, null, {}, ["label"], "x".repeat(101)],
+  group: [1, true, null, {}, ["g"], "", " leading-space", "-dash-first", "g".repeat(65)],
+  keyStatus: [1, true, null, {}, [], "", "PENDING", "expired"],
+  clientStatus: [1, true, null, {}, [], "", "ONLINE", "gone"],
+  uuid: [1, true, null, {}, [], "", "not-a-uuid", "0b5e1c7a1d2e4f3a8b9c0123456789ab", `${CLIENT_UUID}0`],
+  clientName: [1, true, null, {}, ["n"], "", "   ", "n".repeat(65)],
+  hostname: [1, true, null, {}, [], "", "-leading.example", "a..b", "under_score.example", `${"h".repeat(64)}.example`],
+  clientText: [1, true, null, {}, [], "v".repeat(65)],
+  authKey: [1, true, null, {}, [], "K".repeat(65)],
 };
 
 /**
@@ -183,6 +218,15 @@ function hostileOutcome(kind: Kind, value: string): "reject" | "accept" | "deny"
     case "wireToken":
       // A well-formed but unknown token is the seed's 404, not a 400.
       return value.length <= 128 ? "deny" : "reject";
+    case "keyLabel":
+      return value.length <= 100 && !/\p{Cc}/u.test(value) ? "accept" : "reject";
+    case "clientText":
+      return value.length <= 64 && !/\p{Cc}/u.test(value) ? "accept" : "reject";
+    case "clientName":
+      return value.length <= 64 && !/[\p{Cc}\p{Cf}]/u.test(value) ? "accept" : "reject";
+    case "authKey":
+      // No key is required on this server: any key of at most 64 characters is ignored.
+      return value.length <= 64 ? "accept" : "reject";
     default:
       return "reject";
   }
@@ -437,6 +481,62 @@ const ROUTES: Record<string, RouteCases> = {
     path: "/api/licenses/3/activations/never-activated",
     param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/activations/${HWID}` },
   },
+  "GET /api/settings": { path: "/api/settings?junk=%00", ignoresInput: true },
+  "PATCH /api/settings": {
+    path: "/api/settings",
+    body: { valid: () => ({ require_auth_key: false }), fields: { require_auth_key: { kind: "boolean" } }, status: 200 },
+  },
+  "GET /api/keys": {
+    path: "/api/keys",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "status=expired", field: "status" },
+      { query: "status=PENDING", field: "status" },
+      { query: "status=", field: "status" },
+      { query: "status=pending&status=active", field: "status" },
+    ],
+  },
+  "POST /api/keys": {
+    path: "/api/keys",
+    body: {
+      valid: () => ({ quantity: 1, label: "bad-input" }),
+      fields: { quantity: { kind: "quantity", required: true }, label: { kind: "keyLabel" }, expires_at: { kind: "timestamp" }, group: { kind: "group" } },
+      status: 201,
+    },
+  },
+  "GET /api/keys/:id": { path: "/api/keys/1", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}` } },
+  "POST /api/keys/:id/revoke": { path: "/api/keys/2/revoke", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/revoke` }, ignoresInput: true },
+  "POST /api/keys/:id/reset": { path: "/api/keys/3/reset", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/reset` }, ignoresInput: true },
+  "DELETE /api/keys/:id": { path: "/api/keys/999999", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}` } },
+  "GET /api/keys/:id/install-command": {
+    path: "/api/keys/1/install-command",
+    param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/install-command` },
+    query: [
+      { query: "server=no-port.example", field: "server" },
+      { query: "server=host:port", field: "server" },
+      { query: "server=", field: "server" },
+      { query: "server=a.example:1%3Brm%20-rf%20%2F", field: "server" },
+      { query: "server=%24(id):9000", field: "server" },
+      { query: "server=a.example:1&server=b.example:2", field: "server" },
+      { query: "unknown=1", field: "unknown" },
+      { query: "__proto__=1", field: "__proto__" },
+    ],
+  },
+  "GET /api/clients": {
+    path: "/api/clients",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "status=gone", field: "status" },
+      { query: "status=ONLINE", field: "status" },
+      { query: "status=online&status=offline", field: "status" },
+      { query: "group=", field: "group" },
+      { query: "group=..%2F..%2Fetc", field: "group" },
+      { query: `group=${"g".repeat(65)}`, field: "group" },
+      { query: "group=a&group=b", field: "group" },
+    ],
+  },
+  "GET /api/clients/:uuid": { path: `/api/clients/${CLIENT_UUID}`, param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` } },
+  "DELETE /api/clients/:uuid": { path: `/api/clients/${NO_CLIENT_UUID}`, param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` } },
 };
 
 /**
@@ -713,6 +813,25 @@ describe("malformed Authorization headers", () => {
   });
 });
 
+describe("malformed Host headers", () => {
+  // A Host with a space leaves the request's URL relative; answering must still work.
+  const hosts = ["a b", "evil.example:9000 -key AAAA-BBBB-CCCC", "x;id", "host:99999999"];
+  const cases = routeEntries
+    .filter(([key]) => key !== "GET /ws")
+    .flatMap(([key, r]) => hosts.map((host) => ({ key, host, path: r.path, body: r.body ? JSON.stringify(r.body.valid()).replace(/:[^,}]+/g, ":{}") : undefined })));
+
+  test.each(cases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
+    // Without a token and with a wrong-typed body: an error answer, in the route's shape.
+    const res = await call(server.url, methodOf(key), path, { headers: { host, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { rawBody: body } : {}) });
+    expect({ status: res.status, text: res.text.slice(0, 200) }).toMatchObject({ status: res.status < 500 ? res.status : 499 });
+    if (res.status >= 400 && res.headers.get("content-type")?.startsWith("application/json")) {
+      if (shapeOf(key) === "wire") expect(res.body.result).toBe("failure");
+      else if (res.status !== 413) expect(Object.keys(res.body)).toEqual(["error"]);
+    }
+    await expectAlive();
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // RPC: every registered call, over the REST mirror and over /ws.
 
@@ -727,6 +846,11 @@ interface RpcCases {
   okCode: number;
   /** A failed login may also be throttled (429) after the many failures before it. */
   deniedCodes?: number[];
+  /**
+   * Calls that only make sense on the WebSocket (a client's registration is its connection's
+   * presence): what the REST mirror answers where /ws answers as usual, once the args are valid.
+   */
+  mirror?: { code: number; field?: string };
 }
 
 const RPCS: Record<string, RpcCases[]> = {
@@ -810,6 +934,49 @@ const RPCS: Record<string, RpcCases[]> = {
       okCode: 404,
     },
   ],
+  "latchkey/settings": [
+    { valid: () => ({ action: "get" }), fields: {}, okCode: 200 },
+    { valid: () => ({ action: "update", require_auth_key: false }), fields: { require_auth_key: { kind: "boolean" } }, okCode: 200 },
+  ],
+  "latchkey/keys": [
+    { valid: () => ({ action: "list" }), fields: { status: { kind: "keyStatus" }, limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
+    { valid: () => ({ action: "get", id: 1 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "generate", quantity: 1, label: "bad-input rpc" }),
+      fields: { quantity: { kind: "quantity", required: true }, label: { kind: "keyLabel" }, expires_at: { kind: "timestamp" }, group: { kind: "group" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "revoke", id: 2 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    { valid: () => ({ action: "reset", id: 3 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
+    { valid: () => ({ action: "delete", id: 999999 }), fields: { id: { kind: "id", required: true } }, okCode: 404 },
+  ],
+  "latchkey/clients": [
+    {
+      valid: () => ({ action: "list" }),
+      fields: { status: { kind: "clientStatus" }, group: { kind: "group" }, limit: { kind: "limit" }, offset: { kind: "offset" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "get", uuid: CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 200 },
+    { valid: () => ({ action: "delete", uuid: NO_CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 404 },
+  ],
+  // Registered on the test's own socket, as CLIENT_UUID (again); heartbeat comes after it.
+  "client/register": [
+    {
+      valid: registration,
+      fields: {
+        uuid: { kind: "uuid", required: true },
+        name: { kind: "clientName", required: true },
+        hostname: { kind: "hostname", required: true },
+        version: { kind: "clientText" },
+        os: { kind: "clientText" },
+        auth_key: { kind: "authKey" },
+      },
+      okCode: 200,
+      mirror: { code: 400, field: "namespace" },
+    },
+  ],
+  // The socket registered above keeps its presence alive; the mirror has no presence to keep.
+  "client/heartbeat": [{ anything: true, okCode: 200, mirror: { code: 401 } }],
   "latchkey/audit": [
     {
       valid: () => ({ action: "list" }),
@@ -841,19 +1008,20 @@ describe("RPC args", () => {
     args: () => unknown;
     /** Expected code and (for 400s) the field; "ok" is the call's usual answer. */
     expect: { code: number | number[]; field?: string | string[] };
+    mirror?: { code: number; field?: string } | undefined;
   }
   const cases: ArgsCase[] = [];
   for (const [key, variants] of Object.entries(RPCS)) {
     for (const spec of variants) {
       if (spec.anything) {
         for (const args of [null, 42, "junk", [1, 2], { a: { b: [] } }, HOSTILE.long, { __proto__: null, constructor: 1 }]) {
-          cases.push({ label: `any args: ${JSON.stringify(args)?.slice(0, 30)}`, call: key, args: () => args, expect: { code: spec.okCode } });
+          cases.push({ label: `any args: ${JSON.stringify(args)?.slice(0, 30)}`, call: key, args: () => args, expect: { code: spec.okCode }, mirror: spec.mirror });
         }
         continue;
       }
       const valid = spec.valid!;
       const base = JSON.stringify(valid()).slice(0, 40);
-      cases.push({ label: `${base} is answered as usual`, call: key, args: valid, expect: { code: spec.deniedCodes ?? spec.okCode } });
+      cases.push({ label: `${base} is answered as usual`, call: key, args: valid, expect: { code: spec.deniedCodes ?? spec.okCode }, mirror: spec.mirror });
       for (const args of [undefined, null, 42, "junk", true, [], [valid()]]) {
         cases.push({ label: `${base} as ${JSON.stringify(args) ?? "nothing"}`.slice(0, 90), call: key, args: () => args, expect: { code: 400 } });
       }
@@ -882,7 +1050,7 @@ describe("RPC args", () => {
           const fields = field.kind === "groups" ? [`args.${name}.0`] : [`args.${name}`, name];
           const expected =
             outcome === "reject" ? { code: 400, field: fields } : outcome === "deny" ? { code: [401, 429] } : { code: spec.deniedCodes ?? spec.okCode };
-          cases.push({ label: `${base} ${name}: ${hostile}`, call: key, args, expect: expected });
+          cases.push({ label: `${base} ${name}: ${hostile}`, call: key, args, expect: expected, ...(outcome === "reject" ? {} : { mirror: spec.mirror }) });
         }
       }
     }
@@ -897,11 +1065,14 @@ describe("RPC args", () => {
   });
   afterAll(() => rpc.close());
 
-  test.each(cases)("$call $label", async ({ call: name, args: makeArgs, expect: expected }) => {
+  test.each(cases)("$call $label", async ({ call: name, args: makeArgs, expect: expected, mirror }) => {
     const [namespace, rpcName] = name.split("/") as [string, string];
     const codes = Array.isArray(expected.code) ? expected.code : [expected.code];
     const fields = expected.field === undefined ? undefined : Array.isArray(expected.field) ? expected.field : [expected.field];
     const isLogin = namespace === "rpc" && rpcName !== "query";
+    // A WebSocket-only call: the mirror answers its own refusal (the args were valid).
+    const mirrorCodes = mirror ? [mirror.code] : codes;
+    const mirrorFields = mirror ? (mirror.field === undefined ? undefined : [mirror.field]) : fields;
 
     // Over the REST mirror.
     let args = makeArgs();
@@ -909,12 +1080,12 @@ describe("RPC args", () => {
       ...(isLogin ? {} : { token: admin }),
       ...(args === undefined ? {} : { rawBody: JSON.stringify(args), headers: { "content-type": "application/json" } }),
     });
-    if (codes.every((c) => c < 400)) {
-      expect(codes).toContain(res.status);
+    if (mirrorCodes.every((c) => c < 400)) {
+      expect(mirrorCodes).toContain(res.status);
       expect(Object.keys(res.body)).toEqual(["args"]);
       await expectAlive();
     } else {
-      await expectClientError(res, codes, fields);
+      await expectClientError(res, mirrorCodes, mirrorFields);
     }
 
     // Over /ws, signed in as the admin for the calls that need it (auth_clear ends a spare session).
@@ -958,5 +1129,17 @@ describe("afterwards", () => {
     expect(checked.body).toEqual({ result: "ok", receipt: expect.any(String) });
     expect((await call(server.url, "GET", "/api/licenses/2/activations", { token: admin })).body.items.map((a: { hwid: string }) => a.hwid)).toEqual([HWID]);
     expect((await call(server.url, "GET", "/api/licenses/3/activations", { token: admin })).body.total).toBe(0);
+  });
+  test("the enrollment fixtures are intact: settings, keys and the registered client", async () => {
+    expect((await call(server.url, "GET", "/api/settings", { token: admin })).body).toMatchObject({ require_auth_key: false });
+    const keys = await call(server.url, "GET", "/api/keys?limit=1000", { token: admin });
+    for (const k of keys.body.items) expect(k.key).toMatch(/^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/);
+    expect((await call(server.url, "GET", "/api/keys/1", { token: admin })).body).toMatchObject({ id: 1, status: "pending", label: "bad-input fixtures" });
+    expect((await call(server.url, "GET", "/api/keys/2", { token: admin })).body.status).toBe("revoked");
+    expect((await call(server.url, "GET", "/api/keys/3", { token: admin })).body.status).toBe("pending");
+    const client = await call(server.url, "GET", `/api/clients/${CLIENT_UUID}`, { token: admin });
+    expect(client.body).toMatchObject({ ...registration(), key_id: null, group: null });
+    const clients = await call(server.url, "GET", "/api/clients?limit=1000", { token: admin });
+    expect(clients.body.items.map((c: { uuid: string }) => c.uuid)).toEqual([CLIENT_UUID]);
   });
 });

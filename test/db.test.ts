@@ -33,11 +33,11 @@ describe("migrations", () => {
   test("are recorded once and not re-applied", () => {
     const dir = fresh();
     const db = openDatabase(dir, { create: true });
-    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }]);
+    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }, { name: "0003_enrollment" }]);
     expect(migrate(db)).toEqual([]);
     db.close();
     const again = openDatabase(dir, { create: false });
-    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 2 });
+    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 3 });
     again.close();
   });
 

@@ -45,7 +45,9 @@ describe("the compiled binary", () => {
       expect(token.length).toBeGreaterThanOrEqual(43);
 
       const query = await call(url, "PUT", "/rpc/query", { token, rawBody: '{"junk":"junk"}' });
-      expect(query.body).toEqual({ args: { "latchkey/audit": "read", "latchkey/licenses": "read/write", "latchkey/users": "read/write" } });
+      expect(query.body).toEqual({
+        args: { "latchkey/audit": "read", "latchkey/clients": "read/write", "latchkey/keys": "read/write", "latchkey/licenses": "read/write", "latchkey/settings": "read/write", "latchkey/users": "read/write" },
+      });
 
       const rpc = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
       const auth = await rpc.request("rpc", "auth", { username: "admin", password });

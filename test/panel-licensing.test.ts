@@ -121,7 +121,7 @@ describe("licensing pages", () => {
     );
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.getByRole("heading", { name: "Applications" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Applications", "License keys", "Users", "Audit log"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys", "Users", "Audit log"]);
     await page.getByText("No applications yet.").waitFor();
 
     await page.getByRole("button", { name: "Create application" }).click();
@@ -295,7 +295,7 @@ describe("licensing pages", () => {
     const page = await openPanel("#/licenses");
     await signIn(page, "vera", "vera-password-1");
     await page.getByRole("heading", { name: "License keys" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Applications", "License keys"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys"]);
     const row = page.getByRole("row").filter({ hasText: "for vera" });
     await row.getByText("1 / unlimited").waitFor();
     const shown = (await row.locator("code.token").textContent()) ?? "";

@@ -109,7 +109,7 @@ describe("admin panel", () => {
     const page = await openPanel();
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.locator(".who").getByText("admin", { exact: true }).first().waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Applications", "License keys", "Users", "Audit log"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys", "Users", "Audit log"]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
     await page.locator(".card", { hasText: "Server" }).locator(".badge-success", { hasText: "ok" }).waitFor();
     await page.locator(".live-live").waitFor();
@@ -148,7 +148,7 @@ describe("admin panel", () => {
 
     await signIn(page, "carol", "carol-password-1");
     await page.locator(".who").getByText("viewer", { exact: true }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Applications", "License keys"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys"]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
     await page.getByText("berlin", { exact: true }).waitFor();
     await page.evaluate(() => (location.hash = "#/users"));

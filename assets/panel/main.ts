@@ -3,6 +3,8 @@
  * of the navigation; the shell does the rest.
  */
 import "./pages/dashboard.ts";
+import "./pages/keys.ts";
+import "./pages/clients.ts";
 import "./pages/applications.ts";
 import "./pages/licenses.ts";
 import "./pages/users.ts";

@@ -4,6 +4,7 @@
  */
 import type { UserView } from "../../src/core/accounts.ts";
 import type { AuditView } from "../../src/core/audit.ts";
+import type { ClientView, KeyView } from "../../src/core/enrollment.ts";
 import type { ActivationView, AppView, LicenseView } from "../../src/core/licenses.ts";
 import type { Role } from "../../src/db/users.ts";
 
@@ -66,4 +67,28 @@ export interface LicenseChanged {
   change: "created" | "updated" | "deleted" | "deactivated";
   /** The machine whose activation was removed (`deactivated`). */
   hwid?: string;
+}
+
+/** `GET /api/settings` */
+export interface Settings {
+  require_auth_key: boolean;
+}
+
+/** `GET /api/keys`: a pre-shared enrollment key; masked for viewers. */
+export type EnrollmentKey = KeyView;
+export type KeyStatus = KeyView["status"];
+/** `GET /api/clients`: an enrolled client machine. */
+export type Client = ClientView;
+
+/** Live event `keys.changed`. */
+export interface KeysChanged {
+  ids: number[];
+  change: "generated" | "bound" | "revoked" | "reset" | "deleted";
+}
+
+/** Live events `clients.online`, `clients.offline`, `clients.deleted`. */
+export interface ClientEvent {
+  uuid: string;
+  name?: string;
+  group?: string | null;
 }

@@ -3,29 +3,37 @@
  * the same run, so that SPEC §10's ratios compare like with like on this machine.
  *
  *   bun scripts/bench/run.ts [--duration 10] [--connections 64] [--threads 2] [--repeat 1]
- *                            [--warmup 2] [--cold-runs 10] [--only healthz,rpc-query,login,cold-start]
- *                            [--build]
+ *                            [--warmup 2] [--cold-runs 10] [--keys 100000]
+ *                            [--clients 10000] [--ws-concurrency 500] [--idle-seconds 10]
+ *                            [--only cold-start,healthz,rpc-query,login,check,activate,register,idle] [--build]
  *
- * Load comes from Debian's `wrk` on 127.0.0.1 only. The server and the baseline are measured one
+ * Load comes from Debian's `wrk` on 127.0.0.1 only (WebSocket clients for `register` and `idle`
+ * come from `ws-clients.ts`, a separate Bun process). The server and the baseline are measured one
  * after the other, never at once, so that they do not fight over the cores. Every process this
  * script starts is stopped before it exits, on error and on Ctrl-C too. The results (and the
  * processes' logs) go to a fresh temporary directory whose path is printed at the end.
  */
 import type { Subprocess } from "bun";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { seedLicenses, verifyActivations, writePairs, type DurabilityReport } from "./licensing.ts";
+import { seedEnrollmentKeys, verifyBindings, type BindingReport } from "./enrollment.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
 const BINARY = join(ROOT, "dist", "latchkey");
 const BASELINE_SCRIPT = join(import.meta.dir, "baseline.ts");
 const PUT_SCRIPT = join(import.meta.dir, "put-json.lua");
 const LOGIN_SCRIPT = join(import.meta.dir, "login.lua");
+const CHECK_SCRIPT = join(import.meta.dir, "check.lua");
+const ACTIVATE_SCRIPT = join(import.meta.dir, "activate.lua");
+const WS_CLIENTS_SCRIPT = join(import.meta.dir, "ws-clients.ts");
+const WS_BASELINE_SCRIPT = join(import.meta.dir, "ws-baseline.ts");
 const WRK = "/usr/bin/wrk";
 const HOST = "127.0.0.1";
 
-const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login"] as const;
+const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle"] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -35,6 +43,14 @@ interface Options {
   repeat: number;
   warmup: number;
   coldRuns: number;
+  /** License keys in the database for `check`. */
+  keys: number;
+  /** WebSocket clients for `register` and `idle`, each with its own pending enrollment key. */
+  clients: number;
+  /** Registrations in flight at once (sockets opened but not yet answered). */
+  wsConcurrency: number;
+  /** Seconds the connected clients idle before RSS is read again. */
+  idleSeconds: number;
   only: Set<ScenarioName>;
   build: boolean;
 }
@@ -58,6 +74,10 @@ function readOptions(argv: string[]): Options {
       repeat: { type: "string" },
       warmup: { type: "string" },
       "cold-runs": { type: "string" },
+      keys: { type: "string" },
+      clients: { type: "string" },
+      "ws-concurrency": { type: "string" },
+      "idle-seconds": { type: "string" },
       only: { type: "string", multiple: true },
       build: { type: "boolean" },
     },
@@ -77,6 +97,10 @@ function readOptions(argv: string[]): Options {
     repeat: boundedInt("repeat", values.repeat, 1, 1, 10),
     warmup: boundedInt("warmup", values.warmup, 2, 0, 30),
     coldRuns: boundedInt("cold-runs", values["cold-runs"], 10, 1, 50),
+    keys: boundedInt("keys", values.keys, 100_000, CHECK_SEED.activatedKeys, 1_000_000),
+    clients: boundedInt("clients", values.clients, 10_000, 1, 18_000),
+    wsConcurrency: boundedInt("ws-concurrency", values["ws-concurrency"], 500, 1, 5_000),
+    idleSeconds: boundedInt("idle-seconds", values["idle-seconds"], 10, 0, 600),
     only: only.size > 0 ? only : new Set(SCENARIOS),
     build: values.build ?? false,
   };
@@ -170,8 +194,8 @@ interface Running {
   url: string;
 }
 
-async function startLatchkey(dataDir: string, password: string, log: string, port = freePort()): Promise<Running> {
-  const child = spawnTracked([BINARY, "server", "--listen", `${HOST}:${port}`, "--data-dir", dataDir], {
+async function startLatchkey(dataDir: string, password: string, log: string, port = freePort(), extraArgs: string[] = []): Promise<Running> {
+  const child = spawnTracked([BINARY, "server", "--listen", `${HOST}:${port}`, "--data-dir", dataDir, ...extraArgs], {
     env: { ...process.env, LATCHKEY_ADMIN_PASSWORD: password },
     log,
   });
@@ -180,8 +204,8 @@ async function startLatchkey(dataDir: string, password: string, log: string, por
   return { child, url };
 }
 
-async function startBaseline(log: string): Promise<Running> {
-  const child = spawnTracked([process.execPath, BASELINE_SCRIPT], { log, stdout: "pipe" });
+async function startBaseline(log: string, script = BASELINE_SCRIPT): Promise<Running> {
+  const child = spawnTracked([process.execPath, script], { log, stdout: "pipe" });
   const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
   const first = await Promise.race([reader.read(), Bun.sleep(10_000).then(() => null)]);
   reader.releaseLock();
@@ -219,6 +243,13 @@ interface WrkResult {
   socketErrors: { connect: number; read: number; write: number; timeout: number };
   /** CPU time (user + system) the server spent per request: steadier than req/s on shared cores. */
   serverCpuUsPerRequest: number | null;
+  /** What the Lua script printed from done(), e.g. activate.lua's count of 201s. */
+  scriptLines: string[];
+  /**
+   * CPU that neither the server nor wrk used during the run, in % of all cores: other work on
+   * the machine, which makes req/s and tail latency of that run unreliable.
+   */
+  otherCpuPercent: number | null;
 }
 
 const TIME_UNITS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -255,6 +286,8 @@ function parseWrk(output: string): WrkResult {
       timeout: Number(errors?.[4] ?? 0),
     },
     serverCpuUsPerRequest: null,
+    scriptLines: output.split("\n").filter((line) => /^[\w-]+\.lua: /.test(line)),
+    otherCpuPercent: null,
   };
 }
 
@@ -278,6 +311,8 @@ async function runWrk(run: WrkRun): Promise<WrkResult> {
     ...(run.scriptArgs ? ["--", ...run.scriptArgs] : []),
   ];
   const cpuBefore = cpuMicroseconds(run.server.pid);
+  const machineBefore = machineBusyMicroseconds();
+  const startedAt = performance.now();
   const child = spawnTracked(cmd, { stdout: "pipe" });
   const killer = setTimeout(() => child.kill("SIGKILL"), (run.seconds + 30) * 1000);
   const output = await new Response(child.stdout as ReadableStream<Uint8Array>).text();
@@ -285,11 +320,29 @@ async function runWrk(run: WrkRun): Promise<WrkResult> {
   clearTimeout(killer);
   if (code !== 0) throw new Error(`wrk exited with ${code}:\n${output}`);
   const cpuAfter = cpuMicroseconds(run.server.pid);
+  const machineAfter = machineBusyMicroseconds();
+  const wallUs = (performance.now() - startedAt) * 1000;
   const result = parseWrk(output);
   if (cpuBefore !== null && cpuAfter !== null && result.requests > 0) {
     result.serverCpuUsPerRequest = (cpuAfter - cpuBefore) / result.requests;
   }
+  const wrkUs = child.resourceUsage()?.cpuTime.total;
+  if (cpuBefore !== null && cpuAfter !== null && machineBefore !== null && machineAfter !== null && wrkUs !== undefined) {
+    const other = machineAfter - machineBefore - (cpuAfter - cpuBefore) - Number(wrkUs);
+    result.otherCpuPercent = Math.max(0, (other / (wallUs * availableParallelism())) * 100);
+  }
   return result;
+}
+
+/** Busy CPU time of the whole machine (all cores, /proc/stat), in microseconds. */
+function machineBusyMicroseconds(): number | null {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+    return ((user + nice + system + irq + softirq + steal) / CLOCK_TICKS) * 1e6;
+  } catch {
+    return null;
+  }
 }
 
 const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
@@ -355,6 +408,318 @@ async function measureLogins(options: Options, server: Running, password: string
   const row: ThroughputRow = { scenario: "POST /api/auth/login", description: `correct password, ${connections} connections`, runs: [], baselineRuns: [] };
   for (let i = 0; i < options.repeat; i++) row.runs.push(await runWrk({ ...load, seconds: Math.min(options.duration, 5) }));
   return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Licensing: GET /api/check over a large key table, and durable POST /api/activate.
+
+/** What `check` seeds besides the `--keys` keys: a few thousand activated machines to look up. */
+const CHECK_SEED = { activatedKeys: 4_000, multiMachineKeys: 500, extraMachines: 2 };
+
+/** Runs an admin command of the binary on the data directory (SQLite is shared with the server). */
+function latchkeyCli(args: string[], dataDir: string): string {
+  const result = Bun.spawnSync([BINARY, ...args, "--data-dir", dataDir], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) throw new Error(`latchkey ${args.join(" ")} exited with ${result.exitCode}:\n${result.stderr.toString()}`);
+  return result.stdout.toString().trim();
+}
+
+interface CheckSeed {
+  keys: number;
+  activations: number;
+  seconds: number;
+}
+
+async function measureChecks(
+  options: Options,
+  server: Running,
+  baseline: Running,
+  dataDir: string,
+  appId: number,
+  work: string,
+): Promise<{ row: ThroughputRow; seed: CheckSeed }> {
+  const seeded = seedLicenses(dataDir, { appId, keys: options.keys, ...CHECK_SEED });
+  const pairsFile = join(work, "check-pairs.txt");
+  writePairs(pairsFile, seeded.pairs);
+  const seed = { keys: seeded.keys, activations: seeded.activations, seconds: seeded.seconds };
+  process.stdout.write(`bench: seeded ${thousands(seed.keys)} keys and ${thousands(seed.activations)} activations in ${seed.seconds.toFixed(1)} s\n`);
+  // One check by hand first: a failure here means the seed and the server disagree, which a run
+  // full of fast 404s must not hide.
+  const first = seeded.pairs[0]!;
+  const probe = await fetch(`${server.url}/api/check?token=${first.token}&hwid=${encodeURIComponent(first.hwid)}`);
+  const body = (await probe.json()) as { result?: unknown; receipt?: unknown };
+  if (probe.status !== 201 || body.result !== "ok" || typeof body.receipt !== "string") {
+    throw new Error(`a seeded key does not check: ${probe.status} ${JSON.stringify(body)}`);
+  }
+  const row = await compareWithBaseline(
+    options,
+    `GET /api/check (${thousands(seed.keys)} keys)`,
+    `${thousands(seeded.pairs.length)} activated (token, hwid) pairs, cycled`,
+    { url: `${server.url}/`, server: server.child, script: CHECK_SCRIPT, scriptArgs: [pairsFile] },
+    { url: `${baseline.url}/`, server: baseline.child, script: CHECK_SCRIPT, scriptArgs: [pairsFile] },
+  );
+  return { row, seed };
+}
+
+interface ActivateLoad {
+  row: ThroughputRow;
+  token: string;
+  ackDir: string;
+  /** 2xx replies that wrk counted over every run, the warm-up included. */
+  acknowledgedByWrk: number;
+  /** Runs made, the warm-up included: each may leave up to --connections requests in flight. */
+  runs: number;
+}
+
+async function measureActivations(options: Options, server: Running, dataDir: string, appId: number, work: string): Promise<ActivateLoad> {
+  const token = latchkeyCli(["license", "create", "--app", String(appId), "--activations", "-1", "--memo", "bench: activate"], dataDir);
+  const ackDir = join(work, "activate-acks");
+  mkdirSync(ackDir);
+  const load = (run: string) => ({
+    url: `${server.url}/api/activate`,
+    server: server.child,
+    script: ACTIVATE_SCRIPT,
+    scriptArgs: [token, run, ackDir],
+    connections: options.connections,
+    threads: options.threads,
+  });
+  const row: ThroughputRow = {
+    scenario: "POST /api/activate (new hwid)",
+    description: `form body, a new machine on an unlimited key every request, ${options.connections} connections`,
+    runs: [],
+    baselineRuns: [],
+  };
+  const all: WrkResult[] = [];
+  if (options.warmup > 0) all.push(await runWrk({ ...load("warmup"), seconds: options.warmup }));
+  for (let i = 0; i < options.repeat; i++) {
+    const result = await runWrk({ ...load(`run${i + 1}`), seconds: options.duration });
+    row.runs.push(result);
+    all.push(result);
+  }
+  return { row, token, ackDir, acknowledgedByWrk: all.reduce((sum, r) => sum + r.requests - r.non2xx, 0), runs: all.length };
+}
+
+interface Durability extends DurabilityReport {
+  acknowledgedByWrk: number;
+  /** `missing` keeps at most ten examples; this is how many there were. */
+  missingCount: number;
+  /** What went wrong, if anything: an acknowledged activation missing is a broken promise. */
+  problems: string[];
+}
+
+/** Kills the server with SIGKILL (no shutdown, no checkpoint), then reads what was committed. */
+async function checkDurability(server: Running, dataDir: string, load: ActivateLoad, connections: number): Promise<Durability> {
+  server.child.kill("SIGKILL");
+  await server.child.exited;
+  const report = verifyActivations(dataDir, load.token, load.ackDir);
+  const problems: string[] = [];
+  if (report.missing.length > 0) {
+    problems.push(`${report.missing.length} acknowledged activation(s) missing after kill -9, e.g. ${report.missing.slice(0, 3).join(", ")}`);
+  }
+  if (report.acknowledged !== load.acknowledgedByWrk) {
+    problems.push(`wrk counted ${load.acknowledgedByWrk} 2xx but activate.lua recorded ${report.acknowledged} receipts`);
+  }
+  if (report.activationsUsed !== report.rows) problems.push(`the key's seat counter says ${report.activationsUsed} but it has ${report.rows} activation rows`);
+  if (report.unacknowledged > connections * load.runs) {
+    problems.push(`${report.unacknowledged} activation rows were never acknowledged: more than the ${connections * load.runs} requests that can be in flight when runs end`);
+  }
+  return { ...report, missing: report.missing.slice(0, 10), missingCount: report.missing.length, acknowledgedByWrk: load.acknowledgedByWrk, problems };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrollment: many WebSocket clients registering with pending keys, then staying connected.
+
+interface ClientsReport {
+  keys: number;
+  ok: number;
+  failed: number;
+  errors: Record<string, number>;
+  seconds: number;
+  open: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+}
+
+/** One server under ws-clients.ts: its registrations, CPU and memory. */
+interface ClientsLoad {
+  /** What ws-clients.ts printed once every key had its answer. */
+  generator: ClientsReport;
+  /** Server CPU time (user + system) over the registrations, in seconds. */
+  serverCpuSeconds: number | null;
+  /**
+   * Server VmRSS in MB: before any client connects, once all are connected and settled, after
+   * `--idle-seconds` more of idling, and 3 s after they all left.
+   */
+  rssMb: { before: number; connected: number; afterIdle: number; afterClose: number };
+  settleSeconds: number;
+  idleSeconds: number;
+  /** Open file descriptors of the server with every client connected (≈ one per socket). */
+  serverFds: number | null;
+  /** Registered sockets the server closed while the clients idled (ws-clients.ts logs each one). */
+  unexpectedCloses: number;
+}
+
+interface EnrollmentRun {
+  clients: number;
+  concurrency: number;
+  seedSeconds: number;
+  latchkey: ClientsLoad;
+  /** The same clients against ws-baseline.ts (a bare Bun.serve WebSocket), keys ignored. */
+  baseline: ClientsLoad;
+  bindings: BindingReport;
+  problems: string[];
+}
+
+function rssKb(pid: number): number {
+  try {
+    return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
+function fdCount(pid: number): number | null {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
+/** Waits until RSS moves by less than 1 MB over 3 s (at most `maxSeconds`); returns the seconds waited. */
+async function settleRss(pid: number, maxSeconds: number): Promise<number> {
+  const started = performance.now();
+  const samples: number[] = [];
+  while ((performance.now() - started) / 1000 < maxSeconds) {
+    await Bun.sleep(500);
+    samples.push(rssKb(pid));
+    const window = samples.slice(-7);
+    if (window.length === 7 && Math.max(...window) - Math.min(...window) < 1024) break;
+  }
+  return (performance.now() - started) / 1000;
+}
+
+/** Reads lines from a child's piped stdout until one parses as JSON, or the time runs out. */
+async function firstJsonLine(child: Subprocess, timeoutMs: number, log: string): Promise<unknown> {
+  const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const deadline = performance.now() + timeoutMs;
+  try {
+    while (performance.now() < deadline) {
+      const chunk = await Promise.race([reader.read(), Bun.sleep(Math.max(0, deadline - performance.now())).then(() => null)]);
+      if (chunk === null) break;
+      if (chunk.done) throw new Error(`ws-clients.ts exited (${child.exitCode ?? child.signalCode}) without a report:\n${tail(log)}`);
+      buffer += decoder.decode(chunk.value, { stream: true });
+      const newline = buffer.indexOf("\n");
+      if (newline >= 0) return JSON.parse(buffer.slice(0, newline));
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  throw new Error(`ws-clients.ts printed no report within ${timeoutMs / 1000} s:\n${tail(log)}`);
+}
+
+/**
+ * Runs ws-clients.ts against `server` (one socket and one `client/register` per key, at most
+ * --ws-concurrency in flight, every registered socket kept open), measures, calls
+ * `whileConnected` with every client still connected, then lets the clients go.
+ */
+async function driveClients(
+  options: Options,
+  server: Running,
+  keysFile: string,
+  assignmentsFile: string,
+  generatorLog: string,
+  whileConnected: () => void = () => {},
+): Promise<ClientsLoad> {
+  const pid = server.child.pid;
+  await Bun.sleep(1000);
+  const before = rssKb(pid);
+  const cpuBefore = cpuMicroseconds(pid);
+  const timeoutSeconds = 120;
+  const generator = spawnTracked(
+    [process.execPath, WS_CLIENTS_SCRIPT, "--url", `${server.url.replace(/^http/, "ws")}/ws`, "--keys", keysFile, "--out", assignmentsFile,
+      "--concurrency", String(options.wsConcurrency), "--timeout", String(timeoutSeconds)],
+    { log: generatorLog, stdout: "pipe" },
+  );
+  try {
+    const generatorReport = (await firstJsonLine(generator, (timeoutSeconds + 30) * 1000, generatorLog)) as ClientsReport;
+    const cpuAfter = cpuMicroseconds(pid);
+    const settleSeconds = await settleRss(pid, 30);
+    const connected = rssKb(pid);
+    const serverFds = fdCount(pid);
+    await Bun.sleep(options.idleSeconds * 1000);
+    const afterIdle = rssKb(pid);
+    whileConnected();
+    let unexpectedCloses = 0;
+    try {
+      unexpectedCloses = readFileSync(generatorLog, "utf8").split("\n").filter((line) => line.includes('"event":"closed"')).length;
+    } catch {
+      // no log: nothing was closed
+    }
+    await stopProcess(generator);
+    await Bun.sleep(3000);
+    const afterClose = rssKb(pid);
+    return {
+      generator: generatorReport,
+      serverCpuSeconds: cpuBefore !== null && cpuAfter !== null ? (cpuAfter - cpuBefore) / 1e6 : null,
+      rssMb: { before: before / 1024, connected: connected / 1024, afterIdle: afterIdle / 1024, afterClose: afterClose / 1024 },
+      settleSeconds,
+      idleSeconds: options.idleSeconds,
+      serverFds,
+      unexpectedCloses,
+    };
+  } finally {
+    await stopProcess(generator);
+  }
+}
+
+/**
+ * latchkey started with --require-auth-key and `--clients` pending keys inserted into its
+ * database; ws-clients.ts registers a client on each key over /ws and keeps every socket open.
+ * The database is read back while they are still connected. Then the same clients against
+ * ws-baseline.ts, one after the other, never both at once.
+ */
+async function measureEnrollment(options: Options, work: string, password: string): Promise<EnrollmentRun> {
+  const dataDir = join(work, "enrollment-data");
+  mkdirSync(dataDir);
+  const keysFile = join(work, "enrollment-keys.txt");
+  const assignmentsFile = join(work, "enrollment-assignments.txt");
+  const server = await startLatchkey(dataDir, password, join(work, "latchkey-enrollment.log"), freePort(), ["--require-auth-key"]);
+  let latchkey: ClientsLoad;
+  let bindings: BindingReport | undefined;
+  let seedSeconds: number;
+  try {
+    const seeded = seedEnrollmentKeys(dataDir, options.clients, keysFile);
+    seedSeconds = seeded.seconds;
+    process.stdout.write(`bench: seeded ${thousands(seeded.keys)} pending enrollment keys in ${seeded.seconds.toFixed(2)} s; latchkey\n`);
+    latchkey = await driveClients(options, server, keysFile, assignmentsFile, join(work, "ws-clients-latchkey.log"), () => {
+      bindings = verifyBindings(dataDir, keysFile, assignmentsFile);
+    });
+  } finally {
+    await stopProcess(server.child);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  process.stdout.write("bench: the same clients against ws-baseline.ts\n");
+  const baselineServer = await startBaseline(join(work, "ws-baseline.log"), WS_BASELINE_SCRIPT);
+  let baseline: ClientsLoad;
+  try {
+    baseline = await driveClients(options, baselineServer, keysFile, join(work, "baseline-assignments.txt"), join(work, "ws-clients-baseline.log"));
+  } finally {
+    await stopProcess(baselineServer.child);
+  }
+
+  const b = bindings!;
+  const report = latchkey.generator;
+  const problems: string[] = [];
+  if (report.ok !== options.clients) problems.push(`register: ${options.clients - report.ok} of ${options.clients} registrations failed: ${JSON.stringify(report.errors)}`);
+  if (b.acknowledged !== report.ok) problems.push(`register: ws-clients.ts counted ${report.ok} registrations but recorded ${b.acknowledged}`);
+  if (b.wrongBindings > 0) problems.push(`register: ${b.wrongBindings} acknowledged key(s) not active for their UUID, e.g. ${b.examples.join("; ")}`);
+  if (b.doubleBound > 0) problems.push(`register: ${b.doubleBound} UUID(s) bound to more than one key`);
+  if (b.active !== b.keys || b.distinctUuids !== b.keys) problems.push(`register: ${b.active} of ${b.keys} keys active, ${b.distinctUuids} distinct client UUIDs`);
+  if (latchkey.unexpectedCloses > 0) problems.push(`idle: latchkey closed ${latchkey.unexpectedCloses} idle registered socket(s)`);
+  if (report.open !== report.ok) problems.push(`idle: ${report.open} sockets open for ${report.ok} registrations`);
+  if (baseline.generator.ok !== options.clients) problems.push(`ws-baseline: ${options.clients - baseline.generator.ok} clients failed: ${JSON.stringify(baseline.generator.errors)}`);
+  return { clients: options.clients, concurrency: options.wsConcurrency, seedSeconds, latchkey, baseline, bindings: b, problems };
 }
 
 /** Spawn → first 2xx from `path`, `runs` times, each in a fresh copy of `templateDir` when given. */
@@ -456,7 +821,14 @@ function throughputCells(row: ThroughputRow): string[] {
     base.length > 0 ? spread(base, thousands) : "n/a",
     ratio,
     base.length > 0 ? `${cpu(row.runs)} / ${cpu(row.baselineRuns)}` : cpu(row.runs),
+    otherCpu([...row.runs, ...row.baselineRuns]),
   ];
+}
+
+/** The worst interference of a row's runs: a high value means its numbers are not to be trusted. */
+function otherCpu(runs: WrkResult[]): string {
+  const values = runs.flatMap((r) => (r.otherCpuPercent === null ? [] : [r.otherCpuPercent]));
+  return values.length === 0 ? "n/a" : `${Math.max(...values).toFixed(0)}%`;
 }
 
 function failures(row: ThroughputRow): string[] {
@@ -464,6 +836,76 @@ function failures(row: ThroughputRow): string[] {
     const socket = r.socketErrors.connect + r.socketErrors.read + r.socketErrors.write + r.socketErrors.timeout;
     return r.non2xx > 0 || socket > 0 ? [`${row.scenario}: ${r.non2xx} non-2xx replies, ${socket} socket errors`] : [];
   });
+}
+
+interface Verdict {
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+/**
+ * SPEC §10's numbers for what this run measured. A missed target is reported, not an error: the
+ * exit code stays for broken runs (non-2xx, socket errors, lost activations).
+ */
+function specTargets(
+  check: ThroughputRow | undefined,
+  activate: ThroughputRow | undefined,
+  durability: Durability | undefined,
+  cold: ColdStartRow | undefined,
+  enrollment: EnrollmentRun | undefined,
+  options: Options,
+): Verdict[] {
+  const verdicts: Verdict[] = [];
+  if (enrollment && options.only.has("register")) {
+    const e = enrollment;
+    const b = e.bindings;
+    verdicts.push(
+      {
+        target: `${thousands(e.clients)} WebSocket registrations with own keys < 10 s`,
+        measured: `${thousands(e.latchkey.generator.ok)} in ${e.latchkey.generator.seconds.toFixed(2)} s`,
+        met: e.latchkey.generator.ok === e.clients && e.latchkey.generator.seconds < 10,
+      },
+      {
+        target: "every key active, bound to its UUID, none double-bound",
+        measured: `${thousands(b.active)} active, ${thousands(b.distinctUuids)} distinct UUIDs, ${b.wrongBindings} wrong, ${b.doubleBound} double`,
+        met: b.active === e.clients && b.distinctUuids === e.clients && b.wrongBindings === 0 && b.doubleBound === 0,
+      },
+    );
+  }
+  if (enrollment && options.only.has("idle")) {
+    const load = enrollment.latchkey;
+    const growth = Math.max(load.rssMb.connected, load.rssMb.afterIdle) - load.rssMb.before;
+    verdicts.push({
+      target: `${thousands(enrollment.clients)} idle connected clients < 150 MB server RSS growth`,
+      measured: `+${growth.toFixed(1)} MB (${thousands(load.generator.open)} open)`,
+      met: growth < 150 && load.generator.open === enrollment.clients && load.unexpectedCloses === 0,
+    });
+  }
+  if (check) {
+    const ratio = median(check.runs.map((r) => r.requestsPerSecond)) / median(check.baselineRuns.map((r) => r.requestsPerSecond));
+    const p99 = median(check.runs.map((r) => r.p99Ms));
+    verdicts.push(
+      { target: "GET /api/check ≥ 60% of bare Bun.serve req/s", measured: `${(ratio * 100).toFixed(0)}%`, met: ratio >= 0.6 },
+      { target: "GET /api/check p99 < 5 ms", measured: `${ms(p99)} ms`, met: p99 < 5 },
+    );
+  }
+  if (activate) {
+    const rate = median(activate.runs.map((r) => r.requestsPerSecond));
+    verdicts.push({ target: "POST /api/activate ≥ 2,000 activations/s", measured: `${thousands(rate)}/s`, met: rate >= 2000 });
+  }
+  if (durability) {
+    verdicts.push({
+      target: "every acknowledged activation durable",
+      measured: `${thousands(durability.acknowledged - durability.missingCount)} of ${thousands(durability.acknowledged)} after kill -9`,
+      met: durability.problems.length === 0,
+    });
+  }
+  if (cold) {
+    const med = median(cold.samplesMs);
+    verdicts.push({ target: "cold start to first served request < 100 ms", measured: `${ms(med)} ms (median)`, met: med < 100 });
+  }
+  return verdicts;
 }
 
 function machine() {
@@ -504,13 +946,14 @@ async function main(): Promise<number> {
     coldStart = await measureColdStart(options, work, password);
   }
 
+  const needsBaseline = options.only.has("healthz") || options.only.has("rpc-query") || options.only.has("check");
+  const baseline = needsBaseline ? await startBaseline(join(work, "baseline.log")) : undefined;
+
   const needsServers = options.only.has("healthz") || options.only.has("rpc-query") || options.only.has("login");
   if (needsServers) {
     const dataDir = join(work, "data");
     mkdirSync(dataDir);
     const server = await startLatchkey(dataDir, password, join(work, "latchkey.log"));
-    const needsBaseline = options.only.has("healthz") || options.only.has("rpc-query");
-    const baseline = needsBaseline ? await startBaseline(join(work, "baseline.log")) : undefined;
     if (baseline && options.only.has("healthz")) {
       process.stdout.write("bench: GET /healthz\n");
       throughput.push(
@@ -535,14 +978,52 @@ async function main(): Promise<number> {
       throughput.push(await measureLogins(options, server, password));
     }
     await stopProcess(server.child);
-    if (baseline) await stopProcess(baseline.child);
     rmSync(dataDir, { recursive: true, force: true });
+  }
+
+  // The licensing scenarios get a server of their own: a table of 100,000 keys, and a SIGKILL at
+  // the end to check that what was acknowledged was committed.
+  let checkSeed: CheckSeed | undefined;
+  let checkRow: ThroughputRow | undefined;
+  let activateRow: ThroughputRow | undefined;
+  let durability: Durability | undefined;
+  if (options.only.has("check") || options.only.has("activate")) {
+    const dataDir = join(work, "licensing-data");
+    mkdirSync(dataDir);
+    const server = await startLatchkey(dataDir, password, join(work, "latchkey-licensing.log"));
+    const created = latchkeyCli(["app", "create", "latchkey bench", "--support-message", "benchmark"], dataDir);
+    const appId = Number(/^created application (\d+)/.exec(created)?.[1]);
+    if (!Number.isInteger(appId)) throw new Error(`latchkey app create printed no id: ${created}`);
+    if (baseline && options.only.has("check")) {
+      process.stdout.write(`bench: GET /api/check, seeding ${thousands(options.keys)} license keys\n`);
+      const measured = await measureChecks(options, server, baseline, dataDir, appId, work);
+      throughput.push(measured.row);
+      checkRow = measured.row;
+      checkSeed = measured.seed;
+    }
+    if (options.only.has("activate")) {
+      process.stdout.write("bench: POST /api/activate, then kill -9 and read the database\n");
+      const load = await measureActivations(options, server, dataDir, appId, work);
+      throughput.push(load.row);
+      activateRow = load.row;
+      durability = await checkDurability(server, dataDir, load, options.connections);
+    } else {
+      await stopProcess(server.child);
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  if (baseline) await stopProcess(baseline.child);
+
+  let enrollment: EnrollmentRun | undefined;
+  if (options.only.has("register") || options.only.has("idle")) {
+    process.stdout.write(`bench: WebSocket client/register, ${thousands(options.clients)} clients with their own pending keys, ${options.wsConcurrency} in flight, then idle\n`);
+    enrollment = await measureEnrollment(options, work, password);
   }
 
   const lines: string[] = [""];
   if (throughput.length > 0) {
     lines.push(
-      renderTable(["scenario", "req/s", "p50", "p99", "baseline req/s", "ratio", "CPU µs/req (vs baseline)"], throughput.map(throughputCells)),
+      renderTable(["scenario", "req/s", "p50", "p99", "baseline req/s", "ratio", "CPU µs/req (vs baseline)", "other CPU (max)"], throughput.map(throughputCells)),
       "",
     );
   }
@@ -564,11 +1045,68 @@ async function main(): Promise<number> {
       "",
     );
   }
-  const problems = throughput.flatMap(failures);
+  if (durability) {
+    lines.push(
+      `activate durability (after kill -9): ${thousands(durability.acknowledged)} acknowledged (wrk counted ${thousands(durability.acknowledgedByWrk)} 2xx), ` +
+        `${thousands(durability.rows)} rows, ${durability.missingCount === 0 ? "none" : thousands(durability.missingCount)} missing, ` +
+        `${durability.unacknowledged} committed but unacknowledged (in flight at the end of a run), seat counter ${thousands(durability.activationsUsed)}`,
+      "",
+    );
+  }
+  if (enrollment) {
+    const e = enrollment;
+    const b = e.bindings;
+    const cells = (load: ClientsLoad): string[] => {
+      const g = load.generator;
+      const growth = load.rssMb.connected - load.rssMb.before;
+      return [
+        `${thousands(g.ok)} / ${thousands(g.failed)}`,
+        `${g.seconds.toFixed(2)} s`,
+        `${thousands(g.ok / g.seconds)}/s`,
+        `${ms(g.latencyMs.p50)} / ${ms(g.latencyMs.p99)} ms`,
+        load.serverCpuSeconds === null ? "n/a" : `${((load.serverCpuSeconds * 1e6) / Math.max(1, g.ok)).toFixed(0)} µs`,
+        `${load.rssMb.before.toFixed(1)} → ${load.rssMb.connected.toFixed(1)} MB`,
+        `+${growth.toFixed(1)} MB`,
+        `${((growth * 1024) / Math.max(1, g.open)).toFixed(1)} KB`,
+        `${load.rssMb.afterIdle.toFixed(1)} MB`,
+        `${load.rssMb.afterClose.toFixed(1)} MB`,
+        `${load.serverFds ?? "n/a"}`,
+        String(load.unexpectedCloses),
+      ];
+    };
+    lines.push(
+      `WebSocket enrollment: ${thousands(e.clients)} clients, each its own pending key, ${e.concurrency} registrations in flight, every registered socket kept open`,
+      renderTable(
+        ["server", "registered / failed", "all done in", "rate", "p50 / p99 open→answer", "CPU per registration", "RSS before → all connected", "growth", "per client", `RSS after ${e.latchkey.idleSeconds} s idle`, "RSS 3 s after all left", "open fds", "idle sockets closed"],
+        [["latchkey (--require-auth-key)", ...cells(e.latchkey)], ["ws-baseline.ts (bare Bun.serve)", ...cells(e.baseline)]],
+      ),
+      `keys after the run: ${thousands(b.active)} active, ${thousands(b.pending)} pending, ${thousands(b.revoked)} revoked; ` +
+        `${thousands(b.distinctUuids)} distinct client_uuid on active keys; ${b.wrongBindings} acknowledged but not bound to their UUID; ` +
+        `${b.doubleBound} UUIDs bound to more than one key; ${thousands(b.clients)} client rows`,
+      "",
+    );
+  }
+  const verdicts = specTargets(checkRow, activateRow, durability, coldStart, enrollment, options);
+  if (verdicts.length > 0) {
+    lines.push(renderTable(["SPEC §10 target", "measured", "status"], verdicts.map((v) => [v.target, v.measured, v.met ? "met" : "MISSED"])), "");
+  }
+  const problems = [...throughput.flatMap(failures), ...(durability?.problems ?? []), ...(enrollment?.problems ?? [])];
   for (const problem of problems) lines.push(`WARNING ${problem}`);
 
   const resultFile = join(work, "results.json");
-  writeFileSync(resultFile, `${JSON.stringify({ date: new Date().toISOString(), machine: host, options: { ...options, only: [...options.only] }, throughput, coldStart: coldStart ?? null, problems }, null, 2)}\n`);
+  const results = {
+    date: new Date().toISOString(),
+    machine: host,
+    options: { ...options, only: [...options.only] },
+    throughput,
+    coldStart: coldStart ?? null,
+    checkSeed: checkSeed ?? null,
+    durability: durability ?? null,
+    enrollment: enrollment ?? null,
+    targets: verdicts,
+    problems,
+  };
+  writeFileSync(resultFile, `${JSON.stringify(results, null, 2)}\n`);
   lines.push(`bench: results in ${resultFile}`);
   process.stdout.write(`${lines.join("\n")}\n`);
   return problems.length > 0 ? 1 : 0;

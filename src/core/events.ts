@@ -5,6 +5,8 @@
 export interface EventMap {
   /** Sessions that no longer exist; their WebSockets must close. */
   "sessions.revoked": { sessionIds: string[]; reason: string };
+  /** Clients that lost the right to be connected (key revoked/reset/deleted, client deleted). */
+  "clients.kick": { uuids: string[]; reason: string; keyId?: number };
   /** A change an authenticated admin/viewer connection may be told about. */
   push: { topic: string; args: Record<string, unknown>; groups?: string[] };
 }

@@ -80,3 +80,32 @@ export const activationsAllowed = v.pipe(
 
 /** A numeric id in a path. */
 export const idParam = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
+
+/** A client UUID: RFC 4122 text form, any version; lower-cased. */
+export const clientUuid = v.pipe(
+  v.string("must be a string"),
+  v.regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, "must be a UUID (8-4-4-4-12 hex digits)"),
+  v.toLowerCase(),
+);
+
+/** A DNS hostname (RFC 1123 labels). */
+export const hostname = v.pipe(
+  v.string("must be a string"),
+  v.nonEmpty("is required"),
+  v.maxLength(253, "must be at most 253 characters"),
+  v.regex(/^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, "must be a hostname (letters, digits, - and . between labels)"),
+);
+
+/** A client's display name: printable, no control characters. */
+export const clientName = v.pipe(
+  v.string("must be a string"),
+  v.trim(),
+  v.nonEmpty("is required"),
+  v.maxLength(64, "must be at most 64 characters"),
+  v.regex(/^[^\p{Cc}\p{Cf}]+$/u, "may not hold control or format characters"),
+);
+
+export const shortText = (max: number) =>
+  v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`), v.regex(/^[^\p{Cc}]*$/u, "may not hold control characters"));
+
+export const keyLabel = shortText(100);

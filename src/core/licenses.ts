@@ -5,7 +5,7 @@
 import type { Database } from "bun:sqlite";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { immediate } from "../db/open.ts";
-import type { ActivationRow, AppRow, LicenseFilter, LicenseStore, LicenseWithApp } from "../db/licenses.ts";
+import type { ActivationRow, AppRow, LicenseFilter, LicenseRow, LicenseStore, LicenseWithApp } from "../db/licenses.ts";
 import type { Actor } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
 import type { Clock } from "./clock.ts";
@@ -121,6 +121,9 @@ export class Licensing {
   private readonly pendingActivations = new Map<number, number>();
   /** Receipts without a nonce are reused for up to a minute, so a check costs no signature. */
   private readonly receiptCache = new Map<string, { receipt: string; until: number }>();
+  private readonly licenseCache = new Map<string, LicenseRow>();
+  private readonly activationCache = new Map<string, number>();
+  private cacheVersion = -1;
   private readonly invalidTokens: Throttle;
   private readonly seatFailures: Throttle;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -238,7 +241,7 @@ export class Licensing {
       .map(([k]) => k)
       .join(", ");
     this.audit.record({ actor: actor.name, address: actor.address, action: "license.update", target: `license ${id}`, outcome: "success", reason: what || null });
-    this.receiptCache.clear();
+    this.invalidateCache();
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "updated" } });
     return this.getLicense(id, true);
   }
@@ -247,7 +250,7 @@ export class Licensing {
     this.requireLicense(id);
     this.pendingLicenses.delete(id);
     this.store.deleteLicense(id);
-    this.receiptCache.clear();
+    this.invalidateCache();
     this.audit.record({ actor: actor.name, address: actor.address, action: "license.delete", target: `license ${id}`, outcome: "success" });
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "deleted" } });
   }
@@ -311,14 +314,55 @@ export class Licensing {
   // ---- the public API -----------------------------------------------------------------
 
   /** Looks a token up through its hash, then compares the token itself in constant time. */
-  private find(token: string): LicenseWithApp | null {
+  private find(token: string): LicenseRow | null {
     const row = this.store.byTokenHash(hashLicenseToken(token));
     return row && sameSecret(row.token, token) ? row : null;
   }
 
-  private supportMessage(request: WireRequest, license: LicenseWithApp | null): string {
-    if (request.app_id !== undefined) return this.store.app(request.app_id)?.support_message ?? "";
-    return license?.support_message ?? "";
+  /**
+   * `check` is the hot path (every start of every licensed application): it reads licenses and
+   * activations through a cache. The cache is dropped when another process commits (SQLite's
+   * data_version, as for sessions) and when this process changes a key or an activation.
+   */
+  private freshCache(): void {
+    const version = this.store.dataVersion();
+    if (version !== this.cacheVersion || this.licenseCache.size + this.activationCache.size > 200_000) {
+      this.invalidateCache();
+      this.cacheVersion = version;
+    }
+  }
+
+  private invalidateCache(): void {
+    this.licenseCache.clear();
+    this.activationCache.clear();
+    this.receiptCache.clear();
+  }
+
+  private findCached(token: string): LicenseRow | null {
+    const hash = hashLicenseToken(token);
+    let row = this.licenseCache.get(hash);
+    if (row === undefined) {
+      const found = this.store.byTokenHash(hash);
+      if (!found) return null;
+      this.licenseCache.set(hash, (row = found));
+    }
+    return sameSecret(row.token, token) ? row : null;
+  }
+
+  private activationCached(licenseId: number, identity: string): number | null {
+    const key = `${licenseId}\u0000${identity}`;
+    let id = this.activationCache.get(key);
+    if (id === undefined) {
+      const found = this.store.activation(licenseId, identity);
+      if (!found) return null;
+      this.activationCache.set(key, (id = found.id));
+    }
+    return id;
+  }
+
+  private supportMessage(request: WireRequest, license: LicenseRow | null): string {
+    const appId = request.app_id ?? license?.app_id;
+    return appId === undefined ? "" : (this.store.app(appId)?.support_message ?? "");
   }
 
   private invalidTokenThrottled(address: string | null): number {
@@ -379,7 +423,8 @@ export class Licensing {
     const now = this.clock();
     const wait = this.invalidTokenThrottled(address);
     if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "check");
-    const license = this.find(request.token);
+    this.freshCache();
+    const license = this.findCached(request.token);
     const invalid = (status = 404, error = "invalid key"): WireReply => {
       this.metrics.licensing("check", String(status));
       return { status, body: { result: "failure", error } };
@@ -390,15 +435,15 @@ export class Licensing {
     }
     if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return invalid();
     if (license.expires_at !== null && now >= license.expires_at) return invalid(410, "key is no longer valid");
-    const activation = this.store.activation(license.id, identity);
-    if (!activation) return invalid();
+    const activationId = this.activationCached(license.id, identity);
+    if (activationId === null) return invalid();
     const pending = this.pendingLicenses.get(license.id);
     if (pending) {
       pending.checks++;
       pending.at = now;
       pending.address = address;
     } else this.pendingLicenses.set(license.id, { checks: 1, at: now, address });
-    this.pendingActivations.set(activation.id, now);
+    this.pendingActivations.set(activationId, now);
     this.metrics.licensing("check", "201");
     return { status: 201, body: { result: "ok", receipt: this.receipt(license, identity, request.nonce, now) } };
   }
@@ -428,7 +473,7 @@ export class Licensing {
     return { algorithm: "EdDSA", key_id: this.signingKey.keyId, public_key: this.signingKey.publicKeyPem };
   }
 
-  private throttledReply(wait: number, why: string, request: WireRequest, address: string | null, call: string, license?: LicenseWithApp): WireReply {
+  private throttledReply(wait: number, why: string, request: WireRequest, address: string | null, call: string, license?: LicenseRow): WireReply {
     this.audit.record({ actor: null, address, action: `license.${call}`, target: license ? `license ${license.id}` : null, outcome: "denied", reason: `throttled: ${why}` });
     this.metrics.licensing(call, "429");
     return {
@@ -438,7 +483,7 @@ export class Licensing {
     };
   }
 
-  private receipt(license: LicenseWithApp, hwid: string, nonce: string | undefined, now: number): string {
+  private receipt(license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, nonce: string | undefined, now: number): string {
     const cacheKey = `${license.id}\u0000${hwid}`;
     if (nonce === undefined) {
       const cached = this.receiptCache.get(cacheKey);
@@ -466,8 +511,10 @@ export class Licensing {
     return receipt;
   }
 
+  /** The machine's activation is gone: so are its cached activation and receipt. */
   private forgetReceipts(licenseId: number, hwid: string): void {
     this.receiptCache.delete(`${licenseId}\u0000${hwid}`);
+    this.activationCache.delete(`${licenseId}\u0000${hwid}`);
   }
 
   /** Writes the batched check counters in one transaction. */

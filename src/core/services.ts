@@ -12,6 +12,8 @@ import { EventHub } from "./events.ts";
 import { Metrics } from "./metrics.ts";
 import { Sessions } from "./sessions.ts";
 import { LicenseStore } from "../db/licenses.ts";
+import { EnrollmentStore } from "../db/enrollment.ts";
+import { Enrollment } from "./enrollment.ts";
 import { Licensing } from "./licenses.ts";
 import { newSigningKeyPem, signingKeyFromPem } from "./receipts.ts";
 
@@ -36,6 +38,7 @@ export interface Services {
   accounts: Accounts;
   auth: Authenticator;
   licensing: Licensing;
+  enrollment: Enrollment;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
   secret: Uint8Array;
 }
@@ -61,5 +64,6 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
     receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
   });
-  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, secret };
+  const enrollment = new Enrollment(db, new EnrollmentStore(db), settings, audit, events, clock);
+  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, enrollment, secret };
 }

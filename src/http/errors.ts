@@ -6,6 +6,8 @@
 import { Elysia } from "elysia";
 import { AppError } from "../core/errors.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../core/metrics.ts";
+import { requestSeconds } from "./security.ts";
 import { describeIssue, issueField, type IssueLike } from "../core/validation.ts";
 
 export interface ErrorBody {
@@ -50,18 +52,32 @@ export function toAppError(code: string | number, error: unknown): AppError | nu
   }
 }
 
-export function errorPlugin(log: Logger) {
-  return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
+/**
+ * The request's path. A Host header that is not a host (say, with a space in it) leaves Bun's
+ * request.url relative ("/api/x?y"), which `new URL` refuses: answering an error must not throw.
+ */
+function pathOf(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return url.replace(/^[a-z]+:\/\/[^/]*/i, "").split(/[?#]/)[0] || "/";
+  }
+}
+
+export function errorPlugin(log: Logger, metrics: Metrics) {
+  return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request, route }) => {
     const appError = toAppError(code, error);
+    const seconds = requestSeconds(request);
+    if (seconds !== undefined) metrics.request(request.method, route || "unmatched", appError?.status ?? 500, seconds);
     if (!appError) {
-      log.error("unhandled error", { method: request.method, url: new URL(request.url).pathname, error: String((error as Error)?.stack ?? error) });
+      log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((error as Error)?.stack ?? error) });
       set.status = 500;
       return { error: { code: "internal", message: "internal error; the server log has the details" } };
     }
     set.status = appError.status;
     if (appError.retryAfter !== undefined) set.headers["retry-after"] = String(appError.retryAfter);
     if (appError.status === 401) set.headers["www-authenticate"] = 'Bearer realm="latchkey"';
-    if (WIRE_PATHS.has(new URL(request.url).pathname)) return wireErrorBody(appError);
+    if (WIRE_PATHS.has(pathOf(request.url))) return wireErrorBody(appError);
     return errorBody(appError);
   });
 }

@@ -23,15 +23,21 @@ export interface Connection {
   address: string | null;
   sessionId: string | null;
   principal: Principal | null;
+  /** Set once the connection registered as an enrolled client. */
+  clientUuid: string | null;
+  /** The enrollment key that client was admitted with (null when none was required). */
+  clientKeyId: number | null;
   lastMessageAt: number;
 }
 
 export const CLOSE_SESSION_ENDED = 4001;
 export const CLOSE_IDLE = 4000;
+export const CLOSE_CLIENT_REVOKED = 4003;
 
 export class Connections {
   private readonly all = new Set<Connection>();
   private readonly bySession = new Map<string, Set<Connection>>();
+  private readonly byClient = new Map<string, Connection>();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private dataVersion = -1;
 
@@ -43,7 +49,10 @@ export class Connections {
   ) {
     services.events.on("sessions.revoked", ({ sessionIds, reason }) => this.closeSessions(sessionIds, reason));
     services.events.on("push", (event) => this.push(event.topic, event.args, event.groups));
+    services.events.on("clients.kick", ({ uuids, reason, keyId }) => this.kickClients(uuids, reason, keyId));
     services.metrics.gauge("latchkey_ws_connections", () => this.all.size);
+    services.metrics.gauge("latchkey_connected_clients", () => this.byClient.size);
+    services.enrollment.setPresence((uuid) => this.byClient.has(uuid), () => [...this.byClient.keys()]);
   }
 
   get size(): number {
@@ -64,11 +73,12 @@ export class Connections {
     for (const t of this.timers) clearInterval(t);
     for (const c of this.all) c.socket.close(1001, reason);
     this.all.clear();
+    this.byClient.clear();
     this.bySession.clear();
   }
 
   open(socket: Socket, address: string | null, principal: Principal | null): Connection {
-    const connection: Connection = { socket, address, sessionId: null, principal: null, lastMessageAt: this.services.clock() };
+    const connection: Connection = { socket, address, sessionId: null, principal: null, clientUuid: null, clientKeyId: null, lastMessageAt: this.services.clock() };
     this.all.add(connection);
     if (principal) this.signIn(connection, principal);
     return connection;
@@ -77,6 +87,25 @@ export class Connections {
   close(connection: Connection): void {
     this.all.delete(connection);
     this.forget(connection);
+    const uuid = connection.clientUuid;
+    if (uuid !== null && this.byClient.get(uuid) === connection) {
+      this.byClient.delete(uuid);
+      this.services.enrollment.disconnected(uuid);
+    }
+  }
+
+  /** Closes these clients' sockets; with keyId, only those admitted with that key. */
+  private kickClients(uuids: string[], reason: string, keyId?: number): void {
+    for (const uuid of uuids) {
+      const connection = this.byClient.get(uuid);
+      if (!connection) continue;
+      if (keyId !== undefined && connection.clientKeyId !== keyId) continue;
+      this.byClient.delete(uuid);
+      connection.clientUuid = null;
+      connection.clientKeyId = null;
+      connection.socket.close(CLOSE_CLIENT_REVOKED, reason);
+      this.services.enrollment.disconnected(uuid);
+    }
   }
 
   private signIn(connection: Connection, principal: Principal): void {
@@ -137,6 +166,16 @@ export class Connections {
           connection: {
             signIn: (login) => this.signIn(connection, "userId" in login ? login : this.principalOf(login.sessionId)),
             signOut: () => this.forget(connection),
+            clientUuid: () => connection.clientUuid,
+            clientConnectedElsewhere: (uuid) => {
+              const other = this.byClient.get(uuid);
+              return other !== undefined && other !== connection;
+            },
+            registerClient: (uuid, keyId) => {
+              connection.clientUuid = uuid;
+              connection.clientKeyId = keyId;
+              this.byClient.set(uuid, connection);
+            },
           },
         },
         namespace,
@@ -187,6 +226,10 @@ export class Connections {
     const version = this.services.db.query<{ data_version: number }, []>("PRAGMA data_version").get()!.data_version;
     if (version === this.dataVersion) return;
     this.dataVersion = version;
+    const bound: { uuid: string; keyId: number }[] = [];
+    for (const [uuid, c] of this.byClient) if (c.clientKeyId !== null) bound.push({ uuid, keyId: c.clientKeyId });
+    const lost = this.services.enrollment.lostBindings(bound);
+    if (lost.length > 0) this.kickClients(lost, "AUTH_FAILED: Invalid or revoked key");
     const ids = [...this.bySession.keys()];
     if (ids.length === 0) return;
     const alive = this.services.sessions.stillExisting(ids);

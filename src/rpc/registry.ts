@@ -21,6 +21,12 @@ export interface RpcContext {
   connection?: {
     signIn(login: Principal | Login): void;
     signOut(): void;
+    /** The enrolled client this connection speaks for, once registered. */
+    clientUuid(): string | null;
+    /** Another live connection already speaks for this client. */
+    clientConnectedElsewhere(uuid: string): boolean;
+    /** keyId: the enrollment key it was admitted with, if any (its revocation closes the socket). */
+    registerClient(uuid: string, keyId: number | null): void;
   };
   /** The REST mirror passes the bearer session so that `rpc/auth_clear` can end it. */
   transport: "ws" | "rest";

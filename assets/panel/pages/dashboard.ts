@@ -1,8 +1,12 @@
-/** Dashboard: who you are, the server, and for admins the accounts and the latest activity. */
+/**
+ * Dashboard: who you are, the server, online clients and keys by state (live), and for admins
+ * the accounts and the latest activity.
+ */
 import { badge, emptyState, h, plural, replace, time, type Child } from "../dom.ts";
 import { describeError } from "../forms.ts";
-import type { AuditEntry, Health, Paged, User } from "../model.ts";
+import type { AuditEntry, Client, EnrollmentKey, Health, KeyStatus, Paged, Settings, User } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
+import { keepFresh } from "../refresh.ts";
 
 function card(title: string, ...body: Child[]): { element: HTMLElement; body: HTMLElement } {
   const content = h("div", { class: "card-body" }, ...body);
@@ -22,6 +26,20 @@ async function fill<T>(target: HTMLElement, ctx: PageContext, load: () => Promis
   } catch (error) {
     if (!ctx.signal.aborted) replace(target, h("p", { class: "error-text" }, describeError(error)));
   }
+}
+
+const KEY_STATES: readonly KeyStatus[] = ["pending", "active", "revoked"];
+
+/** Online clients and keys by state (of the viewer's groups), counted by the servers' totals. */
+async function enrollmentCounts(ctx: PageContext) {
+  const total = (path: string, query: Record<string, string>) => ctx.api.get<Paged<Client | EnrollmentKey>>(path, { ...query, limit: 1 }).then((p) => p.total);
+  const [online, clients, settings, ...keys] = await Promise.all([
+    total("/api/clients", { status: "online" }),
+    total("/api/clients", {}),
+    ctx.api.get<Settings>("/api/settings"),
+    ...KEY_STATES.map((status) => total("/api/keys", { status })),
+  ]);
+  return { online, clients, settings, keys: KEY_STATES.map((status, i) => [status, keys[i]!] as const) };
 }
 
 function minutes(seconds: number): string {
@@ -50,7 +68,9 @@ registerPage({
       ),
     );
     const server = card("Server");
-    const cards = h("div", { class: "cards" }, you.element, server.element);
+    const clients = card("Clients");
+    const keys = card("Pre-Shared Keys");
+    const cards = h("div", { class: "cards" }, you.element, server.element, clients.element, keys.element);
     replace(
       container,
       h("h1", {}, "Dashboard"),
@@ -73,6 +93,39 @@ registerPage({
         ],
       ),
     ];
+
+    // Presence and key states follow the live events; a failure shows in both cards.
+    let first = true;
+    const counts = keepFresh(ctx, async () => {
+      if (first) for (const target of [clients.body, keys.body]) replace(target, h("p", { class: "muted" }, "Loading…"));
+      first = false;
+      try {
+        const c = await enrollmentCounts(ctx);
+        if (ctx.signal.aborted) return;
+        replace(
+          clients.body,
+          h("p", { class: "stat" }, String(c.online), h("span", { class: "stat-label" }, " online")),
+          h("p", { class: "muted" }, `of ${plural(c.clients, "enrolled client")}`),
+          h("p", {}, h("a", { href: "#/clients" }, "Open the clients")),
+        );
+        replace(
+          keys.body,
+          h(
+            "dl",
+            { class: "facts" },
+            ...c.keys.flatMap(([status, count]) => [h("dt", {}, badge(status, status)), h("dd", { class: "count" }, String(count))]),
+            h("dt", {}, "Key required"),
+            h("dd", {}, c.settings.require_auth_key ? "yes" : "no"),
+          ),
+          h("p", {}, h("a", { href: "#/keys" }, user.role === "admin" ? "Manage the keys" : "Open the keys")),
+        );
+      } catch (error) {
+        if (ctx.signal.aborted) return;
+        for (const target of [clients.body, keys.body]) replace(target, h("p", { class: "error-text" }, describeError(error)));
+      }
+    });
+    for (const topic of ["clients.online", "clients.offline", "clients.deleted", "keys.changed", "settings.changed"]) ctx.subscribe(topic, () => counts.request());
+    counts.request();
 
     if (user.role === "admin") {
       const users = card("Users");

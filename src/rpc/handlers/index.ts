@@ -2,10 +2,12 @@
 import { Registry } from "../registry.ts";
 import { auditHandler } from "./audit.ts";
 import { authHandlers, queryHandler } from "./auth.ts";
+import { clientsHandler, heartbeatHandler, keysHandler, registerHandler, settingsHandler } from "./enrollment.ts";
 import { licensesHandler } from "./licenses.ts";
 import { usersHandler } from "./users.ts";
 
 export function createRegistry(): Registry {
-  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler, licensesHandler]);
+  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler, licensesHandler,
+    keysHandler, settingsHandler, clientsHandler, registerHandler, heartbeatHandler]);
   return registry;
 }

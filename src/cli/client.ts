@@ -1,0 +1,103 @@
+/** `latchkey client ...`: the agent that runs on an enrolled machine. */
+import { runAgent } from "../client/agent.ts";
+import { resolveStateDir } from "../client/config.ts";
+import { install, SYSTEM_UNIT_DIR, uninstall } from "../client/install.ts";
+import { statusReport } from "../client/status.ts";
+import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec, type ParsedArgs } from "./args.ts";
+
+const flags: FlagSpec[] = [
+  { name: "server", value: "HOST:PORT", help: "install: the server to register with (also ws:// or wss:// URL)" },
+  { name: "name", value: "NAME", help: "install: this machine's name on the server (default: its hostname)" },
+  { name: "key", value: "XXXX-XXXX-XXXX", help: "install: the pre-shared key; replaces a saved one" },
+  { name: "no-service", boolean: true, help: "install: save the settings only, without the systemd unit" },
+  { name: "purge", boolean: true, help: "uninstall: also delete the saved state (UUID, key, settings)" },
+  { name: "heartbeat", value: "SECONDS", help: "run: seconds between heartbeats (default 60)" },
+  { name: "retry-max", value: "SECONDS", help: "run: longest wait between reconnection attempts (default 60)" },
+  { name: "state-dir", value: "DIR", help: "where the settings and key live (env LATCHKEY_CLIENT_DIR; default /var/lib/latchkey as root, else ~/.config/latchkey)" },
+  { name: "unit-dir", value: "DIR", help: `where the systemd unit goes (default ${SYSTEM_UNIT_DIR})` },
+];
+
+const usage = `latchkey client install -server HOST:PORT [-name NAME] [-key KEY] [--no-service]
+       latchkey client run [--heartbeat SECONDS] [--retry-max SECONDS]
+       latchkey client status
+       latchkey client uninstall [--purge]`;
+
+const description = `The client agent. install saves the server address, this machine's name, a stable client UUID
+(kept across reinstalls) and the key (mode 0600), then installs and enables the systemd unit
+latchkey-client.service, which runs 'latchkey client run'. Running install again with a new -key
+replaces the key. run registers with the server over its /ws WebSocket, stays connected and
+reconnects with backoff; if the server requires a key and none is saved it asks for one on a
+terminal, and otherwise stops (exit 3) saying how to reinstall with -key.`;
+
+function seconds(args: ParsedArgs, name: string, fallback: number): number {
+  const raw = flagValue(args, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 86_400) throw new UsageError(`--${name} must be a number of seconds from 0.1 to 86400`);
+  return value;
+}
+
+function serverAddress(raw: string | undefined): string {
+  if (raw === undefined) throw new UsageError("install needs the server: latchkey client install -server HOST:PORT -key XXXX-XXXX-XXXX");
+  const value = raw.trim();
+  if (/^(wss?|https?):\/\/[^\s/]+(\/\S*)?$/i.test(value) || /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(value)) return value;
+  throw new UsageError(`-server ${JSON.stringify(raw)} must be HOST:PORT (e.g. example.com:9000) or a ws:// / wss:// URL`);
+}
+
+function text(raw: string | undefined, what: string): string | undefined {
+  if (raw === undefined) return undefined;
+  const value = raw.trim();
+  if (value === "" || value.length > 64 || /\p{Cc}/u.test(value)) throw new UsageError(`${what} must be 1 to 64 characters without control characters`);
+  return value;
+}
+
+export async function clientCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  const args = parseArgs(argv, flags);
+  const [sub, ...rest] = args.positionals;
+  if (args.help || sub === undefined) {
+    process.stdout.write(renderHelp(usage, description, flags));
+    return sub === undefined && !args.help ? 2 : 0;
+  }
+  if (!["install", "run", "status", "uninstall"].includes(sub)) throw new UsageError(`unknown client command ${JSON.stringify(sub)}; see latchkey client --help`);
+  if (rest.length > 0) throw new UsageError(`client ${sub} takes no arguments (got ${JSON.stringify(rest[0])}); flags start with -`);
+  const stateDir = resolveStateDir(flagValue(args, "state-dir"), env);
+  const unitDir = flagValue(args, "unit-dir") ?? SYSTEM_UNIT_DIR;
+  switch (sub) {
+    case "install": {
+      const result = install({
+        stateDir,
+        unitDir,
+        server: serverAddress(flagValue(args, "server")),
+        name: text(flagValue(args, "name"), "-name"),
+        key: text(flagValue(args, "key"), "-key"),
+        service: !(flagBool(args, "no-service") ?? false),
+      });
+      const out = [
+        `client ${result.config.name} (uuid ${result.config.uuid}${result.createdUuid ? ", new" : ", kept"}) will register with ${result.config.server}`,
+        `settings saved in ${stateDir}${result.keySaved ? " (key saved, mode 0600)" : ""}`,
+        result.unitPath ? `systemd unit written to ${result.unitPath}${result.enabled ? " and enabled" : ""}` : "no systemd unit (--no-service): start it with latchkey client run",
+      ];
+      process.stdout.write(out.join("\n") + "\n");
+      return 0;
+    }
+    case "run":
+      return runAgent({
+        stateDir,
+        heartbeatSeconds: seconds(args, "heartbeat", 60),
+        retryMaxSeconds: seconds(args, "retry-max", 60),
+        interactive: process.stdin.isTTY === true,
+      });
+    case "status": {
+      const { lines, installed } = statusReport(stateDir, unitDir);
+      const width = Math.max(...lines.map(([k]) => k.length)) + 1;
+      process.stdout.write(lines.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v}`).join("\n") + "\n");
+      return installed ? 0 : 1;
+    }
+    default: {
+      const { unitRemoved, purged } = uninstall({ stateDir, unitDir, purge: flagBool(args, "purge") ?? false });
+      process.stdout.write(`${unitRemoved ? `removed ${unitRemoved}` : "no systemd unit was installed"}\n`);
+      if (purged.length > 0) process.stdout.write(`deleted ${purged.join(", ")}\n`);
+      return 0;
+    }
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * What the client agent keeps on disk, in its state directory: `client.json` (server, name,
+ * UUID), `auth_key` (the pre-shared key, mode 0600) and `last_contact` (the time of the last
+ * successful registration). Every file is written temp → fsync → rename.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync } from "node:fs";
+import { homedir, hostname as osHostname } from "node:os";
+import { join, resolve } from "node:path";
+import { writeFileAtomic } from "../core/users-file.ts";
+
+/** Where a root (service) install keeps its state; shared with the server's default data dir. */
+export const SERVICE_STATE_DIR = "/var/lib/latchkey";
+export const CONFIG_FILE = "client.json";
+export const KEY_FILE = "auth_key";
+export const CONTACT_FILE = "last_contact";
+
+export interface ClientConfig {
+  /** HOST:PORT, or a ws:// / wss:// URL. */
+  server: string;
+  name: string;
+  uuid: string;
+}
+
+/** --state-dir, then LATCHKEY_CLIENT_DIR, then /var/lib/latchkey for root or ~/.config/latchkey. */
+export function resolveStateDir(flag: string | undefined, env: Record<string, string | undefined>): string {
+  const chosen = flag ?? env.LATCHKEY_CLIENT_DIR;
+  if (chosen) return resolve(chosen);
+  if (process.getuid?.() === 0) return SERVICE_STATE_DIR;
+  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
+  return join(base, "latchkey");
+}
+
+export function ensureStateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+export function readConfig(dir: string): ClientConfig | null {
+  const path = join(dir, CONFIG_FILE);
+  if (!existsSync(path)) return null;
+  let parsed: Partial<ClientConfig>;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8")) as Partial<ClientConfig>;
+  } catch (error) {
+    throw new Error(`${path} is not valid JSON (${(error as Error).message}); run latchkey client install again`);
+  }
+  if (typeof parsed.server !== "string" || typeof parsed.name !== "string" || typeof parsed.uuid !== "string") {
+    throw new Error(`${path} lacks server, name or uuid; run latchkey client install again`);
+  }
+  return { server: parsed.server, name: parsed.name, uuid: parsed.uuid };
+}
+
+export function writeConfig(dir: string, config: ClientConfig): void {
+  ensureStateDir(dir);
+  writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + "\n", 0o600);
+}
+
+export function readKey(dir: string): string | null {
+  const path = join(dir, KEY_FILE);
+  if (!existsSync(path)) return null;
+  const key = readFileSync(path, "utf8").trim();
+  return key === "" ? null : key;
+}
+
+export function writeKey(dir: string, key: string): void {
+  ensureStateDir(dir);
+  writeFileAtomic(join(dir, KEY_FILE), key.trim() + "\n", 0o600);
+}
+
+export function readLastContact(dir: string): string | null {
+  const path = join(dir, CONTACT_FILE);
+  if (!existsSync(path)) return null;
+  return readFileSync(path, "utf8").trim() || null;
+}
+
+export function writeLastContact(dir: string, at: Date): void {
+  writeFileAtomic(join(dir, CONTACT_FILE), at.toISOString() + "\n", 0o600);
+}
+
+/**
+ * Removes the agent's own files only: as root the state directory is also the server's default
+ * data directory, so the directory itself goes only when nothing else is left in it.
+ */
+export function purgeState(dir: string): string[] {
+  const removed: string[] = [];
+  for (const name of [CONFIG_FILE, KEY_FILE, CONTACT_FILE]) {
+    const path = join(dir, name);
+    if (!existsSync(path)) continue;
+    rmSync(path, { force: true });
+    removed.push(path);
+  }
+  try {
+    rmdirSync(dir);
+  } catch {
+    // Not empty (or already gone): leave it.
+  }
+  return removed;
+}
+
+/** The machine's hostname made into a valid DNS name (the server checks RFC 1123 labels). */
+export function machineHostname(): string {
+  const labels = osHostname()
+    .split(".")
+    .map((label) => label.replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63))
+    .filter((label) => label !== "");
+  return labels.join(".").slice(0, 253) || "localhost";
+}
+
+/** Shows that a key is there without showing it: ABCD-****-****. */
+export function maskKey(key: string): string {
+  return key.slice(0, 4) + key.slice(4).replace(/[^-]/g, "*");
+}

@@ -1,0 +1,106 @@
+/**
+ * `latchkey client install` / `uninstall`: the saved state and the systemd unit
+ * `latchkey-client.service` that runs `latchkey client run`.
+ */
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { writeFileAtomic } from "../core/users-file.ts";
+import { ensureStateDir, machineHostname, purgeState, readConfig, SERVICE_STATE_DIR, writeConfig, writeKey, type ClientConfig } from "./config.ts";
+
+export const UNIT_NAME = "latchkey-client.service";
+export const SYSTEM_UNIT_DIR = "/etc/systemd/system";
+
+/** The agent exits with this code when only an operator can fix things; systemd must not restart it then. */
+export const EXIT_NEEDS_OPERATOR = 3;
+
+export interface InstallOptions {
+  stateDir: string;
+  unitDir: string;
+  server: string;
+  name?: string | undefined;
+  key?: string | undefined;
+  service: boolean;
+}
+
+export interface InstallResult {
+  config: ClientConfig;
+  createdUuid: boolean;
+  keySaved: boolean;
+  unitPath: string | null;
+  enabled: boolean;
+}
+
+/** The command that runs this very program: the compiled binary, or bun + the source entry point. */
+export function selfCommand(): string[] {
+  return Bun.main.endsWith(".ts") ? [process.execPath, Bun.main] : [process.execPath];
+}
+
+function quoteForSystemd(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/(["\\])/g, "\\$1")}"`;
+}
+
+/** The unit: restarted on failure, except when the agent said an operator must act (exit 3). */
+export function unitText(stateDir: string): string {
+  const command = [...selfCommand(), "client", "run"];
+  // The service runs as root, whose default state dir is /var/lib/latchkey; any other is named.
+  if (resolve(stateDir) !== SERVICE_STATE_DIR) command.push("--state-dir", resolve(stateDir));
+  return `[Unit]
+Description=latchkey client agent
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart=${command.map(quoteForSystemd).join(" ")}
+Restart=on-failure
+RestartSec=5
+RestartPreventExitStatus=${EXIT_NEEDS_OPERATOR}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/** systemctl is called only for the real unit directory, and only where it exists. */
+function systemctl(unitDir: string, ...args: string[]): boolean {
+  if (resolve(unitDir) !== SYSTEM_UNIT_DIR) return false;
+  const path = Bun.which("systemctl");
+  if (!path) return false;
+  const result = Bun.spawnSync([path, ...args], { stdout: "ignore", stderr: "pipe" });
+  if (result.exitCode !== 0) throw new Error(`systemctl ${args.join(" ")} failed: ${result.stderr.toString().trim() || `exit ${result.exitCode}`}`);
+  return true;
+}
+
+export function install(options: InstallOptions): InstallResult {
+  ensureStateDir(options.stateDir);
+  const previous = readConfig(options.stateDir);
+  // The UUID is the machine's identity on the server: a reinstall keeps it.
+  const uuid = previous?.uuid ?? crypto.randomUUID();
+  const config: ClientConfig = { server: options.server, name: options.name ?? previous?.name ?? machineHostname(), uuid };
+  writeConfig(options.stateDir, config);
+  if (options.key !== undefined) writeKey(options.stateDir, options.key);
+  let unitPath: string | null = null;
+  let enabled = false;
+  if (options.service) {
+    mkdirSync(options.unitDir, { recursive: true, mode: 0o755 });
+    unitPath = join(options.unitDir, UNIT_NAME);
+    writeFileAtomic(unitPath, unitText(options.stateDir), 0o644);
+    if (systemctl(options.unitDir, "daemon-reload")) {
+      systemctl(options.unitDir, "enable", "--now", UNIT_NAME);
+      enabled = true;
+    }
+  }
+  return { config, createdUuid: previous === null, keySaved: options.key !== undefined, unitPath, enabled };
+}
+
+export function uninstall(options: { stateDir: string; unitDir: string; purge: boolean }): { unitRemoved: string | null; purged: string[] } {
+  const unitPath = join(options.unitDir, UNIT_NAME);
+  let unitRemoved: string | null = null;
+  if (existsSync(unitPath)) {
+    systemctl(options.unitDir, "disable", "--now", UNIT_NAME);
+    rmSync(unitPath, { force: true });
+    systemctl(options.unitDir, "daemon-reload");
+    unitRemoved = unitPath;
+  }
+  return { unitRemoved, purged: options.purge ? purgeState(options.stateDir) : [] };
+}

@@ -1,0 +1,22 @@
+/** `latchkey client status`: what the agent knows, from its state directory and the unit file. */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { serverUrl } from "./agent.ts";
+import { KEY_FILE, maskKey, readConfig, readKey, readLastContact } from "./config.ts";
+import { UNIT_NAME } from "./install.ts";
+
+export function statusReport(stateDir: string, unitDir: string): { lines: [string, string][]; installed: boolean } {
+  const config = readConfig(stateDir);
+  const key = readKey(stateDir);
+  const unitPath = join(unitDir, UNIT_NAME);
+  const lines: [string, string][] = [
+    ["state dir", stateDir],
+    ["server", config ? `${config.server} (${serverUrl(config.server)})` : "not installed (run latchkey client install -server HOST:PORT)"],
+    ["name", config?.name ?? "-"],
+    ["uuid", config?.uuid ?? "-"],
+    ["key", key ? `${maskKey(key)} (${join(stateDir, KEY_FILE)})` : "none"],
+    ["last contact", readLastContact(stateDir) ?? "never"],
+    ["service", existsSync(unitPath) ? `installed (${unitPath})` : "not installed"],
+  ];
+  return { lines, installed: config !== null };
+}

@@ -1,0 +1,99 @@
+/** REST for enrollment: the require_auth_key setting, pre-shared keys, and enrolled clients. */
+import { Elysia } from "elysia";
+import * as v from "valibot";
+import { clientUuid, expiry, group, idParam, keyLabel, limit, offset } from "../core/fields.ts";
+import { badRequest } from "../core/errors.ts";
+import type { Services } from "../core/services.ts";
+import type { Caller } from "./session.ts";
+
+function callerOf(ctx: unknown) {
+  const { principal, address } = ctx as Caller;
+  return { principal: principal!, actor: { name: principal!.username, address } };
+}
+
+const idParams = v.strictObject({ id: idParam });
+const requestHost = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$/;
+const serverAddress = v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/, "must be HOST:PORT"));
+
+export function enrollmentRoutes(services: Services) {
+  const enrollment = services.enrollment;
+  return new Elysia({ name: "latchkey/http/enrollment", prefix: "/api" })
+    .get("/settings", () => enrollment.getSettings(), { detail: { tags: ["enrollment"], summary: "Server settings", description: "`require_auth_key`: clients must present a pre-shared key to register." } })
+    .patch("/settings", ({ body, ...ctx }) => enrollment.updateSettings(callerOf(ctx).actor, body), {
+      body: v.strictObject({ require_auth_key: v.optional(v.boolean("must be true or false")) }),
+      detail: { tags: ["enrollment"], summary: "Change settings", description: "Takes effect for the very next registration; no restart." },
+    })
+    .get("/keys", ({ query, ...ctx }) => enrollment.listKeys(callerOf(ctx).principal, { status: query.status }, query.limit ?? 100, query.offset ?? 0), {
+      query: v.strictObject({ status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), limit, offset }),
+      detail: { tags: ["enrollment"], summary: "List pre-shared keys", description: "Viewers see keys of their groups only, masked." },
+    })
+    .post(
+      "/keys",
+      ({ body, set, ...ctx }) => {
+        set.status = 201;
+        return { items: enrollment.generate(callerOf(ctx).actor, { quantity: body.quantity, label: body.label ?? "", expiresAt: body.expires_at ?? null, group: body.group ?? null }) };
+      },
+      {
+        body: v.strictObject({
+          quantity: v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100")),
+          label: v.optional(keyLabel),
+          expires_at: v.optional(expiry),
+          group: v.optional(group),
+        }),
+        detail: { tags: ["enrollment"], summary: "Generate 1-100 keys", description: "XXXX-XXXX-XXXX from an alphabet without 0 O 1 I L; pending until a client registers with one." },
+      },
+    )
+    .get("/keys/:id", ({ params, ...ctx }) => enrollment.getKey(callerOf(ctx).principal, params.id), { params: idParams, detail: { tags: ["enrollment"], summary: "Read a key" } })
+    .post("/keys/:id/revoke", ({ params, ...ctx }) => enrollment.revokeKey(callerOf(ctx).actor, params.id), {
+      params: idParams,
+      detail: { tags: ["enrollment"], summary: "Revoke a key", description: "Its bound client is disconnected at once and refused from then on." },
+    })
+    .post("/keys/:id/reset", ({ params, ...ctx }) => enrollment.resetKey(callerOf(ctx).actor, params.id), {
+      params: idParams,
+      detail: { tags: ["enrollment"], summary: "Reset a key to pending", description: "Clears the binding, e.g. for a reinstalled machine with a new UUID." },
+    })
+    .delete(
+      "/keys/:id",
+      ({ params, set, ...ctx }) => {
+        enrollment.deleteKey(callerOf(ctx).actor, params.id);
+        set.status = 204;
+      },
+      { params: idParams, detail: { tags: ["enrollment"], summary: "Delete a key permanently" } },
+    )
+    .get(
+      "/keys/:id/install-command",
+      ({ params, query, request }) => {
+        // The Host header is whatever the request said: it goes into a shell command only in a strict form.
+        const host = request.headers.get("host");
+        if (query.server === undefined && host !== null && !requestHost.test(host)) {
+          throw badRequest("the request's Host header is not a HOST[:PORT]; pass ?server=HOST:PORT", "server");
+        }
+        return { command: enrollment.installCommand(params.id, query.server ?? host ?? "localhost:9000") };
+      },
+      {
+        params: idParams,
+        query: v.strictObject({ server: v.optional(serverAddress) }),
+        detail: { tags: ["enrollment"], summary: "The install command for a key", description: "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`)." },
+      },
+    )
+    .get(
+      "/clients",
+      ({ query, ...ctx }) => enrollment.listClients(callerOf(ctx).principal, { status: query.status, group: query.group }, query.limit ?? 100, query.offset ?? 0),
+      {
+        query: v.strictObject({ status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), limit, offset }),
+        detail: { tags: ["enrollment"], summary: "List enrolled clients", description: "Viewers see the clients of their groups only." },
+      },
+    )
+    .get("/clients/:uuid", ({ params, ...ctx }) => enrollment.getClient(callerOf(ctx).principal, params.uuid), {
+      params: v.strictObject({ uuid: clientUuid }),
+      detail: { tags: ["enrollment"], summary: "Read a client" },
+    })
+    .delete(
+      "/clients/:uuid",
+      ({ params, set, ...ctx }) => {
+        enrollment.deleteClient(callerOf(ctx).actor, params.uuid);
+        set.status = 204;
+      },
+      { params: v.strictObject({ uuid: clientUuid }), detail: { tags: ["enrollment"], summary: "Delete a client", description: "Revokes its key and closes its connection." } },
+    );
+}

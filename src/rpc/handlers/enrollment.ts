@@ -1,0 +1,129 @@
+/** Enrollment over RPC: client registration, and the keys, settings and clients subsystems. */
+import * as v from "valibot";
+import { badRequest, unauthorized } from "../../core/errors.ts";
+import { clientName, clientUuid, expiry, group, hostname, keyLabel, shortText } from "../../core/fields.ts";
+import { defineHandler } from "../registry.ts";
+
+const id = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be a positive id"));
+const page = {
+  limit: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(1), v.maxValue(1000)), 100),
+  offset: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(0)), 0),
+};
+
+export const registerHandler = defineHandler({
+  namespace: "client",
+  name: "register",
+  access: "public",
+  args: v.strictObject({
+    uuid: clientUuid,
+    name: clientName,
+    hostname,
+    version: v.optional(shortText(64), ""),
+    os: v.optional(shortText(64), ""),
+    auth_key: v.optional(v.pipe(v.string("must be a string"), v.maxLength(64, "must be at most 64 characters"))),
+  }),
+  handle(ctx, args) {
+    const connection = ctx.connection;
+    if (!connection) throw badRequest("client/register needs the WebSocket: the connection is the client's presence", "namespace");
+    const current = connection.clientUuid();
+    if (current !== null && current !== args.uuid) throw badRequest("this connection is already registered as another client", "uuid");
+    const result = ctx.services.enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid));
+    connection.registerClient(args.uuid, result.keyId);
+    return { registered: true, uuid: result.uuid, group: result.group, reconnect: result.reconnect };
+  },
+});
+
+export const heartbeatHandler = defineHandler({
+  namespace: "client",
+  name: "heartbeat",
+  access: "public",
+  args: v.unknown(),
+  handle(ctx) {
+    // Only a registered client has a presence to keep alive.
+    if (ctx.connection?.clientUuid() == null) throw unauthorized("register first (client/register)");
+    return "ok";
+  },
+});
+
+export const settingsHandler = defineHandler({
+  namespace: "latchkey",
+  name: "settings",
+  access: "session",
+  roles: { read: ["admin", "viewer"], write: ["admin"] },
+  args: v.variant("action", [
+    v.strictObject({ action: v.literal("get") }),
+    v.strictObject({ action: v.literal("update"), require_auth_key: v.optional(v.boolean("must be true or false")) }),
+  ], "action must be get or update"),
+  level: (args) => (args.action === "get" ? "read" : "write"),
+  handle(ctx, args) {
+    const enrollment = ctx.services.enrollment;
+    if (args.action === "get") return enrollment.getSettings();
+    return enrollment.updateSettings({ name: ctx.principal!.username, address: ctx.address }, { require_auth_key: args.require_auth_key });
+  },
+});
+
+export const keysHandler = defineHandler({
+  namespace: "latchkey",
+  name: "keys",
+  access: "session",
+  roles: { read: ["admin", "viewer"], write: ["admin"] },
+  args: v.variant("action", [
+    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), ...page }),
+    v.strictObject({ action: v.literal("get"), id }),
+    v.strictObject({
+      action: v.literal("generate"),
+      quantity: v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100")),
+      label: v.optional(keyLabel, ""),
+      expires_at: v.optional(expiry),
+      group: v.optional(group),
+    }),
+    v.strictObject({ action: v.literal("revoke"), id }),
+    v.strictObject({ action: v.literal("reset"), id }),
+    v.strictObject({ action: v.literal("delete"), id }),
+  ], "action must be one of list, get, generate, revoke, reset, delete"),
+  level: (args) => (args.action === "list" || args.action === "get" ? "read" : "write"),
+  handle(ctx, args) {
+    const enrollment = ctx.services.enrollment;
+    const actor = { name: ctx.principal!.username, address: ctx.address };
+    switch (args.action) {
+      case "list":
+        return enrollment.listKeys(ctx.principal, { status: args.status }, args.limit, args.offset);
+      case "get":
+        return enrollment.getKey(ctx.principal, args.id);
+      case "generate":
+        return { items: enrollment.generate(actor, { quantity: args.quantity, label: args.label, expiresAt: args.expires_at ?? null, group: args.group ?? null }) };
+      case "revoke":
+        return enrollment.revokeKey(actor, args.id);
+      case "reset":
+        return enrollment.resetKey(actor, args.id);
+      case "delete":
+        enrollment.deleteKey(actor, args.id);
+        return "ok";
+    }
+  },
+});
+
+export const clientsHandler = defineHandler({
+  namespace: "latchkey",
+  name: "clients",
+  access: "session",
+  roles: { read: ["admin", "viewer"], write: ["admin"] },
+  args: v.variant("action", [
+    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), ...page }),
+    v.strictObject({ action: v.literal("get"), uuid: clientUuid }),
+    v.strictObject({ action: v.literal("delete"), uuid: clientUuid }),
+  ], "action must be one of list, get, delete"),
+  level: (args) => (args.action === "delete" ? "write" : "read"),
+  handle(ctx, args) {
+    const enrollment = ctx.services.enrollment;
+    switch (args.action) {
+      case "list":
+        return enrollment.listClients(ctx.principal!, { status: args.status, group: args.group }, args.limit, args.offset);
+      case "get":
+        return enrollment.getClient(ctx.principal!, args.uuid);
+      case "delete":
+        enrollment.deleteClient({ name: ctx.principal!.username, address: ctx.address }, args.uuid);
+        return "ok";
+    }
+  },
+});

@@ -1,0 +1,168 @@
+/**
+ * A pending key raced by many machines at once (SPEC §4, §9): exactly one registration wins and
+ * binds the key, every other one is refused with `AUTH_FAILED: Key already in use` (it saw the
+ * key pending, then lost the conditional UPDATE) or `AUTH_FAILED: Key already bound to a
+ * different client` (it read the key after the winner bound it) — both are ways of losing.
+ *
+ * As in licensing-race.test.ts: two separate server processes on the same data directory, with
+ * each round's registrations spread across both, so that they truly interleave at the database,
+ * where only the single `UPDATE ... WHERE status = 'pending'` can keep the binding unique. The
+ * sockets are all open before a round starts, and the register frames go out back to back.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { ADMIN_PASSWORD, call, login, RpcClient, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
+
+const PARALLEL = 50;
+const ROUNDS = 20;
+const IN_USE = "AUTH_FAILED: Key already in use";
+const BOUND = "AUTH_FAILED: Key already bound to a different client";
+const INVALID = "AUTH_FAILED: Invalid or revoked key";
+
+let dir: { path: string; remove(): void };
+const servers: { proc: ReturnType<typeof spawnLatchkey>; url: string; wsUrl: string }[] = [];
+let admin: string;
+/** Losers that saw the key pending and then lost the conditional UPDATE, over all rounds. */
+let lostTheUpdate = 0;
+
+async function startServer(): Promise<void> {
+  const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path], { env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD } });
+  const { url } = await waitForListening(proc);
+  servers.push({ proc, url, wsUrl: `${url.replace(/^http/, "ws")}/ws` });
+}
+
+beforeAll(async () => {
+  dir = tempDir("latchkey-enroll-race-");
+  // One after the other: the first creates the database, the second opens it.
+  await startServer();
+  await startServer();
+  admin = await login(servers[0]!.url);
+  const res = await call(servers[0]!.url, "PATCH", "/api/settings", { token: admin, body: { require_auth_key: true } });
+  expect(res.body).toEqual({ require_auth_key: true });
+});
+
+afterAll(async () => {
+  for (const { proc } of servers) {
+    proc.kill("SIGTERM");
+    await proc.exited;
+  }
+  dir?.remove();
+});
+
+async function newKeys(quantity: number): Promise<{ id: number; key: string }[]> {
+  const res = await call(servers[0]!.url, "POST", "/api/keys", { token: admin, body: { quantity, label: "raced" } });
+  expect(res.status).toBe(201);
+  return res.body.items;
+}
+
+/** What the database itself says about a key, read on a connection of its own. */
+function stored(keyId: number): { status: string; client_uuid: string | null; usage_count: number; clients: string[] } {
+  const db = new Database(join(dir.path, "latchkey.db"), { readonly: true });
+  try {
+    const key = db.query<{ status: string; client_uuid: string | null; usage_count: number }, [number]>("SELECT status, client_uuid, usage_count FROM enrollment_keys WHERE id = ?").get(keyId)!;
+    const clients = db.query<{ uuid: string }, [number]>("SELECT uuid FROM clients WHERE key_id = ? ORDER BY uuid").all(keyId).map((r) => r.uuid);
+    return { ...key, clients };
+  } finally {
+    db.close();
+  }
+}
+
+const regArgs = (uuid: string, key: string) => ({ uuid, name: `racer-${uuid.slice(0, 8)}`, hostname: `racer-${uuid.slice(0, 8)}.example`, version: "1.0", os: "linux", auth_key: key });
+
+/** Socket i goes to server i mod 2. */
+async function openSockets(n: number): Promise<RpcClient[]> {
+  return Promise.all(Array.from({ length: n }, (_, i) => RpcClient.connect(servers[i % servers.length]!.wsUrl)));
+}
+
+async function closeAll(sockets: RpcClient[]): Promise<void> {
+  for (const s of sockets) s.close();
+  await Promise.all(sockets.map((s) => s.closed));
+}
+
+describe(`${PARALLEL} machines registering with one pending key at the same moment`, () => {
+  test.each(Array.from({ length: ROUNDS }, (_, round) => ({ round })))("round $round: exactly one wins, the key is bound once", async () => {
+    const [key] = await newKeys(1);
+    const sockets = await openSockets(PARALLEL);
+    try {
+      const uuids: string[] = sockets.map(() => crypto.randomUUID());
+      // Half of them type the key in lower case without dashes: it is the same key.
+      const replies = await Promise.all(sockets.map((s, i) => s.request("client", "register", regArgs(uuids[i]!, i % 2 ? key!.key : key!.key.replace(/-/g, "").toLowerCase()))));
+      const winners = replies.flatMap((r, i) => (r.name === "response" ? [i] : []));
+      expect(winners).toHaveLength(1);
+      const winner = uuids[winners[0]!]!;
+      expect(replies[winners[0]!].args).toMatchObject({ registered: true, uuid: winner, reconnect: false });
+      for (const [i, r] of replies.entries()) {
+        if (i === winners[0]) continue;
+        expect(r.name).toBe("error");
+        expect(r.args.code).toBe(403);
+        expect([IN_USE, BOUND]).toContain(r.args.message);
+        if (r.args.message === IN_USE) lostTheUpdate++;
+      }
+      expect(stored(key!.id)).toEqual({ status: "active", client_uuid: winner, usage_count: 1, clients: [winner] });
+      // The losers were not recorded as clients at all.
+      const clients = await call(servers[1]!.url, "GET", "/api/clients?limit=1000", { token: await login(servers[1]!.url) });
+      const mine = clients.body.items.filter((c: { uuid: string }) => uuids.includes(c.uuid));
+      expect(mine.map((c: { uuid: string }) => c.uuid)).toEqual([winner]);
+      // The winner reconnects on either server once its socket is gone.
+      await closeAll(sockets);
+      const again = await RpcClient.connect(servers[(winners[0]! + 1) % 2]!.wsUrl);
+      let reply: any;
+      for (let tries = 0; tries < 50; tries++) {
+        reply = await again.request("client", "register", regArgs(winner, key!.key));
+        // The other server may not have seen the first socket close yet: a clone, briefly.
+        if (reply.name === "response" || reply.args.code !== 409) break;
+        await Bun.sleep(20);
+      }
+      expect(reply).toMatchObject({ name: "response", args: { reconnect: true } });
+      again.close();
+      expect(stored(key!.id)).toMatchObject({ status: "active", client_uuid: winner, usage_count: 2 });
+    } finally {
+      await closeAll(sockets);
+    }
+  });
+
+  test("the rounds truly raced: some loser read the key pending and lost the UPDATE itself", () => {
+    // Were the registrations merely queued one after the other, every loser would read the key
+    // already bound; "Key already in use" only comes from losing the conditional UPDATE.
+    expect(lostTheUpdate).toBeGreaterThan(0);
+  });
+
+  test(`${PARALLEL} machines, ${PARALLEL} keys, each machine its own key: all win, every key bound once`, async () => {
+    const keys = await newKeys(PARALLEL);
+    const sockets = await openSockets(PARALLEL);
+    try {
+      const uuids: string[] = sockets.map(() => crypto.randomUUID());
+      const replies = await Promise.all(sockets.map((s, i) => s.request("client", "register", regArgs(uuids[i]!, keys[i]!.key))));
+      expect(replies.every((r) => r.name === "response")).toBe(true);
+      for (const [i, k] of keys.entries()) expect(stored(k.id)).toEqual({ status: "active", client_uuid: uuids[i]!, usage_count: 1, clients: [uuids[i]!] });
+    } finally {
+      await closeAll(sockets);
+    }
+  });
+});
+
+describe("revocation reaches a client connected to the other server", () => {
+  test("revoked over REST on server 0, the client on server 1 is closed within a second", async () => {
+    const [key] = await newKeys(1);
+    const uuid = crypto.randomUUID();
+    const client = await RpcClient.connect(servers[1]!.wsUrl);
+    expect((await client.request("client", "register", regArgs(uuid, key!.key))).name).toBe("response");
+    expect((await call(servers[0]!.url, "POST", `/api/keys/${key!.id}/revoke`, { token: admin })).status).toBe(200);
+    const closed = await Promise.race([client.closed, Bun.sleep(1000).then(() => null)]);
+    expect(closed).toEqual({ code: 4003, reason: INVALID });
+    const retry = await RpcClient.connect(servers[1]!.wsUrl);
+    expect((await retry.request("client", "register", regArgs(uuid, key!.key))).args).toEqual({ code: 403, message: INVALID });
+    retry.close();
+  });
+
+  test("deleted over REST on server 0, the client on server 1 is closed within a second", async () => {
+    const [key] = await newKeys(1);
+    const uuid = crypto.randomUUID();
+    const client = await RpcClient.connect(servers[1]!.wsUrl);
+    expect((await client.request("client", "register", regArgs(uuid, key!.key))).name).toBe("response");
+    expect((await call(servers[0]!.url, "DELETE", `/api/keys/${key!.id}`, { token: admin })).status).toBe(204);
+    const closed = await Promise.race([client.closed, Bun.sleep(1000).then(() => null)]);
+    expect(closed).toEqual({ code: 4003, reason: INVALID });
+  });
+});
