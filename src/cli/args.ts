@@ -3,6 +3,7 @@
  * `--flag value` / `--flag=value` forms. Flags are declared up front so that a typo is an error
  * with a remedy rather than a silently ignored option.
  */
+import * as v from "valibot";
 import { AppError } from "../core/errors.ts";
 
 export interface FlagSpec {
@@ -98,4 +99,11 @@ export function renderHelp(usage: string, description: string, specs: readonly F
   }
   lines.push("", "  --help  show this help");
   return lines.join("\n") + "\n";
+}
+
+/** Validates a flag or argument with a field schema; a failure is a usage error naming it. */
+export function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
+  const result = v.safeParse(schema, value);
+  if (!result.success) throw new UsageError(`${what} ${result.issues[0].message}`);
+  return result.output;
 }

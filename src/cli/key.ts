@@ -2,14 +2,8 @@
 import * as v from "valibot";
 import { dataDirFlag } from "../config.ts";
 import { expiry, group, keyLabel } from "../core/fields.ts";
-import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
-
-function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
-  const result = v.safeParse(schema, value);
-  if (!result.success) throw new UsageError(`${what} ${result.issues[0].message}`);
-  return result.output;
-}
 
 const flags: FlagSpec[] = [
   dataDirFlag,

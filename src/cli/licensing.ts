@@ -4,15 +4,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { dataDirFlag } from "../config.ts";
 import { activationsAllowed, appName, expiry, memo, supportMessage } from "../core/fields.ts";
 import { verifyReceipt } from "../core/receipts.ts";
-import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
 import { readStdin } from "./prompt.ts";
-
-function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
-  const result = v.safeParse(schema, value);
-  if (!result.success) throw new UsageError(`${what} ${result.issues[0].message}`);
-  return result.output;
-}
 
 const positiveId = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
 const integerText = v.pipe(v.string(), v.regex(/^-?\d{1,7}$/, "must be a whole number, or -1 for unlimited"), v.transform(Number));

@@ -1,11 +1,10 @@
 /** `latchkey user ...`: accounts, worked on the data directory directly (safe while the server runs). */
-import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
 import { dataDirFlag } from "../config.ts";
 import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
 import { parseUsersFile, renderUsersFile, writeFileAtomic } from "../core/users-file.ts";
 import { openLocal, printTable } from "./local.ts";
-import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
 import { newPassword } from "./prompt.ts";
 
 const flags: FlagSpec[] = [
@@ -28,12 +27,6 @@ const description = `Manage the accounts that sign in to the panel and the API. 
 directly and is safe while the server runs: deleting a user or changing a password ends their
 sessions at once. import reads a wsauth users.json (all or nothing); export writes the accounts
 that still hold a wsauth hash back to that format (to FILE atomically, or to standard output).`;
-
-function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
-  const result = v.safeParse(schema, value);
-  if (!result.success) throw new UsageError(`${what} ${result.issues[0].message}`);
-  return result.output;
-}
 
 export async function userCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const args = parseArgs(argv, flags);
