@@ -41,6 +41,9 @@ const open = new Set<WebSocket>();
 const assignments: string[] = [];
 const errors: Record<string, number> = {};
 const latencies: number[] = [];
+/** When each answer came, in ms since the first socket: shows whether later registrations get slower. */
+const answeredAt: number[] = [];
+let startedAt = 0;
 let ok = 0;
 let failed = 0;
 let stopping = false;
@@ -62,6 +65,7 @@ function registerOne(key: string): Promise<void> {
       if (answered) return;
       answered = true;
       clearTimeout(timer);
+      answeredAt.push(performance.now() - startedAt);
       if (reason === null) {
         ok++;
         latencies.push(performance.now() - started);
@@ -111,6 +115,7 @@ const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? 0 : s
 
 async function main(): Promise<void> {
   const started = performance.now();
+  startedAt = started;
   let next = 0;
   const worker = async () => {
     while (next < keys.length) await registerOne(keys[next++]!);
@@ -130,6 +135,12 @@ async function main(): Promise<void> {
       errors,
       seconds,
       open: open.size,
+      // Seconds each tenth of the answers took: a rising series means each registration costs more
+      // as more clients are connected.
+      tenthsSeconds: Array.from({ length: 10 }, (_, i) => {
+        const at = (k: number) => (k <= 0 ? 0 : answeredAt[Math.min(answeredAt.length, k) - 1] ?? 0);
+        return (at(Math.round(((i + 1) * answeredAt.length) / 10)) - at(Math.round((i * answeredAt.length) / 10))) / 1000;
+      }),
       latencyMs: { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? 0 },
     })}\n`,
   );

@@ -246,36 +246,53 @@ export class Enrollment {
    */
   register(args: RegisterArgs, address: string | null, alreadyConnected: boolean): Registration {
     const now = this.clock();
-    const fail = (message: string, code: "forbidden" | "conflict" = "forbidden"): AppError => {
-      this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "failure", reason: message });
-      return new AppError(code, message);
+    const refuse = (message: string, code: "forbidden" | "conflict" = "forbidden"): never => {
+      throw new Refusal(message, code);
     };
-    if (alreadyConnected) throw fail(ALREADY_CONNECTED, "conflict");
-    let key: KeyRow | null = null;
-    let reconnect = true;
-    if (this.requireAuthKey()) {
-      if (args.auth_key === undefined || args.auth_key.trim() === "") throw fail(AUTH_REQUIRED);
-      const normalized = normalizeKey(args.auth_key);
-      key = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
-      if (!key || !sameSecret(normalizeKey(key.key)!, normalized!) || key.status === "revoked") throw fail(INVALID_KEY);
-      if (key.status === "active") {
-        if (key.client_uuid !== args.uuid) throw fail(BOUND_ELSEWHERE);
-        // A restart is not a re-enrollment: the bound client reconnects even after its key's expiry.
-        if (!this.store.recordReuse(key.id, args.uuid, now)) throw fail(INVALID_KEY);
-      } else {
-        if (key.expires_at !== null && now >= key.expires_at) throw fail(INVALID_KEY);
-        if (!this.store.bindPending(key.id, args.uuid, now)) {
-          const now2 = this.store.key(key.id);
-          if (now2?.status === "active" && now2.client_uuid === args.uuid) reconnect = true;
-          else throw fail(now2?.status === "revoked" || !now2 ? INVALID_KEY : KEY_IN_USE);
-        } else reconnect = false;
+    // The key is read before the write lock is taken: a machine that saw it pending and then
+    // loses the conditional UPDATE raced another one for it ("Key already in use").
+    const lookup = (): KeyRow | null => {
+      if (alreadyConnected) refuse(ALREADY_CONNECTED, "conflict");
+      if (!this.requireAuthKey()) return null;
+      if (args.auth_key === undefined || args.auth_key.trim() === "") refuse(AUTH_REQUIRED);
+      const normalized = normalizeKey(args.auth_key!);
+      const found = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
+      if (!found || !sameSecret(normalizeKey(found.key)!, normalized!) || found.status === "revoked") return refuse(INVALID_KEY);
+      return found;
+    };
+    // The binding, the client row and the audit entry commit together: one durable write per
+    // registration, and never a bound key without its client.
+    const attempt = (key: KeyRow | null) => {
+      let reconnect = true;
+      if (key) {
+        if (key.status === "active") {
+          if (key.client_uuid !== args.uuid) refuse(BOUND_ELSEWHERE);
+          // A restart is not a re-enrollment: the bound client reconnects even after its key's expiry.
+          if (!this.store.recordReuse(key.id, args.uuid, now)) refuse(INVALID_KEY);
+        } else {
+          if (key.expires_at !== null && now >= key.expires_at) refuse(INVALID_KEY);
+          if (this.store.bindPending(key.id, args.uuid, now)) reconnect = false;
+          else {
+            const current = this.store.key(key.id);
+            if (!(current?.status === "active" && current.client_uuid === args.uuid)) refuse(current?.status === "revoked" || !current ? INVALID_KEY : KEY_IN_USE);
+          }
+        }
       }
+      this.store.upsertClient({ uuid: args.uuid, name: args.name, hostname: args.hostname, group: key?.client_group ?? null, keyId: key?.id ?? null, version: args.version, os: args.os, address, now });
+      this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "success", reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required" });
+      return { key, reconnect, client: this.store.client(args.uuid)! };
+    };
+    let outcome: ReturnType<typeof attempt>;
+    try {
+      const key = lookup();
+      outcome = immediate(this.db, () => attempt(key));
+    } catch (error) {
+      if (!(error instanceof Refusal)) throw error;
+      this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "failure", reason: error.message });
+      throw new AppError(error.code, error.message);
     }
-    const group = key?.client_group ?? null;
-    this.store.upsertClient({ uuid: args.uuid, name: args.name, hostname: args.hostname, group, keyId: key?.id ?? null, version: args.version, os: args.os, address, now });
-    this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "success", reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required" });
-    const client = this.store.client(args.uuid)!;
-    this.events.emit("push", { topic: "clients.online", args: { uuid: args.uuid, name: args.name, group: client.client_group }, ...(client.client_group ? { groups: [client.client_group] } : { groups: [] }) });
+    const { key, reconnect, client } = outcome;
+    this.events.emit("push", { topic: "clients.online", args: { uuid: args.uuid, name: args.name, group: client.client_group }, groups: client.client_group ? [client.client_group] : [] });
     if (key && !reconnect) this.events.emit("push", { topic: "keys.changed", args: { ids: [key.id], change: "bound" }, groups: key.client_group ? [key.client_group] : [] });
     return { uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null };
   }
@@ -349,6 +366,16 @@ export class Enrollment {
       first_seen_at: iso(c.first_seen_at)!,
       last_seen_at: iso(c.last_seen_at)!,
     };
+  }
+}
+
+/** A registration refused by the woho table; thrown inside the transaction so that it rolls back. */
+class Refusal extends Error {
+  constructor(
+    message: string,
+    readonly code: "forbidden" | "conflict",
+  ) {
+    super(message);
   }
 }
 

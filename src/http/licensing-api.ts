@@ -73,9 +73,8 @@ export function licensingApiRoutes(services: Services) {
       },
     })
     .get("/check", ({ query, set, ...ctx }) => send(licensing.check(parseWire(query, undefined), (ctx as unknown as Caller).address), set), {
-      // The hot path: its fields are validated once, in parseWire, and documented by hand.
+      query: documented,
       detail: {
-        parameters: ["token", "app_id", "machine", "user", "hwid", "nonce"].map((name) => ({ name, in: "query", required: name === "token", schema: { type: "string" } })),
         tags: ["licensing"],
         summary: "Check that a machine's activation is valid",
         description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired).`,
