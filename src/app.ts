@@ -37,7 +37,7 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     // Frames over the limit close the socket with 1009; our own sweep handles idleness.
     websocket: { maxPayloadLength: options.maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false },
   })
-    .use(errorPlugin(log, services.metrics))
+    .use(errorPlugin(log))
     .use(securityPlugin(services.metrics, options))
     .use(sessionPlugin(services, options))
     .use(opsRoutes(services))

@@ -6,8 +6,6 @@
 import { Elysia } from "elysia";
 import { AppError } from "../core/errors.ts";
 import type { Logger } from "../log.ts";
-import type { Metrics } from "../core/metrics.ts";
-import { requestSeconds } from "./security.ts";
 import { describeIssue, issueField, type IssueLike } from "../core/validation.ts";
 
 export interface ErrorBody {
@@ -64,11 +62,9 @@ function pathOf(url: string): string {
   }
 }
 
-export function errorPlugin(log: Logger, metrics: Metrics) {
-  return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request, route }) => {
+export function errorPlugin(log: Logger) {
+  return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
     const appError = toAppError(code, error);
-    const seconds = requestSeconds(request);
-    if (seconds !== undefined) metrics.request(request.method, route || "unmatched", appError?.status ?? 500, seconds);
     if (!appError) {
       log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((error as Error)?.stack ?? error) });
       set.status = 500;

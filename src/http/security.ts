@@ -41,34 +41,22 @@ function bodyShapeError(body: unknown): AppError | null {
   return null;
 }
 
-/** When a request started, kept on the request so that no lookup table is needed. */
-const STARTED = Symbol("latchkey.started");
-type Timed = Request & { [STARTED]?: number };
-
-export function requestSeconds(request: Request): number | undefined {
-  const start = (request as Timed)[STARTED];
-  return start === undefined ? undefined : (performance.now() - start) / 1000;
-}
-
 export function securityPlugin(metrics: Metrics, options: { tls: boolean }) {
-  return (
-    new Elysia({ name: "latchkey/http/security" })
-      // Default headers are set once when Elysia composes the app, not copied on every request.
-      .headers(securityHeaders(options))
-      .onRequest(({ request }) => {
-        (request as Timed)[STARTED] = performance.now();
-      })
-      // Transform runs after the body is parsed and before it is validated.
-      .onTransform({ as: "global" }, ({ body }) => {
-        const error = bodyShapeError(body);
-        if (error) throw error;
-      })
-      // Recorded when the handler is done (errors are recorded where they are mapped, in
-      // errors.ts): an after-response hook would cost a deferred task per request.
-      .onAfterHandle({ as: "global" }, ({ request, route, set, responseValue }) => {
-        const seconds = requestSeconds(request);
-        const status = responseValue instanceof Response ? responseValue.status : typeof set.status === "number" ? set.status : 200;
-        if (seconds !== undefined) metrics.request(request.method, route || "unmatched", status, seconds);
-      })
-  );
+  const headers = securityHeaders(options);
+  const started = new WeakMap<Request, number>();
+  return new Elysia({ name: "latchkey/http/security" })
+    .onRequest(({ set, request }) => {
+      Object.assign(set.headers, headers);
+      started.set(request, performance.now());
+    })
+    // Transform runs after the body is parsed and before it is validated.
+    .onTransform({ as: "global" }, ({ body }) => {
+      const error = bodyShapeError(body);
+      if (error) throw error;
+    })
+    .onAfterResponse({ as: "global" }, ({ request, route, set }) => {
+      const start = started.get(request);
+      const status = typeof set.status === "number" ? set.status : 200;
+      if (start !== undefined) metrics.request(request.method, route || "unmatched", status, (performance.now() - start) / 1000);
+    });
 }
