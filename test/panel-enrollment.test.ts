@@ -8,15 +8,15 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { VERSION } from "../src/version.ts";
 import { ADMIN_PASSWORD, call, createUser, login, RpcClient, runLatchkey, spawnLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
 
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 /** The session probe before signing in; Chromium logs each failed fetch as a console error. */
 const EXPECTED_REFUSAL = /^Failed to load resource: the server responded with a status of 401 /;
 const KEY = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
@@ -31,7 +31,7 @@ const problems: string[] = [];
 
 beforeAll(async () => {
   server = await startTestServer();
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -51,9 +51,7 @@ async function newContext(): Promise<BrowserContext> {
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 }, permissions: ["clipboard-read", "clipboard-write"] });
   contexts.push(context);
   context.setDefaultTimeout(5000);
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-  });
+  await reportCspViolations(context);
   return context;
 }
 
@@ -65,27 +63,12 @@ async function newContext(): Promise<BrowserContext> {
 async function openPanel(context: BrowserContext, hash = "", options: { signedIn?: boolean } = {}): Promise<Page> {
   const page = await context.newPage();
   await page.clock.install();
-  page.on("console", (message) => {
-    if (message.type() === "error" && !EXPECTED_REFUSAL.test(message.text())) problems.push(`console: ${message.text()}`);
-    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  watchPage(page, problems, EXPECTED_REFUSAL);
   const response = await page.goto(`${server.url}/${hash}`);
   expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
   if (options.signedIn) await page.getByRole("button", { name: "Sign out" }).waitFor();
   else await page.getByRole("heading", { name: "latchkey" }).waitFor();
   return page;
-}
-
-async function signIn(page: Page, username: string, password: string): Promise<void> {
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("button", { name: "Sign out" }).waitFor();
-}
-
-function nav(page: Page) {
-  return page.getByRole("navigation", { name: "Main" });
 }
 
 /** The keys table's row of a key. */

@@ -6,12 +6,12 @@
  * violations are allowed.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { ADMIN_PASSWORD, call, createUser, login, startTestServer, type TestServer } from "./support.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
 
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 /**
  * Refusals that are part of the scenarios (the session probe before signing in, deleting an
  * application that has keys); Chromium logs each failed fetch as a console error.
@@ -26,7 +26,7 @@ const problems: string[] = [];
 
 beforeAll(async () => {
   server = await startTestServer();
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -49,31 +49,14 @@ async function openPanel(hash = "", options: { fakeClock?: boolean } = {}): Prom
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 }, permissions: ["clipboard-read", "clipboard-write"] });
   contexts.push(context);
   context.setDefaultTimeout(5000);
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-  });
+  await reportCspViolations(context);
   const page = await context.newPage();
   if (options.fakeClock) await page.clock.install();
-  page.on("console", (message) => {
-    if (message.type() === "error" && !EXPECTED_REFUSAL.test(message.text())) problems.push(`console: ${message.text()}`);
-    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  watchPage(page, problems, EXPECTED_REFUSAL);
   const response = await page.goto(`${server.url}/${hash}`);
   expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
   await page.getByRole("heading", { name: "latchkey" }).waitFor();
   return page;
-}
-
-async function signIn(page: Page, username: string, password: string): Promise<void> {
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("button", { name: "Sign out" }).waitFor();
-}
-
-function nav(page: Page) {
-  return page.getByRole("navigation", { name: "Main" });
 }
 
 /** The license table's row of a key (by CSS: while the drawer is open the table is inert). */

@@ -5,12 +5,12 @@
  * violations. The server runs on a manual clock so that throttling and idle expiry are exact.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { ADMIN_PASSWORD, call, createUser, login, manualClock, startTestServer, type TestServer } from "./support.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
 
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 /** API refusals the scenarios provoke on purpose; Chromium logs each failed fetch as a console error. */
 const EXPECTED_REFUSAL = /^Failed to load resource: the server responded with a status of (401|403|409|429) /;
 const SESSION_ENDED = "Your session has ended; sign in again.";
@@ -24,7 +24,7 @@ const problems: string[] = [];
 beforeAll(async () => {
   // Sockets idle for 5 s of the manual clock are closed: the panel must pause and come back.
   server = await startTestServer({ clock, flags: ["--ws-idle", "5"] });
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -43,15 +43,9 @@ async function openPanel(hash = ""): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
   contexts.push(context);
   context.setDefaultTimeout(5000);
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-  });
+  await reportCspViolations(context);
   const page = await context.newPage();
-  page.on("console", (message) => {
-    if (message.type() === "error" && !EXPECTED_REFUSAL.test(message.text())) problems.push(`console: ${message.text()}`);
-    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  watchPage(page, problems, EXPECTED_REFUSAL);
   const response = await page.goto(`${server.url}/${hash}`);
   expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
   await page.getByRole("heading", { name: "latchkey" }).waitFor();
@@ -64,18 +58,9 @@ async function fillSignIn(page: Page, username: string, password: string): Promi
   await page.getByRole("button", { name: "Sign in" }).click();
 }
 
-async function signIn(page: Page, username: string, password: string): Promise<void> {
-  await fillSignIn(page, username, password);
-  await page.getByRole("button", { name: "Sign out" }).waitFor();
-}
-
 async function signOut(page: Page): Promise<void> {
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByText("You have signed out.").waitFor();
-}
-
-function nav(page: Page) {
-  return page.getByRole("navigation", { name: "Main" });
 }
 
 function row(page: Page, username: string) {
