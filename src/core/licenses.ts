@@ -4,6 +4,7 @@
  */
 import type { Database } from "bun:sqlite";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { DataVersion } from "../db/data-version.ts";
 import { immediate } from "../db/open.ts";
 import type { ActivationRow, AppRow, LicenseFilter, LicenseRow, LicenseStore, LicenseWithApp } from "../db/licenses.ts";
 import type { Actor } from "./accounts.ts";
@@ -123,7 +124,7 @@ export class Licensing {
   private readonly receiptCache = new Map<string, { receipt: string; until: number }>();
   private readonly licenseCache = new Map<string, LicenseRow>();
   private readonly activationCache = new Map<string, number>();
-  private cacheVersion = -1;
+  private readonly otherWriters: DataVersion;
   private readonly invalidTokens: Throttle;
   private readonly seatFailures: Throttle;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -138,6 +139,7 @@ export class Licensing {
     private readonly signingKey: SigningKey,
     private readonly options: LicensingOptions,
   ) {
+    this.otherWriters = new DataVersion(() => store.dataVersion());
     this.invalidTokens = new Throttle(clock, { freeFailures: 50, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
     this.seatFailures = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
   }
@@ -325,11 +327,7 @@ export class Licensing {
    * data_version, as for sessions) and when this process changes a key or an activation.
    */
   private freshCache(): void {
-    const version = this.store.dataVersion();
-    if (version !== this.cacheVersion || this.licenseCache.size + this.activationCache.size > 200_000) {
-      this.invalidateCache();
-      this.cacheVersion = version;
-    }
+    if (this.otherWriters.changed() || this.licenseCache.size + this.activationCache.size > 200_000) this.invalidateCache();
   }
 
   private invalidateCache(): void {

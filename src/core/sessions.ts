@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { DataVersion } from "../db/data-version.ts";
 import type { SessionRow, SessionStore } from "../db/sessions.ts";
 import type { Role, UserRow } from "../db/users.ts";
 import type { Clock } from "./clock.ts";
@@ -46,7 +47,7 @@ const MAX_CACHED = 100_000;
  */
 export class Sessions {
   private readonly cache = new Map<string, Cached>();
-  private cacheVersion = -1;
+  private readonly otherWriters: DataVersion;
   /** How stale the stored last-use time may get before it is written back. */
   private readonly touchEveryMs: number;
 
@@ -57,6 +58,7 @@ export class Sessions {
     readonly limits: SessionLimits,
   ) {
     this.touchEveryMs = Math.min(5000, (limits.idleSeconds * 1000) / 10);
+    this.otherWriters = new DataVersion(() => store.dataVersion());
   }
 
   issue(user: UserRow, method: string, address: string | null): { token: string; sessionId: string; expiresIn: number } {
@@ -146,11 +148,7 @@ export class Sessions {
   }
 
   private lookup(sessionId: string): Cached | null {
-    const version = this.store.dataVersion();
-    if (version !== this.cacheVersion) {
-      this.cache.clear();
-      this.cacheVersion = version;
-    }
+    if (this.otherWriters.changed()) this.cache.clear();
     const cached = this.cache.get(sessionId);
     if (cached) return cached;
     const row = this.store.get(sessionId);
