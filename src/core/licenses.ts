@@ -110,6 +110,12 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+interface MachineCache {
+  activationId: number | null;
+  receipt: string | null;
+  until: number;
+}
+
 interface PendingChecks {
   checks: number;
   at: number;
@@ -121,9 +127,10 @@ export class Licensing {
   private readonly pendingLicenses = new Map<number, PendingChecks>();
   private readonly pendingActivations = new Map<number, number>();
   /** Receipts without a nonce are reused for up to a minute, so a check costs no signature. */
-  private readonly receiptCache = new Map<string, { receipt: string; until: number }>();
+  /** Per license, per machine: its activation id and its latest nonce-less receipt. */
+  private readonly machines = new Map<number, Map<string, MachineCache>>();
+  private cachedMachines = 0;
   private readonly licenseCache = new Map<string, LicenseRow>();
-  private readonly activationCache = new Map<string, number>();
   private readonly otherWriters: DataVersion;
   private readonly invalidTokens: Throttle;
   private readonly seatFailures: Throttle;
@@ -327,13 +334,13 @@ export class Licensing {
    * data_version, as for sessions) and when this process changes a key or an activation.
    */
   private freshCache(): void {
-    if (this.otherWriters.changed() || this.licenseCache.size + this.activationCache.size > 200_000) this.invalidateCache();
+    if (this.otherWriters.changed() || this.licenseCache.size + this.cachedMachines > 200_000) this.invalidateCache();
   }
 
   private invalidateCache(): void {
     this.licenseCache.clear();
-    this.activationCache.clear();
-    this.receiptCache.clear();
+    this.machines.clear();
+    this.cachedMachines = 0;
   }
 
   private findCached(token: string): LicenseRow | null {
@@ -347,15 +354,22 @@ export class Licensing {
     return sameSecret(row.token, token) ? row : null;
   }
 
-  private activationCached(licenseId: number, identity: string): number | null {
-    const key = `${licenseId}\u0000${identity}`;
-    let id = this.activationCache.get(key);
-    if (id === undefined) {
-      const found = this.store.activation(licenseId, identity);
-      if (!found) return null;
-      this.activationCache.set(key, (id = found.id));
+  /** Nested maps: a number and the request's own string as keys, no key string built per request. */
+  private machineEntry(licenseId: number, hwid: string): MachineCache {
+    let perLicense = this.machines.get(licenseId);
+    if (!perLicense) this.machines.set(licenseId, (perLicense = new Map()));
+    let entry = perLicense.get(hwid);
+    if (!entry) {
+      perLicense.set(hwid, (entry = { activationId: null, receipt: null, until: 0 }));
+      this.cachedMachines++;
     }
-    return id;
+    return entry;
+  }
+
+  private activationCached(licenseId: number, identity: string): number | null {
+    const entry = this.machineEntry(licenseId, identity);
+    if (entry.activationId === null) entry.activationId = this.store.activation(licenseId, identity)?.id ?? null;
+    return entry.activationId;
   }
 
   private supportMessage(request: WireRequest, license: LicenseRow | null): string {
@@ -482,11 +496,8 @@ export class Licensing {
   }
 
   private receipt(license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, nonce: string | undefined, now: number): string {
-    const cacheKey = `${license.id}\u0000${hwid}`;
-    if (nonce === undefined) {
-      const cached = this.receiptCache.get(cacheKey);
-      if (cached && now < cached.until) return cached.receipt;
-    }
+    const cached = nonce === undefined ? this.machineEntry(license.id, hwid) : null;
+    if (cached?.receipt && now < cached.until) return cached.receipt;
     const iat = Math.floor(now / 1000);
     let exp = iat + this.options.receiptTtlSeconds;
     if (license.expires_at !== null) exp = Math.min(exp, Math.floor(license.expires_at / 1000));
@@ -500,19 +511,18 @@ export class Licensing {
       grace: this.options.receiptGraceSeconds,
       ...(nonce === undefined ? {} : { nonce }),
     });
-    if (nonce === undefined) {
-      if (this.receiptCache.size >= 100_000) this.receiptCache.clear();
+    if (cached) {
+      cached.receipt = receipt;
       // Reused for a minute at most, and never for more than a tenth of its lifetime, so that
       // every receipt handed out still has nearly all of it left (a short --receipt-ttl included).
-      this.receiptCache.set(cacheKey, { receipt, until: now + Math.min(60_000, this.options.receiptTtlSeconds * 100) });
+      cached.until = now + Math.min(60_000, this.options.receiptTtlSeconds * 100);
     }
     return receipt;
   }
 
   /** The machine's activation is gone: so are its cached activation and receipt. */
   private forgetReceipts(licenseId: number, hwid: string): void {
-    this.receiptCache.delete(`${licenseId}\u0000${hwid}`);
-    this.activationCache.delete(`${licenseId}\u0000${hwid}`);
+    if (this.machines.get(licenseId)?.delete(hwid)) this.cachedMachines--;
   }
 
   /** Writes the batched check counters in one transaction. */
