@@ -5,7 +5,9 @@
  * hidden; what was missed then loads as soon as they are back. At most one load runs at a time:
  * requests during a load are folded into one more load after it.
  */
-import { replace, type Child } from "./dom.ts";
+import { isAbort } from "./api.ts";
+import { h, replace, type Child } from "./dom.ts";
+import { describeError } from "./forms.ts";
 import type { PageContext } from "./pages.ts";
 
 /** Signs of the user. Not element focus: a re-render moves the focus itself (replaceKeepingFocus). */
@@ -92,4 +94,31 @@ export function replaceKeepingFocus(target: HTMLElement, children: Child[], fall
   if (!hadFocus) return;
   const same = key ? target.querySelector<HTMLElement>(`[data-focus="${CSS.escape(key)}"]`) : null;
   (same ?? fallback ?? document.getElementById("page"))?.focus();
+}
+
+/**
+ * keepFresh for a page's listing: a load that fails (other than by leaving the page) shows why in
+ * place of the listing; `onFailure` lets the page forget what it last drew.
+ */
+export function keepListingFresh(
+  ctx: PageContext,
+  listing: HTMLElement,
+  what: string,
+  load: () => Promise<void>,
+  options: { everyMs?: number; onFailure?: () => void } = {},
+): Refresher {
+  return keepFresh(
+    ctx,
+    async () => {
+      try {
+        await load();
+      } catch (error) {
+        if (ctx.signal.aborted || isAbort(error)) return;
+        listing.removeAttribute("aria-busy");
+        options.onFailure?.();
+        replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `${what} could not be loaded. ${describeError(error)}`))]);
+      }
+    },
+    options.everyMs === undefined ? {} : { everyMs: options.everyMs },
+  );
 }

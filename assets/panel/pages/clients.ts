@@ -2,13 +2,12 @@
  * Clients: the enrolled machines with their presence, filtered by status and group; admins
  * delete one (its key is revoked and it is disconnected). Presence follows `clients.*` live.
  */
-import { isAbort } from "../api.ts";
 import { confirmDialog } from "../dialog.ts";
 import { badge, emptyState, h, replace, time, type Child } from "../dom.ts";
-import { describeError, field, value } from "../forms.ts";
+import { field, value } from "../forms.ts";
 import type { Client, Paged } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
-import { keepFresh, replaceKeepingFocus } from "../refresh.ts";
+import { keepListingFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
@@ -181,20 +180,10 @@ registerPage({
       ]);
     }
 
-    const refresher = keepFresh(
-      ctx,
-      async () => {
-        try {
-          await load();
-        } catch (error) {
-          if (ctx.signal.aborted || isAbort(error)) return;
-          listing.removeAttribute("aria-busy");
-          rendered = "";
-          replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The clients could not be loaded. ${describeError(error)}`))]);
-        }
-      },
-      { everyMs: REFRESH_MS },
-    );
+    const refresher = keepListingFresh(ctx, listing, "The clients", load, {
+      everyMs: REFRESH_MS,
+      onFailure: () => void (rendered = ""),
+    });
 
     for (const topic of ["clients.online", "clients.offline", "clients.deleted"]) ctx.subscribe(topic, () => refresher.request());
 

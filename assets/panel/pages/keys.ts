@@ -11,7 +11,7 @@ import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } fro
 import { describeError, field, value, type FieldOptions } from "../forms.ts";
 import type { EnrollmentKey, KeysChanged, KeyStatus, Paged, Settings } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
-import { keepFresh, replaceKeepingFocus } from "../refresh.ts";
+import { keepListingFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
@@ -421,20 +421,10 @@ registerPage({
       ]);
     }
 
-    const refresher = keepFresh(
-      ctx,
-      async () => {
-        try {
-          await load();
-        } catch (error) {
-          if (ctx.signal.aborted || isAbort(error)) return;
-          listing.removeAttribute("aria-busy");
-          rendered = "";
-          replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The keys could not be loaded. ${describeError(error)}`))]);
-        }
-      },
-      { everyMs: REFRESH_MS },
-    );
+    const refresher = keepListingFresh(ctx, listing, "The keys", load, {
+      everyMs: REFRESH_MS,
+      onFailure: () => void (rendered = ""),
+    });
 
     ctx.subscribe("keys.changed", (args) => {
       const event = args as unknown as KeysChanged;

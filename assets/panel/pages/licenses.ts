@@ -10,7 +10,7 @@ import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } fro
 import { describeError, field, value, type FieldOptions } from "../forms.ts";
 import type { Activation, Application, License, LicenseActivated, LicenseChanged, Paged } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
-import { keepFresh, replaceKeepingFocus, type Refresher } from "../refresh.ts";
+import { keepFresh, keepListingFresh, replaceKeepingFocus, type Refresher } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
@@ -583,20 +583,10 @@ registerPage({
     }
 
     /** Loads again (events, the timer, user actions); a failure shows in place of the table. */
-    const refresher = keepFresh(
-      ctx,
-      async () => {
-        try {
-          await load();
-        } catch (error) {
-          if (ctx.signal.aborted || isAbort(error)) return;
-          listing.removeAttribute("aria-busy");
-          rendered = "";
-          replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The license keys could not be loaded. ${describeError(error)}`))]);
-        }
-      },
-      { everyMs: REFRESH_MS },
-    );
+    const refresher = keepListingFresh(ctx, listing, "The license keys", load, {
+      everyMs: REFRESH_MS,
+      onFailure: () => void (rendered = ""),
+    });
 
     ctx.subscribe("licenses.activated", (args) => {
       const event = args as unknown as LicenseActivated;
