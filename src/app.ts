@@ -9,6 +9,7 @@ import { auditRoutes } from "./http/audit.ts";
 import { licenseRoutes } from "./http/licenses.ts";
 import { enrollmentRoutes } from "./http/enrollment.ts";
 import { licensingApiRoutes } from "./http/licensing-api.ts";
+import { CHECK_PATH, checkRoute } from "./http/check-route.ts";
 import { authRoutes } from "./http/auth.ts";
 import { docsRoutes } from "./http/docs.ts";
 import { errorPlugin } from "./http/errors.ts";
@@ -36,6 +37,8 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     name: "latchkey",
     // Frames over the limit close the socket with 1009; our own sweep handles idleness.
     websocket: { maxPayloadLength: options.maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false },
+    // Handed to Bun.serve with Elysia's own routes, and taking precedence over them.
+    serve: { routes: { [CHECK_PATH]: { GET: checkRoute(services, log, options) } } },
   })
     .use(errorPlugin(log))
     .use(securityPlugin(services.metrics, options))

@@ -236,6 +236,56 @@ describe("GET /api/check", () => {
   });
 });
 
+describe("GET /api/check is served by Bun's router (check-route.ts), with what the app's hooks give other routes", () => {
+  test("the same security headers as an Elysia route, JSON content type, on every outcome", async () => {
+    const c = await context({ activations: 1 }, ["hw-1"]);
+    const reference = await fetch(`${server.url}/healthz`);
+    const security = ["content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options", "cross-origin-opener-policy"];
+    const outcomes = [
+      { query: `token=${c.token}&hwid=hw-1`, status: 201 },
+      { query: `token=${c.token}&hwid=hw-2`, status: 404 },
+      { query: `hwid=hw-1`, status: 400 },
+      { query: `token=${c.token}&hwid=%E0%A4%A`, status: 400 },
+    ];
+    for (const { query, status } of outcomes) {
+      const res = await fetch(`${server.url}/api/check?${query}`);
+      expect(res.status).toBe(status);
+      expect(res.headers.get("content-type")).toBe("application/json");
+      for (const name of security) expect({ name, value: res.headers.get(name) }).toEqual({ name, value: reference.headers.get(name) });
+      expect(await res.json()).toMatchObject(status === 201 ? { result: "ok" } : { result: "failure" });
+    }
+  });
+
+  test("HEAD answers like GET, without a body; other methods are a 404 in the seed's shape", async () => {
+    const c = await context({ activations: 1 }, ["hw-1"]);
+    const head = await fetch(`${server.url}/api/check?token=${c.token}&hwid=hw-1`, { method: "HEAD" });
+    expect(head.status).toBe(201);
+    expect(await head.text()).toBe("");
+    for (const method of ["POST", "DELETE", "PATCH"]) {
+      const other = await fetch(`${server.url}/api/check?token=${c.token}&hwid=hw-1`, { method });
+      expect({ method, status: other.status, body: await other.json() }).toEqual({ method, status: 404, body: { result: "failure", error: "no such route" } });
+    }
+  });
+
+  test("counted in /metrics by status, like every other route", async () => {
+    const c = await context({ activations: 1 }, ["hw-1"]);
+    const count = async (status: number) => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return Number(new RegExp(`latchkey_http_requests_total\\{method="GET",route="/api/check",status="${status}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    };
+    const before = { ok: await count(201), bad: await count(400) };
+    for (let i = 0; i < 3; i++) await fetch(`${server.url}/api/check?token=${c.token}&hwid=hw-1`);
+    await fetch(`${server.url}/api/check?hwid=hw-1`);
+    expect({ ok: await count(201), bad: await count(400) }).toEqual({ ok: before.ok + 3, bad: before.bad + 1 });
+  });
+
+  test("the fields of the query string are decoded as a form would be: `+` and %20 are spaces", async () => {
+    const c = await context({ activations: 1 }, ["my machine"]);
+    for (const hwid of ["my+machine", "my%20machine"]) expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=${hwid}`)).status).toBe(201);
+    expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=my%2Bmachine`)).status).toBe(404);
+  });
+});
+
 describe("POST /api/deactivate frees a seat", () => {
   test.each(ENCODINGS)("%s: deactivate, then the seat serves another machine", async (encoding) => {
     const c = await context({ activations: 2 }, ["hw-1", "hw-2"]);
@@ -675,6 +725,38 @@ describe("license keys over REST", () => {
       expect(db.query("SELECT last_check_at FROM activations WHERE license_id = ?").get(c.id)).toEqual({ last_check_at: Date.parse(checkedAt) });
     } finally {
       db.close();
+    }
+  });
+
+  test("counters of many keys at once are all written, a slice per transaction, without holding up checks", async () => {
+    // 1,300 keys with one machine each, inserted directly: more than two slices of the flush.
+    const s = await startTestServer();
+    try {
+      const token = await login(s.url);
+      const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Many" } })).body;
+      const db = new Database(join(s.dataDir, "latchkey.db"));
+      const tokens: string[] = [];
+      db.transaction(() => {
+        for (let i = 0; i < 1300; i++) {
+          const key = `MANY${String(i).padStart(21, "0")}`;
+          const id = Number(db.query("INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) VALUES (?, ?, ?, 1, 1, 0)").run(app.id, key, createHash("sha256").update(key).digest("hex")).lastInsertRowid);
+          db.query("INSERT INTO activations (license_id, hwid, created_at) VALUES (?, 'hw', 0)").run(id);
+          tokens.push(key);
+        }
+      }).immediate();
+      const checked = Date.now();
+      for (let round = 0; round < 2; round++) {
+        await Promise.all(tokens.map(async (key) => expect((await fetch(`${s.url}/api/check?token=${key}&hwid=hw`)).status).toBe(201)));
+      }
+      const written = () => db.query<{ keys: number; checks: number; machines: number }, []>(
+        "SELECT (SELECT count(*) FROM licenses WHERE total_checks = 2 AND last_check_address = '127.0.0.1') AS keys, (SELECT sum(total_checks) FROM licenses) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " + (checked - 1000) + ") AS machines",
+      ).get()!;
+      const started = Date.now();
+      while (written().keys < 1300 && Date.now() - started < 5000) await Bun.sleep(50);
+      expect(written()).toEqual({ keys: 1300, checks: 2600, machines: 1300 });
+      db.close();
+    } finally {
+      await s.close();
     }
   });
 

@@ -93,7 +93,8 @@ describe("over plain HTTP", () => {
   });
 
   test("headers: CSP, nosniff, Referrer-Policy, frame denial; no HSTS over HTTP", async () => {
-    for (const path of ["/", "/healthz", "/api/users", "/nope"]) {
+    // /api/check is served by Bun's router, outside Elysia's hooks (check-route.ts): same headers.
+    for (const path of ["/", "/healthz", "/api/users", "/nope", "/api/check?token=NOSUCHKEY&hwid=h", "/api/check?hwid=h"]) {
       const res = await fetch(server.url + path);
       expect(res.headers.get("content-security-policy")).toContain("script-src 'self'");
       expect(res.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
@@ -127,6 +128,9 @@ describe("over HTTPS (--tls-cert/--tls-key)", () => {
     const health = await fetch(`${server.url}/healthz`, tls);
     expect(health.status).toBe(200);
     expect(health.headers.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
+    const check = await fetch(`${server.url}/api/check?token=NOSUCHKEY&hwid=h`, tls);
+    expect(check.status).toBe(404);
+    expect(check.headers.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
     const { setCookie } = await cookieLogin(server.url, tls);
     expect(setCookie).toMatch(/^__Host-latchkey_session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=86400; Secure$/);
   });

@@ -50,6 +50,8 @@ export interface WireRequest {
 export interface WireReply {
   status: number;
   body: Record<string, unknown>;
+  /** `body` already serialized, when it is cached (a check's reply with the machine's receipt). */
+  json?: string;
   retryAfter?: number;
 }
 
@@ -116,6 +118,8 @@ function sameSecret(a: string, b: string): boolean {
 interface MachineCache {
   activationId: number | null;
   receipt: string | null;
+  /** A check's 201 body with that receipt, serialized once. */
+  checkJson: string;
   until: number;
 }
 
@@ -126,7 +130,7 @@ interface PendingChecks {
 }
 
 export class Licensing {
-  /** Check counters, batched in memory and flushed about once a second (SPEC §10 allows it). */
+  /** Check counters, batched in memory and written about once a second (SPEC §10 allows it). */
   private readonly pendingLicenses = new Map<number, PendingChecks>();
   private readonly pendingActivations = new Map<number, number>();
   /** Receipts without a nonce are reused for up to a minute, so a check costs no signature. */
@@ -155,7 +159,7 @@ export class Licensing {
   }
 
   start(): void {
-    this.timer = setInterval(() => this.flush(), 1000);
+    this.timer = setInterval(() => this.flushInSlices(), 1000);
     this.timer.unref?.();
   }
 
@@ -363,16 +367,17 @@ export class Licensing {
     if (!perLicense) this.machines.set(licenseId, (perLicense = new Map()));
     let entry = perLicense.get(hwid);
     if (!entry) {
-      perLicense.set(hwid, (entry = { activationId: null, receipt: null, until: 0 }));
+      perLicense.set(hwid, (entry = { activationId: null, receipt: null, checkJson: "", until: 0 }));
       this.cachedMachines++;
     }
     return entry;
   }
 
-  private activationCached(licenseId: number, identity: string): number | null {
+  /** The machine's cache entry, its activation id looked up once (null: not activated). */
+  private activationCached(licenseId: number, identity: string): MachineCache {
     const entry = this.machineEntry(licenseId, identity);
     if (entry.activationId === null) entry.activationId = this.store.activation(licenseId, identity)?.id ?? null;
-    return entry.activationId;
+    return entry;
   }
 
   private supportMessage(request: WireRequest, license: LicenseRow | null): string {
@@ -450,7 +455,8 @@ export class Licensing {
     }
     if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return invalid();
     if (license.expires_at !== null && now >= license.expires_at) return invalid(410, "key is no longer valid");
-    const activationId = this.activationCached(license.id, identity);
+    const machine = this.activationCached(license.id, identity);
+    const activationId = machine.activationId;
     if (activationId === null) return invalid();
     const pending = this.pendingLicenses.get(license.id);
     if (pending) {
@@ -460,7 +466,9 @@ export class Licensing {
     } else this.pendingLicenses.set(license.id, { checks: 1, at: now, address });
     this.pendingActivations.set(activationId, now);
     this.metrics.licensing("check", "201");
-    return { status: 201, body: { result: "ok", receipt: this.receipt(license, identity, request.nonce, now) } };
+    if (request.nonce !== undefined) return { status: 201, body: { result: "ok", receipt: this.newReceipt(license, identity, request.nonce, now) } };
+    const cached = this.cachedReceipt(machine, license, identity, now);
+    return { status: 201, body: { result: "ok", receipt: cached.receipt }, json: cached.checkJson };
   }
 
   deactivate(request: WireRequest, address: string | null): WireReply {
@@ -499,12 +507,27 @@ export class Licensing {
   }
 
   private receipt(license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, nonce: string | undefined, now: number): string {
-    const cached = nonce === undefined ? this.machineEntry(license.id, hwid) : null;
-    if (cached?.receipt && now < cached.until) return cached.receipt;
+    if (nonce !== undefined) return this.newReceipt(license, hwid, nonce, now);
+    return this.cachedReceipt(this.machineEntry(license.id, hwid), license, hwid, now).receipt;
+  }
+
+  /** The machine's nonce-less receipt, signed again once its reuse time is over. */
+  private cachedReceipt(entry: MachineCache, license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, now: number): MachineCache & { receipt: string } {
+    if (entry.receipt === null || now >= entry.until) {
+      entry.receipt = this.newReceipt(license, hwid, undefined, now);
+      entry.checkJson = JSON.stringify({ result: "ok", receipt: entry.receipt });
+      // Reused for a minute at most, and never for more than a tenth of its lifetime, so that
+      // every receipt handed out still has nearly all of it left (a short --receipt-ttl included).
+      entry.until = now + Math.min(60_000, this.options.receiptTtlSeconds * 100);
+    }
+    return entry as MachineCache & { receipt: string };
+  }
+
+  private newReceipt(license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, nonce: string | undefined, now: number): string {
     const iat = Math.floor(now / 1000);
     let exp = iat + this.options.receiptTtlSeconds;
     if (license.expires_at !== null) exp = Math.min(exp, Math.floor(license.expires_at / 1000));
-    const receipt = signReceipt(this.signingKey, {
+    return signReceipt(this.signingKey, {
       iss: "latchkey",
       app: license.app_id,
       key: license.id,
@@ -514,13 +537,6 @@ export class Licensing {
       grace: this.options.receiptGraceSeconds,
       ...(nonce === undefined ? {} : { nonce }),
     });
-    if (cached) {
-      cached.receipt = receipt;
-      // Reused for a minute at most, and never for more than a tenth of its lifetime, so that
-      // every receipt handed out still has nearly all of it left (a short --receipt-ttl included).
-      cached.until = now + Math.min(60_000, this.options.receiptTtlSeconds * 100);
-    }
-    return receipt;
   }
 
   /** The machine's activation is gone: so are its cached activation and receipt. */
@@ -528,15 +544,42 @@ export class Licensing {
     if (this.machines.get(licenseId)?.delete(hwid)) this.cachedMachines--;
   }
 
-  /** Writes the batched check counters in one transaction. */
+  /** Writes every batched check counter now (on shutdown, and in tests). */
   flush(): void {
-    if (this.pendingLicenses.size === 0 && this.pendingActivations.size === 0) return;
-    const licenses = [...this.pendingLicenses].map(([id, p]) => ({ id, ...p }));
-    const activations = [...this.pendingActivations].map(([id, at]) => ({ id, at }));
-    this.pendingLicenses.clear();
-    this.pendingActivations.clear();
-    immediate(this.db, () => this.store.flushChecks(licenses, activations));
+    while (this.flushSlice()) {
+      // each slice is its own transaction
+    }
   }
+
+  /**
+   * The timer's flush: a slice of at most FLUSH_SLICE keys and machines per transaction, the next
+   * slice on a later turn of the event loop, so that a second's worth of checks on many keys never
+   * holds up the checks being answered meanwhile (each row costs a few microseconds to write).
+   */
+  private flushInSlices(): void {
+    if (this.flushSlice()) setImmediate(() => this.flushInSlices());
+  }
+
+  /** Writes one slice of the batched counters; true when more are left. */
+  private flushSlice(): boolean {
+    const licenses = takeSome(this.pendingLicenses, FLUSH_SLICE).map(([id, p]) => ({ id, ...p }));
+    const activations = takeSome(this.pendingActivations, FLUSH_SLICE).map(([id, at]) => ({ id, at }));
+    if (licenses.length > 0 || activations.length > 0) immediate(this.db, () => this.store.flushChecks(licenses, activations));
+    return this.pendingLicenses.size > 0 || this.pendingActivations.size > 0;
+  }
+}
+
+const FLUSH_SLICE = 500;
+
+/** Removes and returns up to `limit` entries of a map, oldest first. */
+function takeSome<K, V>(map: Map<K, V>, limit: number): [K, V][] {
+  const taken: [K, V][] = [];
+  for (const entry of map) {
+    if (taken.length === limit) break;
+    taken.push(entry);
+  }
+  for (const [key] of taken) map.delete(key);
+  return taken;
 }
 
 function remaining(l: { activations_allowed: number; activations_used: number }): number {

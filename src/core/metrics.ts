@@ -23,20 +23,25 @@ class Histogram {
 }
 
 export class Metrics {
-  private readonly requests = new Map<string, { method: string; route: string; status: string; n: number }>();
+  /** Route, then method, then status: nested so that counting builds no key string per request. */
+  private readonly requests = new Map<string, Map<string, Map<number, { n: number }>>>();
   private readonly durations = new Map<string, Histogram>();
   private readonly logins = new Map<string, number>();
   private readonly authFailures = new Map<string, number>();
   private readonly rpcCalls = new Map<string, number>();
-  private readonly licensingCalls = new Map<string, number>();
+  /** Call, then status. */
+  private readonly licensingCalls = new Map<string, Map<string, number>>();
   private readonly gauges = new Map<string, () => number>();
   private readonly startedAt = Date.now();
 
   request(method: string, route: string, status: number, seconds: number): void {
-    const key = `${method} ${route} ${status}`;
-    const entry = this.requests.get(key);
+    let byMethod = this.requests.get(route);
+    if (!byMethod) this.requests.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    const entry = byStatus.get(status);
     if (entry) entry.n++;
-    else this.requests.set(key, { method, route, status: String(status), n: 1 });
+    else byStatus.set(status, { n: 1 });
     let h = this.durations.get(route);
     if (!h) this.durations.set(route, (h = new Histogram()));
     h.observe(seconds);
@@ -56,8 +61,9 @@ export class Metrics {
 
   /** Public licensing calls by call (activate, check, deactivate) and status. */
   licensing(call: string, status: string): void {
-    const key = `${call} ${status}`;
-    this.licensingCalls.set(key, (this.licensingCalls.get(key) ?? 0) + 1);
+    let byStatus = this.licensingCalls.get(call);
+    if (!byStatus) this.licensingCalls.set(call, (byStatus = new Map()));
+    byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
   }
 
   /** A gauge read when metrics are scraped, e.g. connected WebSockets. */
@@ -72,7 +78,8 @@ export class Metrics {
       for (const [l, n] of rows) out.push(`${name}${labels(l)} ${n}`);
     };
     counter("latchkey_http_requests_total", "HTTP requests by method, route and status.",
-      [...this.requests.values()].map((r) => [{ method: r.method, route: r.route, status: r.status }, r.n]));
+      [...this.requests].flatMap(([route, byMethod]) =>
+        [...byMethod].flatMap(([method, byStatus]) => [...byStatus].map(([status, { n }]): [Record<string, string>, number] => [{ method, route, status: String(status) }, n]))));
     out.push("# HELP latchkey_http_request_duration_seconds HTTP request latency by route.", "# TYPE latchkey_http_request_duration_seconds histogram");
     for (const [route, h] of this.durations) {
       BUCKETS.forEach((b, i) => out.push(`latchkey_http_request_duration_seconds_bucket${labels({ route, le: String(b) })} ${h.counts[i]}`));
@@ -84,10 +91,7 @@ export class Metrics {
     counter("latchkey_auth_failures_total", "Failed authentications by reason.", [...this.authFailures].map(([reason, n]) => [{ reason }, n]));
     counter("latchkey_rpc_calls_total", "RPC calls by namespace/name.", [...this.rpcCalls].map(([call, n]) => [{ call }, n]));
     counter("latchkey_license_calls_total", "Public licensing calls by call and status (activations included).",
-      [...this.licensingCalls].map(([key, n]) => {
-        const [call, status] = key.split(" ") as [string, string];
-        return [{ call, status }, n];
-      }));
+      [...this.licensingCalls].flatMap(([call, byStatus]) => [...byStatus].map(([status, n]): [Record<string, string>, number] => [{ call, status }, n])));
     for (const [name, read] of this.gauges) out.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
     out.push("# TYPE latchkey_uptime_seconds gauge", `latchkey_uptime_seconds ${(Date.now() - this.startedAt) / 1000}`);
     return out.join("\n") + "\n";

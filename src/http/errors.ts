@@ -15,7 +15,7 @@ export interface ErrorBody {
 /** The seed's licensing calls answer errors in their own shape, so that seed clients read them. */
 const WIRE_PATHS = new Set(["/api/activate", "/api/check", "/api/deactivate"]);
 
-function wireErrorBody(error: AppError): Record<string, unknown> {
+export function wireErrorBody(error: AppError): Record<string, unknown> {
   return { result: "failure", error: error.message, ...(error.field === undefined ? {} : { field: error.field }) };
 }
 

@@ -8,7 +8,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { forbidden, unauthorized } from "../core/errors.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
-import { routeAccess } from "./access.ts";
+import { routeAccess, type Access } from "./access.ts";
 
 export const COOKIE_TLS = "__Host-latchkey_session";
 export const COOKIE_PLAIN = "latchkey_session";
@@ -83,11 +83,21 @@ export function findCaller(services: Services, request: Request, tls: boolean): 
   return { principal: null, viaCookie: false };
 }
 
+/** routeAccess by route, then method: no key string is built per request. */
+const policies = new Map<string, Map<string, Access>>();
+for (const [key, access] of Object.entries(routeAccess)) {
+  const space = key.indexOf(" ");
+  const route = key.slice(space + 1);
+  let byMethod = policies.get(route);
+  if (!byMethod) policies.set(route, (byMethod = new Map()));
+  byMethod.set(key.slice(0, space), access);
+}
+
 export function sessionPlugin(services: Services, options: { tls: boolean }) {
   return new Elysia({ name: "latchkey/session" }).derive({ as: "global" }, ({ request, route, server }): Caller => {
     // HEAD is answered by the GET route, under the GET route's policy.
     const method = request.method === "HEAD" ? "GET" : request.method;
-    const access = routeAccess[`${method} ${route}`];
+    const access = policies.get(route)?.get(method);
     const address = server?.requestIP(request)?.address ?? null;
     if (access === undefined) throw forbidden("this route has no access policy");
     if (access === "public") return { principal: null, address, viaCookie: false };

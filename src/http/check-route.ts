@@ -1,0 +1,56 @@
+/**
+ * `GET /api/check` as a route of Bun's own router, outside Elysia's per-request pipeline.
+ *
+ * Checks are the hot path of the licensing API (every start of every licensed application, SPEC
+ * §10 sets a throughput target for them), and the route needs none of what the pipeline does for
+ * the other routes: it is public (no session), takes no body and has no path parameters. What the
+ * global plugins add to every reply, this handler adds itself, and only that: the security
+ * headers (security.ts), the request metric (security.ts), and the seed's error shape for bad
+ * input (errors.ts). The Elysia route of the same path stays: it documents the call in OpenAPI and
+ * answers HEAD, with the same `checkRequest` underneath.
+ */
+import type { Server } from "bun";
+import { AppError } from "../core/errors.ts";
+import type { Services } from "../core/services.ts";
+import type { Logger } from "../log.ts";
+import { routeAccess } from "./access.ts";
+import { wireErrorBody } from "./errors.ts";
+import { checkRequest } from "./licensing-api.ts";
+import { securityHeaders } from "./security.ts";
+
+export const CHECK_PATH = "/api/check";
+
+export function checkRoute(services: Services, log: Logger, options: { tls: boolean }) {
+  // The policy table stays the one authority on who may call what.
+  if (routeAccess[`GET ${CHECK_PATH}`] !== "public") throw new Error(`${CHECK_PATH} is served without a session, so its policy must be public`);
+  const headers = { ...securityHeaders(options), "content-type": "application/json" };
+  // Built once: Bun copies a Headers object into a response faster than it reads a plain one.
+  const prebuilt = new Headers(headers);
+  const { metrics } = services;
+
+  return (request: Request, server: Server<unknown>): Response => {
+    const started = performance.now();
+    let status: number;
+    let body: string;
+    let retryAfter: number | undefined;
+    try {
+      const reply = checkRequest(services, request, server.requestIP(request)?.address ?? null);
+      status = reply.status;
+      body = reply.json ?? JSON.stringify(reply.body);
+      retryAfter = reply.retryAfter;
+    } catch (error) {
+      if (error instanceof AppError) {
+        status = error.status;
+        body = JSON.stringify(wireErrorBody(error));
+        retryAfter = error.retryAfter;
+      } else {
+        log.error("unhandled error", { method: request.method, url: CHECK_PATH, error: String((error as Error)?.stack ?? error) });
+        status = 500;
+        body = JSON.stringify({ error: { code: "internal", message: "internal error; the server log has the details" } });
+      }
+    }
+    const response = new Response(body, { status, headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) } });
+    metrics.request(request.method, CHECK_PATH, status, (performance.now() - started) / 1000);
+    return response;
+  };
+}
