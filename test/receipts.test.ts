@@ -130,6 +130,12 @@ describe("receipts from a server on the real clock", () => {
     const cli = await verifyCli(first, main.keyFile);
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain('nonce "n-0001"');
+    // --nonce: the receipt must answer this very request.
+    expect((await verifyCli(first, main.keyFile, "--nonce", "n-0001")).code).toBe(0);
+    const replayed = await verifyCli(first, main.keyFile, "--nonce", "n-0002");
+    expect({ code: replayed.code, stderr: replayed.stderr }).toEqual({ code: 1, stderr: 'latchkey: receipt rejected: it echoes nonce "n-0001", not "n-0002": a replayed receipt\n' });
+    const stored = await verifyCli(none, main.keyFile, "--nonce", "n-0003");
+    expect({ code: stored.code, stderr: stored.stderr }).toEqual({ code: 1, stderr: 'latchkey: receipt rejected: it echoes no nonce (expected "n-0003"): a stored or replayed receipt\n' });
   });
 });
 

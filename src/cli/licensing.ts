@@ -55,6 +55,7 @@ const licenseFlags: FlagSpec[] = [
   { name: "expires", value: "DATE", help: "expiry, YYYY-MM-DD or an ISO 8601 timestamp" },
   { name: "public-key", value: "FILE", help: "verify: the server's public key (GET /api/license/public-key?format=pem)" },
   { name: "hwid", value: "H", help: "verify: the receipt must be for this machine" },
+  { name: "nonce", value: "N", help: "verify: the receipt must echo this nonce (the one sent with the activate or check)" },
   { name: "allow-grace", boolean: true, help: "verify: accept an expired receipt within its grace period" },
   { name: "json", boolean: true, help: "list/verify: print JSON" },
 ];
@@ -62,7 +63,7 @@ const licenseFlags: FlagSpec[] = [
 const licenseUsage = `latchkey license create --app ID [--activations N|-1] [--memo TEXT] [--expires DATE]
        latchkey license list [--app ID] [--json]
        latchkey license enable|disable|delete ID
-       latchkey license verify RECEIPT|- --public-key FILE [--hwid H] [--allow-grace]`;
+       latchkey license verify RECEIPT|- --public-key FILE [--hwid H] [--nonce N] [--allow-grace]`;
 
 const licenseDescription = `Cut and manage license keys (on the data directory directly), or verify a signed receipt
 offline: verify needs no server and no data directory, only the server's public key. It exits 0
@@ -137,7 +138,7 @@ async function verifyCommand(args: ReturnType<typeof parseArgs>, rest: string[])
   if (keyFile === undefined) throw new UsageError("license verify needs --public-key FILE (save it from GET /api/license/public-key?format=pem)");
   if (!existsSync(keyFile)) throw new UsageError(`no such file: ${keyFile}`);
   const receipt = rest[0] === "-" ? (await readStdin()).trim() : rest[0]!;
-  const result = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), { hwid: flagValue(args, "hwid"), allowGrace: flagBool(args, "allow-grace") ?? false });
+  const result = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), { hwid: flagValue(args, "hwid"), nonce: flagValue(args, "nonce"), allowGrace: flagBool(args, "allow-grace") ?? false });
   if (flagBool(args, "json")) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
   } else if (result.ok) {

@@ -63,7 +63,7 @@ export const CLOCK_SKEW_SECONDS = 300;
 export function verifyReceipt(
   receipt: string,
   publicKeyPem: string,
-  options: { hwid?: string | undefined; now?: number; allowGrace?: boolean } = {},
+  options: { hwid?: string | undefined; nonce?: string | undefined; now?: number; allowGrace?: boolean } = {},
 ): VerifyResult {
   const parts = receipt.trim().split(".");
   if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) return { ok: false, reason: "not a compact JWS (three base64url parts)" };
@@ -96,6 +96,10 @@ export function verifyReceipt(
   }
   if (options.hwid !== undefined && options.hwid !== claims.hwid) {
     return { ok: false, reason: `issued for another machine (hwid ${JSON.stringify(claims.hwid)})`, claims };
+  }
+  if (options.nonce !== undefined && claims.nonce !== options.nonce) {
+    // A receipt that does not echo the nonce the application just sent answers another request: a replay.
+    return { ok: false, reason: claims.nonce === undefined ? `it echoes no nonce (expected ${JSON.stringify(options.nonce)}): a stored or replayed receipt` : `it echoes nonce ${JSON.stringify(claims.nonce)}, not ${JSON.stringify(options.nonce)}: a replayed receipt`, claims };
   }
   if (now > claims.exp) {
     const graceEnd = claims.exp + (claims.grace ?? 0);
