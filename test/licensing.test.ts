@@ -279,6 +279,14 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
     expect({ ok: await count(201), bad: await count(400) }).toEqual({ ok: before.ok + 3, bad: before.bad + 1 });
   });
 
+  test("a query flooded with one field is a 400 naming it; one past Bun's request-line limit a 431", async () => {
+    const flooded = await fetch(`${server.url}/api/check?token=T&${Array(2000).fill("hwid=a").join("&")}`);
+    expect({ status: flooded.status, body: await flooded.json() }).toEqual({ status: 400, body: { result: "failure", error: "hwid must be a string", field: "hwid" } });
+    const distinct = await fetch(`${server.url}/api/check?hwid=h&${Array.from({ length: 1500 }, (_, i) => `f${i}=1`).join("&")}`);
+    expect({ status: distinct.status, body: await distinct.json() }).toEqual({ status: 400, body: { result: "failure", error: "token is required", field: "token" } });
+    expect((await fetch(`${server.url}/api/check?token=T&hwid=${"h".repeat(70_000)}`)).status).toBe(431);
+  });
+
   test("the fields of the query string are decoded as a form would be: `+` and %20 are spaces", async () => {
     const c = await context({ activations: 1 }, ["my machine"]);
     for (const hwid of ["my+machine", "my%20machine"]) expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=${hwid}`)).status).toBe(201);

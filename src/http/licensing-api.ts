@@ -105,7 +105,9 @@ export function queryFields(url: string): Record<string, string | string[]> {
     const key = decodeField(eq === -1 ? part : part.slice(0, eq), null);
     const value = eq === -1 ? "" : decodeField(part.slice(eq + 1), key);
     const previous = fields[key];
-    fields[key] = previous === undefined ? value : Array.isArray(previous) ? [...previous, value] : [previous, value];
+    if (previous === undefined) fields[key] = value;
+    else if (Array.isArray(previous)) previous.push(value);
+    else fields[key] = [previous, value];
   }
   return fields;
 }
