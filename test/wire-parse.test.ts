@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { AppError } from "../src/core/errors.ts";
-import { parseWire, queryFields, quickWire } from "../src/http/licensing-api.ts";
+import { parseWire, queryFields, quickQuery, quickWire } from "../src/http/licensing-api.ts";
 
 /** The schema's own answer: a body (even an empty one) takes the merging path through valibot. */
 function bySchema(fields: Record<string, unknown>) {
@@ -152,4 +152,73 @@ test("a __proto__ field in a JSON body or a repeated query field cannot replace 
   const body = JSON.parse('{"__proto__": {"token": "INHERITED", "hwid": "h"}, "hwid": "own"}');
   expect(bySchema(body).error).toEqual({ message: "token is required", field: "token", status: 400 });
   expect(byQuery({ ...queryFields("http://x/api/check?__proto__=a&__proto__=b&hwid=h") }).error).toEqual({ message: "token is required", field: "token", status: 400 });
+});
+
+describe("quickQuery agrees with queryFields and the schema", () => {
+  const PARTS = [
+    "token=abcde12345abcde12345abcde",
+    "token=ABCDE12345ABCDE12345ABCDE",
+    "token=",
+    "token",
+    "token=%41BC",
+    "token=A+B",
+    `token=${"A".repeat(129)}`,
+    "hwid=hw-1",
+    "hwid=hw-2",
+    "hwid=",
+    "hwid",
+    "hwid=my+machine",
+    "hwid=%E0%A4%A",
+    `hwid=${"h".repeat(256)}`,
+    "machine=ICEBREAKER",
+    "user=sam",
+    "nonce=n-1",
+    "app_id=1",
+    "app_id=0",
+    "app_id=abc",
+    "app_id=",
+    "%74oken=ABC",
+    "os=linux",
+    "flag",
+    "",
+    "=x",
+    "a=b=c",
+  ];
+
+  function* urls(count: number): Generator<string> {
+    let seed = 777;
+    const next = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff);
+    for (let i = 0; i < count; i++) {
+      // Every other query from the parts that need no decoding, so that both paths are exercised.
+      const pool = i % 2 === 0 ? PARTS : PARTS.filter((p) => !/[%+]/.test(p));
+      const parts = Array.from({ length: 1 + (next() % 6) }, () => pool[next() % pool.length]!);
+      yield `http://127.0.0.1:9000/api/check?${parts.join("&")}`;
+    }
+  }
+
+  test("the same answer or the same error for 20,000 generated query strings", () => {
+    let quick = 0;
+    for (const url of urls(20_000)) {
+      let general: { ok: Record<string, unknown> } | { error: string; field: string | undefined };
+      try {
+        general = { ok: defined(parseWire(queryFields(url), undefined)) };
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error;
+        general = { error: error.message, field: error.field };
+      }
+      const fast = quickQuery(url);
+      if (fast === null) continue;
+      quick++;
+      expect({ url, answer: { ok: defined(fast) } as typeof general }).toEqual({ url, answer: general });
+    }
+    expect(quick).toBeGreaterThan(200);
+  });
+
+  test("anything encoded, repeated or without a query goes to the general path", () => {
+    const base = "http://x/api/check";
+    expect(quickQuery(`${base}?token=T&hwid=h`)).toEqual({ token: "T", hwid: "h" });
+    for (const url of [base, `${base}?token=T&hwid=h%20i`, `${base}?token=T&hwid=h+i`, `${base}?token=T&hwid=a&hwid=b`, `${base}?token&hwid=h`, `${base}?token=T&hwid=h#x`]) {
+      expect({ url, quick: quickQuery(url) }).toEqual({ url, quick: null });
+    }
+  });
 });

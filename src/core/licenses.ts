@@ -47,12 +47,13 @@ export interface WireRequest {
 }
 
 /** A reply of the public licensing API: status and body exactly as the seed documents them. */
+/** Read-only: a check's reply is cached and handed out again. */
 export interface WireReply {
-  status: number;
-  body: Record<string, unknown>;
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>>;
   /** `body` already serialized, when it is cached (a check's reply with the machine's receipt). */
-  json?: string;
-  retryAfter?: number;
+  readonly json?: string;
+  readonly retryAfter?: number;
 }
 
 export interface AppView {
@@ -107,6 +108,11 @@ function mask(token: string): string {
   return `${token.slice(0, 4)}${"•".repeat(token.length - 4)}`;
 }
 
+/** The first 48 bits of a SHA-256 digest, as a number: a Map key that costs no string. */
+function tokenKey(digest: Uint8Array): number {
+  return digest[0]! * 2 ** 40 + digest[1]! * 2 ** 32 + digest[2]! * 2 ** 24 + digest[3]! * 2 ** 16 + digest[4]! * 2 ** 8 + digest[5]!;
+}
+
 /** Constant-time comparison of two strings, without allocating (it runs on every check). */
 function sameSecret(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
@@ -118,8 +124,8 @@ function sameSecret(a: string, b: string): boolean {
 interface MachineCache {
   activationId: number | null;
   receipt: string | null;
-  /** A check's 201 body with that receipt, serialized once. */
-  checkJson: string;
+  /** A check's 201 reply with that receipt, its JSON serialized once: the same object each time. */
+  checkReply: WireReply | null;
   until: number;
 }
 
@@ -137,8 +143,11 @@ export class Licensing {
   /** Per license, per machine: its activation id and its latest nonce-less receipt. */
   private readonly machines = new Map<number, Map<string, MachineCache>>();
   private cachedMachines = 0;
-  private readonly licenseCache = new Map<string, LicenseRow>();
+  /** Keyed by the first 48 bits of the token's SHA-256 (tokenKey): no hex string per check. */
+  private readonly licenseCache = new Map<number, LicenseRow>();
   private readonly otherWriters: DataVersion;
+  /** Where each check's token digest is written: one buffer, reused. */
+  private readonly digest = new Uint8Array(32);
   private readonly invalidTokens: Throttle;
   private readonly seatFailures: Throttle;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -351,14 +360,16 @@ export class Licensing {
   }
 
   private findCached(token: string): LicenseRow | null {
-    const hash = hashLicenseToken(token);
-    let row = this.licenseCache.get(hash);
-    if (row === undefined) {
-      const found = this.store.byTokenHash(hash);
-      if (!found) return null;
-      this.licenseCache.set(hash, (row = found));
-    }
-    return sameSecret(row.token, token) ? row : null;
+    const digest = this.digest;
+    Bun.SHA256.hash(token, digest);
+    const key = tokenKey(digest);
+    const row = this.licenseCache.get(key);
+    if (row !== undefined && sameSecret(row.token, token)) return row;
+    // Not cached yet, or another token whose digest starts alike (then the index decides, uncached).
+    const found = this.store.byTokenHash(digest.toHex());
+    if (!found || !sameSecret(found.token, token)) return null;
+    if (row === undefined) this.licenseCache.set(key, found);
+    return found;
   }
 
   /** Nested maps: a number and the request's own string as keys, no key string built per request. */
@@ -367,7 +378,7 @@ export class Licensing {
     if (!perLicense) this.machines.set(licenseId, (perLicense = new Map()));
     let entry = perLicense.get(hwid);
     if (!entry) {
-      perLicense.set(hwid, (entry = { activationId: null, receipt: null, checkJson: "", until: 0 }));
+      perLicense.set(hwid, (entry = { activationId: null, receipt: null, checkReply: null, until: 0 }));
       this.cachedMachines++;
     }
     return entry;
@@ -467,8 +478,7 @@ export class Licensing {
     this.pendingActivations.set(activationId, now);
     this.metrics.licensing("check", "201");
     if (request.nonce !== undefined) return { status: 201, body: { result: "ok", receipt: this.newReceipt(license, identity, request.nonce, now) } };
-    const cached = this.cachedReceipt(machine, license, identity, now);
-    return { status: 201, body: { result: "ok", receipt: cached.receipt }, json: cached.checkJson };
+    return this.cachedReceipt(machine, license, identity, now).checkReply;
   }
 
   deactivate(request: WireRequest, address: string | null): WireReply {
@@ -512,15 +522,16 @@ export class Licensing {
   }
 
   /** The machine's nonce-less receipt, signed again once its reuse time is over. */
-  private cachedReceipt(entry: MachineCache, license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, now: number): MachineCache & { receipt: string } {
-    if (entry.receipt === null || now >= entry.until) {
+  private cachedReceipt(entry: MachineCache, license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, now: number): MachineCache & { receipt: string; checkReply: WireReply } {
+    if (entry.receipt === null || entry.checkReply === null || now >= entry.until) {
       entry.receipt = this.newReceipt(license, hwid, undefined, now);
-      entry.checkJson = JSON.stringify({ result: "ok", receipt: entry.receipt });
+      const body = { result: "ok", receipt: entry.receipt };
+      entry.checkReply = { status: 201, body, json: JSON.stringify(body) };
       // Reused for a minute at most, and never for more than a tenth of its lifetime, so that
       // every receipt handed out still has nearly all of it left (a short --receipt-ttl included).
       entry.until = now + Math.min(60_000, this.options.receiptTtlSeconds * 100);
     }
-    return entry as MachineCache & { receipt: string };
+    return entry as MachineCache & { receipt: string; checkReply: WireReply };
   }
 
   private newReceipt(license: Pick<LicenseRow, "id" | "app_id" | "expires_at">, hwid: string, nonce: string | undefined, now: number): string {

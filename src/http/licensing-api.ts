@@ -124,7 +124,36 @@ function decodeField(raw: string, key: string | null): string {
 
 /** A check, from the request's query string. */
 export function checkRequest(services: Services, request: Request, address: string | null): WireReply {
-  return services.licensing.check(parseWire(queryFields(request.url), undefined), address);
+  const url = request.url;
+  return services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address);
+}
+
+const WIRE_FIELDS = new Set(["token", "app_id", "machine", "user", "hwid", "nonce"]);
+
+/**
+ * The common query string of a check read straight into its fields: nothing encoded (no `%`,
+ * no `+`), the wire fields at most once each, others skipped unread. Anything else returns null
+ * and takes the general path (queryFields, then the schema), which decodes and words errors; a
+ * test holds the two to the same answers.
+ */
+export function quickQuery(url: string): WireRequest | null {
+  const start = url.indexOf("?");
+  if (start === -1 || url.includes("%", start) || url.includes("+", start) || url.includes("#", start)) return null;
+  const fields: Record<string, string> = Object.create(null);
+  for (let at = start + 1; at < url.length; ) {
+    let end = url.indexOf("&", at);
+    if (end === -1) end = url.length;
+    const eq = url.indexOf("=", at);
+    if (eq !== -1 && eq < end) {
+      const name = url.slice(at, eq);
+      if (WIRE_FIELDS.has(name)) {
+        if (name in fields) return null;
+        fields[name] = url.slice(eq + 1, end);
+      }
+    } else if (end > at && WIRE_FIELDS.has(url.slice(at, end))) return null;
+    at = end + 1;
+  }
+  return quickWire(fields);
 }
 
 type ReplySet = { status?: number | string; headers: Record<string, string | number> };
