@@ -287,6 +287,20 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
     expect((await fetch(`${server.url}/api/check?token=T&hwid=${"h".repeat(70_000)}`)).status).toBe(431);
   });
 
+  test("OpenAPI still documents the call and its query fields", async () => {
+    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as { paths: Record<string, { get?: { parameters?: { name: string; in: string; required: boolean; schema: object }[] } }> };
+    const parameters = doc.paths["/api/check"]?.get?.parameters ?? [];
+    expect(parameters.map((p) => [p.name, p.in, p.required])).toEqual([
+      ["token", "query", true],
+      ["app_id", "query", false],
+      ["machine", "query", false],
+      ["user", "query", false],
+      ["hwid", "query", false],
+      ["nonce", "query", false],
+    ]);
+    expect(parameters.find((p) => p.name === "hwid")?.schema).toEqual({ type: "string", maxLength: 255 });
+  });
+
   test("the fields of the query string are decoded as a form would be: `+` and %20 are spaces", async () => {
     const c = await context({ activations: 1 }, ["my machine"]);
     for (const hwid of ["my+machine", "my%20machine"]) expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=${hwid}`)).status).toBe(201);

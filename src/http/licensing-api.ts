@@ -33,6 +33,8 @@ const wireSchema = v.object({
 const field = v.optional(v.union([v.string(), v.number()]));
 const documented = v.looseObject({ token: field, app_id: field, machine: field, user: field, hwid: field, nonce: field });
 
+const WIRE_FIELD_NAMES = ["token", "app_id", "machine", "user", "hwid", "nonce"] as const;
+const WIRE_FIELDS = new Set<string>(WIRE_FIELD_NAMES);
 const TEXT_LIMITS = { machine: 255, user: 255, hwid: 255, nonce: 128 } as const;
 const TEXT_FIELDS = Object.keys(TEXT_LIMITS) as (keyof typeof TEXT_LIMITS)[];
 
@@ -128,8 +130,6 @@ export function checkRequest(services: Services, request: Request, address: stri
   return services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address);
 }
 
-const WIRE_FIELDS = new Set(["token", "app_id", "machine", "user", "hwid", "nonce"]);
-
 /**
  * The common query string of a check read straight into its fields: nothing encoded (no `%`,
  * no `+`), the wire fields at most once each, others skipped unread. Anything else returns null
@@ -165,11 +165,11 @@ function send(reply: WireReply, set: ReplySet) {
 }
 
 /** The check route's query fields, documented by hand since the route has no query schema. */
-const wireParameters = (["token", "app_id", "machine", "user", "hwid", "nonce"] as const).map((name) => ({
+const wireParameters = WIRE_FIELD_NAMES.map((name) => ({
   name,
   in: "query" as const,
   required: name === "token",
-  schema: name === "app_id" ? { type: "integer" as const, minimum: 1 } : { type: "string" as const },
+  schema: name === "app_id" ? { type: "integer" as const, minimum: 1 } : { type: "string" as const, maxLength: name === "token" ? 128 : TEXT_LIMITS[name] },
 }));
 
 const fieldsDoc =
