@@ -3,7 +3,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { migrate } from "../src/db/migrate.ts";
-import { openDatabase } from "../src/db/open.ts";
+import { migrations } from "../src/db/migrations/index.ts";
+import { immediateUnsynced, openDatabase } from "../src/db/open.ts";
 import { call, login, spawnLatchkey, tempDir, waitForListening, ADMIN_PASSWORD } from "./support.ts";
 
 const dirs: { remove(): void }[] = [];
@@ -24,20 +25,65 @@ describe("openDatabase", () => {
     db.close();
   });
 
+  test("immediateUnsynced commits without FULL sync for that transaction only, and restores it even when the work throws", () => {
+    const db = openDatabase(fresh(), { create: true });
+    db.run("CREATE TABLE t (n INTEGER)");
+    const inside = immediateUnsynced(db, () => {
+      db.run("INSERT INTO t VALUES (1)");
+      return db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
+    });
+    expect(inside).toBe(1);
+    expect(db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
+    expect(() =>
+      immediateUnsynced(db, () => {
+        db.run("INSERT INTO t VALUES (2)");
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    expect(db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
+    // The failed transaction rolled back; the first one committed.
+    expect(db.query("SELECT n FROM t").all()).toEqual([{ n: 1 }]);
+    db.close();
+  });
+
   test("refuses to create a database unless asked, with a remedy", () => {
     expect(() => openDatabase(join(fresh(), "missing"), { create: false })).toThrow(/start the server once/);
   });
 });
 
 describe("migrations", () => {
+  test("0004 moves check counters out of the licenses table, keeping them, and cascades deletes", () => {
+    const db = new Database(join(fresh(), "latchkey.db"));
+    db.run("PRAGMA foreign_keys = ON");
+    migrate(db, migrations.filter((m) => m.name < "0004"));
+    db.run("INSERT INTO applications (name, created_at) VALUES ('App', 0)");
+    const insert = db.query(
+      "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, created_at, total_checks, last_check_at, last_check_address) VALUES (1, ?, ?, 1, 0, ?, ?, ?)",
+    );
+    insert.run("CHECKED", "h1", 7, 1_700_000_000_000, "10.0.0.7");
+    insert.run("NEVER", "h2", 0, null, null);
+    expect(migrate(db)).toEqual(["0004_check_counters"]);
+    expect(db.query("SELECT license_id, total, last_at, last_address FROM license_checks").all()).toEqual([
+      { license_id: 1, total: 7, last_at: 1_700_000_000_000, last_address: "10.0.0.7" },
+    ]);
+    const columns = db.query<{ name: string }, []>("SELECT name FROM pragma_table_info('licenses')").all().map((c) => c.name);
+    expect(columns).not.toContain("total_checks");
+    expect(columns).not.toContain("last_check_at");
+    expect(columns).toContain("last_activation_at");
+    db.run("DELETE FROM licenses WHERE id = 1");
+    expect(db.query("SELECT count(*) AS n FROM license_checks").get()).toEqual({ n: 0 });
+    db.close();
+  });
+
+
   test("are recorded once and not re-applied", () => {
     const dir = fresh();
     const db = openDatabase(dir, { create: true });
-    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }, { name: "0003_enrollment" }]);
+    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }, { name: "0003_enrollment" }, { name: "0004_check_counters" }]);
     expect(migrate(db)).toEqual([]);
     db.close();
     const again = openDatabase(dir, { create: false });
-    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 3 });
+    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 4 });
     again.close();
   });
 

@@ -740,7 +740,8 @@ describe("license keys over REST", () => {
     ]);
     const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
     try {
-      const stored = () => db.query<{ total_checks: number; last_check_at: number | null }, [number]>("SELECT total_checks, last_check_at FROM licenses WHERE id = ?").get(c.id)!;
+      const stored = () =>
+        db.query<{ total_checks: number; last_check_at: number | null }, [number]>("SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?").get(c.id) ?? { total_checks: 0, last_check_at: null };
       while (stored().total_checks < 3 && Date.now() - started < 3000) await Bun.sleep(50);
       expect(Date.now() - started).toBeLessThan(2000);
       expect(stored()).toEqual({ total_checks: 3, last_check_at: Date.parse(checkedAt) });
@@ -751,7 +752,7 @@ describe("license keys over REST", () => {
   });
 
   test("counters of many keys at once are all written, a slice per transaction, without holding up checks", async () => {
-    // 1,300 keys with one machine each, inserted directly: more than two slices of the flush.
+    // 1,300 keys with one machine each, inserted directly: six slices of the flush (250 each).
     const s = await startTestServer();
     try {
       const token = await login(s.url);
@@ -771,7 +772,7 @@ describe("license keys over REST", () => {
         await Promise.all(tokens.map(async (key) => expect((await fetch(`${s.url}/api/check?token=${key}&hwid=hw`)).status).toBe(201)));
       }
       const written = () => db.query<{ keys: number; checks: number; machines: number }, []>(
-        "SELECT (SELECT count(*) FROM licenses WHERE total_checks = 2 AND last_check_address = '127.0.0.1') AS keys, (SELECT sum(total_checks) FROM licenses) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " + (checked - 1000) + ") AS machines",
+        "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, (SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " + (checked - 1000) + ") AS machines",
       ).get()!;
       const started = Date.now();
       while (written().keys < 1300 && Date.now() - started < 5000) await Bun.sleep(50);
@@ -780,6 +781,24 @@ describe("license keys over REST", () => {
     } finally {
       await s.close();
     }
+  });
+
+  test("counters of a key deleted by another process before they were written are dropped; the others are written", async () => {
+    const a = await context({ activations: 1 }, ["hw-1"]);
+    const b = await context({ activations: 1 }, ["hw-1"]);
+    const licensing = server.services.licensing;
+    licensing.flush();
+    // Checked in this process, then the key deleted from another connection (as the CLI would),
+    // all before the next flush: one synchronous turn, so the timer cannot come between.
+    expect(licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1").status).toBe(201);
+    expect(licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2").status).toBe(201);
+    const other = new Database(join(server.dataDir, "latchkey.db"));
+    other.run("PRAGMA foreign_keys = ON");
+    other.query("DELETE FROM licenses WHERE id = ?").run(a.id);
+    expect(() => licensing.flush()).not.toThrow();
+    const counters = (id: number) => other.query("SELECT total, last_address FROM license_checks WHERE license_id = ?").get(id);
+    expect({ a: counters(a.id), b: counters(b.id) }).toEqual({ a: null, b: { total: 1, last_address: "10.0.0.2" } });
+    other.close();
   });
 
   test("activations: listed per machine; removing one frees its seat", async () => {

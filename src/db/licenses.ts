@@ -19,18 +19,23 @@ export interface LicenseRow {
   expires_at: number | null;
   created_at: number;
   total_activations: number;
-  total_checks: number;
   last_activation_at: number | null;
   last_activation_address: string | null;
-  last_check_at: number | null;
-  last_check_address: string | null;
 }
 
-/** A license with its application's name and support message, as the public API needs it. */
+/** A license with its check counters and its application's name and support message. */
 export interface LicenseWithApp extends LicenseRow {
+  total_checks: number;
+  last_check_at: number | null;
+  last_check_address: string | null;
   app_name: string;
   support_message: string;
 }
+
+/** What a LicenseWithApp selects beyond the license's own columns. */
+const WITH_APP = `SELECT l.*, coalesce(c.total, 0) AS total_checks, c.last_at AS last_check_at, c.last_address AS last_check_address,
+  a.name AS app_name, a.support_message
+  FROM licenses l JOIN applications a ON a.id = l.app_id LEFT JOIN license_checks c ON c.license_id = l.id`;
 
 export interface ActivationRow {
   id: number;
@@ -139,7 +144,7 @@ export class LicenseStore {
   license(id: number): LicenseWithApp | null {
     return this.db
       .query<LicenseWithApp, [number]>(
-        `SELECT l.*, a.name AS app_name, a.support_message FROM licenses l JOIN applications a ON a.id = l.app_id WHERE l.id = ?`,
+        `${WITH_APP} WHERE l.id = ?`,
       )
       .get(id);
   }
@@ -164,8 +169,7 @@ export class LicenseStore {
     const { sql, params } = this.where(filter);
     return this.db
       .query<LicenseWithApp, (string | number)[]>(
-        `SELECT l.*, a.name AS app_name, a.support_message FROM licenses l JOIN applications a ON a.id = l.app_id
-         ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`,
+        `${WITH_APP} ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`,
       )
       .all(...params, limit, offset);
   }
@@ -253,16 +257,20 @@ export class LicenseStore {
     return removed;
   }
 
-  /** Writes batched check counters: one statement per license and per activation. */
-  flushChecks(
-    licenses: Iterable<{ id: number; checks: number; at: number; address: string | null }>,
-    activations: Iterable<{ id: number; at: number }>,
-  ): void {
+  /**
+   * Writes batched check counters, a statement per license and per activation. License counters
+   * go through the licenses table, so that a key deleted since its checks were counted is skipped;
+   * an activation deleted meanwhile simply matches no row.
+   */
+  flushChecks(licenses: { id: number; checks: number; at: number; address: string | null }[], activations: { id: number; at: number }[]): void {
     const lic = this.db.query(
-      "UPDATE licenses SET total_checks = total_checks + ?, last_check_at = max(coalesce(last_check_at, 0), ?), last_check_address = ? WHERE id = ?",
+      `INSERT INTO license_checks (license_id, total, last_at, last_address) SELECT id, ?, ?, ? FROM licenses WHERE id = ?
+       ON CONFLICT (license_id) DO UPDATE SET total = total + excluded.total, last_at = max(coalesce(last_at, 0), excluded.last_at), last_address = excluded.last_address`,
     );
     const act = this.db.query("UPDATE activations SET last_check_at = max(coalesce(last_check_at, 0), ?) WHERE id = ?");
     for (const l of licenses) lic.run(l.checks, l.at, l.address, l.id);
     for (const a of activations) act.run(a.at, a.id);
   }
+
+
 }
