@@ -783,6 +783,43 @@ describe("license keys over REST", () => {
     }
   });
 
+  test("the caller's address is read only when needed: once per machine between flushes, always for unknown tokens", async () => {
+    // A server of its own: the shared one's per-address throttle already holds failures, and then
+    // every check must read the address.
+    const s = await startTestServer();
+    try {
+      const token = await login(s.url);
+      const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Addresses" } })).body;
+      const c = (await call(s.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: 2 } })).body;
+      for (const hwid of ["hw-1", "hw-2"]) expect((await wire(s.url, "json", "POST", "/api/activate", { token: c.token, hwid })).status).toBe(201);
+      const licensing = s.services.licensing;
+      licensing.flush();
+      const reads: string[] = [];
+      const from = (address: string) => () => (reads.push(address), address);
+      for (let i = 0; i < 5; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).status).toBe(201);
+      expect(reads).toEqual(["10.0.0.1"]);
+      // Another machine: its address is read, and it is the last check's address from then on.
+      expect(licensing.check({ token: c.token, hwid: "hw-2" }, from("10.0.0.2")).status).toBe(201);
+      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).status).toBe(201);
+      expect(reads).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.1"]);
+      expect((await call(s.url, "GET", `/api/licenses/${c.id}`, { token })).body).toMatchObject({ last_check_address: "10.0.0.1" });
+      // After a flush the next check reads it again.
+      licensing.flush();
+      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).status).toBe(201);
+      expect(reads.at(-1)).toBe("10.0.0.9");
+      // An unknown token always reads it (the per-address throttle counts it).
+      reads.length = 0;
+      expect(licensing.check({ token: "NOSUCHTOKEN", hwid: "hw-1" }, from("10.0.0.3")).status).toBe(404);
+      expect(reads).toEqual(["10.0.0.3"]);
+      // Now that an address has failed, every check reads its caller's (it may be throttled).
+      reads.length = 0;
+      for (let i = 0; i < 3; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).status).toBe(201);
+      expect(reads).toEqual(["10.0.0.9", "10.0.0.9", "10.0.0.9"]);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("counters of a key deleted by another process before they were written are dropped; the others are written", async () => {
     const a = await context({ activations: 1 }, ["hw-1"]);
     const b = await context({ activations: 1 }, ["hw-1"]);

@@ -133,7 +133,15 @@ interface PendingChecks {
   checks: number;
   at: number;
   address: string | null;
+  /** The machine whose address `address` is. */
+  hwid: string;
 }
+
+/**
+ * The caller's address, or a way to read it: `check` reads it only when it needs it, since on a
+ * server it costs a system call (getpeername) per request.
+ */
+export type AddressSource = string | null | (() => string | null);
 
 export class Licensing {
   /** Check counters, batched in memory and written about once a second (SPEC §10 allows it). */
@@ -449,11 +457,14 @@ export class Licensing {
     };
   }
 
-  check(request: WireRequest, address: string | null): WireReply {
+  check(request: WireRequest, address: AddressSource): WireReply {
     const identity = machineIdentity(request);
     const now = this.clock();
-    const wait = this.invalidTokenThrottled(address);
-    if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "check");
+    let known: string | null | undefined;
+    const addressOf = () => (known === undefined ? (known = typeof address === "function" ? address() : address) : known);
+    // With no address failing lately, nobody is throttled: no need to know who asks.
+    const wait = this.invalidTokens.isEmpty() ? 0 : this.invalidTokenThrottled(addressOf());
+    if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, addressOf(), "check");
     this.freshCache();
     const license = this.findCached(request.token);
     const invalid = (status = 404, error = "invalid key"): WireReply => {
@@ -461,7 +472,8 @@ export class Licensing {
       return { status, body: { result: "failure", error } };
     };
     if (!license) {
-      if (address !== null) this.invalidTokens.fail(address);
+      const from = addressOf();
+      if (from !== null) this.invalidTokens.fail(from);
       return invalid();
     }
     if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return invalid();
@@ -473,8 +485,13 @@ export class Licensing {
     if (pending) {
       pending.checks++;
       pending.at = now;
-      pending.address = address;
-    } else this.pendingLicenses.set(license.id, { checks: 1, at: now, address });
+      // The last check's address: read again when another machine checks; a machine checking
+      // again before the next flush (about a second) is taken to be where it was.
+      if (pending.hwid !== identity) {
+        pending.hwid = identity;
+        pending.address = addressOf();
+      }
+    } else this.pendingLicenses.set(license.id, { checks: 1, at: now, address: addressOf(), hwid: identity });
     this.pendingActivations.set(activationId, now);
     this.metrics.licensing("check", "201");
     if (request.nonce !== undefined) return { status: 201, body: { result: "ok", receipt: this.newReceipt(license, identity, request.nonce, now) } };

@@ -30,6 +30,11 @@ export class Throttle {
     private readonly maxEntries = 100_000,
   ) {}
 
+  /** No key has failed lately: nothing can be waiting, whoever asks. */
+  isEmpty(): boolean {
+    return this.buckets.size === 0;
+  }
+
   /** Seconds the key must still wait, or 0. */
   waitSeconds(key: string): number {
     const bucket = this.buckets.get(key);

@@ -34,7 +34,7 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
     let body: string;
     let retryAfter: number | undefined;
     try {
-      const reply = checkRequest(services, request, server.requestIP(request)?.address ?? null);
+      const reply = checkRequest(services, request, () => server.requestIP(request)?.address ?? null);
       status = reply.status;
       body = reply.json ?? JSON.stringify(reply.body);
       retryAfter = reply.retryAfter;

@@ -7,7 +7,7 @@
 import { Elysia } from "elysia";
 import * as v from "valibot";
 import { badRequest } from "../core/errors.ts";
-import type { WireReply, WireRequest } from "../core/licenses.ts";
+import type { AddressSource, WireReply, WireRequest } from "../core/licenses.ts";
 import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Caller } from "./session.ts";
@@ -125,7 +125,7 @@ function decodeField(raw: string, key: string | null): string {
 }
 
 /** A check, from the request's query string. */
-export function checkRequest(services: Services, request: Request, address: string | null): WireReply {
+export function checkRequest(services: Services, request: Request, address: AddressSource): WireReply {
   const url = request.url;
   return services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address);
 }
