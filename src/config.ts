@@ -6,6 +6,7 @@ import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { flagValue, UsageError, type FlagSpec, type ParsedArgs } from "./cli/args.ts";
+import type { ServiceOptions } from "./core/services.ts";
 
 export const CONFIG_FILE = "latchkey.json";
 
@@ -162,4 +163,15 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
   return config;
+}
+
+/** The settings the services take, for the server and the admin commands alike. */
+export function serviceOptions(config: Config): ServiceOptions {
+  return {
+    sessionIdleSeconds: config.sessionIdleSeconds,
+    sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
+    legacyChallengeLogin: config.legacyChallengeLogin,
+    receiptTtlSeconds: config.receiptTtlSeconds,
+    receiptGraceSeconds: config.receiptGraceSeconds,
+  };
 }

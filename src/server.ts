@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { createApp, type App } from "./app.ts";
 import type { Registry } from "./rpc/registry.ts";
-import type { Config } from "./config.ts";
+import { serviceOptions, type Config } from "./config.ts";
 import type { Clock } from "./core/clock.ts";
 import { createServices, type Services } from "./core/services.ts";
 import { openDatabase } from "./db/open.ts";
@@ -29,14 +29,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(config.logFormat);
   const db = openDatabase(config.dataDir, { create: true });
-  const services = createServices(db, {
-    sessionIdleSeconds: config.sessionIdleSeconds,
-    sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
-    legacyChallengeLogin: config.legacyChallengeLogin,
-    receiptTtlSeconds: config.receiptTtlSeconds,
-    receiptGraceSeconds: config.receiptGraceSeconds,
-    ...(options.clock ? { clock: options.clock } : {}),
-  });
+  const services = createServices(db, { ...serviceOptions(config), ...(options.clock ? { clock: options.clock } : {}) });
   const boot = await services.accounts.bootstrap(options.adminPassword);
   if (boot.generatedPassword !== undefined) {
     // Printed once, on the console only: it is not stored anywhere in clear.

@@ -1,6 +1,6 @@
 /** Admin commands work on the data directory directly: open it and build the services over it. */
 import { userInfo } from "node:os";
-import { dataDirFlag, loadConfig, resolveDataDir } from "../config.ts";
+import { dataDirFlag, loadConfig, resolveDataDir, serviceOptions } from "../config.ts";
 import type { Actor } from "../core/accounts.ts";
 import { createServices, type Services } from "../core/services.ts";
 import { openDatabase } from "../db/open.ts";
@@ -10,13 +10,7 @@ export function openLocal(args: ParsedArgs, env: Record<string, string | undefin
   const dataDir = resolveDataDir(args, env);
   const config = loadConfig(parseArgs(["--data-dir", dataDir], [dataDirFlag]), env);
   const db = openDatabase(dataDir, { create: false });
-  const services = createServices(db, {
-    sessionIdleSeconds: config.sessionIdleSeconds,
-    sessionAbsoluteSeconds: config.sessionAbsoluteSeconds,
-    legacyChallengeLogin: config.legacyChallengeLogin,
-    receiptTtlSeconds: config.receiptTtlSeconds,
-    receiptGraceSeconds: config.receiptGraceSeconds,
-  });
+  const services = createServices(db, serviceOptions(config));
   return { services, actor: { name: `cli:${userInfo().username}`, address: "local" }, close: () => db.close() };
 }
 

@@ -14,7 +14,7 @@ import { AppError } from "../core/errors.ts";
 import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
 import { routeAccess } from "./access.ts";
-import { wireErrorBody } from "./errors.ts";
+import { INTERNAL_ERROR_BODY, wireErrorBody } from "./errors.ts";
 import { checkRequest } from "./licensing-api.ts";
 import { securityHeaders } from "./security.ts";
 
@@ -46,7 +46,7 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
       } else {
         log.error("unhandled error", { method: request.method, url: CHECK_PATH, error: String((error as Error)?.stack ?? error) });
         status = 500;
-        body = JSON.stringify({ error: { code: "internal", message: "internal error; the server log has the details" } });
+        body = JSON.stringify(INTERNAL_ERROR_BODY);
       }
     }
     const response = new Response(body, { status, headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) } });

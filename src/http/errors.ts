@@ -19,6 +19,9 @@ export function wireErrorBody(error: AppError): Record<string, unknown> {
   return { result: "failure", error: error.message, ...(error.field === undefined ? {} : { field: error.field }) };
 }
 
+/** What an unexpected error answers: its details go to the log only. */
+export const INTERNAL_ERROR_BODY: ErrorBody = { error: { code: "internal", message: "internal error; the server log has the details" } };
+
 export function errorBody(error: AppError): ErrorBody {
   const body: ErrorBody = { error: { code: error.code, message: error.message } };
   if (error.field !== undefined) body.error.field = error.field;
@@ -68,7 +71,7 @@ export function errorPlugin(log: Logger) {
     if (!appError) {
       log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((error as Error)?.stack ?? error) });
       set.status = 500;
-      return { error: { code: "internal", message: "internal error; the server log has the details" } };
+      return INTERNAL_ERROR_BODY;
     }
     set.status = appError.status;
     if (appError.retryAfter !== undefined) set.headers["retry-after"] = String(appError.retryAfter);

@@ -14,8 +14,15 @@ import type { Caller } from "./session.ts";
 
 const text = (max: number) => v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`));
 
+const WIRE_FIELD_NAMES = ["token", "app_id", "machine", "user", "hwid", "nonce"] as const;
+const WIRE_FIELDS = new Set<string>(WIRE_FIELD_NAMES);
+/** The longest each text field may be: the schema, the quick path and the OpenAPI document use these. */
+const TOKEN_LIMIT = 128;
+const TEXT_LIMITS = { machine: 255, user: 255, hwid: 255, nonce: 128 } as const;
+const TEXT_FIELDS = Object.keys(TEXT_LIMITS) as (keyof typeof TEXT_LIMITS)[];
+
 const wireSchema = v.object({
-  token: v.pipe(v.string("must be a string"), v.trim(), v.nonEmpty("is required"), v.maxLength(128, "must be at most 128 characters"), v.toUpperCase()),
+  token: v.pipe(v.string("must be a string"), v.trim(), v.nonEmpty("is required"), v.maxLength(TOKEN_LIMIT, `must be at most ${TOKEN_LIMIT} characters`), v.toUpperCase()),
   app_id: v.optional(
     v.pipe(
       v.union([v.number(), v.pipe(v.string(), v.regex(/^\d{1,15}$/), v.transform(Number))], "must be a whole number (the application's id)"),
@@ -23,20 +30,15 @@ const wireSchema = v.object({
       v.minValue(1, "must be a positive id"),
     ),
   ),
-  machine: v.optional(text(255)),
-  user: v.optional(text(255)),
-  hwid: v.optional(text(255)),
-  nonce: v.optional(text(128)),
+  machine: v.optional(text(TEXT_LIMITS.machine)),
+  user: v.optional(text(TEXT_LIMITS.user)),
+  hwid: v.optional(text(TEXT_LIMITS.hwid)),
+  nonce: v.optional(text(TEXT_LIMITS.nonce)),
 });
 
 /** What the route schemas document; the handler merges query and body and validates them together. */
 const field = v.optional(v.union([v.string(), v.number()]));
 const documented = v.looseObject({ token: field, app_id: field, machine: field, user: field, hwid: field, nonce: field });
-
-const WIRE_FIELD_NAMES = ["token", "app_id", "machine", "user", "hwid", "nonce"] as const;
-const WIRE_FIELDS = new Set<string>(WIRE_FIELD_NAMES);
-const TEXT_LIMITS = { machine: 255, user: 255, hwid: 255, nonce: 128 } as const;
-const TEXT_FIELDS = Object.keys(TEXT_LIMITS) as (keyof typeof TEXT_LIMITS)[];
 
 /**
  * The common case of wireSchema, checked by hand (checks are the hot path): every field a string
@@ -48,7 +50,7 @@ export function quickWire(fields: Record<string, unknown>): WireRequest | null {
   const token = fields.token;
   if (typeof token !== "string") return null;
   const trimmed = token.trim();
-  if (trimmed === "" || trimmed.length > 128) return null;
+  if (trimmed === "" || trimmed.length > TOKEN_LIMIT) return null;
   const request: WireRequest = { token: trimmed.toUpperCase() };
   for (const name of TEXT_FIELDS) {
     const value = fields[name];
@@ -169,7 +171,7 @@ const wireParameters = WIRE_FIELD_NAMES.map((name) => ({
   name,
   in: "query" as const,
   required: name === "token",
-  schema: name === "app_id" ? { type: "integer" as const, minimum: 1 } : { type: "string" as const, maxLength: name === "token" ? 128 : TEXT_LIMITS[name] },
+  schema: name === "app_id" ? { type: "integer" as const, minimum: 1 } : { type: "string" as const, maxLength: name === "token" ? TOKEN_LIMIT : TEXT_LIMITS[name] },
 }));
 
 const fieldsDoc =
