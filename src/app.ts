@@ -20,23 +20,35 @@ import { securityPlugin } from "./http/security.ts";
 import { sessionPlugin } from "./http/session.ts";
 import { userRoutes } from "./http/users.ts";
 import { wsRoute } from "./http/ws.ts";
-import { Connections } from "./rpc/connections.ts";
+import { Connections, type ConnectionLimits } from "./rpc/connections.ts";
+import type { TrustedProxies } from "./http/client-address.ts";
 import { createRegistry } from "./rpc/handlers/index.ts";
 
 export interface AppOptions {
   /** The main listener speaks TLS: cookies get `__Host-` and Secure, responses HSTS. */
   tls: boolean;
-  wsIdleSeconds: number;
   maxFrameBytes: number;
+  connections: ConnectionLimits;
+  /** Proxies allowed to name the client's address (null: none, the peer is the client). */
+  trustedProxies: TrustedProxies | null;
 }
 
 export function createApp(services: Services, log: Logger, options: AppOptions) {
   const registry = createRegistry();
-  const connections = new Connections(services, registry, log, { idleSeconds: options.wsIdleSeconds });
+  const connections = new Connections(services, registry, log, options.connections);
   const app = new Elysia({
     name: "latchkey",
-    // Frames over the limit close the socket with 1009; our own sweep handles idleness.
-    websocket: { maxPayloadLength: options.maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false },
+    // Frames over the limit close the socket with 1009; our own sweep handles idleness. Unread
+    // replies are bounded by Connections (which says why it disconnects), well before Bun's own
+    // limit, past which Bun would drop them silently.
+    websocket: {
+      maxPayloadLength: options.maxFrameBytes,
+      idleTimeout: 0,
+      sendPings: true,
+      perMessageDeflate: false,
+      backpressureLimit: options.connections.maxSendBuffer + 2 * options.maxFrameBytes + 64 * 1024 * 1024,
+      closeOnBackpressureLimit: false,
+    },
     // Handed to Bun.serve with Elysia's own routes, and taking precedence over them.
     serve: { routes: { [CHECK_PATH]: { GET: checkRoute(services, log, options) } } },
   })

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { flagValue, UsageError, type FlagSpec, type ParsedArgs } from "./cli/args.ts";
 import type { ServiceOptions } from "./core/services.ts";
+import { parseCidr } from "./http/client-address.ts";
 
 export const CONFIG_FILE = "latchkey.json";
 
@@ -23,6 +24,12 @@ const seconds = (min: number, max: number) =>
     v.maxValue(max, `must be at most ${max}`),
   );
 const bytes = (min: number, max: number) => seconds(min, max);
+const count = (min: number, max: number) => seconds(min, max);
+const cidrList = v.pipe(
+  v.union([v.string(), v.array(v.string())], "must be CIDR[,CIDR], e.g. 127.0.0.1/32,10.0.0.0/8"),
+  v.transform((value) => (Array.isArray(value) ? value : value.split(",")).map((c) => c.trim()).filter((c) => c !== "")),
+  v.check((list) => list.every((c) => parseCidr(c) !== null), "must be CIDR[,CIDR] of IPv4 or IPv6 addresses, e.g. 127.0.0.1/32,10.0.0.0/8"),
+);
 const bool = v.union([
   v.boolean(),
   v.pipe(v.picklist(["true", "false", "1", "0"], "must be true or false"), v.transform((s) => s === "true" || s === "1")),
@@ -40,6 +47,11 @@ const settingsSchema = v.strictObject({
   "session-idle": v.optional(seconds(10, 30 * 24 * 3600), 300),
   "session-absolute": v.optional(seconds(60, 365 * 24 * 3600), 24 * 3600),
   "ws-idle": v.optional(seconds(5, 24 * 3600), 600),
+  "ws-auth-timeout": v.optional(seconds(1, 3600), 10),
+  "ws-unauth-per-address": v.optional(count(1, 1_000_000), 64),
+  "max-connections": v.optional(count(0, 10_000_000), 0),
+  "ws-send-buffer": v.optional(bytes(64 * 1024, 1024 * 1024 * 1024), 4 * 1024 * 1024),
+  "trusted-proxy": v.optional(cidrList, []),
   "max-body": v.optional(bytes(1024, 64 * 1024 * 1024), 1024 * 1024),
   "max-frame": v.optional(bytes(1024, 16 * 1024 * 1024), 256 * 1024),
   "receipt-ttl": v.optional(seconds(60, 366 * 24 * 3600), 7 * 24 * 3600),
@@ -60,6 +72,13 @@ export interface Config {
   sessionIdleSeconds: number;
   sessionAbsoluteSeconds: number;
   wsIdleSeconds: number;
+  wsAuthTimeoutSeconds: number;
+  wsUnauthenticatedPerAddress: number;
+  /** WebSockets at most: the flag, or (0) below the process's open-file limit with a reserve. */
+  maxConnections: number;
+  wsSendBufferBytes: number;
+  /** Proxies whose X-Forwarded-For / Forwarded headers name the client (CIDRs). */
+  trustedProxies: string[];
   maxBodyBytes: number;
   maxFrameBytes: number;
   receiptTtlSeconds: number;
@@ -84,6 +103,11 @@ export const serverFlags: FlagSpec[] = [
   { name: "session-idle", value: "SECONDS", help: "session idle timeout (default 300)" },
   { name: "session-absolute", value: "SECONDS", help: "session absolute lifetime (default 86400)" },
   { name: "ws-idle", value: "SECONDS", help: "close WebSockets silent this long (default 600)" },
+  { name: "ws-auth-timeout", value: "SECONDS", help: "close WebSockets that neither sign in nor register this long (default 10)" },
+  { name: "ws-unauth-per-address", value: "N", help: "WebSockets one address may hold before they sign in or register (default 64)" },
+  { name: "max-connections", value: "N", help: "WebSockets at most (default 0: below the open-file limit, with a reserve)" },
+  { name: "ws-send-buffer", value: "BYTES", help: "unread reply bytes before a WebSocket peer is disconnected (default 4194304)" },
+  { name: "trusted-proxy", value: "CIDR[,CIDR]", help: "proxies allowed to name the client in X-Forwarded-For/Forwarded (default none)" },
   { name: "max-body", value: "BYTES", help: "largest accepted request body (default 1048576)" },
   { name: "max-frame", value: "BYTES", help: "largest accepted WebSocket frame (default 262144)" },
   { name: "receipt-ttl", value: "SECONDS", help: "lifetime of signed license receipts (default 604800, 7 days)" },
@@ -155,6 +179,11 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
     sessionIdleSeconds: s["session-idle"],
     sessionAbsoluteSeconds: s["session-absolute"],
     wsIdleSeconds: s["ws-idle"],
+    wsAuthTimeoutSeconds: s["ws-auth-timeout"],
+    wsUnauthenticatedPerAddress: s["ws-unauth-per-address"],
+    maxConnections: s["max-connections"] || defaultMaxConnections(),
+    wsSendBufferBytes: s["ws-send-buffer"],
+    trustedProxies: s["trusted-proxy"],
     maxBodyBytes: s["max-body"],
     maxFrameBytes: s["max-frame"],
     receiptTtlSeconds: s["receipt-ttl"],
@@ -163,6 +192,26 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
   return config;
+}
+
+/** The process's open-file limit (Linux), or null when it cannot be read. */
+export function openFileLimit(): number | null {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
+    const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0];
+    return soft === undefined || soft === "unlimited" ? null : Number(soft) || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * WebSockets are kept below the open-file limit with a reserve (a twentieth, at least 256) for
+ * the database, HTTP requests such as /healthz and logins, and the listeners themselves.
+ */
+export function defaultMaxConnections(limit = openFileLimit()): number {
+  const files = limit ?? 1024;
+  return Math.max(16, files - Math.max(256, Math.floor(files / 20)));
 }
 
 /** The settings the services take, for the server and the admin commands alike. */

@@ -1,8 +1,8 @@
 #!/usr/bin/env bun
-/** argv → server | user | key | app | license | backup | client | version. The one entry point of the `latchkey` binary. */
+/** argv → server | user | key | app | license | backup | health | client | version. The one entry point of the `latchkey` binary. */
 import { Database } from "bun:sqlite";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, unlinkSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { dataDirFlag, loadConfig, resolveDataDir, serverFlags } from "./config.ts";
 import { AppError } from "./core/errors.ts";
 import { DATABASE_FILE } from "./db/open.ts";
@@ -11,6 +11,7 @@ import { userCommand } from "./cli/user.ts";
 import { appCommand, licenseCommand } from "./cli/licensing.ts";
 import { keyCommand } from "./cli/key.ts";
 import { clientCommand } from "./cli/client.ts";
+import { healthCommand } from "./cli/health.ts";
 import { VERSION } from "./version.ts";
 
 const HELP = `latchkey ${VERSION}: client enrollment, authentication and licensing server
@@ -24,6 +25,7 @@ Commands:
   app       manage licensed applications: create, list
   license   cut and manage license keys; verify a signed receipt offline
   backup    write a consistent copy of the database while the server runs
+  health    ask the running server whether it is healthy (exit 0 if so; for container health checks)
   client    the client agent: install, run, status, uninstall
   version   print the version
 
@@ -44,19 +46,34 @@ async function serverCommand(argv: string[]): Promise<number> {
   }
   if (args.positionals.length > 0) throw new UsageError(`server takes no arguments (got ${JSON.stringify(args.positionals[0])})`);
   const config = loadConfig(args);
+  // Signals are heard from the start: one that arrives while the server starts stops it once started.
+  let signalled: string | undefined;
+  let onSignal: (signal: string) => void = (signal) => void (signalled ??= signal);
+  const onTerm = () => onSignal("SIGTERM");
+  const onInt = () => onSignal("SIGINT");
+  process.on("SIGTERM", onTerm);
+  process.on("SIGINT", onInt);
   // Loaded here so that admin commands do not pay for the HTTP stack at start-up.
   const { startServer } = await import("./server.ts");
-  const server = await startServer(config, { adminPassword: process.env.LATCHKEY_ADMIN_PASSWORD || undefined });
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(config, { adminPassword: process.env.LATCHKEY_ADMIN_PASSWORD || undefined });
+  } catch (error) {
+    process.off("SIGTERM", onTerm);
+    process.off("SIGINT", onInt);
+    // A log collector reading JSON lines gets the reason as one of them.
+    if (config.logFormat !== "json") throw error;
+    const { createLogger } = await import("./log.ts");
+    createLogger("json").error("cannot start", { error: error instanceof Error ? error.message : String(error) });
+    return 1;
+  }
   await new Promise<void>((resolve) => {
-    const onSignal = (signal: string) => {
+    onSignal = (signal) => {
       process.off("SIGTERM", onTerm);
       process.off("SIGINT", onInt);
       server.stop(`received ${signal}`).then(resolve);
     };
-    const onTerm = () => onSignal("SIGTERM");
-    const onInt = () => onSignal("SIGINT");
-    process.on("SIGTERM", onTerm);
-    process.on("SIGINT", onInt);
+    if (signalled !== undefined) onSignal(signalled);
   });
   return 0;
 }
@@ -64,23 +81,84 @@ async function serverCommand(argv: string[]): Promise<number> {
 async function backupCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, [dataDirFlag]);
   if (args.help) {
-    process.stdout.write(renderHelp("latchkey backup FILE [--data-dir DIR]", "Writes a consistent copy of the database to FILE (which must not exist), safe while the server runs.", [dataDirFlag]));
+    process.stdout.write(
+      renderHelp(
+        "latchkey backup FILE [--data-dir DIR]",
+        "Writes a consistent copy of the database to FILE (which must not exist), safe while the server runs.\nThe copy holds every secret the server keeps, so FILE is created with mode 0600.",
+        [dataDirFlag],
+      ),
+    );
     return 0;
   }
   if (args.positionals.length !== 1) throw new UsageError("backup takes one FILE to write; see latchkey backup --help");
   const target = args.positionals[0]!;
   if (existsSync(target)) throw new UsageError(`${target} already exists; choose a new file name`);
+  if (!existsSync(dirname(target))) throw new UsageError(`no directory ${dirname(target)} to write ${basename(target)} in; create it first`);
   const source = join(resolveDataDir(args, process.env), DATABASE_FILE);
   if (!existsSync(source)) throw new UsageError(`no database at ${source}; pass the server's --data-dir`);
+  writeBackup(source, target);
+  process.stdout.write(`wrote ${target}\n`);
+  return 0;
+}
+
+/**
+ * The copy holds the receipt signing key, the server secret, password verifiers, enrollment keys
+ * and license tokens, so it never exists with a mode wider than 0600: SQLite creates it under
+ * umask 077, and under a temporary name that becomes FILE only once the copy is complete and on disk.
+ */
+function writeBackup(source: string, target: string): void {
+  const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
   const db = new Database(source, { readonly: true });
   try {
     db.run("PRAGMA busy_timeout = 10000");
-    // VACUUM INTO reads one snapshot, so the copy is consistent even while the server writes.
-    db.query("VACUUM INTO ?").run(target);
+    const umask = process.umask(0o077);
+    try {
+      // VACUUM INTO reads one snapshot, so the copy is consistent even while the server writes.
+      db.query("VACUUM INTO ?").run(tmp);
+    } finally {
+      process.umask(umask);
+    }
+    fsyncPath(tmp);
+    publish(tmp, target);
+    fsyncPath(dirname(target));
+  } catch (error) {
+    rmSync(tmp, { force: true });
+    throw error;
   } finally {
     db.close();
   }
-  process.stdout.write(`wrote ${target}\n`);
+}
+
+/** Gives the finished copy its name, without replacing a file that appeared in the meantime. */
+function publish(tmp: string, target: string): void {
+  try {
+    linkSync(tmp, target);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST" || existsSync(target)) throw new UsageError(`${target} already exists; choose a new file name`);
+    // A file system without hard links (FAT, some network shares): rename instead.
+    renameSync(tmp, target);
+    return;
+  }
+  unlinkSync(tmp);
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function versionCommand(argv: string[]): number {
+  const args = parseArgs(argv, []);
+  if (args.help) {
+    process.stdout.write(renderHelp("latchkey version", "Prints the version of this binary (stamped in at build time; dev when run from source).", []));
+    return 0;
+  }
+  if (args.positionals.length > 0) throw new UsageError(`version takes no arguments (got ${JSON.stringify(args.positionals[0])})`);
+  process.stdout.write(`latchkey ${VERSION}\n`);
   return 0;
 }
 
@@ -99,13 +177,14 @@ export async function main(argv: string[]): Promise<number> {
       return licenseCommand(rest, process.env);
     case "backup":
       return backupCommand(rest);
+    case "health":
+      return healthCommand(rest, process.env);
     case "client":
       return clientCommand(rest, process.env);
     case "version":
     case "--version":
     case "-version":
-      process.stdout.write(`latchkey ${VERSION}\n`);
-      return 0;
+      return versionCommand(rest);
     case undefined:
     case "help":
     case "--help":

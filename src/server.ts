@@ -1,15 +1,19 @@
 /**
- * `latchkey server`: opens the data directory, bootstraps on first start, listens, and shuts
- * down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight requests, close
- * WebSockets with a reason, checkpoint the database).
+ * `latchkey server`: checks that it can listen, opens the data directory, bootstraps on first
+ * start, listens, and shuts down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight
+ * requests, close WebSockets with a reason, checkpoint the database).
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { createApp, type App } from "./app.ts";
 import type { Registry } from "./rpc/registry.ts";
 import { serviceOptions, type Config } from "./config.ts";
+import type { AuditEntry } from "./core/audit.ts";
 import type { Clock } from "./core/clock.ts";
+import { AppError } from "./core/errors.ts";
 import { createServices, type Services } from "./core/services.ts";
-import { openDatabase } from "./db/open.ts";
+import { DATABASE_FILE, openDatabase } from "./db/open.ts";
+import { TrustedProxies } from "./http/client-address.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { VERSION } from "./version.ts";
 
@@ -23,23 +27,142 @@ export interface RunningServer {
   stop(reason?: string): Promise<void>;
 }
 
+/** A listener that cannot be bound: the start is refused before anything is created. */
+export class ListenError extends Error {}
+
+function hostPort(listen: { hostname: string; port: number }): string {
+  return `${listen.hostname.includes(":") ? `[${listen.hostname}]` : listen.hostname}:${listen.port}`;
+}
+
+/**
+ * Binds each listener's address once and lets go of it, so that a port taken by another program
+ * stops the start before the database or the admin account exists. (The real bind follows at
+ * once; should it still fail, the start cleans up after itself.)
+ */
+function checkListeners(listeners: { name: string; listen: { hostname: string; port: number } }[]): void {
+  for (const { name, listen } of listeners) {
+    if (listen.port === 0) continue;
+    try {
+      const probe = Bun.listen({ hostname: listen.hostname, port: listen.port, socket: { data() {} } });
+      probe.stop(true);
+    } catch (error) {
+      throw new ListenError(`cannot listen on ${hostPort(listen)} (${name}): ${describeListenError(error)}`);
+    }
+  }
+}
+
+function describeListenError(error: unknown): string {
+  const code = (error as { code?: string }).code ?? "";
+  if (code === "EADDRINUSE" || /in use/i.test(String(error))) return "the address is in use by another program; stop it or choose another --listen";
+  if (code === "EACCES") return "permission denied (ports below 1024 need privileges); choose a port above 1023";
+  if (code === "EADDRNOTAVAIL") return "this machine has no such address; use 0.0.0.0 or one of its addresses";
+  return `${(error as Error)?.message ?? String(error)}`;
+}
+
+/**
+ * What this start created in the data directory, so that a start that fails leaves nothing
+ * behind: the database files, and the directory itself when it did not exist.
+ */
+function startupFootprint(dataDir: string): () => void {
+  const dirExisted = existsSync(dataDir);
+  const dbExisted = existsSync(join(dataDir, DATABASE_FILE));
+  return () => {
+    if (dbExisted) return;
+    for (const suffix of ["", "-wal", "-shm", "-journal"]) rmSync(join(dataDir, DATABASE_FILE + suffix), { force: true });
+    if (!dirExisted && existsSync(dataDir) && readdirSync(dataDir).length === 0) rmSync(dataDir, { recursive: true, force: true });
+  };
+}
+
+/** Audit actions that are security events worth a line in the server log even when they succeed. */
+const LOGGED_SUCCESSES = new Set([
+  "client.register",
+  "client.delete",
+  "key.revoke",
+  "key.reset",
+  "key.delete",
+  "user.create",
+  "user.delete",
+  "user.passwd",
+  "user.update",
+  "user.import",
+]);
+
+/**
+ * Security events go to the server log as one line each (the audit log keeps them all), so that
+ * an operator following journald sees them: failed, refused and throttled attempts, and the
+ * successes above. Past `PER_WINDOW` lines of the same kind from one address in 10 s (a flood of
+ * throttled guesses), the rest are counted and the count is logged with the next such line.
+ */
+function securityLog(log: Logger, clock: Clock): (entry: AuditEntry) => void {
+  const WINDOW_MS = 10_000;
+  const PER_WINDOW = 10;
+  const recent = new Map<string, { start: number; logged: number; suppressed: number }>();
+  return (entry) => {
+    const failed = entry.outcome !== "success";
+    if (!failed && !LOGGED_SUCCESSES.has(entry.action)) return;
+    if (entry.action === "client.register" && !failed && entry.reason?.endsWith("(reconnect)")) return;
+    const fields: Record<string, unknown> = {
+      action: entry.action,
+      outcome: entry.outcome,
+      actor: entry.actor,
+      target: entry.target ?? null,
+      address: entry.address,
+      reason: entry.reason ?? null,
+    };
+    if (!failed) {
+      log.info("security event", fields);
+      return;
+    }
+    const key = `${entry.action}\n${entry.outcome}\n${entry.reason ?? ""}\n${entry.address ?? ""}`;
+    const now = clock();
+    let window = recent.get(key);
+    if (!window || now - window.start >= WINDOW_MS) {
+      if (recent.size >= 10_000) recent.clear();
+      const suppressed = window?.suppressed ?? 0;
+      recent.set(key, (window = { start: now, logged: 0, suppressed: 0 }));
+      if (suppressed > 0) fields.not_logged_before = suppressed;
+    }
+    if (window.logged >= PER_WINDOW) {
+      window.suppressed++;
+      return;
+    }
+    window.logged++;
+    log.warn("security event", fields);
+  };
+}
+
 export async function startServer(
   config: Config,
   options: { log?: Logger; clock?: Clock; adminPassword?: string | undefined } = {},
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(config.logFormat);
-  const db = openDatabase(config.dataDir, { create: true });
-  const services = createServices(db, { ...serviceOptions(config), ...(options.clock ? { clock: options.clock } : {}) });
-  const boot = await services.accounts.bootstrap(options.adminPassword);
-  if (boot.generatedPassword !== undefined) {
-    // Printed once, on the console only: it is not stored anywhere in clear.
-    process.stderr.write(
-      `\n  latchkey: created the bootstrap account "admin" with password: ${boot.generatedPassword}\n` +
-        `  Sign in at the panel and change it (Users page), or: latchkey user passwd admin --data-dir ${config.dataDir}\n\n`,
-    );
-  } else if (boot.created) {
-    log.info("created the bootstrap account admin from LATCHKEY_ADMIN_PASSWORD");
+  checkListeners([{ name: "--listen", listen: config.listen }]);
+  const undo = startupFootprint(config.dataDir);
+  let db: ReturnType<typeof openDatabase> | undefined;
+  try {
+    db = openDatabase(config.dataDir, { create: true });
+    return await run(db, config, log, options);
+  } catch (error) {
+    db?.close();
+    undo();
+    if (error instanceof AppError || error instanceof ListenError) throw error;
+    // Bun reports a failed bind with its own words; say what to do.
+    if (/EADDRINUSE|in use|EACCES|EADDRNOTAVAIL/i.test(String((error as { code?: string }).code ?? error))) {
+      throw new ListenError(`cannot listen on ${hostPort(config.listen)} (--listen): ${describeListenError(error)}`);
+    }
+    throw error;
   }
+}
+
+async function run(
+  db: ReturnType<typeof openDatabase>,
+  config: Config,
+  log: Logger,
+  options: { clock?: Clock; adminPassword?: string | undefined },
+): Promise<RunningServer> {
+  const services = createServices(db, { ...serviceOptions(config), ...(options.clock ? { clock: options.clock } : {}) });
+  services.audit.onRecord(securityLog(log, services.clock));
+  const boot = await services.accounts.bootstrap(options.adminPassword);
   if (config.requireAuthKey !== undefined) {
     services.enrollment.updateSettings({ name: "system", address: null }, { require_auth_key: config.requireAuthKey });
   }
@@ -47,8 +170,15 @@ export async function startServer(
   const tls = config.tls !== undefined;
   const { app, connections, registry } = createApp(services, log, {
     tls,
-    wsIdleSeconds: config.wsIdleSeconds,
     maxFrameBytes: config.maxFrameBytes,
+    trustedProxies: config.trustedProxies.length > 0 ? new TrustedProxies(config.trustedProxies) : null,
+    connections: {
+      idleSeconds: config.wsIdleSeconds,
+      authTimeoutSeconds: config.wsAuthTimeoutSeconds,
+      unidentifiedPerAddress: config.wsUnauthenticatedPerAddress,
+      maxConnections: config.maxConnections,
+      maxSendBuffer: config.wsSendBufferBytes,
+    },
   });
   app.listen({
     hostname: config.listen.hostname,
@@ -60,12 +190,42 @@ export async function startServer(
     ...(config.tls ? { tls: { cert: readFileSync(config.tls.cert, "utf8"), key: readFileSync(config.tls.key, "utf8") } } : {}),
   });
   const server = app.server!;
+
+  // Only now, listening, is the start good: the one-time password is shown after this point.
+  if (boot.generatedPassword !== undefined) {
+    // Shown once, in the log only: it is not stored anywhere in clear. A log collector reading
+    // JSON lines must get it as one of them, or it would drop or mangle the one copy there is.
+    const change = `latchkey user passwd admin --data-dir ${config.dataDir}`;
+    if (config.logFormat === "json") {
+      log.warn("created the bootstrap account admin with a generated password; sign in at the panel and change it", {
+        username: "admin",
+        password: boot.generatedPassword,
+        change_with: change,
+      });
+    } else {
+      process.stderr.write(
+        `\n  latchkey: created the bootstrap account "admin" with password: ${boot.generatedPassword}\n` +
+          `  Sign in at the panel and change it (Users page), or: ${change}\n\n`,
+      );
+    }
+  } else if (boot.created) {
+    log.info("created the bootstrap account admin from LATCHKEY_ADMIN_PASSWORD");
+  } else if (boot.changed) {
+    log.warn("LATCHKEY_ADMIN_PASSWORD changed: it is admin's password from now on, and admin's sessions have ended");
+  }
+
   connections.start();
   services.licensing.start();
   const sweep = setInterval(() => services.sessions.sweep(), 60_000);
   sweep.unref?.();
-  const url = `${tls ? "https" : "http"}://${config.listen.hostname.includes(":") ? `[${config.listen.hostname}]` : config.listen.hostname}:${server.port}`;
-  log.info("latchkey listening", { version: VERSION, url, data_dir: config.dataDir });
+  const url = `${tls ? "https" : "http"}://${hostPort({ hostname: config.listen.hostname, port: server.port! })}`;
+  log.info("latchkey listening", {
+    version: VERSION,
+    url,
+    data_dir: config.dataDir,
+    max_connections: config.maxConnections,
+    ...(config.trustedProxies.length > 0 ? { trusted_proxies: config.trustedProxies.join(",") } : {}),
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = (reason = "server shutting down") =>

@@ -202,7 +202,12 @@ describe("default deny", () => {
   test("a route added without a policy entry is refused for everybody", async () => {
     const { createApp } = await import("../src/app.ts");
     const { silentLogger } = await import("../src/log.ts");
-    const { app } = createApp(server.services, silentLogger, { tls: false, wsIdleSeconds: 600, maxFrameBytes: 1024 });
+    const { app } = createApp(server.services, silentLogger, {
+      tls: false,
+      maxFrameBytes: 1024,
+      trustedProxies: null,
+      connections: { idleSeconds: 600, authTimeoutSeconds: 10, unidentifiedPerAddress: 64, maxConnections: 1000, maxSendBuffer: 1 << 20 },
+    });
     const extended = app.get("/api/not-in-policy", () => "secret");
     for (const token of [undefined, tokens.viewer, tokens.admin]) {
       const res = await extended.handle(

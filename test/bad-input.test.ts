@@ -364,7 +364,7 @@ const ROUTES: Record<string, RouteCases> = {
   "POST /api/activate": {
     path: "/api/activate",
     wire: true,
-    query: wireQueryGarbage(),
+    query: wireQueryGarbage({ machineRequired: true }),
     body: {
       valid: () => ({ token: licenseToken(1), app_id: APP_ID, hwid: HWID, user: "sam" }),
       fields: {
@@ -378,12 +378,13 @@ const ROUTES: Record<string, RouteCases> = {
       status: 201,
     },
   },
-  // A GET: its fields come as a query string only.
-  "GET /api/check": { path: "/api/check", wire: true, query: wireQueryGarbage() },
+  // A GET: its fields come as a query string only. Without hwid and machine it is a failed check
+  // (404, test/licensing.test.ts), not bad input.
+  "GET /api/check": { path: "/api/check", wire: true, query: wireQueryGarbage({ machineRequired: false }) },
   "POST /api/deactivate": {
     path: "/api/deactivate",
     wire: true,
-    query: wireQueryGarbage(),
+    query: wireQueryGarbage({ machineRequired: true }),
     body: {
       // License 3 has no activation: the usual answer is 404 "machine is not activated".
       valid: () => ({ token: licenseToken(3), app_id: APP_ID, hwid: HWID }),
@@ -541,9 +542,10 @@ const ROUTES: Record<string, RouteCases> = {
 
 /**
  * Query-string garbage for the public licensing calls. None of these reaches a token lookup,
- * so none counts towards the address's invalid-token throttle.
+ * so none counts towards the address's invalid-token throttle. Activate and deactivate also
+ * refuse a call that names no machine (neither hwid nor machine).
  */
-function wireQueryGarbage(): { query: string; field: string }[] {
+function wireQueryGarbage({ machineRequired }: { machineRequired: boolean }): { query: string; field: string }[] {
   const T = "ZZZZZZZZZZZZZZZZZZZZZZZZZ";
   return [
     { query: "hwid=h", field: "token" },
@@ -552,8 +554,12 @@ function wireQueryGarbage(): { query: string; field: string }[] {
     { query: "token[]=x&hwid=h", field: "token" },
     { query: `token=${"A".repeat(129)}&hwid=h`, field: "token" },
     { query: `token=${T}&token=${T}&hwid=h`, field: "token" },
-    { query: `token=${T}`, field: "hwid" },
-    { query: `token=${T}&hwid=&machine=`, field: "hwid" },
+    ...(machineRequired
+      ? [
+          { query: `token=${T}`, field: "hwid" },
+          { query: `token=${T}&hwid=&machine=`, field: "hwid" },
+        ]
+      : []),
     { query: `token=${T}&hwid=${"h".repeat(256)}`, field: "hwid" },
     { query: `token=${T}&hwid=a&hwid=b`, field: "hwid" },
     { query: `token=${T}&machine=${"m".repeat(256)}`, field: "machine" },

@@ -2,9 +2,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { runLatchkey, tempDir } from "./support.ts";
+import { parseArgs } from "../src/cli/args.ts";
+import { loadConfig, serverFlags } from "../src/config.ts";
+import { silentLogger } from "../src/log.ts";
+import { startServer, type RunningServer } from "../src/server.ts";
+import { ADMIN_PASSWORD, runLatchkey, tempDir } from "./support.ts";
 
 const sha256hex = (s: string) => createHash("sha256").update(s).digest("hex");
 
@@ -40,7 +44,7 @@ describe("help, version and errors", () => {
     expect(res.stdout).toBe("latchkey dev\n");
   });
 
-  test.each([[["--help"]], [["server", "--help"]], [["user", "--help"]], [["backup", "--help"]], [["server", "-help"]]])("%p prints usage", async (argv: string[]) => {
+  test.each([[["--help"]], [["server", "--help"]], [["user", "--help"]], [["backup", "--help"]], [["server", "-help"]], [["health", "--help"]], [["version", "--help"]]])("%p prints usage", async (argv: string[]) => {
     const res = await runLatchkey(argv);
     expect(res.code).toBe(0);
     expect(res.stdout).toContain("Usage: latchkey");
@@ -48,7 +52,9 @@ describe("help, version and errors", () => {
 
   test.each([
     [["frobnicate"], 2, /unknown command "frobnicate"; run 'latchkey --help'/],
-    [["server", "--bogus"], 2, /unknown flag -bogus; run with --help/],
+    [["server", "--bogus"], 2, /unknown flag --bogus; run with --help/],
+    [["server", "-bogus=1"], 2, /unknown flag -bogus; run with --help/],
+    [["version", "extra"], 2, /version takes no arguments/],
     [["user", "delete"], 2, /takes exactly one NAME/],
     [["user", "create", "../etc/passwd", "--password-stdin"], 2, /NAME may hold letters, digits/],
     [["user", "list", "--data-dir", "/nonexistent/latchkey"], 1, /no latchkey database in \/nonexistent\/latchkey; start the server once/],
@@ -144,9 +150,48 @@ describe("wsauth users.json import and export", () => {
     writeFileSync(file(), usersJson(entries));
     const res = await runLatchkey(["user", "import", file(), "--data-dir", dataDir]);
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toContain('user "dave" already exists; nothing was imported');
+    expect(res.stderr).toContain('user "dave" already exists (use --replace to overwrite it); nothing was imported');
     expect((await ok(["user", "list"])).stdout).not.toContain("carol");
     await ok(["user", "delete", "dave"]);
+  });
+
+  test("as wsauth reads the file: an empty role is viewer, an entry without a password hash is skipped and named", async () => {
+    writeFileSync(
+      file(),
+      usersJson([
+        { ...entries[0], role: "" },
+        { username: "erin", password_hash: "", salt: "", role: "admin", allowed_groups: [] },
+        { username: "", password_hash: entries[1]!.password_hash, salt: "", role: "viewer" },
+      ]),
+    );
+    const res = await ok(["user", "import", file()]);
+    expect(res.stdout).toBe("imported 1 user\n");
+    expect(res.stderr).toContain("skipped erin: its password_hash is empty");
+    expect(res.stderr).toContain("skipped users.2: it has no username");
+    const listed = JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; role: string }[];
+    expect(listed.map((u) => [u.username, u.role])).toEqual([["admin", "admin"], ["carol", "viewer"]]);
+    await ok(["user", "delete", "carol"]);
+  });
+
+  test("--replace overwrites an existing account with the file's hash, role and groups, in one transaction, ending its sessions", async () => {
+    await ok(["user", "create", "dave", "--role", "viewer", "--password-stdin"], "existing dave pw\n");
+    writeFileSync(file(), usersJson(entries));
+    const res = await ok(["user", "import", file(), "--replace"]);
+    expect(res.stdout).toBe("imported 2 users (1 replaced, their sessions ended)\n");
+    const db = new Database(join(dataDir, "latchkey.db"), { readonly: true });
+    const dave = db.query("SELECT * FROM users WHERE username = 'dave'").get() as Record<string, unknown>;
+    db.close();
+    expect(dave.role).toBe("admin");
+    expect(dave.legacy_salt).toBe(legacy[1]!.salt);
+    expect(dave.credential_version).toBe(1);
+    expect(await Bun.password.verify(sha256hex(legacy[1]!.password + legacy[1]!.salt), dave.password_hash as string)).toBe(true);
+    // Again: both exist now, both are replaced; a file with a bad entry still changes nothing.
+    expect((await ok(["user", "import", file(), "--replace"])).stdout).toBe("imported 2 users (2 replaced, their sessions ended)\n");
+    writeFileSync(file(), usersJson([{ ...entries[0], role: "viewer", allowed_groups: ["other"] }, { ...entries[1], password_hash: "bad" }]));
+    expect((await runLatchkey(["user", "import", file(), "--replace", "--data-dir", dataDir])).code).not.toBe(0);
+    const carol = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; allowed_groups: string[] }[]).find((u) => u.username === "carol");
+    expect(carol?.allowed_groups).toEqual(["lab"]);
+    for (const u of legacy) await ok(["user", "delete", u.username]);
   });
 
   test("round trip with --legacy-challenge-login: export writes back the same file, atomically, mode 0600", async () => {
@@ -177,5 +222,132 @@ describe("backup", () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain("already exists");
     expect(existsSync(target)).toBe(true);
+  });
+});
+
+describe("latchkey health", () => {
+  // Servers in this process, asked by a separate latchkey process, as a container's HEALTHCHECK does.
+  let plain: RunningServer;
+  let tls: RunningServer;
+  let dir: ReturnType<typeof tempDir>;
+  let cert: string;
+  let otherCert: string;
+  let key: string;
+  let deadPort: number;
+  const health = (args: string[], env: Record<string, string> = {}) => runLatchkey(["health", ...args], { env });
+  const at = (port: number, scheme = "http") => `${scheme}://127.0.0.1:${port}/healthz`;
+
+  async function start(dataDir: string, flags: string[]): Promise<RunningServer> {
+    const config = loadConfig(parseArgs(["--data-dir", dataDir, "--mtls-listen", "127.0.0.1:0", ...flags], serverFlags), {});
+    return startServer(config, { log: silentLogger, adminPassword: ADMIN_PASSWORD });
+  }
+  function selfSigned(name: string): { cert: string; key: string } {
+    const paths = { cert: join(dir.path, `${name}.pem`), key: join(dir.path, `${name}.key`) };
+    // Named for a public host only: a loopback check cannot match it by name.
+    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", paths.key, "-out", paths.cert, "-days", "1", "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`]);
+    expect(made.exitCode).toBe(0);
+    return paths;
+  }
+
+  beforeAll(async () => {
+    dir = tempDir();
+    ({ cert, key } = selfSigned("keys.example.com"));
+    otherCert = selfSigned("other.example.com").cert;
+    plain = await start(join(dir.path, "plain"), ["--listen", "0.0.0.0:0"]);
+    tls = await start(join(dir.path, "tls"), ["--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]);
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    deadPort = probe.port;
+    probe.stop(true);
+  });
+  afterAll(async () => {
+    await Promise.all([plain?.stop(), tls?.stop()]);
+    dir?.remove();
+  });
+
+  test("healthy: finds the listener in latchkey.json, checks a wildcard address on loopback, exits 0", async () => {
+    const dataDir = join(dir.path, "plain");
+    writeFileSync(join(dataDir, "latchkey.json"), JSON.stringify({ listen: `0.0.0.0:${plain.port}` }));
+    expect(await health(["--data-dir", dataDir])).toEqual({ code: 0, stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`, stderr: "" });
+  });
+
+  test("settings are read as the server reads them: flags, then LATCHKEY_* variables, then latchkey.json", async () => {
+    const dataDir = join(dir.path, "precedence");
+    mkdirSync(dataDir);
+    writeFileSync(join(dataDir, "latchkey.json"), JSON.stringify({ listen: `127.0.0.1:${deadPort}` }));
+    const live = `127.0.0.1:${plain.port}`;
+    const dead = `127.0.0.1:${deadPort}`;
+    expect((await health(["--data-dir", dataDir], { LATCHKEY_LISTEN: live })).code).toBe(0);
+    expect((await health(["--data-dir", dataDir, "--listen", live], { LATCHKEY_LISTEN: dead })).code).toBe(0);
+    const fileLoses = await health(["--data-dir", dataDir], { LATCHKEY_LISTEN: dead });
+    expect(fileLoses.code).toBe(1);
+    const portZero = await health(["--data-dir", dataDir, "--listen", "127.0.0.1:0"]);
+    expect(portZero).toEqual({ code: 1, stdout: "", stderr: "latchkey: unhealthy: cannot tell: the server listens on port 0 (a random port); pass --url\n" });
+    const badSetting = await health(["--data-dir", dataDir], { LATCHKEY_SESSION_IDLE: "soon" });
+    expect(badSetting.code).toBe(1);
+    expect(badSetting.stderr).toStartWith("latchkey: unhealthy: cannot tell: invalid configuration: --session-idle");
+  });
+
+  test("nothing listening: exit 1 with one line saying so", async () => {
+    expect(await health(["--listen", `127.0.0.1:${deadPort}`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: nothing answers at ${at(deadPort)} (connection refused)\n` });
+  });
+
+  test("a listener that never answers: exit 1 after --timeout", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const started = Date.now();
+      expect(await health(["--listen", `127.0.0.1:${silent.port}`, "--timeout", "0.5"])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: no answer from ${at(silent.port)} within 0.5 s\n` });
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      silent.stop(true);
+    }
+  });
+
+  test("a 503 from /healthz, or a 200 that is not latchkey's reply, is unhealthy", async () => {
+    const fake = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req) =>
+        new URL(req.url).pathname === "/healthz"
+          ? Response.json({ status: "unavailable", database: "error: disk I/O error", version: "dev" }, { status: 503 })
+          : new Response("<h1>some other server</h1>", { headers: { "content-type": "text/html" } }),
+    });
+    try {
+      expect(await health(["--listen", `127.0.0.1:${fake.port}`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: ${at(fake.port!)} answered 503: database error: disk I/O error\n` });
+      expect(await health(["--url", `http://127.0.0.1:${fake.port}/other`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: http://127.0.0.1:${fake.port}/other answered 200: not a latchkey health reply\n` });
+    } finally {
+      fake.stop(true);
+    }
+  });
+
+  test("--url: the given address, /healthz by default", async () => {
+    expect(await health(["--url", `http://127.0.0.1:${plain.port}`])).toEqual({ code: 0, stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`, stderr: "" });
+  });
+
+  test("with --tls-cert: HTTPS on loopback, accepting exactly the configured certificate", async () => {
+    const listen = `127.0.0.1:${tls.port}`;
+    const viaEnv = await health(["--listen", listen], { LATCHKEY_TLS_CERT: cert, LATCHKEY_TLS_KEY: key });
+    expect(viaEnv).toEqual({ code: 0, stdout: `healthy: ${at(tls.port, "https")} (latchkey dev, database ok)\n`, stderr: "" });
+    // The file names another certificate than the one served (replaced without a restart).
+    const replaced = await health(["--listen", listen, "--tls-cert", otherCert, "--tls-key", key]);
+    expect(replaced).toEqual({
+      code: 1,
+      stdout: "",
+      stderr: `latchkey: unhealthy: ${at(tls.port, "https")} presents a certificate other than ${otherCert} (was the file replaced without restarting the server?)\n`,
+    });
+    // --url gets the usual checks, which a self-signed certificate does not pass.
+    const checked = await health(["--url", `https://127.0.0.1:${tls.port}`]);
+    expect(checked.code).toBe(1);
+    expect(checked.stderr).toStartWith(`latchkey: unhealthy: cannot reach ${at(tls.port, "https")}: `);
+    // Plain HTTP to the HTTPS listener is not healthy either.
+    expect((await health(["--listen", listen])).code).toBe(1);
+  });
+
+  test("a bad command line exits 2; the top-level help lists the command", async () => {
+    for (const args of [["now"], ["--timeout", "0"], ["--url", "ftp://example.com/"], ["--bogus"]]) {
+      const res = await health(args);
+      expect(res.code).toBe(2);
+      expect(res.stderr).toStartWith("latchkey: ");
+    }
+    expect((await runLatchkey(["--help"])).stdout).toMatch(/^  health {4}ask the running server whether it is healthy/m);
   });
 });

@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { authHint } from "../src/client/agent.ts";
+import { resolveStateDir, stateDirFlag } from "../src/client/config.ts";
+import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment.ts";
 import { ADMIN_PASSWORD, BUN, ROOT, call, login, runLatchkey, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
 
 type Proc = { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array>; exited: Promise<number>; kill(signal?: string | number): void };
@@ -49,6 +51,11 @@ async function waitOnline(baseUrl: string, token: string, uuid: string, online =
     if (Date.now() > deadline) throw new Error(`client ${uuid} did not become ${online ? "online" : "offline"}`);
     await Bun.sleep(100);
   }
+}
+
+/** Words quoted for a POSIX shell where they need it, as the install and status hints print them. */
+function shell(words: string[]): string {
+  return words.map((w) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`)).join(" ");
 }
 
 function uuidOf(stateDir: string): string {
@@ -137,6 +144,24 @@ WantedBy=multi-user.target
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("latchkey client install -server HOST:PORT");
   });
+
+  test("the next steps printed by install and status carry --state-dir, quoted for the shell; none for the default", async () => {
+    const state = join(dir.path, "state with 'quotes' and spaces");
+    const units = join(dir.path, "hint-units");
+    const self = shell([BUN, join(ROOT, "src/main.ts")]);
+    const fresh = await client(["status", "--state-dir", state]);
+    expect(fresh.code).toBe(1);
+    expect(fresh.stdout).toContain(`not installed (run ${self} client install -server HOST:PORT --state-dir ${shell([state])})`);
+    const res = await client(["install", "-server", "example.com:9000", "--state-dir", state, "--unit-dir", units]);
+    expect(res.code).toBe(0);
+    expect(res.stdout.trimEnd().split("\n").at(-1)).toBe(
+      `systemd unit written to ${join(units, "latchkey-client.service")}, not enabled (${units} is not /etc/systemd/system); start the agent with: ${self} client run --state-dir ${shell([state])}`,
+    );
+    // The default state directory needs no flag; one named by LATCHKEY_CLIENT_DIR does, as another shell may not have it.
+    const env = { HOME: join(dir.path, "home") };
+    expect(stateDirFlag(resolveStateDir(undefined, env), env)).toEqual([]);
+    expect(stateDirFlag(resolveStateDir(undefined, { ...env, LATCHKEY_CLIENT_DIR: state }), { ...env, LATCHKEY_CLIENT_DIR: state })).toEqual(["--state-dir", state]);
+  });
 });
 
 describe("run against a server process", () => {
@@ -185,8 +210,10 @@ describe("run against a server process", () => {
 describe("pre-shared keys (require_auth_key on)", () => {
   let server: TestServer;
   let token: string;
+  /** The server's clock runs with real time plus this, to age a binding past the "in use" window. */
+  let skew = 0;
   beforeAll(async () => {
-    server = await startTestServer({ flags: ["--require-auth-key"] });
+    server = await startTestServer({ flags: ["--require-auth-key"], clock: () => Date.now() + skew });
     token = await login(server.url);
   });
   afterAll(() => server?.close());
@@ -216,6 +243,31 @@ describe("pre-shared keys (require_auth_key on)", () => {
     return { ...watch(proc), type: (s: string) => void proc.stdin.write(s) };
   }
 
+  test("install --no-service prints a start command that works when pasted into a shell", async () => {
+    const { key } = await generateKey();
+    const state = join(dir.path, "pasted state's dir");
+    const res = await client(["install", "-server", address(), "-name", "pasted", "-key", key, "--no-service", "--state-dir", state]);
+    expect(res.code).toBe(0);
+    const last = res.stdout.trimEnd().split("\n").at(-1)!;
+    const prefix = "no systemd unit (--no-service); start the agent with: ";
+    expect(last).toStartWith(prefix);
+    const run = watch(
+      Bun.spawn(["sh", "-c", `exec ${last.slice(prefix.length)}`], {
+        cwd: dir.path,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: join(dir.path, "elsewhere") },
+        stdout: "pipe",
+        stderr: "pipe",
+      }),
+    );
+    try {
+      await run.waitFor("registered with");
+      expect(run.text()).toContain(" as pasted (uuid ");
+    } finally {
+      run.proc.kill("SIGTERM");
+      await run.proc.exited;
+    }
+  });
+
   test("no key and no terminal: exits non-zero with the reinstall-with-key remedy", async () => {
     const state = await installed("no-key");
     const run = agent(state);
@@ -243,13 +295,36 @@ describe("pre-shared keys (require_auth_key on)", () => {
     }
     await waitOnline(server.url, token, uuidOf(state), false);
 
-    // The same key on another machine (another UUID): bound elsewhere, with the Reset hint.
+    // The same key on another machine (another UUID), 10 s or more after the binding: bound
+    // elsewhere, with the Reset hint.
+    skew += KEY_IN_USE_WINDOW_MS;
     const other = await installed("other-machine", key);
     const run = agent(other);
     expect(await run.proc.exited).toBe(3);
     expect(run.text()).toContain("AUTH_FAILED: Key already bound to a different client");
     expect(run.text()).toContain("ask the admin to Reset the key in the panel");
   });
+
+  test("two machines started with one pending key: one registers, the other stops with Key already in use and the separate-key hint", async () => {
+    const { id, key } = await generateKey();
+    const states = [await installed("twin-1", key), await installed("twin-2", key)];
+    const runs = states.map((state) => agent(state));
+    try {
+      const first = await Promise.race(runs.map((run, i) => run.proc.exited.then((code) => ({ i, code }))));
+      expect(first.code).toBe(3);
+      const [loser, winner] = [runs[first.i]!, runs[1 - first.i]!];
+      await loser.waitFor("AUTH_FAILED: Key already in use");
+      expect(loser.text()).toContain("AUTH_FAILED: Key already in use: another machine claimed this pending key at the same moment: generate a separate key per machine");
+      expect(loser.text()).not.toContain("Reset the key");
+      await winner.waitFor("registered with");
+      expect(loser.count("registered with")).toBe(0);
+      const bound = await call(server.url, "GET", `/api/keys/${id}`, { token });
+      expect(bound.body).toMatchObject({ status: "active", client_uuid: uuidOf(states[1 - first.i]!), usage_count: 1 });
+    } finally {
+      for (const run of runs) run.proc.kill("SIGTERM");
+      await Promise.all(runs.map((run) => run.proc.exited));
+    }
+  }, 30_000);
 
   test("on a terminal: a refused key is explained and asked for again; an empty line exits non-zero", async () => {
     const state = await installed("prompted-empty");

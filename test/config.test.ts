@@ -57,7 +57,7 @@ describe("flags", () => {
     [["--session-idle", "abc"], /whole number/],
     [["--session-idle", "1"], /--session-idle/],
     [["--tls-cert", "a.pem"], /--tls-cert and --tls-key go together/],
-    [["--bogus", "1"], /unknown flag -bogus/],
+    [["--bogus", "1"], /unknown flag --bogus;/],
     [["--listen"], /needs a value/],
     [["--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2"], /more than once/],
     [["--require-auth-key=maybe"], /is a switch/],

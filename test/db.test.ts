@@ -62,7 +62,7 @@ describe("migrations", () => {
     );
     insert.run("CHECKED", "h1", 7, 1_700_000_000_000, "10.0.0.7");
     insert.run("NEVER", "h2", 0, null, null);
-    expect(migrate(db)).toEqual(["0004_check_counters"]);
+    expect(migrate(db, migrations.filter((m) => m.name < "0005"))).toEqual(["0004_check_counters"]);
     expect(db.query("SELECT license_id, total, last_at, last_address FROM license_checks").all()).toEqual([
       { license_id: 1, total: 7, last_at: 1_700_000_000_000, last_address: "10.0.0.7" },
     ]);
@@ -76,14 +76,26 @@ describe("migrations", () => {
   });
 
 
+  test("0005 gives existing accounts a credential version of 0, which password changes bump", () => {
+    const db = new Database(join(fresh(), "latchkey.db"));
+    migrate(db, migrations.filter((m) => m.name < "0005"));
+    db.run(
+      "INSERT INTO users (username, role, password_hash, scram_salt, scram_iterations, scram_stored_key, scram_server_key, created_at, password_changed_at) VALUES ('old', 'admin', 'h', 's', 4096, 'k', 'k', 0, 0)",
+    );
+    expect(migrate(db)).toEqual(["0005_credential_version"]);
+    expect(db.query("SELECT credential_version FROM users WHERE username = 'old'").get()).toEqual({ credential_version: 0 });
+    db.close();
+  });
+
   test("are recorded once and not re-applied", () => {
     const dir = fresh();
     const db = openDatabase(dir, { create: true });
-    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual([{ name: "0001_init" }, { name: "0002_licensing" }, { name: "0003_enrollment" }, { name: "0004_check_counters" }]);
+    expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual(migrations.map((m) => ({ name: m.name })));
+    expect(migrations.map((m) => m.name)).toEqual(["0001_init", "0002_licensing", "0003_enrollment", "0004_check_counters", "0005_credential_version"]);
     expect(migrate(db)).toEqual([]);
     db.close();
     const again = openDatabase(dir, { create: false });
-    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 4 });
+    expect(again.query("SELECT count(*) AS n FROM _migrations").get()).toEqual({ n: 5 });
     again.close();
   });
 

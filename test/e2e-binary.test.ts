@@ -23,6 +23,57 @@ afterAll(() => dir?.remove());
 /** An environment with no Bun and no project around: only the system PATH. */
 const bareEnv = () => ({ PATH: "/usr/bin:/bin", HOME: dir.path });
 
+type LogEntry = Record<string, unknown>;
+
+/** Reads a process's output stream to its end, keeping the text and the JSON lines seen so far. */
+function collect(stream: ReadableStream<Uint8Array>) {
+  let text = "";
+  const decoder = new TextDecoder();
+  let ended = false;
+  const done = (async () => {
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+    ended = true;
+  })();
+  const entries = (): LogEntry[] =>
+    text
+      .split("\n")
+      .slice(0, -1)
+      .flatMap((line) => {
+        try {
+          return [JSON.parse(line) as LogEntry];
+        } catch {
+          return [];
+        }
+      });
+  return { text: () => text, entries, done, ended: () => ended };
+}
+
+/** Waits for the first complete JSON line that matches, until the stream ends. */
+async function waitForLine(output: ReturnType<typeof collect>, matches: (entry: LogEntry) => boolean, timeoutMs = 15_000): Promise<LogEntry> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = output.entries().find(matches);
+    if (found) return found;
+    if (output.ended() || Date.now() > deadline) throw new Error(`no such log line${output.ended() ? "" : " in time"}; output:\n${output.text()}`);
+    await Bun.sleep(20);
+  }
+}
+
+/** The lines of `text` that are not a JSON object each; the newline that ends the text starts no line. */
+function notJsonObjects(text: string): string[] {
+  return text
+    .split("\n")
+    .filter((line, i, lines) => line !== "" || i < lines.length - 1)
+    .filter((line) => {
+      try {
+        const value: unknown = JSON.parse(line);
+        return typeof value !== "object" || value === null || Array.isArray(value);
+      } catch {
+        return true;
+      }
+    });
+}
+
 describe("the compiled binary", () => {
   test("prints its stamped version", async () => {
     const res = await runLatchkey(["version"], { binary, cwd: dir.path, env: bareEnv() });
@@ -159,14 +210,130 @@ describe("the compiled binary", () => {
     }
   });
 
-  test("a taken port is an error with a non-zero exit", async () => {
-    const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
+  test("--log-format json: every line it writes, the first start's password included, is a JSON object", async () => {
+    const dataDir = join(dir.path, "json-logs");
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"], { binary, cwd: dir.path, env: bareEnv() });
+    const stdout = collect(proc.stdout);
+    const stderr = collect(proc.stderr);
     try {
-      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${blocker.port}`], { binary, cwd: dir.path, env: bareEnv() });
-      expect(res.code).not.toBe(0);
-      expect(res.stderr).toMatch(/latchkey: .*(in use|EADDRINUSE)/i);
+      const listening = await waitForLine(stderr, (entry) => entry.msg === "latchkey listening");
+      const url = listening.url as string;
+      // The first start's password, as a log line of its own (read before toMatchObject, which
+      // in Bun 1.4 overwrites matched fields of the object it checks: oven-sh/bun#3521).
+      const bootstrap = stderr.entries().find((entry) => typeof entry.password === "string");
+      const password = bootstrap?.password as string;
+      expect(password).toBeString();
+      expect(bootstrap).toMatchObject({ level: "warn", username: "admin" });
+
+      // REST: a login that fails and one that works, a few calls, a 404, bad requests.
+      expect((await call(url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password" } })).status).toBe(401);
+      const login = await call(url, "POST", "/api/auth/login", { body: { username: "admin", password } });
+      expect(login.status).toBe(200);
+      const token = login.body.token as string;
+      expect((await call(url, "GET", "/api/users", { token })).status).toBe(200);
+      expect((await call(url, "POST", "/api/users", { token, body: { username: "json-logs", password: "another long password", role: "viewer" } })).status).toBe(201);
+      expect((await call(url, "GET", "/api/audit", { token })).status).toBe(200);
+      expect((await call(url, "GET", "/api/users")).status).toBe(401);
+      expect((await call(url, "GET", "/api/no-such-route", { token })).status).toBe(404);
+      expect((await call(url, "POST", "/api/users", { token, rawBody: "{", headers: { "content-type": "application/json" } })).status).toBe(400);
+      expect((await call(url, "POST", "/api/users", { token, body: { username: 5 } })).status).toBe(400);
+
+      // WebSocket: the first connection is when Elysia analyses the /ws hooks.
+      const rpc = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
+      expect(await rpc.request("rpc", "auth", { username: "admin", password })).toMatchObject({ name: "response" });
+      expect(await rpc.request("latchkey", "users", { action: "list" })).toMatchObject({ name: "response" });
+      expect(await rpc.sendRaw("not json")).toMatchObject({ name: "error" });
+      rpc.close();
+      await rpc.closed;
+
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+      await Promise.all([stdout.done, stderr.done]);
+      expect(notJsonObjects(stdout.text())).toEqual([]);
+      expect(notJsonObjects(stderr.text())).toEqual([]);
+      expect(stderr.text()).toEndWith("\n");
+      expect(stderr.entries().map((entry) => entry.msg)).toEqual(expect.arrayContaining(["latchkey listening", "shutting down", "stopped"]));
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("a port that is taken stops the start before anything is created: no data directory, no password; the next start prints it", async () => {
+    const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
+    const dataDir = join(dir.path, "never-made");
+    const port = blocker.port!;
+    try {
+      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+      expect(res.code).toBe(1);
+      expect(res.stderr).toBe(`latchkey: cannot listen on 127.0.0.1:${port} (--listen): the address is in use by another program; stop it or choose another --listen\n`);
+      expect(res.stdout).toBe("");
+      expect(existsSync(dataDir)).toBe(false);
+      // In JSON mode the refusal is a JSON line too.
+      const json = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], { binary, cwd: dir.path, env: bareEnv() });
+      expect(json.code).toBe(1);
+      expect(JSON.parse(json.stderr)).toMatchObject({ level: "error", msg: "cannot start" });
+      expect(existsSync(dataDir)).toBe(false);
     } finally {
       blocker.stop(true);
+    }
+    // The port is free now: this start is the first one, and shows the password.
+    const proc = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+    try {
+      const { log } = await waitForListening(proc);
+      expect(log()).toContain('created the bootstrap account "admin" with password: ');
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("security events reach the server log as one line each, without secrets; a flood of refusals is summarised", async () => {
+    const dataDir = join(dir.path, "security-log");
+    const adminPassword = "security log admin password";
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json", "--require-auth-key"], {
+      binary,
+      cwd: dir.path,
+      env: { ...bareEnv(), LATCHKEY_ADMIN_PASSWORD: adminPassword },
+    });
+    const stderr = collect(proc.stderr);
+    try {
+      const url = (await waitForLine(stderr, (entry) => entry.msg === "latchkey listening")).url as string;
+      // Logins: one wrong password, then a burst on one account that the throttle stops.
+      expect((await call(url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password 1" } })).status).toBe(401);
+      const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => call(url, "POST", "/api/auth/login", { body: { username: "admin", password: `wrong password ${i + 2}` } })));
+      expect(burst.filter((r) => r.status === 429).length).toBeGreaterThan(20);
+      // Enrollment: a key, a registration, a clone refused, the key revoked.
+      const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+      const generated = await cli("key", "generate");
+      const key = generated.stdout.trim();
+      const id = /created key (\d+)/.exec(generated.stderr)![1]!;
+      const uuid = crypto.randomUUID();
+      const first = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
+      const args = { uuid, name: "logged", hostname: "logged.example", auth_key: key };
+      expect((await first.request("client", "register", args)).name).toBe("response");
+      const clone = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
+      expect((await clone.request("client", "register", args)).args.message).toBe("AUTH_FAILED: Client already connected");
+      clone.close();
+      expect((await cli("key", "revoke", id)).code).toBe(0);
+      expect((await first.closed).code).toBe(4003);
+
+      const event = (action: string, outcome: string) => stderr.entries().filter((e) => e.msg === "security event" && e.action === action && e.outcome === outcome);
+      await waitForLine(stderr, (e) => e.msg === "security event" && e.action === "client.register" && e.outcome === "failure");
+      expect(event("auth.password", "failure").length).toBe(5);
+      // The throttled burst: ten lines, the rest counted (and the count logged with the next such line).
+      expect(event("auth.password", "denied")).toHaveLength(10);
+      expect(event("auth.password", "denied")[0]).toMatchObject({ level: "warn", actor: "admin", address: "127.0.0.1", reason: "throttled (account)" });
+      expect(event("client.register", "success")).toHaveLength(1);
+      expect(event("client.register", "failure")[0]).toMatchObject({ target: uuid, reason: "AUTH_FAILED: Client already connected" });
+      // The revocation was made by the CLI in another process: the server logs the clients it disconnected.
+      await waitForLine(stderr, (e) => e.msg === "client disconnected" && e.uuid === uuid);
+      const text = stderr.text();
+      for (const secret of [adminPassword, "wrong password 1", key, key.replaceAll("-", "")]) expect(text).not.toContain(secret);
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
     }
   });
 });

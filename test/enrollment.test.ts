@@ -6,16 +6,25 @@
  * viewers scoped to their groups, the audit log and the live `events` pushes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment.ts";
 import { call, createUser, login, manualClock, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
 
 const KEY_FORMAT = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
 const INVALID = "AUTH_FAILED: Invalid or revoked key";
 const BOUND = "AUTH_FAILED: Key already bound to a different client";
+const IN_USE = "AUTH_FAILED: Key already in use";
 const CLONE = "AUTH_FAILED: Client already connected";
 
 let server: TestServer;
 let admin: string;
 let watcher: RpcClient;
+/** The shared server's clock runs with real time, plus whatever `pastInUseWindow` added. */
+let skew = 0;
+
+/** Makes every binding made so far older than the "Key already in use" window. */
+function pastInUseWindow(): void {
+  skew += KEY_IN_USE_WINDOW_MS;
+}
 
 const uuid = () => crypto.randomUUID();
 const regArgs = (id: string, key?: string) => ({
@@ -108,7 +117,7 @@ async function audit(action: string): Promise<any[]> {
 }
 
 beforeAll(async () => {
-  server = await startTestServer();
+  server = await startTestServer({ clock: () => Date.now() + skew });
   admin = await login(server.url);
   watcher = await signedInSocket(admin);
 });
@@ -120,7 +129,8 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("the woho registration table over /ws", () => {
-  type KeyState = "none" | "empty" | "unknown" | "malformed" | "revoked" | "pending" | "active-same" | "active-other";
+  /** active-other: bound to another UUID 10 s ago or more; active-other-recent: less than 10 s ago. */
+  type KeyState = "none" | "empty" | "unknown" | "malformed" | "revoked" | "pending" | "active-same" | "active-other" | "active-other-recent";
   interface Row {
     required: boolean;
     key: KeyState;
@@ -133,6 +143,7 @@ describe("the woho registration table over /ws", () => {
     { required: false, key: "revoked", result: "registered" },
     { required: false, key: "pending", result: "registered" },
     { required: false, key: "active-other", result: "registered" },
+    { required: false, key: "active-other-recent", result: "registered" },
     { required: true, key: "none", result: { code: 403, message: "AUTH_REQUIRED" } },
     { required: true, key: "empty", result: { code: 403, message: "AUTH_REQUIRED" } },
     { required: true, key: "unknown", result: { code: 403, message: INVALID } },
@@ -141,6 +152,7 @@ describe("the woho registration table over /ws", () => {
     { required: true, key: "pending", result: "registered" },
     { required: true, key: "active-same", result: "reconnect" },
     { required: true, key: "active-other", result: { code: 403, message: BOUND } },
+    { required: true, key: "active-other-recent", result: { code: 403, message: IN_USE } },
   ];
 
   const table = rows.map((r) => ({ ...r, outcome: typeof r.result === "object" ? `${r.result.code} ${r.result.message}` : r.result }));
@@ -150,12 +162,13 @@ describe("the woho registration table over /ws", () => {
     // Put the key into the state the row names (binding needs the requirement on).
     await setRequire(true);
     if (state === "active-same") await enroll(me, key.key);
-    if (state === "active-other") await enroll(uuid(), key.key);
+    if (state === "active-other" || state === "active-other-recent") await enroll(uuid(), key.key);
+    if (state === "active-other") pastInUseWindow();
     if (state === "revoked") expect((await call(server.url, "POST", `/api/keys/${key.id}/revoke`, { token: admin })).status).toBe(200);
     await setRequire(required);
     const before = await getKey(key.id);
 
-    const sent = { none: undefined, empty: "", unknown: "ABCD-EFGH-JKMN", malformed: "not a key at all", revoked: key.key, pending: key.key, "active-same": key.key, "active-other": key.key }[state];
+    const sent = { none: undefined, empty: "", unknown: "ABCD-EFGH-JKMN", malformed: "not a key at all", revoked: key.key, pending: key.key, "active-same": key.key, "active-other": key.key, "active-other-recent": key.key }[state];
     const { rpc, reply } = await register(me, sent);
     try {
       const after = await getKey(key.id);
@@ -210,6 +223,7 @@ describe("the woho registration table over /ws", () => {
       }
       expect((await getKey(key.id)).usage_count).toBe(1 + spellings.length);
       // Another client is refused whatever the spelling.
+      pastInUseWindow();
       const other = await register(uuid(), spell(key.key).toLowerCase());
       expectError(other.reply, 403, BOUND);
       other.rpc.close();
@@ -333,6 +347,61 @@ describe("expiry: a restart is not a re-enrollment", () => {
   });
 });
 
+describe("another UUID with an active key: in use for 10 s after the binding, bound to a different client after", () => {
+  test("measured from the binding on the server's clock; a reset key's next binding opens a new window; each refusal is audited", async () => {
+    const bindAt = Date.parse("2026-04-01T00:00:00Z");
+    const clock = manualClock(bindAt);
+    const own = await startTestServer({ clock });
+    try {
+      const token = await login(own.url);
+      await call(own.url, "PATCH", "/api/settings", { token, body: { require_auth_key: true } });
+      const [key] = (await call(own.url, "POST", "/api/keys", { token, body: { quantity: 1 } })).body.items;
+      /** Registers `id` with the key on a socket of its own, closed again at once. */
+      const present = async (id: string, at: number): Promise<any> => {
+        clock.set(at);
+        const rpc = await RpcClient.connect(own.wsUrl);
+        try {
+          return await rpc.request("client", "register", regArgs(id, key.key));
+        } finally {
+          rpc.close();
+          await rpc.closed;
+        }
+      };
+      const [a, b, c] = [uuid(), uuid(), uuid()];
+      expect(await present(a, bindAt)).toMatchObject({ name: "response", args: { uuid: a, reconnect: false } });
+      expectError(await present(b, bindAt + 3000), 403, IN_USE);
+      expectError(await present(c, bindAt + KEY_IN_USE_WINDOW_MS - 1), 403, IN_USE);
+      expectError(await present(b, bindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
+      expectError(await present(c, bindAt + 60_000), 403, BOUND);
+
+      // Reset (the remedy for "bound to a different client"), and another machine binds it: the
+      // window counts from this binding, for the previous holder as for anyone else.
+      const rebindAt = bindAt + 120_000;
+      clock.set(rebindAt);
+      expect((await call(own.url, "POST", `/api/keys/${key.id}/reset`, { token })).status).toBe(200);
+      expect(await present(b, rebindAt)).toMatchObject({ name: "response", args: { uuid: b, reconnect: false } });
+      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({ status: "active", client_uuid: b, first_used_at: new Date(rebindAt).toISOString() });
+      expectError(await present(a, rebindAt + 3000), 403, IN_USE);
+      expectError(await present(c, rebindAt + 3000), 403, IN_USE);
+      expectError(await present(a, rebindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
+
+      const log = (await call(own.url, "GET", "/api/audit?action=client.register&outcome=failure&limit=1000", { token })).body.items.reverse();
+      expect(log.map((e: any) => [e.target, e.reason])).toEqual([
+        [b, IN_USE],
+        [c, IN_USE],
+        [b, BOUND],
+        [c, BOUND],
+        [a, IN_USE],
+        [c, IN_USE],
+        [a, BOUND],
+      ]);
+      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({ status: "active", client_uuid: b, usage_count: 2 });
+    } finally {
+      await own.close();
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 
 describe("revocation closes the live connection within a second", () => {
@@ -390,6 +459,7 @@ describe("revocation closes the live connection within a second", () => {
       const newcomer = uuid();
       await enroll(newcomer, key.key);
       expect(await getKey(key.id)).toMatchObject({ status: "active", client_uuid: newcomer });
+      pastInUseWindow();
     }
     const retry = await register(me, key.key);
     expectError(retry.reply, 403, next);

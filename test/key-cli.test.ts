@@ -1,9 +1,10 @@
 /**
  * `latchkey key ...`, run as separate processes on the data directory of a running server
- * (SPEC §1, §4): generate prints the keys alone, one per line, so that
- * `KEY=$(latchkey key generate)` works; list, revoke, reset and delete; a revoke from the CLI
- * disconnects the client connected to the server within a second. Bad flags exit 2 with a
- * sentence that says what to do; failures of the operation itself exit 1.
+ * (SPEC §1, §4): generate prints the keys alone on standard output, one per line, so that
+ * `KEY=$(latchkey key generate)` works, and each key's ID on standard error; list, revoke, reset
+ * and delete; a revoke from the CLI disconnects the client connected to the server within a
+ * second. Bad flags exit 2 with a sentence that says what to do, echoing a flag as it was typed;
+ * failures of the operation itself exit 1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { call, login, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
@@ -21,6 +22,22 @@ async function ok(...args: string[]) {
   expect(res.stderr).toBe("");
   return res;
 }
+/** `key generate`: the keys from standard output, and from standard error the ID of each, in order. */
+async function generate(...args: string[]): Promise<{ keys: string[]; ids: number[] }> {
+  const res = await cli("key", "generate", ...args);
+  if (res.code !== 0) throw new Error(`latchkey key generate ${args.join(" ")} failed (${res.code}): ${res.stderr}`);
+  const keys = res.stdout.split("\n");
+  expect(keys.pop()).toBe("");
+  const lines = res.stderr.split("\n");
+  expect(lines.pop()).toBe("");
+  expect(lines).toHaveLength(keys.length);
+  const ids = lines.map((line, i) => {
+    // The key is masked there: standard error is what ends up in logs.
+    expect(line).toMatch(new RegExp(`^created key \\d+ \\(${keys[i]!.slice(0, 4)}…${keys[i]!.slice(-2)}\\)$`));
+    return Number(/\d+/.exec(line)![0]);
+  });
+  return { keys, ids };
+}
 const regArgs = (uuid: string, key: string) => ({ uuid, name: "cli-client", hostname: "cli-client.example", version: "1.0", os: "linux", auth_key: key });
 const apiKey = async (id: number) => (await call(server.url, "GET", `/api/keys/${id}`, { token: admin })).body;
 /** Keys by their text, as the server's API lists them. */
@@ -37,12 +54,14 @@ beforeAll(async () => {
 afterAll(() => server.close());
 
 describe("latchkey key generate", () => {
-  test("prints exactly the key and a newline by default; the running server knows it at once", async () => {
-    const res = await ok("key", "generate");
+  test("prints exactly the key and a newline on stdout, its ID on stderr; the running server knows it at once", async () => {
+    const res = await cli("key", "generate");
+    expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}\n$/);
     const key = res.stdout.trim();
     const known = (await apiKeys()).get(key);
     expect(known).toMatchObject({ status: "pending", label: "", usage_count: 0 });
+    expect(res.stderr).toBe(`created key ${known.id} (${key.slice(0, 4)}…${key.slice(-2)})\n`);
     const rpc = await RpcClient.connect(server.wsUrl);
     const uuid = crypto.randomUUID();
     expect((await rpc.request("client", "register", regArgs(uuid, key))).name).toBe("response");
@@ -50,16 +69,14 @@ describe("latchkey key generate", () => {
     expect(await apiKey(known.id)).toMatchObject({ status: "active", client_uuid: uuid, usage_count: 1 });
   });
 
-  test("--count 100 prints 100 distinct keys, one per line, with the label, group and expiry", async () => {
-    const res = await ok("key", "generate", "--count", "100", "--label", "Customer ABC - batch 1", "--group", "east", "--expires", "2030-01-01");
-    const lines = res.stdout.split("\n");
-    expect(lines.pop()).toBe("");
+  test("--count 100 prints 100 distinct keys, one per line, each with its ID, with the label, group and expiry", async () => {
+    const { keys: lines, ids } = await generate("--count", "100", "--label", "Customer ABC - batch 1", "--group", "east", "--expires", "2030-01-01");
     expect(lines).toHaveLength(100);
     for (const line of lines) expect(line).toMatch(KEY_LINE);
     expect(new Set(lines).size).toBe(100);
     const known = await apiKeys();
-    for (const line of lines) {
-      expect(known.get(line)).toMatchObject({ status: "pending", label: "Customer ABC - batch 1", group: "east", expires_at: "2030-01-01T00:00:00.000Z" });
+    for (const [i, line] of lines.entries()) {
+      expect(known.get(line)).toMatchObject({ id: ids[i], status: "pending", label: "Customer ABC - batch 1", group: "east", expires_at: "2030-01-01T00:00:00.000Z" });
     }
   });
 
@@ -79,11 +96,11 @@ describe("latchkey key generate", () => {
 
 describe("latchkey key list, revoke, reset, delete", () => {
   test("list shows every key with status, label, client and uses; --status filters; --json", async () => {
-    const [key] = (await ok("key", "generate", "--label", "listed")).stdout.trim().split("\n");
+    const key = (await generate("--label", "listed")).keys[0]!;
     const list = await ok("key", "list");
     const lines = list.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^ID\s+KEY\s+STATUS\s+LABEL\s+CLIENT\s+USES\s+CREATED\s+LAST USED$/);
-    const row = lines.find((l) => l.includes(key!))!;
+    const row = lines.find((l) => l.includes(key))!;
     expect(row).toMatch(new RegExp(`^\\d+\\s+${key}\\s+pending\\s+listed\\s+-\\s+0\\s+\\S+\\s+never$`));
     const active = JSON.parse((await ok("key", "list", "--status", "active", "--json")).stdout) as any[];
     expect(active.length).toBeGreaterThan(0);
@@ -95,8 +112,9 @@ describe("latchkey key list, revoke, reset, delete", () => {
   });
 
   test("revoke while the client is connected: closed within a second, refused from then on", async () => {
-    const key = (await ok("key", "generate")).stdout.trim();
-    const id = (await apiKeys()).get(key).id;
+    const generated = await generate();
+    const [key, id] = [generated.keys[0]!, generated.ids[0]!];
+    expect((await apiKeys()).get(key).id).toBe(id);
     const uuid = crypto.randomUUID();
     const rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("client", "register", regArgs(uuid, key))).name).toBe("response");
@@ -115,8 +133,9 @@ describe("latchkey key list, revoke, reset, delete", () => {
   });
 
   test("reset returns a key to pending (a new machine can take it); delete removes it", async () => {
-    const key = (await ok("key", "generate")).stdout.trim();
-    const id = (await apiKeys()).get(key).id;
+    const generated = await generate();
+    const [key, id] = [generated.keys[0]!, generated.ids[0]!];
+    expect((await apiKeys()).get(key).id).toBe(id);
     const old = crypto.randomUUID();
     const rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("client", "register", regArgs(old, key))).name).toBe("response");
@@ -148,16 +167,16 @@ describe("bad flags exit 2 with a remedy", () => {
     { args: ["key", "generate", "--count", "many"], message: "--count must be a whole number from 1 to 100" },
     { args: ["key", "generate", "--count", "1.5"], message: "--count must be a whole number from 1 to 100" },
     { args: ["key", "generate", "--count", "-1"], message: "--count must be a whole number from 1 to 100" },
-    { args: ["key", "generate", "--count"], message: "flag -count needs a value (1..100)" },
-    { args: ["key", "generate", "--count", "1", "--count", "2"], message: "flag -count was given more than once" },
+    { args: ["key", "generate", "--count"], message: "flag --count needs a value (1..100)" },
+    { args: ["key", "generate", "--count", "1", "--count", "2"], message: "flag --count was given more than once" },
     { args: ["key", "generate", "--label", "x".repeat(101)], message: "--label must be at most 100 characters" },
     { args: ["key", "generate", "--label", "tab\there"], message: "--label may not hold control characters" },
     { args: ["key", "generate", "--group", "../etc"], message: "--group group names hold letters, digits, space and . _ - (at most 64)" },
     { args: ["key", "generate", "--expires", "tomorrow"], message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp" },
     { args: ["key", "generate", "--expires", "2030-02-30"], message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp" },
-    { args: ["key", "generate", "--bogus"], message: "unknown flag -bogus; run with --help to see the flags this command takes" },
+    { args: ["key", "generate", "--bogus"], message: "unknown flag --bogus; run with --help to see the flags this command takes" },
     { args: ["key", "list", "--status", "expired"], message: "--status must be pending, active or revoked" },
-    { args: ["key", "list", "--json=maybe"], message: "flag -json is a switch" },
+    { args: ["key", "list", "--json=maybe"], message: "flag --json is a switch" },
     { args: ["key", "revoke"], message: "key revoke takes one ID; see latchkey key list" },
     { args: ["key", "reset", "1", "2"], message: "key reset takes one ID; see latchkey key list" },
     { args: ["key", "delete", "x"], message: "ID must be a positive whole number" },
@@ -174,6 +193,22 @@ describe("bad flags exit 2 with a remedy", () => {
     expect(res.stdout).toBe("");
     expect(res.stderr).toStartWith("latchkey: ");
     expect(res.stderr).toContain(message);
+  });
+
+  test.each([
+    [["key", "generate", "-bogus"], "unknown flag -bogus; run with --help to see the flags this command takes"],
+    [["key", "generate", "---bogus"], "unknown flag ---bogus; run with --help to see the flags this command takes"],
+    // Without the value, which may be a secret given to a mistyped flag.
+    [["key", "generate", "--bogus=s3cret"], "unknown flag --bogus; run with --help to see the flags this command takes"],
+    [["key", "generate", "--b\u00f6gus\u001b[2J"], 'unknown flag "--b\u00f6gus\\u001b[2J"; run with --help to see the flags this command takes'],
+    [["key", "generate", "-count"], "flag -count needs a value (1..100)"],
+    [["key", "generate", "-count=1", "-count", "2"], "flag -count was given more than once"],
+    [["key", "list", "-json=maybe"], "flag -json is a switch: give it alone, or as -json=true / -json=false"],
+    [["key", "generate", "-count", "0"], "-count must be 1 to 100"],
+    [["key", "generate", "-label", "tab\there"], "-label may not hold control characters"],
+    [["key", "list", "-status", "expired"], "-status must be pending, active or revoked"],
+  ])("%p echoes the flag exactly as typed", async (args, message) => {
+    expect(await cli(...args)).toEqual({ code: 2, stdout: "", stderr: `latchkey: ${message}\n` });
   });
 
   test("nothing was created, revoked or deleted by any of them", async () => {

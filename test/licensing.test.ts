@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { parseArgs } from "../src/cli/args.ts";
 import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
+import { quickQuery } from "../src/http/licensing-api.ts";
 import { startServer } from "../src/server.ts";
 import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
 
@@ -179,7 +180,7 @@ describe("GET /api/check", () => {
     after?: (c: WireContext & { id: number }) => Promise<void>;
     fields: (c: WireContext) => Record<string, unknown>;
     status: number;
-    body: Record<string, unknown>;
+    body: Record<string, unknown> | ((c: WireContext) => Record<string, unknown>);
   }
   const passed = { result: "ok", receipt: expect.any(String) };
   const invalid = { result: "failure", error: "invalid key" };
@@ -190,7 +191,7 @@ describe("GET /api/check", () => {
     { label: "unknown extra fields are ignored", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "hw-1", os: "linux", result: "forged" }), status: 201, body: passed },
     { label: "a machine that was never activated", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "hw-2" }), status: 404, body: invalid },
     { label: "an unknown token", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }), status: 404, body: invalid },
-    { label: "the wrong app_id", before: ["hw-1"], fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }), status: 404, body: invalid },
+    { label: "the wrong app_id: the named app's support message", before: ["hw-1"], fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }), status: 404, body: (c) => ({ ...invalid, support_message: c.otherSupport }) },
     {
       label: "a key disabled after activation",
       before: ["hw-1"],
@@ -216,7 +217,9 @@ describe("GET /api/check", () => {
       body: invalid,
     },
     { label: "no token", fields: () => ({ hwid: "hw-1" }), status: 400, body: { result: "failure", error: "token is required", field: "token" } },
-    { label: "no hwid and no machine", fields: (c) => ({ token: c.token }), status: 400, body: { result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" } },
+    // The seed: a failed check, not bad input.
+    { label: "no hwid and no machine", before: ["hw-1"], fields: (c) => ({ token: c.token, user: "sam" }), status: 404, body: invalid },
+    { label: "an empty hwid and machine", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "", machine: "" }), status: 404, body: invalid },
     { label: "a 256-character hwid", fields: (c) => ({ token: c.token, hwid: "h".repeat(256) }), status: 400, body: { result: "failure", error: "hwid must be at most 255 characters", field: "hwid" } },
   ];
   test.each(CHECK)("$label", async ({ key, before, after, fields, status, body }) => {
@@ -224,7 +227,7 @@ describe("GET /api/check", () => {
     await after?.(c);
     // A GET carries its fields in the query string.
     const res = await wire(server.url, "query", "GET", "/api/check", fields(c));
-    expect({ status: res.status, body: res.body }).toEqual({ status, body });
+    expect({ status: res.status, body: res.body }).toEqual({ status, body: typeof body === "function" ? body(c) : body });
   });
 
   test("every activated machine passes, not only the last one", async () => {
@@ -233,6 +236,119 @@ describe("GET /api/check", () => {
       expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid })).status).toBe(201);
     }
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-f" })).status).toBe(404);
+  });
+});
+
+describe("a failed check carries the support message of the application app_id names", () => {
+  /** The quick path reads a plain query; a field percent-encoded sends it through queryFields and the schema. */
+  const PATHS = ["quick", "general"] as const;
+  const percent = (value: string) => [...new TextEncoder().encode(value)].map((b) => `%${b.toString(16).padStart(2, "0")}`).join("");
+  function checkUrl(path: (typeof PATHS)[number], fields: Record<string, string | number | undefined>): string {
+    const query = Object.entries(fields)
+      .filter(([, value]) => value !== undefined)
+      .map(([name, value]) => `${name}=${path === "quick" ? value : percent(String(value))}`)
+      .join("&");
+    const url = `${server.url}/api/check?${query}`;
+    // Each path is the one it claims to be.
+    expect({ url, quick: quickQuery(url) !== null }).toEqual({ url, quick: path === "quick" });
+    return url;
+  }
+  async function check(path: (typeof PATHS)[number], fields: Record<string, string | number | undefined>) {
+    const res = await fetch(checkUrl(path, fields));
+    return { status: res.status, body: await res.json() };
+  }
+
+  interface Failure {
+    label: string;
+    key?: ActivateCase["key"];
+    after?: (c: WireContext & { id: number }) => Promise<void>;
+    fields: (c: WireContext) => Record<string, string | undefined>;
+    /** The application the case names in app_id: the key's own, or another one. */
+    names?: "own" | "other";
+    status?: number;
+    error?: string;
+  }
+  const FAILURES: Failure[] = [
+    { label: "an unknown token", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }) },
+    { label: "a key of another application", names: "other", fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
+    { label: "a disabled key", after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { enabled: false } })), fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
+    {
+      label: "an expired key",
+      after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { expires_at: "2026-02-01" } })),
+      fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+      status: 410,
+      error: "key is no longer valid",
+    },
+    { label: "a machine that was never activated", fields: (c) => ({ token: c.token, hwid: "hw-2", machine: "OTHER" }) },
+    { label: "a machine name that was never activated", fields: (c) => ({ token: c.token, machine: "OTHER", user: "sam" }) },
+    { label: "an activation an admin removed", after: async (c) => void (await call(server.url, "DELETE", `/api/licenses/${c.id}/activations/hw-1`, { token: adminToken })), fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
+    { label: "neither hwid nor machine", fields: (c) => ({ token: c.token, user: "sam" }) },
+    { label: "neither hwid nor machine, with an unknown token", fields: () => ({ token: UNKNOWN, user: "sam" }) },
+  ];
+
+  test.each(FAILURES.flatMap((f) => PATHS.map((path) => ({ ...f, path }))))("$path path: $label", async ({ key, after, fields, names = "own", status = 404, error = "invalid key", path }) => {
+    const c = await context(key, ["hw-1"]);
+    await after?.(c);
+    const [appId, support] = names === "own" ? [c.appId, c.support] : [c.otherAppId, c.otherSupport];
+    expect(await check(path, { ...fields(c), app_id: appId })).toEqual({ status, body: { result: "failure", error, support_message: support } });
+    // An app_id that names no application: an empty message, as activate answers.
+    expect(await check(path, { ...fields(c), app_id: 999_999 })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
+    // Without app_id, the seed's body exactly: never the key's own message, which would tell that the token exists.
+    if (names === "own") expect(await check(path, fields(c))).toEqual({ status, body: { result: "failure", error } });
+  });
+
+  test.each(PATHS)("%s path: an application without a support message answers an empty one", async (path) => {
+    const app = await fixtures.app("");
+    const license = await fixtures.key(app.id);
+    expect(await check(path, { token: license.token, app_id: app.id, hwid: "hw-1" })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
+    expect(await check(path, { token: UNKNOWN, app_id: app.id })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
+  });
+
+  test("the message follows the application at once: changed, created and deleted, by this server or by another process", async () => {
+    const c = await context({}, ["hw-1"]);
+    const failing = { token: c.token, hwid: "hw-2" };
+    const message = async (appId: number) => (await check("quick", { ...failing, app_id: appId })).body.support_message;
+    expect(await message(c.appId)).toBe(c.support);
+    expect((await call(server.url, "PATCH", `/api/apps/${c.appId}`, { token: adminToken, body: { support_message: "patched" } })).status).toBe(200);
+    expect(await message(c.appId)).toBe("patched");
+
+    // An id asked about before its application exists.
+    const next = (await fixtures.app("the last app")).id + 1;
+    expect(await message(next)).toBe("");
+    const created = await fixtures.app("created since");
+    expect(created.id).toBe(next);
+    expect(await message(next)).toBe("created since");
+    expect((await call(server.url, "DELETE", `/api/apps/${next}`, { token: adminToken })).status).toBe(204);
+    expect(await message(next)).toBe("");
+
+    // Another process writes the database (the CLI does): seen once SQLite's data_version moves.
+    expect(await message(c.appId)).toBe("patched");
+    const db = new Database(join(server.dataDir, "latchkey.db"));
+    try {
+      db.run("PRAGMA busy_timeout = 5000");
+      db.query("UPDATE applications SET support_message = ? WHERE id = ?").run("from the CLI", c.appId);
+    } finally {
+      db.close();
+    }
+    await Bun.sleep(50);
+    expect(await message(c.appId)).toBe("from the CLI");
+  });
+
+  test("activate and deactivate still need a machine: 400 naming hwid; the seed's machine-only client still activates", async () => {
+    const c = await context({ activations: 2 });
+    for (const [method, path] of [["POST", "/api/activate"], ["POST", "/api/deactivate"]] as const) {
+      for (const encoding of ENCODINGS) {
+        const res = await wire(server.url, encoding, method, path, { token: c.token, app_id: c.appId, user: "sam" });
+        expect({ path, encoding, status: res.status, body: res.body }).toEqual({
+          path,
+          encoding,
+          status: 400,
+          body: { result: "failure", error: "hwid is required (or machine, for clients that have no hardware id)", field: "hwid" },
+        });
+      }
+    }
+    expect((await wire(server.url, "form", "POST", "/api/activate", { token: c.token, machine: "ICEBREAKER", user: "sam" })).status).toBe(201);
+    expect((await fixtures.license(c.id)).activations_used).toBe(1);
   });
 });
 
@@ -299,6 +415,15 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
       ["nonce", "query", false],
     ]);
     expect(parameters.find((p) => p.name === "hwid")?.schema).toEqual({ type: "string", maxLength: 255 });
+  });
+
+  test("OpenAPI says what a failed check answers: the support message with app_id, a 404 without hwid and machine", async () => {
+    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as { paths: Record<string, { get?: { description?: string }; post?: { description?: string } }> };
+    const check = doc.paths["/api/check"]?.get?.description ?? "";
+    expect(check).toContain("With `app_id`, a failure also carries that application's `support_message`");
+    expect(check).toContain("a check with neither `hwid` nor `machine` included");
+    expect(check).toContain("400 naming the field only for malformed input");
+    expect(doc.paths["/api/activate"]?.post?.description).toContain("when neither `hwid` nor `machine` is given");
   });
 
   test("the fields of the query string are decoded as a form would be: `+` and %20 are spaces", async () => {

@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment.ts";
 import { VERSION } from "../src/version.ts";
 import { ADMIN_PASSWORD, call, createUser, login, RpcClient, runLatchkey, spawnLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
 import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
@@ -23,6 +24,8 @@ const KEY = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
 const LABEL = "berlin-lab";
 
 let server: TestServer;
+/** The server's clock runs with real time plus this, to age a key's binding past the "in use" window. */
+let skew = 0;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 const clients: RpcClient[] = [];
@@ -30,7 +33,7 @@ const cleanups: (() => void)[] = [];
 const problems: string[] = [];
 
 beforeAll(async () => {
-  server = await startTestServer();
+  server = await startTestServer({ clock: () => Date.now() + skew });
   browser = await launchChromium();
 });
 
@@ -179,7 +182,11 @@ describe("enrollment pages", () => {
     await onlineRow.getByRole("link", { name: `#${id}` }).waitFor();
     await clientsPage.screenshot({ path: "/tmp/enrollment-clients-online.png" });
 
-    // A second machine with the same key is refused: the key is bound.
+    // A second machine with the same key is refused: within 10 s of the binding the key is "in
+    // use" (two machines raced for it), later it is bound to a different client.
+    const { reply: racing } = await register(randomUUID(), key);
+    expect(JSON.stringify(racing)).toContain("AUTH_FAILED: Key already in use");
+    skew += KEY_IN_USE_WINDOW_MS;
     const { reply: reuse } = await register(randomUUID(), key);
     expect(JSON.stringify(reuse)).toContain("AUTH_FAILED: Key already bound to a different client");
 

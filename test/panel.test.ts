@@ -39,14 +39,14 @@ afterEach(async () => {
 });
 
 /** A fresh browser context on the panel, recording console errors and CSP violations. */
-async function openPanel(hash = ""): Promise<Page> {
+async function openPanel(hash = "", base = server.url): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
   contexts.push(context);
   context.setDefaultTimeout(5000);
   await reportCspViolations(context);
   const page = await context.newPage();
   watchPage(page, problems, EXPECTED_REFUSAL);
-  const response = await page.goto(`${server.url}/${hash}`);
+  const response = await page.goto(`${base}/${hash}`);
   expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
   await page.getByRole("heading", { name: "latchkey" }).waitFor();
   return page;
@@ -266,5 +266,79 @@ describe("admin panel", () => {
     await nav(page).getByRole("link", { name: "Dashboard" }).click();
     await page.locator(".card", { hasText: "Recent activity" }).getByText("auth.password").first().waitFor();
     await page.screenshot({ path: "/tmp/panel-dashboard.png" });
+  });
+
+  test("admin's password from LATCHKEY_ADMIN_PASSWORD: the Users page says so and offers no change of it", async () => {
+    const token = await adminToken();
+    await createUser(server.url, token, { username: "frank", password: "frank-password-1" });
+    expect((await call(server.url, "GET", "/api/users/admin", { token })).body.password_from_env).toBe(true);
+    const page = await openPanel("#/users");
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.getByRole("heading", { name: "Users" }).waitFor();
+    const note = row(page, "admin").getByText("Password set by LATCHKEY_ADMIN_PASSWORD");
+    await note.waitFor();
+    expect(await note.getAttribute("title")).toContain("change the variable and restart the server");
+    await page.getByRole("button", { name: "Reset the password of frank" }).waitFor();
+    expect(await row(page, "frank").getByText("LATCHKEY_ADMIN_PASSWORD").count()).toBe(0);
+    expect(await page.getByRole("button", { name: "Reset the password of admin" }).count()).toBe(0);
+
+    // From the keyboard, admin's row goes from Edit straight to Delete; Edit says where the password is set.
+    await page.getByRole("button", { name: "Edit admin" }).focus();
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Delete admin");
+    await page.keyboard.press("Shift+Tab");
+    await page.keyboard.press("Enter");
+    const edit = page.getByRole("dialog", { name: "Edit admin" });
+    await edit.getByText("change the variable and restart the server", { exact: false }).waitFor();
+    expect(await edit.getByLabel(/password/i).count()).toBe(0);
+    await edit.getByLabel("Groups").fill("ops");
+    await page.keyboard.press("Enter");
+    await edit.waitFor({ state: "detached" });
+    await row(page, "admin").getByText("ops", { exact: true }).waitFor();
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Edit admin");
+
+    // On a 390 px phone the note stays readable and the page does not scroll sideways.
+    await page.setViewportSize({ width: 390, height: 800 });
+    await note.scrollIntoViewIfNeeded();
+    expect(await note.isVisible()).toBe(true);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.screenshot({ path: "/tmp/panel-users-env-phone.png", fullPage: true });
+    expect((await call(server.url, "PATCH", "/api/users/admin", { token, body: { allowed_groups: [] } })).status).toBe(200);
+  });
+
+  test("without LATCHKEY_ADMIN_PASSWORD admin's password is changed on the Users page; a refusal shows the server's reason", async () => {
+    // A first start without the variable generates admin's password; the test sets a known one.
+    const plain = await startTestServer({ adminPassword: null, flags: ["--log-format", "json"] });
+    try {
+      await plain.services.accounts.change({ name: "test", address: null }, "admin", { password: ADMIN_PASSWORD });
+      const token = await login(plain.url);
+      expect((await call(plain.url, "GET", "/api/users/admin", { token })).body.password_from_env).toBe(false);
+      const page = await openPanel("#/users", plain.url);
+      await signIn(page, "admin", ADMIN_PASSWORD);
+      await page.getByRole("heading", { name: "Users" }).waitFor();
+      const reset = page.getByRole("button", { name: "Reset the password of admin" });
+      await reset.waitFor();
+      expect(await row(page, "admin").getByText("LATCHKEY_ADMIN_PASSWORD").count()).toBe(0);
+
+      // The server restarts with the variable under this open page: its refusal is shown as it is.
+      plain.services.settings.set("admin_password_from_env", true);
+      await reset.click();
+      const dialog = page.getByRole("dialog", { name: "Reset the password of admin" });
+      await dialog.getByLabel("New password").fill("another-password-1");
+      await dialog.getByRole("button", { name: "Set password" }).click();
+      await dialog
+        .getByRole("alert")
+        .getByText("The password of admin is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: change that variable and restart.")
+        .waitFor();
+      await login(plain.url);
+      await page.keyboard.press("Escape");
+      await dialog.waitFor({ state: "detached" });
+      await page.reload();
+      await row(page, "admin").getByText("Password set by LATCHKEY_ADMIN_PASSWORD").waitFor();
+      expect(await reset.count()).toBe(0);
+    } finally {
+      for (const context of contexts.splice(0)) await context.close();
+      await plain.close();
+    }
   });
 });

@@ -34,16 +34,20 @@ export interface TestServer extends RunningServer {
   close(): Promise<void>;
 }
 
-/** Starts the server in this process on 127.0.0.1:0 with a fresh data directory. */
+/**
+ * Starts the server in this process on 127.0.0.1:0 with a fresh data directory. admin's password
+ * comes as if from LATCHKEY_ADMIN_PASSWORD (`adminPassword`, ADMIN_PASSWORD unless given); `null`
+ * starts without it, as a first start that generates one (printed unless `--log-format json`).
+ */
 export async function startTestServer(
-  options: { flags?: string[]; clock?: () => number; env?: Record<string, string> } = {},
+  options: { flags?: string[]; clock?: () => number; env?: Record<string, string>; adminPassword?: string | null } = {},
 ): Promise<TestServer> {
   const dir = tempDir();
   const args = parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0", ...(options.flags ?? [])], serverFlags);
   const config = loadConfig(args, options.env ?? {});
   const server = await startServer(config, {
     log: silentLogger,
-    adminPassword: ADMIN_PASSWORD,
+    adminPassword: options.adminPassword === undefined ? ADMIN_PASSWORD : (options.adminPassword ?? undefined),
     ...(options.clock ? { clock: options.clock } : {}),
   });
   return {

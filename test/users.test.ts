@@ -508,12 +508,25 @@ describe("changes end the sessions they should", () => {
     expect((await call(server.url, "GET", "/api/auth/session", { token })).status).toBe(401);
   });
 
-  test("a role change takes effect on the user's next request", async () => {
+  test("a role change ends the user's sessions, WebSockets included; the new role applies at the next login", async () => {
     await createUser(server.url, tokens.admin!, { username: "kate", password: "kate-password", role: "admin" });
     const token = await login(server.url, "kate", "kate-password");
+    const rpc = await RpcClient.connect(server.wsUrl);
+    expect((await rpc.request("rpc", "auth_token", { token })).name).toBe("response");
     expect((await call(server.url, "GET", "/api/users", { token })).status).toBe(200);
     await call(server.url, "PATCH", "/api/users/kate", { token: tokens.admin!, body: { role: "viewer" } });
-    expect((await call(server.url, "GET", "/api/users", { token })).status).toBe(403);
+    expect((await rpc.closed).code).toBe(4001);
+    expect((await call(server.url, "GET", "/api/users", { token })).status).toBe(401);
+    const again = await login(server.url, "kate", "kate-password");
+    expect((await call(server.url, "GET", "/api/users", { token: again })).status).toBe(403);
+  });
+
+  test("a change of groups alone keeps the sessions and applies to the next request", async () => {
+    await createUser(server.url, tokens.admin!, { username: "kurt", password: "kurt-password", role: "viewer", allowed_groups: ["a"] });
+    const token = await login(server.url, "kurt", "kurt-password");
+    expect((await call(server.url, "GET", "/api/auth/session", { token })).body.allowed_groups).toEqual(["a"]);
+    await call(server.url, "PATCH", "/api/users/kurt", { token: tokens.admin!, body: { allowed_groups: ["b"] } });
+    expect((await call(server.url, "GET", "/api/auth/session", { token })).body.allowed_groups).toEqual(["b"]);
   });
 });
 

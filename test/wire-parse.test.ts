@@ -214,6 +214,20 @@ describe("quickQuery agrees with queryFields and the schema", () => {
     expect(quick).toBeGreaterThan(200);
   });
 
+  test("neither hwid nor machine is well-formed on both paths (a failed check; activate and deactivate refuse it in core)", () => {
+    const base = "http://x/api/check";
+    for (const query of ["token=T", "token=T&app_id=7&user=sam", "token=T&hwid=&machine="]) {
+      const url = `${base}?${query}`;
+      const expected = { token: "T", ...(query.includes("app_id") ? { app_id: 7, user: "sam" } : {}) };
+      expect({ url, quick: defined(quickQuery(url) ?? {}), general: defined(parseWire(queryFields(url), undefined)), body: defined(parseWire({}, { ...queryFields(url) })) }).toEqual({
+        url,
+        quick: expected,
+        general: expected,
+        body: expected,
+      });
+    }
+  });
+
   test("anything encoded, repeated or without a query goes to the general path", () => {
     const base = "http://x/api/check";
     expect(quickQuery(`${base}?token=T&hwid=h`)).toEqual({ token: "T", hwid: "h" });

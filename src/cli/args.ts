@@ -22,6 +22,8 @@ export interface ParsedArgs {
   flags: Map<string, string[]>;
   positionals: string[];
   help: boolean;
+  /** Each given flag as the user wrote it (`-count` or `--count`), so that messages echo it. */
+  spelled: Map<string, string>;
 }
 
 export class UsageError extends AppError {
@@ -34,6 +36,7 @@ export class UsageError extends AppError {
 export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): ParsedArgs {
   const byName = new Map(specs.map((s) => [s.name, s]));
   const flags = new Map<string, string[]>();
+  const spelled = new Map<string, string>();
   const positionals: string[] = [];
   let help = false;
   for (let i = 0; i < argv.length; i++) {
@@ -53,9 +56,11 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
       help = true;
       continue;
     }
+    // Without its value, which may be a secret given to a misspelled flag.
+    const typed = shown(eq === -1 ? arg : arg.slice(0, arg.indexOf("=")));
     const spec = byName.get(name);
     if (!spec) {
-      throw new UsageError(`unknown flag -${name}; run with --help to see the flags this command takes`);
+      throw new UsageError(`unknown flag ${typed}; run with --help to see the flags this command takes`);
     }
     let value: string;
     if (eq !== -1) {
@@ -65,19 +70,30 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
     } else {
       const next = argv[i + 1];
       const nextIsFlag = next !== undefined && /^--?[a-z]/.test(next) && byName.has(next.replace(/^--?/, "").split("=")[0]!);
-      if (next === undefined || nextIsFlag) throw new UsageError(`flag -${name} needs a value (${spec.value ?? "VALUE"})`);
+      if (next === undefined || nextIsFlag) throw new UsageError(`flag ${typed} needs a value (${spec.value ?? "VALUE"})`);
       value = next;
       i++;
     }
     if (spec.boolean && !["true", "false", "1", "0"].includes(value)) {
-      throw new UsageError(`flag -${name} is a switch: give it alone, or as -${name}=true / -${name}=false`);
+      throw new UsageError(`flag ${typed} is a switch: give it alone, or as ${typed}=true / ${typed}=false`);
     }
     const list = flags.get(name) ?? [];
-    if (list.length > 0 && !spec.repeat) throw new UsageError(`flag -${name} was given more than once`);
+    if (list.length > 0 && !spec.repeat) throw new UsageError(`flag ${typed} was given more than once`);
     list.push(value);
     flags.set(name, list);
+    spelled.set(name, typed);
   }
-  return { flags, positionals, help };
+  return { flags, positionals, help, spelled };
+}
+
+/** Printable text as it is; anything else quoted, so that an echo cannot play tricks on a terminal. */
+function shown(text: string): string {
+  return /^[\x21-\x7e]+$/.test(text) ? text : JSON.stringify(text);
+}
+
+/** A flag as the user wrote it, for messages about its value; `--name` when it was not given. */
+export function spelledFlag(args: ParsedArgs, name: string): string {
+  return args.spelled.get(name) ?? `--${name}`;
 }
 
 export function flagValue(args: ParsedArgs, name: string): string | undefined {

@@ -1,9 +1,10 @@
 /** `latchkey client ...`: the agent that runs on an enrolled machine. */
+import { resolve } from "node:path";
 import { runAgent } from "../client/agent.ts";
 import { resolveStateDir } from "../client/config.ts";
-import { install, SYSTEM_UNIT_DIR, uninstall } from "../client/install.ts";
+import { clientCommandLine, install, SYSTEM_UNIT_DIR, uninstall } from "../client/install.ts";
 import { statusReport } from "../client/status.ts";
-import { flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec, type ParsedArgs } from "./args.ts";
+import { flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec, type ParsedArgs } from "./args.ts";
 
 const flags: FlagSpec[] = [
   { name: "server", value: "HOST:PORT", help: "install: the server to register with (also ws:// or wss:// URL)" },
@@ -33,21 +34,23 @@ function seconds(args: ParsedArgs, name: string, fallback: number): number {
   const raw = flagValue(args, name);
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 86_400) throw new UsageError(`--${name} must be a number of seconds from 0.1 to 86400`);
+  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 86_400) throw new UsageError(`${spelledFlag(args, name)} must be a number of seconds from 0.1 to 86400`);
   return value;
 }
 
-function serverAddress(raw: string | undefined): string {
+function serverAddress(args: ParsedArgs): string {
+  const raw = flagValue(args, "server");
   if (raw === undefined) throw new UsageError("install needs the server: latchkey client install -server HOST:PORT -key XXXX-XXXX-XXXX");
   const value = raw.trim();
   if (/^(wss?|https?):\/\/[^\s/]+(\/\S*)?$/i.test(value) || /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(value)) return value;
-  throw new UsageError(`-server ${JSON.stringify(raw)} must be HOST:PORT (e.g. example.com:9000) or a ws:// / wss:// URL`);
+  throw new UsageError(`${spelledFlag(args, "server")} ${JSON.stringify(raw)} must be HOST:PORT (e.g. example.com:9000) or a ws:// / wss:// URL`);
 }
 
-function text(raw: string | undefined, what: string): string | undefined {
+function text(args: ParsedArgs, name: string): string | undefined {
+  const raw = flagValue(args, name);
   if (raw === undefined) return undefined;
   const value = raw.trim();
-  if (value === "" || value.length > 64 || /\p{Cc}/u.test(value)) throw new UsageError(`${what} must be 1 to 64 characters without control characters`);
+  if (value === "" || value.length > 64 || /\p{Cc}/u.test(value)) throw new UsageError(`${spelledFlag(args, name)} must be 1 to 64 characters without control characters`);
   return value;
 }
 
@@ -67,15 +70,22 @@ export async function clientCommand(argv: string[], env: Record<string, string |
       const result = install({
         stateDir,
         unitDir,
-        server: serverAddress(flagValue(args, "server")),
-        name: text(flagValue(args, "name"), "-name"),
-        key: text(flagValue(args, "key"), "-key"),
+        server: serverAddress(args),
+        name: text(args, "name"),
+        key: text(args, "key"),
         service: !(flagBool(args, "no-service") ?? false),
       });
+      // The next step is a command that works as printed: with --state-dir when it is not the default.
+      const start = `start the agent with: ${clientCommandLine("run", [], stateDir, env)}`;
+      const notEnabled = resolve(unitDir) === SYSTEM_UNIT_DIR ? "systemctl is not available" : `${unitDir} is not ${SYSTEM_UNIT_DIR}`;
       const out = [
         `client ${result.config.name} (uuid ${result.config.uuid}${result.createdUuid ? ", new" : ", kept"}) will register with ${result.config.server}`,
         `settings saved in ${stateDir}${result.keySaved ? " (key saved, mode 0600)" : ""}`,
-        result.unitPath ? `systemd unit written to ${result.unitPath}${result.enabled ? " and enabled" : ""}` : "no systemd unit (--no-service): start it with latchkey client run",
+        result.unitPath === null
+          ? `no systemd unit (--no-service); ${start}`
+          : result.enabled
+            ? `systemd unit written to ${result.unitPath} and enabled`
+            : `systemd unit written to ${result.unitPath}, not enabled (${notEnabled}); ${start}`,
       ];
       process.stdout.write(out.join("\n") + "\n");
       return 0;
@@ -88,7 +98,7 @@ export async function clientCommand(argv: string[], env: Record<string, string |
         interactive: process.stdin.isTTY === true,
       });
     case "status": {
-      const { lines, installed } = statusReport(stateDir, unitDir);
+      const { lines, installed } = statusReport(stateDir, unitDir, env);
       const width = Math.max(...lines.map(([k]) => k.length)) + 1;
       process.stdout.write(lines.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v}`).join("\n") + "\n");
       return installed ? 0 : 1;

@@ -2,7 +2,8 @@
 import * as v from "valibot";
 import { dataDirFlag } from "../config.ts";
 import { expiry, group, keyLabel } from "../core/fields.ts";
-import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { maskSecret } from "../core/audit.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
 
 const flags: FlagSpec[] = [
@@ -21,8 +22,9 @@ const usage = `latchkey key generate [--count 1..100] [--label TEXT] [--group NA
 
 const description = `Pre-shared enrollment keys (XXXX-XXXX-XXXX). A pending key admits the first client that
 registers with it and becomes bound to that client's UUID; revoke disconnects the client at once;
-reset returns a key to pending (e.g. for a reinstalled machine); delete removes it. Works on the
-data directory directly; a running server sees the change at once.`;
+reset returns a key to pending (e.g. for a reinstalled machine); delete removes it. generate prints
+the new keys alone on standard output (KEY=$(latchkey key generate) works) and each one's ID on
+standard error. Works on the data directory directly; a running server sees the change at once.`;
 
 const positiveId = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
 const count = v.pipe(v.string(), v.regex(/^\d{1,3}$/, "must be a whole number from 1 to 100"), v.transform(Number), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100"));
@@ -40,14 +42,14 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
     if (rest.length !== 1) throw new UsageError(`key ${sub} takes one ID; see latchkey key list`);
     id = check(positiveId, rest[0], "ID");
   }
-  const quantity = check(count, flagValue(args, "count") ?? "1", "--count");
-  const label = check(keyLabel, flagValue(args, "label") ?? "", "--label");
+  const quantity = check(count, flagValue(args, "count") ?? "1", spelledFlag(args, "count"));
+  const label = check(keyLabel, flagValue(args, "label") ?? "", spelledFlag(args, "label"));
   const groupFlag = flagValue(args, "group");
-  const clientGroup = groupFlag === undefined ? null : check(group, groupFlag, "--group");
+  const clientGroup = groupFlag === undefined ? null : check(group, groupFlag, spelledFlag(args, "group"));
   const expiresFlag = flagValue(args, "expires");
-  const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, "--expires");
+  const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, spelledFlag(args, "expires"));
   const statusFlag = flagValue(args, "status");
-  const status = statusFlag === undefined ? undefined : check(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked"), statusFlag, "--status");
+  const status = statusFlag === undefined ? undefined : check(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked"), statusFlag, spelledFlag(args, "status"));
   const json = flagBool(args, "json") ?? false;
   const { services, actor, close } = openLocal(args, env);
   try {
@@ -55,8 +57,16 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
     switch (sub) {
       case "generate": {
         const keys = enrollment.generate(actor, { quantity, label, expiresAt, group: clientGroup });
-        if (json) process.stdout.write(JSON.stringify(keys, null, 2) + "\n");
-        else for (const k of keys) process.stdout.write(`${k.key}\n`);
+        if (json) {
+          process.stdout.write(JSON.stringify(keys, null, 2) + "\n");
+          return 0;
+        }
+        // Standard output carries the keys alone, so that KEY=$(latchkey key generate) works; the ids
+        // that revoke, reset and delete take go to standard error, next to a masked key.
+        for (const k of keys) {
+          process.stdout.write(`${k.key}\n`);
+          process.stderr.write(`created key ${k.id} (${maskSecret(k.key)})\n`);
+        }
         return 0;
       }
       case "list": {

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dataDirFlag } from "../config.ts";
 import { activationsAllowed, appName, expiry, memo, supportMessage } from "../core/fields.ts";
 import { verifyReceipt } from "../core/receipts.ts";
-import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
 import { readStdin } from "./prompt.ts";
 
@@ -30,7 +30,7 @@ export async function appCommand(argv: string[], env: Record<string, string | un
   if (sub !== "create" && sub !== "list") throw new UsageError(`unknown app command ${JSON.stringify(sub)}; see latchkey app --help`);
   if (sub === "create" && rest.length !== 1) throw new UsageError('app create takes one NAME (quote it if it has spaces: latchkey app create "My App")');
   const name = sub === "create" ? check(appName, rest[0], "NAME") : "";
-  const message = check(supportMessage, flagValue(args, "support-message") ?? "", "--support-message");
+  const message = check(supportMessage, flagValue(args, "support-message") ?? "", spelledFlag(args, "support-message"));
   const { services, actor, close } = openLocal(args, env);
   try {
     if (sub === "create") {
@@ -87,12 +87,12 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
     id = check(positiveId, rest[0], "ID");
   }
   const appFlag = flagValue(args, "app");
-  const appId = appFlag === undefined ? undefined : check(positiveId, appFlag, "--app");
+  const appId = appFlag === undefined ? undefined : check(positiveId, appFlag, spelledFlag(args, "app"));
   if (sub === "create" && appId === undefined) throw new UsageError("license create needs --app ID; see latchkey app list");
-  const activations = check(activationsAllowed, check(integerText, flagValue(args, "activations") ?? "1", "--activations"), "--activations");
-  const note = check(memo, flagValue(args, "memo") ?? "", "--memo");
+  const activations = check(activationsAllowed, check(integerText, flagValue(args, "activations") ?? "1", spelledFlag(args, "activations")), spelledFlag(args, "activations"));
+  const note = check(memo, flagValue(args, "memo") ?? "", spelledFlag(args, "memo"));
   const expiresFlag = flagValue(args, "expires");
-  const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, "--expires");
+  const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, spelledFlag(args, "expires"));
   const { services, actor, close } = openLocal(args, env);
   try {
     const licensing = services.licensing;

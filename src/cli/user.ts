@@ -4,7 +4,7 @@ import { dataDirFlag } from "../config.ts";
 import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
 import { parseUsersFile, renderUsersFile, writeFileAtomic } from "../core/users-file.ts";
 import { openLocal, printTable } from "./local.ts";
-import { check, flagBool, flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
+import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { newPassword } from "./prompt.ts";
 
 const flags: FlagSpec[] = [
@@ -13,6 +13,7 @@ const flags: FlagSpec[] = [
   { name: "groups", value: "a,b", help: "client groups a viewer may see (create)" },
   { name: "password-stdin", boolean: true, help: "read the password from standard input instead of asking" },
   { name: "legacy-challenge-login", boolean: true, help: "import: keep the wsauth hash for the nonce challenge login" },
+  { name: "replace", boolean: true, help: "import: overwrite accounts that already exist (their sessions end)" },
   { name: "json", boolean: true, help: "list: print JSON" },
 ];
 
@@ -20,7 +21,7 @@ const usage = `latchkey user create NAME [--role admin|viewer] [--groups a,b] [-
        latchkey user list [--json]
        latchkey user delete NAME
        latchkey user passwd NAME [--password-stdin]
-       latchkey user import users.json [--legacy-challenge-login]
+       latchkey user import users.json [--legacy-challenge-login] [--replace]
        latchkey user export [FILE]`;
 
 const description = `Manage the accounts that sign in to the panel and the API. Works on the data directory
@@ -47,9 +48,9 @@ export async function userCommand(argv: string[], env: Record<string, string | u
   try {
     switch (sub) {
       case "create": {
-        const role = check(roleSchema, flagValue(args, "role") ?? "viewer", "--role");
+        const role = check(roleSchema, flagValue(args, "role") ?? "viewer", spelledFlag(args, "role"));
         const groupList = (flagValue(args, "groups") ?? "").split(",").map((g) => g.trim()).filter(Boolean);
-        const allowedGroups = check(groupsSchema, groupList, "--groups");
+        const allowedGroups = check(groupsSchema, groupList, spelledFlag(args, "groups"));
         const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
         await services.accounts.create(actor, { username: name, password, role, allowedGroups });
         process.stdout.write(`created ${role} ${name}\n`);
@@ -86,9 +87,12 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
         const { users, skipped } = parseUsersFile(readFileSync(file, "utf8"));
         const keep = flagBool(args, "legacy-challenge-login") ?? false;
-        const count = await services.accounts.importLegacy(actor, users, keep);
-        for (const name of skipped) process.stderr.write(`skipped ${name}: the bootstrap account is managed here, not by users.json\n`);
-        process.stdout.write(`imported ${count} user${count === 1 ? "" : "s"}${keep ? " (wsauth challenge login kept)" : ""}\n`);
+        const { created, replaced } = await services.accounts.importLegacy(actor, users, keep, flagBool(args, "replace") ?? false);
+        for (const { name, reason } of skipped) process.stderr.write(`skipped ${name}: ${reason}\n`);
+        const count = created + replaced;
+        process.stdout.write(
+          `imported ${count} user${count === 1 ? "" : "s"}${replaced > 0 ? ` (${replaced} replaced, their sessions ended)` : ""}${keep ? " (wsauth challenge login kept)" : ""}\n`,
+        );
         return 0;
       }
       case "export": {

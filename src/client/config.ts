@@ -30,6 +30,12 @@ export function resolveStateDir(flag: string | undefined, env: Record<string, st
   return join(base, "latchkey");
 }
 
+/** What a later `latchkey client ...` needs to find this state directory: nothing for the default one. */
+export function stateDirFlag(stateDir: string, env: Record<string, string | undefined>): string[] {
+  const fallback = resolveStateDir(undefined, { ...env, LATCHKEY_CLIENT_DIR: undefined });
+  return resolve(stateDir) === fallback ? [] : ["--state-dir", resolve(stateDir)];
+}
+
 export function ensureStateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 }

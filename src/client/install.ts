@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { writeFileAtomic } from "../core/users-file.ts";
-import { ensureStateDir, machineHostname, purgeState, readConfig, SERVICE_STATE_DIR, writeConfig, writeKey, type ClientConfig } from "./config.ts";
+import { ensureStateDir, machineHostname, purgeState, readConfig, SERVICE_STATE_DIR, stateDirFlag, writeConfig, writeKey, type ClientConfig } from "./config.ts";
 
 export const UNIT_NAME = "latchkey-client.service";
 export const SYSTEM_UNIT_DIR = "/etc/systemd/system";
@@ -33,6 +33,16 @@ export interface InstallResult {
 /** The command that runs this very program: the compiled binary, or bun + the source entry point. */
 export function selfCommand(): string[] {
   return Bun.main.endsWith(".ts") ? [process.execPath, Bun.main] : [process.execPath];
+}
+
+/** A command line to print for a POSIX shell, each word quoted where it needs to be. */
+export function shellCommand(words: readonly string[]): string {
+  return words.map((word) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)).join(" ");
+}
+
+/** `latchkey client <sub> ...` as this very program, with --state-dir when that is not the default. */
+export function clientCommandLine(sub: string, args: readonly string[], stateDir: string, env: Record<string, string | undefined>): string {
+  return shellCommand([...selfCommand(), "client", sub, ...args, ...stateDirFlag(stateDir, env)]);
 }
 
 function quoteForSystemd(word: string): string {

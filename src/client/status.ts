@@ -3,15 +3,15 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { serverUrl } from "./agent.ts";
 import { KEY_FILE, maskKey, readConfig, readKey, readLastContact } from "./config.ts";
-import { UNIT_NAME } from "./install.ts";
+import { clientCommandLine, UNIT_NAME } from "./install.ts";
 
-export function statusReport(stateDir: string, unitDir: string): { lines: [string, string][]; installed: boolean } {
+export function statusReport(stateDir: string, unitDir: string, env: Record<string, string | undefined>): { lines: [string, string][]; installed: boolean } {
   const config = readConfig(stateDir);
   const key = readKey(stateDir);
   const unitPath = join(unitDir, UNIT_NAME);
   const lines: [string, string][] = [
     ["state dir", stateDir],
-    ["server", config ? `${config.server} (${serverUrl(config.server)})` : "not installed (run latchkey client install -server HOST:PORT)"],
+    ["server", config ? `${config.server} (${serverUrl(config.server)})` : `not installed (run ${clientCommandLine("install", ["-server", "HOST:PORT"], stateDir, env)})`],
     ["name", config?.name ?? "-"],
     ["uuid", config?.uuid ?? "-"],
     ["key", key ? `${maskKey(key)} (${join(stateDir, KEY_FILE)})` : "none"],

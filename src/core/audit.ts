@@ -42,12 +42,20 @@ function toFilter(query: AuditQuery): AuditFilter {
  * never secrets; `maskSecret` is there for the few places that must say which secret was used.
  */
 export class Audit {
+  private listeners: ((entry: AuditEntry) => void)[] = [];
+
   constructor(
     private readonly store: AuditStore,
     private readonly clock: Clock,
   ) {}
 
+  /** Also hands every entry to `listener` (the server's log of security events). */
+  onRecord(listener: (entry: AuditEntry) => void): void {
+    this.listeners.push(listener);
+  }
+
   record(entry: AuditEntry): void {
+    for (const listener of this.listeners) listener(entry);
     this.store.insert({
       at: this.clock(),
       actor: entry.actor,

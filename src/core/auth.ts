@@ -4,8 +4,9 @@ import type { Accounts } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
 import type { Clock } from "./clock.ts";
 import { AppError, notFound, unauthorized } from "./errors.ts";
+import type { EventHub } from "./events.ts";
 import type { Metrics } from "./metrics.ts";
-import { burnDecoyVerification, passwordInput, verifyPassword } from "./passwords.ts";
+import { burnDecoyVerification, passwordInput, verifyPassword, VerifyQueue, type VerifyQueueLimits } from "./passwords.ts";
 import {
   buildServerFirst,
   decoyCredentials,
@@ -17,7 +18,7 @@ import {
   type ScramCredentials,
 } from "./scram.ts";
 import type { Principal, Sessions } from "./sessions.ts";
-import { throttled, Throttle } from "./throttle.ts";
+import { throttled, Throttle, WindowThrottle, type Limiter } from "./throttle.ts";
 
 export interface Login {
   token: string;
@@ -37,6 +38,8 @@ interface ScramExchange {
   username: string;
   clientFirst: ClientFirst;
   serverFirst: string;
+  /** The account as it was when the exchange started: a session needs it unchanged. */
+  user: UserRow | null;
   credentials: ScramCredentials | null;
   expiresAt: number;
   address: string | null;
@@ -44,64 +47,217 @@ interface ScramExchange {
 
 interface LegacyNonce {
   username: string;
+  /** The account's credential version when the nonce was given (null: no such account then). */
+  credentialVersion: number | null;
   expiresAt: number;
+  address: string | null;
 }
 
 const EXCHANGE_TTL_MS = 60_000;
 const LEGACY_NONCE_TTL_MS = 30_000;
-const MAX_PENDING = 10_000;
+
+export interface LoginLimits {
+  /** Failures per (account, address) before waiting is required. */
+  perAccountAddress: number;
+  /** Failures per address, whatever the account. */
+  perAddress: number;
+  /** Failures per account from all addresses in `accountWindowSeconds`. */
+  perAccount: number;
+  accountWindowSeconds: number;
+  /** Unfinished SCRAM exchanges (and wsauth nonces) one address may hold, and all of them. */
+  pendingPerAddress: number;
+  pendingTotal: number;
+  verify: VerifyQueueLimits;
+}
+
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = {
+  perAccountAddress: 5,
+  perAddress: 20,
+  perAccount: 50,
+  accountWindowSeconds: 900,
+  pendingPerAddress: 32,
+  pendingTotal: 10_000,
+  // A lane as deep as the per-address limit: the throttles, not the queue, bound one address's
+  // guesses; the queue's turns bound how long another address waits (one verification per busy lane).
+  verify: { concurrency: 2, maxLanes: 32, perLane: 20 },
+};
+
+/** One login attempt, counted as a failure from its start until it succeeds. */
+interface Attempt {
+  succeeded(): void;
+  /** The attempt was refused before any check (the server was busy): it counts for nothing. */
+  cancelled(): void;
+}
+
+/**
+ * Unfinished login exchanges (SCRAM, wsauth nonces) by key. Each address may hold only so many:
+ * past that its own oldest goes, so that no address can push out another's exchange; when all
+ * are taken, new ones are refused until some finish or expire.
+ */
+export class PendingTable<T extends { address: string | null; expiresAt: number; username: string }> {
+  private readonly entries = new Map<string, T>();
+  /** Per address, its keys in the order they were added. */
+  private readonly byAddress = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly perAddress: number,
+    private readonly total: number,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  add(key: string, entry: T): void {
+    const addressKey = entry.address ?? "";
+    const mine = this.byAddress.get(addressKey);
+    if (mine && mine.size >= this.perAddress) this.delete(mine.values().next().value!);
+    if (this.entries.size >= this.total) this.expire();
+    if (this.entries.size >= this.total) {
+      throw new AppError("unavailable", "too many logins are in progress; retry in a few seconds", { retryAfter: 5 });
+    }
+    this.entries.set(key, entry);
+    let set = this.byAddress.get(addressKey);
+    if (!set) this.byAddress.set(addressKey, (set = new Set()));
+    set.add(key);
+  }
+
+  /** The entry, removed: every exchange is single use. Expired entries are not returned. */
+  take(key: string): T | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    this.delete(key);
+    return entry.expiresAt > this.clock() ? entry : undefined;
+  }
+
+  forgetUser(username: string): void {
+    for (const [key, entry] of this.entries) if (entry.username === username) this.delete(key);
+  }
+
+  private delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    this.entries.delete(key);
+    const addressKey = entry.address ?? "";
+    const set = this.byAddress.get(addressKey);
+    set?.delete(key);
+    if (set?.size === 0) this.byAddress.delete(addressKey);
+  }
+
+  private expire(): void {
+    const now = this.clock();
+    for (const [key, entry] of this.entries) if (entry.expiresAt <= now) this.delete(key);
+  }
+}
 
 /**
  * Every way to log in: password, SCRAM-SHA-256, the opt-in wsauth nonce challenge, and tokens.
- * Each attempt is throttled per account and per address, counted, and audited.
+ * Failed attempts are throttled per (account, address), per address, and per account with a
+ * much higher limit, each attempt counting from its start; password hashing waits its turn in a
+ * bounded queue; every attempt is audited. A change of an account's credentials voids its logins
+ * in flight.
  */
 export class Authenticator {
-  private readonly byAccount: Throttle;
+  private readonly byAccountAddress: Throttle;
   private readonly byAddress: Throttle;
-  private readonly exchanges = new Map<string, ScramExchange>();
-  private readonly legacyNonces = new Map<string, LegacyNonce>();
+  private readonly byAccount: WindowThrottle;
+  private readonly verifications: VerifyQueue;
+  private readonly exchanges: PendingTable<ScramExchange>;
+  private readonly legacyNonces: PendingTable<LegacyNonce>;
 
   constructor(
     private readonly accounts: Accounts,
     private readonly sessions: Sessions,
     private readonly audit: Audit,
     private readonly metrics: Metrics,
+    events: EventHub,
     private readonly clock: Clock,
     /** Server secret that derives decoy salts for unknown users. */
     private readonly secret: Uint8Array,
-    private readonly options: { legacyChallengeLogin: boolean },
+    private readonly options: { legacyChallengeLogin: boolean; limits?: LoginLimits | undefined },
   ) {
-    this.byAccount = new Throttle(clock, { freeFailures: 5, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
-    this.byAddress = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
+    const limits = options.limits ?? DEFAULT_LOGIN_LIMITS;
+    this.byAccountAddress = new Throttle(clock, { freeFailures: limits.perAccountAddress, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
+    this.byAddress = new Throttle(clock, { freeFailures: limits.perAddress, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
+    this.byAccount = new WindowThrottle(clock, { maxFailures: limits.perAccount, windowSeconds: limits.accountWindowSeconds });
+    this.verifications = new VerifyQueue(limits.verify);
+    this.exchanges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
+    this.legacyNonces = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
+    // A credential change ends the account's unfinished exchanges here; the credential version
+    // checked when the session is created covers changes made by another process.
+    events.on("credentials.changed", ({ username }) => {
+      this.exchanges.forgetUser(username);
+      this.legacyNonces.forgetUser(username);
+    });
+    metrics.gauge("latchkey_login_verifications_pending", () => this.verifications.size);
   }
 
   get legacyChallengeEnabled(): boolean {
     return this.options.legacyChallengeLogin;
   }
 
+  /** The limiters an attempt on this account from this address counts against, with their keys. */
+  private limitersFor(username: string, address: string | null): [Limiter, string, "account" | "address"][] {
+    const list: [Limiter, string, "account" | "address"][] = [
+      [this.byAccountAddress, `${username}\n${address ?? ""}`, "account"],
+      [this.byAccount, username, "account"],
+    ];
+    if (address !== null) list.push([this.byAddress, address, "address"]);
+    return list;
+  }
+
+  /** Refuses (429) when the account or address must wait, without counting an attempt. */
   private checkThrottle(username: string, address: string | null, method: string): void {
-    const accountWait = this.byAccount.waitSeconds(`user:${username}`);
-    const addressWait = address === null ? 0 : this.byAddress.waitSeconds(`addr:${address}`);
-    const wait = Math.max(accountWait, addressWait);
+    let wait = 0;
+    let what: "account" | "address" = "account";
+    for (const [limiter, key, kind] of this.limitersFor(username, address)) {
+      const w = limiter.waitSeconds(key);
+      if (w > wait) [wait, what] = [w, kind];
+    }
     if (wait > 0) {
-      const what = accountWait >= addressWait ? "account" : "address";
       this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "denied", reason: `throttled (${what})` });
       this.metrics.authFailure("throttled");
       throw throttled(wait, what);
     }
   }
 
+  /**
+   * Starts an attempt: refused when throttled, otherwise counted as a failure at once, so that
+   * attempts in flight together are held to the limits as if each had already failed.
+   */
+  private begin(username: string, address: string | null, method: string): Attempt {
+    this.checkThrottle(username, address, method);
+    const limiters = this.limitersFor(username, address);
+    for (const [limiter, key] of limiters) limiter.count(key);
+    return {
+      succeeded: () => {
+        for (const [limiter, key] of limiters) {
+          // The account's owner proved the password: their own typos from this address are forgiven.
+          if (limiter === this.byAccountAddress) limiter.reset(key);
+          else limiter.uncount(key);
+        }
+      },
+      cancelled: () => {
+        for (const [limiter, key] of limiters) limiter.uncount(key);
+      },
+    };
+  }
+
   private failed(username: string, address: string | null, method: string, reason: string): AppError {
-    this.byAccount.fail(`user:${username}`);
-    if (address !== null) this.byAddress.fail(`addr:${address}`);
     this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "failure", reason });
     this.metrics.authFailure(reason);
     return unauthorized("invalid username or password");
   }
 
-  private succeeded(user: UserRow, address: string | null, method: string): Login {
-    this.byAccount.reset(`user:${user.username}`);
+  /**
+   * Creates the session, provided the account is still as it was when its credentials were
+   * checked (`user` is that snapshot); otherwise the attempt fails like a wrong password.
+   */
+  private succeeded(attempt: Attempt, user: UserRow, address: string | null, method: string): Login {
     const session = this.sessions.issue(user, method, address);
+    if (!session) throw this.failed(user.username, address, method, "credentials changed during login");
+    attempt.succeeded();
     this.accounts.touchLogin(user.id);
     this.audit.record({ actor: user.username, address, action: `auth.${method}`, target: user.username, outcome: "success" });
     this.metrics.login(method);
@@ -109,22 +265,29 @@ export class Authenticator {
   }
 
   async loginWithPassword(username: string, password: string, address: string | null): Promise<Login> {
-    this.checkThrottle(username, address, "password");
+    const attempt = this.begin(username, address, "password");
     const user = this.accounts.get(username);
-    if (!user) {
-      await burnDecoyVerification(password);
-      throw this.failed(username, address, "password", "unknown user");
+    let ok: boolean;
+    try {
+      ok = await this.verifications.run(address ?? "", () =>
+        user
+          ? verifyPassword(passwordInput(password, user.legacy_salt), user.password_hash)
+          : burnDecoyVerification(password).then(() => false),
+      );
+    } catch (error) {
+      // Refused for load before any hashing: not a guess, so it counts against no one.
+      attempt.cancelled();
+      throw error;
     }
-    const ok = await verifyPassword(passwordInput(password, user.legacy_salt), user.password_hash);
+    if (!user) throw this.failed(username, address, "password", "unknown user");
     if (!ok) throw this.failed(username, address, "password", "wrong password");
-    return this.succeeded(user, address, "password");
+    return this.succeeded(attempt, user, address, "password");
   }
 
   /** SCRAM step 1: the server-first message, for known and unknown users alike. */
   scramStart(clientFirstMessage: string, address: string | null): { serverFirst: string; prehash: Prehash | null } {
     const clientFirst = parseClientFirst(clientFirstMessage);
     this.checkThrottle(clientFirst.username, address, "scram");
-    this.expire();
     const user = this.accounts.get(clientFirst.username);
     const credentials: ScramCredentials | null = user
       ? { salt: user.scram_salt, iterations: user.scram_iterations, storedKey: user.scram_stored_key, serverKey: user.scram_server_key }
@@ -132,11 +295,11 @@ export class Authenticator {
     const { salt, iterations } = credentials ?? decoyCredentials(this.secret, clientFirst.username);
     const combinedNonce = clientFirst.clientNonce + newServerNonce();
     const serverFirst = buildServerFirst(combinedNonce, salt, iterations);
-    if (this.exchanges.size >= MAX_PENDING) this.exchanges.delete(this.exchanges.keys().next().value!);
-    this.exchanges.set(combinedNonce, {
+    this.exchanges.add(combinedNonce, {
       username: clientFirst.username,
       clientFirst,
       serverFirst,
+      user,
       credentials,
       expiresAt: this.clock() + EXCHANGE_TTL_MS,
       address,
@@ -147,33 +310,34 @@ export class Authenticator {
   /** SCRAM step 2: checks the proof; the exchange is single use whatever the outcome. */
   scramFinish(clientFinalMessage: string, address: string | null): Login & { serverFinal: string } {
     const clientFinal = parseClientFinal(clientFinalMessage);
-    const exchange = this.exchanges.get(clientFinal.nonce);
-    this.exchanges.delete(clientFinal.nonce);
-    if (!exchange || exchange.expiresAt <= this.clock()) {
-      // A replayed or stale finish is still a login attempt: audit it (a replay no longer names its user).
-      this.audit.record({ actor: exchange?.username ?? null, address, action: "auth.scram", target: exchange?.username ?? null, outcome: "failure", reason: "unknown or expired exchange" });
+    const exchange = this.exchanges.take(clientFinal.nonce);
+    if (!exchange) {
+      // A replayed, stale or voided finish is still a login attempt: audit it.
+      this.audit.record({ actor: null, address, action: "auth.scram", target: null, outcome: "failure", reason: "unknown or expired exchange" });
       this.metrics.authFailure("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
-    this.checkThrottle(exchange.username, address, "scram");
+    const attempt = this.begin(exchange.username, address, "scram");
     const serverFinal = exchange.credentials
       ? verifyClientFinal({ clientFirst: exchange.clientFirst, serverFirst: exchange.serverFirst, clientFinal, combinedNonce: clientFinal.nonce, credentials: exchange.credentials })
       : null;
-    const user = serverFinal === null ? null : this.accounts.get(exchange.username);
-    if (serverFinal === null || !user) {
+    if (serverFinal === null || !exchange.user) {
       throw this.failed(exchange.username, address, "scram", exchange.credentials ? "wrong proof" : "unknown user");
     }
-    return { ...this.succeeded(user, address, "scram"), serverFinal };
+    return { ...this.succeeded(attempt, exchange.user, address, "scram"), serverFinal };
   }
 
   /** wsauth challenge: a single-use nonce and the account's legacy salt. */
-  legacyChallenge(username: string): { nonce: string; salt: string } {
+  legacyChallenge(username: string, address: string | null): { nonce: string; salt: string } {
     this.requireLegacy();
-    this.expire();
     const user = this.accounts.get(username);
     const nonce = randomBytes(16).toString("hex");
-    if (this.legacyNonces.size >= MAX_PENDING) this.legacyNonces.delete(this.legacyNonces.keys().next().value!);
-    this.legacyNonces.set(nonce, { username, expiresAt: this.clock() + LEGACY_NONCE_TTL_MS });
+    this.legacyNonces.add(nonce, {
+      username,
+      credentialVersion: user?.credential_version ?? null,
+      expiresAt: this.clock() + LEGACY_NONCE_TTL_MS,
+      address,
+    });
     const salt = user?.legacy_salt ?? this.decoySalt(username);
     return { nonce, salt };
   }
@@ -181,20 +345,21 @@ export class Authenticator {
   /** wsauth login: response = SHA256(H + nonce) where H is the stored legacy hash. */
   loginWithLegacyResponse(username: string, nonce: string, response: string, address: string | null): Login {
     this.requireLegacy();
-    this.checkThrottle(username, address, "legacy");
-    const pending = this.legacyNonces.get(nonce);
-    this.legacyNonces.delete(nonce);
-    if (!pending || pending.username !== username || pending.expiresAt <= this.clock()) {
+    const attempt = this.begin(username, address, "legacy");
+    const pending = this.legacyNonces.take(nonce);
+    if (!pending || pending.username !== username) {
       throw this.failed(username, address, "legacy", "unknown or expired nonce");
     }
     const user = this.accounts.get(username);
     if (!user || user.legacy_hash === null) throw this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
+    // A nonce given before a change of the account's credentials ended with that change.
+    if (user.credential_version !== pending.credentialVersion) throw this.failed(username, address, "legacy", "credentials changed during login");
     const expected = createHash("sha256").update(user.legacy_hash + nonce).digest();
     const given = Buffer.from(/^[0-9a-f]{64}$/i.test(response) ? response.toLowerCase() : "", "hex");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw this.failed(username, address, "legacy", "wrong response");
     }
-    return this.succeeded(user, address, "legacy");
+    return this.succeeded(attempt, user, address, "legacy");
   }
 
   /** Token login (`rpc/auth_token`): the session continues, its idle timer reset. */
@@ -227,12 +392,6 @@ export class Authenticator {
   private decoyPrehash(username: string): Prehash | null {
     const bit = createHmac("sha256", this.secret).update(`legacy-flag:${username}`).digest()[0]! & 1;
     return bit ? { algorithm: "sha256-hex(password+salt)", salt: this.decoySalt(username) } : null;
-  }
-
-  private expire(): void {
-    const now = this.clock();
-    for (const [k, e] of this.exchanges) if (e.expiresAt <= now) this.exchanges.delete(k);
-    for (const [k, n] of this.legacyNonces) if (n.expiresAt <= now) this.legacyNonces.delete(k);
   }
 }
 

@@ -24,6 +24,13 @@ export const BOUND_ELSEWHERE = "AUTH_FAILED: Key already bound to a different cl
 export const KEY_IN_USE = "AUTH_FAILED: Key already in use";
 export const ALREADY_CONNECTED = "AUTH_FAILED: Client already connected";
 
+/**
+ * How long after a key's binding another UUID presenting it is taken for a machine that raced the
+ * winner for the pending key (`KEY_IN_USE`: generate a separate key per machine); from then on it
+ * is a different machine, e.g. a reinstall with a new UUID (`BOUND_ELSEWHERE`: reset the key).
+ */
+export const KEY_IN_USE_WINDOW_MS = 10_000;
+
 export function newEnrollmentKey(): string {
   let raw = "";
   const limit = 256 - (256 % KEY_ALPHABET.length);
@@ -249,8 +256,8 @@ export class Enrollment {
     const refuse = (message: string, code: "forbidden" | "conflict" = "forbidden"): never => {
       throw new Refusal(message, code);
     };
-    // The key is read before the write lock is taken: a machine that saw it pending and then
-    // loses the conditional UPDATE raced another one for it ("Key already in use").
+    // The key is looked up by its secret before the write lock is taken; what it says is decided
+    // under the lock, on the row as it is then.
     const lookup = (): KeyRow | null => {
       if (alreadyConnected) refuse(ALREADY_CONNECTED, "conflict");
       if (!this.requireAuthKey()) return null;
@@ -262,20 +269,22 @@ export class Enrollment {
     };
     // The binding, the client row and the audit entry commit together: one durable write per
     // registration, and never a bound key without its client.
-    const attempt = (key: KeyRow | null) => {
+    const attempt = (found: KeyRow | null) => {
       let reconnect = true;
+      // Re-read under the lock: since the lookup, a registration in this process or the other
+      // may have bound the key (the loser of a race then reads it active), or an admin changed it.
+      const key = found && this.store.key(found.id);
+      if (found && (!key || key.status === "revoked")) return refuse(INVALID_KEY);
       if (key) {
         if (key.status === "active") {
-          if (key.client_uuid !== args.uuid) refuse(BOUND_ELSEWHERE);
+          if (key.client_uuid !== args.uuid) refuse(otherClientRefusal(key, now));
           // A restart is not a re-enrollment: the bound client reconnects even after its key's expiry.
           if (!this.store.recordReuse(key.id, args.uuid, now)) refuse(INVALID_KEY);
         } else {
           if (key.expires_at !== null && now >= key.expires_at) refuse(INVALID_KEY);
-          if (this.store.bindPending(key.id, args.uuid, now)) reconnect = false;
-          else {
-            const current = this.store.key(key.id);
-            if (!(current?.status === "active" && current.client_uuid === args.uuid)) refuse(current?.status === "revoked" || !current ? INVALID_KEY : KEY_IN_USE);
-          }
+          // Conditional all the same: the affected-row count, not the read above, decides the winner.
+          if (!this.store.bindPending(key.id, args.uuid, now)) refuse(KEY_IN_USE);
+          reconnect = false;
         }
       }
       this.store.upsertClient({ uuid: args.uuid, name: args.name, hostname: args.hostname, group: key?.client_group ?? null, keyId: key?.id ?? null, version: args.version, os: args.os, address, now });
@@ -367,6 +376,15 @@ export class Enrollment {
       last_seen_at: iso(c.last_seen_at)!,
     };
   }
+}
+
+/**
+ * What another UUID presenting an active key is told: within `KEY_IN_USE_WINDOW_MS` of the
+ * binding (`first_used_at`, set afresh by every pending → active step, so a reset key's next
+ * binding opens a new window) it lost a race for the pending key, later the key is simply taken.
+ */
+function otherClientRefusal(key: KeyRow, now: number): string {
+  return key.first_used_at !== null && now - key.first_used_at < KEY_IN_USE_WINDOW_MS ? KEY_IN_USE : BOUND_ELSEWHERE;
 }
 
 /** A registration refused by the woho table; thrown inside the transaction so that it rolls back. */

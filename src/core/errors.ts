@@ -11,7 +11,8 @@ export type ErrorCode =
   | "conflict"
   | "payload_too_large"
   | "throttled"
-  | "internal";
+  | "internal"
+  | "unavailable";
 
 const statusOf: Record<ErrorCode, number> = {
   bad_request: 400,
@@ -22,6 +23,7 @@ const statusOf: Record<ErrorCode, number> = {
   payload_too_large: 413,
   throttled: 429,
   internal: 500,
+  unavailable: 503,
 };
 
 export class AppError extends Error {

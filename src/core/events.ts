@@ -3,6 +3,8 @@
  * whose sessions end and to push `events/<topic>` messages to the admin panel.
  */
 export interface EventMap {
+  /** An account's password or role changed, or it was deleted: logins in flight for it are void. */
+  "credentials.changed": { username: string };
   /** Sessions that no longer exist; their WebSockets must close. */
   "sessions.revoked": { sessionIds: string[]; reason: string };
   /** Clients that lost the right to be connected (key revoked/reset/deleted, client deleted). */

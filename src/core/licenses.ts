@@ -10,7 +10,7 @@ import type { ActivationRow, AppRow, LicenseFilter, LicenseRow, LicenseStore, Li
 import type { Actor } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
 import type { Clock } from "./clock.ts";
-import { conflict, notFound } from "./errors.ts";
+import { badRequest, conflict, notFound } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { Metrics } from "./metrics.ts";
 import { signReceipt, type SigningKey } from "./receipts.ts";
@@ -129,6 +129,26 @@ interface MachineCache {
   until: number;
 }
 
+/** A failed check's two replies, with one application's support message. */
+interface CheckFailures {
+  invalid: WireReply;
+  expired: WireReply;
+}
+
+function failedCheck(status: number, error: string, supportMessage?: string): WireReply {
+  const body = supportMessage === undefined ? { result: "failure", error } : { result: "failure", error, support_message: supportMessage };
+  return { status, body, json: JSON.stringify(body) };
+}
+
+function checkFailures(supportMessage?: string): CheckFailures {
+  return { invalid: failedCheck(404, "invalid key", supportMessage), expired: failedCheck(410, "key is no longer valid", supportMessage) };
+}
+
+/** A failed check without `app_id`: the seed's body exactly, the same for every caller. */
+const SEED_CHECK_FAILURES = checkFailures();
+/** A failed check whose `app_id` names no application: an empty message, as activate answers. */
+const NO_APP_CHECK_FAILURES = checkFailures("");
+
 interface PendingChecks {
   checks: number;
   at: number;
@@ -153,6 +173,11 @@ export class Licensing {
   private cachedMachines = 0;
   /** Keyed by the first 48 bits of the token's SHA-256 (tokenKey): no hex string per check. */
   private readonly licenseCache = new Map<number, LicenseRow>();
+  /**
+   * A failed check's replies per application, for the ids of existing ones only: an id of no
+   * application is looked up each time (a primary-key read), so that made-up ids cannot fill memory.
+   */
+  private readonly checkFailures = new Map<number, CheckFailures>();
   private readonly otherWriters: DataVersion;
   /** Where each check's token digest is written: one buffer, reused. */
   private readonly digest = new Uint8Array(32);
@@ -205,6 +230,7 @@ export class Licensing {
   updateApp(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): AppView {
     this.requireApp(id);
     if (!this.store.updateApp(id, changes)) throw conflict(`an application named ${JSON.stringify(changes.name)} already exists`, "name");
+    this.checkFailures.clear();
     this.audit.record({ actor: actor.name, address: actor.address, action: "app.update", target: `app ${id}`, outcome: "success" });
     return this.appView(this.requireApp(id));
   }
@@ -217,6 +243,7 @@ export class Licensing {
       if (keys > 0) throw conflict(`application ${id} still has ${keys} license key${keys === 1 ? "" : "s"}; delete them first`, "id");
       this.store.deleteApp(id);
     });
+    this.checkFailures.clear();
     this.audit.record({ actor: actor.name, address: actor.address, action: "app.delete", target: `app ${id}`, outcome: "success" });
   }
 
@@ -363,6 +390,7 @@ export class Licensing {
 
   private invalidateCache(): void {
     this.licenseCache.clear();
+    this.checkFailures.clear();
     this.machines.clear();
     this.cachedMachines = 0;
   }
@@ -399,6 +427,29 @@ export class Licensing {
     return entry;
   }
 
+  /**
+   * A failed check's reply. With `app_id`, it carries that application's support message ("" when
+   * the id names no application or the application has none), as activate's failures do; never
+   * the message of the key's own application, which would tell a caller that the token exists.
+   * Without `app_id`, the seed's body exactly.
+   */
+  private failedCheck(request: WireRequest, expired = false): WireReply {
+    this.metrics.licensing("check", expired ? "410" : "404");
+    const replies = request.app_id === undefined ? SEED_CHECK_FAILURES : this.appCheckFailures(request.app_id);
+    return expired ? replies.expired : replies.invalid;
+  }
+
+  /** An application's failed-check replies, cached like the keys (an id of no application is read each time). */
+  private appCheckFailures(appId: number): CheckFailures {
+    const cached = this.checkFailures.get(appId);
+    if (cached) return cached;
+    const app = this.store.app(appId);
+    if (!app) return NO_APP_CHECK_FAILURES;
+    const replies = checkFailures(app.support_message);
+    this.checkFailures.set(appId, replies);
+    return replies;
+  }
+
   private supportMessage(request: WireRequest, license: LicenseRow | null): string {
     const appId = request.app_id ?? license?.app_id;
     return appId === undefined ? "" : (this.store.app(appId)?.support_message ?? "");
@@ -409,7 +460,7 @@ export class Licensing {
   }
 
   activate(request: WireRequest, address: string | null): WireReply {
-    const identity = machineIdentity(request);
+    const identity = requireMachine(request);
     const now = this.clock();
     const wait = this.invalidTokenThrottled(address);
     if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "activate");
@@ -458,7 +509,6 @@ export class Licensing {
   }
 
   check(request: WireRequest, address: AddressSource): WireReply {
-    const identity = machineIdentity(request);
     const now = this.clock();
     let known: string | null | undefined;
     const addressOf = () => (known === undefined ? (known = typeof address === "function" ? address() : address) : known);
@@ -466,21 +516,20 @@ export class Licensing {
     const wait = this.invalidTokens.isEmpty() ? 0 : this.invalidTokenThrottled(addressOf());
     if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, addressOf(), "check");
     this.freshCache();
+    // No machine named: no activation can match, so the token is not even looked up.
+    const identity = machineIdentity(request);
+    if (identity === null) return this.failedCheck(request);
     const license = this.findCached(request.token);
-    const invalid = (status = 404, error = "invalid key"): WireReply => {
-      this.metrics.licensing("check", String(status));
-      return { status, body: { result: "failure", error } };
-    };
     if (!license) {
       const from = addressOf();
       if (from !== null) this.invalidTokens.fail(from);
-      return invalid();
+      return this.failedCheck(request);
     }
-    if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return invalid();
-    if (license.expires_at !== null && now >= license.expires_at) return invalid(410, "key is no longer valid");
+    if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return this.failedCheck(request);
+    if (license.expires_at !== null && now >= license.expires_at) return this.failedCheck(request, true);
     const machine = this.activationCached(license.id, identity);
     const activationId = machine.activationId;
-    if (activationId === null) return invalid();
+    if (activationId === null) return this.failedCheck(request);
     const pending = this.pendingLicenses.get(license.id);
     if (pending) {
       pending.checks++;
@@ -499,7 +548,7 @@ export class Licensing {
   }
 
   deactivate(request: WireRequest, address: string | null): WireReply {
-    const identity = machineIdentity(request);
+    const identity = requireMachine(request);
     const wait = this.invalidTokenThrottled(address);
     if (wait > 0) return this.throttledReply(wait, "too many invalid license tokens from this address", request, address, "deactivate");
     const license = this.find(request.token);
@@ -615,7 +664,14 @@ function remaining(l: { activations_allowed: number; activations_used: number })
   return l.activations_allowed === -1 ? -1 : Math.max(0, l.activations_allowed - l.activations_used);
 }
 
-/** The machine an activation belongs to: its hwid, or its name for clients that send none. */
-export function machineIdentity(request: WireRequest): string {
-  return request.hwid ?? `machine:${request.machine ?? ""}`;
+/** The machine an activation belongs to: its hwid, or its name for clients that send none; null when neither is given. */
+export function machineIdentity(request: WireRequest): string | null {
+  return request.hwid ?? (request.machine === undefined ? null : `machine:${request.machine}`);
+}
+
+/** Activate and deactivate name the machine whose seat they take or free (a check without one simply fails). */
+function requireMachine(request: WireRequest): string {
+  const identity = machineIdentity(request);
+  if (identity === null) throw badRequest("hwid is required (or machine, for clients that have no hardware id)", "hwid");
+  return identity;
 }

@@ -6,7 +6,7 @@ import { SettingsStore } from "../db/settings.ts";
 import { UserStore } from "../db/users.ts";
 import { Accounts } from "./accounts.ts";
 import { Audit } from "./audit.ts";
-import { Authenticator } from "./auth.ts";
+import { Authenticator, type LoginLimits } from "./auth.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { EventHub } from "./events.ts";
 import { Metrics } from "./metrics.ts";
@@ -23,6 +23,8 @@ export interface ServiceOptions {
   legacyChallengeLogin: boolean;
   receiptTtlSeconds?: number;
   receiptGraceSeconds?: number;
+  /** Login throttles and queues (tests shrink them); the defaults suit production. */
+  loginLimits?: LoginLimits;
   clock?: Clock;
 }
 
@@ -54,9 +56,10 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     idleSeconds: options.sessionIdleSeconds,
     absoluteSeconds: options.sessionAbsoluteSeconds,
   });
-  const accounts = new Accounts(db, new UserStore(db), sessions, audit, clock);
-  const auth = new Authenticator(accounts, sessions, audit, metrics, clock, secret, {
+  const accounts = new Accounts(db, new UserStore(db), sessions, audit, events, settings, clock);
+  const auth = new Authenticator(accounts, sessions, audit, metrics, events, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
+    limits: options.loginLimits,
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
   const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));

@@ -61,19 +61,24 @@ export class Sessions {
     this.otherWriters = new DataVersion(() => store.dataVersion());
   }
 
-  issue(user: UserRow, method: string, address: string | null): { token: string; sessionId: string; expiresIn: number } {
+  /**
+   * A new session for a user whose credentials were just verified, or null when they changed
+   * (password, role) or the account was deleted since they were read: the login is then void.
+   */
+  issue(user: UserRow, method: string, address: string | null): { token: string; sessionId: string; expiresIn: number } | null {
     const token = randomBytes(32).toString("base64url");
     const sessionId = hashToken(token);
     const now = this.clock();
-    this.store.insert({
+    const created = this.store.insertIfCurrent({
       id: sessionId,
       userId: user.id,
+      credentialVersion: user.credential_version,
       method,
       address,
       now,
       expiresAt: now + this.limits.absoluteSeconds * 1000,
     });
-    return { token, sessionId, expiresIn: this.limits.idleSeconds };
+    return created ? { token, sessionId, expiresIn: this.limits.idleSeconds } : null;
   }
 
   /** The principal for a token, sliding its idle timer; null when unknown or expired. */
@@ -103,6 +108,15 @@ export class Sessions {
   isAlive(sessionId: string): boolean {
     const entry = this.lookup(sessionId);
     return entry !== null && this.valid(entry, this.clock());
+  }
+
+  /**
+   * Whether the session ran out by itself (idle or absolute limit) as far as this process knows,
+   * as opposed to having been ended: an unknown session did not run out.
+   */
+  ranOut(sessionId: string): boolean {
+    const entry = this.cache.get(sessionId);
+    return entry !== undefined && !this.valid(entry, this.clock());
   }
 
   /** Seconds the session stays valid without further use. */

@@ -1,12 +1,27 @@
 import { AppError } from "./errors.ts";
 import type { Clock } from "./clock.ts";
 
+/**
+ * A failed-login limit over one kind of key (an account, an address, or both). Attempts are
+ * counted when they start (`count`) and taken back when they succeed (`uncount` or `reset`), so
+ * that guesses sent at once are held to the limit as if each had already failed.
+ */
+export interface Limiter {
+  /** Seconds the key must still wait, or 0. */
+  waitSeconds(key: string): number;
+  count(key: string): void;
+  uncount(key: string): void;
+  reset(key: string): void;
+  /** No key has failed lately: nothing can be waiting, whoever asks. */
+  isEmpty(): boolean;
+}
+
 interface Bucket {
   failures: number;
   lastFailure: number;
 }
 
-export interface ThrottleLimits {
+export interface BackoffLimits {
   /** Failures allowed before waiting is required. */
   freeFailures: number;
   /** Longest wait, in seconds. */
@@ -16,26 +31,23 @@ export interface ThrottleLimits {
 }
 
 /**
- * Failed-login throttling by key (an account name or a source address). After the free
- * failures, each further attempt must wait twice as long as the last, up to a cap. Kept in
- * memory: a restart forgets it, which is acceptable for a throttle and keeps the hot path free
- * of writes.
+ * After the free failures, each further attempt must wait twice as long as the last, up to a
+ * cap. Kept in memory: a restart forgets it, which is acceptable for a throttle and keeps the hot
+ * path free of writes. The least recently failed keys are evicted first past `maxEntries`.
  */
-export class Throttle {
+export class Throttle implements Limiter {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(
     private readonly clock: Clock,
-    private readonly limits: ThrottleLimits,
+    private readonly limits: BackoffLimits,
     private readonly maxEntries = 100_000,
   ) {}
 
-  /** No key has failed lately: nothing can be waiting, whoever asks. */
   isEmpty(): boolean {
     return this.buckets.size === 0;
   }
 
-  /** Seconds the key must still wait, or 0. */
   waitSeconds(key: string): number {
     const bucket = this.buckets.get(key);
     if (!bucket) return 0;
@@ -51,7 +63,7 @@ export class Throttle {
     return remaining > 0 ? Math.ceil(remaining / 1000) : 0;
   }
 
-  fail(key: string): void {
+  count(key: string): void {
     const bucket = this.buckets.get(key);
     if (bucket) {
       bucket.failures++;
@@ -68,8 +80,91 @@ export class Throttle {
     this.buckets.set(key, { failures: 1, lastFailure: this.clock() });
   }
 
+  /** Same as `count`; the name reads better where a failure is recorded after the fact. */
+  fail(key: string): void {
+    this.count(key);
+  }
+
+  uncount(key: string): void {
+    const bucket = this.buckets.get(key);
+    if (!bucket) return;
+    if (--bucket.failures <= 0) this.buckets.delete(key);
+  }
+
   reset(key: string): void {
     this.buckets.delete(key);
+  }
+}
+
+export interface WindowLimits {
+  /** Failures allowed in any window. */
+  maxFailures: number;
+  windowSeconds: number;
+}
+
+/**
+ * At most `maxFailures` in any `windowSeconds`: past that, attempts wait until the oldest failure
+ * of the window leaves it. For the account-wide limit, which is high enough that no one address
+ * can reach it alone, and predictable for the owner who is locked out by a distributed attack.
+ */
+export class WindowThrottle implements Limiter {
+  /** Per key, the times of its latest failures (at most maxFailures), oldest first. */
+  private readonly failures = new Map<string, number[]>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly limits: WindowLimits,
+    private readonly maxEntries = 10_000,
+  ) {}
+
+  isEmpty(): boolean {
+    return this.failures.size === 0;
+  }
+
+  private recent(key: string): number[] | undefined {
+    const times = this.failures.get(key);
+    if (!times) return undefined;
+    const cutoff = this.clock() - this.limits.windowSeconds * 1000;
+    while (times.length > 0 && times[0]! <= cutoff) times.shift();
+    if (times.length === 0) {
+      this.failures.delete(key);
+      return undefined;
+    }
+    return times;
+  }
+
+  waitSeconds(key: string): number {
+    const times = this.recent(key);
+    if (!times || times.length < this.limits.maxFailures) return 0;
+    const remaining = times[0]! + this.limits.windowSeconds * 1000 - this.clock();
+    return Math.max(1, Math.ceil(remaining / 1000));
+  }
+
+  count(key: string): void {
+    let times = this.recent(key);
+    if (!times) {
+      if (this.failures.size >= this.maxEntries) {
+        const oldest = this.failures.keys().next().value;
+        if (oldest !== undefined) this.failures.delete(oldest);
+      }
+      this.failures.set(key, (times = []));
+    } else {
+      this.failures.delete(key);
+      this.failures.set(key, times);
+    }
+    times.push(this.clock());
+    if (times.length > this.limits.maxFailures) times.shift();
+  }
+
+  uncount(key: string): void {
+    const times = this.failures.get(key);
+    if (!times) return;
+    times.pop();
+    if (times.length === 0) this.failures.delete(key);
+  }
+
+  reset(key: string): void {
+    this.failures.delete(key);
   }
 }
 

@@ -19,13 +19,26 @@ export interface LegacyUser {
 }
 
 const entrySchema = v.object({
-  username,
-  password_hash: v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (SHA-256)")),
+  // wsauth skips an entry without a username or without a password hash; so does the import.
+  username: v.union([v.literal(""), username], "must be a username (letters, digits, . _ - @, at most 64)"),
+  password_hash: v.optional(
+    v.union([v.literal(""), v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (SHA-256)"))], "must be 64 lowercase hex digits (SHA-256)"),
+    "",
+  ),
   salt: v.optional(v.pipe(v.string("must be a string"), v.maxLength(256, "must be at most 256 characters")), ""),
-  // wsauth treats a missing role as viewer.
-  role: v.optional(v.picklist(["admin", "viewer"], "must be admin or viewer"), "viewer"),
+  // wsauth treats a missing or empty role as viewer.
+  role: v.pipe(
+    v.optional(v.picklist(["admin", "viewer", ""], "must be admin or viewer"), ""),
+    v.transform((role): Role => (role === "" ? "viewer" : role)),
+  ),
   allowed_groups: v.optional(v.nullable(v.array(group, "must be a list of group names")), []),
 });
+
+/** An entry the import leaves out, and why. */
+export interface SkippedEntry {
+  name: string;
+  reason: string;
+}
 
 const fileSchema = v.object({ users: v.array(entrySchema, "must be a list") });
 
@@ -35,7 +48,7 @@ export const MAX_USERS_FILE_BYTES = 16 * 1024 * 1024;
  * Validates a whole users.json before anything is applied. The bootstrap `admin` entry is
  * skipped, as wsauth does: that account is managed here, not by the file.
  */
-export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: string[] } {
+export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: SkippedEntry[] } {
   if (text.length > MAX_USERS_FILE_BYTES) throw badRequest("users file is larger than 16 MiB");
   let json: unknown;
   try {
@@ -51,13 +64,21 @@ export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: st
   }
   const seen = new Set<string>();
   const users: LegacyUser[] = [];
-  const skipped: string[] = [];
+  const skipped: SkippedEntry[] = [];
   for (const [i, entry] of result.output.users.entries()) {
+    if (entry.username === "") {
+      skipped.push({ name: `users.${i}`, reason: "it has no username" });
+      continue;
+    }
     const key = entry.username.toLowerCase();
     if (seen.has(key)) throw badRequest(`users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice (names are unique ignoring case)`, `users.${i}.username`);
     seen.add(key);
     if (entry.username === "admin") {
-      skipped.push(entry.username);
+      skipped.push({ name: entry.username, reason: "the bootstrap account is managed here, not by users.json" });
+      continue;
+    }
+    if (entry.password_hash === "") {
+      skipped.push({ name: entry.username, reason: "its password_hash is empty (wsauth skips such entries too)" });
       continue;
     }
     users.push({ ...entry, allowed_groups: entry.allowed_groups ?? [] });
@@ -72,9 +93,12 @@ export function renderUsersFile(users: LegacyUser[]): string {
 /** Writes a file so that readers see the old or the new content, never a torn one. */
 export function writeFileAtomic(path: string, data: string, mode = 0o600): void {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  // Created with `mode` from the start (a umask only narrows it): a secret is never readable by others, not even for a moment.
   const fd = openSync(tmp, "wx", mode);
   try {
-    writeSync(fd, data);
+    const bytes = Buffer.from(data);
+    // write(2) may write less than asked; a short write must not become a truncated file.
+    for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);

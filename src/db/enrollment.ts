@@ -102,7 +102,9 @@ export class EnrollmentStore {
 
   /**
    * The one-time transition: binds a pending key to a client. The status test is in the same
-   * statement, so of many concurrent registrations exactly one changes the row.
+   * statement, so of many concurrent registrations exactly one changes the row. `first_used_at`
+   * is the binding time, set afresh when a reset key is bound again: the "Key already in use"
+   * window counts from it.
    */
   bindPending(id: number, uuid: string, now: number): boolean {
     return (

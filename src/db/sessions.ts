@@ -26,13 +26,28 @@ export class SessionStore {
     return this.versionQuery.get()!.data_version;
   }
 
-  insert(row: { id: string; userId: number; method: string; address: string | null; now: number; expiresAt: number }): void {
-    this.db
-      .query(
-        `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(row.id, row.userId, row.method, row.address, row.now, row.now, row.expiresAt);
+  /**
+   * Inserts a session only while its user still exists with the credential version the login
+   * verified against: one statement, so that a concurrent password change, role change or
+   * deletion either comes first (no session) or after (and then ends it). False when refused.
+   */
+  insertIfCurrent(row: {
+    id: string;
+    userId: number;
+    credentialVersion: number;
+    method: string;
+    address: string | null;
+    now: number;
+    expiresAt: number;
+  }): boolean {
+    return (
+      this.db
+        .query(
+          `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
+           SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND credential_version = ?`,
+        )
+        .run(row.id, row.method, row.address, row.now, row.now, row.expiresAt, row.userId, row.credentialVersion).changes === 1
+    );
   }
 
   get(id: string): SessionRow | null {

@@ -17,6 +17,8 @@ export interface UserRow {
   created_at: number;
   password_changed_at: number;
   last_login_at: number | null;
+  /** Bumped by every change of password or role: a login verified against an older one is void. */
+  credential_version: number;
 }
 
 export interface NewUser {
@@ -97,18 +99,49 @@ export class UserStore {
     const result = this.db
       .query(
         `UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?, scram_stored_key = ?,
-           scram_server_key = ?, legacy_salt = NULL, legacy_hash = NULL, password_changed_at = ?
+           scram_server_key = ?, legacy_salt = NULL, legacy_hash = NULL, password_changed_at = ?,
+           credential_version = credential_version + 1
          WHERE username = ?`,
       )
       .run(passwordHash, scram.salt, scram.iterations, scram.storedKey, scram.serverKey, now, username);
     return result.changes === 1;
   }
 
+  /** An import with --replace: the file's credentials, role and groups, as one credential change. */
+  replaceFromImport(
+    id: number,
+    user: Omit<NewUser, "username">,
+  ): boolean {
+    const result = this.db
+      .query(
+        `UPDATE users SET role = ?, allowed_groups = ?, password_hash = ?, scram_salt = ?, scram_iterations = ?,
+           scram_stored_key = ?, scram_server_key = ?, legacy_salt = ?, legacy_hash = ?, password_changed_at = ?,
+           credential_version = credential_version + 1
+         WHERE id = ?`,
+      )
+      .run(
+        user.role,
+        JSON.stringify(user.allowedGroups),
+        user.passwordHash,
+        user.scram.salt,
+        user.scram.iterations,
+        user.scram.storedKey,
+        user.scram.serverKey,
+        user.legacySalt,
+        user.legacyHash,
+        user.now,
+        id,
+      );
+    return result.changes === 1;
+  }
+
+  /** A change of role voids logins in flight (credential_version); a change of groups does not. */
   update(username: string, changes: { role?: Role; allowedGroups?: string[] }): boolean {
     const result = this.db
       .query(
-        `UPDATE users SET role = coalesce(?, role), allowed_groups = coalesce(?, allowed_groups)
-         WHERE username = ?`,
+        `UPDATE users SET role = coalesce(?1, role), allowed_groups = coalesce(?2, allowed_groups),
+           credential_version = credential_version + (?1 IS NOT NULL AND ?1 IS NOT role)
+         WHERE username = ?3`,
       )
       .run(
         changes.role ?? null,

@@ -106,7 +106,7 @@ export function authRoutes(services: Services, options: { tls: boolean }) {
     )
     .post(
       "/challenge",
-      ({ body }) => services.auth.legacyChallenge(body.username),
+      ({ body, ...ctx }) => services.auth.legacyChallenge(body.username, (ctx as unknown as Caller).address),
       {
         body: v.strictObject({ username }),
         detail: { tags: ["auth"], summary: "wsauth nonce challenge (needs --legacy-challenge-login)", description: "Returns a single-use nonce (30 s) and the account's wsauth salt. Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce)." },

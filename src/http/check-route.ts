@@ -14,13 +14,14 @@ import { AppError } from "../core/errors.ts";
 import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
 import { routeAccess } from "./access.ts";
+import { clientAddress, type TrustedProxies } from "./client-address.ts";
 import { INTERNAL_ERROR_BODY, wireErrorBody } from "./errors.ts";
 import { checkRequest } from "./licensing-api.ts";
 import { securityHeaders } from "./security.ts";
 
 export const CHECK_PATH = "/api/check";
 
-export function checkRoute(services: Services, log: Logger, options: { tls: boolean }) {
+export function checkRoute(services: Services, log: Logger, options: { tls: boolean; trustedProxies: TrustedProxies | null }) {
   // The policy table stays the one authority on who may call what.
   if (routeAccess[`GET ${CHECK_PATH}`] !== "public") throw new Error(`${CHECK_PATH} is served without a session, so its policy must be public`);
   const headers = { ...securityHeaders(options), "content-type": "application/json" };
@@ -34,7 +35,9 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
     let body: string;
     let retryAfter: number | undefined;
     try {
-      const reply = checkRequest(services, request, () => server.requestIP(request)?.address ?? null);
+      const reply = checkRequest(services, request, () =>
+        clientAddress(server.requestIP(request)?.address ?? null, request.headers, options.trustedProxies),
+      );
       status = reply.status;
       body = reply.json ?? JSON.stringify(reply.body);
       retryAfter = reply.retryAfter;

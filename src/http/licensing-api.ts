@@ -65,10 +65,14 @@ export function quickWire(fields: Record<string, unknown>): WireRequest | null {
     if (id < 1) return null;
     request.app_id = id;
   }
-  return request.hwid === undefined && request.machine === undefined ? null : request;
+  return request;
 }
 
-/** Merges query and body (the body wins), treats empty fields as absent, and validates. */
+/**
+ * Merges query and body (the body wins), treats empty fields as absent, and validates. Neither
+ * `hwid` nor `machine` is well-formed input: a check without them fails (404), while activate and
+ * deactivate, which need a machine for the seat, refuse them (400, core/licenses.ts).
+ */
 export function parseWire(query: Record<string, unknown>, body: unknown): WireRequest {
   if (body === undefined) {
     const quick = quickWire(query);
@@ -84,11 +88,7 @@ export function parseWire(query: Record<string, unknown>, body: unknown): WireRe
     const name = issueField(issue) || "token";
     throw badRequest(describeIssue(issue, name), name);
   }
-  const request = result.output;
-  if (request.hwid === undefined && request.machine === undefined) {
-    throw badRequest("hwid is required (or machine, for clients that have no hardware id)", "hwid");
-  }
-  return request;
+  return result.output;
 }
 
 /**
@@ -186,7 +186,7 @@ export function licensingApiRoutes(services: Services) {
       detail: {
         tags: ["licensing"],
         summary: "Activate a license key on a machine",
-        description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 429 with Retry-After when throttled.`,
+        description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). 429 with Retry-After when throttled.`,
       },
     })
     // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
@@ -201,7 +201,7 @@ export function licensingApiRoutes(services: Services) {
         parameters: wireParameters,
         tags: ["licensing"],
         summary: "Check that a machine's activation is valid",
-        description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired).`,
+        description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), a check with neither \`hwid\` nor \`machine\` included. With \`app_id\`, a failure also carries that application's \`support_message\` (\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. 400 naming the field only for malformed input (too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). 429 with Retry-After when throttled.`,
       },
     })
     .post("/deactivate", ({ query, body, set, ...ctx }) => send(licensing.deactivate(parseWire(query, body), (ctx as unknown as Caller).address), set), {

@@ -9,6 +9,7 @@ import { forbidden, unauthorized } from "../core/errors.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
 import { routeAccess, type Access } from "./access.ts";
+import { clientAddress, type TrustedProxies } from "./client-address.ts";
 
 export const COOKIE_TLS = "__Host-latchkey_session";
 export const COOKIE_PLAIN = "latchkey_session";
@@ -93,12 +94,12 @@ for (const [key, access] of Object.entries(routeAccess)) {
   byMethod.set(key.slice(0, space), access);
 }
 
-export function sessionPlugin(services: Services, options: { tls: boolean }) {
+export function sessionPlugin(services: Services, options: { tls: boolean; trustedProxies: TrustedProxies | null }) {
   return new Elysia({ name: "latchkey/session" }).derive({ as: "global" }, ({ request, route, server }): Caller => {
     // HEAD is answered by the GET route, under the GET route's policy.
     const method = request.method === "HEAD" ? "GET" : request.method;
     const access = policies.get(route)?.get(method);
-    const address = server?.requestIP(request)?.address ?? null;
+    const address = clientAddress(server?.requestIP(request)?.address ?? null, request.headers, options.trustedProxies);
     if (access === undefined) throw forbidden("this route has no access policy");
     if (access === "public") return { principal: null, address, viaCookie: false };
     const caller = findCaller(services, request, options.tls);

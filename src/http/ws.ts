@@ -1,7 +1,7 @@
 /** `GET /ws`: the RPC WebSocket. Browsers must come from this very origin. */
 import { Elysia } from "elysia";
-import { forbidden, unauthorized } from "../core/errors.ts";
-import type { Connection, Connections } from "../rpc/connections.ts";
+import { AppError, forbidden, unauthorized } from "../core/errors.ts";
+import type { Connection, Connections, Socket } from "../rpc/connections.ts";
 import { COOKIE_PLAIN, COOKIE_TLS, originAllowed, readCookie, type Caller } from "./session.ts";
 
 export function wsRoute(connections: Connections) {
@@ -13,17 +13,26 @@ export function wsRoute(connections: Connections) {
       // A stale panel cookie must not quietly become an anonymous socket: the panel would not know.
       const cookieHeader = request.headers.get("cookie");
       const hasCookie = readCookie(cookieHeader, COOKIE_PLAIN) !== undefined || readCookie(cookieHeader, COOKIE_TLS) !== undefined;
-      if (hasCookie && !(ctx as unknown as Caller).principal) throw unauthorized("the session cookie is unknown or has expired; sign in again");
+      const { principal, address } = ctx as unknown as Caller;
+      if (hasCookie && !principal) throw unauthorized("the session cookie is unknown or has expired; sign in again");
+      const refusal = connections.refusal(address, principal !== null);
+      if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
     },
     open(ws) {
       const { principal, address } = ws.data as unknown as Caller;
-      const connection = connections.open(ws.raw, address, principal);
+      // Elysia's type of the raw socket omits getBufferedAmount, which Bun's ServerWebSocket has.
+      const connection = connections.open(ws.raw as unknown as Socket, address, principal);
+      if (!connection) return;
       byRaw.set(ws.raw, connection);
       // Elysia decodes frames loosely before its `message` hook (a JSON string frame arrives as
       // its content), so a string frame holding an envelope would be dispatched. Bun calls
       // `data.message` with the frame as sent: take it there, so that it is parsed exactly once.
       (ws.raw.data as { message: (raw: unknown, frame: string | Buffer) => Promise<void> }).message = (_, frame) =>
         connections.message(connection, frame);
+    },
+    drain(ws) {
+      const connection = byRaw.get(ws.raw);
+      if (connection) connections.drained(connection);
     },
     close(ws) {
       const connection = byRaw.get(ws.raw);

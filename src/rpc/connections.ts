@@ -1,7 +1,11 @@
 /**
  * Live WebSocket connections: each carries at most one session; messages are dispatched
- * through the registry; sessions that end (logout, user deleted, password changed — here or by
- * the CLI in another process) close their sockets; silent sockets are closed after the idle limit.
+ * through the registry; sessions that are ended (logout, user deleted, password or role changed —
+ * here or by the CLI in another process) close their sockets, while a session that runs out
+ * (idle or absolute limit) leaves its socket open and unauthenticated; silent sockets are closed
+ * after the idle limit. Sockets that neither sign in nor register in time are closed, such sockets
+ * are capped per address, all sockets are capped below the open-file limit, and a peer that does
+ * not read its replies is disconnected.
  */
 import * as v from "valibot";
 import { AppError } from "../core/errors.ts";
@@ -14,8 +18,11 @@ import type { Registry } from "./registry.ts";
 
 /** The part of a WebSocket this module needs (Bun's ServerWebSocket fits). */
 export interface Socket {
-  send(data: string): unknown;
+  /** Bytes sent, -1 when queued under backpressure, 0 when dropped (Bun's ServerWebSocket). */
+  send(data: string): number;
   close(code?: number, reason?: string): void;
+  /** Bytes queued and not yet taken by the peer. */
+  getBufferedAmount(): number;
 }
 
 export interface Connection {
@@ -28,16 +35,50 @@ export interface Connection {
   /** The enrollment key that client was admitted with (null when none was required). */
   clientKeyId: number | null;
   lastMessageAt: number;
+  openedAt: number;
+  /** Signed in or registered at least once: no longer held to the sign-in deadline and cap. */
+  identified: boolean;
+  closed: boolean;
+  /** When its unread replies passed the limit: nothing more is sent, and it closes once drained. */
+  overflowedAt: number | null;
 }
 
 export const CLOSE_SESSION_ENDED = 4001;
 export const CLOSE_IDLE = 4000;
 export const CLOSE_CLIENT_REVOKED = 4003;
+/** Neither signed in nor registered within the deadline. */
+export const CLOSE_AUTH_TIMEOUT = 4008;
+/** RFC 6455 "try again later": over a connection cap, or replies piling up unread. */
+export const CLOSE_TRY_AGAIN_LATER = 1013;
+
+/** How long a peer that stopped reading has to take what it was sent before it is cut off. */
+const OVERFLOW_GRACE_MS = 30_000;
+
+export interface ConnectionLimits {
+  /** Close sockets silent this long. */
+  idleSeconds: number;
+  /** Close sockets that have neither signed in nor registered this long after opening. */
+  authTimeoutSeconds: number;
+  /** Sockets not yet identified, per source address. */
+  unidentifiedPerAddress: number;
+  /** All sockets. */
+  maxConnections: number;
+  /** Bytes of replies queued for a peer before it is disconnected for not reading them. */
+  maxSendBuffer: number;
+}
+
+/** Why a new socket is refused, or null when it may open. */
+export interface Refusal {
+  status: 429 | 503;
+  message: string;
+}
 
 export class Connections {
   private readonly all = new Set<Connection>();
   private readonly bySession = new Map<string, Set<Connection>>();
   private readonly byClient = new Map<string, Connection>();
+  /** Per source address, its sockets not yet identified. */
+  private readonly unidentified = new Map<string, number>();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private dataVersion = -1;
 
@@ -45,7 +86,7 @@ export class Connections {
     private readonly services: Services,
     private readonly registry: Registry,
     private readonly log: Logger,
-    private readonly options: { idleSeconds: number },
+    private readonly options: ConnectionLimits,
   ) {
     services.events.on("sessions.revoked", ({ sessionIds, reason }) => this.closeSessions(sessionIds, reason));
     services.events.on("push", (event) => this.push(event.topic, event.args, event.groups));
@@ -61,7 +102,8 @@ export class Connections {
 
   /** Starts the idle sweep and the watch for changes made by other processes (the CLI). */
   start(): void {
-    const sweepMs = Math.max(250, Math.min(5000, (this.options.idleSeconds * 1000) / 5));
+    const shortest = Math.min(this.options.idleSeconds, this.options.authTimeoutSeconds);
+    const sweepMs = Math.max(250, Math.min(5000, (shortest * 1000) / 5));
     const idle = setInterval(() => this.closeIdle(), sweepMs);
     const watch = setInterval(() => this.watchDatabase(), 500);
     idle.unref?.();
@@ -71,21 +113,96 @@ export class Connections {
 
   stop(reason: string): void {
     for (const t of this.timers) clearInterval(t);
-    for (const c of this.all) c.socket.close(1001, reason);
+    for (const c of this.all) this.shut(c, 1001, reason);
     this.all.clear();
     this.byClient.clear();
     this.bySession.clear();
+    this.unidentified.clear();
   }
 
-  open(socket: Socket, address: string | null, principal: Principal | null): Connection {
-    const connection: Connection = { socket, address, sessionId: null, principal: null, clientUuid: null, clientKeyId: null, lastMessageAt: this.services.clock() };
+  /**
+   * Whether a new socket from this address may open: refused past the total cap (503) or past
+   * the cap of sockets not yet identified from one address (429). Asked before the upgrade;
+   * `open` enforces the same caps exactly.
+   */
+  refusal(address: string | null, identified: boolean): Refusal | null {
+    if (this.all.size >= this.options.maxConnections) {
+      return { status: 503, message: "the server holds as many connections as it can; retry later" };
+    }
+    if (!identified && (this.unidentified.get(address ?? "") ?? 0) >= this.options.unidentifiedPerAddress) {
+      return { status: 429, message: "too many connections from this address have not signed in or registered yet; retry later" };
+    }
+    return null;
+  }
+
+  /** A socket opened; null when it was closed at once for being over a cap. */
+  open(socket: Socket, address: string | null, principal: Principal | null): Connection | null {
+    const refusal = this.refusal(address, principal !== null);
+    if (refusal) {
+      socket.close(CLOSE_TRY_AGAIN_LATER, refusal.message);
+      return null;
+    }
+    const now = this.services.clock();
+    const connection: Connection = {
+      socket, address, sessionId: null, principal: null, clientUuid: null, clientKeyId: null,
+      lastMessageAt: now, openedAt: now, identified: false, closed: false, overflowedAt: null,
+    };
     this.all.add(connection);
+    this.unidentified.set(address ?? "", (this.unidentified.get(address ?? "") ?? 0) + 1);
     if (principal) this.signIn(connection, principal);
     return connection;
   }
 
+  private identify(connection: Connection): void {
+    if (connection.identified) return;
+    connection.identified = true;
+    const key = connection.address ?? "";
+    const left = (this.unidentified.get(key) ?? 1) - 1;
+    if (left <= 0) this.unidentified.delete(key);
+    else this.unidentified.set(key, left);
+  }
+
+  /** Closes a socket from our side; `close` below runs when it is gone. */
+  private shut(connection: Connection, code: number, reason: string): void {
+    if (connection.closed) return;
+    connection.closed = true;
+    connection.socket.close(code, reason);
+  }
+
+  /**
+   * Sends a frame, unless the peer is not reading: once the replies it has not taken pass the
+   * limit, nothing more is sent, the server log says so, and the socket is closed with a reason
+   * as soon as what was sent has drained (the close frame comes after the last reply, so the
+   * peer sees no gap, only the end), or after `OVERFLOW_GRACE_MS` if it never drains.
+   */
+  private send(connection: Connection, frame: string): void {
+    if (connection.closed || connection.overflowedAt !== null) return;
+    const buffered = connection.socket.getBufferedAmount();
+    if ((buffered > 0 && buffered + frame.length > this.options.maxSendBuffer) || connection.socket.send(frame) === 0) {
+      connection.overflowedAt = this.services.clock();
+      this.log.warn("disconnecting a WebSocket that does not read its replies", { address: connection.address, buffered_bytes: buffered });
+      this.closeIfDrained(connection);
+    }
+  }
+
+  /** Closes an overflowed socket once its queue is empty, or when it has had long enough. */
+  private closeIfDrained(connection: Connection): void {
+    if (connection.overflowedAt === null) return;
+    const waited = this.services.clock() - connection.overflowedAt;
+    if (connection.socket.getBufferedAmount() === 0 || waited >= OVERFLOW_GRACE_MS) {
+      this.shut(connection, CLOSE_TRY_AGAIN_LATER, "replies are not being read; disconnected");
+    }
+  }
+
+  /** Bun says the socket can take more: an overflowed one may be ready to close. */
+  drained(connection: Connection): void {
+    this.closeIfDrained(connection);
+  }
+
   close(connection: Connection): void {
-    this.all.delete(connection);
+    connection.closed = true;
+    if (!this.all.delete(connection)) return;
+    this.identify(connection);
     this.forget(connection);
     const uuid = connection.clientUuid;
     if (uuid !== null && this.byClient.get(uuid) === connection) {
@@ -103,13 +220,15 @@ export class Connections {
       this.byClient.delete(uuid);
       connection.clientUuid = null;
       connection.clientKeyId = null;
-      connection.socket.close(CLOSE_CLIENT_REVOKED, reason);
+      this.log.info("client disconnected", { uuid, address: connection.address, reason });
+      this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
       this.services.enrollment.disconnected(uuid);
     }
   }
 
   private signIn(connection: Connection, principal: Principal): void {
     this.forget(connection);
+    this.identify(connection);
     connection.sessionId = principal.sessionId;
     connection.principal = principal;
     let set = this.bySession.get(principal.sessionId);
@@ -128,6 +247,8 @@ export class Connections {
 
   /** Handles one frame: raw text, or a value the WebSocket layer already decoded from JSON. */
   async message(connection: Connection, raw: unknown): Promise<void> {
+    // A peer that stopped reading gets no more answers: its socket closes once drained.
+    if (connection.overflowedAt !== null || connection.closed) return;
     connection.lastMessageAt = this.services.clock();
     let id: RequestId | null = null;
     try {
@@ -172,6 +293,7 @@ export class Connections {
               return other !== undefined && other !== connection;
             },
             registerClient: (uuid, keyId) => {
+              this.identify(connection);
               connection.clientUuid = uuid;
               connection.clientKeyId = keyId;
               this.byClient.set(uuid, connection);
@@ -182,9 +304,9 @@ export class Connections {
         name,
         args,
       );
-      connection.socket.send(JSON.stringify(response(id, result)));
+      this.send(connection, JSON.stringify(response(id, result)));
     } catch (error) {
-      connection.socket.send(JSON.stringify(errorEnvelope(id, this.errorArgs(error))));
+      this.send(connection, JSON.stringify(errorEnvelope(id, this.errorArgs(error))));
     }
   }
 
@@ -208,7 +330,20 @@ export class Connections {
     return { code: 500, message: "internal error; the server log has the details" };
   }
 
+  /** Sessions that were ended (not ones that ran out): their sockets close at once. */
   private closeSessions(sessionIds: string[], reason: string): void {
+    this.detachSessions(sessionIds, (c) => this.shut(c, CLOSE_SESSION_ENDED, `session ended: ${reason}`));
+  }
+
+  /**
+   * Sessions that ran out (idle or absolute limit): their sockets stay open, unauthenticated, so
+   * that the next call gets the 401 error envelope there and may sign in again (sysadm seed).
+   */
+  private expireSessions(sessionIds: string[]): void {
+    this.detachSessions(sessionIds, () => {});
+  }
+
+  private detachSessions(sessionIds: string[], then: (connection: Connection) => void): void {
     for (const id of sessionIds) {
       const set = this.bySession.get(id);
       if (!set) continue;
@@ -216,7 +351,7 @@ export class Connections {
       for (const c of set) {
         c.sessionId = null;
         c.principal = null;
-        c.socket.close(CLOSE_SESSION_ENDED, `session ended: ${reason}`);
+        then(c);
       }
     }
   }
@@ -230,6 +365,8 @@ export class Connections {
     for (const [uuid, c] of this.byClient) if (c.clientKeyId !== null) bound.push({ uuid, keyId: c.clientKeyId });
     const lost = this.services.enrollment.lostBindings(bound);
     if (lost.length > 0) this.kickClients(lost, "AUTH_FAILED: Invalid or revoked key");
+    // Sessions that ran out are not ended ones, even if their rows are gone by now.
+    this.expireSessions([...this.bySession.keys()].filter((id) => this.services.sessions.ranOut(id)));
     const ids = [...this.bySession.keys()];
     if (ids.length === 0) return;
     const alive = this.services.sessions.stillExisting(ids);
@@ -238,11 +375,17 @@ export class Connections {
   }
 
   private closeIdle(): void {
-    const cutoff = this.services.clock() - this.options.idleSeconds * 1000;
-    for (const c of this.all) if (c.lastMessageAt <= cutoff) c.socket.close(CLOSE_IDLE, "idle timeout");
-    // Sessions also end by themselves (idle or absolute limit): their sockets must not linger.
-    const expired = [...this.bySession.keys()].filter((id) => !this.services.sessions.isAlive(id));
-    if (expired.length > 0) this.closeSessions(expired, "session expired");
+    const now = this.services.clock();
+    const cutoff = now - this.options.idleSeconds * 1000;
+    const deadline = now - this.options.authTimeoutSeconds * 1000;
+    for (const c of this.all) {
+      if (c.overflowedAt !== null) this.closeIfDrained(c);
+      else if (c.lastMessageAt <= cutoff) this.shut(c, CLOSE_IDLE, "idle timeout");
+      else if (!c.identified && c.openedAt <= deadline) {
+        this.shut(c, CLOSE_AUTH_TIMEOUT, `sign in or register within ${this.options.authTimeoutSeconds} s of connecting`);
+      }
+    }
+    this.expireSessions([...this.bySession.keys()].filter((id) => !this.services.sessions.isAlive(id)));
   }
 
   /** Pushes an event to signed-in admins, and to viewers of one of its groups (if it has any). */
@@ -256,7 +399,7 @@ export class Connections {
       let ok = alive.get(p.sessionId);
       if (ok === undefined) alive.set(p.sessionId, (ok = this.services.sessions.isAlive(p.sessionId)));
       if (!ok) continue;
-      if (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g))) c.socket.send(frame);
+      if (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g))) this.send(c, frame);
     }
   }
 }

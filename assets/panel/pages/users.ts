@@ -1,4 +1,8 @@
-/** Users (admins only): accounts with their role and groups; create, edit, reset password, delete. */
+/**
+ * Users (admins only): accounts with their role and groups; create, edit, reset password, delete.
+ * admin's password is not offered for change while it comes from LATCHKEY_ADMIN_PASSWORD: the
+ * server applies the variable at every start and refuses a change through the API.
+ */
 import { isAbort } from "../api.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { badge, emptyState, h, replace, time } from "../dom.ts";
@@ -11,6 +15,7 @@ const PAGE_SIZE = 50;
 const roleChoices = ROLES.map((r) => ({ value: r, label: r === "admin" ? "admin: full access" : "viewer: read-only, limited to their groups" }));
 const groupsHint = "Comma-separated, e.g. berlin, lab. Viewers see only the clients of these groups.";
 const passwordHint = "8 to 1024 characters.";
+const passwordFromEnv = "LATCHKEY_ADMIN_PASSWORD is applied at every start of the server: to change this password, change the variable and restart the server.";
 
 function userPath(username: string): string {
   return `/api/users/${encodeURIComponent(username)}`;
@@ -24,6 +29,7 @@ function nameCell(user: User, self: string): HTMLElement {
     user.username === self ? h("span", { class: "muted" }, " (you)") : null,
     user.legacy ? badge("wsauth import", "legacy", "Imported from wsauth; the password is still checked through its wsauth hash") : null,
     user.legacy_challenge ? badge("challenge login", "legacy", "Keeps the wsauth hash for the legacy challenge login") : null,
+    user.password_from_env ? h("span", { class: "env-note", title: passwordFromEnv }, "Password set by ", h("code", {}, "LATCHKEY_ADMIN_PASSWORD")) : null,
   );
 }
 
@@ -59,7 +65,14 @@ function createUser(ctx: PageContext, done: (username: string) => void): void {
 function editUser(ctx: PageContext, user: User, done: () => void): void {
   openFormDialog({
     title: `Edit ${user.username}`,
-    intro: h("p", {}, "Role and groups apply to the user's next request; open sessions stay signed in."),
+    intro: h(
+      "div",
+      {},
+      h("p", {}, "Role and groups apply to the user's next request; open sessions stay signed in."),
+      user.password_from_env
+        ? h("p", {}, `The password of ${user.username} is set by `, h("code", {}, "LATCHKEY_ADMIN_PASSWORD"), " at every start of the server: to change it, change the variable and restart the server.")
+        : null,
+    ),
     submitLabel: "Save changes",
     busyLabel: "Saving…",
     fields: [
@@ -143,7 +156,9 @@ registerPage({
         "span",
         { class: "row-actions" },
         h("button", { type: "button", class: "link", "aria-label": edit, onclick: () => editUser(ctx, user, () => void reload(`${user.username} updated.`, edit)) }, "Edit"),
-        h("button", { type: "button", class: "link", "aria-label": reset, onclick: () => resetPassword(ctx, user, () => void reload(`New password set for ${user.username}.`, reset)) }, "Reset password"),
+        user.password_from_env
+          ? null
+          : h("button", { type: "button", class: "link", "aria-label": reset, onclick: () => resetPassword(ctx, user, () => void reload(`New password set for ${user.username}.`, reset)) }, "Reset password"),
         h("button", { type: "button", class: "link danger-text", "aria-label": `Delete ${user.username}`, onclick: () => deleteUser(ctx, user, () => void reload(`User ${user.username} deleted.`)) }, "Delete"),
       );
     };

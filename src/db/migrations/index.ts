@@ -6,6 +6,7 @@ import init from "./0001_init.sql" with { type: "text" };
 import licensing from "./0002_licensing.sql" with { type: "text" };
 import enrollment from "./0003_enrollment.sql" with { type: "text" };
 import checkCounters from "./0004_check_counters.sql" with { type: "text" };
+import credentialVersion from "./0005_credential_version.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -17,4 +18,5 @@ export const migrations: readonly Migration[] = [
   { name: "0002_licensing", sql: licensing },
   { name: "0003_enrollment", sql: enrollment },
   { name: "0004_check_counters", sql: checkCounters },
+  { name: "0005_credential_version", sql: credentialVersion },
 ];
