@@ -273,7 +273,8 @@ describe("pre-shared keys (require_auth_key on)", () => {
     const run = agent(state);
     expect(await run.proc.exited).toBe(3);
     expect(run.text()).toContain("AUTH_REQUIRED");
-    expect(run.text()).toContain(`reinstall with -key: latchkey client install -server ${address()} -key XXXX-XXXX-XXXX`);
+    // The remedy is runnable as printed: this program, with the state directory it was given.
+    expect(run.text()).toContain(`reinstall with -key: ${BUN} ${join(ROOT, "src/main.ts")} client install -server ${address()} -key XXXX-XXXX-XXXX --state-dir ${state}`);
     expect(existsSync(join(state, "auth_key"))).toBe(false);
   });
 

@@ -775,7 +775,7 @@ async function measureColdStart(options: Options, work: string, password: string
 
   const compiledBaseline = join(work, "baseline-compiled");
   const compile = Bun.spawnSync(
-    [process.execPath, "build", "--compile", BASELINE_SCRIPT, "--outfile", compiledBaseline, "--minify", "--bytecode",
+    [process.execPath, "build", "--compile", BASELINE_SCRIPT, "--outfile", compiledBaseline, "--minify-syntax", "--minify-identifiers", "--bytecode",
       "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"],
     { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_BE_BUN: "1" } },
   );

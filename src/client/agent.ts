@@ -9,7 +9,7 @@ import { createInterface } from "node:readline";
 import type { ErrorEnvelope, RequestEnvelope, ResponseEnvelope } from "../rpc/protocol.ts";
 import { VERSION } from "../version.ts";
 import { machineHostname, readConfig, readKey, writeKey, writeLastContact, type ClientConfig } from "./config.ts";
-import { EXIT_NEEDS_OPERATOR } from "./install.ts";
+import { clientCommandLine, EXIT_NEEDS_OPERATOR } from "./install.ts";
 
 export const AUTH_REQUIRED = "AUTH_REQUIRED";
 export const AUTH_FAILED_PREFIX = "AUTH_FAILED: ";
@@ -49,24 +49,29 @@ export function serverUrl(server: string): string {
   return `${scheme}://${rest.includes("/") ? rest : `${rest}/ws`}`;
 }
 
-function installCommand(config: ClientConfig): string {
-  return `latchkey client install -server ${config.server} -key XXXX-XXXX-XXXX`;
+/**
+ * The reinstall command of the hints, runnable as printed: this very program, with the state
+ * directory when it is not the default (without one, as `latchkey ...`).
+ */
+function installCommand(config: ClientConfig, stateDir?: string): string {
+  const args = ["-server", config.server, "-key", "XXXX-XXXX-XXXX"];
+  return stateDir === undefined ? `latchkey client install ${args.join(" ")}` : clientCommandLine("install", args, stateDir, process.env);
 }
 
 /** The woho troubleshooting table, keyed by the server's AUTH_* message. */
-export function authHint(message: string, config: ClientConfig): string {
+export function authHint(message: string, config: ClientConfig, stateDir?: string): string {
   if (message === AUTH_REQUIRED) {
-    return `the server requires an authentication key and none is configured: generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config)}`;
+    return `the server requires an authentication key and none is configured: generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config, stateDir)}`;
   }
   const reason = message.startsWith(AUTH_FAILED_PREFIX) ? message.slice(AUTH_FAILED_PREFIX.length) : message;
   if (reason.startsWith("Invalid or revoked key")) {
-    return `the key was revoked or deleted, or never existed: generate a new key in the admin panel and reinstall with -key: ${installCommand(config)}`;
+    return `the key was revoked or deleted, or never existed: generate a new key in the admin panel and reinstall with -key: ${installCommand(config, stateDir)}`;
   }
   if (reason.startsWith("Key already bound to a different client")) {
     return `this key is bound to another client UUID (this machine is ${config.uuid}; e.g. it was reinstalled with a new identity): ask the admin to Reset the key in the panel (latchkey key reset ID), then start the client again`;
   }
   if (reason.startsWith("Key already in use")) {
-    return `another machine claimed this pending key at the same moment: generate a separate key per machine and reinstall with -key: ${installCommand(config)}`;
+    return `another machine claimed this pending key at the same moment: generate a separate key per machine and reinstall with -key: ${installCommand(config, stateDir)}`;
   }
   if (reason.startsWith("Client already connected")) {
     return `another machine is online with this client's UUID ${config.uuid} (a cloned machine or a copied state directory): give each machine its own install; retrying in case it is this machine's previous connection`;
@@ -202,7 +207,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
     for (;;) {
       const config = readConfig(options.stateDir);
       if (!config) {
-        log(`not installed: no client configuration in ${options.stateDir}; run latchkey client install -server HOST:PORT -key XXXX-XXXX-XXXX`);
+        log(`not installed: no client configuration in ${options.stateDir}; run ${clientCommandLine("install", ["-server", "HOST:PORT", "-key", "XXXX-XXXX-XXXX"], options.stateDir, process.env)}`);
         return EXIT_NEEDS_OPERATOR;
       }
       const outcome = await connectOnce(config, readKey(options.stateDir), options, stop.signal);
@@ -212,7 +217,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
         case "auth_required":
         case "auth_failed": {
           const message = outcome.kind === "auth_required" ? AUTH_REQUIRED : outcome.message;
-          log(`${message}: ${authHint(message, config)}`);
+          log(`${message}: ${authHint(message, config, options.stateDir)}`);
           if (!options.interactive) return EXIT_NEEDS_OPERATOR;
           // Someone is at a terminal: a (new) key typed here is saved and tried at once.
           const key = await askLine("Enter the authentication key (empty to exit): ");
