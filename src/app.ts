@@ -2,7 +2,7 @@
  * createApp builds the whole HTTP + WebSocket surface from its dependencies; it never listens
  * (only main.ts does). Every route plugin is registered here, top to bottom.
  */
-import { Elysia } from "elysia";
+import { Elysia, type AnyElysia } from "elysia";
 import type { Services } from "./core/services.ts";
 import type { Logger } from "./log.ts";
 import { auditRoutes } from "./http/audit.ts";
@@ -17,7 +17,7 @@ import { opsRoutes } from "./http/ops.ts";
 import { panelRoutes } from "./http/panel.ts";
 import { rpcMirrorRoutes } from "./http/rpc-mirror.ts";
 import { securityPlugin } from "./http/security.ts";
-import { sessionPlugin } from "./http/session.ts";
+import { assertAccessDeclared, declarationOf, sessionPlugin } from "./http/session.ts";
 import { userRoutes } from "./http/users.ts";
 import { wsRoute } from "./http/ws.ts";
 import { Connections, type ConnectionLimits } from "./rpc/connections.ts";
@@ -36,6 +36,7 @@ export interface AppOptions {
 export function createApp(services: Services, log: Logger, options: AppOptions) {
   const registry = createRegistry();
   const connections = new Connections(services, registry, log, options.connections);
+  const session = sessionPlugin(services, options);
   const app = new Elysia({
     name: "latchkey",
     // Frames over the limit close the socket with 1009; our own sweep handles idleness. Unread
@@ -54,18 +55,23 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
   })
     .use(errorPlugin(log))
     .use(securityPlugin(services.metrics, options))
-    .use(sessionPlugin(services, options))
-    .use(opsRoutes(services))
-    .use(docsRoutes())
-    .use(panelRoutes())
-    .use(authRoutes(services, options))
-    .use(userRoutes(services))
-    .use(auditRoutes(services))
-    .use(licensingApiRoutes(services))
-    .use(licenseRoutes(services))
-    .use(enrollmentRoutes(services))
-    .use(wsRoute(connections))
-    .use(rpcMirrorRoutes(services, registry));
+    .use(session)
+    .use(opsRoutes(services, session))
+    .use(docsRoutes(session, (): AnyElysia => app))
+    .use(panelRoutes(session))
+    .use(authRoutes(services, session, options))
+    .use(userRoutes(services, session))
+    .use(auditRoutes(services, session))
+    .use(licensingApiRoutes(services, session))
+    .use(licenseRoutes(services, session))
+    .use(enrollmentRoutes(services, session))
+    .use(wsRoute(connections, session))
+    .use(rpcMirrorRoutes(services, session, registry));
+  // Deny by default, checked before anything listens: every route says who may call it.
+  assertAccessDeclared(app.routes);
+  // Bun's router serves /api/check without a session, so its documented route must say public.
+  const check = app.routes.find((route) => route.method === "GET" && route.path === CHECK_PATH);
+  if (!check || declarationOf(check) !== "public") throw new Error(`${CHECK_PATH} is served without a session, so its route must declare public: true`);
   return { app, registry, connections };
 }
 

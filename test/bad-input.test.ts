@@ -9,7 +9,6 @@
  * clients may send more.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { routeAccess } from "../src/http/access.ts";
 import { call, createUser, login, RpcClient, startTestServer, type TestServer } from "./support.ts";
 
 let server: TestServer;
@@ -39,7 +38,7 @@ const CLIENT_UUID = "0b5e1c7a-1d2e-4f3a-8b9c-0123456789ab";
 const NO_CLIENT_UUID = "ffffffff-ffff-4fff-bfff-ffffffffffff";
 const registration = () => ({ uuid: CLIENT_UUID, name: "bad-input client", hostname: "bad-input.example", version: "1.0", os: "linux" });
 
-const HOSTILE: Record<string, string> = {
+const HOSTILE = {
   traversal: "../../etc/passwd",
   script: "<script>alert(1)</script>",
   sql: "' OR 1=1 --",
@@ -48,7 +47,8 @@ const HOSTILE: Record<string, string> = {
   rtl: "\u202Etxt.exe-looks-like",
   emoji: "🔑🔥😀 keys",
   crlf: "line\r\nSet-Cookie: injected=1",
-};
+} satisfies Record<string, string>;
+type Hostile = keyof typeof HOSTILE;
 
 type Res = Awaited<ReturnType<typeof call>>;
 
@@ -194,43 +194,71 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
 };
 
 /**
- * How a field answers a hostile string: "reject" is a 400 naming the field; "accept" goes
- * through (a password may hold anything of 8 to 1024 characters); "deny" is the login failing.
+ * How each kind of field answers each hostile string, written out by hand from the documented
+ * limits (README and SPEC; the exact numbers as the OpenAPI document and the error messages give
+ * them), not computed: "reject" is a 400 naming the field; "accept" goes through; "deny" is the
+ * login or licensing call failing as it would for any wrong value (401, or the seed's 404).
+ *
+ * The strings, for reading the table: traversal "../../etc/passwd" (16 characters), script
+ * "<script>alert(1)</script>" (25), sql "' OR 1=1 --" (11), nul (24, holds U+0000, a control
+ * character), long (10,000), rtl (20, starts with U+202E, a format character), emoji (11 UTF-16
+ * units, no control or format character), crlf (29, holds CR LF, control characters).
  */
-function hostileOutcome(kind: Kind, value: string): "reject" | "accept" | "deny" {
-  switch (kind) {
-    case "password":
-      return value.length >= 8 && value.length <= 1024 ? "accept" : "reject";
-    case "loginPassword":
-    case "token":
-      return value.length <= (kind === "token" ? 256 : 1024) ? "deny" : "reject";
-    case "filter":
-      return value.length <= 128 ? "accept" : "reject";
-    case "appName":
-      return value.length <= 100 && !/[\p{Cc}\p{Cf}]/u.test(value) ? "accept" : "reject";
-    case "text1000":
-      return value.length <= 1000 ? "accept" : "reject";
-    case "hwid":
-    case "wireText":
-      return value.length <= 255 ? "accept" : "reject";
-    case "wireNonce":
-      return value.length <= 128 ? "accept" : "reject";
-    case "wireToken":
-      // A well-formed but unknown token is the seed's 404, not a 400.
-      return value.length <= 128 ? "deny" : "reject";
-    case "keyLabel":
-      return value.length <= 100 && !/\p{Cc}/u.test(value) ? "accept" : "reject";
-    case "clientText":
-      return value.length <= 64 && !/\p{Cc}/u.test(value) ? "accept" : "reject";
-    case "clientName":
-      return value.length <= 64 && !/[\p{Cc}\p{Cf}]/u.test(value) ? "accept" : "reject";
-    case "authKey":
-      // No key is required on this server: any key of at most 64 characters is ignored.
-      return value.length <= 64 ? "accept" : "reject";
-    default:
-      return "reject";
-  }
-}
+type Outcome = "reject" | "accept" | "deny";
+const [A, R, D] = ["accept", "reject", "deny"] as const;
+/** Fields of a strict form (a pattern, a list of values, a number, a date): no hostile string fits. */
+const REJECTS_ALL: Record<Hostile, Outcome> = { traversal: R, script: R, sql: R, nul: R, long: R, rtl: R, emoji: R, crlf: R };
+const HOSTILE_OUTCOMES: Record<Kind, Record<Hostile, Outcome>> = {
+  // A new password is anything of 8 to 1024 characters.
+  password: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // A password given to log in, up to 1024 characters, is only wrong: a failed login.
+  loginPassword: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
+  // A session token of up to 256 characters that was never issued: a failed sign-in.
+  token: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
+  // Free-text search and audit filters: up to 128 characters.
+  filter: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // Application names: up to 100 characters, no control or format characters.
+  appName: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: R, emoji: A, crlf: R },
+  // Support messages and memos: up to 1000 characters of anything.
+  text1000: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // A machine's hwid (admin side) and the licensing calls' machine and user: up to 255 characters.
+  hwid: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  wireText: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // The licensing calls' nonce: up to 128 characters.
+  wireNonce: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // A license token of up to 128 characters that names no key: the seed's 404, not bad input.
+  wireToken: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
+  // Key labels: up to 100 characters, no control characters (format characters are text).
+  keyLabel: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: R },
+  // A client's version and os: up to 64 characters, no control characters.
+  clientText: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: R },
+  // A client's display name: up to 64 characters, no control or format characters.
+  clientName: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: R, emoji: A, crlf: R },
+  // This server requires no key: any auth_key of up to 64 characters is ignored.
+  authKey: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  username: REJECTS_ALL,
+  role: REJECTS_ALL,
+  groups: REJECTS_ALL,
+  boolean: REJECTS_ALL,
+  nonce: REJECTS_ALL,
+  response: REJECTS_ALL,
+  scramFirst: REJECTS_ALL,
+  scramFinal: REJECTS_ALL,
+  outcome: REJECTS_ALL,
+  timestamp: REJECTS_ALL,
+  limit: REJECTS_ALL,
+  offset: REJECTS_ALL,
+  id: REJECTS_ALL,
+  activations: REJECTS_ALL,
+  nullableTimestamp: REJECTS_ALL,
+  wireId: REJECTS_ALL,
+  quantity: REJECTS_ALL,
+  group: REJECTS_ALL,
+  keyStatus: REJECTS_ALL,
+  clientStatus: REJECTS_ALL,
+  uuid: REJECTS_ALL,
+  hostname: REJECTS_ALL,
+};
 
 // ---------------------------------------------------------------------------------------------
 // REST routes.
@@ -576,12 +604,19 @@ function wireQueryGarbage({ machineRequired }: { machineRequired: boolean }): { 
 
 describe("every REST route has bad-input cases", () => {
   test("no route is left out, and no case names a route that does not exist", () => {
-    expect(Object.keys(ROUTES).sort()).toEqual(Object.keys(routeAccess).sort());
+    const appRoutes = server.app.routes.map((r) => `${r.method === "WS" ? "GET" : r.method} ${r.path}`);
+    expect(Object.keys(ROUTES).sort()).toEqual([...new Set(appRoutes)].sort());
   });
 });
 
 const routeEntries = Object.entries(ROUTES);
-const auth = (key: string) => (routeAccess[key] === "public" ? {} : { token: admin });
+/** The routes that need no session (test/access-control.test.ts holds them to it). */
+const PUBLIC = new Set([
+  "GET /", "GET /panel/*", "GET /healthz", "GET /metrics", "GET /openapi/json", "GET /swagger/json", "GET /swagger", "GET /swagger/*",
+  "POST /api/auth/login", "POST /api/auth/scram/start", "POST /api/auth/scram/finish", "POST /api/auth/challenge",
+  "POST /api/activate", "GET /api/check", "POST /api/deactivate", "GET /api/license/public-key",
+]);
+const auth = (key: string) => (PUBLIC.has(key) ? {} : { token: admin });
 const methodOf = (key: string) => key.split(" ")[0]!;
 const shapeOf = (key: string): Shape => (ROUTES[key]?.wire ? "wire" : "api");
 
@@ -610,28 +645,27 @@ describe("malformed bodies", () => {
   test.each(cases)("$key: $label → 400", async ({ key, raw, type, route, statuses }) => {
     const valid = JSON.stringify(route.body!.valid());
     const rawBody = raw === "VALID" ? valid : raw === "VALID_IN_ARRAY" ? `[${valid}]` : raw;
-    const started = performance.now();
     const res = await call(server.url, methodOf(key), route.path, { ...auth(key), rawBody, headers: { "content-type": type } });
-    // Refusing bad input is cheap: no case here may hold the event loop.
-    expect(performance.now() - started).toBeLessThan(1000);
     await expectClientError(res, statuses ?? 400, undefined, shapeOf(key));
   });
 
   // The RPC mirror reads its body as text and parses it itself, whatever the content type says.
   const mirrorCases = bodies.filter((b) => !b.raw.startsWith("VALID"));
   test.each(mirrorCases)("PUT /latchkey/users: $label → 400", async ({ raw, type }) => {
-    const started = performance.now();
     const res = await call(server.url, "PUT", "/latchkey/users", { token: admin, rawBody: raw, headers: { "content-type": type } });
-    expect(performance.now() - started).toBeLessThan(1000);
     await expectClientError(res, 400, ["body", "args", "args.action"]);
   });
 
   const ignoring = routeEntries.filter(([key, r]) => r.ignoresInput && ["POST", "PATCH", "PUT", "DELETE"].includes(methodOf(key)));
-  test.each(ignoring.flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r }))))("$key ignores $label (no 500)", async ({ key, raw, type, route }) => {
-    const token = key === "POST /api/auth/logout" ? await login(server.url) : admin;
-    const res = await call(server.url, methodOf(key), route.path, { token, rawBody: raw, headers: { "content-type": type } });
-    expect(res.status).toBeLessThan(500);
-    await expectAlive();
+  const ignoringCases = ignoring.flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
+  // Generated from fixed lists, nothing random (so no seed): each case's name says what it sent.
+  describe(`fuzz: ${ignoringCases.length} requests generated from fixed lists, ${ignoring.length} write routes that take no input × ${bodies.length} malformed bodies; never a 500`, () => {
+    test.each(ignoringCases)("$key ignores $label (no 500)", async ({ key, raw, type, route }) => {
+      const token = key === "POST /api/auth/logout" ? await login(server.url) : admin;
+      const res = await call(server.url, methodOf(key), route.path, { token, rawBody: raw, headers: { "content-type": type } });
+      expect(res.status).toBeLessThan(500);
+      await expectAlive();
+    });
   });
 });
 
@@ -667,7 +701,7 @@ describe("body fields: wrong types, missing, unknown, hostile", () => {
         cases.push({ label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`, key, path: route.path, body: () => ({ ...valid(), [name]: value }), expect: { status: 400, field: named }, okStatus });
       }
       for (const [hostile, value] of Object.entries(HOSTILE)) {
-        const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
+        const outcome = HOSTILE_OUTCOMES[field.kind][hostile as Hostile];
         const fieldName = field.kind === "groups" ? `${name}.0` : name;
         const denied = route.wire ? [404, 429] : [401, 429];
         const expected = outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: denied } : ("accept" as const);
@@ -798,7 +832,7 @@ describe("malformed Authorization headers", () => {
     { label: "a hostile token", value: "Bearer ../../etc/passwd", message: /unknown or has expired/ },
   ];
   // GET /ws only answers upgrades: the WebSocket test below covers it.
-  const guarded = routeEntries.filter(([key]) => routeAccess[key] !== "public" && key !== "GET /ws");
+  const guarded = routeEntries.filter(([key]) => !PUBLIC.has(key) && key !== "GET /ws");
   const cases = guarded.flatMap(([key, r]) => headers.map((h) => ({ key, path: r.path, ...h, body: r.body?.valid() })));
 
   test.each(cases)("$key with $label → 401", async ({ key, path, value, message, body }) => {
@@ -819,14 +853,15 @@ describe("malformed Authorization headers", () => {
   });
 });
 
-describe("malformed Host headers", () => {
-  // A Host with a space leaves the request's URL relative; answering must still work.
-  const hosts = ["a b", "evil.example:9000 -key AAAA-BBBB-CCCC", "x;id", "host:99999999"];
-  const cases = routeEntries
-    .filter(([key]) => key !== "GET /ws")
-    .flatMap(([key, r]) => hosts.map((host) => ({ key, host, path: r.path, body: r.body ? JSON.stringify(r.body.valid()).replace(/:[^,}]+/g, ":{}") : undefined })));
+// A Host with a space leaves the request's URL relative; answering must still work.
+const MALFORMED_HOSTS = ["a b", "evil.example:9000 -key AAAA-BBBB-CCCC", "x;id", "host:99999999"];
+const hostCases = routeEntries
+  .filter(([key]) => key !== "GET /ws")
+  .flatMap(([key, r]) => MALFORMED_HOSTS.map((host) => ({ key, host, path: r.path, body: r.body ? JSON.stringify(r.body.valid()).replace(/:[^,}]+/g, ":{}") : undefined })));
 
-  test.each(cases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
+// Generated from fixed lists, nothing random (so no seed): each case's name says what it sent.
+describe(`fuzz: ${hostCases.length} requests generated from fixed lists, every route but /ws × ${MALFORMED_HOSTS.length} malformed Host headers, without a token, each body's values replaced by {}; never a 500`, () => {
+  test.each(hostCases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
     // Without a token and with a wrong-typed body: an error answer, in the route's shape.
     const res = await call(server.url, methodOf(key), path, { headers: { host, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { rawBody: body } : {}) });
     expect({ status: res.status, text: res.text.slice(0, 200) }).toMatchObject({ status: res.status < 500 ? res.status : 499 });
@@ -965,7 +1000,7 @@ const RPCS: Record<string, RpcCases[]> = {
     { valid: () => ({ action: "get", uuid: CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 200 },
     { valid: () => ({ action: "delete", uuid: NO_CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 404 },
   ],
-  // Registered on the test's own socket, as CLIENT_UUID (again); heartbeat comes after it.
+  // Registered on the test's own socket, as CLIENT_UUID (again).
   "client/register": [
     {
       valid: registration,
@@ -981,7 +1016,7 @@ const RPCS: Record<string, RpcCases[]> = {
       mirror: { code: 400, field: "namespace" },
     },
   ],
-  // The socket registered above keeps its presence alive; the mirror has no presence to keep.
+  // Over /ws each case registers a client of its own to keep alive; the mirror has no presence to keep.
   "client/heartbeat": [{ anything: true, okCode: 200, mirror: { code: 401 } }],
   "latchkey/audit": [
     {
@@ -1050,7 +1085,7 @@ describe("RPC args", () => {
           cases.push({ label: `${base} ${name} = ${JSON.stringify(value)?.slice(0, 30)}`, call: key, args, expect: { code: 400, field: named } });
         }
         for (const [hostile, value] of Object.entries(HOSTILE)) {
-          const outcome = field.kind === "groups" ? "reject" : hostileOutcome(field.kind, value);
+          const outcome = HOSTILE_OUTCOMES[field.kind][hostile as Hostile];
           const args = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : hostileValue(field, value) });
           // Core parsers (SCRAM) name the field without the args. prefix.
           const fields = field.kind === "groups" ? [`args.${name}.0`] : [`args.${name}`, name];
@@ -1081,7 +1116,7 @@ describe("RPC args", () => {
     const mirrorFields = mirror ? (mirror.field === undefined ? undefined : [mirror.field]) : fields;
 
     // Over the REST mirror.
-    let args = makeArgs();
+    const args = makeArgs();
     const res = await call(server.url, "PUT", `/${name}`, {
       ...(isLogin ? {} : { token: admin }),
       ...(args === undefined ? {} : { rawBody: JSON.stringify(args), headers: { "content-type": "application/json" } }),
@@ -1094,11 +1129,24 @@ describe("RPC args", () => {
       await expectClientError(res, mirrorCodes, mirrorFields);
     }
 
-    // Over /ws, signed in as the admin for the calls that need it (auth_clear ends a spare session).
-    const signInAs = name === "rpc/auth_clear" ? spare.pop()! : isLogin ? undefined : admin;
-    if (signInAs) expect((await rpc.request("rpc", "auth_token", { token: signInAs })).name).toBe("response");
-    args = makeArgs();
-    const reply = await rpc.request(namespace, rpcName, args);
+    // Over /ws, signed in as the admin for the calls that need it (auth_clear ends a spare session);
+    // a heartbeat on a socket of its own, registered as a client that is deleted afterwards.
+    let reply: any;
+    if (name === "client/heartbeat") {
+      const heartbeatClient = crypto.randomUUID();
+      const socket = await RpcClient.connect(server.wsUrl);
+      try {
+        expect((await socket.request("client", "register", { ...registration(), uuid: heartbeatClient, name: "bad-input heartbeat" })).name).toBe("response");
+        reply = await socket.request(namespace, rpcName, makeArgs());
+      } finally {
+        expect((await call(server.url, "DELETE", `/api/clients/${heartbeatClient}`, { token: admin })).status).toBe(204);
+        socket.close();
+      }
+    } else {
+      const signInAs = name === "rpc/auth_clear" ? spare.pop()! : isLogin ? undefined : admin;
+      if (signInAs) expect((await rpc.request("rpc", "auth_token", { token: signInAs })).name).toBe("response");
+      reply = await rpc.request(namespace, rpcName, makeArgs());
+    }
     expect(reply.namespace).toBe("rpc");
     const code = reply.name === "response" ? 200 : reply.args.code;
     expect(codes).toContain(code);

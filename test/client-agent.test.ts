@@ -5,10 +5,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { authHint } from "../src/client/agent.ts";
+import { authHint, registerErrorOutcome } from "../src/client/agent.ts";
 import { resolveStateDir, stateDirFlag } from "../src/client/config.ts";
-import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment.ts";
-import { ADMIN_PASSWORD, BUN, ROOT, call, login, runLatchkey, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
+import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
+import { ADMIN_PASSWORD, BUN, ROOT, call, eventually, login, runLatchkey, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
 
 type Proc = { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array>; exited: Promise<number>; kill(signal?: string | number): void };
 
@@ -26,12 +26,8 @@ function watch(proc: Proc) {
     text: () => out,
     count: (needle: string) => out.split(needle).length - 1,
     async waitFor(needle: string | RegExp, timeoutMs = 10_000, times = 1): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
       const seen = () => (typeof needle === "string" ? out.split(needle).length - 1 >= times : needle.test(out));
-      while (!seen()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${needle}; output so far:\n${out}`);
-        await Bun.sleep(50);
-      }
+      await eventually(seen, { timeoutMs, what: () => `${needle} in the output; output so far:\n${out}` });
     },
   };
 }
@@ -46,11 +42,7 @@ async function onlineUuids(baseUrl: string, token: string): Promise<string[]> {
 }
 
 async function waitOnline(baseUrl: string, token: string, uuid: string, online = true): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while ((await onlineUuids(baseUrl, token)).includes(uuid) !== online) {
-    if (Date.now() > deadline) throw new Error(`client ${uuid} did not become ${online ? "online" : "offline"}`);
-    await Bun.sleep(100);
-  }
+  await eventually(async () => (await onlineUuids(baseUrl, token)).includes(uuid) === online, { what: `client ${uuid} to be ${online ? "online" : "offline"}` });
 }
 
 /** Words quoted for a POSIX shell where they need it, as the install and status hints print them. */
@@ -106,7 +98,7 @@ WantedBy=multi-user.target
     expect(status.code).toBe(0);
     expect(status.stdout).toContain("example.com:9000 (ws://example.com:9000/ws)");
     expect(status.stdout).toContain(config.uuid);
-    expect(status.stdout).toContain("PQRS-****-****");
+    expect(status.stdout).toContain("PQRS-••••-••••");
     expect(status.stdout).not.toContain("TUVW");
     expect(status.stdout).toMatch(/last contact:\s+never/);
     expect(status.stdout).toContain(`installed (${join(units, "latchkey-client.service")})`);
@@ -182,7 +174,8 @@ describe("run against a server process", () => {
       await waitOnline(url, token, uuid);
       expect(readFileSync(join(state, "last_contact"), "utf8")).toMatch(/^\d{4}-\d{2}-\d{2}T/);
 
-      // Past the server's 5 s idle limit: heartbeats kept the same connection open.
+      // Past the server's 5 s idle limit: heartbeats kept the same connection open. The wait is what
+      // is tested (real time in two other processes: no clock to move), not a synchronisation.
       await Bun.sleep(6500);
       expect(running.count("registered with")).toBe(1);
       expect(running.text()).not.toContain("closed");
@@ -373,11 +366,40 @@ describe("pre-shared keys (require_auth_key on)", () => {
     expect(run.text()).toContain("generate a new key in the admin panel and reinstall with -key");
   }, 30_000);
 
-  test("every AUTH_FAILED reason has its woho hint", () => {
+  test("every refusal reason has its woho hint", () => {
     const config = { server: "s:9000", name: "n", uuid: "00000000-0000-4000-8000-000000000000" };
-    expect(authHint("AUTH_FAILED: Key already in use", config)).toContain("generate a separate key per machine");
-    expect(authHint("AUTH_FAILED: Key already bound to a different client", config)).toContain("Reset the key in the panel");
-    expect(authHint("AUTH_FAILED: Invalid or revoked key", config)).toContain("generate a new key");
-    expect(authHint("AUTH_FAILED: Client already connected", config)).toContain(config.uuid);
+    expect(authHint("auth_required", config)).toContain("reinstall with -key");
+    expect(authHint("key_in_use", config)).toContain("generate a separate key per machine");
+    expect(authHint("bound_elsewhere", config)).toContain("Reset the key in the panel");
+    expect(authHint("invalid_key", config)).toContain("generate a new key");
+    expect(authHint("already_connected", config)).toContain(config.uuid);
+    expect(authHint("a_reason_from_a_newer_server", config)).toBe("the server refused the registration; its audit log has the details");
+  });
+});
+
+describe("what the agent does about a refused registration", () => {
+  const config = { server: "s:9000", name: "n", uuid: "00000000-0000-4000-8000-000000000000" };
+  const refused = (reason: string | undefined, message: string) =>
+    registerErrorOutcome({ code: 403, message, ...(reason === undefined ? {} : { reason: reason as never }) }, false, config);
+
+  test("it goes by the reason, whatever the message says", () => {
+    expect(refused("auth_required", "Bitte einen Schlüssel angeben")).toEqual({ kind: "auth_required", message: "Bitte einen Schlüssel angeben" });
+    expect(refused("key_in_use", "AUTH_FAILED: Invalid or revoked key")).toEqual({ kind: "auth_failed", reason: "key_in_use", message: "AUTH_FAILED: Invalid or revoked key" });
+    expect(refused("bound_elsewhere", "reworded")).toMatchObject({ kind: "auth_failed", reason: "bound_elsewhere" });
+    expect(refused("invalid_key", "reworded")).toMatchObject({ kind: "auth_failed", reason: "invalid_key" });
+    // A clone may be this machine's own previous connection: retried, with the clone hint.
+    const clone = refused("already_connected", "reworded");
+    expect(clone).toMatchObject({ kind: "retry", registered: false });
+    expect(clone.kind === "retry" && clone.message).toContain(config.uuid);
+    // A reason this agent does not know still needs an operator, with the general hint.
+    expect(refused("key_expired", "AUTH_FAILED: Key expired")).toEqual({ kind: "auth_failed", reason: "key_expired", message: "AUTH_FAILED: Key expired" });
+  });
+
+  test("without a reason, only a seed message matched whole counts (a server from before the field)", () => {
+    expect(refused(undefined, "AUTH_REQUIRED")).toMatchObject({ kind: "auth_required" });
+    expect(refused(undefined, "AUTH_FAILED: Key already in use")).toMatchObject({ kind: "auth_failed", reason: "key_in_use" });
+    // No prefix matching: anything else is an error to retry after.
+    expect(refused(undefined, "AUTH_FAILED: Key already in use, or something")).toMatchObject({ kind: "retry", message: "client/register failed: AUTH_FAILED: Key already in use, or something" });
+    expect(registerErrorOutcome({ code: 429, message: "slow down", retry_after: 7 }, true, config)).toEqual({ kind: "retry", registered: true, message: "client/register failed: slow down", retryAfterSeconds: 7 });
   });
 });

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, ROOT, RpcClient, call, runLatchkey, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
+import { BUN, ROOT, RpcClient, call, eventually, runLatchkey, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
 
 let dir: { path: string; remove(): void };
 let binary: string;
@@ -50,13 +50,14 @@ function collect(stream: ReadableStream<Uint8Array>) {
 
 /** Waits for the first complete JSON line that matches, until the stream ends. */
 async function waitForLine(output: ReturnType<typeof collect>, matches: (entry: LogEntry) => boolean, timeoutMs = 15_000): Promise<LogEntry> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = output.entries().find(matches);
-    if (found) return found;
-    if (output.ended() || Date.now() > deadline) throw new Error(`no such log line${output.ended() ? "" : " in time"}; output:\n${output.text()}`);
-    await Bun.sleep(20);
-  }
+  return eventually(
+    () => {
+      const found = output.entries().find(matches);
+      if (!found && output.ended()) throw new Error(`no such log line; output:\n${output.text()}`);
+      return found;
+    },
+    { timeoutMs, what: () => `a matching log line; output:\n${output.text()}` },
+  );
 }
 
 /** The lines of `text` that are not a JSON object each; the newline that ends the text starts no line. */

@@ -2,12 +2,11 @@
  * `latchkey key ...`, run as separate processes on the data directory of a running server
  * (SPEC §1, §4): generate prints the keys alone on standard output, one per line, so that
  * `KEY=$(latchkey key generate)` works, and each key's ID on standard error; list, revoke, reset
- * and delete; a revoke from the CLI disconnects the client connected to the server within a
- * second. Bad flags exit 2 with a sentence that says what to do, echoing a flag as it was typed;
+ * and delete; a revoke from the CLI disconnects the client connected to the server. Bad flags exit 2 with a sentence that says what to do, echoing a flag as it was typed;
  * failures of the operation itself exit 1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { call, login, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import { call, eventually, login, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
 
 const KEY_LINE = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
 const INVALID = "AUTH_FAILED: Invalid or revoked key";
@@ -33,7 +32,7 @@ async function generate(...args: string[]): Promise<{ keys: string[]; ids: numbe
   expect(lines).toHaveLength(keys.length);
   const ids = lines.map((line, i) => {
     // The key is masked there: standard error is what ends up in logs.
-    expect(line).toMatch(new RegExp(`^created key \\d+ \\(${keys[i]!.slice(0, 4)}…${keys[i]!.slice(-2)}\\)$`));
+    expect(line).toMatch(new RegExp(`^created key \\d+ \\(${keys[i]!.slice(0, 4)}-••••-••••\\)$`));
     return Number(/\d+/.exec(line)![0]);
   });
   return { keys, ids };
@@ -61,7 +60,7 @@ describe("latchkey key generate", () => {
     const key = res.stdout.trim();
     const known = (await apiKeys()).get(key);
     expect(known).toMatchObject({ status: "pending", label: "", usage_count: 0 });
-    expect(res.stderr).toBe(`created key ${known.id} (${key.slice(0, 4)}…${key.slice(-2)})\n`);
+    expect(res.stderr).toBe(`created key ${known.id} (${key.slice(0, 4)}-••••-••••)\n`);
     const rpc = await RpcClient.connect(server.wsUrl);
     const uuid = crypto.randomUUID();
     expect((await rpc.request("client", "register", regArgs(uuid, key))).name).toBe("response");
@@ -87,16 +86,26 @@ describe("latchkey key generate", () => {
   });
 
   test("audited with the CLI as the actor, without the keys themselves", async () => {
-    const audit = await call(server.url, "GET", "/api/audit?action=key.generate&limit=100", { token: admin });
-    expect(audit.body.items.length).toBeGreaterThanOrEqual(3);
+    const generations = () => call(server.url, "GET", "/api/audit?action=key.generate&limit=1000", { token: admin });
+    const before = (await generations()).body.items.length;
+    const { keys } = await generate("--count", "2", "--label", "audited");
+    const audit = await generations();
+    expect(audit.body.items.length).toBeGreaterThan(before);
+    expect(audit.body.items[0].actor).toStartWith("cli:");
+    // This file generates keys with the CLI only.
     for (const e of audit.body.items) expect(e.actor).toStartWith("cli:");
+    for (const key of keys) expect(audit.text).not.toContain(key);
     for (const key of (await apiKeys()).keys()) expect(audit.text).not.toContain(key);
   });
 });
 
 describe("latchkey key list, revoke, reset, delete", () => {
   test("list shows every key with status, label, client and uses; --status filters; --json", async () => {
-    const key = (await generate("--label", "listed")).keys[0]!;
+    const [key, bound] = (await generate("--count", "2", "--label", "listed")).keys as [string, string];
+    // One of them bound to a client, which used it once.
+    const rpc = await RpcClient.connect(server.wsUrl);
+    expect((await rpc.request("client", "register", regArgs(crypto.randomUUID(), bound))).name).toBe("response");
+    rpc.close();
     const list = await ok("key", "list");
     const lines = list.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^ID\s+KEY\s+STATUS\s+LABEL\s+CLIENT\s+USES\s+CREATED\s+LAST USED$/);
@@ -107,11 +116,12 @@ describe("latchkey key list, revoke, reset, delete", () => {
     expect(active.every((k) => k.status === "active")).toBe(true);
     const all = JSON.parse((await ok("key", "list", "--json")).stdout) as any[];
     expect(all.length).toBe((await call(server.url, "GET", "/api/keys", { token: admin })).body.total);
-    const bound = all.find((k) => k.status === "active");
-    expect(lines.find((l) => l.includes(bound.key))).toMatch(/\sactive\s.*cli-client\s+1\s/);
+    expect(active.map((k) => k.key)).toContain(bound);
+    expect(all.find((k) => k.key === bound)).toMatchObject({ status: "active", usage_count: 1 });
+    expect(lines.find((l) => l.includes(bound))).toMatch(/\sactive\s.*cli-client\s+1\s/);
   });
 
-  test("revoke while the client is connected: closed within a second, refused from then on", async () => {
+  test("revoke while the client is connected: closed, refused from then on", async () => {
     const generated = await generate();
     const [key, id] = [generated.keys[0]!, generated.ids[0]!];
     expect((await apiKeys()).get(key).id).toBe(id);
@@ -119,14 +129,12 @@ describe("latchkey key list, revoke, reset, delete", () => {
     const rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("client", "register", regArgs(uuid, key))).name).toBe("response");
     const res = await ok("key", "revoke", String(id));
-    const exited = Date.now();
     expect(res.stdout).toBe(`key ${id} revoked\n`);
-    const closed = await Promise.race([rpc.closed, Bun.sleep(1000).then(() => null)]);
+    const closed = await eventually(() => rpc.closedWith, { what: "the server to close the revoked client's socket" });
     expect(closed).toEqual({ code: 4003, reason: INVALID });
-    expect(Date.now() - exited).toBeLessThan(1000);
     expect(await apiKey(id)).toMatchObject({ status: "revoked", client_uuid: uuid });
     const again = await RpcClient.connect(server.wsUrl);
-    expect((await again.request("client", "register", regArgs(uuid, key))).args).toEqual({ code: 403, message: INVALID });
+    expect((await again.request("client", "register", regArgs(uuid, key))).args).toEqual({ code: 403, message: INVALID, reason: "invalid_key" });
     again.close();
     const audit = await call(server.url, "GET", "/api/audit?action=key.revoke", { token: admin });
     expect(audit.body.items[0]).toMatchObject({ actor: expect.stringMatching(/^cli:/), target: `key ${id}`, reason: `bound to ${uuid}` });
@@ -140,13 +148,13 @@ describe("latchkey key list, revoke, reset, delete", () => {
     const rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("client", "register", regArgs(old, key))).name).toBe("response");
     expect((await ok("key", "reset", String(id))).stdout).toBe(`key ${id} reset to pending\n`);
-    expect(await Promise.race([rpc.closed, Bun.sleep(1000).then(() => null)])).toEqual({ code: 4003, reason: INVALID });
+    expect(await eventually(() => rpc.closedWith, { what: "the server to close the reset key's client" })).toEqual({ code: 4003, reason: INVALID });
     expect(await apiKey(id)).toMatchObject({ status: "pending", client_uuid: null });
     const newcomer = crypto.randomUUID();
     const fresh = await RpcClient.connect(server.wsUrl);
     expect((await fresh.request("client", "register", regArgs(newcomer, key.toLowerCase()))).name).toBe("response");
     expect((await ok("key", "delete", String(id))).stdout).toBe(`key ${id} deleted\n`);
-    expect(await Promise.race([fresh.closed, Bun.sleep(1000).then(() => null)])).toEqual({ code: 4003, reason: INVALID });
+    expect(await eventually(() => fresh.closedWith, { what: "the server to close the deleted key's client" })).toEqual({ code: 4003, reason: INVALID });
     expect((await call(server.url, "GET", `/api/keys/${id}`, { token: admin })).status).toBe(404);
     expect((await ok("key", "list")).stdout).not.toContain(key);
   });
@@ -182,17 +190,20 @@ describe("bad flags exit 2 with a remedy", () => {
     { args: ["key", "delete", "x"], message: "ID must be a positive whole number" },
     { args: ["key", "revoke", "0"], message: "ID must be a positive whole number" },
   ];
-  let before: number;
-  beforeAll(async () => {
-    before = (await call(server.url, "GET", "/api/keys", { token: admin })).body.total;
+  /** How many keys there are, and how many of them are revoked: a refused command changes neither. */
+  const counts = async () => ({
+    keys: (await call(server.url, "GET", "/api/keys", { token: admin })).body.total,
+    revoked: (await call(server.url, "GET", "/api/keys?status=revoked", { token: admin })).body.total,
   });
 
-  test.each(CASES)("$args", async ({ args, message }) => {
+  test.each(CASES)("$args, and nothing was created, revoked or deleted", async ({ args, message }) => {
+    const before = await counts();
     const res = await cli(...args);
     expect(res.code).toBe(2);
     expect(res.stdout).toBe("");
     expect(res.stderr).toStartWith("latchkey: ");
     expect(res.stderr).toContain(message);
+    expect(await counts()).toEqual(before);
   });
 
   test.each([
@@ -207,13 +218,10 @@ describe("bad flags exit 2 with a remedy", () => {
     [["key", "generate", "-count", "0"], "-count must be 1 to 100"],
     [["key", "generate", "-label", "tab\there"], "-label may not hold control characters"],
     [["key", "list", "-status", "expired"], "-status must be pending, active or revoked"],
-  ])("%p echoes the flag exactly as typed", async (args, message) => {
+  ])("%p echoes the flag exactly as typed, and nothing was created", async (args, message) => {
+    const before = await counts();
     expect(await cli(...args)).toEqual({ code: 2, stdout: "", stderr: `latchkey: ${message}\n` });
-  });
-
-  test("nothing was created, revoked or deleted by any of them", async () => {
-    expect((await call(server.url, "GET", "/api/keys", { token: admin })).body.total).toBe(before);
-    expect((await call(server.url, "GET", "/api/keys?status=revoked", { token: admin })).body.total).toBe(1);
+    expect(await counts()).toEqual(before);
   });
 
   test("latchkey key alone prints the usage and exits 2; --help exits 0", async () => {

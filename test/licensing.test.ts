@@ -14,7 +14,7 @@ import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
 import { quickQuery } from "../src/http/licensing-api.ts";
 import { startServer } from "../src/server.ts";
-import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
 
 type Encoding = "form" | "query" | "json";
 const ENCODINGS: Encoding[] = ["form", "query", "json"];
@@ -330,8 +330,7 @@ describe("a failed check carries the support message of the application app_id n
     } finally {
       db.close();
     }
-    await Bun.sleep(50);
-    expect(await message(c.appId)).toBe("from the CLI");
+    await eventually(async () => (await message(c.appId)) === "from the CLI", { what: "the support message another process wrote to be answered" });
   });
 
   test("activate and deactivate still need a machine: 400 naming hwid; the seed's machine-only client still activates", async () => {
@@ -558,8 +557,8 @@ describe("events", () => {
       expect((await rpc.request("rpc", "auth_token", { token: adminToken })).name).toBe("response");
       const c = await context({ activations: 2 });
       await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-evt", machine: "EVT" });
-      for (let i = 0; i < 50 && !rpc.events.some((e) => e.name === "licenses.activated"); i++) await Bun.sleep(10);
-      expect(rpc.events.find((e) => e.name === "licenses.activated")).toEqual({
+      const pushed = await eventually(() => rpc.events.find((e) => e.name === "licenses.activated"), { what: "the licenses.activated push" });
+      expect(pushed).toEqual({
         namespace: "events",
         name: "licenses.activated",
         args: { id: c.id, hwid: "hw-evt", machine: "EVT", new_seat: true, remaining: 1 },
@@ -840,7 +839,7 @@ describe("license keys over REST", () => {
     }
   });
 
-  test("counters: activations, checks (flushed to the database within about a second), last time and address", async () => {
+  test("counters: activations, checks (flushed to the database by a timer), last time and address", async () => {
     const c = await context({ activations: 2 });
     const activatedAt = new Date(clock()).toISOString();
     await wire(server.url, "form", "POST", "/api/activate", { token: c.token, hwid: "hw-1", machine: "ICEBREAKER", user: "sam" });
@@ -850,7 +849,6 @@ describe("license keys over REST", () => {
     for (let i = 0; i < 3; i++) expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-1" })).status).toBe(201);
     // A refused check counts for nothing.
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-2" })).status).toBe(404);
-    const started = Date.now();
     expect(await fixtures.license(c.id)).toMatchObject({
       activations_used: 1,
       total_activations: 2,
@@ -867,8 +865,8 @@ describe("license keys over REST", () => {
     try {
       const stored = () =>
         db.query<{ total_checks: number; last_check_at: number | null }, [number]>("SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?").get(c.id) ?? { total_checks: 0, last_check_at: null };
-      while (stored().total_checks < 3 && Date.now() - started < 3000) await Bun.sleep(50);
-      expect(Date.now() - started).toBeLessThan(2000);
+      // The flush runs on a real timer (about once a second), whatever the server's clock says.
+      await eventually(() => stored().total_checks >= 3, { what: "the check counters to be written to the database" });
       expect(stored()).toEqual({ total_checks: 3, last_check_at: Date.parse(checkedAt) });
       expect(db.query("SELECT last_check_at FROM activations WHERE license_id = ?").get(c.id)).toEqual({ last_check_at: Date.parse(checkedAt) });
     } finally {
@@ -899,8 +897,7 @@ describe("license keys over REST", () => {
       const written = () => db.query<{ keys: number; checks: number; machines: number }, []>(
         "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, (SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " + (checked - 1000) + ") AS machines",
       ).get()!;
-      const started = Date.now();
-      while (written().keys < 1300 && Date.now() - started < 5000) await Bun.sleep(50);
+      await eventually(() => written().keys >= 1300, { what: "the counters of all 1,300 keys to be written" });
       expect(written()).toEqual({ keys: 1300, checks: 2600, machines: 1300 });
       db.close();
     } finally {
@@ -921,24 +918,24 @@ describe("license keys over REST", () => {
       licensing.flush();
       const reads: string[] = [];
       const from = (address: string) => () => (reads.push(address), address);
-      for (let i = 0; i < 5; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).status).toBe(201);
+      for (let i = 0; i < 5; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.1"]);
       // Another machine: its address is read, and it is the last check's address from then on.
-      expect(licensing.check({ token: c.token, hwid: "hw-2" }, from("10.0.0.2")).status).toBe(201);
-      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).status).toBe(201);
+      expect(licensing.check({ token: c.token, hwid: "hw-2" }, from("10.0.0.2")).kind).toBe("ok");
+      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.1"]);
       expect((await call(s.url, "GET", `/api/licenses/${c.id}`, { token })).body).toMatchObject({ last_check_address: "10.0.0.1" });
       // After a flush the next check reads it again.
       licensing.flush();
-      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).status).toBe(201);
+      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).kind).toBe("ok");
       expect(reads.at(-1)).toBe("10.0.0.9");
       // An unknown token always reads it (the per-address throttle counts it).
       reads.length = 0;
-      expect(licensing.check({ token: "NOSUCHTOKEN", hwid: "hw-1" }, from("10.0.0.3")).status).toBe(404);
+      expect(licensing.check({ token: "NOSUCHTOKEN", hwid: "hw-1" }, from("10.0.0.3")).kind).toBe("invalid");
       expect(reads).toEqual(["10.0.0.3"]);
       // Now that an address has failed, every check reads its caller's (it may be throttled).
       reads.length = 0;
-      for (let i = 0; i < 3; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).status).toBe(201);
+      for (let i = 0; i < 3; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.9", "10.0.0.9", "10.0.0.9"]);
     } finally {
       await s.close();
@@ -952,8 +949,8 @@ describe("license keys over REST", () => {
     licensing.flush();
     // Checked in this process, then the key deleted from another connection (as the CLI would),
     // all before the next flush: one synchronous turn, so the timer cannot come between.
-    expect(licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1").status).toBe(201);
-    expect(licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2").status).toBe(201);
+    expect(licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1").kind).toBe("ok");
+    expect(licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2").kind).toBe("ok");
     const other = new Database(join(server.dataDir, "latchkey.db"));
     other.run("PRAGMA foreign_keys = ON");
     other.query("DELETE FROM licenses WHERE id = ?").run(a.id);
@@ -1010,14 +1007,25 @@ describe("license keys over REST", () => {
 
 describe("viewers", () => {
   let viewer: string;
+  let app: { id: number; support: string };
   let key: { id: number; token: string };
   beforeAll(async () => {
     await createUser(server.url, adminToken, { username: "license-viewer", password: "viewer-password", role: "viewer" });
     viewer = await login(server.url, "license-viewer", "viewer-password");
-    key = await fixtures.key((await fixtures.app()).id, { activations: 2 });
+    app = await fixtures.app();
+    key = await fixtures.key(app.id, { activations: 2 });
     await wire(server.url, "json", "POST", "/api/activate", { token: key.token, hwid: "hw-1" });
   });
   const masked = /^[A-Z0-9]{4}•{21}$/;
+
+  /** The viewer's refused write left the application, its key and the list of applications as they were. */
+  async function nothingChanged(): Promise<void> {
+    expect((await call(server.url, "GET", `/api/apps/${app.id}`, { token: adminToken })).body).toMatchObject({ id: app.id, support_message: app.support });
+    expect(await fixtures.license(key.id)).toMatchObject({ enabled: true, activations_used: 1, token: key.token });
+    expect(await fixtures.activations(key.id)).toMatchObject([{ hwid: "hw-1" }]);
+    const names = (await call(server.url, "GET", "/api/apps?limit=1000", { token: adminToken })).body.items.map((a: { name: string }) => a.name);
+    expect(names).not.toContain("viewer's app");
+  }
 
   test("see tokens masked, over REST and RPC", async () => {
     const one = await call(server.url, "GET", `/api/licenses/${key.id}`, { token: viewer });
@@ -1045,110 +1053,184 @@ describe("viewers", () => {
     expect((await call(server.url, "GET", "/api/licenses?q=FINDABLE", { token: viewer })).body.items.map((l: { id: number }) => l.id)).toEqual([memo.id]);
   });
 
+  // Each write aims at the fixtures above, and each row checks that they did not change.
   const WRITES = [
     { method: "POST", path: () => "/api/apps", body: { name: "viewer's app" } },
-    { method: "PATCH", path: () => "/api/apps/1", body: { support_message: "x" } },
-    { method: "DELETE", path: () => "/api/apps/1" },
+    { method: "PATCH", path: () => `/api/apps/${app.id}`, body: { support_message: "x" } },
+    { method: "DELETE", path: () => `/api/apps/${app.id}` },
     { method: "POST", path: () => "/api/licenses", body: { app_id: 1 } },
     { method: "PATCH", path: () => `/api/licenses/${key.id}`, body: { enabled: false } },
     { method: "DELETE", path: () => `/api/licenses/${key.id}` },
     { method: "DELETE", path: () => `/api/licenses/${key.id}/activations/hw-1` },
   ];
-  test.each(WRITES)("$method $path → 403", async ({ method, path, body }) => {
+  test.each(WRITES)("$method $path → 403, and nothing changed", async ({ method, path, body }) => {
     const res = await call(server.url, method, path(), { token: viewer, ...(body ? { body } : {}) });
     expect({ status: res.status, code: res.body.error.code }).toEqual({ status: 403, code: "forbidden" });
+    await nothingChanged();
   });
 
   const RPC_WRITES = [
-    { action: "create_app", name: "viewer's app" },
-    { action: "update_app", id: 1, support_message: "x" },
-    { action: "delete_app", id: 1 },
-    { action: "create", app_id: 1 },
-    { action: "update", id: 1, enabled: false },
-    { action: "delete", id: 1 },
-    { action: "remove_activation", id: 1, hwid: "hw-1" },
+    { action: "create_app", args: () => ({ name: "viewer's app" }) },
+    { action: "update_app", args: () => ({ id: app.id, support_message: "x" }) },
+    { action: "delete_app", args: () => ({ id: app.id }) },
+    { action: "create", args: () => ({ app_id: app.id }) },
+    { action: "update", args: () => ({ id: key.id, enabled: false }) },
+    { action: "delete", args: () => ({ id: key.id }) },
+    { action: "remove_activation", args: () => ({ id: key.id, hwid: "hw-1" }) },
   ];
-  test.each(RPC_WRITES)("RPC $action → 403", async (args) => {
-    const res = await call(server.url, "PUT", "/latchkey/licenses", { token: viewer, body: args });
+  test.each(RPC_WRITES)("RPC $action → 403, and nothing changed", async ({ action, args }) => {
+    const res = await call(server.url, "PUT", "/latchkey/licenses", { token: viewer, body: { action, ...args() } });
     expect(res.status).toBe(403);
-  });
-
-  test("and nothing changed", async () => {
-    expect(await fixtures.license(key.id)).toMatchObject({ enabled: true, activations_used: 1, token: key.token });
+    await nothingChanged();
   });
 });
 
 // ---------------------------------------------------------------------------------------------
-// Administration over RPC (/ws), as a scenario: each step's reply, in order.
+// Administration over RPC (/ws): one call per scenario, each on applications and keys of its own.
 
 describe("RPC latchkey/licenses over /ws", () => {
   let rpc: RpcClient;
-  const state: { app?: number; other?: number; key?: number; token?: string } = {};
   beforeAll(async () => {
     rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("rpc", "auth_token", { token: adminToken })).name).toBe("response");
   });
   afterAll(() => rpc.close());
 
-  interface Step {
-    label: string;
-    args: () => Record<string, unknown>;
-    /** The whole reply's args (for "response") or error args. */
-    expect: (reply: any) => void;
-    then?: (reply: any) => void | Promise<void>;
+  /** What a scenario starts from, made over REST before its one call. */
+  interface Given {
+    /** An application with the support message "rpc support". */
+    app: { id: number; name: string };
+    /** Another application, without a support message. */
+    other: { id: number; name: string };
+    /** A name no application has. */
+    unused: string;
+    /** A key of `app`, when the scenario asks for one. */
+    key?: { id: number; token: string; memo: string };
   }
-  // Called when the step runs, so that matchers can read the ids earlier steps stored.
+  interface Scenario {
+    label: string;
+    /**
+     * A key of the scenario's application: 2 activations and a memo of its own unless it says
+     * otherwise, activated on `machines`; `deleted` deletes it again before the call.
+     */
+    key?: { activations?: number; expires_at?: string; enabled?: boolean; machines?: string[]; deleted?: boolean };
+    args: (g: Given) => Record<string, unknown>;
+    /** The whole reply (its args for "response", or the error). */
+    expect: (reply: any, g: Given) => void;
+    /** What the call changed, read back afterwards. */
+    after?: (g: Given, reply: any) => Promise<void>;
+  }
+
+  let made = 0;
+  async function given(key: Scenario["key"]): Promise<Given> {
+    const n = ++made;
+    const newApp = async (name: string, support?: string) => {
+      const res = await call(server.url, "POST", "/api/apps", { token: adminToken, body: { name, ...(support === undefined ? {} : { support_message: support }) } });
+      expect(res.status).toBe(201);
+      return { id: res.body.id as number, name };
+    };
+    const g: Given = { app: await newApp(`Rpc Studio ${n}`, "rpc support"), other: await newApp(`Rpc Player ${n}`), unused: `Rpc Newcomer ${n}` };
+    if (key) {
+      const { machines = [], enabled, deleted, ...options } = key;
+      const memo = `rpc key ${crypto.randomUUID()}`;
+      const created = await fixtures.key(g.app.id, { activations: 2, memo, ...options });
+      for (const hwid of machines) expect((await wire(server.url, "json", "POST", "/api/activate", { token: created.token, hwid })).status).toBe(201);
+      if (enabled === false) expect((await call(server.url, "PATCH", `/api/licenses/${created.id}`, { token: adminToken, body: { enabled: false } })).status).toBe(200);
+      if (deleted) expect((await call(server.url, "DELETE", `/api/licenses/${created.id}`, { token: adminToken })).status).toBe(204);
+      g.key = { ...created, memo };
+    }
+    return g;
+  }
+  const ask = (args: Record<string, unknown>) => rpc.request("latchkey", "licenses", args);
   const response = (reply: any, matcher: unknown) => expect(reply).toMatchObject({ namespace: "rpc", name: "response", args: matcher });
   const error = (code: number, field?: string) => (reply: any) =>
     expect(reply).toMatchObject({ namespace: "rpc", name: "error", args: { code, message: expect.any(String), ...(field ? { field } : {}) } });
 
-  const STEPS: Step[] = [
-    { label: "create_app", args: () => ({ action: "create_app", name: "Rpc Studio", support_message: "rpc support" }), expect: (r) => response(r, { name: "Rpc Studio", support_message: "rpc support" }), then: (r) => void (state.app = r.args.id) },
-    { label: "create_app, another", args: () => ({ action: "create_app", name: "Rpc Player" }), expect: (r) => response(r, { name: "Rpc Player", support_message: "" }), then: (r) => void (state.other = r.args.id) },
-    { label: "create_app with a taken name in another case", args: () => ({ action: "create_app", name: "RPC STUDIO" }), expect: error(409, "name") },
-    { label: "update_app to a taken name", args: () => ({ action: "update_app", id: state.other, name: "rpc studio" }), expect: error(409, "name") },
-    { label: "update_app", args: () => ({ action: "update_app", id: state.app, support_message: "new support" }), expect: (r) => response(r, { name: "Rpc Studio", support_message: "new support" }) },
-    { label: "get_app", args: () => ({ action: "get_app", id: state.app }), expect: (r) => response(r, { id: state.app, name: "Rpc Studio" }) },
+  const SCENARIOS: Scenario[] = [
+    {
+      label: "create_app",
+      args: (g) => ({ action: "create_app", name: g.unused, support_message: "rpc support" }),
+      expect: (r, g) => response(r, { name: g.unused, support_message: "rpc support" }),
+      after: async (g, r) => expect((await ask({ action: "get_app", id: r.args.id })).args).toMatchObject({ name: g.unused }),
+    },
+    { label: "create_app without a support message: an empty one", args: (g) => ({ action: "create_app", name: g.unused }), expect: (r, g) => response(r, { name: g.unused, support_message: "" }) },
+    { label: "create_app with a taken name in another case", args: (g) => ({ action: "create_app", name: g.app.name.toUpperCase() }), expect: error(409, "name") },
+    {
+      label: "update_app to a taken name",
+      args: (g) => ({ action: "update_app", id: g.other.id, name: g.app.name.toLowerCase() }),
+      expect: error(409, "name"),
+      after: async (g) => expect((await ask({ action: "get_app", id: g.other.id })).args).toMatchObject({ name: g.other.name }),
+    },
+    {
+      label: "update_app",
+      args: (g) => ({ action: "update_app", id: g.app.id, support_message: "new support" }),
+      expect: (r, g) => response(r, { name: g.app.name, support_message: "new support" }),
+      after: async (g) => expect((await ask({ action: "get_app", id: g.app.id })).args).toMatchObject({ support_message: "new support" }),
+    },
+    { label: "get_app", args: (g) => ({ action: "get_app", id: g.app.id }), expect: (r, g) => response(r, { id: g.app.id, name: g.app.name, support_message: "rpc support" }) },
     { label: "get_app of no application", args: () => ({ action: "get_app", id: 999999 }), expect: error(404) },
-    { label: "list_apps", args: () => ({ action: "list_apps", limit: 1000 }), expect: (r) => expect(r.args.items.map((a: { name: string }) => a.name)).toContain("Rpc Studio") },
+    { label: "list_apps", args: () => ({ action: "list_apps", limit: 1000 }), expect: (r, g) => expect(r.args.items.map((a: { name: string }) => a.name)).toEqual(expect.arrayContaining([g.app.name, g.other.name])) },
     {
       label: "create",
-      args: () => ({ action: "create", app_id: state.app, activations: 2, memo: "rpc key", expires_at: "2030-01-01" }),
-      expect: (r) => response(r, { app_id: state.app, app_name: "Rpc Studio", token: expect.stringMatching(TOKEN), activations: 2, memo: "rpc key", expires_at: "2030-01-01T00:00:00.000Z", enabled: true }),
-      then: (r) => void ((state.key = r.args.id), (state.token = r.args.token)),
+      args: (g) => ({ action: "create", app_id: g.app.id, activations: 2, memo: "rpc key", expires_at: "2030-01-01" }),
+      expect: (r, g) => response(r, { app_id: g.app.id, app_name: g.app.name, token: expect.stringMatching(TOKEN), activations: 2, memo: "rpc key", expires_at: "2030-01-01T00:00:00.000Z", enabled: true }),
+      after: async (g, r) => expect((await ask({ action: "list", app_id: g.app.id })).args).toMatchObject({ total: 1, items: [{ id: r.args.id, token: r.args.token }] }),
     },
     { label: "create for no application", args: () => ({ action: "create", app_id: 999999 }), expect: error(404) },
-    { label: "delete_app with keys", args: () => ({ action: "delete_app", id: state.app }), expect: error(409) },
-    { label: "get", args: () => ({ action: "get", id: state.key }), expect: (r) => response(r, { id: state.key, token: state.token, activations_used: 0 }) },
-    { label: "list by app", args: () => ({ action: "list", app_id: state.app }), expect: (r) => response(r, { total: 1, items: [{ id: state.key }] }) },
-    { label: "list by memo", args: () => ({ action: "list", q: "RPC KEY" }), expect: (r) => response(r, { total: 1, items: [{ id: state.key }] }) },
-    { label: "list by token prefix", args: () => ({ action: "list", q: state.token!.slice(0, 10) }), expect: (r) => response(r, { total: 1, items: [{ id: state.key }] }) },
     {
-      label: "activate two machines on the wire",
-      args: () => ({ action: "activations", id: state.key }),
-      expect: (r) => response(r, { total: 0, items: [] }),
-      then: async () => {
-        for (const hwid of ["rpc-1", "rpc-2"]) expect((await wire(server.url, "json", "POST", "/api/activate", { token: state.token, hwid })).status).toBe(201);
+      label: "delete_app with keys",
+      key: {},
+      args: (g) => ({ action: "delete_app", id: g.app.id }),
+      expect: error(409),
+      after: async (g) => expect((await ask({ action: "get_app", id: g.app.id })).name).toBe("response"),
+    },
+    { label: "get", key: {}, args: (g) => ({ action: "get", id: g.key!.id }), expect: (r, g) => response(r, { id: g.key!.id, token: g.key!.token, activations_used: 0 }) },
+    { label: "list by app", key: {}, args: (g) => ({ action: "list", app_id: g.app.id }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
+    { label: "list by memo, in another case", key: {}, args: (g) => ({ action: "list", q: g.key!.memo.toUpperCase() }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
+    { label: "list by token prefix", key: {}, args: (g) => ({ action: "list", q: g.key!.token.slice(0, 10) }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
+    { label: "activations of a key no machine activated", key: {}, args: (g) => ({ action: "activations", id: g.key!.id }), expect: (r) => response(r, { total: 0, items: [] }) },
+    {
+      label: "activations of a key two machines activated on the wire",
+      key: { machines: ["rpc-1", "rpc-2"] },
+      args: (g) => ({ action: "activations", id: g.key!.id }),
+      expect: (r) => response(r, { total: 2, items: [{ hwid: "rpc-1" }, { hwid: "rpc-2" }] }),
+    },
+    {
+      label: "remove_activation frees the seat",
+      key: { machines: ["rpc-1", "rpc-2"] },
+      args: (g) => ({ action: "remove_activation", id: g.key!.id, hwid: "rpc-1" }),
+      expect: (r) => response(r, "ok"),
+      after: async (g) => {
+        expect((await ask({ action: "get", id: g.key!.id })).args).toMatchObject({ activations_used: 1, remaining_activations: 1, total_activations: 2 });
+        expect((await ask({ action: "activations", id: g.key!.id })).args).toMatchObject({ total: 1, items: [{ hwid: "rpc-2" }] });
       },
     },
-    { label: "activations", args: () => ({ action: "activations", id: state.key }), expect: (r) => response(r, { total: 2, items: [{ hwid: "rpc-1" }, { hwid: "rpc-2" }] }) },
-    { label: "remove_activation", args: () => ({ action: "remove_activation", id: state.key, hwid: "rpc-1" }), expect: (r) => response(r, "ok") },
-    { label: "remove_activation again", args: () => ({ action: "remove_activation", id: state.key, hwid: "rpc-1" }), expect: error(404) },
-    { label: "the seat is free", args: () => ({ action: "get", id: state.key }), expect: (r) => response(r, { activations_used: 1, remaining_activations: 1, total_activations: 2 }) },
-    { label: "update: disable", args: () => ({ action: "update", id: state.key, enabled: false }), expect: (r) => response(r, { enabled: false }) },
-    { label: "list disabled", args: () => ({ action: "list", app_id: state.app, enabled: false }), expect: (r) => response(r, { total: 1 }) },
-    { label: "list enabled", args: () => ({ action: "list", app_id: state.app, enabled: true }), expect: (r) => response(r, { total: 0 }) },
-    { label: "update: enable, allowance, no expiry", args: () => ({ action: "update", id: state.key, enabled: true, activations: -1, expires_at: null }), expect: (r) => response(r, { enabled: true, activations: -1, remaining_activations: -1, expires_at: null }) },
-    { label: "delete", args: () => ({ action: "delete", id: state.key }), expect: (r) => response(r, "ok") },
-    { label: "get a deleted key", args: () => ({ action: "get", id: state.key }), expect: error(404) },
-    { label: "delete_app, now empty", args: () => ({ action: "delete_app", id: state.app }), expect: (r) => response(r, "ok") },
+    { label: "remove_activation of a machine that is not activated", key: { machines: ["rpc-2"] }, args: (g) => ({ action: "remove_activation", id: g.key!.id, hwid: "rpc-1" }), expect: error(404) },
+    {
+      label: "update: disable",
+      key: {},
+      args: (g) => ({ action: "update", id: g.key!.id, enabled: false }),
+      expect: (r) => response(r, { enabled: false }),
+      after: async (g) => expect((await ask({ action: "get", id: g.key!.id })).args).toMatchObject({ enabled: false }),
+    },
+    { label: "list disabled", key: { enabled: false }, args: (g) => ({ action: "list", app_id: g.app.id, enabled: false }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
+    { label: "list enabled, when the only key is disabled", key: { enabled: false }, args: (g) => ({ action: "list", app_id: g.app.id, enabled: true }), expect: (r) => response(r, { total: 0, items: [] }) },
+    {
+      label: "update: enable, allowance, no expiry",
+      key: { enabled: false, expires_at: "2030-01-01" },
+      args: (g) => ({ action: "update", id: g.key!.id, enabled: true, activations: -1, expires_at: null }),
+      expect: (r) => response(r, { enabled: true, activations: -1, remaining_activations: -1, expires_at: null }),
+    },
+    { label: "delete", key: {}, args: (g) => ({ action: "delete", id: g.key!.id }), expect: (r) => response(r, "ok"), after: async (g) => error(404)(await ask({ action: "get", id: g.key!.id })) },
+    { label: "delete_app, once its key is deleted", key: { deleted: true }, args: (g) => ({ action: "delete_app", id: g.app.id }), expect: (r) => response(r, "ok"), after: async (g) => error(404)(await ask({ action: "get_app", id: g.app.id })) },
     { label: "an unknown action", args: () => ({ action: "explode" }), expect: error(400, "args.action") },
   ];
 
-  test.each(STEPS)("$label", async ({ args, expect: check, then }) => {
-    const reply = await rpc.request("latchkey", "licenses", args());
+  test.each(SCENARIOS)("$label", async ({ key, args, expect: check, after }) => {
+    const g = await given(key);
+    const reply = await ask(args(g));
     // Bun's toMatchObject writes its asymmetric matchers into the object it checks: check a copy.
-    check(structuredClone(reply));
-    await then?.(reply);
+    check(structuredClone(reply), g);
+    await after?.(g, reply);
   });
 });

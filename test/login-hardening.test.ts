@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { clientFinalMessage, clientFirstMessage } from "../src/core/scram.ts";
-import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, metric, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
 
 const PROXY = ["--trusted-proxy", "127.0.0.1/32"];
 const PASSWORD = "the right password";
@@ -161,8 +161,8 @@ describe("the hashing work is bounded", () => {
       const burst = sockets.flatMap((socket, a) =>
         Array.from({ length: 20 }, (_, i) => socket.request("rpc", "auth", { username: `target${a}.${i % 4}`, password: `guess ${i}` })),
       );
-      // Let the burst reach the server, then log in from an address of its own.
-      await Bun.sleep(50);
+      // Once most of the burst waits in the server's hashing queue, log in from an address of its own.
+      await eventually(async () => (await metric(server.url, "latchkey_login_verifications_pending")) >= 300, { what: "300 of the burst's guesses to wait for hashing" });
       const mine = await restLogin(server, "bystander", PASSWORD, "10.3.1.1");
       const replies = await Promise.all(burst);
       expect(mine.status).toBe(200);
@@ -259,6 +259,7 @@ describe("a change of credentials wins over every login in flight", () => {
         await createUser(server.url, admin, { username, password: PASSWORD });
         // 20 logins from 20 addresses (no throttle in the way), the change in the middle of them.
         const logins = Array.from({ length: 20 }, (_, k) => restLogin(server, username, PASSWORD, `10.6.${round}.${k}`));
+        // Part of the race, not a synchronisation: each round lands the change at another point of the logins.
         await Bun.sleep(5 + round * 3);
         await change.apply(username);
         const replies = await Promise.all(logins);
@@ -275,6 +276,7 @@ describe("a change of credentials wins over every login in flight", () => {
       const username = `doomed-${round}`;
       await createUser(server.url, admin, { username, password: PASSWORD });
       const logins = Array.from({ length: 20 }, (_, k) => restLogin(server, username, PASSWORD, `10.7.${round}.${k}`));
+      // Part of the race, not a synchronisation: each round lands the deletion at another point of the logins.
       await Bun.sleep(5 + round * 3);
       expect((await call(server.url, "DELETE", `/api/users/${username}`, { token: admin })).status).toBe(204);
       const replies = await Promise.all(logins);

@@ -11,9 +11,9 @@ import { randomUUID } from "node:crypto";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment.ts";
+import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
 import { VERSION } from "../src/version.ts";
-import { ADMIN_PASSWORD, call, createUser, login, RpcClient, runLatchkey, spawnLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, createUser, eventually, login, RpcClient, runLatchkey, spawnLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
 import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
@@ -202,9 +202,11 @@ describe("enrollment pages", () => {
     await row.locator(".badge-revoked", { hasText: "revoked" }).waitFor();
     expect(await row.getByRole("button", { name: /^Copy/ }).count()).toBe(0);
     // The agent is disconnected, registers again, is refused and stops for an operator (exit 3).
-    const exited = await Promise.race([agent.exited, Bun.sleep(5000).then(() => null)]);
-    const logged = (await Promise.race([Promise.all([agentLog, agentOut]), Bun.sleep(100).then(() => ["", ""])])).join("");
-    expect({ exited, logged }).toMatchObject({ exited: 3, logged: expect.stringContaining("AUTH_FAILED: Invalid or revoked key") });
+    let exitCode: number | undefined;
+    void agent.exited.then((code) => (exitCode = code));
+    await eventually(() => exitCode !== undefined, { what: "the revoked agent to exit" });
+    const logged = (await Promise.all([agentLog, agentOut])).join("");
+    expect({ exited: exitCode, logged }).toMatchObject({ exited: 3, logged: expect.stringContaining("AUTH_FAILED: Invalid or revoked key") });
     await onlineRow.locator(".badge-offline", { hasText: "offline" }).waitFor();
     await clientsPage.screenshot({ path: "/tmp/enrollment-clients-offline.png" });
     // It is refused when it comes back.

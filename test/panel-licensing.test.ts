@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
-import { ADMIN_PASSWORD, call, createUser, login, startTestServer, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, createUser, eventually, login, startTestServer, type TestServer } from "./support.ts";
 import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
@@ -70,14 +70,16 @@ function keyRow(page: Page, token: string) {
  */
 async function focusMovesTo(page: Page, name: string): Promise<void> {
   let focused: string | null | undefined;
-  for (const until = Date.now() + 5000; Date.now() < until; await Bun.sleep(25)) {
-    focused = await page.evaluate(() => {
-      const active = document.activeElement;
-      return active?.closest("dialog:not([open])") ? null : (active?.getAttribute("aria-label") ?? active?.textContent);
-    });
-    if (focused === name) return;
-  }
-  expect(focused).toBe(name);
+  await eventually(
+    async () => {
+      focused = await page.evaluate(() => {
+        const active = document.activeElement;
+        return active?.closest("dialog:not([open])") ? null : (active?.getAttribute("aria-label") ?? active?.textContent);
+      });
+      return focused === name;
+    },
+    { timeoutMs: 5000, what: () => `the focus to move to ${JSON.stringify(name)} (it is on ${JSON.stringify(focused)})` },
+  );
 }
 
 /** What a licensed application sends: form fields, no session. */
@@ -202,11 +204,14 @@ describe("licensing pages", () => {
     // the session) until the user is back.
     await page.clock.runFor(125_000);
     // Loads that the last "present" ticks started are still on the wire in real time; let them land
-    // before the activation, or one of them could carry the new seat count.
-    await Bun.sleep(1000);
+    // (the listing is busy while one runs) before the activation, or one could carry the new seat count.
+    await page.locator(".listing:not([aria-busy])").waitFor();
     expect((await activate(token, "hw-gamma", "gamma", "gus")).status).toBe(201);
+    await eventually(() => pushed.filter((name) => name === "licenses.activated").length >= 3, { what: "the third licenses.activated push" });
+    // Part of what is tested, not a synchronisation: for half a second after the push nothing loads.
     await Bun.sleep(500);
     expect(pushed.filter((name) => name === "licenses.activated")).toHaveLength(3);
+    expect(await page.locator(".listing[aria-busy]").count()).toBe(0);
     await row.getByText("1 / 2").waitFor();
     await page.getByRole("heading", { name: "License keys" }).click();
     await row.locator(".seats-full", { hasText: "2 / 2" }).waitFor();

@@ -4,7 +4,7 @@
  * once — WebSockets included — whether it happens over REST, RPC or the CLI in another process.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
 
 const PASSWORD = "session password one";
 const NEW_PASSWORD = "session password two";
@@ -12,19 +12,6 @@ const NEW_PASSWORD = "session password two";
 /** Status of a request with the token: 200 while the session lives, 401 once it has ended. */
 async function sessionStatus(server: TestServer, token: string): Promise<number> {
   return (await call(server.url, "GET", "/api/auth/session", { token })).status;
-}
-
-/** Resolves with `promise`, or fails the test when it takes longer than `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function signedInSocket(server: TestServer, username: string, password: string): Promise<{ client: RpcClient; token: string }> {
@@ -267,7 +254,7 @@ describe("ending a user's sessions", () => {
       await r.act(username);
 
       for (const socket of [byLogin.client, byHeader]) {
-        const closed = await within(socket.closed, 1500, `closing ${username}'s WebSocket`);
+        const closed = await eventually(() => socket.closedWith, { what: `the server to close ${username}'s WebSocket` });
         expect(closed.code).toBe(4001);
         expect(closed.reason).toStartWith("session ended");
       }
@@ -291,7 +278,7 @@ describe("ending a user's sessions", () => {
     const otherSession = await signedInSocket(server, "leaver", PASSWORD);
     try {
       expect((await call(server.url, "POST", "/api/auth/logout", { token })).status).toBe(200);
-      expect((await within(sameSession.closed, 1500, "closing the logged-out socket")).code).toBe(4001);
+      expect((await eventually(() => sameSession.closedWith, { what: "the server to close the logged-out socket" })).code).toBe(4001);
       expect((await otherSession.client.request("rpc", "query", {})).name).toBe("response");
       expect(await sessionStatus(server, otherSession.token)).toBe(200);
     } finally {
@@ -306,7 +293,7 @@ describe("ending a user's sessions", () => {
     try {
       expect((await second.request("rpc", "auth_token", { token: first.token })).name).toBe("response");
       expect((await first.client.request("rpc", "auth_clear", "junk")).args).toBe("ok");
-      expect((await within(second.closed, 1500, "closing the other socket of the session")).code).toBe(4001);
+      expect((await eventually(() => second.closedWith, { what: "the server to close the other socket of the session" })).code).toBe(4001);
       expect(await first.client.request("rpc", "query", {})).toMatchObject({ name: "error", args: { code: 401 } });
       expect(await sessionStatus(server, first.token)).toBe(401);
     } finally {
@@ -330,11 +317,12 @@ describe("--ws-idle 5", () => {
     const chat = (async () => {
       while (chatting && chatty.ws.readyState === WebSocket.OPEN) {
         await Promise.race([chatty.request("rpc", "query", {}), chatty.closed]);
+        // The chatty client's pace (a message a second, well inside the 5 s limit), not a synchronisation.
         await Bun.sleep(1000);
       }
     })();
     try {
-      const closed = await within(silent.client.closed, 9000, "closing the silent WebSocket");
+      const closed = await eventually(() => silent.client.closedWith, { timeoutMs: 15_000, what: "the server to close the silent WebSocket" });
       expect(closed.code).toBe(4000);
       expect(chatty.ws.readyState).toBe(WebSocket.OPEN);
       expect((await chatty.request("rpc", "query", {})).name).toBe("error");

@@ -28,6 +28,26 @@ export function manualClock(start = Date.parse("2026-01-01T00:00:00Z")) {
   return clock;
 }
 
+/**
+ * Polls `check` until it returns something truthy, and resolves with that; past `timeoutMs`
+ * (10 s unless given) fails with "timed out after N ms waiting for <what>". For what the server
+ * or another process does in its own time (a sweep on a real timer, a socket closing, a line in
+ * a log), in place of a fixed sleep. `what` may be a function, to describe the state at the time
+ * of failure (the output so far). An error thrown by `check` fails at once.
+ */
+export async function eventually<T>(
+  check: () => T | Promise<T>,
+  { timeoutMs = 10_000, what }: { timeoutMs?: number; what: string | (() => string) },
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
+    await Bun.sleep(20);
+  }
+}
+
 export interface TestServer extends RunningServer {
   dataDir: string;
   wsUrl: string;
@@ -110,12 +130,22 @@ export async function call(
   return { status: res.status, headers: res.headers, body: parsed, text };
 }
 
+/** The value of an unlabelled gauge or counter in the server's `/metrics`. */
+export async function metric(baseUrl: string, name: string): Promise<number> {
+  const text = (await call(baseUrl, "GET", "/metrics")).text;
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no metric ${name} in /metrics`);
+  return Number(line.slice(name.length + 1));
+}
+
 /** A WebSocket client that sends RPC envelopes and awaits replies by id. */
 export class RpcClient {
   private nextId = 1;
   private readonly waiting = new Map<string, (msg: any) => void>();
   readonly events: any[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
+  /** How the socket closed, once it has (for `eventually`); null while it is open. */
+  closedWith: { code: number; reason: string } | null = null;
 
   private constructor(readonly ws: WebSocket) {
     ws.onmessage = (e) => {
@@ -131,7 +161,7 @@ export class RpcClient {
       }
     };
     this.closed = new Promise((resolve) => {
-      ws.addEventListener("close", (e) => resolve({ code: e.code, reason: e.reason }));
+      ws.addEventListener("close", (e) => resolve((this.closedWith = { code: e.code, reason: e.reason })));
     });
   }
 
@@ -194,26 +224,22 @@ export async function runLatchkey(
   return { code, stdout, stderr };
 }
 
-/** Waits until the server process logs its URL, and returns it. */
+/** Waits until the server process logs its URL, and returns it with the log so far (which keeps growing). */
 export async function waitForListening(proc: ReturnType<typeof spawnLatchkey>, timeoutMs = 15000): Promise<{ url: string; log: () => string }> {
   let log = "";
-  const reader = proc.stderr.getReader();
-  const decoder = new TextDecoder();
-  const deadline = Date.now() + timeoutMs;
-  let url: string | undefined;
-  while (!url) {
-    if (Date.now() > deadline) throw new Error(`server did not start in time; log:\n${log}`);
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited before listening; log:\n${log}`);
-    log += decoder.decode(value);
-    url = /url=(https?:\/\/\S+)/.exec(log)?.[1];
-  }
-  (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      log += decoder.decode(value);
-    }
+  let ended = false;
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
+    ended = true;
   })();
+  const url = await eventually(
+    () => {
+      const found = /url=(https?:\/\/\S+)/.exec(log)?.[1];
+      if (!found && ended) throw new Error(`server exited before listening; log:\n${log}`);
+      return found;
+    },
+    { timeoutMs, what: () => `the server to log its URL; log:\n${log}` },
+  );
   return { url, log: () => log };
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ADMIN_PASSWORD, call, login, manualClock, RpcClient, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
+import { ADMIN_PASSWORD, call, eventually, login, manualClock, metric, RpcClient, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
 
 const PROXY = ["--trusted-proxy", "127.0.0.1/32"];
 const from = (address: string) => ({ "x-forwarded-for": address });
@@ -23,23 +23,29 @@ async function upgradeStatus(server: TestServer, headers: Record<string, string>
   return { status: res.status, retryAfter: res.headers.get("retry-after"), body };
 }
 
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/**
+ * Waits until the server's socket sweep has run on its current clock. The sweep runs on a real
+ * timer whatever the clock, and in one pass closes the sockets that neither signed in nor
+ * registered in time and lets go of sessions that ran out: `canary`, a socket that never signed
+ * in and whose deadline the clock has passed, is closed by the first pass that sees the new time.
+ */
+async function sweepHasRun(canary: RpcClient): Promise<void> {
+  const closed = await eventually(() => canary.closedWith, { what: "the server's socket sweep to close the canary socket" });
+  expect(closed.code).toBe(4008);
 }
+
+/** A request's reply, or how the socket closed if it closed first (a request on a closed socket never answers). */
+const replyOrClose = (client: RpcClient, reply: Promise<any>) => Promise.race([reply, client.closed]);
 
 const register = (client: RpcClient, name = "box") =>
   client.request("client", "register", { uuid: randomUUID(), name, hostname: `${name}.example`, version: "1", os: "linux" });
 
 describe("sockets that do not sign in or register", () => {
   let server: TestServer;
+  // The deadline is measured on this clock; it moves only when a test moves it.
+  const clock = manualClock(Date.now());
   beforeAll(async () => {
-    server = await startTestServer({ flags: [...PROXY, "--ws-auth-timeout", "1", "--ws-unauth-per-address", "5"] });
+    server = await startTestServer({ clock, flags: [...PROXY, "--ws-auth-timeout", "1", "--ws-unauth-per-address", "5"] });
   });
   afterAll(() => server.close());
 
@@ -49,12 +55,13 @@ describe("sockets that do not sign in or register", () => {
     const client = await RpcClient.connect(server.wsUrl, from("10.20.0.1"));
     expect((await signedIn.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
     expect((await register(client)).name).toBe("response");
-    const closed = await within(idle.closed, 4000, "closing the idle socket");
+    clock.advance(1500);
+    const closed = await eventually(() => idle.closedWith, { what: "the server's sweep to close the idle socket" });
     expect(closed.code).toBe(4008);
     expect(closed.reason).toBe("sign in or register within 1 s of connecting");
-    await Bun.sleep(1500);
-    expect((await signedIn.request("rpc", "query", {})).name).toBe("response");
-    expect((await client.request("client", "heartbeat", {})).namespace).toBe("rpc");
+    // The pass that closed it looked at the other two, on the same clock: they stay.
+    expect(await replyOrClose(signedIn, signedIn.request("rpc", "query", {}))).toMatchObject({ name: "response" });
+    expect(await replyOrClose(client, client.request("client", "heartbeat", {}))).toMatchObject({ namespace: "rpc" });
     signedIn.close();
     client.close();
   });
@@ -84,7 +91,11 @@ describe("sockets that do not sign in or register", () => {
       expect(replies.every((r) => r.name === "response")).toBe(true);
       clients.push(...opened);
     }
-    await Bun.sleep(1500);
+    // Past the deadline for sockets that never identify themselves: these did, and stay.
+    const canary = await RpcClient.connect(server.wsUrl, from("10.20.3.1"));
+    clock.advance(1500);
+    await sweepHasRun(canary);
+    for (const c of clients) expect(await replyOrClose(c, c.request("client", "heartbeat", {}))).toMatchObject({ name: "response", args: "ok" });
     const token = await login(server.url);
     const online = await call(server.url, "GET", "/api/clients?status=online&limit=1000", { token });
     expect(online.body.items.filter((c: { name: string }) => c.name.startsWith("nat-"))).toHaveLength(60);
@@ -104,8 +115,8 @@ describe("a flood of idle sockets from one address", () => {
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
       expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(200);
       expect((await admin.request("rpc", "query", {})).name).toBe("response");
-      const closes = await within(Promise.all(opened.map((c) => c.closed)), 6000, "closing the flood");
-      expect(closes.every((c) => c.code === 4008)).toBe(true);
+      await eventually(() => opened.every((c) => c.closedWith), { timeoutMs: 15_000, what: () => `the server to close the flood (${opened.filter((c) => c.closedWith).length} of ${opened.length} closed)` });
+      expect(opened.every((c) => c.closedWith!.code === 4008)).toBe(true);
       expect((await upgradeStatus(server, from("10.21.0.1"))).status).toBe(101);
     } finally {
       admin.close();
@@ -127,7 +138,7 @@ describe("the total of sockets", () => {
       expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(200);
       expect((await open[0]!.request("rpc", "query", {})).name).toBe("response");
       open.pop()!.close();
-      await Bun.sleep(200);
+      await eventually(async () => (await metric(server.url, "latchkey_ws_connections")) < 20, { what: "the server to count the closed socket out" });
       expect((await upgradeStatus(server, { authorization: `Bearer ${token}` })).status).toBe(101);
       for (const s of open) s.close();
     } finally {
@@ -247,9 +258,10 @@ describe("a session that runs out leaves its socket open", () => {
     const client = await RpcClient.connect(server.wsUrl);
     try {
       expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
+      const canary = await RpcClient.connect(server.wsUrl);
       clock.advance(301_000);
-      // Long enough for the server's sweeps to have seen the session run out.
-      await Bun.sleep(2500);
+      // The server's sweep has seen the session run out (and left the socket open).
+      await sweepHasRun(canary);
       const raw = await new Promise<string>((resolve) => {
         client.ws.addEventListener("message", (e) => resolve(String(e.data)), { once: true });
         client.ws.send(JSON.stringify({ namespace: "rpc", name: "query", id: "sampleID", args: { junk: "junk" } }));
@@ -258,7 +270,7 @@ describe("a session that runs out leaves its socket open", () => {
       expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
       expect((await client.request("rpc", "query", {})).name).toBe("response");
       clock.advance(601_000);
-      expect((await within(client.closed, 6000, "the ws-idle close")).code).toBe(4000);
+      expect((await eventually(() => client.closedWith, { what: "the ws-idle close" })).code).toBe(4000);
     } finally {
       client.close();
       await server.close();
@@ -277,12 +289,14 @@ describe("a session that runs out leaves its socket open", () => {
         clock.advance(15_000);
         expect((await ranOut.request("rpc", "query", {})).name).toBe("response");
       }
+      const canary = await RpcClient.connect(server.wsUrl);
       clock.advance(16_000);
-      await Bun.sleep(2500);
+      // The server's sweep has seen the session run out (and left the socket open).
+      await sweepHasRun(canary);
       expect(await ranOut.request("rpc", "query", {})).toMatchObject({ name: "error", args: { code: 401, message: "Unauthorized" } });
       const fresh = (await ranOut.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).args[0];
       expect((await call(server.url, "POST", "/api/auth/logout", { token: fresh })).status).toBe(200);
-      expect((await within(ranOut.closed, 1500, "closing the logged-out socket")).code).toBe(4001);
+      expect((await eventually(() => ranOut.closedWith, { what: "the server to close the logged-out socket" })).code).toBe(4001);
       // The other socket's session ran out too (same absolute limit), and it stays open.
       expect(await ended.request("rpc", "query", {})).toMatchObject({ name: "error", args: { code: 401 } });
     } finally {

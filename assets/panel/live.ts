@@ -1,17 +1,17 @@
 /**
  * Live updates over the same-origin `/ws` socket, which the session cookie authenticates.
  * The server pushes `{"namespace":"events","name":"<topic>","args":{...}}`; pages subscribe by
- * topic. A close with 4001 means the session ended. After the server's idle close (4000) the
- * socket reopens only on the next sign of the user, because opening it counts as session use
- * and an unattended tab must not keep its session alive.
+ * topic. A close with CLOSE_SESSION_ENDED means the session ended. After the server's idle close
+ * (CLOSE_IDLE) the socket reopens only on the next sign of the user, because opening it counts as
+ * session use and an unattended tab must not keep its session alive.
  */
+import type { PushTopic, PushTopics } from "../../src/core/events.ts";
+import { CLOSE_IDLE, CLOSE_SESSION_ENDED } from "../../src/rpc/protocol-codes.ts";
 
-export type EventArgs = Record<string, unknown>;
-export type EventHandler = (args: EventArgs) => void;
+/** A page's handler of one topic, given that topic's args as the server types them. */
+export type EventHandler<K extends PushTopic> = (args: PushTopics[K]) => void;
 export type LiveStatus = "connecting" | "live" | "paused" | "offline";
 
-const CLOSE_IDLE = 4000;
-const CLOSE_SESSION_ENDED = 4001;
 const ACTIVITY_EVENTS = ["pointerdown", "keydown", "focus"] as const;
 
 export interface LiveHooks {
@@ -24,7 +24,7 @@ export interface LiveHooks {
 
 export class Live {
   private socket: WebSocket | null = null;
-  private readonly handlers = new Map<string, Set<EventHandler>>();
+  private readonly handlers = new Map<string, Set<(args: never) => void>>();
   private running = false;
   private failures = 0;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -51,12 +51,12 @@ export class Live {
   }
 
   /** Calls `handler` for every event of `topic`; returns the unsubscribe function. */
-  subscribe(topic: string, handler: EventHandler): () => void {
+  subscribe<K extends PushTopic>(topic: K, handler: EventHandler<K>): () => void {
     let set = this.handlers.get(topic);
     if (!set) this.handlers.set(topic, (set = new Set()));
-    set.add(handler);
+    set.add(handler as (args: never) => void);
     return () => {
-      set.delete(handler);
+      set.delete(handler as (args: never) => void);
       if (set.size === 0) this.handlers.delete(topic);
     };
   }
@@ -101,10 +101,11 @@ export class Live {
     }
     const { namespace, name, args } = (message ?? {}) as { namespace?: unknown; name?: unknown; args?: unknown };
     if (namespace !== "events" || typeof name !== "string") return;
-    const payload = typeof args === "object" && args !== null ? (args as EventArgs) : {};
-    for (const handler of [...(this.handlers.get(name) ?? [])]) {
+    if (typeof args !== "object" || args === null) return;
+    // The server sends each topic with its args' type (core/events.ts PushTopics).
+    for (const handler of [...(this.handlers.get(name) ?? [])] as ((args: object) => void)[]) {
       try {
-        handler(payload);
+        handler(args);
       } catch (error) {
         console.error(`live event handler for ${name} failed`, error);
       }

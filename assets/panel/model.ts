@@ -4,8 +4,8 @@
  */
 import type { UserView } from "../../src/core/accounts.ts";
 import type { AuditView } from "../../src/core/audit.ts";
-import type { ClientView, KeyView } from "../../src/core/enrollment.ts";
-import type { ActivationView, AppView, LicenseView } from "../../src/core/licenses.ts";
+import type { ClientView, KeyList, KeyView } from "../../src/core/enrollment/index.ts";
+import type { ActivationView, AppView, LicenseView } from "../../src/core/licensing/index.ts";
 import type { Role } from "../../src/db/users.ts";
 
 export type { Role };
@@ -51,23 +51,6 @@ export type License = LicenseView;
 /** `GET /api/licenses/{id}/activations`: one activated machine. */
 export type Activation = ActivationView;
 
-/** Live event `licenses.activated`: a machine activated a key (again, when `new_seat` is false). */
-export interface LicenseActivated {
-  id: number;
-  hwid: string;
-  machine: string | null;
-  new_seat: boolean;
-  /** -1 = unlimited. */
-  remaining: number;
-}
-
-/** Live event `licenses.changed`. */
-export interface LicenseChanged {
-  id: number;
-  change: "created" | "updated" | "deleted" | "deactivated";
-  /** The machine whose activation was removed (`deactivated`). */
-  hwid?: string;
-}
 
 /** `GET /api/settings` */
 export interface Settings {
@@ -76,19 +59,10 @@ export interface Settings {
 
 /** `GET /api/keys`: a pre-shared enrollment key; masked for viewers. */
 export type EnrollmentKey = KeyView;
+/** `GET /api/keys`: a page of keys, and the caller's keys by state. */
+export type { KeyList };
 export type KeyStatus = KeyView["status"];
 /** `GET /api/clients`: an enrolled client machine. */
 export type Client = ClientView;
 
-/** Live event `keys.changed`. */
-export interface KeysChanged {
-  ids: number[];
-  change: "generated" | "bound" | "revoked" | "reset" | "deleted";
-}
 
-/** Live events `clients.online`, `clients.offline`, `clients.deleted`. */
-export interface ClientEvent {
-  uuid: string;
-  name?: string;
-  group?: string | null;
-}

@@ -4,6 +4,7 @@
  * order, and routes `#/<id>?<params>` to `render`.
  */
 import type { Api } from "./api.ts";
+import type { PushTopic } from "../../src/core/events.ts";
 import type { EventHandler } from "./live.ts";
 import type { Role } from "./model.ts";
 
@@ -27,7 +28,7 @@ export interface PageContext {
   /** Rewrites the route's query in place (no re-render), so that reloads and sign-ins keep it. */
   setParams(params: Record<string, string | number | null | undefined>): void;
   /** Live events of one topic while the page is shown. */
-  subscribe(topic: string, handler: EventHandler): void;
+  subscribe<K extends PushTopic>(topic: K, handler: EventHandler<K>): void;
   /** A short status message for everyone, screen readers included ("User alice created."). */
   announce(message: string, kind?: "success" | "error"): void;
 }

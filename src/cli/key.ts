@@ -1,8 +1,8 @@
 /** `latchkey key ...`: pre-shared enrollment keys, worked on the data directory directly. */
 import * as v from "valibot";
 import { dataDirFlag } from "../config.ts";
-import { expiry, group, keyLabel } from "../core/fields.ts";
-import { maskSecret } from "../core/audit.ts";
+import { expiry, group, idParam, keyLabel } from "../core/fields.ts";
+import { maskSecret } from "../core/secrets.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
 
@@ -26,7 +26,6 @@ reset returns a key to pending (e.g. for a reinstalled machine); delete removes 
 the new keys alone on standard output (KEY=$(latchkey key generate) works) and each one's ID on
 standard error. Works on the data directory directly; a running server sees the change at once.`;
 
-const positiveId = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
 const count = v.pipe(v.string(), v.regex(/^\d{1,3}$/, "must be a whole number from 1 to 100"), v.transform(Number), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100"));
 
 export async function keyCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
@@ -40,7 +39,7 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
   let id = 0;
   if (["revoke", "reset", "delete"].includes(sub)) {
     if (rest.length !== 1) throw new UsageError(`key ${sub} takes one ID; see latchkey key list`);
-    id = check(positiveId, rest[0], "ID");
+    id = check(idParam, rest[0], "ID");
   }
   const quantity = check(count, flagValue(args, "count") ?? "1", spelledFlag(args, "count"));
   const label = check(keyLabel, flagValue(args, "label") ?? "", spelledFlag(args, "label"));

@@ -2,13 +2,12 @@
 import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
 import { dataDirFlag } from "../config.ts";
-import { activationsAllowed, appName, expiry, memo, supportMessage } from "../core/fields.ts";
+import { activationsAllowed, appName, expiry, idParam, memo, supportMessage } from "../core/fields.ts";
 import { verifyReceipt } from "../core/receipts.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { openLocal, printTable } from "./local.ts";
 import { readStdin } from "./prompt.ts";
 
-const positiveId = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
 const integerText = v.pipe(v.string(), v.regex(/^-?\d{1,7}$/, "must be a whole number, or -1 for unlimited"), v.transform(Number));
 
 const appFlags: FlagSpec[] = [
@@ -84,10 +83,10 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
   let id = 0;
   if (["enable", "disable", "delete"].includes(sub)) {
     if (rest.length !== 1) throw new UsageError(`license ${sub} takes one ID; see latchkey license list`);
-    id = check(positiveId, rest[0], "ID");
+    id = check(idParam, rest[0], "ID");
   }
   const appFlag = flagValue(args, "app");
-  const appId = appFlag === undefined ? undefined : check(positiveId, appFlag, spelledFlag(args, "app"));
+  const appId = appFlag === undefined ? undefined : check(idParam, appFlag, spelledFlag(args, "app"));
   if (sub === "create" && appId === undefined) throw new UsageError("license create needs --app ID; see latchkey app list");
   const activations = check(activationsAllowed, check(integerText, flagValue(args, "activations") ?? "1", spelledFlag(args, "activations")), spelledFlag(args, "activations"));
   const note = check(memo, flagValue(args, "memo") ?? "", spelledFlag(args, "memo"));

@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dataDirFlag } from "../config.ts";
 import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
-import { parseUsersFile, renderUsersFile, writeFileAtomic } from "../core/users-file.ts";
+import { writeFileAtomic } from "../core/files.ts";
+import { parseUsersFile, renderUsersFile } from "../core/users-file.ts";
 import { openLocal, printTable } from "./local.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { newPassword } from "./prompt.ts";

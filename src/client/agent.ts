@@ -4,18 +4,21 @@
  * exponential backoff and jitter whenever the server goes away. Key problems follow the woho
  * seed: AUTH_REQUIRED and AUTH_FAILED are logged with the troubleshooting hint for their reason;
  * on a terminal the agent then asks for a key, and without one (a service) it stops with exit 3.
+ * The agent goes by the refusal's `reason`, never by the wording of its message.
  */
 import { createInterface } from "node:readline";
-import type { ErrorEnvelope, RequestEnvelope, ResponseEnvelope } from "../rpc/protocol.ts";
+import {
+  CLOSE_CLIENT_REVOKED,
+  isRefusalReason,
+  REFUSAL_MESSAGES,
+  type ErrorEnvelope,
+  type RefusalReason,
+  type RequestEnvelope,
+  type ResponseEnvelope,
+} from "../rpc/protocol.ts";
 import { VERSION } from "../version.ts";
 import { machineHostname, readConfig, readKey, writeKey, writeLastContact, type ClientConfig } from "./config.ts";
 import { clientCommandLine, EXIT_NEEDS_OPERATOR } from "./install.ts";
-
-export const AUTH_REQUIRED = "AUTH_REQUIRED";
-export const AUTH_FAILED_PREFIX = "AUTH_FAILED: ";
-export const ALREADY_CONNECTED = "AUTH_FAILED: Client already connected";
-/** The server closes a client's socket with this code when its key is revoked. */
-export const CLOSE_CLIENT_REVOKED = 4003;
 
 const REGISTER_TIMEOUT_MS = 15_000;
 
@@ -29,10 +32,11 @@ export interface AgentOptions {
   log?: (message: string) => void;
 }
 
-type Outcome =
+/** How one connection ended. */
+export type Outcome =
   | { kind: "stopped" }
-  | { kind: "auth_required" }
-  | { kind: "auth_failed"; message: string }
+  | { kind: "auth_required"; message: string }
+  | { kind: "auth_failed"; reason: string; message: string }
   | { kind: "revoked"; reason: string }
   | { kind: "retry"; registered: boolean; message: string; retryAfterSeconds?: number };
 
@@ -58,25 +62,43 @@ function installCommand(config: ClientConfig, stateDir?: string): string {
   return stateDir === undefined ? `latchkey client install ${args.join(" ")}` : clientCommandLine("install", args, stateDir, process.env);
 }
 
-/** The woho troubleshooting table, keyed by the server's AUTH_* message. */
-export function authHint(message: string, config: ClientConfig, stateDir?: string): string {
-  if (message === AUTH_REQUIRED) {
-    return `the server requires an authentication key and none is configured: generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config, stateDir)}`;
-  }
-  const reason = message.startsWith(AUTH_FAILED_PREFIX) ? message.slice(AUTH_FAILED_PREFIX.length) : message;
-  if (reason.startsWith("Invalid or revoked key")) {
-    return `the key was revoked or deleted, or never existed: generate a new key in the admin panel and reinstall with -key: ${installCommand(config, stateDir)}`;
-  }
-  if (reason.startsWith("Key already bound to a different client")) {
-    return `this key is bound to another client UUID (this machine is ${config.uuid}; e.g. it was reinstalled with a new identity): ask the admin to Reset the key in the panel (latchkey key reset ID), then start the client again`;
-  }
-  if (reason.startsWith("Key already in use")) {
-    return `another machine claimed this pending key at the same moment: generate a separate key per machine and reinstall with -key: ${installCommand(config, stateDir)}`;
-  }
-  if (reason.startsWith("Client already connected")) {
-    return `another machine is online with this client's UUID ${config.uuid} (a cloned machine or a copied state directory): give each machine its own install; retrying in case it is this machine's previous connection`;
-  }
-  return "the server refused the registration; its audit log has the details";
+/** The woho troubleshooting table, one hint per refusal reason. */
+const HINTS: Record<RefusalReason, (config: ClientConfig, stateDir?: string) => string> = {
+  auth_required: (config, stateDir) =>
+    `the server requires an authentication key and none is configured: generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config, stateDir)}`,
+  invalid_key: (config, stateDir) =>
+    `the key was revoked or deleted, or never existed: generate a new key in the admin panel and reinstall with -key: ${installCommand(config, stateDir)}`,
+  bound_elsewhere: (config) =>
+    `this key is bound to another client UUID (this machine is ${config.uuid}; e.g. it was reinstalled with a new identity): ask the admin to Reset the key in the panel (latchkey key reset ID), then start the client again`,
+  key_in_use: (config, stateDir) =>
+    `another machine claimed this pending key at the same moment: generate a separate key per machine and reinstall with -key: ${installCommand(config, stateDir)}`,
+  already_connected: (config) =>
+    `another machine is online with this client's UUID ${config.uuid} (a cloned machine or a copied state directory): give each machine its own install; retrying in case it is this machine's previous connection`,
+};
+
+/** The troubleshooting hint for a refusal's reason (one this agent does not know gets a general one). */
+export function authHint(reason: string, config: ClientConfig, stateDir?: string): string {
+  return isRefusalReason(reason) ? HINTS[reason](config, stateDir) : "the server refused the registration; its audit log has the details";
+}
+
+/**
+ * Why a `client/register` was refused: the envelope's `reason`. A server from before that field
+ * sends only the seed's message, which is then looked up whole, never by its beginning.
+ */
+function refusalReason(args: ErrorEnvelope["args"]): string | null {
+  if (typeof args.reason === "string") return args.reason;
+  const known = (Object.keys(REFUSAL_MESSAGES) as RefusalReason[]).find((reason) => REFUSAL_MESSAGES[reason] === args.message);
+  return known ?? null;
+}
+
+/** What an error answer to `client/register` means for the agent, decided by its reason. */
+export function registerErrorOutcome(args: ErrorEnvelope["args"], registered: boolean, config: ClientConfig): Outcome {
+  const reason = refusalReason(args);
+  if (reason === "auth_required") return { kind: "auth_required", message: args.message };
+  // A clone may be this machine's own previous connection, not yet gone: worth retrying.
+  if (reason === "already_connected") return { kind: "retry", registered, message: `${args.message}: ${authHint(reason, config)}` };
+  if (reason !== null) return { kind: "auth_failed", reason, message: args.message };
+  return { kind: "retry", registered, message: `client/register failed: ${args.message}`, ...(args.retry_after === undefined ? {} : { retryAfterSeconds: args.retry_after }) };
 }
 
 /** Asks for a line on the terminal; null when the input ends or the user presses Ctrl-C. */
@@ -165,11 +187,7 @@ function connectOnce(config: ClientConfig, key: string | null, options: AgentOpt
       if (message.namespace !== "rpc" || typeof message.id !== "string" || !message.id.startsWith("register-")) return;
       clearTimeout(registerTimer);
       if (message.name === "error") {
-        const { message: text, retry_after } = (message as ErrorEnvelope).args;
-        if (text === AUTH_REQUIRED) return finish({ kind: "auth_required" });
-        if (text.startsWith(ALREADY_CONNECTED)) return finish({ kind: "retry", registered, message: `${text}: ${authHint(text, config)}` });
-        if (text.startsWith(AUTH_FAILED_PREFIX)) return finish({ kind: "auth_failed", message: text });
-        return finish({ kind: "retry", registered, message: `client/register failed: ${text}`, ...(retry_after === undefined ? {} : { retryAfterSeconds: retry_after }) });
+        return finish(registerErrorOutcome((message as ErrorEnvelope).args, registered, config));
       }
       const result = (message as ResponseEnvelope).args as { uuid?: string; group?: string | null; reconnect?: boolean };
       registered = true;
@@ -216,8 +234,8 @@ export async function runAgent(options: AgentOptions): Promise<number> {
           return 0;
         case "auth_required":
         case "auth_failed": {
-          const message = outcome.kind === "auth_required" ? AUTH_REQUIRED : outcome.message;
-          log(`${message}: ${authHint(message, config, options.stateDir)}`);
+          const reason = outcome.kind === "auth_required" ? outcome.kind : outcome.reason;
+          log(`${outcome.message}: ${authHint(reason, config, options.stateDir)}`);
           if (!options.interactive) return EXIT_NEEDS_OPERATOR;
           // Someone is at a terminal: a (new) key typed here is saved and tried at once.
           const key = await askLine("Enter the authentication key (empty to exit): ");

@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync } from "node:fs";
 import { homedir, hostname as osHostname } from "node:os";
 import { join, resolve } from "node:path";
-import { writeFileAtomic } from "../core/users-file.ts";
+import { writeFileAtomic } from "../core/files.ts";
 
 /** Where a root (service) install keeps its state; shared with the server's default data dir. */
 export const SERVICE_STATE_DIR = "/var/lib/latchkey";
@@ -109,9 +109,4 @@ export function machineHostname(): string {
     .map((label) => label.replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63))
     .filter((label) => label !== "");
   return labels.join(".").slice(0, 253) || "localhost";
-}
-
-/** Shows that a key is there without showing it: ABCD-****-****. */
-export function maskKey(key: string): string {
-  return key.slice(0, 4) + key.slice(4).replace(/[^-]/g, "*");
 }

@@ -4,7 +4,7 @@
  */
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { writeFileAtomic } from "../core/users-file.ts";
+import { writeFileAtomic } from "../core/files.ts";
 import { ensureStateDir, machineHostname, purgeState, readConfig, SERVICE_STATE_DIR, stateDirFlag, writeConfig, writeKey, type ClientConfig } from "./config.ts";
 
 export const UNIT_NAME = "latchkey-client.service";

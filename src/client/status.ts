@@ -2,7 +2,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { serverUrl } from "./agent.ts";
-import { KEY_FILE, maskKey, readConfig, readKey, readLastContact } from "./config.ts";
+import { maskSecret } from "../core/secrets.ts";
+import { KEY_FILE, readConfig, readKey, readLastContact } from "./config.ts";
 import { clientCommandLine, UNIT_NAME } from "./install.ts";
 
 export function statusReport(stateDir: string, unitDir: string, env: Record<string, string | undefined>): { lines: [string, string][]; installed: boolean } {
@@ -14,7 +15,7 @@ export function statusReport(stateDir: string, unitDir: string, env: Record<stri
     ["server", config ? `${config.server} (${serverUrl(config.server)})` : `not installed (run ${clientCommandLine("install", ["-server", "HOST:PORT"], stateDir, env)})`],
     ["name", config?.name ?? "-"],
     ["uuid", config?.uuid ?? "-"],
-    ["key", key ? `${maskKey(key)} (${join(stateDir, KEY_FILE)})` : "none"],
+    ["key", key ? `${maskSecret(key)} (${join(stateDir, KEY_FILE)})` : "none"],
     ["last contact", readLastContact(stateDir) ?? "never"],
     ["service", existsSync(unitPath) ? `installed (${unitPath})` : "not installed"],
   ];

@@ -7,6 +7,7 @@ import type { Clock } from "./clock.ts";
 import { AppError, badRequest, conflict, forbidden, notFound } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import { makeVerifiers, passwordInput, verifyPassword, type PasswordVerifiers } from "./passwords.ts";
+import { randomFromAlphabet } from "./secrets.ts";
 import type { Sessions } from "./sessions.ts";
 import type { LegacyUser } from "./users-file.ts";
 
@@ -303,11 +304,7 @@ export class Accounts {
   }
 }
 
+/** 18 characters without look-alikes (0 O 1 I l): about 105 bits, typed once from the console. */
 function randomPassword(): string {
-  const alphabet = "ABCDEFGHJKMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
-  const bytes = crypto.getRandomValues(new Uint8Array(20));
-  // 256 is not a multiple of the alphabet's size; rejection keeps the draw uniform.
-  let out = "";
-  for (const b of bytes) if (b < Math.floor(256 / alphabet.length) * alphabet.length) out += alphabet[b % alphabet.length];
-  return out.length >= 16 ? out : out + randomPassword();
+  return randomFromAlphabet("ABCDEFGHJKMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789", 18);
 }

@@ -39,7 +39,7 @@ function toFilter(query: AuditQuery): AuditFilter {
 
 /**
  * Records every authentication decision and every admin change. Callers pass names and ids,
- * never secrets; `maskSecret` is there for the few places that must say which secret was used.
+ * never secrets; `maskSecret` (secrets.ts) is there for the few places that must say which secret was used.
  */
 export class Audit {
   private listeners: ((entry: AuditEntry) => void)[] = [];
@@ -80,9 +80,4 @@ export class Audit {
   *export(query: AuditQuery): Generator<AuditView> {
     for (const row of this.store.iterate(toFilter(query))) yield toAuditView(row);
   }
-}
-
-/** Shows enough of a secret to recognise it and never enough to use it. */
-export function maskSecret(secret: string): string {
-  return secret.length <= 8 ? "****" : `${secret.slice(0, 4)}…${secret.slice(-2)}`;
 }

@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
 import type { UserRow } from "../db/users.ts";
 import type { Accounts } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
@@ -18,6 +18,7 @@ import {
   type ScramCredentials,
 } from "./scram.ts";
 import type { Principal, Sessions } from "./sessions.ts";
+import { randomHex, sameSecret, sha256Hex } from "./secrets.ts";
 import { throttled, Throttle, WindowThrottle, type Limiter } from "./throttle.ts";
 
 export interface Login {
@@ -193,10 +194,6 @@ export class Authenticator {
     metrics.gauge("latchkey_login_verifications_pending", () => this.verifications.size);
   }
 
-  get legacyChallengeEnabled(): boolean {
-    return this.options.legacyChallengeLogin;
-  }
-
   /** The limiters an attempt on this account from this address counts against, with their keys. */
   private limitersFor(username: string, address: string | null): [Limiter, string, "account" | "address"][] {
     const list: [Limiter, string, "account" | "address"][] = [
@@ -331,7 +328,7 @@ export class Authenticator {
   legacyChallenge(username: string, address: string | null): { nonce: string; salt: string } {
     this.requireLegacy();
     const user = this.accounts.get(username);
-    const nonce = randomBytes(16).toString("hex");
+    const nonce = randomHex(16);
     this.legacyNonces.add(nonce, {
       username,
       credentialVersion: user?.credential_version ?? null,
@@ -354,9 +351,7 @@ export class Authenticator {
     if (!user || user.legacy_hash === null) throw this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
     // A nonce given before a change of the account's credentials ended with that change.
     if (user.credential_version !== pending.credentialVersion) throw this.failed(username, address, "legacy", "credentials changed during login");
-    const expected = createHash("sha256").update(user.legacy_hash + nonce).digest();
-    const given = Buffer.from(/^[0-9a-f]{64}$/i.test(response) ? response.toLowerCase() : "", "hex");
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    if (!sameSecret(response.toLowerCase(), sha256Hex(user.legacy_hash + nonce))) {
       throw this.failed(username, address, "legacy", "wrong response");
     }
     return this.succeeded(attempt, user, address, "legacy");

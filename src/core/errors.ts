@@ -1,7 +1,8 @@
 /**
- * The one error type of the domain. `core` throws it; `http/errors.ts` and the RPC dispatcher map
- * it to an HTTP status with a JSON body and to an RPC error envelope. `message` is safe to show to
- * the caller; `cause` is only ever logged.
+ * The one error type of the domain. `core` throws it; `reportError` below is the one place that
+ * decides what a caller is told of any error, which `http/errors.ts` renders as a JSON body (or
+ * the licensing seed's shape) and `rpc/connections.ts` as an RPC error envelope. `message` is safe
+ * to show to the caller; `cause` is only ever logged.
  */
 export type ErrorCode =
   | "bad_request"
@@ -33,11 +34,13 @@ export class AppError extends Error {
   readonly field?: string;
   /** Seconds until a throttled caller may try again. */
   readonly retryAfter?: number;
+  /** A machine-readable word for why, where a protocol defines one (e.g. a refused registration). */
+  readonly reason?: string;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { field?: string; retryAfter?: number; cause?: unknown } = {},
+    options: { field?: string; retryAfter?: number; reason?: string; cause?: unknown } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = "AppError";
@@ -45,7 +48,36 @@ export class AppError extends Error {
     this.status = statusOf[code];
     if (options.field !== undefined) this.field = options.field;
     if (options.retryAfter !== undefined) this.retryAfter = options.retryAfter;
+    if (options.reason !== undefined) this.reason = options.reason;
   }
+}
+
+/** What a caller is told of an error, whatever the transport. */
+export interface ErrorReport {
+  status: number;
+  code: ErrorCode;
+  message: string;
+  field?: string;
+  retryAfter?: number;
+  reason?: string;
+}
+
+export const INTERNAL_MESSAGE = "internal error; the server log has the details";
+
+/**
+ * The one mapping of errors to what callers see: an AppError as it is; anything else is an
+ * internal error whose details go to `logUnexpected` only, never to the caller.
+ */
+export function reportError(error: unknown, logUnexpected: (error: unknown) => void): ErrorReport {
+  if (!(error instanceof AppError)) {
+    logUnexpected(error);
+    return { status: 500, code: "internal", message: INTERNAL_MESSAGE };
+  }
+  const report: ErrorReport = { status: error.status, code: error.code, message: error.message };
+  if (error.field !== undefined) report.field = error.field;
+  if (error.retryAfter !== undefined) report.retryAfter = error.retryAfter;
+  if (error.reason !== undefined) report.reason = error.reason;
+  return report;
 }
 
 export const badRequest = (message: string, field?: string) =>

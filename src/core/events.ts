@@ -2,6 +2,29 @@
  * An in-process publish/subscribe hub. The WebSocket layer listens here to close connections
  * whose sessions end and to push `events/<topic>` messages to the admin panel.
  */
+
+/**
+ * What signed-in admin/viewer connections are told, by topic (`{"namespace":"events","name":
+ * topic,"args":...}`). The panel subscribes with these same types.
+ */
+export interface PushTopics {
+  /** A client registered (or reconnected). */
+  "clients.online": { uuid: string; name: string; group: string | null };
+  "clients.offline": { uuid: string };
+  "clients.deleted": { uuid: string };
+  "keys.changed": { ids: number[]; change: "generated" | "bound" | "revoked" | "reset" | "deleted" };
+  "settings.changed": { require_auth_key: boolean };
+  /** A machine activated a key (again, when `new_seat` is false); `remaining` -1 = unlimited. */
+  "licenses.activated": { id: number; hwid: string; machine: string | null; new_seat: boolean; remaining: number };
+  /** `hwid`: the machine whose activation was removed (`deactivated`). */
+  "licenses.changed": { id: number; change: "created" | "updated" | "deleted" | "deactivated"; hwid?: string };
+}
+
+export type PushTopic = keyof PushTopics;
+
+/** One push: a topic with its args, for the connections of these client groups (all, when absent). */
+export type Push = { [K in PushTopic]: { topic: K; args: PushTopics[K]; groups?: string[] } }[PushTopic];
+
 export interface EventMap {
   /** An account's password or role changed, or it was deleted: logins in flight for it are void. */
   "credentials.changed": { username: string };
@@ -10,7 +33,7 @@ export interface EventMap {
   /** Clients that lost the right to be connected (key revoked/reset/deleted, client deleted). */
   "clients.kick": { uuids: string[]; reason: string; keyId?: number };
   /** A change an authenticated admin/viewer connection may be told about. */
-  push: { topic: string; args: Record<string, unknown>; groups?: string[] };
+  push: Push;
 }
 
 type Listener<T> = (payload: T) => void;

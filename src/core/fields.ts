@@ -78,8 +78,21 @@ export const activationsAllowed = v.pipe(
   v.maxValue(1_000_000, "must be at most 1000000"),
 );
 
-/** A numeric id in a path. */
+/** A numeric id as text (a path segment, a CLI argument): a positive whole number. */
 export const idParam = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a positive whole number"), v.transform(Number));
+
+/** The page of a list in RPC args: `limit` 1-1000 (default 100) and `offset` (default 0), as JSON numbers. */
+export const rpcPage = {
+  limit: v.optional(v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be at least 1"), v.maxValue(1000, "must be at most 1000")), 100),
+  offset: v.optional(v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(0, "must be at least 0")), 0),
+};
+
+/** A stored time (milliseconds since the epoch, or null) as the API shows it: ISO 8601 UTC. */
+export function isoTime(ms: number): string;
+export function isoTime(ms: number | null): string | null;
+export function isoTime(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
 /** A client UUID: RFC 4122 text form, any version; lower-cased. */
 export const clientUuid = v.pipe(

@@ -1,5 +1,5 @@
-import { createHash } from "node:crypto";
 import { AppError } from "./errors.ts";
+import { sha256Hex } from "./secrets.ts";
 import { deriveScramCredentials, type ScramCredentials } from "./scram.ts";
 
 /** argon2id at the OWASP minimum (19 MiB, 2 passes); Bun hashes on a worker thread. */
@@ -29,7 +29,7 @@ export async function burnDecoyVerification(input: string): Promise<void> {
 
 /** The wsauth stored hash: lowercase hex SHA256(password + salt). */
 export function legacyHash(password: string, salt: string): string {
-  return createHash("sha256").update(password + salt).digest("hex");
+  return sha256Hex(password + salt);
 }
 
 /** What a user's verifiers were made from: the password, or its legacy hash for imported accounts. */

@@ -13,8 +13,8 @@ import { Metrics } from "./metrics.ts";
 import { Sessions } from "./sessions.ts";
 import { LicenseStore } from "../db/licenses.ts";
 import { EnrollmentStore } from "../db/enrollment.ts";
-import { Enrollment } from "./enrollment.ts";
-import { Licensing } from "./licenses.ts";
+import { Enrollment } from "./enrollment/index.ts";
+import { Licensing } from "./licensing/index.ts";
 import { newSigningKeyPem, signingKeyFromPem } from "./receipts.ts";
 
 export interface ServiceOptions {
@@ -63,7 +63,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
   const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));
-  const licensing = new Licensing(db, new LicenseStore(db), audit, events, metrics, clock, signingKey, {
+  const licensing = new Licensing(db, new LicenseStore(db), audit, events, clock, signingKey, {
     receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
     receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
   });

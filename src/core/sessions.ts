@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
 import { DataVersion } from "../db/data-version.ts";
+import { randomToken, sha256Hex } from "./secrets.ts";
 import type { SessionRow, SessionStore } from "../db/sessions.ts";
 import type { Role, UserRow } from "../db/users.ts";
 import type { Clock } from "./clock.ts";
@@ -20,8 +20,9 @@ export interface SessionLimits {
   absoluteSeconds: number;
 }
 
+/** A session's id: the SHA-256 of its token, which is all that is stored. */
 export function hashToken(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
+  return sha256Hex(token);
 }
 
 interface Cached {
@@ -47,6 +48,8 @@ const MAX_CACHED = 100_000;
  */
 export class Sessions {
   private readonly cache = new Map<string, Cached>();
+  /** Sessions this process's sweep removed because they had run out (not because they were ended). */
+  private readonly swept = new Set<string>();
   private readonly otherWriters: DataVersion;
   /** How stale the stored last-use time may get before it is written back. */
   private readonly touchEveryMs: number;
@@ -66,7 +69,7 @@ export class Sessions {
    * (password, role) or the account was deleted since they were read: the login is then void.
    */
   issue(user: UserRow, method: string, address: string | null): { token: string; sessionId: string; expiresIn: number } | null {
-    const token = randomBytes(32).toString("base64url");
+    const token = randomToken(32);
     const sessionId = hashToken(token);
     const now = this.clock();
     const created = this.store.insertIfCurrent({
@@ -94,6 +97,7 @@ export class Sessions {
     if (!this.valid(entry, now)) {
       this.cache.delete(sessionId);
       this.store.delete(sessionId);
+      this.swept.add(sessionId);
       return null;
     }
     entry.lastUse = Math.max(entry.lastUse, now);
@@ -115,8 +119,15 @@ export class Sessions {
    * as opposed to having been ended: an unknown session did not run out.
    */
   ranOut(sessionId: string): boolean {
-    const entry = this.cache.get(sessionId);
-    return entry !== undefined && !this.valid(entry, this.clock());
+    if (this.swept.has(sessionId)) return true;
+    const row = this.cache.get(sessionId) ?? this.stored(sessionId);
+    return row !== null && !this.valid(row, this.clock());
+  }
+
+  /** The stored session, without caching it. */
+  private stored(sessionId: string): Cached | null {
+    const row = this.store.get(sessionId);
+    return row ? toCached(row) : null;
   }
 
   /** Seconds the session stays valid without further use. */
@@ -154,7 +165,10 @@ export class Sessions {
     // idle for longer than that too; authenticateId() still enforces the exact limit.
     const now = this.clock();
     for (const [id, entry] of this.cache) if (!this.valid(entry, now)) this.cache.delete(id);
-    return this.store.deleteExpired(now, this.limits.idleSeconds * 1000 + this.touchEveryMs);
+    const removed = this.store.deleteExpired(now, this.limits.idleSeconds * 1000 + this.touchEveryMs);
+    if (this.swept.size + removed.length > MAX_CACHED) this.swept.clear();
+    for (const id of removed) this.swept.add(id);
+    return removed.length;
   }
 
   private valid(entry: Cached, now: number): boolean {

@@ -94,9 +94,12 @@ export class EnrollmentStore {
     return this.db.query<{ n: number }, (string | number)[]>(`SELECT count(*) AS n FROM enrollment_keys ${sql}`).get(...params)!.n;
   }
 
-  countByStatus(): Record<KeyStatus, number> {
+  /** Keys by status within the filter's groups (its status, if any, is not applied). */
+  countByStatus(filter: KeyFilter = {}): Record<KeyStatus, number> {
+    const { sql, params } = this.keyWhere({ ...filter, status: undefined });
     const out: Record<KeyStatus, number> = { pending: 0, active: 0, revoked: 0 };
-    for (const r of this.db.query<{ status: KeyStatus; n: number }, []>("SELECT status, count(*) AS n FROM enrollment_keys GROUP BY status").all()) out[r.status] = r.n;
+    const rows = this.db.query<{ status: KeyStatus; n: number }, (string | number)[]>(`SELECT status, count(*) AS n FROM enrollment_keys ${sql} GROUP BY status`).all(...params);
+    for (const r of rows) out[r.status] = r.n;
     return out;
   }
 

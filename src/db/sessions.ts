@@ -85,9 +85,11 @@ export class SessionStore {
     return this.db.query("DELETE FROM sessions WHERE user_id = ?").run(userId).changes;
   }
 
-  deleteExpired(now: number, idleMs: number): number {
+  /** Deletes the sessions past either limit; returns their ids. */
+  deleteExpired(now: number, idleMs: number): string[] {
     return this.db
-      .query("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at + ? <= ?")
-      .run(now, idleMs, now).changes;
+      .query<{ id: string }, [number, number, number]>("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at + ? <= ? RETURNING id")
+      .all(now, idleMs, now)
+      .map((r) => r.id);
   }
 }

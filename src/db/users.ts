@@ -40,10 +40,6 @@ export class UserStore {
     return this.db.query<UserRow, [string]>("SELECT * FROM users WHERE username = ?").get(username);
   }
 
-  getById(id: number): UserRow | null {
-    return this.db.query<UserRow, [number]>("SELECT * FROM users WHERE id = ?").get(id);
-  }
-
   list(limit: number, offset: number): UserRow[] {
     return this.db
       .query<UserRow, [number, number]>("SELECT * FROM users ORDER BY username LIMIT ? OFFSET ?")

@@ -3,11 +3,12 @@ import { Elysia } from "elysia";
 import * as v from "valibot";
 import { limit, offset } from "../core/fields.ts";
 import type { Services } from "../core/services.ts";
+import type { SessionPlugin } from "./session.ts";
 
 const timestamp = v.optional(v.pipe(v.string(), v.isoTimestamp("must be an ISO 8601 timestamp")));
 
-export function auditRoutes(services: Services) {
-  return new Elysia({ name: "latchkey/http/audit", prefix: "/api/audit" }).get(
+export function auditRoutes(services: Services, session: SessionPlugin) {
+  return new Elysia({ name: "latchkey/http/audit", prefix: "/api/audit" }).use(session).get(
     "",
     ({ query }) => {
       const filter = { actor: query.actor, action: query.action, outcome: query.outcome, since: query.since, until: query.until };
@@ -38,6 +39,7 @@ export function auditRoutes(services: Services) {
         offset,
         format: v.optional(v.picklist(["json", "jsonl"], "must be json or jsonl")),
       }),
+      access: "admin",
       detail: { tags: ["audit"], summary: "Audit log", description: "Newest first, filterable by actor, action, outcome and time. `format=jsonl` exports every matching entry, oldest first, as JSON lines." },
     },
   );

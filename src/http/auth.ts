@@ -5,8 +5,8 @@ import { badRequest } from "../core/errors.ts";
 import { loginPassword, username } from "../core/fields.ts";
 import type { Login } from "../core/auth.ts";
 import type { Services } from "../core/services.ts";
-import type { Caller } from "./session.ts";
 import { clearedCookie, csrfToken, sessionCookie } from "./session.ts";
+import type { SessionPlugin } from "./session.ts";
 
 const loginBody = v.strictObject({
   username,
@@ -26,7 +26,7 @@ const loginReply = v.object({
   csrf_token: v.optional(v.string()),
 });
 
-export function authRoutes(services: Services, options: { tls: boolean }) {
+export function authRoutes(services: Services, session: SessionPlugin, options: { tls: boolean }) {
   const reply = (login: Login, cookie: boolean | undefined, set: { headers: Record<string, string | number> }): v.InferOutput<typeof loginReply> => {
     if (!cookie) return { token: login.token, role: login.role, expires_in: login.expiresIn };
     // The token stays in the HttpOnly cookie: page script never sees a bearer token it could leak.
@@ -35,10 +35,10 @@ export function authRoutes(services: Services, options: { tls: boolean }) {
   };
 
   return new Elysia({ name: "latchkey/http/auth", prefix: "/api/auth" })
+    .use(session)
     .post(
       "/login",
-      async ({ body, set, ...ctx }) => {
-        const { address } = ctx as unknown as Caller;
+      async ({ body, set, address }) => {
         let login: Login;
         if (body.password !== undefined) {
           login = await services.auth.loginWithPassword(body.username, body.password, address);
@@ -50,6 +50,7 @@ export function authRoutes(services: Services, options: { tls: boolean }) {
         return reply(login, body.cookie, set);
       },
       {
+        public: true,
         body: loginBody,
         response: { 200: loginReply },
         detail: { tags: ["auth"], summary: "Log in with a password", description: "Returns an opaque bearer token valid for `expires_in` seconds of inactivity (and at most the absolute session lifetime). Failed logins are throttled per account and per address (429 with Retry-After)." },
@@ -57,19 +58,16 @@ export function authRoutes(services: Services, options: { tls: boolean }) {
     )
     .post(
       "/logout",
-      ({ set, ...ctx }) => {
-        const { principal, address } = ctx as unknown as Caller;
-        services.auth.logout(principal!, address);
+      ({ set, principal, address }) => {
+        services.auth.logout(principal, address);
         set.headers["set-cookie"] = clearedCookie(options.tls);
         return { ok: true };
       },
-      { detail: { tags: ["auth"], summary: "End the current session" } },
+      { access: "session", detail: { tags: ["auth"], summary: "End the current session" } },
     )
     .get(
       "/session",
-      (ctx) => {
-        const { principal, viaCookie } = ctx as unknown as Caller;
-        const p = principal!;
+      ({ principal: p, viaCookie }) => {
         return {
           username: p.username,
           role: p.role,
@@ -78,36 +76,37 @@ export function authRoutes(services: Services, options: { tls: boolean }) {
           ...(viaCookie ? { csrf_token: csrfToken(services.secret, p.sessionId) } : {}),
         };
       },
-      { detail: { tags: ["auth"], summary: "Who am I: the current session's user and role" } },
+      { access: "session", detail: { tags: ["auth"], summary: "Who am I: the current session's user and role" } },
     )
     .post(
       "/scram/start",
-      ({ body, ...ctx }) => {
-        const { address } = ctx as unknown as Caller;
+      ({ body, address }) => {
         const { serverFirst, prehash } = services.auth.scramStart(body.client_first, address);
         return { server_first: serverFirst, prehash };
       },
       {
+        public: true,
         body: v.strictObject({ client_first: v.pipe(v.string(), v.nonEmpty("is required"), v.maxLength(2048, "is too long")) }),
         detail: { tags: ["auth"], summary: "SCRAM-SHA-256 step 1", description: "Send the client-first message (`n,,n=USER,r=NONCE`); get the server-first message. When `prehash` is set (accounts imported from wsauth) the SCRAM password is lowercase hex SHA256(password + prehash.salt)." },
       },
     )
     .post(
       "/scram/finish",
-      ({ body, set, ...ctx }) => {
-        const { address } = ctx as unknown as Caller;
+      ({ body, set, address }) => {
         const login = services.auth.scramFinish(body.client_final, address);
         return { ...reply(login, body.cookie, set), server_final: login.serverFinal };
       },
       {
+        public: true,
         body: v.strictObject({ client_final: v.pipe(v.string(), v.nonEmpty("is required"), v.maxLength(4096, "is too long")), cookie: v.optional(v.boolean()) }),
         detail: { tags: ["auth"], summary: "SCRAM-SHA-256 step 2", description: "Send the client-final message; get a session token and the server-final message (`v=...`) to verify the server." },
       },
     )
     .post(
       "/challenge",
-      ({ body, ...ctx }) => services.auth.legacyChallenge(body.username, (ctx as unknown as Caller).address),
+      ({ body, address }) => services.auth.legacyChallenge(body.username, address),
       {
+        public: true,
         body: v.strictObject({ username }),
         detail: { tags: ["auth"], summary: "wsauth nonce challenge (needs --legacy-challenge-login)", description: "Returns a single-use nonce (30 s) and the account's wsauth salt. Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce)." },
       },

@@ -10,20 +10,17 @@
  * answers HEAD, with the same `checkRequest` underneath.
  */
 import type { Server } from "bun";
-import { AppError } from "../core/errors.ts";
+import { reportError } from "../core/errors.ts";
 import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
-import { routeAccess } from "./access.ts";
 import { clientAddress, type TrustedProxies } from "./client-address.ts";
-import { INTERNAL_ERROR_BODY, wireErrorBody } from "./errors.ts";
+import { errorBody } from "./errors.ts";
 import { checkRequest } from "./licensing-api.ts";
 import { securityHeaders } from "./security.ts";
 
 export const CHECK_PATH = "/api/check";
 
 export function checkRoute(services: Services, log: Logger, options: { tls: boolean; trustedProxies: TrustedProxies | null }) {
-  // The policy table stays the one authority on who may call what.
-  if (routeAccess[`GET ${CHECK_PATH}`] !== "public") throw new Error(`${CHECK_PATH} is served without a session, so its policy must be public`);
   const headers = { ...securityHeaders(options), "content-type": "application/json" };
   // Built once: Bun copies a Headers object into a response faster than it reads a plain one.
   const prebuilt = new Headers(headers);
@@ -39,18 +36,15 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
         clientAddress(server.requestIP(request)?.address ?? null, request.headers, options.trustedProxies),
       );
       status = reply.status;
-      body = reply.json ?? JSON.stringify(reply.body);
+      body = reply.json;
       retryAfter = reply.retryAfter;
     } catch (error) {
-      if (error instanceof AppError) {
-        status = error.status;
-        body = JSON.stringify(wireErrorBody(error));
-        retryAfter = error.retryAfter;
-      } else {
-        log.error("unhandled error", { method: request.method, url: CHECK_PATH, error: String((error as Error)?.stack ?? error) });
-        status = 500;
-        body = JSON.stringify(INTERNAL_ERROR_BODY);
-      }
+      const report = reportError(error, (unexpected) =>
+        log.error("unhandled error", { method: request.method, url: CHECK_PATH, error: String((unexpected as Error)?.stack ?? unexpected) }),
+      );
+      status = report.status;
+      body = JSON.stringify(errorBody(report, true));
+      retryAfter = report.retryAfter;
     }
     const response = new Response(body, { status, headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) } });
     metrics.request(request.method, CHECK_PATH, status, (performance.now() - started) / 1000);

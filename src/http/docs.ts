@@ -2,12 +2,13 @@
  * The OpenAPI document (generated from the routes' valibot schemas) at /openapi/json and
  * /swagger/json, and Swagger UI at /swagger, served from assets embedded in the binary.
  */
-import { Elysia } from "elysia";
-import { openapi } from "@elysiajs/openapi";
+import { Elysia, type AnyElysia } from "elysia";
+import { toOpenAPISchema } from "@elysiajs/openapi";
 import { toJsonSchema } from "@valibot/to-json-schema";
 import swaggerBundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "file" };
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "file" };
 import { VERSION } from "../version.ts";
+import type { SessionPlugin } from "./session.ts";
 
 const page = `<!doctype html>
 <html lang="en">
@@ -28,33 +29,52 @@ const page = `<!doctype html>
 
 const init = `window.ui = SwaggerUIBundle({ url: "/openapi/json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: false });\n`;
 
-/** The plugin serves one document per path: mounted twice, it answers both spellings. */
-function openapiAt(specPath: string) {
-  return openapi({
-    path: specPath.replace(/\/json$/, "-ui"),
-    specPath,
-    provider: null,
-    // Transforms and regex flags have no JSON Schema form; the rest of each schema still documents.
-    mapJsonSchema: { valibot: (schema: Parameters<typeof toJsonSchema>[0]) => toJsonSchema(schema, { errorMode: "ignore" }) },
-    exclude: { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] },
-    documentation: {
-      info: {
-        title: "latchkey",
-        version: VERSION,
-        description:
-          "Client enrollment, authentication and licensing server. Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
-      },
-      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
-      security: [{ bearer: [] }],
-    },
-  });
+/** Routes that are not API calls: the panel, the docs themselves. */
+const exclude = { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] };
+
+// Transforms and regex flags have no JSON Schema form; the rest of each schema still documents.
+const mapJsonSchema = { valibot: (schema: Parameters<typeof toJsonSchema>[0]) => toJsonSchema(schema, { errorMode: "ignore" }) };
+
+const documentation = {
+  info: {
+    title: "latchkey",
+    version: VERSION,
+    description:
+      "Client enrollment, authentication and licensing server. Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
+  },
+  components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+  security: [{ bearer: [] }],
+};
+
+/**
+ * The OpenAPI document of the whole app, built by the OpenAPI plugin's generator from the routes'
+ * schemas, once per set of routes. (The plugin's own routes are not used: a route must declare its
+ * access, which the plugin's cannot, and under a guard the plugin sees only the guard's routes.)
+ */
+function openapiDocument(root: () => AnyElysia) {
+  let built: { routes: number; document: object } | undefined;
+  return () => {
+    const app = root();
+    if (built?.routes === app.routes.length) return built.document;
+    const { paths, components } = toOpenAPISchema(app, exclude, undefined, mapJsonSchema);
+    const document = {
+      ...documentation,
+      openapi: "3.1.2",
+      paths,
+      components: { ...documentation.components, schemas: components.schemas },
+    };
+    built = { routes: app.routes.length, document };
+    return document;
+  };
 }
 
-export function docsRoutes() {
+export function docsRoutes(session: SessionPlugin, root: () => AnyElysia) {
+  const document = openapiDocument(root);
   return new Elysia({ name: "latchkey/http/docs" })
-    .use(openapiAt("/openapi/json"))
-    .use(openapiAt("/swagger/json"))
-    .get("/swagger", () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }), { detail: { hide: true } })
+    .use(session)
+    .get("/openapi/json", () => document(), { public: true, detail: { hide: true } })
+    .get("/swagger/json", () => document(), { public: true, detail: { hide: true } })
+    .get("/swagger", () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }), { public: true, detail: { hide: true } })
     .get(
       "/swagger/*",
       ({ params, set }) => {
@@ -70,6 +90,6 @@ export function docsRoutes() {
             return { error: { code: "not_found", message: "no such file" } };
         }
       },
-      { detail: { hide: true } },
+      { public: true, detail: { hide: true } },
     );
 }

@@ -4,34 +4,30 @@ import * as v from "valibot";
 import { clientUuid, expiry, group, idParam, keyLabel, limit, offset } from "../core/fields.ts";
 import { badRequest } from "../core/errors.ts";
 import type { Services } from "../core/services.ts";
-import type { Caller } from "./session.ts";
-
-function callerOf(ctx: unknown) {
-  const { principal, address } = ctx as Caller;
-  return { principal: principal!, actor: { name: principal!.username, address } };
-}
+import type { SessionPlugin } from "./session.ts";
 
 const idParams = v.strictObject({ id: idParam });
 const requestHost = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$/;
 const serverAddress = v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/, "must be HOST:PORT"));
 
-export function enrollmentRoutes(services: Services) {
+export function enrollmentRoutes(services: Services, session: SessionPlugin) {
   const enrollment = services.enrollment;
   return new Elysia({ name: "latchkey/http/enrollment", prefix: "/api" })
-    .get("/settings", () => enrollment.getSettings(), { detail: { tags: ["enrollment"], summary: "Server settings", description: "`require_auth_key`: clients must present a pre-shared key to register." } })
-    .patch("/settings", ({ body, ...ctx }) => enrollment.updateSettings(callerOf(ctx).actor, body), {
+    .use(session)
+    .get("/settings", () => enrollment.getSettings(), { access: "viewer", detail: { tags: ["enrollment"], summary: "Server settings", description: "`require_auth_key`: clients must present a pre-shared key to register." } })
+    .patch("/settings", ({ body, actor }) => enrollment.updateSettings(actor, body), {
       body: v.strictObject({ require_auth_key: v.optional(v.boolean("must be true or false")) }),
-      detail: { tags: ["enrollment"], summary: "Change settings", description: "Takes effect for the very next registration; no restart." },
+      access: "admin", detail: { tags: ["enrollment"], summary: "Change settings", description: "Takes effect for the very next registration; no restart." },
     })
-    .get("/keys", ({ query, ...ctx }) => enrollment.listKeys(callerOf(ctx).principal, { status: query.status }, query.limit ?? 100, query.offset ?? 0), {
+    .get("/keys", ({ query, principal }) => enrollment.listKeys(principal, { status: query.status }, query.limit ?? 100, query.offset ?? 0), {
       query: v.strictObject({ status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), limit, offset }),
-      detail: { tags: ["enrollment"], summary: "List pre-shared keys", description: "Viewers see keys of their groups only, masked." },
+      access: "viewer", detail: { tags: ["enrollment"], summary: "List pre-shared keys", description: "Viewers see keys of their groups only, masked." },
     })
     .post(
       "/keys",
-      ({ body, set, ...ctx }) => {
+      ({ body, set, actor }) => {
         set.status = 201;
-        return { items: enrollment.generate(callerOf(ctx).actor, { quantity: body.quantity, label: body.label ?? "", expiresAt: body.expires_at ?? null, group: body.group ?? null }) };
+        return { items: enrollment.generate(actor, { quantity: body.quantity, label: body.label ?? "", expiresAt: body.expires_at ?? null, group: body.group ?? null }) };
       },
       {
         body: v.strictObject({
@@ -40,25 +36,25 @@ export function enrollmentRoutes(services: Services) {
           expires_at: v.optional(expiry),
           group: v.optional(group),
         }),
-        detail: { tags: ["enrollment"], summary: "Generate 1-100 keys", description: "XXXX-XXXX-XXXX from an alphabet without 0 O 1 I L; pending until a client registers with one." },
+        access: "admin", detail: { tags: ["enrollment"], summary: "Generate 1-100 keys", description: "XXXX-XXXX-XXXX from an alphabet without 0 O 1 I L; pending until a client registers with one." },
       },
     )
-    .get("/keys/:id", ({ params, ...ctx }) => enrollment.getKey(callerOf(ctx).principal, params.id), { params: idParams, detail: { tags: ["enrollment"], summary: "Read a key" } })
-    .post("/keys/:id/revoke", ({ params, ...ctx }) => enrollment.revokeKey(callerOf(ctx).actor, params.id), {
+    .get("/keys/:id", ({ params, principal }) => enrollment.getKey(principal, params.id), { params: idParams, access: "viewer", detail: { tags: ["enrollment"], summary: "Read a key" } })
+    .post("/keys/:id/revoke", ({ params, actor }) => enrollment.revokeKey(actor, params.id), {
       params: idParams,
-      detail: { tags: ["enrollment"], summary: "Revoke a key", description: "Its bound client is disconnected at once and refused from then on." },
+      access: "admin", detail: { tags: ["enrollment"], summary: "Revoke a key", description: "Its bound client is disconnected at once and refused from then on." },
     })
-    .post("/keys/:id/reset", ({ params, ...ctx }) => enrollment.resetKey(callerOf(ctx).actor, params.id), {
+    .post("/keys/:id/reset", ({ params, actor }) => enrollment.resetKey(actor, params.id), {
       params: idParams,
-      detail: { tags: ["enrollment"], summary: "Reset a key to pending", description: "Clears the binding, e.g. for a reinstalled machine with a new UUID." },
+      access: "admin", detail: { tags: ["enrollment"], summary: "Reset a key to pending", description: "Clears the binding, e.g. for a reinstalled machine with a new UUID." },
     })
     .delete(
       "/keys/:id",
-      ({ params, set, ...ctx }) => {
-        enrollment.deleteKey(callerOf(ctx).actor, params.id);
+      ({ params, set, actor }) => {
+        enrollment.deleteKey(actor, params.id);
         set.status = 204;
       },
-      { params: idParams, detail: { tags: ["enrollment"], summary: "Delete a key permanently" } },
+      { params: idParams, access: "admin", detail: { tags: ["enrollment"], summary: "Delete a key permanently" } },
     )
     .get(
       "/keys/:id/install-command",
@@ -73,27 +69,27 @@ export function enrollmentRoutes(services: Services) {
       {
         params: idParams,
         query: v.strictObject({ server: v.optional(serverAddress) }),
-        detail: { tags: ["enrollment"], summary: "The install command for a key", description: "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`)." },
+        access: "admin", detail: { tags: ["enrollment"], summary: "The install command for a key", description: "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`)." },
       },
     )
     .get(
       "/clients",
-      ({ query, ...ctx }) => enrollment.listClients(callerOf(ctx).principal, { status: query.status, group: query.group }, query.limit ?? 100, query.offset ?? 0),
+      ({ query, principal }) => enrollment.listClients(principal, { status: query.status, group: query.group }, query.limit ?? 100, query.offset ?? 0),
       {
         query: v.strictObject({ status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), limit, offset }),
-        detail: { tags: ["enrollment"], summary: "List enrolled clients", description: "Viewers see the clients of their groups only." },
+        access: "viewer", detail: { tags: ["enrollment"], summary: "List enrolled clients", description: "Viewers see the clients of their groups only." },
       },
     )
-    .get("/clients/:uuid", ({ params, ...ctx }) => enrollment.getClient(callerOf(ctx).principal, params.uuid), {
+    .get("/clients/:uuid", ({ params, principal }) => enrollment.getClient(principal, params.uuid), {
       params: v.strictObject({ uuid: clientUuid }),
-      detail: { tags: ["enrollment"], summary: "Read a client" },
+      access: "viewer", detail: { tags: ["enrollment"], summary: "Read a client" },
     })
     .delete(
       "/clients/:uuid",
-      ({ params, set, ...ctx }) => {
-        enrollment.deleteClient(callerOf(ctx).actor, params.uuid);
+      ({ params, set, actor }) => {
+        enrollment.deleteClient(actor, params.uuid);
         set.status = 204;
       },
-      { params: v.strictObject({ uuid: clientUuid }), detail: { tags: ["enrollment"], summary: "Delete a client", description: "Revokes its key and closes its connection." } },
+      { params: v.strictObject({ uuid: clientUuid }), access: "admin", detail: { tags: ["enrollment"], summary: "Delete a client", description: "Revokes its key and closes its connection." } },
     );
 }

@@ -1,10 +1,11 @@
 /**
- * The one place that turns errors into HTTP responses:
- * `{"error": {"code", "message", "field"?}}` with a fitting status. Messages of unexpected
- * errors are never shown; they are logged.
+ * Errors as HTTP responses: `{"error": {"code", "message", "field"?}}` with a fitting status, or
+ * the licensing seed's `{"result":"failure","error"}` on its calls. What the caller is told is
+ * decided by `reportError` (core/errors.ts), for every transport alike; unexpected errors are
+ * logged, never shown.
  */
 import { Elysia } from "elysia";
-import { AppError } from "../core/errors.ts";
+import { AppError, reportError, type ErrorReport } from "../core/errors.ts";
 import type { Logger } from "../log.ts";
 import { describeIssue, issueField, type IssueLike } from "../core/validation.ts";
 
@@ -15,18 +16,26 @@ export interface ErrorBody {
 /** The seed's licensing calls answer errors in their own shape, so that seed clients read them. */
 const WIRE_PATHS = new Set(["/api/activate", "/api/check", "/api/deactivate"]);
 
-export function wireErrorBody(error: AppError): Record<string, unknown> {
-  return { result: "failure", error: error.message, ...(error.field === undefined ? {} : { field: error.field }) };
+/**
+ * The body for an error: the seed's shape on its calls (`wire`), otherwise ours. An internal error
+ * is always ours, so that it reads the same everywhere.
+ */
+export function errorBody(report: ErrorReport, wire = false): ErrorBody | Record<string, unknown> {
+  if (wire && report.status !== 500) {
+    return { result: "failure", error: report.message, ...(report.field === undefined ? {} : { field: report.field }) };
+  }
+  const body: ErrorBody = { error: { code: report.code, message: report.message } };
+  if (report.field !== undefined) body.error.field = report.field;
+  if (report.retryAfter !== undefined) body.error.retry_after = report.retryAfter;
+  return body;
 }
 
-/** What an unexpected error answers: its details go to the log only. */
-export const INTERNAL_ERROR_BODY: ErrorBody = { error: { code: "internal", message: "internal error; the server log has the details" } };
-
-export function errorBody(error: AppError): ErrorBody {
-  const body: ErrorBody = { error: { code: error.code, message: error.message } };
-  if (error.field !== undefined) body.error.field = error.field;
-  if (error.retryAfter !== undefined) body.error.retry_after = error.retryAfter;
-  return body;
+/** The headers an error reply carries besides the body's. */
+export function errorHeaders(report: ErrorReport): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (report.retryAfter !== undefined) headers["retry-after"] = String(report.retryAfter);
+  if (report.status === 401) headers["www-authenticate"] = 'Bearer realm="latchkey"';
+  return headers;
 }
 
 /** Maps Elysia's own errors (validation, parse, not found) to AppErrors. */
@@ -67,16 +76,12 @@ function pathOf(url: string): string {
 
 export function errorPlugin(log: Logger) {
   return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
-    const appError = toAppError(code, error);
-    if (!appError) {
-      log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((error as Error)?.stack ?? error) });
-      set.status = 500;
-      return INTERNAL_ERROR_BODY;
-    }
-    set.status = appError.status;
-    if (appError.retryAfter !== undefined) set.headers["retry-after"] = String(appError.retryAfter);
-    if (appError.status === 401) set.headers["www-authenticate"] = 'Bearer realm="latchkey"';
-    if (WIRE_PATHS.has(pathOf(request.url))) return wireErrorBody(appError);
-    return errorBody(appError);
+    const report = reportError(toAppError(code, error) ?? error, (unexpected) =>
+      log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((unexpected as Error)?.stack ?? unexpected) }),
+    );
+    set.status = report.status;
+    Object.assign(set.headers, errorHeaders(report));
+    return errorBody(report, WIRE_PATHS.has(pathOf(request.url)));
   });
 }
+

@@ -2,15 +2,16 @@
  * The public licensing API of the mini-key-server seed: `POST /api/activate`, `GET /api/check`,
  * plus `POST /api/deactivate` and `GET /api/license/public-key`. Fields come as a form, a query
  * string or JSON; replies carry exactly the seed's status codes and bodies (errors in the seed's
- * `{"result":"failure","error"}` shape, see WIRE_PATHS in errors.ts).
+ * `{"result":"failure","error"}` shape, see WIRE_PATHS in errors.ts). The licensing core returns
+ * each call's outcome (core/licensing/wire.ts); this file renders it as the seed's reply.
  */
 import { Elysia } from "elysia";
 import * as v from "valibot";
 import { badRequest } from "../core/errors.ts";
-import type { AddressSource, WireReply, WireRequest } from "../core/licenses.ts";
+import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, Throttled, WireRequest } from "../core/licensing/index.ts";
 import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
-import type { Caller } from "./session.ts";
+import type { SessionPlugin } from "./session.ts";
 
 const text = (max: number) => v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`));
 
@@ -71,7 +72,7 @@ export function quickWire(fields: Record<string, unknown>): WireRequest | null {
 /**
  * Merges query and body (the body wins), treats empty fields as absent, and validates. Neither
  * `hwid` nor `machine` is well-formed input: a check without them fails (404), while activate and
- * deactivate, which need a machine for the seat, refuse them (400, core/licenses.ts).
+ * deactivate, which need a machine for the seat, refuse them (400, core/licensing/wire.ts).
  */
 export function parseWire(query: Record<string, unknown>, body: unknown): WireRequest {
   if (body === undefined) {
@@ -126,10 +127,109 @@ function decodeField(raw: string, key: string | null): string {
   }
 }
 
-/** A check, from the request's query string. */
-export function checkRequest(services: Services, request: Request, address: AddressSource): WireReply {
+/** A reply of the public licensing API: status and body exactly as the seed documents them. */
+export interface WireReply {
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>>;
+  readonly retryAfter?: number;
+}
+
+/** A check's reply with its body serialized: the check route writes it as it is. */
+export interface CheckReply extends WireReply {
+  readonly json: string;
+}
+
+function failure(status: number, error: string, supportMessage?: string): WireReply {
+  return { status, body: supportMessage === undefined ? { result: "failure", error } : { result: "failure", error, support_message: supportMessage } };
+}
+
+function throttled(outcome: Throttled): WireReply {
+  const wait = outcome.retryAfter;
+  return {
+    status: 429,
+    retryAfter: wait,
+    body: { result: "failure", error: `${outcome.reason}; retry in ${wait} s`, retry_after: wait, support_message: outcome.supportMessage },
+  };
+}
+
+function activateReply(outcome: ActivateOutcome): WireReply {
+  switch (outcome.kind) {
+    case "ok":
+      return { status: 201, body: { result: "ok", remainingActivations: outcome.remaining, receipt: outcome.receipt } };
+    case "invalid":
+      return failure(404, "invalid activation token", outcome.supportMessage);
+    case "expired":
+      return failure(410, "key is no longer valid", outcome.supportMessage);
+    case "full":
+      return failure(410, "key is out of activations", outcome.supportMessage);
+    case "throttled":
+      return throttled(outcome);
+  }
+}
+
+function checkReply(outcome: CheckOutcome): WireReply {
+  switch (outcome.kind) {
+    case "ok":
+      return { status: 201, body: { result: "ok", receipt: outcome.receipt } };
+    case "invalid":
+      return failure(404, "invalid key", outcome.supportMessage);
+    case "expired":
+      return failure(410, "key is no longer valid", outcome.supportMessage);
+    case "throttled":
+      return throttled(outcome);
+  }
+}
+
+function deactivateReply(outcome: DeactivateOutcome): WireReply {
+  switch (outcome.kind) {
+    case "ok":
+      return { status: 200, body: { result: "ok", remainingActivations: outcome.remaining } };
+    case "invalid":
+      return failure(404, "invalid key");
+    case "not-activated":
+      return failure(404, "machine is not activated");
+    case "throttled":
+      return throttled(outcome);
+  }
+}
+
+/**
+ * Check replies by outcome. The licensing core hands the same outcome out again while it stands
+ * (a machine's nonce-less receipt for up to a minute, an application's failed checks until it
+ * changes), so each is rendered and serialized once rather than on every check (a receipt is ~330
+ * bytes of JSON); the replies of one-off outcomes go with them.
+ */
+const checkReplies = new WeakMap<CheckOutcome, CheckReply>();
+
+function renderedCheck(outcome: CheckOutcome): CheckReply {
+  let reply = checkReplies.get(outcome);
+  if (reply === undefined) {
+    const rendered = checkReply(outcome);
+    checkReplies.set(outcome, (reply = { ...rendered, json: JSON.stringify(rendered.body) }));
+  }
+  return reply;
+}
+
+/** An activation, rendered and counted in /metrics. */
+function activateRequest(services: Services, request: WireRequest, address: string | null): WireReply {
+  const reply = activateReply(services.licensing.activate(request, address));
+  services.metrics.licensing("activate", String(reply.status));
+  return reply;
+}
+
+/** A check from the request's query string, rendered and counted in /metrics. */
+export function checkRequest(services: Services, request: Request, address: AddressSource): CheckReply {
   const url = request.url;
-  return services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address);
+  const reply = renderedCheck(services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address));
+  services.metrics.licensing("check", String(reply.status));
+  return reply;
+}
+
+/** A deactivation, rendered and counted in /metrics. */
+function deactivateRequest(services: Services, request: WireRequest, address: string | null): WireReply {
+  const reply = deactivateReply(services.licensing.deactivate(request, address));
+  services.metrics.licensing("deactivate", String(reply.status));
+  return reply;
 }
 
 /**
@@ -177,37 +277,37 @@ const wireParameters = WIRE_FIELD_NAMES.map((name) => ({
 const fieldsDoc =
   "Fields `token`, `app_id`, `machine`, `user`, `hwid` (and optional `nonce`, echoed in the receipt) as form fields, query string or JSON. `hwid` identifies the machine (its `machine` name stands in when there is none).";
 
-export function licensingApiRoutes(services: Services) {
+export function licensingApiRoutes(services: Services, session: SessionPlugin) {
   const licensing = services.licensing;
   return new Elysia({ name: "latchkey/http/licensing-api", prefix: "/api" })
-    .post("/activate", ({ query, body, set, ...ctx }) => send(licensing.activate(parseWire(query, body), (ctx as unknown as Caller).address), set), {
+    .use(session)
+    .post("/activate", ({ query, body, set, address }) => send(activateRequest(services, parseWire(query, body), address), set), {
       query: documented,
       body: v.optional(documented),
-      detail: {
+      public: true, detail: {
         tags: ["licensing"],
         summary: "Activate a license key on a machine",
         description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). 429 with Retry-After when throttled.`,
       },
     })
     // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
-    // `address` comes from the session plugin's derive, which this plugin does not see.
-    .get("/check", ({ request, set, address }: { request: Request; set: ReplySet; address?: string | null }) => {
-      const reply = checkRequest(services, request, address ?? null);
+    .get("/check", ({ request, set, address }) => {
+      const reply = checkRequest(services, request, address);
       set.status = reply.status;
       if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
       return reply.body;
     }, {
-      detail: {
+      public: true, detail: {
         parameters: wireParameters,
         tags: ["licensing"],
         summary: "Check that a machine's activation is valid",
         description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), a check with neither \`hwid\` nor \`machine\` included. With \`app_id\`, a failure also carries that application's \`support_message\` (\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. 400 naming the field only for malformed input (too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). 429 with Retry-After when throttled.`,
       },
     })
-    .post("/deactivate", ({ query, body, set, ...ctx }) => send(licensing.deactivate(parseWire(query, body), (ctx as unknown as Caller).address), set), {
+    .post("/deactivate", ({ query, body, set, address }) => send(deactivateRequest(services, parseWire(query, body), address), set), {
       query: documented,
       body: v.optional(documented),
-      detail: { tags: ["licensing"], summary: "Free a machine's seat", description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.` },
+      public: true, detail: { tags: ["licensing"], summary: "Free a machine's seat", description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.` },
     })
     .get(
       "/license/public-key",
@@ -218,7 +318,7 @@ export function licensingApiRoutes(services: Services) {
       },
       {
         query: v.strictObject({ format: v.optional(v.picklist(["json", "pem"], "must be json or pem")) }),
-        detail: { tags: ["licensing"], summary: "The public key that verifies license receipts", description: "Ed25519 (JWS alg EdDSA), SPKI PEM. `?format=pem` returns the bare PEM file." },
+        public: true, detail: { tags: ["licensing"], summary: "The public key that verifies license receipts", description: "Ed25519 (JWS alg EdDSA), SPKI PEM. `?format=pem` returns the bare PEM file." },
       },
     );
 }

@@ -2,10 +2,12 @@
 import { Elysia } from "elysia";
 import type { Services } from "../core/services.ts";
 import { VERSION } from "../version.ts";
+import type { SessionPlugin } from "./session.ts";
 
-export function opsRoutes(services: Services) {
+export function opsRoutes(services: Services, session: SessionPlugin) {
   const check = services.db.query<{ ok: number }, []>("SELECT 1 AS ok");
   return new Elysia({ name: "latchkey/http/ops" })
+    .use(session)
     .get(
       "/healthz",
       ({ set }) => {
@@ -18,11 +20,11 @@ export function opsRoutes(services: Services) {
         }
         return { status: database === "ok" ? "ok" : "unavailable", database, version: VERSION };
       },
-      { detail: { tags: ["operations"], summary: "Liveness and database check" } },
+      { public: true, detail: { tags: ["operations"], summary: "Liveness and database check" } },
     )
     .get(
       "/metrics",
       () => new Response(services.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
-      { detail: { tags: ["operations"], summary: "Prometheus metrics" } },
+      { public: true, detail: { tags: ["operations"], summary: "Prometheus metrics" } },
     );
 }

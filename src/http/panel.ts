@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { bundlePanel } from "./panel-bundle.ts" with { type: "macro" };
 import indexHtml from "../../assets/panel/index.html" with { type: "text" };
 import appCss from "../../assets/panel/app.css" with { type: "text" };
+import type { SessionPlugin } from "./session.ts";
 
 const appJs: string = bundlePanel();
 
@@ -29,9 +30,10 @@ function serve(file: Asset, request: Request, cache: string): Response {
   return new Response(file.body, { headers: { "content-type": file.type, etag: file.etag, "cache-control": cache } });
 }
 
-export function panelRoutes() {
+export function panelRoutes(session: SessionPlugin) {
   return new Elysia({ name: "latchkey/http/panel" })
-    .get("/", ({ request }) => serve(index, request, "no-cache"), { detail: { hide: true } })
+    .use(session)
+    .get("/", ({ request }) => serve(index, request, "no-cache"), { public: true, detail: { hide: true } })
     .get(
       "/panel/*",
       ({ params, request, set }) => {
@@ -42,6 +44,6 @@ export function panelRoutes() {
         }
         return serve(file, request, "no-cache");
       },
-      { detail: { hide: true } },
+      { public: true, detail: { hide: true } },
     );
 }

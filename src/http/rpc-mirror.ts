@@ -4,15 +4,14 @@ import * as v from "valibot";
 import { badRequest } from "../core/errors.ts";
 import type { Services } from "../core/services.ts";
 import type { Registry } from "../rpc/registry.ts";
-import type { Caller } from "./session.ts";
+import type { SessionPlugin } from "./session.ts";
 
 const segment = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, _ . -"));
 
-export function rpcMirrorRoutes(services: Services, registry: Registry) {
-  return new Elysia({ name: "latchkey/http/rpc-mirror" }).put(
+export function rpcMirrorRoutes(services: Services, session: SessionPlugin, registry: Registry) {
+  return new Elysia({ name: "latchkey/http/rpc-mirror" }).use(session).put(
     "/:namespace/:name",
-    async ({ params, body, ...ctx }) => {
-      const { principal, address } = ctx as unknown as Caller;
+    async ({ params, body, principal, address }) => {
       let args: unknown;
       const text = typeof body === "string" ? body : "";
       if (text.trim() !== "") {
@@ -26,6 +25,7 @@ export function rpcMirrorRoutes(services: Services, registry: Registry) {
       return { args: result };
     },
     {
+      rpc: true,
       params: v.strictObject({ namespace: segment, name: segment }),
       parse: "text",
       detail: {

@@ -1,14 +1,19 @@
 /**
- * Authentication and access control for every REST route, in one global hook: find the
- * route's policy (unlisted routes are refused), find the caller from the bearer token or the
- * panel's cookie, enforce the role, and require the CSRF header on cookie-borne writes.
+ * Authentication and access control, declared on each route: `access: "admin" | "viewer" |
+ * "session"` (a signed-in caller, at least that role), `public: true` (no session), or `rpc: true`
+ * (the RPC registry decides per call). Each finds the caller from the bearer token or the panel's
+ * cookie before the body is validated, enforces the role, requires the CSRF header on cookie-borne
+ * writes, and hands the route a typed caller. A route that declares none is refused (403), and
+ * `assertAccessDeclared` refuses to start an app with such a route.
  */
+import type { Server } from "bun";
 import { Elysia } from "elysia";
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
+import { sameSecret } from "../core/secrets.ts";
+import type { Actor } from "../core/accounts.ts";
 import { forbidden, unauthorized } from "../core/errors.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
-import { routeAccess, type Access } from "./access.ts";
 import { clientAddress, type TrustedProxies } from "./client-address.ts";
 
 export const COOKIE_TLS = "__Host-latchkey_session";
@@ -40,12 +45,6 @@ export function csrfToken(secret: Uint8Array, sessionId: string): string {
   return createHmac("sha256", secret).update(`csrf:${sessionId}`).digest("base64url");
 }
 
-function sameToken(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
 /** A browser-sent Origin must name this very host; other clients send none. */
 export function originAllowed(request: Request): boolean {
   const origin = request.headers.get("origin");
@@ -58,14 +57,28 @@ export function originAllowed(request: Request): boolean {
   }
 }
 
+/** What a signed-in route requires of its caller: any session, or at least a role. */
+export type Access = "session" | "viewer" | "admin";
+
+/** Who calls a route that needs a session. */
+// Type aliases, not interfaces: Elysia takes what a resolve returns as an index-signature record.
 export type Caller = {
-  principal: Principal | null;
+  principal: Principal;
+  /** The caller as the audit log names them. */
+  actor: Actor;
   address: string | null;
   /** The session came from the panel's cookie rather than a bearer token. */
   viaCookie: boolean;
 };
 
-export function findCaller(services: Services, request: Request, tls: boolean): Omit<Caller, "address"> {
+/** Who calls a route whose RPC calls decide for themselves (the REST mirror, the WebSocket). */
+export type RpcCaller = {
+  principal: Principal | null;
+  address: string | null;
+  viaCookie: boolean;
+};
+
+export function findCaller(services: Services, request: Request, tls: boolean): Omit<RpcCaller, "address"> {
   const authorization = request.headers.get("authorization");
   if (authorization !== null) {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization);
@@ -84,35 +97,104 @@ export function findCaller(services: Services, request: Request, tls: boolean): 
   return { principal: null, viaCookie: false };
 }
 
-/** routeAccess by route, then method: no key string is built per request. */
-const policies = new Map<string, Map<string, Access>>();
-for (const [key, access] of Object.entries(routeAccess)) {
-  const space = key.indexOf(" ");
-  const route = key.slice(space + 1);
-  let byMethod = policies.get(route);
-  if (!byMethod) policies.set(route, (byMethod = new Map()));
-  byMethod.set(key.slice(0, space), access);
+/** What a route declares: a signed-in access level, `public` or `rpc`. */
+export type Declaration = Access | "public" | "rpc";
+
+/** The resolve function of each access declaration, and what it declares. */
+const declarations = new WeakMap<Function, Declaration>();
+
+interface RouteLike {
+  method: string;
+  path: string;
+  hooks?: unknown;
+}
+
+/** What a route declares, or null when it declares nothing (or more than one thing). */
+export function declarationOf(route: RouteLike): Declaration | null {
+  const hooks = (route.hooks ?? {}) as { beforeHandle?: { fn?: unknown }[] };
+  const found = (hooks.beforeHandle ?? []).flatMap((h) => {
+    const declared = typeof h?.fn === "function" ? declarations.get(h.fn as Function) : undefined;
+    return declared === undefined ? [] : [declared];
+  });
+  return found.length === 1 ? found[0]! : null;
+}
+
+/** Refuses to build an app in which a route does not say who may call it. */
+export function assertAccessDeclared(routes: readonly RouteLike[]): void {
+  const missing = routes.filter((route) => declarationOf(route) === null).map((route) => `${route.method} ${route.path}`);
+  if (missing.length > 0) {
+    throw new Error(`routes without an access declaration (access: "admin" | "viewer" | "session", public: true or rpc: true): ${missing.join(", ")}`);
+  }
 }
 
 export function sessionPlugin(services: Services, options: { tls: boolean; trustedProxies: TrustedProxies | null }) {
-  return new Elysia({ name: "latchkey/session" }).derive({ as: "global" }, ({ request, route, server }): Caller => {
-    // HEAD is answered by the GET route, under the GET route's policy.
-    const method = request.method === "HEAD" ? "GET" : request.method;
-    const access = policies.get(route)?.get(method);
-    const address = clientAddress(server?.requestIP(request)?.address ?? null, request.headers, options.trustedProxies);
-    if (access === undefined) throw forbidden("this route has no access policy");
-    if (access === "public") return { principal: null, address, viaCookie: false };
-    const caller = findCaller(services, request, options.tls);
+  /** What each request's declaration found, for its resolve (which runs after validation) to hand on. */
+  const callers = new WeakMap<Request, RpcCaller>();
+  const addressOf = (request: Request, server: Server<unknown> | null) =>
+    clientAddress(server?.requestIP(request)?.address ?? null, request.headers, options.trustedProxies);
+
+  /** Authenticates and authorises before the body is validated: an unknown caller learns nothing of the schema. */
+  const check = (need: Access | "rpc" | "public", request: Request, address: string | null) => {
+    if (need === "public") {
+      callers.set(request, { principal: null, address, viaCookie: false });
+      return;
+    }
+    const caller = { ...findCaller(services, request, options.tls), address };
     if (caller.principal && caller.viaCookie && !SAFE_METHODS.has(request.method)) {
       const given = request.headers.get(CSRF_HEADER) ?? "";
-      if (!originAllowed(request) || !sameToken(given, csrfToken(services.secret, caller.principal.sessionId))) {
+      if (!originAllowed(request) || !sameSecret(given, csrfToken(services.secret, caller.principal.sessionId))) {
         throw forbidden(`cross-site request refused: send the ${CSRF_HEADER} header the session gave you`);
       }
     }
     // For "rpc" the registry decides per call; a bad bearer token was still a 401 above.
-    if (access === "rpc") return { ...caller, address };
-    if (!caller.principal) throw unauthorized("log in first: send 'Authorization: Bearer <token>'");
-    if (access === "admin" && caller.principal.role !== "admin") throw forbidden("this needs the admin role");
-    return { ...caller, address };
-  });
+    if (need !== "rpc") {
+      if (!caller.principal) throw unauthorized("log in first: send 'Authorization: Bearer <token>'");
+      if (need === "admin" && caller.principal.role !== "admin") throw forbidden("this needs the admin role");
+    }
+    callers.set(request, caller);
+  };
+
+  return new Elysia({ name: "latchkey/session" })
+    .macro({
+      access: (need: Access) => {
+        const resolve = ({ request }: { request: Request }): Caller => {
+          const { principal, address, viaCookie } = callers.get(request)!;
+          return { principal: principal!, actor: { name: principal!.username, address }, address, viaCookie };
+        };
+        declarations.set(resolve, need);
+        return {
+          transform({ request, server }) {
+            check(need, request, addressOf(request, server));
+          },
+          resolve,
+        };
+      },
+      public: (_: true) => {
+        const resolve = ({ request }: { request: Request }) => ({ address: callers.get(request)!.address });
+        declarations.set(resolve, "public");
+        return {
+          transform({ request, server }) {
+            check("public", request, addressOf(request, server));
+          },
+          resolve,
+        };
+      },
+      rpc: (_: true) => {
+        const resolve = ({ request }: { request: Request }): RpcCaller => callers.get(request)!;
+        declarations.set(resolve, "rpc");
+        return {
+          transform({ request, server }) {
+            check("rpc", request, addressOf(request, server));
+          },
+          resolve,
+        };
+      },
+    })
+    .onBeforeHandle({ as: "global" }, ({ request }) => {
+      // Deny by default: a route that declared no access found no caller.
+      if (!callers.has(request)) throw forbidden("this route has no access policy");
+    });
 }
+
+/** The session plugin, made once by createApp and used by every route plugin for its declarations. */
+export type SessionPlugin = ReturnType<typeof sessionPlugin>;

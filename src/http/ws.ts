@@ -2,24 +2,23 @@
 import { Elysia } from "elysia";
 import { AppError, forbidden, unauthorized } from "../core/errors.ts";
 import type { Connection, Connections, Socket } from "../rpc/connections.ts";
-import { COOKIE_PLAIN, COOKIE_TLS, originAllowed, readCookie, type Caller } from "./session.ts";
+import { COOKIE_PLAIN, COOKIE_TLS, originAllowed, readCookie, type SessionPlugin } from "./session.ts";
 
-export function wsRoute(connections: Connections) {
+export function wsRoute(connections: Connections, session: SessionPlugin) {
   const byRaw = new WeakMap<object, Connection>();
-  return new Elysia({ name: "latchkey/http/ws" }).ws("/ws", {
-    beforeHandle(ctx) {
-      const { request } = ctx;
+  return new Elysia({ name: "latchkey/http/ws" }).use(session).ws("/ws", {
+    rpc: true,
+    beforeHandle({ request, principal, address }) {
       if (!originAllowed(request)) throw forbidden("WebSocket refused: the Origin is not this server");
       // A stale panel cookie must not quietly become an anonymous socket: the panel would not know.
       const cookieHeader = request.headers.get("cookie");
       const hasCookie = readCookie(cookieHeader, COOKIE_PLAIN) !== undefined || readCookie(cookieHeader, COOKIE_TLS) !== undefined;
-      const { principal, address } = ctx as unknown as Caller;
       if (hasCookie && !principal) throw unauthorized("the session cookie is unknown or has expired; sign in again");
       const refusal = connections.refusal(address, principal !== null);
       if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
     },
     open(ws) {
-      const { principal, address } = ws.data as unknown as Caller;
+      const { principal, address } = ws.data;
       // Elysia's type of the raw socket omits getBufferedAmount, which Bun's ServerWebSocket has.
       const connection = connections.open(ws.raw as unknown as Socket, address, principal);
       if (!connection) return;

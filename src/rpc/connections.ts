@@ -8,12 +8,26 @@
  * not read its replies is disconnected.
  */
 import * as v from "valibot";
-import { AppError } from "../core/errors.ts";
+import { AppError, reportError } from "../core/errors.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
-import { errorEnvelope, requestEnvelope, response, type EventEnvelope, type RequestId } from "./protocol.ts";
+import {
+  CLOSE_AUTH_TIMEOUT,
+  CLOSE_CLIENT_REVOKED,
+  CLOSE_IDLE,
+  CLOSE_SESSION_ENDED,
+  CLOSE_TRY_AGAIN_LATER,
+  errorEnvelope,
+  isRefusalReason,
+  REFUSAL_MESSAGES,
+  requestEnvelope,
+  response,
+  type ErrorEnvelope,
+  type EventEnvelope,
+  type RequestId,
+} from "./protocol.ts";
 import type { Registry } from "./registry.ts";
 
 /** The part of a WebSocket this module needs (Bun's ServerWebSocket fits). */
@@ -42,14 +56,6 @@ export interface Connection {
   /** When its unread replies passed the limit: nothing more is sent, and it closes once drained. */
   overflowedAt: number | null;
 }
-
-export const CLOSE_SESSION_ENDED = 4001;
-export const CLOSE_IDLE = 4000;
-export const CLOSE_CLIENT_REVOKED = 4003;
-/** Neither signed in nor registered within the deadline. */
-export const CLOSE_AUTH_TIMEOUT = 4008;
-/** RFC 6455 "try again later": over a connection cap, or replies piling up unread. */
-export const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /** How long a peer that stopped reading has to take what it was sent before it is cut off. */
 const OVERFLOW_GRACE_MS = 30_000;
@@ -90,14 +96,11 @@ export class Connections {
   ) {
     services.events.on("sessions.revoked", ({ sessionIds, reason }) => this.closeSessions(sessionIds, reason));
     services.events.on("push", (event) => this.push(event.topic, event.args, event.groups));
-    services.events.on("clients.kick", ({ uuids, reason, keyId }) => this.kickClients(uuids, reason, keyId));
+    // The domain says why in a word; the client reads the refusal it will get when it reconnects.
+    services.events.on("clients.kick", ({ uuids, reason, keyId }) => this.kickClients(uuids, isRefusalReason(reason) ? REFUSAL_MESSAGES[reason] : reason, keyId));
     services.metrics.gauge("latchkey_ws_connections", () => this.all.size);
     services.metrics.gauge("latchkey_connected_clients", () => this.byClient.size);
     services.enrollment.setPresence((uuid) => this.byClient.has(uuid), () => [...this.byClient.keys()]);
-  }
-
-  get size(): number {
-    return this.all.size;
   }
 
   /** Starts the idle sweep and the watch for changes made by other processes (the CLI). */
@@ -316,18 +319,14 @@ export class Connections {
     return principal;
   }
 
-  private errorArgs(error: unknown): { code: number; message: string; field?: string; retry_after?: number } {
-    if (error instanceof AppError) {
-      const args: { code: number; message: string; field?: string; retry_after?: number } = {
-        code: error.status,
-        message: error.status === 401 ? "Unauthorized" : error.message,
-      };
-      if (error.field !== undefined) args.field = error.field;
-      if (error.retryAfter !== undefined) args.retry_after = error.retryAfter;
-      return args;
-    }
-    this.log.error("unhandled RPC error", { error: String((error as Error)?.stack ?? error) });
-    return { code: 500, message: "internal error; the server log has the details" };
+  /** An error as the RPC envelope's args; a 401 says exactly "Unauthorized", as the sysadm seed does. */
+  private errorArgs(error: unknown): ErrorEnvelope["args"] {
+    const report = reportError(error, (unexpected) => this.log.error("unhandled RPC error", { error: String((unexpected as Error)?.stack ?? unexpected) }));
+    const args: ErrorEnvelope["args"] = { code: report.status, message: report.status === 401 ? "Unauthorized" : report.message };
+    if (report.field !== undefined) args.field = report.field;
+    if (report.retryAfter !== undefined) args.retry_after = report.retryAfter;
+    if (report.reason !== undefined && isRefusalReason(report.reason)) args.reason = report.reason;
+    return args;
   }
 
   /** Sessions that were ended (not ones that ran out): their sockets close at once. */
@@ -364,7 +363,7 @@ export class Connections {
     const bound: { uuid: string; keyId: number }[] = [];
     for (const [uuid, c] of this.byClient) if (c.clientKeyId !== null) bound.push({ uuid, keyId: c.clientKeyId });
     const lost = this.services.enrollment.lostBindings(bound);
-    if (lost.length > 0) this.kickClients(lost, "AUTH_FAILED: Invalid or revoked key");
+    if (lost.length > 0) this.kickClients(lost, REFUSAL_MESSAGES.invalid_key);
     // Sessions that ran out are not ended ones, even if their rows are gone by now.
     this.expireSessions([...this.bySession.keys()].filter((id) => this.services.sessions.ranOut(id)));
     const ids = [...this.bySession.keys()];
@@ -385,7 +384,9 @@ export class Connections {
         this.shut(c, CLOSE_AUTH_TIMEOUT, `sign in or register within ${this.options.authTimeoutSeconds} s of connecting`);
       }
     }
-    this.expireSessions([...this.bySession.keys()].filter((id) => !this.services.sessions.isAlive(id)));
+    // Only sessions known to have run out: one ended by another process (the CLI) is closed by
+    // watchDatabase with 4001, not quietly detached here.
+    this.expireSessions([...this.bySession.keys()].filter((id) => this.services.sessions.ranOut(id)));
   }
 
   /** Pushes an event to signed-in admins, and to viewers of one of its groups (if it has any). */

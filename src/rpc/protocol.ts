@@ -1,9 +1,13 @@
 /**
  * The sysadm WebSocket envelope, shared by the server and the client agent:
  * `{"namespace", "name", "id", "args"}` in; replies echo `id` with namespace "rpc" and name
- * "response" or "error"; pushes use namespace "events".
+ * "response" or "error"; pushes use namespace "events". The close codes and the registration
+ * refusals live in `protocol-codes.ts` (the admin panel imports them without valibot).
  */
 import * as v from "valibot";
+import type { RefusalReason } from "./protocol-codes.ts";
+
+export * from "./protocol-codes.ts";
 
 export const requestEnvelope = v.strictObject({
   namespace: v.pipe(v.string("must be a string"), v.nonEmpty("is required"), v.maxLength(64, "is too long")),
@@ -26,7 +30,14 @@ export interface ErrorEnvelope {
   namespace: "rpc";
   name: "error";
   id: RequestId | null;
-  args: { code: number; message: string; field?: string; retry_after?: number };
+  args: {
+    code: number;
+    message: string;
+    field?: string;
+    retry_after?: number;
+    /** A refused `client/register`: why, for the agent to act on (`message` is for people). */
+    reason?: RefusalReason;
+  };
 }
 
 export interface EventEnvelope {

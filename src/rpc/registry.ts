@@ -64,20 +64,15 @@ export class Registry {
   private readonly handlers = new Map<string, RpcHandler>();
   private readonly queryCache = new Map<Role, Record<string, "read" | "read/write">>();
 
-  constructor(handlers: readonly RpcHandler[], aliases: Record<string, string> = {}) {
+  constructor(handlers: readonly RpcHandler[]) {
     for (const h of handlers) {
       const key = `${h.namespace}/${h.name}`;
       if (this.handlers.has(key)) throw new Error(`RPC ${key} registered twice`);
       this.handlers.set(key, h);
     }
-    for (const [alias, target] of Object.entries(aliases)) {
-      const h = this.handlers.get(target);
-      if (!h) throw new Error(`RPC alias ${alias} points at unknown ${target}`);
-      this.handlers.set(alias, h);
-    }
   }
 
-  /** Every registered call (aliases included), for docs and the access-control tests. */
+  /** Every registered call, for docs and the access-control tests. */
   entries(): [string, RpcHandler][] {
     return [...this.handlers.entries()];
   }
@@ -98,7 +93,7 @@ export class Registry {
 
   private computeQuery(role: Role): Record<string, "read" | "read/write"> {
     const out: Record<string, "read" | "read/write"> = {};
-    for (const h of new Set(this.handlers.values())) {
+    for (const h of this.handlers.values()) {
       if (!h.roles) continue;
       const key = `${h.namespace}/${h.name}`;
       if (h.roles.write.includes(role)) out[key] = "read/write";

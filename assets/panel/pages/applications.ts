@@ -6,7 +6,7 @@ import { isAbort } from "../api.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { emptyState, h, plural, replace, time } from "../dom.ts";
 import { describeError, field, value } from "../forms.ts";
-import type { Application, LicenseChanged, Paged } from "../model.ts";
+import type { Application, Paged } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
 import { keepFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
@@ -184,8 +184,7 @@ registerPage({
       }
     });
     // Key counts change when keys are cut or deleted, here or elsewhere.
-    ctx.subscribe("licenses.changed", (args) => {
-      const { change } = args as unknown as LicenseChanged;
+    ctx.subscribe("licenses.changed", ({ change }) => {
       if (change === "created" || change === "deleted") refresher.request();
     });
 

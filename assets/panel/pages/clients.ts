@@ -185,7 +185,7 @@ registerPage({
       onFailure: () => void (rendered = ""),
     });
 
-    for (const topic of ["clients.online", "clients.offline", "clients.deleted"]) ctx.subscribe(topic, () => refresher.request());
+    for (const topic of ["clients.online", "clients.offline", "clients.deleted"] as const) ctx.subscribe(topic, () => refresher.request());
 
     await load();
   },

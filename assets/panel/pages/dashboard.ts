@@ -4,7 +4,7 @@
  */
 import { badge, emptyState, h, plural, replace, time, type Child } from "../dom.ts";
 import { describeError } from "../forms.ts";
-import type { AuditEntry, Client, EnrollmentKey, Health, KeyStatus, Paged, Settings, User } from "../model.ts";
+import type { AuditEntry, Client, Health, KeyList, KeyStatus, Paged, Settings, User } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
 import { keepFresh } from "../refresh.ts";
 
@@ -32,14 +32,15 @@ const KEY_STATES: readonly KeyStatus[] = ["pending", "active", "revoked"];
 
 /** Online clients and keys by state (of the viewer's groups), counted by the servers' totals. */
 async function enrollmentCounts(ctx: PageContext) {
-  const total = (path: string, query: Record<string, string>) => ctx.api.get<Paged<Client | EnrollmentKey>>(path, { ...query, limit: 1 }).then((p) => p.total);
-  const [online, clients, settings, ...keys] = await Promise.all([
-    total("/api/clients", { status: "online" }),
-    total("/api/clients", {}),
+  const total = (query: Record<string, string>) => ctx.api.get<Paged<Client>>("/api/clients", { ...query, limit: 1 }).then((p) => p.total);
+  const [online, clients, settings, keys] = await Promise.all([
+    total({ status: "online" }),
+    total({}),
     ctx.api.get<Settings>("/api/settings"),
-    ...KEY_STATES.map((status) => total("/api/keys", { status })),
+    // One request: the list reports the keys of each state besides its page.
+    ctx.api.get<KeyList>("/api/keys", { limit: 1 }),
   ]);
-  return { online, clients, settings, keys: KEY_STATES.map((status, i) => [status, keys[i]!] as const) };
+  return { online, clients, settings, keys: KEY_STATES.map((status) => [status, keys.by_status[status]] as const) };
 }
 
 function minutes(seconds: number): string {
@@ -124,7 +125,7 @@ registerPage({
         for (const target of [clients.body, keys.body]) replace(target, h("p", { class: "error-text" }, describeError(error)));
       }
     });
-    for (const topic of ["clients.online", "clients.offline", "clients.deleted", "keys.changed", "settings.changed"]) ctx.subscribe(topic, () => counts.request());
+    for (const topic of ["clients.online", "clients.offline", "clients.deleted", "keys.changed", "settings.changed"] as const) ctx.subscribe(topic, () => counts.request());
     counts.request();
 
     if (user.role === "admin") {

@@ -9,7 +9,7 @@ import { copyButton, copyText } from "../clipboard.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } from "../dom.ts";
 import { describeError, field, value, type FieldOptions } from "../forms.ts";
-import type { EnrollmentKey, KeysChanged, KeyStatus, Paged, Settings } from "../model.ts";
+import type { EnrollmentKey, KeyStatus, Paged, Settings } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
 import { keepListingFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
@@ -426,16 +426,13 @@ registerPage({
       onFailure: () => void (rendered = ""),
     });
 
-    ctx.subscribe("keys.changed", (args) => {
-      const event = args as unknown as KeysChanged;
-      if (event.change === "deleted") for (const id of event.ids ?? []) commands.delete(id);
+    ctx.subscribe("keys.changed", (event) => {
+      if (event.change === "deleted") for (const id of event.ids) commands.delete(id);
       refresher.request();
     });
-    ctx.subscribe("settings.changed", (args) => {
-      if (typeof args.require_auth_key === "boolean") settings.show({ require_auth_key: args.require_auth_key });
-    });
+    ctx.subscribe("settings.changed", (args) => settings.show(args));
     // A client's name, its reconnects (usage, last used) and its deletion show in the list.
-    for (const topic of ["clients.online", "clients.deleted"]) ctx.subscribe(topic, () => refresher.request());
+    for (const topic of ["clients.online", "clients.deleted"] as const) ctx.subscribe(topic, () => refresher.request());
 
     await load();
   },

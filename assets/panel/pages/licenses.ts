@@ -8,7 +8,7 @@ import { copyButton } from "../clipboard.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } from "../dom.ts";
 import { describeError, field, value, type FieldOptions } from "../forms.ts";
-import type { Activation, Application, License, LicenseActivated, LicenseChanged, Paged } from "../model.ts";
+import type { Activation, Application, License, Paged } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
 import { keepFresh, keepListingFresh, replaceKeepingFocus, type Refresher } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
@@ -588,13 +588,11 @@ registerPage({
       onFailure: () => void (rendered = ""),
     });
 
-    ctx.subscribe("licenses.activated", (args) => {
-      const event = args as unknown as LicenseActivated;
+    ctx.subscribe("licenses.activated", (event) => {
       refresher.request();
       if (drawer?.id === event.id) drawer.refresh();
     });
-    ctx.subscribe("licenses.changed", (args) => {
-      const event = args as unknown as LicenseChanged;
+    ctx.subscribe("licenses.changed", (event) => {
       refresher.request();
       if (drawer?.id !== event.id) return;
       if (event.change === "deleted") {

@@ -1,14 +1,25 @@
 /** Enrollment over RPC: client registration, and the keys, settings and clients subsystems. */
 import * as v from "valibot";
-import { badRequest, unauthorized } from "../../core/errors.ts";
-import { clientName, clientUuid, expiry, group, hostname, keyLabel, shortText } from "../../core/fields.ts";
+import type { RefusalReason as CoreRefusalReason } from "../../core/enrollment/index.ts";
+import { AppError, badRequest, unauthorized } from "../../core/errors.ts";
+import { clientName, clientUuid, expiry, group, hostname, keyLabel, rpcPage, shortText } from "../../core/fields.ts";
+import { REFUSAL_MESSAGES, type RefusalReason } from "../protocol.ts";
 import { defineHandler } from "../registry.ts";
 
 const id = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be a positive id"));
-const page = {
-  limit: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(1), v.maxValue(1000)), 100),
-  offset: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(0)), 0),
-};
+
+/**
+ * A refused `client/register` as the protocol words it: the woho seed's message, and the reason
+ * in a word for the agent (`args.reason` of the error envelope). A clone is a conflict (409), the
+ * rest are forbidden (403).
+ */
+export class RegistrationRefused extends AppError {
+  declare readonly reason: RefusalReason;
+
+  constructor(reason: CoreRefusalReason) {
+    super(reason === "already_connected" ? "conflict" : "forbidden", REFUSAL_MESSAGES[reason], { reason });
+  }
+}
 
 export const registerHandler = defineHandler({
   namespace: "client",
@@ -27,9 +38,15 @@ export const registerHandler = defineHandler({
     if (!connection) throw badRequest("client/register needs the WebSocket: the connection is the client's presence", "namespace");
     const current = connection.clientUuid();
     if (current !== null && current !== args.uuid) throw badRequest("this connection is already registered as another client", "uuid");
-    const result = ctx.services.enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid));
-    connection.registerClient(args.uuid, result.keyId);
-    return { registered: true, uuid: result.uuid, group: result.group, reconnect: result.reconnect };
+    const enrollment = ctx.services.enrollment;
+    const outcome = enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid));
+    if (outcome.kind === "refused") {
+      const refusal = new RegistrationRefused(outcome.reason);
+      enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
+      throw refusal;
+    }
+    connection.registerClient(args.uuid, outcome.keyId);
+    return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
   },
 });
 
@@ -68,7 +85,7 @@ export const keysHandler = defineHandler({
   access: "session",
   roles: { read: ["admin", "viewer"], write: ["admin"] },
   args: v.variant("action", [
-    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), ...page }),
+    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), ...rpcPage }),
     v.strictObject({ action: v.literal("get"), id }),
     v.strictObject({
       action: v.literal("generate"),
@@ -109,7 +126,7 @@ export const clientsHandler = defineHandler({
   access: "session",
   roles: { read: ["admin", "viewer"], write: ["admin"] },
   args: v.variant("action", [
-    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), ...page }),
+    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), ...rpcPage }),
     v.strictObject({ action: v.literal("get"), uuid: clientUuid }),
     v.strictObject({ action: v.literal("delete"), uuid: clientUuid }),
   ], "action must be one of list, get, delete"),

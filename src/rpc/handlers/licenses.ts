@@ -1,18 +1,14 @@
 /** `latchkey/licenses`: applications, license keys and activations over RPC. */
 import * as v from "valibot";
-import { activationsAllowed, appName, expiry, memo, supportMessage } from "../../core/fields.ts";
+import { activationsAllowed, appName, expiry, memo, rpcPage, supportMessage } from "../../core/fields.ts";
 import { defineHandler } from "../registry.ts";
 
 const id = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be a positive id"));
-const page = {
-  limit: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(1), v.maxValue(1000)), 100),
-  offset: v.optional(v.pipe(v.number("must be a number"), v.integer(), v.minValue(0)), 0),
-};
 
 export const licensesArgs = v.variant(
   "action",
   [
-    v.strictObject({ action: v.literal("list_apps"), ...page }),
+    v.strictObject({ action: v.literal("list_apps"), ...rpcPage }),
     v.strictObject({ action: v.literal("get_app"), id }),
     v.strictObject({ action: v.literal("create_app"), name: appName, support_message: v.optional(supportMessage, "") }),
     v.strictObject({ action: v.literal("update_app"), id, name: v.optional(appName), support_message: v.optional(supportMessage) }),
@@ -22,7 +18,7 @@ export const licensesArgs = v.variant(
       app_id: v.optional(id),
       enabled: v.optional(v.boolean("must be true or false")),
       q: v.optional(v.pipe(v.string(), v.maxLength(100))),
-      ...page,
+      ...rpcPage,
     }),
     v.strictObject({ action: v.literal("get"), id }),
     v.strictObject({ action: v.literal("create"), app_id: id, activations: v.optional(activationsAllowed, 1), memo: v.optional(memo, ""), expires_at: v.optional(expiry) }),

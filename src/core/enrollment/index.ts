@@ -1,0 +1,107 @@
+/**
+ * Pre-shared enrollment keys and client registration (woho seed), composed from one module per
+ * concern: `settings.ts` (require_auth_key), `keys.ts` (the keys' lifecycle: pending → active,
+ * bound to one client UUID → revoked; reset returns a key to pending), `registration.ts` (the
+ * woho table), `clients.ts` (enrolled clients) and `presence.ts` (who is online, as the
+ * WebSocket layer tells). `db/enrollment.ts` holds their SQL.
+ */
+import type { Database } from "bun:sqlite";
+import type { EnrollmentStore, KeyStatus } from "../../db/enrollment.ts";
+import type { SettingsStore } from "../../db/settings.ts";
+import type { Actor } from "../accounts.ts";
+import type { Audit } from "../audit.ts";
+import type { Clock } from "../clock.ts";
+import type { EventHub } from "../events.ts";
+import type { Principal } from "../sessions.ts";
+import { EnrollmentClients, type ClientView } from "./clients.ts";
+import { EnrollmentKeys, type KeyList, type KeyView } from "./keys.ts";
+import { Presence } from "./presence.ts";
+import { Registration, type RegisterArgs, type RegistrationOutcome } from "./registration.ts";
+import { EnrollmentSettings, type EnrollmentSettingsView } from "./settings.ts";
+
+export type { ClientView } from "./clients.ts";
+export type { KeyList, KeyView } from "./keys.ts";
+export { KEY_IN_USE_WINDOW_MS, type RefusalReason, type RegistrationOutcome } from "./registration.ts";
+export type { EnrollmentSettingsView } from "./settings.ts";
+
+export class Enrollment {
+  private readonly settings: EnrollmentSettings;
+  private readonly keys: EnrollmentKeys;
+  private readonly registration: Registration;
+  private readonly clients: EnrollmentClients;
+  private readonly presence: Presence;
+
+  constructor(db: Database, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock) {
+    this.settings = new EnrollmentSettings(settings, audit, events);
+    this.keys = new EnrollmentKeys(db, store, audit, events, clock);
+    this.registration = new Registration(db, store, this.settings, audit, events, clock);
+    this.presence = new Presence(store, events, clock);
+    this.clients = new EnrollmentClients(db, store, this.presence, audit, events);
+  }
+
+  // settings
+  getSettings(): EnrollmentSettingsView {
+    return this.settings.get();
+  }
+  updateSettings(actor: Actor, changes: { require_auth_key?: boolean | undefined }): EnrollmentSettingsView {
+    return this.settings.update(actor, changes);
+  }
+
+  // keys
+  generate(actor: Actor, input: { quantity: number; label: string; expiresAt: number | null; group: string | null }): KeyView[] {
+    return this.keys.generate(actor, input);
+  }
+  listKeys(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): KeyList {
+    return this.keys.list(viewer, filter, limit, offset);
+  }
+  getKey(viewer: Principal | null, id: number): KeyView {
+    return this.keys.get(viewer, id);
+  }
+  revokeKey(actor: Actor, id: number): KeyView {
+    return this.keys.revoke(actor, id);
+  }
+  resetKey(actor: Actor, id: number): KeyView {
+    return this.keys.reset(actor, id);
+  }
+  deleteKey(actor: Actor, id: number): void {
+    this.keys.delete(actor, id);
+  }
+  installCommand(id: number, serverAddress: string): string {
+    return this.keys.installCommand(id, serverAddress);
+  }
+
+  // registration
+  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean): RegistrationOutcome {
+    return this.registration.register(args, address, alreadyConnected);
+  }
+  recordRefusal(uuid: string, address: string | null, told: string): void {
+    this.registration.recordRefusal(uuid, address, told);
+  }
+
+  // clients
+  listClients(
+    viewer: Principal,
+    filter: { status?: "online" | "offline" | undefined; group?: string | undefined },
+    limit: number,
+    offset: number,
+  ): { items: ClientView[]; total: number } {
+    return this.clients.list(viewer, filter, limit, offset);
+  }
+  getClient(viewer: Principal, uuid: string): ClientView {
+    return this.clients.get(viewer, uuid);
+  }
+  deleteClient(actor: Actor, uuid: string): void {
+    this.clients.delete(actor, uuid);
+  }
+
+  // presence
+  setPresence(isOnline: (uuid: string) => boolean, online: () => string[]): void {
+    this.presence.attach(isOnline, online);
+  }
+  disconnected(uuid: string): void {
+    this.presence.disconnected(uuid);
+  }
+  lostBindings(bound: { uuid: string; keyId: number }[]): string[] {
+    return this.presence.lostBindings(bound);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Pre-shared enrollment keys (woho seed): generated in batches, shown in full to admins and masked
+ * to viewers, revoked, reset to pending or deleted; the install command a machine owner runs.
+ * Only the hash of a key's normalized form is looked up, so typing it in any case, with or
+ * without dashes, finds it.
+ */
+import type { Database } from "bun:sqlite";
+import { immediate } from "../../db/open.ts";
+import type { EnrollmentStore, KeyRow, KeyStatus } from "../../db/enrollment.ts";
+import type { Actor } from "../accounts.ts";
+import type { Audit } from "../audit.ts";
+import type { Clock } from "../clock.ts";
+import { notFound } from "../errors.ts";
+import type { EventHub, PushTopics } from "../events.ts";
+import { isoTime } from "../fields.ts";
+import { maskSecret, randomFromAlphabet, sha256Hex } from "../secrets.ts";
+import type { Principal } from "../sessions.ts";
+import type { RefusalReason } from "./registration.ts";
+
+/** The woho alphabet: no 0 O 1 I L, so that a key read aloud or retyped survives. */
+export const KEY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+export function newEnrollmentKey(): string {
+  const raw = randomFromAlphabet(KEY_ALPHABET, 12);
+  return `${raw.slice(0, 4)}-${raw.slice(4, 8)}-${raw.slice(8)}`;
+}
+
+/** Keys are typed in any case, with or without dashes (or spaces); null when it cannot be a key. */
+export function normalizeKey(input: string): string | null {
+  const raw = input.toUpperCase().replace(/[\s-]/g, "");
+  if (raw.length !== 12) return null;
+  for (const ch of raw) if (!KEY_ALPHABET.includes(ch)) return null;
+  return raw;
+}
+
+export function hashEnrollmentKey(normalized: string): string {
+  return sha256Hex(normalized);
+}
+
+export interface KeyView {
+  id: number;
+  key: string;
+  label: string;
+  status: KeyStatus;
+  client_uuid: string | null;
+  client_name: string | null;
+  group: string | null;
+  usage_count: number;
+  created_at: string;
+  first_used_at: string | null;
+  last_used_at: string | null;
+  expires_at: string | null;
+  expired: boolean;
+}
+
+/** What a client whose key goes away is told as its socket closes: what it would hear on reconnect. */
+const KEY_GONE: RefusalReason = "invalid_key";
+
+export interface KeyList {
+  items: KeyView[];
+  total: number;
+  /** Of all the keys the caller may see, whatever the status filter. */
+  by_status: Record<KeyStatus, number>;
+}
+
+export class EnrollmentKeys {
+  constructor(
+    private readonly db: Database,
+    private readonly store: EnrollmentStore,
+    private readonly audit: Audit,
+    private readonly events: EventHub,
+    private readonly clock: Clock,
+  ) {}
+
+  generate(actor: Actor, input: { quantity: number; label: string; expiresAt: number | null; group: string | null }): KeyView[] {
+    const now = this.clock();
+    const ids = immediate(this.db, () => {
+      const made: number[] = [];
+      while (made.length < input.quantity) {
+        const key = newEnrollmentKey();
+        // A collision (31^12 keys) is astronomically rare; the unique hash index makes it a retry.
+        const id = this.store.insertKey({ key, keyHash: hashEnrollmentKey(normalizeKey(key)!), label: input.label, group: input.group, expiresAt: input.expiresAt, now });
+        if (id !== null) made.push(id);
+      }
+      this.audit.record({ actor: actor.name, address: actor.address, action: "key.generate", target: `${made.length} keys`, outcome: "success", reason: input.label || null });
+      return made;
+    });
+    this.events.emit("push", { topic: "keys.changed", args: { ids, change: "generated" }, groups: input.group ? [input.group] : [] });
+    return ids.map((id) => this.view(this.require(id), true));
+  }
+
+  /** A page of keys, and how many of the viewer's keys are in each state (for the dashboard). */
+  list(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): KeyList {
+    const admin = viewer === null || viewer.role === "admin";
+    const scoped = { ...filter, groups: admin ? undefined : viewer!.groups };
+    return {
+      items: this.store.keys(scoped, limit, offset).map((k) => this.view(k, admin)),
+      total: this.store.countKeys(scoped),
+      by_status: this.store.countByStatus(scoped),
+    };
+  }
+
+  get(viewer: Principal | null, id: number): KeyView {
+    const key = this.require(id);
+    const admin = viewer === null || viewer.role === "admin";
+    if (!admin && (key.client_group === null || !viewer!.groups.includes(key.client_group))) throw notFound(`no key with id ${id}`);
+    return this.view(key, admin);
+  }
+
+  revoke(actor: Actor, id: number): KeyView {
+    const key = this.require(id);
+    this.store.revoke(id);
+    this.audit.record({ actor: actor.name, address: actor.address, action: "key.revoke", target: `key ${id}`, outcome: "success", reason: key.client_uuid ? `bound to ${key.client_uuid}` : null });
+    this.changed(key, "revoked");
+    return this.view(this.require(id), true);
+  }
+
+  reset(actor: Actor, id: number): KeyView {
+    const key = this.require(id);
+    this.store.reset(id);
+    this.audit.record({ actor: actor.name, address: actor.address, action: "key.reset", target: `key ${id}`, outcome: "success", reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null });
+    this.changed(key, "reset");
+    return this.view(this.require(id), true);
+  }
+
+  delete(actor: Actor, id: number): void {
+    const key = this.require(id);
+    this.store.deleteKey(id);
+    this.audit.record({ actor: actor.name, address: actor.address, action: "key.delete", target: `key ${id}`, outcome: "success" });
+    this.changed(key, "deleted");
+  }
+
+  /** The command a machine owner runs: the panel's Copy button. */
+  installCommand(id: number, serverAddress: string): string {
+    const key = this.require(id);
+    const name = key.label.trim() ? ` -name ${shellQuote(key.label.trim())}` : "";
+    return `latchkey client install -server ${serverAddress}${name} -key ${key.key}`;
+  }
+
+  private changed(key: KeyRow, change: PushTopics["keys.changed"]["change"]): void {
+    // The bound client loses its right to be connected: close its socket at once — if it was
+    // admitted with this key (a revoked key stays bound to a client that since re-enrolled with another).
+    if (key.client_uuid !== null) this.events.emit("clients.kick", { uuids: [key.client_uuid], reason: KEY_GONE, keyId: key.id });
+    this.events.emit("push", { topic: "keys.changed", args: { ids: [key.id], change }, groups: key.client_group ? [key.client_group] : [] });
+  }
+
+  private require(id: number): KeyRow {
+    const key = this.store.key(id);
+    if (!key) throw notFound(`no key with id ${id}`);
+    return key;
+  }
+
+  private view(k: KeyRow, reveal: boolean): KeyView {
+    const client = k.client_uuid ? this.store.client(k.client_uuid) : null;
+    return {
+      id: k.id,
+      key: reveal ? k.key : maskSecret(k.key),
+      label: k.label,
+      status: k.status,
+      client_uuid: k.client_uuid,
+      client_name: client?.name ?? null,
+      group: k.client_group,
+      usage_count: k.usage_count,
+      created_at: isoTime(k.created_at),
+      first_used_at: isoTime(k.first_used_at),
+      last_used_at: isoTime(k.last_used_at),
+      expires_at: isoTime(k.expires_at),
+      expired: k.expires_at !== null && this.clock() >= k.expires_at,
+    };
+  }
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9._@:-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}

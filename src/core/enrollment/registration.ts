@@ -1,0 +1,140 @@
+/**
+ * `client/register`, the woho table: with `require_auth_key` off every client is admitted; with it
+ * on, a pending key admits the first client and binds to its UUID (pending → active, one
+ * conditional UPDATE), an active key readmits only that client, and anything else is refused.
+ * The outcome says why in a word; what the client is told is the protocol's business.
+ */
+import type { Database } from "bun:sqlite";
+import type { EnrollmentStore, KeyRow } from "../../db/enrollment.ts";
+import { immediate } from "../../db/open.ts";
+import type { Audit } from "../audit.ts";
+import type { Clock } from "../clock.ts";
+import type { EventHub } from "../events.ts";
+import { sameSecret } from "../secrets.ts";
+import { hashEnrollmentKey, normalizeKey } from "./keys.ts";
+import type { EnrollmentSettings } from "./settings.ts";
+
+/**
+ * How long after a key's binding another UUID presenting it is taken for a machine that raced the
+ * winner for the pending key (`key_in_use`: generate a separate key per machine); from then on it
+ * is a different machine, e.g. a reinstall with a new UUID (`bound_elsewhere`: reset the key).
+ */
+export const KEY_IN_USE_WINDOW_MS = 10_000;
+
+/**
+ * Why a registration is refused: no key sent; a key unknown, revoked or expired; a key bound to
+ * another client; a pending key just won by another client; a clone of a client already online.
+ */
+export type RefusalReason = "auth_required" | "invalid_key" | "bound_elsewhere" | "key_in_use" | "already_connected";
+
+export interface RegisterArgs {
+  uuid: string;
+  name: string;
+  hostname: string;
+  version: string;
+  os: string;
+  auth_key?: string | undefined;
+}
+
+export type RegistrationOutcome =
+  | {
+      kind: "registered";
+      uuid: string;
+      group: string | null;
+      /** The key was already bound to this client (a reconnect), or no key was needed. */
+      reconnect: boolean;
+      /** The key this registration was admitted with (null when none was required). */
+      keyId: number | null;
+    }
+  | { kind: "refused"; reason: RefusalReason };
+
+/** Thrown inside the transaction so that a refusal rolls back whatever the attempt wrote. */
+class Refused extends Error {
+  constructor(readonly reason: RefusalReason) {
+    super(reason);
+  }
+}
+
+export class Registration {
+  constructor(
+    private readonly db: Database,
+    private readonly store: EnrollmentStore,
+    private readonly settings: EnrollmentSettings,
+    private readonly audit: Audit,
+    private readonly events: EventHub,
+    private readonly clock: Clock,
+  ) {}
+
+  /**
+   * Registers a client. `alreadyConnected` tells whether another live socket holds this UUID
+   * (a clone): refused, and the first stays connected. A refusal is not audited here: the caller
+   * records it with `recordRefusal`, in the words the client was given.
+   */
+  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean): RegistrationOutcome {
+    const now = this.clock();
+    const refuse = (reason: RefusalReason): never => {
+      throw new Refused(reason);
+    };
+    // The key is looked up by its secret before the write lock is taken; what it says is decided
+    // under the lock, on the row as it is then.
+    const lookup = (): KeyRow | null => {
+      if (alreadyConnected) refuse("already_connected");
+      if (!this.settings.requireAuthKey()) return null;
+      if (args.auth_key === undefined || args.auth_key.trim() === "") refuse("auth_required");
+      const normalized = normalizeKey(args.auth_key!);
+      const found = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
+      if (!found || !sameSecret(normalizeKey(found.key)!, normalized!) || found.status === "revoked") return refuse("invalid_key");
+      return found;
+    };
+    // The binding, the client row and the audit entry commit together: one durable write per
+    // registration, and never a bound key without its client.
+    const attempt = (found: KeyRow | null) => {
+      let reconnect = true;
+      // Re-read under the lock: since the lookup, a registration in this process or the other
+      // may have bound the key (the loser of a race then reads it active), or an admin changed it.
+      const key = found && this.store.key(found.id);
+      if (found && (!key || key.status === "revoked")) return refuse("invalid_key");
+      if (key) {
+        if (key.status === "active") {
+          if (key.client_uuid !== args.uuid) refuse(otherClientRefusal(key, now));
+          // A restart is not a re-enrollment: the bound client reconnects even after its key's expiry.
+          if (!this.store.recordReuse(key.id, args.uuid, now)) refuse("invalid_key");
+        } else {
+          if (key.expires_at !== null && now >= key.expires_at) refuse("invalid_key");
+          // Conditional all the same: the affected-row count, not the read above, decides the winner.
+          if (!this.store.bindPending(key.id, args.uuid, now)) refuse("key_in_use");
+          reconnect = false;
+        }
+      }
+      this.store.upsertClient({ uuid: args.uuid, name: args.name, hostname: args.hostname, group: key?.client_group ?? null, keyId: key?.id ?? null, version: args.version, os: args.os, address, now });
+      this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "success", reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required" });
+      return { key, reconnect, client: this.store.client(args.uuid)! };
+    };
+    let admitted: ReturnType<typeof attempt>;
+    try {
+      const key = lookup();
+      admitted = immediate(this.db, () => attempt(key));
+    } catch (error) {
+      if (error instanceof Refused) return { kind: "refused", reason: error.reason };
+      throw error;
+    }
+    const { key, reconnect, client } = admitted;
+    this.events.emit("push", { topic: "clients.online", args: { uuid: args.uuid, name: args.name, group: client.client_group }, groups: client.client_group ? [client.client_group] : [] });
+    if (key && !reconnect) this.events.emit("push", { topic: "keys.changed", args: { ids: [key.id], change: "bound" }, groups: key.client_group ? [key.client_group] : [] });
+    return { kind: "registered", uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null };
+  }
+
+  /** Audits a refused registration; `told` is what the client was told, which the audit log repeats. */
+  recordRefusal(uuid: string, address: string | null, told: string): void {
+    this.audit.record({ actor: `client:${uuid}`, address, action: "client.register", target: uuid, outcome: "failure", reason: told });
+  }
+}
+
+/**
+ * What another UUID presenting an active key is told: within `KEY_IN_USE_WINDOW_MS` of the
+ * binding (`first_used_at`, set afresh by every pending → active step, so a reset key's next
+ * binding opens a new window) it lost a race for the pending key, later the key is simply taken.
+ */
+function otherClientRefusal(key: KeyRow, now: number): RefusalReason {
+  return key.first_used_at !== null && now - key.first_used_at < KEY_IN_USE_WINDOW_MS ? "key_in_use" : "bound_elsewhere";
+}

@@ -1,0 +1,32 @@
+/** The `require_auth_key` setting: read afresh by every registration, so a change needs no restart. */
+import type { SettingsStore } from "../../db/settings.ts";
+import type { Actor } from "../accounts.ts";
+import type { Audit } from "../audit.ts";
+import type { EventHub } from "../events.ts";
+
+export type EnrollmentSettingsView = { require_auth_key: boolean };
+
+export class EnrollmentSettings {
+  constructor(
+    private readonly store: SettingsStore,
+    private readonly audit: Audit,
+    private readonly events: EventHub,
+  ) {}
+
+  requireAuthKey(): boolean {
+    return this.store.get<boolean>("require_auth_key") ?? false;
+  }
+
+  get(): EnrollmentSettingsView {
+    return { require_auth_key: this.requireAuthKey() };
+  }
+
+  update(actor: Actor, changes: { require_auth_key?: boolean | undefined }): EnrollmentSettingsView {
+    if (changes.require_auth_key !== undefined) {
+      this.store.set("require_auth_key", changes.require_auth_key);
+      this.audit.record({ actor: actor.name, address: actor.address, action: "settings.update", target: "require_auth_key", outcome: "success", reason: String(changes.require_auth_key) });
+      this.events.emit("push", { topic: "settings.changed", args: this.get() });
+    }
+    return this.get();
+  }
+}
