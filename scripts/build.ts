@@ -26,14 +26,23 @@ if (process.argv.includes("--release")) {
 mkdirSync(join(root, "dist"), { recursive: true });
 for (const { target, outfile } of targets) {
   const args = [
-    process.execPath, "build", "--compile", "src/main.ts",
-    "--outfile", outfile,
+    process.execPath,
+    "build",
+    "--compile",
+    "src/main.ts",
+    "--outfile",
+    outfile,
     // Not --minify: its whitespace pass puts a method such as `beforeHandle(ctx) {…}` on one line,
     // and Elysia's handler analysis (sucrose), which reads handlers' source text, needs the line
     // break after the parameters; without it, it prints a warning with the code to stdout.
-    "--minify-syntax", "--minify-identifiers", "--sourcemap=none", "--bytecode",
-    "--define", `LATCHKEY_VERSION=${JSON.stringify(version)}`,
-    "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig",
+    "--minify-syntax",
+    "--minify-identifiers",
+    "--sourcemap=none",
+    "--bytecode",
+    "--define",
+    `LATCHKEY_VERSION=${JSON.stringify(version)}`,
+    "--no-compile-autoload-dotenv",
+    "--no-compile-autoload-bunfig",
     ...(target ? ["--target", target] : []),
   ];
   const result = Bun.spawnSync(args, { cwd: root, stdout: "inherit", stderr: "inherit", env: { ...process.env, BUN_BE_BUN: "1" } });

@@ -71,7 +71,8 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
   assertAccessDeclared(app.routes);
   // Bun's router serves /api/check without a session, so its documented route must say public.
   const check = app.routes.find((route) => route.method === "GET" && route.path === CHECK_PATH);
-  if (!check || declarationOf(check) !== "public") throw new Error(`${CHECK_PATH} is served without a session, so its route must declare public: true`);
+  if (!check || declarationOf(check) !== "public")
+    throw new Error(`${CHECK_PATH} is served without a session, so its route must declare public: true`);
   return { app, registry, connections };
 }
 

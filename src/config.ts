@@ -28,11 +28,17 @@ const count = (min: number, max: number) => seconds(min, max);
 const cidrList = v.pipe(
   v.union([v.string(), v.array(v.string())], "must be CIDR[,CIDR], e.g. 127.0.0.1/32,10.0.0.0/8"),
   v.transform((value) => (Array.isArray(value) ? value : value.split(",")).map((c) => c.trim()).filter((c) => c !== "")),
-  v.check((list) => list.every((c) => parseCidr(c) !== null), "must be CIDR[,CIDR] of IPv4 or IPv6 addresses, e.g. 127.0.0.1/32,10.0.0.0/8"),
+  v.check(
+    (list) => list.every((c) => parseCidr(c) !== null),
+    "must be CIDR[,CIDR] of IPv4 or IPv6 addresses, e.g. 127.0.0.1/32,10.0.0.0/8",
+  ),
 );
 const bool = v.union([
   v.boolean(),
-  v.pipe(v.picklist(["true", "false", "1", "0"], "must be true or false"), v.transform((s) => s === "true" || s === "1")),
+  v.pipe(
+    v.picklist(["true", "false", "1", "0"], "must be true or false"),
+    v.transform((s) => s === "true" || s === "1"),
+  ),
 ]);
 
 /** Every setting, named as its flag. The schema is also the config file's schema. */
@@ -197,7 +203,9 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
 /** The process's open-file limit (Linux), or null when it cannot be read. */
 export function openFileLimit(): number | null {
   try {
-    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
+    const line = readFileSync("/proc/self/limits", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Max open files"));
     const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0];
     return soft === undefined || soft === "unlimited" ? null : Number(soft) || null;
   } catch {

@@ -93,7 +93,8 @@ async function backupCommand(argv: string[]): Promise<number> {
   if (args.positionals.length !== 1) throw new UsageError("backup takes one FILE to write; see latchkey backup --help");
   const target = args.positionals[0]!;
   if (existsSync(target)) throw new UsageError(`${target} already exists; choose a new file name`);
-  if (!existsSync(dirname(target))) throw new UsageError(`no directory ${dirname(target)} to write ${basename(target)} in; create it first`);
+  if (!existsSync(dirname(target)))
+    throw new UsageError(`no directory ${dirname(target)} to write ${basename(target)} in; create it first`);
   const source = join(resolveDataDir(args, process.env), DATABASE_FILE);
   if (!existsSync(source)) throw new UsageError(`no database at ${source}; pass the server's --data-dir`);
   writeBackup(source, target);
@@ -134,7 +135,8 @@ function publish(tmp: string, target: string): void {
   try {
     linkSync(tmp, target);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST" || existsSync(target)) throw new UsageError(`${target} already exists; choose a new file name`);
+    if ((error as NodeJS.ErrnoException).code === "EEXIST" || existsSync(target))
+      throw new UsageError(`${target} already exists; choose a new file name`);
     // A file system without hard links (FAT, some network shares): rename instead.
     renameSync(tmp, target);
     return;
@@ -154,7 +156,9 @@ function fsyncPath(path: string): void {
 function versionCommand(argv: string[]): number {
   const args = parseArgs(argv, []);
   if (args.help) {
-    process.stdout.write(renderHelp("latchkey version", "Prints the version of this binary (stamped in at build time; dev when run from source).", []));
+    process.stdout.write(
+      renderHelp("latchkey version", "Prints the version of this binary (stamped in at build time; dev when run from source).", []),
+    );
     return 0;
   }
   if (args.positionals.length > 0) throw new UsageError(`version takes no arguments (got ${JSON.stringify(args.positionals[0])})`);

@@ -53,7 +53,8 @@ function checkListeners(listeners: { name: string; listen: { hostname: string; p
 
 function describeListenError(error: unknown): string {
   const code = (error as { code?: string }).code ?? "";
-  if (code === "EADDRINUSE" || /in use/i.test(String(error))) return "the address is in use by another program; stop it or choose another --listen";
+  if (code === "EADDRINUSE" || /in use/i.test(String(error)))
+    return "the address is in use by another program; stop it or choose another --listen";
   if (code === "EACCES") return "permission denied (ports below 1024 need privileges); choose a port above 1023";
   if (code === "EADDRNOTAVAIL") return "this machine has no such address; use 0.0.0.0 or one of its addresses";
   return `${(error as Error)?.message ?? String(error)}`;

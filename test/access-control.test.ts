@@ -41,17 +41,34 @@ const routes: Record<string, RouteCase> = {
   "GET /swagger": { declares: "public", status: all(200) },
   "GET /swagger/*": { declares: "public", path: "/swagger/init.js", status: all(200) },
   // Each caller guesses a name of its own, so that no throttle is reached within this file.
-  "POST /api/auth/login": { declares: "public", body: (who) => ({ username: `nobody-${who}`, password: "wrong-password" }), status: all(401) },
+  "POST /api/auth/login": {
+    declares: "public",
+    body: (who) => ({ username: `nobody-${who}`, password: "wrong-password" }),
+    status: all(401),
+  },
   "POST /api/auth/scram/start": { declares: "public", body: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), status: all(200) },
-  "POST /api/auth/scram/finish": { declares: "public", body: () => ({ client_final: "c=biws,r=unknownnonce,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }), status: all(401) },
+  "POST /api/auth/scram/finish": {
+    declares: "public",
+    body: () => ({ client_final: "c=biws,r=unknownnonce,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }),
+    status: all(401),
+  },
   // Off unless the server runs with --legacy-challenge-login.
   "POST /api/auth/challenge": { declares: "public", body: () => ({ username: "nobody" }), status: all(404) },
   "POST /api/auth/logout": { declares: "session", status: signedIn(200) },
   "GET /api/auth/session": { declares: "session", status: signedIn(200) },
   "GET /api/users": { declares: "admin", status: adminOnly(200) },
-  "POST /api/users": { declares: "admin", body: () => ({ username: "matrix-new", password: "matrix-password", role: "viewer" }), status: adminOnly(201) },
+  "POST /api/users": {
+    declares: "admin",
+    body: () => ({ username: "matrix-new", password: "matrix-password", role: "viewer" }),
+    status: adminOnly(201),
+  },
   "GET /api/users/:username": { declares: "admin", path: "/api/users/nobody-here", status: adminOnly(404) },
-  "PATCH /api/users/:username": { declares: "admin", path: "/api/users/nobody-here", body: () => ({ role: "viewer" }), status: adminOnly(404) },
+  "PATCH /api/users/:username": {
+    declares: "admin",
+    path: "/api/users/nobody-here",
+    body: () => ({ role: "viewer" }),
+    status: adminOnly(404),
+  },
   "DELETE /api/users/:username": { declares: "admin", path: "/api/users/nobody-here", status: adminOnly(404) },
   "GET /api/audit": { declares: "admin", status: adminOnly(200) },
   "POST /api/activate": { declares: "public", body: () => ({ token: "NOSUCHTOKEN", hwid: "matrix" }), status: all(404) },
@@ -69,7 +86,11 @@ const routes: Record<string, RouteCase> = {
   "PATCH /api/licenses/:id": { declares: "admin", path: "/api/licenses/999999", body: () => ({ memo: "x" }), status: adminOnly(404) },
   "DELETE /api/licenses/:id": { declares: "admin", path: "/api/licenses/999999", status: adminOnly(404) },
   "GET /api/licenses/:id/activations": { declares: "viewer", path: "/api/licenses/999999/activations", status: signedIn(404) },
-  "DELETE /api/licenses/:id/activations/:hwid": { declares: "admin", path: "/api/licenses/999999/activations/matrix", status: adminOnly(404) },
+  "DELETE /api/licenses/:id/activations/:hwid": {
+    declares: "admin",
+    path: "/api/licenses/999999/activations/matrix",
+    status: adminOnly(404),
+  },
   "GET /api/settings": { declares: "viewer", status: signedIn(200) },
   "PATCH /api/settings": { declares: "admin", body: () => ({}), status: adminOnly(200) },
   "GET /api/keys": { declares: "viewer", status: signedIn(200) },
@@ -106,7 +127,10 @@ const rpcs: Record<string, RpcCase> = {
   "latchkey/keys": { args: () => ({ action: "list" }), code: signedIn(200) },
   "latchkey/settings": { args: () => ({ action: "get" }), code: signedIn(200) },
   "latchkey/clients": { args: () => ({ action: "list" }), code: signedIn(200) },
-  "client/register": { args: () => ({ uuid: "00000000-0000-4000-8000-000000000001", name: "matrix", hostname: "matrix.example" }), code: all(200) },
+  "client/register": {
+    args: () => ({ uuid: "00000000-0000-4000-8000-000000000001", name: "matrix", hostname: "matrix.example" }),
+    code: all(200),
+  },
   // Only a registered client may send heartbeats, whoever else the socket is.
   "client/heartbeat": { args: () => ({}), code: all(401) },
 };
@@ -136,7 +160,12 @@ async function freshToken(who: Who): Promise<string | undefined> {
 beforeAll(async () => {
   server = await startTestServer();
   tokens.admin = await login(server.url);
-  await createUser(server.url, tokens.admin, { username: "matrix-viewer", password: "viewer-password", role: "viewer", allowed_groups: ["g1"] });
+  await createUser(server.url, tokens.admin, {
+    username: "matrix-viewer",
+    password: "viewer-password",
+    role: "viewer",
+    allowed_groups: ["g1"],
+  });
   tokens.viewer = await login(server.url, "matrix-viewer", "viewer-password");
 });
 afterAll(() => server.close());
@@ -175,8 +204,10 @@ describe("REST matrix", () => {
     const res = await call(server.url, method, path, { ...(token ? { token } : {}), ...(body !== undefined ? { body } : {}) });
     expect(res.status).toBe(expected);
     if (expected === 401 || expected === 403) expect(res.body?.error?.code).toBe(expected === 401 ? "unauthorized" : "forbidden");
-    if (key === "POST /api/users" && res.status === 201) await call(server.url, "DELETE", "/api/users/matrix-new", { token: tokens.admin! });
-    if (key === "POST /api/apps" && res.status === 201) await call(server.url, "DELETE", `/api/apps/${res.body.id}`, { token: tokens.admin! });
+    if (key === "POST /api/users" && res.status === 201)
+      await call(server.url, "DELETE", "/api/users/matrix-new", { token: tokens.admin! });
+    if (key === "POST /api/apps" && res.status === 201)
+      await call(server.url, "DELETE", `/api/apps/${res.body.id}`, { token: tokens.admin! });
   });
 });
 
@@ -224,10 +255,14 @@ describe("default deny", () => {
     });
     const extended = app.get("/api/not-declared", () => "secret");
     for (const token of [undefined, tokens.viewer, tokens.admin]) {
-      const res = await extended.handle(new Request("http://localhost/api/not-declared", { headers: token ? { authorization: `Bearer ${token}` } : {} }));
+      const res = await extended.handle(
+        new Request("http://localhost/api/not-declared", { headers: token ? { authorization: `Bearer ${token}` } : {} }),
+      );
       expect(res.status).toBe(403);
       expect(await res.json()).toEqual({ error: { code: "forbidden", message: "this route has no access policy" } });
     }
-    expect(() => assertAccessDeclared(extended.routes)).toThrow("routes without an access declaration (access: \"admin\" | \"viewer\" | \"session\", public: true or rpc: true): GET /api/not-declared");
+    expect(() => assertAccessDeclared(extended.routes)).toThrow(
+      'routes without an access declaration (access: "admin" | "viewer" | "session", public: true or rpc: true): GET /api/not-declared',
+    );
   });
 });

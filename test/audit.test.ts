@@ -31,7 +31,17 @@ const SECRETS = {
 const START = Date.parse("2026-01-01T00:00:00Z");
 const clock = manualClock(START);
 /** The history's steps, one second apart, so that time filters can be written down as data. */
-const STEPS = ["admin login", "create auditee", "auditee logs in", "failed logins", "password change", "websocket logins", "rpc mirror", "deletion", "end"] as const;
+const STEPS = [
+  "admin login",
+  "create auditee",
+  "auditee logs in",
+  "failed logins",
+  "password change",
+  "websocket logins",
+  "rpc mirror",
+  "deletion",
+  "end",
+] as const;
 type Step = (typeof STEPS)[number];
 const stepAt = (name: Step) => new Date(START + (STEPS.indexOf(name) + 1) * 1000).toISOString();
 let server: TestServer;
@@ -72,7 +82,9 @@ beforeAll(async () => {
 
   step("auditee logs in");
   issued.push(await login(server.url, "auditee", SECRETS.created));
-  const cookieLogin = await call(server.url, "POST", "/api/auth/login", { body: { username: "auditee", password: SECRETS.created, cookie: true } });
+  const cookieLogin = await call(server.url, "POST", "/api/auth/login", {
+    body: { username: "auditee", password: SECRETS.created, cookie: true },
+  });
   expect(cookieLogin.status).toBe(200);
   const cookieToken = /latchkey_session=([^;]+)/.exec(cookieLogin.headers.get("set-cookie") ?? "")?.[1];
   expect(cookieToken).toBeString();
@@ -81,7 +93,9 @@ beforeAll(async () => {
 
   step("failed logins");
   expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "auditee", password: SECRETS.wrong } })).status).toBe(401);
-  expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "ghost", password: SECRETS.unknownUser } })).status).toBe(401);
+  expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "ghost", password: SECRETS.unknownUser } })).status).toBe(
+    401,
+  );
 
   step("password change");
   expect((await call(server.url, "PATCH", "/api/users/auditee", { token: admin, body: { password: SECRETS.changed } })).status).toBe(200);
@@ -163,7 +177,10 @@ describe("no secret ever reaches the log", () => {
   const places = [
     { name: "the JSON lines export", read: async () => (await jsonl()).res.text },
     { name: "the JSON list", read: async () => (await call(server.url, "GET", "/api/audit?limit=1000", { token: admin })).text },
-    { name: "RPC latchkey/audit", read: async () => (await call(server.url, "PUT", "/latchkey/audit", { token: admin, body: { limit: 1000 } })).text },
+    {
+      name: "RPC latchkey/audit",
+      read: async () => (await call(server.url, "PUT", "/latchkey/audit", { token: admin, body: { limit: 1000 } })).text,
+    },
   ];
 
   test.each(places)("$name holds no password, token, CSRF token or token hash", async ({ read }) => {
@@ -190,7 +207,11 @@ describe("GET /api/audit filters", () => {
     { query: "outcome=failure", keep: (e) => e.outcome === "failure", atLeast: 3 },
     { query: "outcome=denied", keep: (e) => e.outcome === "denied", atLeast: 1 },
     { query: "actor=auditee&outcome=failure", keep: (e) => e.actor === "auditee" && e.outcome === "failure", atLeast: 1 },
-    { query: "action=auth.password&outcome=success&actor=admin", keep: (e) => e.action === "auth.password" && e.outcome === "success" && e.actor === "admin", atLeast: 1 },
+    {
+      query: "action=auth.password&outcome=success&actor=admin",
+      keep: (e) => e.action === "auth.password" && e.outcome === "success" && e.actor === "admin",
+      atLeast: 1,
+    },
     { query: `since=${stepAt("password change")}`, keep: (e) => Date.parse(e.at) >= at("password change"), atLeast: 5 },
     { query: `until=${stepAt("password change")}`, keep: (e) => Date.parse(e.at) < at("password change"), atLeast: 5 },
     {
@@ -205,7 +226,11 @@ describe("GET /api/audit filters", () => {
     },
     { query: `since=${stepAt("end")}`, keep: () => false, atLeast: 0 },
     { query: `until=${stepAt("admin login")}`, keep: (e) => e.action === "user.bootstrap", atLeast: 1 },
-    { query: `actor=auditee&since=${stepAt("websocket logins")}`, keep: (e) => e.actor === "auditee" && Date.parse(e.at) >= at("websocket logins"), atLeast: 2 },
+    {
+      query: `actor=auditee&since=${stepAt("websocket logins")}`,
+      keep: (e) => e.actor === "auditee" && Date.parse(e.at) >= at("websocket logins"),
+      atLeast: 2,
+    },
   ];
 
   test.each(filters)("?$query", async ({ query, keep, atLeast }) => {

@@ -324,7 +324,10 @@ describe("SCRAM-SHA-256", () => {
   let server: TestServer;
   let client: RpcClient;
   const PASSWORD = "scram is the word";
-  const transports = scramTransports(() => server, () => client);
+  const transports = scramTransports(
+    () => server,
+    () => client,
+  );
   const userOf = (t: ScramTransport) => `scram${transports.indexOf(t)}`;
 
   beforeAll(async () => {
@@ -385,7 +388,12 @@ describe("SCRAM-SHA-256", () => {
 
     const malformed: { name: string; step: "start" | "finish"; message: unknown; field: string }[] = [
       { name: "client-first without gs2 header", step: "start", message: `n=${userOf(t)},r=abc`, field: "client_first" },
-      { name: "client-first asking for channel binding", step: "start", message: `p=tls-unique,,n=${userOf(t)},r=abc`, field: "client_first" },
+      {
+        name: "client-first asking for channel binding",
+        step: "start",
+        message: `p=tls-unique,,n=${userOf(t)},r=abc`,
+        field: "client_first",
+      },
       { name: "client-first with an empty username", step: "start", message: "n,,n=,r=abc", field: "client_first" },
       { name: "client-final that is garbage", step: "finish", message: "garbage", field: "client_final" },
       { name: "client-final with a short proof", step: "finish", message: "c=biws,r=abcdef,p=AAAA", field: "client_final" },
@@ -401,7 +409,12 @@ describe("SCRAM-SHA-256", () => {
     test(`${t.name}: an exchange left open for over a minute is a 401`, async () => {
       const first = clientFirstMessage(userOf(t));
       const started = await t.start(first.message);
-      const final = await clientFinalMessage({ password: PASSWORD, clientFirstBare: first.bare, serverFirst: started.result.server_first, clientNonce: first.nonce });
+      const final = await clientFinalMessage({
+        password: PASSWORD,
+        clientFirstBare: first.bare,
+        serverFirst: started.result.server_first,
+        clientNonce: first.nonce,
+      });
       clock.advance(61_000);
       expect((await t.finish(final.message)).status).toBe(401);
     });
@@ -413,10 +426,26 @@ describe("SCRAM-SHA-256", () => {
   }
 
   const missing: { name: string; reply: () => Promise<Reply>; field: string }[] = [
-    { name: "REST start without client_first", reply: () => rest(server, "POST", "/api/auth/scram/start", { body: {} }), field: "client_first" },
-    { name: "REST start with a number", reply: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: 42 } }), field: "client_first" },
-    { name: "REST finish without client_final", reply: () => rest(server, "POST", "/api/auth/scram/finish", { body: {} }), field: "client_final" },
-    { name: "REST start with an unknown field", reply: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: "n,,n=a,r=b", extra: 1 } }), field: "extra" },
+    {
+      name: "REST start without client_first",
+      reply: () => rest(server, "POST", "/api/auth/scram/start", { body: {} }),
+      field: "client_first",
+    },
+    {
+      name: "REST start with a number",
+      reply: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: 42 } }),
+      field: "client_first",
+    },
+    {
+      name: "REST finish without client_final",
+      reply: () => rest(server, "POST", "/api/auth/scram/finish", { body: {} }),
+      field: "client_final",
+    },
+    {
+      name: "REST start with an unknown field",
+      reply: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: "n,,n=a,r=b", extra: 1 } }),
+      field: "extra",
+    },
     // RPC takes either message, so a missing or mistyped one is reported on the args as a whole.
     { name: "RPC with neither message", reply: () => rpc(client, "rpc", "auth_scram", {}), field: "args" },
     { name: "RPC with a number", reply: () => rpc(client, "rpc", "auth_scram", { client_first: 42 }), field: "args" },
@@ -437,7 +466,13 @@ function wsauthUser(username: string, password: string, salt: string) {
 
 function writeUsersFile(dir: string, users: ReturnType<typeof wsauthUser>[]): string {
   const file = join(dir, `users-${randomBytes(4).toString("hex")}.json`);
-  const entries = users.map((u) => ({ username: u.username, password_hash: u.hash, salt: u.salt, role: "viewer", allowed_groups: ["ops"] }));
+  const entries = users.map((u) => ({
+    username: u.username,
+    password_hash: u.hash,
+    salt: u.salt,
+    role: "viewer",
+    allowed_groups: ["ops"],
+  }));
   writeFileSync(file, JSON.stringify({ users: entries }, null, 2));
   return file;
 }
@@ -459,8 +494,14 @@ describe("wsauth import", () => {
   let client: RpcClient;
   let admin: string;
   // A random hex salt as wsauth makes them, and the empty salt of its bootstrap-style accounts.
-  const imported = [wsauthUser("carol", "carol's wsauth password", randomBytes(8).toString("hex")), wsauthUser("dave", "dave's wsauth password", "")];
-  const scram = scramTransports(() => server, () => client);
+  const imported = [
+    wsauthUser("carol", "carol's wsauth password", randomBytes(8).toString("hex")),
+    wsauthUser("dave", "dave's wsauth password", ""),
+  ];
+  const scram = scramTransports(
+    () => server,
+    () => client,
+  );
 
   beforeAll(async () => {
     server = await startTestServer();
@@ -481,7 +522,13 @@ describe("wsauth import", () => {
 
     test(`${label}: listed as a wsauth import, without the challenge login`, async () => {
       const res = await call(server.url, "GET", `/api/users/${u.username}`, { token: admin });
-      expect(res.body).toMatchObject({ username: u.username, role: "viewer", allowed_groups: ["ops"], legacy: true, legacy_challenge: false });
+      expect(res.body).toMatchObject({
+        username: u.username,
+        role: "viewer",
+        allowed_groups: ["ops"],
+        legacy: true,
+        legacy_challenge: false,
+      });
     });
 
     test(`${label}: logs in with the original password over REST and RPC`, async () => {
@@ -515,7 +562,12 @@ describe("wsauth import", () => {
     test(`${label}: SCRAM with the raw password (prehash ignored) is a 401`, async () => {
       const first = clientFirstMessage(u.username);
       const started = await scram[0]!.start(first.message);
-      const final = await clientFinalMessage({ password: u.password, clientFirstBare: first.bare, serverFirst: started.result.server_first, clientNonce: first.nonce });
+      const final = await clientFinalMessage({
+        password: u.password,
+        clientFirstBare: first.bare,
+        serverFirst: started.result.server_first,
+        clientNonce: first.nonce,
+      });
       expect((await scram[0]!.finish(final.message)).status).toBe(401);
     });
 
@@ -531,7 +583,15 @@ describe("wsauth import", () => {
   test("an invalid users.json imports nothing", async () => {
     const good = wsauthUser("grace", "grace's password", "aa");
     const file = join(server.dataDir, "bad-users.json");
-    writeFileSync(file, JSON.stringify({ users: [{ username: good.username, password_hash: good.hash, salt: good.salt }, { username: "heidi", password_hash: "NOT-HEX" }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        users: [
+          { username: good.username, password_hash: good.hash, salt: good.salt },
+          { username: "heidi", password_hash: "NOT-HEX" },
+        ],
+      }),
+    );
     const result = await runLatchkey(["user", "import", file, "--data-dir", server.dataDir]);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("password_hash");
@@ -549,7 +609,14 @@ describe("wsauth nonce challenge (--legacy-challenge-login)", () => {
 
   beforeAll(async () => {
     [server, plain] = await Promise.all([startTestServer({ flags: ["--legacy-challenge-login"], clock }), startTestServer()]);
-    const kept = await runLatchkey(["user", "import", writeUsersFile(server.dataDir, [erin, gwen]), "--data-dir", server.dataDir, "--legacy-challenge-login"]);
+    const kept = await runLatchkey([
+      "user",
+      "import",
+      writeUsersFile(server.dataDir, [erin, gwen]),
+      "--data-dir",
+      server.dataDir,
+      "--legacy-challenge-login",
+    ]);
     expect(kept.code).toBe(0);
     const notKept = await runLatchkey(["user", "import", writeUsersFile(server.dataDir, [frank]), "--data-dir", server.dataDir]);
     expect(notKept.code).toBe(0);
@@ -652,7 +719,9 @@ describe("wsauth nonce challenge (--legacy-challenge-login)", () => {
     const reply = await rest(plain, "POST", "/api/auth/challenge", { body: { username: "erin" } });
     expect(reply.status).toBe(404);
     expect(reply.error?.message).toContain("--legacy-challenge-login");
-    const response = await rest(plain, "POST", "/api/auth/login", { body: { username: "erin", nonce: "0".repeat(32), response: "0".repeat(64) } });
+    const response = await rest(plain, "POST", "/api/auth/login", {
+      body: { username: "erin", nonce: "0".repeat(32), response: "0".repeat(64) },
+    });
     expect(response.status).toBe(404);
     expect(response.error?.message).toContain("--legacy-challenge-login");
   });
@@ -666,7 +735,10 @@ describe("brute-force throttling and the audit trail", () => {
   async function auditLog(server: TestServer, token: string) {
     const res = await call(server.url, "GET", "/api/audit?format=jsonl", { token });
     expect(res.status).toBe(200);
-    const entries = res.text.trim().split("\n").map((line) => JSON.parse(line));
+    const entries = res.text
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
     return { text: res.text, entries };
   }
 
@@ -686,10 +758,16 @@ describe("brute-force throttling and the audit trail", () => {
 
       // Locked now: every way in says 429 and when to come back, the right password included.
       const attempts: { name: string; attempt: () => Promise<Reply> }[] = [
-        { name: "REST password", attempt: () => rest(server, "POST", "/api/auth/login", { body: { username: "victim", password: PASSWORD } }) },
+        {
+          name: "REST password",
+          attempt: () => rest(server, "POST", "/api/auth/login", { body: { username: "victim", password: PASSWORD } }),
+        },
         { name: "RPC over /ws", attempt: () => rpc(client, "rpc", "auth", { username: "victim", password: PASSWORD }) },
         { name: "REST mirror", attempt: () => mirror(server, "rpc", "auth", { body: { username: "victim", password: PASSWORD } }) },
-        { name: "SCRAM start", attempt: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: clientFirstMessage("victim").message } }) },
+        {
+          name: "SCRAM start",
+          attempt: () => rest(server, "POST", "/api/auth/scram/start", { body: { client_first: clientFirstMessage("victim").message } }),
+        },
       ];
       let retryAfter = 0;
       for (const a of attempts) {
@@ -787,7 +865,10 @@ describe("brute-force throttling and the audit trail", () => {
     const client = await RpcClient.connect(server.wsUrl);
     try {
       const admin = await login(server.url);
-      const scram = scramTransports(() => server, () => client);
+      const scram = scramTransports(
+        () => server,
+        () => client,
+      );
       const ok = await scramLogin(scram[0]!, "admin", ADMIN_PASSWORD);
       const replay = await scram[0]!.finish(ok.final.message);
       const bad = await scramLogin(scram[1]!, "admin", WRONG);

@@ -62,7 +62,9 @@ type Shape = "api" | "wire";
 async function expectClientError(res: Res, status: number | number[], field?: string | string[], shape: Shape = "api"): Promise<void> {
   const statuses = Array.isArray(status) ? status : [status];
   // Shows the reply when the status is not one of those expected.
-  expect({ status: res.status, text: res.text.slice(0, 300) }).toMatchObject({ status: statuses.includes(res.status) ? res.status : statuses[0] });
+  expect({ status: res.status, text: res.text.slice(0, 300) }).toMatchObject({
+    status: statuses.includes(res.status) ? res.status : statuses[0],
+  });
   expect(res.status).toBeGreaterThanOrEqual(400);
   expect(res.status).toBeLessThan(500);
   expect(res.headers.get("content-type")).toStartWith("application/json");
@@ -328,13 +330,23 @@ const ROUTES: Record<string, RouteCases> = {
     path: "/api/auth/login",
     body: {
       valid: () => ({ username: "nobody-at-all", password: "not-a-password" }),
-      fields: { username: { kind: "username", required: true }, password: { kind: "loginPassword", required: true }, cookie: { kind: "boolean" }, nonce: { kind: "nonce" }, response: { kind: "response" } },
+      fields: {
+        username: { kind: "username", required: true },
+        password: { kind: "loginPassword", required: true },
+        cookie: { kind: "boolean" },
+        nonce: { kind: "nonce" },
+        response: { kind: "response" },
+      },
       status: 401,
     },
   },
   "POST /api/auth/scram/start": {
     path: "/api/auth/scram/start",
-    body: { valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), fields: { client_first: { kind: "scramFirst", required: true } }, status: 200 },
+    body: {
+      valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }),
+      fields: { client_first: { kind: "scramFirst", required: true } },
+      status: 200,
+    },
   },
   "POST /api/auth/scram/finish": {
     path: "/api/auth/scram/finish",
@@ -355,7 +367,12 @@ const ROUTES: Record<string, RouteCases> = {
     path: "/api/users",
     body: {
       valid: () => ({ username: fresh(), password: "valid-password" }),
-      fields: { username: { kind: "username", required: true }, password: { kind: "password", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" } },
+      fields: {
+        username: { kind: "username", required: true },
+        password: { kind: "password", required: true },
+        role: { kind: "role" },
+        allowed_groups: { kind: "groups" },
+      },
       status: 201,
     },
   },
@@ -501,7 +518,10 @@ const ROUTES: Record<string, RouteCases> = {
       status: 200,
     },
   },
-  "DELETE /api/licenses/:id": { path: "/api/licenses/999999", param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}` } },
+  "DELETE /api/licenses/:id": {
+    path: "/api/licenses/999999",
+    param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}` },
+  },
   "GET /api/licenses/:id/activations": {
     path: "/api/licenses/2/activations",
     param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/activations` },
@@ -529,13 +549,26 @@ const ROUTES: Record<string, RouteCases> = {
     path: "/api/keys",
     body: {
       valid: () => ({ quantity: 1, label: "bad-input" }),
-      fields: { quantity: { kind: "quantity", required: true }, label: { kind: "keyLabel" }, expires_at: { kind: "timestamp" }, group: { kind: "group" } },
+      fields: {
+        quantity: { kind: "quantity", required: true },
+        label: { kind: "keyLabel" },
+        expires_at: { kind: "timestamp" },
+        group: { kind: "group" },
+      },
       status: 201,
     },
   },
   "GET /api/keys/:id": { path: "/api/keys/1", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}` } },
-  "POST /api/keys/:id/revoke": { path: "/api/keys/2/revoke", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/revoke` }, ignoresInput: true },
-  "POST /api/keys/:id/reset": { path: "/api/keys/3/reset", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/reset` }, ignoresInput: true },
+  "POST /api/keys/:id/revoke": {
+    path: "/api/keys/2/revoke",
+    param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/revoke` },
+    ignoresInput: true,
+  },
+  "POST /api/keys/:id/reset": {
+    path: "/api/keys/3/reset",
+    param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}/reset` },
+    ignoresInput: true,
+  },
   "DELETE /api/keys/:id": { path: "/api/keys/999999", param: { name: "id", build: (v) => `/api/keys/${encodeURIComponent(v)}` } },
   "GET /api/keys/:id/install-command": {
     path: "/api/keys/1/install-command",
@@ -564,8 +597,14 @@ const ROUTES: Record<string, RouteCases> = {
       { query: "group=a&group=b", field: "group" },
     ],
   },
-  "GET /api/clients/:uuid": { path: `/api/clients/${CLIENT_UUID}`, param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` } },
-  "DELETE /api/clients/:uuid": { path: `/api/clients/${NO_CLIENT_UUID}`, param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` } },
+  "GET /api/clients/:uuid": {
+    path: `/api/clients/${CLIENT_UUID}`,
+    param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` },
+  },
+  "DELETE /api/clients/:uuid": {
+    path: `/api/clients/${NO_CLIENT_UUID}`,
+    param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` },
+  },
 };
 
 /**
@@ -612,9 +651,22 @@ describe("every REST route has bad-input cases", () => {
 const routeEntries = Object.entries(ROUTES);
 /** The routes that need no session (test/access-control.test.ts holds them to it). */
 const PUBLIC = new Set([
-  "GET /", "GET /panel/*", "GET /healthz", "GET /metrics", "GET /openapi/json", "GET /swagger/json", "GET /swagger", "GET /swagger/*",
-  "POST /api/auth/login", "POST /api/auth/scram/start", "POST /api/auth/scram/finish", "POST /api/auth/challenge",
-  "POST /api/activate", "GET /api/check", "POST /api/deactivate", "GET /api/license/public-key",
+  "GET /",
+  "GET /panel/*",
+  "GET /healthz",
+  "GET /metrics",
+  "GET /openapi/json",
+  "GET /swagger/json",
+  "GET /swagger",
+  "GET /swagger/*",
+  "POST /api/auth/login",
+  "POST /api/auth/scram/start",
+  "POST /api/auth/scram/finish",
+  "POST /api/auth/challenge",
+  "POST /api/activate",
+  "GET /api/check",
+  "POST /api/deactivate",
+  "GET /api/license/public-key",
 ]);
 const auth = (key: string) => (PUBLIC.has(key) ? {} : { token: admin });
 const methodOf = (key: string) => key.split(" ")[0]!;
@@ -638,9 +690,7 @@ describe("malformed bodies", () => {
     { label: "deeply nested JSON (200,000 levels)", raw: `{"a":${"[".repeat(200_000)}${"]".repeat(200_000)}}`, type: "application/json" },
     { label: "nested objects, 33 levels", raw: `${'{"a":'.repeat(33)}1${"}".repeat(33)}`, type: "application/json" },
   ] as { label: string; raw: string; type: string; statuses?: number[] }[];
-  const cases = routeEntries
-    .filter(([, r]) => r.body)
-    .flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
+  const cases = routeEntries.filter(([, r]) => r.body).flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
 
   test.each(cases)("$key: $label → 400", async ({ key, raw, type, route, statuses }) => {
     const valid = JSON.stringify(route.body!.valid());
@@ -685,8 +735,22 @@ describe("body fields: wrong types, missing, unknown, hostile", () => {
     const { valid, fields, status: okStatus } = route.body;
     // The seed's calls ignore fields they do not know: seed clients may send more.
     const unknown = (name: string) => (route.wire ? ("accept" as const) : { status: 400, field: name });
-    cases.push({ label: "an unknown field", key, path: route.path, body: () => ({ ...valid(), bogus: 1 }), expect: unknown("bogus"), okStatus });
-    cases.push({ label: "an unknown field with a hostile name", key, path: route.path, body: () => ({ ...valid(), [HOSTILE.script!]: 1 }), expect: unknown(HOSTILE.script!), okStatus });
+    cases.push({
+      label: "an unknown field",
+      key,
+      path: route.path,
+      body: () => ({ ...valid(), bogus: 1 }),
+      expect: unknown("bogus"),
+      okStatus,
+    });
+    cases.push({
+      label: "an unknown field with a hostile name",
+      key,
+      path: route.path,
+      body: () => ({ ...valid(), [HOSTILE.script!]: 1 }),
+      expect: unknown(HOSTILE.script!),
+      okStatus,
+    });
     for (const [name, field] of Object.entries(fields)) {
       if (field.required) {
         const body = () => {
@@ -698,13 +762,21 @@ describe("body fields: wrong types, missing, unknown, hostile", () => {
       }
       for (const value of WRONG_TYPES[field.kind]) {
         const named = field.kind === "groups" ? [name, `${name}.0`] : name;
-        cases.push({ label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`, key, path: route.path, body: () => ({ ...valid(), [name]: value }), expect: { status: 400, field: named }, okStatus });
+        cases.push({
+          label: `${name} = ${JSON.stringify(value)?.slice(0, 40)}`,
+          key,
+          path: route.path,
+          body: () => ({ ...valid(), [name]: value }),
+          expect: { status: 400, field: named },
+          okStatus,
+        });
       }
       for (const [hostile, value] of Object.entries(HOSTILE)) {
         const outcome = HOSTILE_OUTCOMES[field.kind][hostile as Hostile];
         const fieldName = field.kind === "groups" ? `${name}.0` : name;
         const denied = route.wire ? [404, 429] : [401, 429];
-        const expected = outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: denied } : ("accept" as const);
+        const expected =
+          outcome === "reject" ? { status: 400, field: fieldName } : outcome === "deny" ? { status: denied } : ("accept" as const);
         const body = () => ({ ...valid(), [name]: field.kind === "groups" ? [value] : hostileValue(field, value) });
         cases.push({ label: `${name}: ${hostile}`, key, path: route.path, body, expect: expected, okStatus });
       }
@@ -726,7 +798,13 @@ describe("hostile path parameters", () => {
   const cases = routeEntries
     .filter(([, r]) => r.param)
     .flatMap(([key, r]) =>
-      Object.entries(HOSTILE).map(([label, value]) => ({ key, label, path: r.param!.build(value), param: r.param!, body: r.body?.valid() })),
+      Object.entries(HOSTILE).map(([label, value]) => ({
+        key,
+        label,
+        path: r.param!.build(value),
+        param: r.param!,
+        body: r.body?.valid(),
+      })),
     );
 
   test.each(cases)("$key with a $label parameter", async ({ key, path, param, body }) => {
@@ -778,9 +856,17 @@ describe("oversized bodies", () => {
         return JSON.stringify({ username: "max-body", password: "valid-password", allowed_groups: ["g".repeat(size - empty.length)] });
       };
       // Just over: refused before any work. Just under: validated as usual (a group name is at most 64).
-      const over = await call(small.url, "POST", "/api/users", { token, rawBody: at(4097), headers: { "content-type": "application/json" } });
+      const over = await call(small.url, "POST", "/api/users", {
+        token,
+        rawBody: at(4097),
+        headers: { "content-type": "application/json" },
+      });
       expect(over.status).toBe(413);
-      const under = await call(small.url, "POST", "/api/users", { token, rawBody: at(4096), headers: { "content-type": "application/json" } });
+      const under = await call(small.url, "POST", "/api/users", {
+        token,
+        rawBody: at(4096),
+        headers: { "content-type": "application/json" },
+      });
       expect(under.status).toBe(400);
       expect(under.body.error.field).toBe("allowed_groups.0");
       expect((await call(small.url, "GET", "/healthz")).status).toBe(200);
@@ -857,13 +943,23 @@ describe("malformed Authorization headers", () => {
 const MALFORMED_HOSTS = ["a b", "evil.example:9000 -key AAAA-BBBB-CCCC", "x;id", "host:99999999"];
 const hostCases = routeEntries
   .filter(([key]) => key !== "GET /ws")
-  .flatMap(([key, r]) => MALFORMED_HOSTS.map((host) => ({ key, host, path: r.path, body: r.body ? JSON.stringify(r.body.valid()).replace(/:[^,}]+/g, ":{}") : undefined })));
+  .flatMap(([key, r]) =>
+    MALFORMED_HOSTS.map((host) => ({
+      key,
+      host,
+      path: r.path,
+      body: r.body ? JSON.stringify(r.body.valid()).replace(/:[^,}]+/g, ":{}") : undefined,
+    })),
+  );
 
 // Generated from fixed lists, nothing random (so no seed): each case's name says what it sent.
 describe(`fuzz: ${hostCases.length} requests generated from fixed lists, every route but /ws × ${MALFORMED_HOSTS.length} malformed Host headers, without a token, each body's values replaced by {}; never a 500`, () => {
   test.each(hostCases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
     // Without a token and with a wrong-typed body: an error answer, in the route's shape.
-    const res = await call(server.url, methodOf(key), path, { headers: { host, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { rawBody: body } : {}) });
+    const res = await call(server.url, methodOf(key), path, {
+      headers: { host, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { rawBody: body } : {}),
+    });
     expect({ status: res.status, text: res.text.slice(0, 200) }).toMatchObject({ status: res.status < 500 ? res.status : 499 });
     if (res.status >= 400 && res.headers.get("content-type")?.startsWith("application/json")) {
       if (shapeOf(key) === "wire") expect(res.body.result).toBe("failure");
@@ -905,7 +1001,12 @@ const RPCS: Record<string, RpcCases[]> = {
   ],
   "rpc/auth_token": [{ valid: () => ({ token: "not-a-token" }), fields: { token: { kind: "token", required: true } }, okCode: 401 }],
   "rpc/auth_scram": [
-    { valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), fields: { client_first: { kind: "scramFirst", required: true } }, okCode: 200, union: true },
+    {
+      valid: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }),
+      fields: { client_first: { kind: "scramFirst", required: true } },
+      okCode: 200,
+      union: true,
+    },
     {
       valid: () => ({ client_final: "c=biws,r=unknownnonce,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }),
       fields: { client_final: { kind: "scramFinal", required: true } },
@@ -920,15 +1021,29 @@ const RPCS: Record<string, RpcCases[]> = {
     { valid: () => ({ action: "get", username: "bad-target" }), fields: { username: { kind: "username", required: true } }, okCode: 200 },
     {
       valid: () => ({ action: "create", username: fresh(), password: "valid-password" }),
-      fields: { username: { kind: "username", required: true }, password: { kind: "password", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" } },
+      fields: {
+        username: { kind: "username", required: true },
+        password: { kind: "password", required: true },
+        role: { kind: "role" },
+        allowed_groups: { kind: "groups" },
+      },
       okCode: 200,
     },
     {
       valid: () => ({ action: "update", username: "bad-target", role: "viewer" }),
-      fields: { username: { kind: "username", required: true }, role: { kind: "role" }, allowed_groups: { kind: "groups" }, password: { kind: "password" } },
+      fields: {
+        username: { kind: "username", required: true },
+        role: { kind: "role" },
+        allowed_groups: { kind: "groups" },
+        password: { kind: "password" },
+      },
       okCode: 200,
     },
-    { valid: () => ({ action: "delete", username: "nobody-at-all" }), fields: { username: { kind: "username", required: true } }, okCode: 404 },
+    {
+      valid: () => ({ action: "delete", username: "nobody-at-all" }),
+      fields: { username: { kind: "username", required: true } },
+      okCode: 404,
+    },
   ],
   "latchkey/licenses": [
     { valid: () => ({ action: "list_apps" }), fields: { limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
@@ -946,13 +1061,24 @@ const RPCS: Record<string, RpcCases[]> = {
     { valid: () => ({ action: "delete_app", id: 999999 }), fields: { id: { kind: "id", required: true } }, okCode: 404 },
     {
       valid: () => ({ action: "list" }),
-      fields: { app_id: { kind: "id" }, enabled: { kind: "boolean" }, q: { kind: "filter" }, limit: { kind: "limit" }, offset: { kind: "offset" } },
+      fields: {
+        app_id: { kind: "id" },
+        enabled: { kind: "boolean" },
+        q: { kind: "filter" },
+        limit: { kind: "limit" },
+        offset: { kind: "offset" },
+      },
       okCode: 200,
     },
     { valid: () => ({ action: "get", id: 1 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
     {
       valid: () => ({ action: "create", app_id: APP_ID, activations: 3 }),
-      fields: { app_id: { kind: "id", required: true }, activations: { kind: "activations" }, memo: { kind: "text1000" }, expires_at: { kind: "timestamp" } },
+      fields: {
+        app_id: { kind: "id", required: true },
+        activations: { kind: "activations" },
+        memo: { kind: "text1000" },
+        expires_at: { kind: "timestamp" },
+      },
       okCode: 200,
     },
     {
@@ -980,11 +1106,20 @@ const RPCS: Record<string, RpcCases[]> = {
     { valid: () => ({ action: "update", require_auth_key: false }), fields: { require_auth_key: { kind: "boolean" } }, okCode: 200 },
   ],
   "latchkey/keys": [
-    { valid: () => ({ action: "list" }), fields: { status: { kind: "keyStatus" }, limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
+    {
+      valid: () => ({ action: "list" }),
+      fields: { status: { kind: "keyStatus" }, limit: { kind: "limit" }, offset: { kind: "offset" } },
+      okCode: 200,
+    },
     { valid: () => ({ action: "get", id: 1 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
     {
       valid: () => ({ action: "generate", quantity: 1, label: "bad-input rpc" }),
-      fields: { quantity: { kind: "quantity", required: true }, label: { kind: "keyLabel" }, expires_at: { kind: "timestamp" }, group: { kind: "group" } },
+      fields: {
+        quantity: { kind: "quantity", required: true },
+        label: { kind: "keyLabel" },
+        expires_at: { kind: "timestamp" },
+        group: { kind: "group" },
+      },
       okCode: 200,
     },
     { valid: () => ({ action: "revoke", id: 2 }), fields: { id: { kind: "id", required: true } }, okCode: 200 },
@@ -1037,7 +1172,12 @@ const RPCS: Record<string, RpcCases[]> = {
 
 describe("every RPC has bad-input cases", () => {
   test("no registered call is left out", () => {
-    expect(Object.keys(RPCS).sort()).toEqual(server.registry.entries().map(([k]) => k).sort());
+    expect(Object.keys(RPCS).sort()).toEqual(
+      server.registry
+        .entries()
+        .map(([k]) => k)
+        .sort(),
+    );
   });
 });
 
@@ -1056,19 +1196,41 @@ describe("RPC args", () => {
     for (const spec of variants) {
       if (spec.anything) {
         for (const args of [null, 42, "junk", [1, 2], { a: { b: [] } }, HOSTILE.long, { __proto__: null, constructor: 1 }]) {
-          cases.push({ label: `any args: ${JSON.stringify(args)?.slice(0, 30)}`, call: key, args: () => args, expect: { code: spec.okCode }, mirror: spec.mirror });
+          cases.push({
+            label: `any args: ${JSON.stringify(args)?.slice(0, 30)}`,
+            call: key,
+            args: () => args,
+            expect: { code: spec.okCode },
+            mirror: spec.mirror,
+          });
         }
         continue;
       }
       const valid = spec.valid!;
       const base = JSON.stringify(valid()).slice(0, 40);
-      cases.push({ label: `${base} is answered as usual`, call: key, args: valid, expect: { code: spec.deniedCodes ?? spec.okCode }, mirror: spec.mirror });
+      cases.push({
+        label: `${base} is answered as usual`,
+        call: key,
+        args: valid,
+        expect: { code: spec.deniedCodes ?? spec.okCode },
+        mirror: spec.mirror,
+      });
       for (const args of [undefined, null, 42, "junk", true, [], [valid()]]) {
-        cases.push({ label: `${base} as ${JSON.stringify(args) ?? "nothing"}`.slice(0, 90), call: key, args: () => args, expect: { code: 400 } });
+        cases.push({
+          label: `${base} as ${JSON.stringify(args) ?? "nothing"}`.slice(0, 90),
+          call: key,
+          args: () => args,
+          expect: { code: 400 },
+        });
       }
       // A union of call shapes cannot say which member the unknown field is unknown to.
       const unknownField = spec.union ? ["args.bogus", "args"] : "args.bogus";
-      cases.push({ label: `${base} with an unknown field`, call: key, args: () => ({ ...valid(), bogus: 1 }), expect: { code: 400, field: unknownField } });
+      cases.push({
+        label: `${base} with an unknown field`,
+        call: key,
+        args: () => ({ ...valid(), bogus: 1 }),
+        expect: { code: 400, field: unknownField },
+      });
       for (const [name, field] of Object.entries(spec.fields!)) {
         if (field.required) {
           const args = () => {
@@ -1081,8 +1243,14 @@ describe("RPC args", () => {
         }
         for (const value of WRONG_TYPES[field.kind]) {
           const args = () => ({ ...valid(), [name]: value });
-          const named = field.kind === "groups" ? [`args.${name}`, `args.${name}.0`] : spec.union ? [`args.${name}`, "args"] : `args.${name}`;
-          cases.push({ label: `${base} ${name} = ${JSON.stringify(value)?.slice(0, 30)}`, call: key, args, expect: { code: 400, field: named } });
+          const named =
+            field.kind === "groups" ? [`args.${name}`, `args.${name}.0`] : spec.union ? [`args.${name}`, "args"] : `args.${name}`;
+          cases.push({
+            label: `${base} ${name} = ${JSON.stringify(value)?.slice(0, 30)}`,
+            call: key,
+            args,
+            expect: { code: 400, field: named },
+          });
         }
         for (const [hostile, value] of Object.entries(HOSTILE)) {
           const outcome = HOSTILE_OUTCOMES[field.kind][hostile as Hostile];
@@ -1090,8 +1258,18 @@ describe("RPC args", () => {
           // Core parsers (SCRAM) name the field without the args. prefix.
           const fields = field.kind === "groups" ? [`args.${name}.0`] : [`args.${name}`, name];
           const expected =
-            outcome === "reject" ? { code: 400, field: fields } : outcome === "deny" ? { code: [401, 429] } : { code: spec.deniedCodes ?? spec.okCode };
-          cases.push({ label: `${base} ${name}: ${hostile}`, call: key, args, expect: expected, ...(outcome === "reject" ? {} : { mirror: spec.mirror }) });
+            outcome === "reject"
+              ? { code: 400, field: fields }
+              : outcome === "deny"
+                ? { code: [401, 429] }
+                : { code: spec.deniedCodes ?? spec.okCode };
+          cases.push({
+            label: `${base} ${name}: ${hostile}`,
+            call: key,
+            args,
+            expect: expected,
+            ...(outcome === "reject" ? {} : { mirror: spec.mirror }),
+          });
         }
       }
     }
@@ -1136,7 +1314,9 @@ describe("RPC args", () => {
       const heartbeatClient = crypto.randomUUID();
       const socket = await RpcClient.connect(server.wsUrl);
       try {
-        expect((await socket.request("client", "register", { ...registration(), uuid: heartbeatClient, name: "bad-input heartbeat" })).name).toBe("response");
+        expect(
+          (await socket.request("client", "register", { ...registration(), uuid: heartbeatClient, name: "bad-input heartbeat" })).name,
+        ).toBe("response");
         reply = await socket.request(namespace, rpcName, makeArgs());
       } finally {
         expect((await call(server.url, "DELETE", `/api/clients/${heartbeatClient}`, { token: admin })).status).toBe(204);
@@ -1181,14 +1361,20 @@ describe("afterwards", () => {
     }
     const checked = await call(server.url, "GET", `/api/check?token=${licenseToken(2)}&hwid=${HWID}`);
     expect(checked.body).toEqual({ result: "ok", receipt: expect.any(String) });
-    expect((await call(server.url, "GET", "/api/licenses/2/activations", { token: admin })).body.items.map((a: { hwid: string }) => a.hwid)).toEqual([HWID]);
+    expect(
+      (await call(server.url, "GET", "/api/licenses/2/activations", { token: admin })).body.items.map((a: { hwid: string }) => a.hwid),
+    ).toEqual([HWID]);
     expect((await call(server.url, "GET", "/api/licenses/3/activations", { token: admin })).body.total).toBe(0);
   });
   test("the enrollment fixtures are intact: settings, keys and the registered client", async () => {
     expect((await call(server.url, "GET", "/api/settings", { token: admin })).body).toMatchObject({ require_auth_key: false });
     const keys = await call(server.url, "GET", "/api/keys?limit=1000", { token: admin });
     for (const k of keys.body.items) expect(k.key).toMatch(/^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/);
-    expect((await call(server.url, "GET", "/api/keys/1", { token: admin })).body).toMatchObject({ id: 1, status: "pending", label: "bad-input fixtures" });
+    expect((await call(server.url, "GET", "/api/keys/1", { token: admin })).body).toMatchObject({
+      id: 1,
+      status: "pending",
+      label: "bad-input fixtures",
+    });
     expect((await call(server.url, "GET", "/api/keys/2", { token: admin })).body.status).toBe("revoked");
     expect((await call(server.url, "GET", "/api/keys/3", { token: admin })).body.status).toBe("pending");
     const client = await call(server.url, "GET", `/api/clients/${CLIENT_UUID}`, { token: admin });

@@ -2,7 +2,16 @@
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
 /** Headless, and without the background traffic a closed network refuses. */
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
@@ -22,7 +31,8 @@ export async function reportCspViolations(context: BrowserContext): Promise<void
 export function watchPage(page: Page, problems: string[], expected: RegExp): void {
   page.on("console", (message) => {
     if (message.type() === "error" && !expected.test(message.text())) problems.push(`console: ${message.text()}`);
-    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
+    if (message.type() === "warning" && /Content Security Policy|Refused to/i.test(message.text()))
+      problems.push(`console: ${message.text()}`);
   });
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
 }

@@ -42,36 +42,42 @@ afterAll(async () => {
 });
 
 describe("latchkey backup", () => {
-  test.each(["022", "000"])("with umask %s: the copy is 0600, consistent while the server writes, and no temporary file stays", async (umask) => {
-    const target = join(out.path, `backup-${umask}.db`);
-    const count = () => (server.services.db.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
-    const before = count();
-    // The server keeps writing while the copy is taken.
-    let writing = true;
-    const writer = (async () => {
-      while (writing) expect((await call(server.url, "POST", "/api/keys", { token: admin, body: { quantity: 5, label: "during backup" } })).status).toBe(201);
-    })();
-    const res = await runWithUmask(umask, ["backup", target, "--data-dir", server.dataDir]);
-    writing = false;
-    await writer;
-    expect(res).toEqual({ code: 0, stdout: `wrote ${target}\n`, stderr: "" });
-    expect(mode(target)).toBe(0o600);
-    expect(readdirSync(out.path).filter((name) => name.includes(`backup-${umask}`))).toEqual([`backup-${umask}.db`]);
+  test.each(["022", "000"])(
+    "with umask %s: the copy is 0600, consistent while the server writes, and no temporary file stays",
+    async (umask) => {
+      const target = join(out.path, `backup-${umask}.db`);
+      const count = () => (server.services.db.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
+      const before = count();
+      // The server keeps writing while the copy is taken.
+      let writing = true;
+      const writer = (async () => {
+        while (writing)
+          expect(
+            (await call(server.url, "POST", "/api/keys", { token: admin, body: { quantity: 5, label: "during backup" } })).status,
+          ).toBe(201);
+      })();
+      const res = await runWithUmask(umask, ["backup", target, "--data-dir", server.dataDir]);
+      writing = false;
+      await writer;
+      expect(res).toEqual({ code: 0, stdout: `wrote ${target}\n`, stderr: "" });
+      expect(mode(target)).toBe(0o600);
+      expect(readdirSync(out.path).filter((name) => name.includes(`backup-${umask}`))).toEqual([`backup-${umask}.db`]);
 
-    const copy = new Database(target, { readonly: true });
-    try {
-      expect(copy.query("PRAGMA integrity_check").all()).toEqual([{ integrity_check: "ok" }]);
-      expect(copy.query("PRAGMA foreign_key_check").all()).toEqual([]);
-      expect(copy.query("SELECT username FROM users WHERE username = 'admin'").all()).toEqual([{ username: "admin" }]);
-      // A snapshot: whole batches of five, between the count before and the count after.
-      const copied = (copy.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
-      expect(copied).toBeGreaterThanOrEqual(before);
-      expect(copied).toBeLessThanOrEqual(count());
-      expect((copied - before) % 5).toBe(0);
-    } finally {
-      copy.close();
-    }
-  });
+      const copy = new Database(target, { readonly: true });
+      try {
+        expect(copy.query("PRAGMA integrity_check").all()).toEqual([{ integrity_check: "ok" }]);
+        expect(copy.query("PRAGMA foreign_key_check").all()).toEqual([]);
+        expect(copy.query("SELECT username FROM users WHERE username = 'admin'").all()).toEqual([{ username: "admin" }]);
+        // A snapshot: whole batches of five, between the count before and the count after.
+        const copied = (copy.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
+        expect(copied).toBeGreaterThanOrEqual(before);
+        expect(copied).toBeLessThanOrEqual(count());
+        expect((copied - before) % 5).toBe(0);
+      } finally {
+        copy.close();
+      }
+    },
+  );
 
   test("refuses an existing FILE (left as it was) and a FILE in a missing directory", async () => {
     const existing = join(out.path, "existing.db");
@@ -82,7 +88,11 @@ describe("latchkey backup", () => {
     expect(mode(existing)).toBe(0o644);
     const missing = join(out.path, "no-such-dir", "backup.db");
     const res = await runWithUmask("022", ["backup", missing, "--data-dir", server.dataDir]);
-    expect(res).toEqual({ code: 2, stdout: "", stderr: `latchkey: no directory ${join(out.path, "no-such-dir")} to write backup.db in; create it first\n` });
+    expect(res).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: `latchkey: no directory ${join(out.path, "no-such-dir")} to write backup.db in; create it first\n`,
+    });
     expect(existsSync(join(out.path, "no-such-dir"))).toBe(false);
   });
 });
@@ -100,7 +110,17 @@ describe("other files that hold secrets", () => {
 
   test("client install under umask 000: state directory 0700, key and settings 0600", async () => {
     const state = join(out.path, "client-state");
-    const res = await runWithUmask("000", ["client", "install", "-server", "127.0.0.1:9000", "-key", "ABCD-EFGH-JKMN", "--no-service", "--state-dir", state]);
+    const res = await runWithUmask("000", [
+      "client",
+      "install",
+      "-server",
+      "127.0.0.1:9000",
+      "-key",
+      "ABCD-EFGH-JKMN",
+      "--no-service",
+      "--state-dir",
+      state,
+    ]);
     expect(res.code).toBe(0);
     expect(mode(state)).toBe(0o700);
     expect(mode(join(state, "auth_key"))).toBe(0o600);
@@ -109,7 +129,9 @@ describe("other files that hold secrets", () => {
 
   test("a first server start under umask 022 creates the data directory 0700 and the database files 0600", async () => {
     const dataDir = join(out.path, "fresh", "data");
-    const proc = spawnWithUmask("022", ["server", "--listen", "127.0.0.1:0", "--mtls-listen", "127.0.0.1:0", "--data-dir", dataDir], { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD });
+    const proc = spawnWithUmask("022", ["server", "--listen", "127.0.0.1:0", "--mtls-listen", "127.0.0.1:0", "--data-dir", dataDir], {
+      LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    });
     try {
       await waitForListening(proc);
       expect(mode(dataDir)).toBe(0o700);

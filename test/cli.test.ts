@@ -44,7 +44,15 @@ describe("help, version and errors", () => {
     expect(res.stdout).toBe("latchkey dev\n");
   });
 
-  test.each([[["--help"]], [["server", "--help"]], [["user", "--help"]], [["backup", "--help"]], [["server", "-help"]], [["health", "--help"]], [["version", "--help"]]])("%p prints usage", async (argv: string[]) => {
+  test.each([
+    [["--help"]],
+    [["server", "--help"]],
+    [["user", "--help"]],
+    [["backup", "--help"]],
+    [["server", "-help"]],
+    [["health", "--help"]],
+    [["version", "--help"]],
+  ])("%p prints usage", async (argv: string[]) => {
     const res = await runLatchkey(argv);
     expect(res.code).toBe(0);
     expect(res.stdout).toContain("Usage: latchkey");
@@ -68,8 +76,14 @@ describe("help, version and errors", () => {
 
 describe("user commands", () => {
   test("create, list, passwd, delete", async () => {
-    expect((await ok(["user", "create", "alice", "--role", "viewer", "--groups", "red,blue", "--password-stdin"], "alice password\n")).stdout).toBe("created viewer alice\n");
-    const listed = JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; role: string; allowed_groups: string[] }[];
+    expect(
+      (await ok(["user", "create", "alice", "--role", "viewer", "--groups", "red,blue", "--password-stdin"], "alice password\n")).stdout,
+    ).toBe("created viewer alice\n");
+    const listed = JSON.parse((await ok(["user", "list", "--json"])).stdout) as {
+      username: string;
+      role: string;
+      allowed_groups: string[];
+    }[];
     expect(listed.find((u) => u.username === "alice")).toMatchObject({ role: "viewer", allowed_groups: ["red", "blue"] });
     expect((await ok(["user", "list"])).stdout).toMatch(/^alice\s+viewer\s+red,blue\s+never/m);
 
@@ -114,7 +128,11 @@ describe("wsauth users.json import and export", () => {
   test.each([
     ["not JSON", "{nope", /users file is not valid JSON/],
     ["no users list", JSON.stringify({ people: [] }), /users file: users Invalid type|users file: users/],
-    ["a bad hash in the second entry", usersJson([entries[0], { ...entries[1], password_hash: "XYZ" }]), /users\.1\.password_hash must be 64 lowercase hex digits/],
+    [
+      "a bad hash in the second entry",
+      usersJson([entries[0], { ...entries[1], password_hash: "XYZ" }]),
+      /users\.1\.password_hash must be 64 lowercase hex digits/,
+    ],
     ["a hostile username", usersJson([{ ...entries[0], username: "../../etc/passwd" }]), /users\.0\.username may hold letters/],
     ["a duplicate", usersJson([entries[0], entries[0]]), /appears twice/],
     ["a bad role", usersJson([{ ...entries[0], role: "root" }]), /users\.0\.role must be admin or viewer/],
@@ -169,7 +187,10 @@ describe("wsauth users.json import and export", () => {
     expect(res.stderr).toContain("skipped erin: its password_hash is empty");
     expect(res.stderr).toContain("skipped users.2: it has no username");
     const listed = JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; role: string }[];
-    expect(listed.map((u) => [u.username, u.role])).toEqual([["admin", "admin"], ["carol", "viewer"]]);
+    expect(listed.map((u) => [u.username, u.role])).toEqual([
+      ["admin", "admin"],
+      ["carol", "viewer"],
+    ]);
     await ok(["user", "delete", "carol"]);
   });
 
@@ -187,9 +208,17 @@ describe("wsauth users.json import and export", () => {
     expect(await Bun.password.verify(sha256hex(legacy[1]!.password + legacy[1]!.salt), dave.password_hash as string)).toBe(true);
     // Again: both exist now, both are replaced; a file with a bad entry still changes nothing.
     expect((await ok(["user", "import", file(), "--replace"])).stdout).toBe("imported 2 users (2 replaced, their sessions ended)\n");
-    writeFileSync(file(), usersJson([{ ...entries[0], role: "viewer", allowed_groups: ["other"] }, { ...entries[1], password_hash: "bad" }]));
+    writeFileSync(
+      file(),
+      usersJson([
+        { ...entries[0], role: "viewer", allowed_groups: ["other"] },
+        { ...entries[1], password_hash: "bad" },
+      ]),
+    );
     expect((await runLatchkey(["user", "import", file(), "--replace", "--data-dir", dataDir])).code).not.toBe(0);
-    const carol = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; allowed_groups: string[] }[]).find((u) => u.username === "carol");
+    const carol = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; allowed_groups: string[] }[]).find(
+      (u) => u.username === "carol",
+    );
     expect(carol?.allowed_groups).toEqual(["lab"]);
     for (const u of legacy) await ok(["user", "delete", u.username]);
   });
@@ -206,7 +235,10 @@ describe("wsauth users.json import and export", () => {
     expect(JSON.parse(readFileSync(out, "utf8"))).toEqual({ users: [...entries].sort((a, b) => a.username.localeCompare(b.username)) });
     expect(statSync(out).mode & 0o777).toBe(0o600);
     const listing = (await ok(["user", "list", "--json"])).stdout;
-    expect(JSON.parse(listing).find((u: { username: string }) => u.username === "carol")).toMatchObject({ legacy: true, legacy_challenge: true });
+    expect(JSON.parse(listing).find((u: { username: string }) => u.username === "carol")).toMatchObject({
+      legacy: true,
+      legacy_challenge: true,
+    });
   });
 });
 
@@ -244,7 +276,26 @@ describe("latchkey health", () => {
   function selfSigned(name: string): { cert: string; key: string } {
     const paths = { cert: join(dir.path, `${name}.pem`), key: join(dir.path, `${name}.key`) };
     // Named for a public host only: a loopback check cannot match it by name.
-    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", paths.key, "-out", paths.cert, "-days", "1", "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`]);
+    const made = Bun.spawnSync([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      paths.key,
+      "-out",
+      paths.cert,
+      "-days",
+      "1",
+      "-subj",
+      `/CN=${name}`,
+      "-addext",
+      `subjectAltName=DNS:${name}`,
+    ]);
     expect(made.exitCode).toBe(0);
     return paths;
   }
@@ -267,7 +318,11 @@ describe("latchkey health", () => {
   test("healthy: finds the listener in latchkey.json, checks a wildcard address on loopback, exits 0", async () => {
     const dataDir = join(dir.path, "plain");
     writeFileSync(join(dataDir, "latchkey.json"), JSON.stringify({ listen: `0.0.0.0:${plain.port}` }));
-    expect(await health(["--data-dir", dataDir])).toEqual({ code: 0, stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`, stderr: "" });
+    expect(await health(["--data-dir", dataDir])).toEqual({
+      code: 0,
+      stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`,
+      stderr: "",
+    });
   });
 
   test("settings are read as the server reads them: flags, then LATCHKEY_* variables, then latchkey.json", async () => {
@@ -281,21 +336,33 @@ describe("latchkey health", () => {
     const fileLoses = await health(["--data-dir", dataDir], { LATCHKEY_LISTEN: dead });
     expect(fileLoses.code).toBe(1);
     const portZero = await health(["--data-dir", dataDir, "--listen", "127.0.0.1:0"]);
-    expect(portZero).toEqual({ code: 1, stdout: "", stderr: "latchkey: unhealthy: cannot tell: the server listens on port 0 (a random port); pass --url\n" });
+    expect(portZero).toEqual({
+      code: 1,
+      stdout: "",
+      stderr: "latchkey: unhealthy: cannot tell: the server listens on port 0 (a random port); pass --url\n",
+    });
     const badSetting = await health(["--data-dir", dataDir], { LATCHKEY_SESSION_IDLE: "soon" });
     expect(badSetting.code).toBe(1);
     expect(badSetting.stderr).toStartWith("latchkey: unhealthy: cannot tell: invalid configuration: --session-idle");
   });
 
   test("nothing listening: exit 1 with one line saying so", async () => {
-    expect(await health(["--listen", `127.0.0.1:${deadPort}`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: nothing answers at ${at(deadPort)} (connection refused)\n` });
+    expect(await health(["--listen", `127.0.0.1:${deadPort}`])).toEqual({
+      code: 1,
+      stdout: "",
+      stderr: `latchkey: unhealthy: nothing answers at ${at(deadPort)} (connection refused)\n`,
+    });
   });
 
   test("a listener that never answers: exit 1 after --timeout", async () => {
     const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {
       const started = Date.now();
-      expect(await health(["--listen", `127.0.0.1:${silent.port}`, "--timeout", "0.5"])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: no answer from ${at(silent.port)} within 0.5 s\n` });
+      expect(await health(["--listen", `127.0.0.1:${silent.port}`, "--timeout", "0.5"])).toEqual({
+        code: 1,
+        stdout: "",
+        stderr: `latchkey: unhealthy: no answer from ${at(silent.port)} within 0.5 s\n`,
+      });
       // Not a speed check: the only sign that --timeout 0.5 was used rather than the default 5 s is
       // that it gave up before the default would have (0.5 s of waiting, plus a process start).
       expect(Date.now() - started).toBeLessThan(5000);
@@ -314,15 +381,27 @@ describe("latchkey health", () => {
           : new Response("<h1>some other server</h1>", { headers: { "content-type": "text/html" } }),
     });
     try {
-      expect(await health(["--listen", `127.0.0.1:${fake.port}`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: ${at(fake.port!)} answered 503: database error: disk I/O error\n` });
-      expect(await health(["--url", `http://127.0.0.1:${fake.port}/other`])).toEqual({ code: 1, stdout: "", stderr: `latchkey: unhealthy: http://127.0.0.1:${fake.port}/other answered 200: not a latchkey health reply\n` });
+      expect(await health(["--listen", `127.0.0.1:${fake.port}`])).toEqual({
+        code: 1,
+        stdout: "",
+        stderr: `latchkey: unhealthy: ${at(fake.port!)} answered 503: database error: disk I/O error\n`,
+      });
+      expect(await health(["--url", `http://127.0.0.1:${fake.port}/other`])).toEqual({
+        code: 1,
+        stdout: "",
+        stderr: `latchkey: unhealthy: http://127.0.0.1:${fake.port}/other answered 200: not a latchkey health reply\n`,
+      });
     } finally {
       fake.stop(true);
     }
   });
 
   test("--url: the given address, /healthz by default", async () => {
-    expect(await health(["--url", `http://127.0.0.1:${plain.port}`])).toEqual({ code: 0, stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`, stderr: "" });
+    expect(await health(["--url", `http://127.0.0.1:${plain.port}`])).toEqual({
+      code: 0,
+      stdout: `healthy: ${at(plain.port)} (latchkey dev, database ok)\n`,
+      stderr: "",
+    });
   });
 
   test("with --tls-cert: HTTPS on loopback, accepting exactly the configured certificate", async () => {

@@ -8,9 +8,27 @@ import { join } from "node:path";
 import { authHint, registerErrorOutcome } from "../src/client/agent.ts";
 import { resolveStateDir, stateDirFlag } from "../src/client/config.ts";
 import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
-import { ADMIN_PASSWORD, BUN, ROOT, call, eventually, login, runLatchkey, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  BUN,
+  ROOT,
+  call,
+  eventually,
+  login,
+  runLatchkey,
+  spawnLatchkey,
+  startTestServer,
+  tempDir,
+  waitForListening,
+  type TestServer,
+} from "./support.ts";
 
-type Proc = { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array>; exited: Promise<number>; kill(signal?: string | number): void };
+type Proc = {
+  stdout: ReadableStream<Uint8Array>;
+  stderr: ReadableStream<Uint8Array>;
+  exited: Promise<number>;
+  kill(signal?: string | number): void;
+};
 
 /** Collects a process's output as it comes, so tests can wait for a line. */
 function watch(proc: Proc) {
@@ -33,7 +51,8 @@ function watch(proc: Proc) {
 }
 
 const client = (args: string[]) => runLatchkey(["client", ...args]);
-const agent = (stateDir: string, ...flags: string[]) => watch(spawnLatchkey(["client", "run", "--state-dir", stateDir, "--retry-max", "1", ...flags]));
+const agent = (stateDir: string, ...flags: string[]) =>
+  watch(spawnLatchkey(["client", "run", "--state-dir", stateDir, "--retry-max", "1", ...flags]));
 
 async function onlineUuids(baseUrl: string, token: string): Promise<string[]> {
   const res = await call(baseUrl, "GET", "/api/clients?status=online", { token });
@@ -42,7 +61,9 @@ async function onlineUuids(baseUrl: string, token: string): Promise<string[]> {
 }
 
 async function waitOnline(baseUrl: string, token: string, uuid: string, online = true): Promise<void> {
-  await eventually(async () => (await onlineUuids(baseUrl, token)).includes(uuid) === online, { what: `client ${uuid} to be ${online ? "online" : "offline"}` });
+  await eventually(async () => (await onlineUuids(baseUrl, token)).includes(uuid) === online, {
+    what: `client ${uuid} to be ${online ? "online" : "offline"}`,
+  });
 }
 
 /** Words quoted for a POSIX shell where they need it, as the install and status hints print them. */
@@ -64,10 +85,26 @@ describe("install, status, uninstall", () => {
   test("saves config, a 0600 key and a stable UUID; writes the unit exactly; reinstall replaces the key", async () => {
     const state = join(dir.path, "install-state");
     const units = join(dir.path, "units");
-    const first = await client(["install", "-server", "example.com:9000", "-name", "My-Server", "-key", "ABCD-EFGH-JKMN", "--state-dir", state, "--unit-dir", units]);
+    const first = await client([
+      "install",
+      "-server",
+      "example.com:9000",
+      "-name",
+      "My-Server",
+      "-key",
+      "ABCD-EFGH-JKMN",
+      "--state-dir",
+      state,
+      "--unit-dir",
+      units,
+    ]);
     expect(first.code).toBe(0);
     const config = JSON.parse(readFileSync(join(state, "client.json"), "utf8"));
-    expect(config).toEqual({ server: "example.com:9000", name: "My-Server", uuid: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/) });
+    expect(config).toEqual({
+      server: "example.com:9000",
+      name: "My-Server",
+      uuid: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/),
+    });
     expect(readFileSync(join(state, "auth_key"), "utf8")).toBe("ABCD-EFGH-JKMN\n");
     expect(statSync(join(state, "auth_key")).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(units, "latchkey-client.service"), "utf8")).toBe(`[Unit]
@@ -87,7 +124,16 @@ WantedBy=multi-user.target
 `);
 
     // The woho remedy: install again with a new key. The UUID (the machine's identity) stays.
-    const again = await client(["install", "--server=example.com:9000", "-key", "PQRS-TUVW-XYZ2", "--state-dir", state, "--unit-dir", units]);
+    const again = await client([
+      "install",
+      "--server=example.com:9000",
+      "-key",
+      "PQRS-TUVW-XYZ2",
+      "--state-dir",
+      state,
+      "--unit-dir",
+      units,
+    ]);
     expect(again.code).toBe(0);
     expect(again.stdout).toContain(`uuid ${config.uuid}, kept`);
     expect(JSON.parse(readFileSync(join(state, "client.json"), "utf8"))).toEqual({ ...config, name: "My-Server" });
@@ -120,7 +166,9 @@ WantedBy=multi-user.target
   test("--no-service writes no unit; the state dir also comes from LATCHKEY_CLIENT_DIR; bad input says what to do", async () => {
     const state = join(dir.path, "env-state");
     const units = join(dir.path, "no-units");
-    const res = await runLatchkey(["client", "install", "-server", "127.0.0.1:9000", "--no-service", "--unit-dir", units], { env: { LATCHKEY_CLIENT_DIR: state } });
+    const res = await runLatchkey(["client", "install", "-server", "127.0.0.1:9000", "--no-service", "--unit-dir", units], {
+      env: { LATCHKEY_CLIENT_DIR: state },
+    });
     expect(res.code).toBe(0);
     expect(existsSync(join(units, "latchkey-client.service"))).toBe(false);
     expect(existsSync(join(state, "auth_key"))).toBe(false);
@@ -152,7 +200,9 @@ WantedBy=multi-user.target
     // The default state directory needs no flag; one named by LATCHKEY_CLIENT_DIR does, as another shell may not have it.
     const env = { HOME: join(dir.path, "home") };
     expect(stateDirFlag(resolveStateDir(undefined, env), env)).toEqual([]);
-    expect(stateDirFlag(resolveStateDir(undefined, { ...env, LATCHKEY_CLIENT_DIR: state }), { ...env, LATCHKEY_CLIENT_DIR: state })).toEqual(["--state-dir", state]);
+    expect(
+      stateDirFlag(resolveStateDir(undefined, { ...env, LATCHKEY_CLIENT_DIR: state }), { ...env, LATCHKEY_CLIENT_DIR: state }),
+    ).toEqual(["--state-dir", state]);
   });
 });
 
@@ -166,7 +216,9 @@ describe("run against a server process", () => {
     try {
       const { url } = await waitForListening(server);
       const port = new URL(url).port;
-      expect((await client(["install", "-server", `127.0.0.1:${port}`, "-name", "runner", "--no-service", "--state-dir", state])).code).toBe(0);
+      expect(
+        (await client(["install", "-server", `127.0.0.1:${port}`, "-name", "runner", "--no-service", "--state-dir", state])).code,
+      ).toBe(0);
       const uuid = uuidOf(state);
       running = agent(state, "--heartbeat", "2");
       await running.waitFor("registered with");
@@ -219,7 +271,17 @@ describe("pre-shared keys (require_auth_key on)", () => {
   }
   async function installed(name: string, key?: string): Promise<string> {
     const state = join(dir.path, name);
-    const res = await client(["install", "-server", address(), "-name", name, "--no-service", "--state-dir", state, ...(key ? ["-key", key] : [])]);
+    const res = await client([
+      "install",
+      "-server",
+      address(),
+      "-name",
+      name,
+      "--no-service",
+      "--state-dir",
+      state,
+      ...(key ? ["-key", key] : []),
+    ]);
     expect(res.code).toBe(0);
     return state;
   }
@@ -267,7 +329,9 @@ describe("pre-shared keys (require_auth_key on)", () => {
     expect(await run.proc.exited).toBe(3);
     expect(run.text()).toContain("AUTH_REQUIRED");
     // The remedy is runnable as printed: this program, with the state directory it was given.
-    expect(run.text()).toContain(`reinstall with -key: ${BUN} ${join(ROOT, "src/main.ts")} client install -server ${address()} -key XXXX-XXXX-XXXX --state-dir ${state}`);
+    expect(run.text()).toContain(
+      `reinstall with -key: ${BUN} ${join(ROOT, "src/main.ts")} client install -server ${address()} -key XXXX-XXXX-XXXX --state-dir ${state}`,
+    );
     expect(existsSync(join(state, "auth_key"))).toBe(false);
   });
 
@@ -308,7 +372,9 @@ describe("pre-shared keys (require_auth_key on)", () => {
       expect(first.code).toBe(3);
       const [loser, winner] = [runs[first.i]!, runs[1 - first.i]!];
       await loser.waitFor("AUTH_FAILED: Key already in use");
-      expect(loser.text()).toContain("AUTH_FAILED: Key already in use: another machine claimed this pending key at the same moment: generate a separate key per machine");
+      expect(loser.text()).toContain(
+        "AUTH_FAILED: Key already in use: another machine claimed this pending key at the same moment: generate a separate key per machine",
+      );
       expect(loser.text()).not.toContain("Reset the key");
       await winner.waitFor("registered with");
       expect(loser.count("registered with")).toBe(0);
@@ -383,8 +449,15 @@ describe("what the agent does about a refused registration", () => {
     registerErrorOutcome({ code: 403, message, ...(reason === undefined ? {} : { reason: reason as never }) }, false, config);
 
   test("it goes by the reason, whatever the message says", () => {
-    expect(refused("auth_required", "Bitte einen Schlüssel angeben")).toEqual({ kind: "auth_required", message: "Bitte einen Schlüssel angeben" });
-    expect(refused("key_in_use", "AUTH_FAILED: Invalid or revoked key")).toEqual({ kind: "auth_failed", reason: "key_in_use", message: "AUTH_FAILED: Invalid or revoked key" });
+    expect(refused("auth_required", "Bitte einen Schlüssel angeben")).toEqual({
+      kind: "auth_required",
+      message: "Bitte einen Schlüssel angeben",
+    });
+    expect(refused("key_in_use", "AUTH_FAILED: Invalid or revoked key")).toEqual({
+      kind: "auth_failed",
+      reason: "key_in_use",
+      message: "AUTH_FAILED: Invalid or revoked key",
+    });
     expect(refused("bound_elsewhere", "reworded")).toMatchObject({ kind: "auth_failed", reason: "bound_elsewhere" });
     expect(refused("invalid_key", "reworded")).toMatchObject({ kind: "auth_failed", reason: "invalid_key" });
     // A clone may be this machine's own previous connection: retried, with the clone hint.
@@ -392,14 +465,26 @@ describe("what the agent does about a refused registration", () => {
     expect(clone).toMatchObject({ kind: "retry", registered: false });
     expect(clone.kind === "retry" && clone.message).toContain(config.uuid);
     // A reason this agent does not know still needs an operator, with the general hint.
-    expect(refused("key_expired", "AUTH_FAILED: Key expired")).toEqual({ kind: "auth_failed", reason: "key_expired", message: "AUTH_FAILED: Key expired" });
+    expect(refused("key_expired", "AUTH_FAILED: Key expired")).toEqual({
+      kind: "auth_failed",
+      reason: "key_expired",
+      message: "AUTH_FAILED: Key expired",
+    });
   });
 
   test("without a reason, only a seed message matched whole counts (a server from before the field)", () => {
     expect(refused(undefined, "AUTH_REQUIRED")).toMatchObject({ kind: "auth_required" });
     expect(refused(undefined, "AUTH_FAILED: Key already in use")).toMatchObject({ kind: "auth_failed", reason: "key_in_use" });
     // No prefix matching: anything else is an error to retry after.
-    expect(refused(undefined, "AUTH_FAILED: Key already in use, or something")).toMatchObject({ kind: "retry", message: "client/register failed: AUTH_FAILED: Key already in use, or something" });
-    expect(registerErrorOutcome({ code: 429, message: "slow down", retry_after: 7 }, true, config)).toEqual({ kind: "retry", registered: true, message: "client/register failed: slow down", retryAfterSeconds: 7 });
+    expect(refused(undefined, "AUTH_FAILED: Key already in use, or something")).toMatchObject({
+      kind: "retry",
+      message: "client/register failed: AUTH_FAILED: Key already in use, or something",
+    });
+    expect(registerErrorOutcome({ code: 429, message: "slow down", retry_after: 7 }, true, config)).toEqual({
+      kind: "retry",
+      registered: true,
+      message: "client/register failed: slow down",
+      retryAfterSeconds: 7,
+    });
   });
 });

@@ -55,18 +55,29 @@ describe("migrations", () => {
   test("0004 moves check counters out of the licenses table, keeping them, and cascades deletes", () => {
     const db = new Database(join(fresh(), "latchkey.db"));
     db.run("PRAGMA foreign_keys = ON");
-    migrate(db, migrations.filter((m) => m.name < "0004"));
+    migrate(
+      db,
+      migrations.filter((m) => m.name < "0004"),
+    );
     db.run("INSERT INTO applications (name, created_at) VALUES ('App', 0)");
     const insert = db.query(
       "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, created_at, total_checks, last_check_at, last_check_address) VALUES (1, ?, ?, 1, 0, ?, ?, ?)",
     );
     insert.run("CHECKED", "h1", 7, 1_700_000_000_000, "10.0.0.7");
     insert.run("NEVER", "h2", 0, null, null);
-    expect(migrate(db, migrations.filter((m) => m.name < "0005"))).toEqual(["0004_check_counters"]);
+    expect(
+      migrate(
+        db,
+        migrations.filter((m) => m.name < "0005"),
+      ),
+    ).toEqual(["0004_check_counters"]);
     expect(db.query("SELECT license_id, total, last_at, last_address FROM license_checks").all()).toEqual([
       { license_id: 1, total: 7, last_at: 1_700_000_000_000, last_address: "10.0.0.7" },
     ]);
-    const columns = db.query<{ name: string }, []>("SELECT name FROM pragma_table_info('licenses')").all().map((c) => c.name);
+    const columns = db
+      .query<{ name: string }, []>("SELECT name FROM pragma_table_info('licenses')")
+      .all()
+      .map((c) => c.name);
     expect(columns).not.toContain("total_checks");
     expect(columns).not.toContain("last_check_at");
     expect(columns).toContain("last_activation_at");
@@ -75,10 +86,12 @@ describe("migrations", () => {
     db.close();
   });
 
-
   test("0005 gives existing accounts a credential version of 0, which password changes bump", () => {
     const db = new Database(join(fresh(), "latchkey.db"));
-    migrate(db, migrations.filter((m) => m.name < "0005"));
+    migrate(
+      db,
+      migrations.filter((m) => m.name < "0005"),
+    );
     db.run(
       "INSERT INTO users (username, role, password_hash, scram_salt, scram_iterations, scram_stored_key, scram_server_key, created_at, password_changed_at) VALUES ('old', 'admin', 'h', 's', 4096, 'k', 'k', 0, 0)",
     );
@@ -91,7 +104,13 @@ describe("migrations", () => {
     const dir = fresh();
     const db = openDatabase(dir, { create: true });
     expect(db.query("SELECT name FROM _migrations ORDER BY name").all()).toEqual(migrations.map((m) => ({ name: m.name })));
-    expect(migrations.map((m) => m.name)).toEqual(["0001_init", "0002_licensing", "0003_enrollment", "0004_check_counters", "0005_credential_version"]);
+    expect(migrations.map((m) => m.name)).toEqual([
+      "0001_init",
+      "0002_licensing",
+      "0003_enrollment",
+      "0004_check_counters",
+      "0005_credential_version",
+    ]);
     expect(migrate(db)).toEqual([]);
     db.close();
     const again = openDatabase(dir, { create: false });
@@ -122,7 +141,9 @@ describe("migrations", () => {
 describe("durability", () => {
   test("an acknowledged write survives kill -9 of the server", async () => {
     const dataDir = fresh();
-    const proc = spawnLatchkey(["server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], { env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD } });
+    const proc = spawnLatchkey(["server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
+      env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD },
+    });
     try {
       const { url } = await waitForListening(proc);
       const token = await login(url);

@@ -49,7 +49,11 @@ function collect(stream: ReadableStream<Uint8Array>) {
 }
 
 /** Waits for the first complete JSON line that matches, until the stream ends. */
-async function waitForLine(output: ReturnType<typeof collect>, matches: (entry: LogEntry) => boolean, timeoutMs = 15_000): Promise<LogEntry> {
+async function waitForLine(
+  output: ReturnType<typeof collect>,
+  matches: (entry: LogEntry) => boolean,
+  timeoutMs = 15_000,
+): Promise<LogEntry> {
   return eventually(
     () => {
       const found = output.entries().find(matches);
@@ -98,7 +102,14 @@ describe("the compiled binary", () => {
 
       const query = await call(url, "PUT", "/rpc/query", { token, rawBody: '{"junk":"junk"}' });
       expect(query.body).toEqual({
-        args: { "latchkey/audit": "read", "latchkey/clients": "read/write", "latchkey/keys": "read/write", "latchkey/licenses": "read/write", "latchkey/settings": "read/write", "latchkey/users": "read/write" },
+        args: {
+          "latchkey/audit": "read",
+          "latchkey/clients": "read/write",
+          "latchkey/keys": "read/write",
+          "latchkey/licenses": "read/write",
+          "latchkey/settings": "read/write",
+          "latchkey/users": "read/write",
+        },
       });
 
       const rpc = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
@@ -167,7 +178,13 @@ describe("the compiled binary", () => {
     try {
       const { url } = await waitForListening(proc);
       // The seed's "Key Creation": an application, then a key, made with the binary's CLI on the server's data directory.
-      const app = await cli("app", "create", "Ice Breaker", "--support-message", "call 555-555-5555 for support or email support@example.com");
+      const app = await cli(
+        "app",
+        "create",
+        "Ice Breaker",
+        "--support-message",
+        "call 555-555-5555 for support or email support@example.com",
+      );
       expect(app).toMatchObject({ code: 0, stdout: 'created application 1 "Ice Breaker"\n' });
       const key = await cli("license", "create", "--app", "1", "--activations", "10");
       expect(key.code).toBe(0);
@@ -175,18 +192,55 @@ describe("the compiled binary", () => {
       const token = key.stdout.trim();
 
       // Exactly the seed's example: curl localhost:5001/api/activate -X POST -d token=... -d machine=ICEBREAKER -d user=sam
-      const activated = await curl(`${url}/api/activate`, "-X", "POST", "-d", `token=${token}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      const activated = await curl(
+        `${url}/api/activate`,
+        "-X",
+        "POST",
+        "-d",
+        `token=${token}`,
+        "-d",
+        "machine=ICEBREAKER",
+        "-d",
+        "user=sam",
+      );
       expect(activated.status).toBe(201);
       const body = JSON.parse(activated.text);
       expect(body).toEqual({ result: "ok", remainingActivations: 9, receipt: expect.any(String) });
 
-      const checked = await curl("-G", `${url}/api/check`, "-d", `token=${token}`, "-d", "app_id=1", "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      const checked = await curl(
+        "-G",
+        `${url}/api/check`,
+        "-d",
+        `token=${token}`,
+        "-d",
+        "app_id=1",
+        "-d",
+        "machine=ICEBREAKER",
+        "-d",
+        "user=sam",
+      );
       expect(checked.status).toBe(201);
       const check = JSON.parse(checked.text);
       expect(check).toEqual({ result: "ok", receipt: expect.any(String) });
-      const refused = await curl(`${url}/api/activate`, "-X", "POST", "-d", "token=2SZRHXZBNB3GUCHM375FTB8DJ", "-d", "app_id=1", "-d", "machine=ICEBREAKER", "-d", "user=sam");
+      const refused = await curl(
+        `${url}/api/activate`,
+        "-X",
+        "POST",
+        "-d",
+        "token=2SZRHXZBNB3GUCHM375FTB8DJ",
+        "-d",
+        "app_id=1",
+        "-d",
+        "machine=ICEBREAKER",
+        "-d",
+        "user=sam",
+      );
       expect(refused.status).toBe(404);
-      expect(JSON.parse(refused.text)).toEqual({ result: "failure", error: "invalid activation token", support_message: "call 555-555-5555 for support or email support@example.com" });
+      expect(JSON.parse(refused.text)).toEqual({
+        result: "failure",
+        error: "invalid activation token",
+        support_message: "call 555-555-5555 for support or email support@example.com",
+      });
 
       // Offline verification with the binary and the public key saved from the server.
       const keyFile = join(dir.path, "seed-flow.pem");
@@ -213,7 +267,11 @@ describe("the compiled binary", () => {
 
   test("--log-format json: every line it writes, the first start's password included, is a JSON object", async () => {
     const dataDir = join(dir.path, "json-logs");
-    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"], { binary, cwd: dir.path, env: bareEnv() });
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"], {
+      binary,
+      cwd: dir.path,
+      env: bareEnv(),
+    });
     const stdout = collect(proc.stdout);
     const stderr = collect(proc.stderr);
     try {
@@ -232,11 +290,20 @@ describe("the compiled binary", () => {
       expect(login.status).toBe(200);
       const token = login.body.token as string;
       expect((await call(url, "GET", "/api/users", { token })).status).toBe(200);
-      expect((await call(url, "POST", "/api/users", { token, body: { username: "json-logs", password: "another long password", role: "viewer" } })).status).toBe(201);
+      expect(
+        (
+          await call(url, "POST", "/api/users", {
+            token,
+            body: { username: "json-logs", password: "another long password", role: "viewer" },
+          })
+        ).status,
+      ).toBe(201);
       expect((await call(url, "GET", "/api/audit", { token })).status).toBe(200);
       expect((await call(url, "GET", "/api/users")).status).toBe(401);
       expect((await call(url, "GET", "/api/no-such-route", { token })).status).toBe(404);
-      expect((await call(url, "POST", "/api/users", { token, rawBody: "{", headers: { "content-type": "application/json" } })).status).toBe(400);
+      expect((await call(url, "POST", "/api/users", { token, rawBody: "{", headers: { "content-type": "application/json" } })).status).toBe(
+        400,
+      );
       expect((await call(url, "POST", "/api/users", { token, body: { username: 5 } })).status).toBe(400);
 
       // WebSocket: the first connection is when Elysia analyses the /ws hooks.
@@ -253,7 +320,9 @@ describe("the compiled binary", () => {
       expect(notJsonObjects(stdout.text())).toEqual([]);
       expect(notJsonObjects(stderr.text())).toEqual([]);
       expect(stderr.text()).toEndWith("\n");
-      expect(stderr.entries().map((entry) => entry.msg)).toEqual(expect.arrayContaining(["latchkey listening", "shutting down", "stopped"]));
+      expect(stderr.entries().map((entry) => entry.msg)).toEqual(
+        expect.arrayContaining(["latchkey listening", "shutting down", "stopped"]),
+      );
     } finally {
       proc.kill("SIGKILL");
     }
@@ -264,13 +333,23 @@ describe("the compiled binary", () => {
     const dataDir = join(dir.path, "never-made");
     const port = blocker.port!;
     try {
-      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+        binary,
+        cwd: dir.path,
+        env: bareEnv(),
+      });
       expect(res.code).toBe(1);
-      expect(res.stderr).toBe(`latchkey: cannot listen on 127.0.0.1:${port} (--listen): the address is in use by another program; stop it or choose another --listen\n`);
+      expect(res.stderr).toBe(
+        `latchkey: cannot listen on 127.0.0.1:${port} (--listen): the address is in use by another program; stop it or choose another --listen\n`,
+      );
       expect(res.stdout).toBe("");
       expect(existsSync(dataDir)).toBe(false);
       // In JSON mode the refusal is a JSON line too.
-      const json = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], { binary, cwd: dir.path, env: bareEnv() });
+      const json = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], {
+        binary,
+        cwd: dir.path,
+        env: bareEnv(),
+      });
       expect(json.code).toBe(1);
       expect(JSON.parse(json.stderr)).toMatchObject({ level: "error", msg: "cannot start" });
       expect(existsSync(dataDir)).toBe(false);
@@ -278,7 +357,11 @@ describe("the compiled binary", () => {
       blocker.stop(true);
     }
     // The port is free now: this start is the first one, and shows the password.
-    const proc = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
+    const proc = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+      binary,
+      cwd: dir.path,
+      env: bareEnv(),
+    });
     try {
       const { log } = await waitForListening(proc);
       expect(log()).toContain('created the bootstrap account "admin" with password: ');
@@ -302,7 +385,11 @@ describe("the compiled binary", () => {
       const url = (await waitForLine(stderr, (entry) => entry.msg === "latchkey listening")).url as string;
       // Logins: one wrong password, then a burst on one account that the throttle stops.
       expect((await call(url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password 1" } })).status).toBe(401);
-      const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => call(url, "POST", "/api/auth/login", { body: { username: "admin", password: `wrong password ${i + 2}` } })));
+      const burst = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          call(url, "POST", "/api/auth/login", { body: { username: "admin", password: `wrong password ${i + 2}` } }),
+        ),
+      );
       expect(burst.filter((r) => r.status === 429).length).toBeGreaterThan(20);
       // Enrollment: a key, a registration, a clone refused, the key revoked.
       const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", dataDir], { binary, cwd: dir.path, env: bareEnv() });
@@ -319,12 +406,18 @@ describe("the compiled binary", () => {
       expect((await cli("key", "revoke", id)).code).toBe(0);
       expect((await first.closed).code).toBe(4003);
 
-      const event = (action: string, outcome: string) => stderr.entries().filter((e) => e.msg === "security event" && e.action === action && e.outcome === outcome);
+      const event = (action: string, outcome: string) =>
+        stderr.entries().filter((e) => e.msg === "security event" && e.action === action && e.outcome === outcome);
       await waitForLine(stderr, (e) => e.msg === "security event" && e.action === "client.register" && e.outcome === "failure");
       expect(event("auth.password", "failure").length).toBe(5);
       // The throttled burst: ten lines, the rest counted (and the count logged with the next such line).
       expect(event("auth.password", "denied")).toHaveLength(10);
-      expect(event("auth.password", "denied")[0]).toMatchObject({ level: "warn", actor: "admin", address: "127.0.0.1", reason: "throttled (account)" });
+      expect(event("auth.password", "denied")[0]).toMatchObject({
+        level: "warn",
+        actor: "admin",
+        address: "127.0.0.1",
+        reason: "throttled (account)",
+      });
       expect(event("client.register", "success")).toHaveLength(1);
       expect(event("client.register", "failure")[0]).toMatchObject({ target: uuid, reason: "AUTH_FAILED: Client already connected" });
       // The revocation was made by the CLI in another process: the server logs the clients it disconnected.

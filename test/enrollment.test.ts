@@ -7,7 +7,18 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
-import { call, createUser, eventually, login, manualClock, metric, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import {
+  call,
+  createUser,
+  eventually,
+  login,
+  manualClock,
+  metric,
+  RpcClient,
+  runLatchkey,
+  startTestServer,
+  type TestServer,
+} from "./support.ts";
 
 const KEY_FORMAT = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
 const INVALID = "AUTH_FAILED: Invalid or revoked key";
@@ -140,7 +151,8 @@ afterAll(async () => {
 
 describe("the woho registration table over /ws", () => {
   /** active-other: bound to another UUID 10 s ago or more; active-other-recent: less than 10 s ago. */
-  type KeyState = "none" | "empty" | "unknown" | "malformed" | "revoked" | "pending" | "active-same" | "active-other" | "active-other-recent";
+  type KeyState =
+    "none" | "empty" | "unknown" | "malformed" | "revoked" | "pending" | "active-same" | "active-other" | "active-other-recent";
   interface Row {
     required: boolean;
     key: KeyState;
@@ -178,7 +190,17 @@ describe("the woho registration table over /ws", () => {
     await setRequire(required);
     const before = await getKey(key.id);
 
-    const sent = { none: undefined, empty: "", unknown: "ABCD-EFGH-JKMN", malformed: "not a key at all", revoked: key.key, pending: key.key, "active-same": key.key, "active-other": key.key, "active-other-recent": key.key }[state];
+    const sent = {
+      none: undefined,
+      empty: "",
+      unknown: "ABCD-EFGH-JKMN",
+      malformed: "not a key at all",
+      revoked: key.key,
+      pending: key.key,
+      "active-same": key.key,
+      "active-other": key.key,
+      "active-other-recent": key.key,
+    }[state];
     const { rpc, reply } = await register(me, sent);
     try {
       const after = await getKey(key.id);
@@ -191,7 +213,10 @@ describe("the woho registration table over /ws", () => {
         expect(failures[0]).toMatchObject({ outcome: "failure", reason: result.message });
         return;
       }
-      expect(reply).toMatchObject({ name: "response", args: { registered: true, uuid: me, reconnect: result === "reconnect" || !required } });
+      expect(reply).toMatchObject({
+        name: "response",
+        args: { registered: true, uuid: me, reconnect: result === "reconnect" || !required },
+      });
       expect(await getClient(me)).toMatchObject({ uuid: me, online: true, key_id: required ? key.id : null });
       if (!required) {
         // The key was ignored: its record is untouched.
@@ -262,7 +287,10 @@ describe("require_auth_key takes effect on the very next registration", () => {
       const reply = await watcher.request("latchkey", "settings", { action: "update", require_auth_key: on });
       expect(reply.args).toEqual({ require_auth_key: on });
     };
-    for (const [label, set] of [["REST", setRequire], ["RPC", viaRpc]] as const) {
+    for (const [label, set] of [
+      ["REST", setRequire],
+      ["RPC", viaRpc],
+    ] as const) {
       await settle(watcher);
       const pushed = watcher.events.length;
       await set(true);
@@ -277,7 +305,10 @@ describe("require_auth_key takes effect on the very next registration", () => {
       expect(r.reply.name).toBe("response");
       await disconnect(r.rpc, me);
       await settle(watcher);
-      const changes = watcher.events.slice(pushed).filter((e) => e.name === "settings.changed").map((e) => e.args);
+      const changes = watcher.events
+        .slice(pushed)
+        .filter((e) => e.name === "settings.changed")
+        .map((e) => e.args);
       expect({ label, changes }).toEqual({ label, changes: [{ require_auth_key: true }, { require_auth_key: false }] });
     }
     const audited = await audit("settings.update");
@@ -342,9 +373,14 @@ describe("expiry: a restart is not a re-enrollment", () => {
       stranger.close();
       expect((await call(own.url, "GET", `/api/keys/${unused.id}`, { token: token2 })).body.status).toBe("pending");
 
-      await eventually(async () => (await call(own.url, "GET", `/api/clients/${me}`, { token: token2 })).body.online === false, { what: "the first socket to be gone" });
+      await eventually(async () => (await call(own.url, "GET", `/api/clients/${me}`, { token: token2 })).body.online === false, {
+        what: "the first socket to be gone",
+      });
       const again = await RpcClient.connect(own.wsUrl);
-      expect(await again.request("client", "register", regArgs(me, bound.key))).toMatchObject({ name: "response", args: { reconnect: true } });
+      expect(await again.request("client", "register", regArgs(me, bound.key))).toMatchObject({
+        name: "response",
+        args: { reconnect: true },
+      });
       // Revocation wins over the identity: the socket closes, and the next attempt fails.
       await call(own.url, "POST", `/api/keys/${bound.id}/revoke`, { token: token2 });
       expect(await closedByServer(again)).toEqual({ code: 4003, reason: INVALID });
@@ -390,12 +426,18 @@ describe("another UUID with an active key: in use for 10 s after the binding, bo
       clock.set(rebindAt);
       expect((await call(own.url, "POST", `/api/keys/${key.id}/reset`, { token })).status).toBe(200);
       expect(await present(b, rebindAt)).toMatchObject({ name: "response", args: { uuid: b, reconnect: false } });
-      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({ status: "active", client_uuid: b, first_used_at: new Date(rebindAt).toISOString() });
+      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
+        status: "active",
+        client_uuid: b,
+        first_used_at: new Date(rebindAt).toISOString(),
+      });
       expectError(await present(a, rebindAt + 3000), 403, IN_USE);
       expectError(await present(c, rebindAt + 3000), 403, IN_USE);
       expectError(await present(a, rebindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
 
-      const log = (await call(own.url, "GET", "/api/audit?action=client.register&outcome=failure&limit=1000", { token })).body.items.reverse();
+      const log = (
+        await call(own.url, "GET", "/api/audit?action=client.register&outcome=failure&limit=1000", { token })
+      ).body.items.reverse();
       expect(log.map((e: any) => [e.target, e.reason])).toEqual([
         [b, IN_USE],
         [c, IN_USE],
@@ -405,7 +447,11 @@ describe("another UUID with an active key: in use for 10 s after the binding, bo
         [c, IN_USE],
         [a, BOUND],
       ]);
-      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({ status: "active", client_uuid: b, usage_count: 2 });
+      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
+        status: "active",
+        client_uuid: b,
+        usage_count: 2,
+      });
     } finally {
       await own.close();
     }
@@ -431,17 +477,65 @@ describe("revocation closes the live connection", () => {
     expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
   };
   const ways: Way[] = [
-    { label: "REST revoke", act: async (k) => ok(await call(server.url, "POST", `/api/keys/${k.id}/revoke`, { token: admin })), next: INVALID, action: "key.revoke" },
-    { label: "RPC revoke", act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "revoke", id: k.id })).name).toBe("response"), next: INVALID, action: "key.revoke" },
+    {
+      label: "REST revoke",
+      act: async (k) => ok(await call(server.url, "POST", `/api/keys/${k.id}/revoke`, { token: admin })),
+      next: INVALID,
+      action: "key.revoke",
+    },
+    {
+      label: "RPC revoke",
+      act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "revoke", id: k.id })).name).toBe("response"),
+      next: INVALID,
+      action: "key.revoke",
+    },
     { label: "CLI revoke (another process)", act: (k) => cli(["key", "revoke", String(k.id)]), next: INVALID, action: "key.revoke" },
-    { label: "REST reset", act: async (k) => ok(await call(server.url, "POST", `/api/keys/${k.id}/reset`, { token: admin })), freed: true, next: BOUND, action: "key.reset" },
-    { label: "RPC reset", act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "reset", id: k.id })).name).toBe("response"), freed: true, next: BOUND, action: "key.reset" },
-    { label: "CLI reset (another process)", act: (k) => cli(["key", "reset", String(k.id)]), freed: true, next: BOUND, action: "key.reset" },
-    { label: "REST delete", act: async (k) => ok(await call(server.url, "DELETE", `/api/keys/${k.id}`, { token: admin })), next: INVALID, action: "key.delete" },
-    { label: "RPC delete", act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "delete", id: k.id })).name).toBe("response"), next: INVALID, action: "key.delete" },
+    {
+      label: "REST reset",
+      act: async (k) => ok(await call(server.url, "POST", `/api/keys/${k.id}/reset`, { token: admin })),
+      freed: true,
+      next: BOUND,
+      action: "key.reset",
+    },
+    {
+      label: "RPC reset",
+      act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "reset", id: k.id })).name).toBe("response"),
+      freed: true,
+      next: BOUND,
+      action: "key.reset",
+    },
+    {
+      label: "CLI reset (another process)",
+      act: (k) => cli(["key", "reset", String(k.id)]),
+      freed: true,
+      next: BOUND,
+      action: "key.reset",
+    },
+    {
+      label: "REST delete",
+      act: async (k) => ok(await call(server.url, "DELETE", `/api/keys/${k.id}`, { token: admin })),
+      next: INVALID,
+      action: "key.delete",
+    },
+    {
+      label: "RPC delete",
+      act: async (k) => expect((await watcher.request("latchkey", "keys", { action: "delete", id: k.id })).name).toBe("response"),
+      next: INVALID,
+      action: "key.delete",
+    },
     { label: "CLI delete (another process)", act: (k) => cli(["key", "delete", String(k.id)]), next: INVALID, action: "key.delete" },
-    { label: "REST client delete", act: async (_k, me) => ok(await call(server.url, "DELETE", `/api/clients/${me}`, { token: admin })), next: INVALID, action: "client.delete" },
-    { label: "RPC client delete", act: async (_k, me) => expect((await watcher.request("latchkey", "clients", { action: "delete", uuid: me })).name).toBe("response"), next: INVALID, action: "client.delete" },
+    {
+      label: "REST client delete",
+      act: async (_k, me) => ok(await call(server.url, "DELETE", `/api/clients/${me}`, { token: admin })),
+      next: INVALID,
+      action: "client.delete",
+    },
+    {
+      label: "RPC client delete",
+      act: async (_k, me) => expect((await watcher.request("latchkey", "clients", { action: "delete", uuid: me })).name).toBe("response"),
+      next: INVALID,
+      action: "client.delete",
+    },
   ];
 
   beforeAll(() => setRequire(true));
@@ -478,7 +572,8 @@ describe("revocation closes the live connection", () => {
     expect(entries.some((e) => e.target === `key ${key.id}` || e.target === me)).toBe(true);
     // The admin's socket heard of it (the CLI's change is not pushed: the server did not make it).
     await waitForEvent(watcher, "clients.offline", (a) => a.uuid === me);
-    if (!action.startsWith("client") && !label.startsWith("CLI")) expect(watcher.events.slice(pushed).some((e) => e.name === "keys.changed")).toBe(true);
+    if (!action.startsWith("client") && !label.startsWith("CLI"))
+      expect(watcher.events.slice(pushed).some((e) => e.name === "keys.changed")).toBe(true);
   });
 
   test("a client deleted while connected is gone from the list and its key revoked", async () => {
@@ -492,26 +587,29 @@ describe("revocation closes the live connection", () => {
     expect((await call(server.url, "DELETE", `/api/clients/${me}`, { token: admin })).status).toBe(404);
   });
 
-  test.each(["reset", "delete", "revoke"])("a client re-enrolled with a new key stays connected when its old, revoked key then gets: %s", async (change) => {
-    const me = uuid();
-    const [old, fresh] = await generate({ quantity: 2 });
-    const first = await register(me, old.key);
-    await call(server.url, "POST", `/api/keys/${old.id}/revoke`, { token: admin });
-    expect(await closedByServer(first.rpc)).toEqual({ code: 4003, reason: INVALID });
-    // The woho remedy: reinstall with a new key.
-    const { rpc, reply } = await register(me, fresh.key);
-    expect(reply).toMatchObject({ name: "response", args: { reconnect: false } });
-    expect((await getClient(me)).key_id).toBe(fresh.id);
-    // Cleaning up the old key, in this process and from the CLI, does not touch the new binding.
-    if (change === "delete") expect((await call(server.url, "DELETE", `/api/keys/${old.id}`, { token: admin })).status).toBe(204);
-    else expect((await call(server.url, "POST", `/api/keys/${old.id}/${change}`, { token: admin })).status).toBe(200);
-    if (change !== "delete") await runLatchkey(["key", change, String(old.id), "--data-dir", server.dataDir]);
-    // Longer than the server takes to notice another process's change (it checks twice a second).
-    expect(await stillOpenAfter(rpc, 1200)).toBe(true);
-    expect((await rpc.request("client", "heartbeat", {})).args).toBe("ok");
-    expect(await getClient(me)).toMatchObject({ online: true, key_id: fresh.id });
-    await disconnect(rpc, me);
-  });
+  test.each(["reset", "delete", "revoke"])(
+    "a client re-enrolled with a new key stays connected when its old, revoked key then gets: %s",
+    async (change) => {
+      const me = uuid();
+      const [old, fresh] = await generate({ quantity: 2 });
+      const first = await register(me, old.key);
+      await call(server.url, "POST", `/api/keys/${old.id}/revoke`, { token: admin });
+      expect(await closedByServer(first.rpc)).toEqual({ code: 4003, reason: INVALID });
+      // The woho remedy: reinstall with a new key.
+      const { rpc, reply } = await register(me, fresh.key);
+      expect(reply).toMatchObject({ name: "response", args: { reconnect: false } });
+      expect((await getClient(me)).key_id).toBe(fresh.id);
+      // Cleaning up the old key, in this process and from the CLI, does not touch the new binding.
+      if (change === "delete") expect((await call(server.url, "DELETE", `/api/keys/${old.id}`, { token: admin })).status).toBe(204);
+      else expect((await call(server.url, "POST", `/api/keys/${old.id}/${change}`, { token: admin })).status).toBe(200);
+      if (change !== "delete") await runLatchkey(["key", change, String(old.id), "--data-dir", server.dataDir]);
+      // Longer than the server takes to notice another process's change (it checks twice a second).
+      expect(await stillOpenAfter(rpc, 1200)).toBe(true);
+      expect((await rpc.request("client", "heartbeat", {})).args).toBe("ok");
+      expect(await getClient(me)).toMatchObject({ online: true, key_id: fresh.id });
+      await disconnect(rpc, me);
+    },
+  );
 
   test("revoking a key that nobody uses closes nobody else", async () => {
     const me = uuid();
@@ -527,36 +625,41 @@ describe("revocation closes the live connection", () => {
 });
 
 describe("clones", () => {
-  test.each([{ required: true }, { required: false }])("auth required: $required — a second live connection with a connected UUID is refused, audited, and the first stays", async ({ required }) => {
-    await setRequire(required);
-    try {
-      const me = uuid();
-      const [key] = await generate();
-      const first = await register(me, key.key);
-      expect(first.reply.name).toBe("response");
-      const clone = await register(me, key.key);
-      expectError(clone.reply, 409, "AUTH_FAILED: Client already connected");
-      // The clone over REST mirror is refused as well (it has no connection).
-      expect((await call(server.url, "PUT", "/client/register", { body: regArgs(me, key.key) })).status).toBe(400);
-      const entries = (await audit("client.register")).filter((e) => e.target === me && e.outcome === "failure");
-      expect(entries.map((e) => e.reason)).toEqual([CLONE]);
-      expect(await stillOpenAfter(first.rpc, 300)).toBe(true);
-      expect((await first.rpc.request("client", "heartbeat", null)).args).toBe("ok");
-      expect((await getClient(me)).online).toBe(true);
-      if (required) expect((await getKey(key.id)).usage_count).toBe(1);
-      // Wait until the server has seen the clone's socket close (its count of sockets drops).
-      const sockets = await metric(server.url, "latchkey_ws_connections");
-      clone.rpc.close();
-      await eventually(async () => (await metric(server.url, "latchkey_ws_connections")) < sockets, { what: "the server to see the clone's socket close" });
-      // The clone's socket closing did not take the first one's presence with it.
-      expect((await getClient(me)).online).toBe(true);
-      await disconnect(first.rpc, me);
-      // Once the first is gone, the machine reconnects normally.
-      await enroll(me, key.key);
-    } finally {
-      await setRequire(false);
-    }
-  });
+  test.each([{ required: true }, { required: false }])(
+    "auth required: $required — a second live connection with a connected UUID is refused, audited, and the first stays",
+    async ({ required }) => {
+      await setRequire(required);
+      try {
+        const me = uuid();
+        const [key] = await generate();
+        const first = await register(me, key.key);
+        expect(first.reply.name).toBe("response");
+        const clone = await register(me, key.key);
+        expectError(clone.reply, 409, "AUTH_FAILED: Client already connected");
+        // The clone over REST mirror is refused as well (it has no connection).
+        expect((await call(server.url, "PUT", "/client/register", { body: regArgs(me, key.key) })).status).toBe(400);
+        const entries = (await audit("client.register")).filter((e) => e.target === me && e.outcome === "failure");
+        expect(entries.map((e) => e.reason)).toEqual([CLONE]);
+        expect(await stillOpenAfter(first.rpc, 300)).toBe(true);
+        expect((await first.rpc.request("client", "heartbeat", null)).args).toBe("ok");
+        expect((await getClient(me)).online).toBe(true);
+        if (required) expect((await getKey(key.id)).usage_count).toBe(1);
+        // Wait until the server has seen the clone's socket close (its count of sockets drops).
+        const sockets = await metric(server.url, "latchkey_ws_connections");
+        clone.rpc.close();
+        await eventually(async () => (await metric(server.url, "latchkey_ws_connections")) < sockets, {
+          what: "the server to see the clone's socket close",
+        });
+        // The clone's socket closing did not take the first one's presence with it.
+        expect((await getClient(me)).online).toBe(true);
+        await disconnect(first.rpc, me);
+        // Once the first is gone, the machine reconnects normally.
+        await enroll(me, key.key);
+      } finally {
+        await setRequire(false);
+      }
+    },
+  );
 
   test("one socket cannot register as two clients", async () => {
     const { rpc, reply } = await register(uuid());
@@ -591,18 +694,33 @@ describe("keys administration", () => {
     expect([long.status, long.body.error.field]).toEqual([400, "label"]);
     const exact = await call(server.url, "POST", "/api/keys", { token: admin, body: { quantity: 1, label: "x".repeat(100) } });
     expect(exact.status).toBe(201);
-    for (const [quantity, field] of [[0, "args.quantity"], [101, "args.quantity"]] as const) {
+    for (const [quantity, field] of [
+      [0, "args.quantity"],
+      [101, "args.quantity"],
+    ] as const) {
       const reply = await watcher.request("latchkey", "keys", { action: "generate", quantity });
       expect(reply.args).toMatchObject({ code: 400, field });
     }
-    expect((await watcher.request("latchkey", "keys", { action: "generate", quantity: 1, label: "y".repeat(101) })).args).toMatchObject({ code: 400, field: "args.label" });
+    expect((await watcher.request("latchkey", "keys", { action: "generate", quantity: 1, label: "y".repeat(101) })).args).toMatchObject({
+      code: 400,
+      field: "args.label",
+    });
   });
 
   test("format XXXX-XXXX-XXXX without 0 O 1 I L, unique, pending, with the label", async () => {
     const keys = [...(await generate({ quantity: 100, label: "Customer ABC – batch 1" })), ...(await generate({ quantity: 100 }))];
     for (const k of keys) expect(k.key).toMatch(KEY_FORMAT);
     expect(new Set(keys.map((k) => k.key)).size).toBe(200);
-    expect(keys[0]).toMatchObject({ status: "pending", label: "Customer ABC – batch 1", usage_count: 0, client_uuid: null, client_name: null, first_used_at: null, last_used_at: null, expired: false });
+    expect(keys[0]).toMatchObject({
+      status: "pending",
+      label: "Customer ABC – batch 1",
+      usage_count: 0,
+      client_uuid: null,
+      client_name: null,
+      first_used_at: null,
+      last_used_at: null,
+      expired: false,
+    });
     // Every character of the alphabet shows up, and nothing else.
     const chars = new Set(keys.flatMap((k) => k.key.replace(/-/g, "").split("")));
     expect([...chars].sort().join("")).toBe("23456789ABCDEFGHJKMNPQRSTUVWXYZ");
@@ -634,10 +752,14 @@ describe("keys administration", () => {
       expect(await getKey(key.id)).toMatchObject({ status: "revoked", client_uuid: me, usage_count: 2 });
       const reset = (await watcher.request("latchkey", "keys", { action: "reset", id: key.id })).args;
       expect(reset).toMatchObject({ status: "pending", client_uuid: null });
-      expect((await watcher.request("latchkey", "keys", { action: "get", id: key.id })).args).toMatchObject({ id: key.id, status: "pending" });
+      expect((await watcher.request("latchkey", "keys", { action: "get", id: key.id })).args).toMatchObject({
+        id: key.id,
+        status: "pending",
+      });
       expect((await watcher.request("latchkey", "keys", { action: "delete", id: key.id })).args).toBe("ok");
       expect((await call(server.url, "GET", `/api/keys/${key.id}`, { token: admin })).status).toBe(404);
-      for (const path of [`/api/keys/${key.id}/revoke`, `/api/keys/${key.id}/reset`]) expect((await call(server.url, "POST", path, { token: admin })).status).toBe(404);
+      for (const path of [`/api/keys/${key.id}/revoke`, `/api/keys/${key.id}/reset`])
+        expect((await call(server.url, "POST", path, { token: admin })).status).toBe(404);
       expect((await call(server.url, "DELETE", `/api/keys/${key.id}`, { token: admin })).status).toBe(404);
     } finally {
       await setRequire(false);
@@ -649,11 +771,16 @@ describe("keys administration", () => {
     const [plain] = await generate({ quantity: 1 });
     const [simple] = await generate({ quantity: 1, label: "web-01" });
     const host = new URL(server.url).host;
-    const cmd = async (id: number, query = "") => (await call(server.url, "GET", `/api/keys/${id}/install-command${query}`, { token: admin })).body;
+    const cmd = async (id: number, query = "") =>
+      (await call(server.url, "GET", `/api/keys/${id}/install-command${query}`, { token: admin })).body;
     expect(await cmd(plain.id)).toEqual({ command: `latchkey client install -server ${host} -key ${plain.key}` });
     expect(await cmd(simple.id)).toEqual({ command: `latchkey client install -server ${host} -name web-01 -key ${simple.key}` });
-    expect(await cmd(labelled.id)).toEqual({ command: `latchkey client install -server ${host} -name 'Customer ABC – batch 1' -key ${labelled.key}` });
-    expect(await cmd(plain.id, "?server=keys.example.com:9000")).toEqual({ command: `latchkey client install -server keys.example.com:9000 -key ${plain.key}` });
+    expect(await cmd(labelled.id)).toEqual({
+      command: `latchkey client install -server ${host} -name 'Customer ABC – batch 1' -key ${labelled.key}`,
+    });
+    expect(await cmd(plain.id, "?server=keys.example.com:9000")).toEqual({
+      command: `latchkey client install -server keys.example.com:9000 -key ${plain.key}`,
+    });
     expect((await cmd(plain.id)).command).toMatch(/^latchkey client install -server \S+:\d+( -name .+)? -key [A-HJKMNP-Z2-9-]{14}$/);
     expect((await call(server.url, "GET", "/api/keys/999999/install-command", { token: admin })).status).toBe(404);
   });
@@ -667,9 +794,15 @@ describe("keys administration", () => {
       expect(res.text).not.toContain(key.key);
     }
     // An explicit ?server= is used whatever the Host header says; a plain host name is kept.
-    expect((await call(server.url, "GET", `${path}?server=keys.example.com:9000`, { token: admin, headers: { host: "x;id" } })).body.command).toBe(`latchkey client install -server keys.example.com:9000 -key ${key.key}`);
-    expect((await call(server.url, "GET", path, { token: admin, headers: { host: "keys.example.com" } })).body.command).toBe(`latchkey client install -server keys.example.com -key ${key.key}`);
-    expect((await call(server.url, "GET", path, { token: admin, headers: { host: "[::1]:9000" } })).body.command).toBe(`latchkey client install -server [::1]:9000 -key ${key.key}`);
+    expect(
+      (await call(server.url, "GET", `${path}?server=keys.example.com:9000`, { token: admin, headers: { host: "x;id" } })).body.command,
+    ).toBe(`latchkey client install -server keys.example.com:9000 -key ${key.key}`);
+    expect((await call(server.url, "GET", path, { token: admin, headers: { host: "keys.example.com" } })).body.command).toBe(
+      `latchkey client install -server keys.example.com -key ${key.key}`,
+    );
+    expect((await call(server.url, "GET", path, { token: admin, headers: { host: "[::1]:9000" } })).body.command).toBe(
+      `latchkey client install -server [::1]:9000 -key ${key.key}`,
+    );
   });
 
   test("every state change is audited and pushed to a signed-in admin's socket", async () => {
@@ -696,7 +829,10 @@ describe("keys administration", () => {
         expect(entries[0]).toMatchObject({ actor: "admin", outcome: "success" });
       }
       expect((await audit("key.revoke"))[0]).toMatchObject({ target: `key ${key.id}`, reason: `bound to ${me}` });
-      expect((await audit("client.register")).find((e) => e.target === me)).toMatchObject({ outcome: "success", reason: `key ${key.id} bound` });
+      expect((await audit("client.register")).find((e) => e.target === me)).toMatchObject({
+        outcome: "success",
+        reason: `key ${key.id} bound`,
+      });
       // No full secret in the audit log.
       const everything = await call(server.url, "GET", "/api/audit?limit=1000", { token: admin });
       expect(everything.text).not.toContain(key.key);
@@ -727,7 +863,10 @@ describe("clients, and viewers scoped to their groups", () => {
     await createUser(server.url, admin, { username: "east-viewer", password: "viewer-password", role: "viewer", allowed_groups: [g1] });
     viewer = await login(server.url, "east-viewer", "viewer-password");
     viewerSocket = await signedInSocket(viewer);
-    keys = { east: (await generate({ quantity: 1, group: g1, label: "east" }))[0], west: (await generate({ quantity: 1, group: g2, label: "west" }))[0] };
+    keys = {
+      east: (await generate({ quantity: 1, group: g1, label: "east" }))[0],
+      west: (await generate({ quantity: 1, group: g2, label: "west" }))[0],
+    };
     await setRequire(true);
     await enroll(ids.east, keys.east.key);
     await enroll(ids.west, keys.west.key);
@@ -791,7 +930,9 @@ describe("clients, and viewers scoped to their groups", () => {
     expect(keyList.items[0].key).toBe(`${keys.east.key.slice(0, 4)}-••••-••••`);
     expect(JSON.stringify(keyList)).not.toContain(keys.east.key);
     expect((await call(server.url, "GET", `/api/keys/${keys.west.id}`, { token: viewer })).status).toBe(404);
-    expect((await call(server.url, "GET", `/api/keys/${keys.east.id}`, { token: viewer })).body.key).toBe(`${keys.east.key.slice(0, 4)}-••••-••••`);
+    expect((await call(server.url, "GET", `/api/keys/${keys.east.id}`, { token: viewer })).body.key).toBe(
+      `${keys.east.key.slice(0, 4)}-••••-••••`,
+    );
     const rpcKeys = (await viewerSocket.request("latchkey", "keys", { action: "list" })).args;
     expect(rpcKeys.items.map((k: any) => k.key)).toEqual([`${keys.east.key.slice(0, 4)}-••••-••••`]);
     // The counts by state (the dashboard's) are of the viewer's keys too: the west key is not counted.
@@ -811,7 +952,10 @@ describe("clients, and viewers scoped to their groups", () => {
     expect((await call(server.url, "GET", `/api/clients/${ids.west}`, { token: viewer })).status).toBe(404);
     expect((await call(server.url, "GET", `/api/clients/${ids.keyless}`, { token: viewer })).status).toBe(404);
     expect((await call(server.url, "GET", `/api/clients/${ids.east}`, { token: viewer })).status).toBe(200);
-    expect((await viewerSocket.request("latchkey", "clients", { action: "list" })).args).toMatchObject({ total: 1, items: [{ uuid: ids.east }] });
+    expect((await viewerSocket.request("latchkey", "clients", { action: "list" })).args).toMatchObject({
+      total: 1,
+      items: [{ uuid: ids.east }],
+    });
   });
 
   test("a viewer's writes are 403 over REST and RPC, and change nothing", async () => {
@@ -828,7 +972,12 @@ describe("clients, and viewers scoped to their groups", () => {
       const res = await call(server.url, method, path, { token: viewer, ...(body ? { body } : {}) });
       expect({ method, path, status: res.status }).toEqual({ method, path, status: 403 });
     }
-    for (const args of [{ action: "generate", quantity: 1 }, { action: "revoke", id: keys.east.id }, { action: "reset", id: keys.east.id }, { action: "delete", id: keys.east.id }]) {
+    for (const args of [
+      { action: "generate", quantity: 1 },
+      { action: "revoke", id: keys.east.id },
+      { action: "reset", id: keys.east.id },
+      { action: "delete", id: keys.east.id },
+    ]) {
       expect((await viewerSocket.request("latchkey", "keys", args)).args.code).toBe(403);
     }
     expect((await viewerSocket.request("latchkey", "clients", { action: "delete", uuid: ids.east })).args.code).toBe(403);
@@ -858,7 +1007,10 @@ describe("clients, and viewers scoped to their groups", () => {
     expect((await call(server.url, "GET", `/api/clients/${ids.keyless}`, { token: admin })).status).toBe(404);
     expect((await call(server.url, "DELETE", `/api/clients/${ids.west}`, { token: admin })).status).toBe(204);
     expect(await getKey(keys.west.id)).toMatchObject({ status: "revoked" });
-    expect((await audit("client.delete")).find((e) => e.target === ids.west)).toMatchObject({ outcome: "success", reason: `revoked key ${keys.west.id}` });
+    expect((await audit("client.delete")).find((e) => e.target === ids.west)).toMatchObject({
+      outcome: "success",
+      reason: `revoked key ${keys.west.id}`,
+    });
     expect((await call(server.url, "DELETE", `/api/clients/${crypto.randomUUID()}`, { token: admin })).status).toBe(404);
   });
 });

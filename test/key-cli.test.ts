@@ -37,7 +37,14 @@ async function generate(...args: string[]): Promise<{ keys: string[]; ids: numbe
   });
   return { keys, ids };
 }
-const regArgs = (uuid: string, key: string) => ({ uuid, name: "cli-client", hostname: "cli-client.example", version: "1.0", os: "linux", auth_key: key });
+const regArgs = (uuid: string, key: string) => ({
+  uuid,
+  name: "cli-client",
+  hostname: "cli-client.example",
+  version: "1.0",
+  os: "linux",
+  auth_key: key,
+});
 const apiKey = async (id: number) => (await call(server.url, "GET", `/api/keys/${id}`, { token: admin })).body;
 /** Keys by their text, as the server's API lists them. */
 async function apiKeys(): Promise<Map<string, any>> {
@@ -69,13 +76,28 @@ describe("latchkey key generate", () => {
   });
 
   test("--count 100 prints 100 distinct keys, one per line, each with its ID, with the label, group and expiry", async () => {
-    const { keys: lines, ids } = await generate("--count", "100", "--label", "Customer ABC - batch 1", "--group", "east", "--expires", "2030-01-01");
+    const { keys: lines, ids } = await generate(
+      "--count",
+      "100",
+      "--label",
+      "Customer ABC - batch 1",
+      "--group",
+      "east",
+      "--expires",
+      "2030-01-01",
+    );
     expect(lines).toHaveLength(100);
     for (const line of lines) expect(line).toMatch(KEY_LINE);
     expect(new Set(lines).size).toBe(100);
     const known = await apiKeys();
     for (const [i, line] of lines.entries()) {
-      expect(known.get(line)).toMatchObject({ id: ids[i], status: "pending", label: "Customer ABC - batch 1", group: "east", expires_at: "2030-01-01T00:00:00.000Z" });
+      expect(known.get(line)).toMatchObject({
+        id: ids[i],
+        status: "pending",
+        label: "Customer ABC - batch 1",
+        group: "east",
+        expires_at: "2030-01-01T00:00:00.000Z",
+      });
     }
   });
 
@@ -134,7 +156,11 @@ describe("latchkey key list, revoke, reset, delete", () => {
     expect(closed).toEqual({ code: 4003, reason: INVALID });
     expect(await apiKey(id)).toMatchObject({ status: "revoked", client_uuid: uuid });
     const again = await RpcClient.connect(server.wsUrl);
-    expect((await again.request("client", "register", regArgs(uuid, key))).args).toEqual({ code: 403, message: INVALID, reason: "invalid_key" });
+    expect((await again.request("client", "register", regArgs(uuid, key))).args).toEqual({
+      code: 403,
+      message: INVALID,
+      reason: "invalid_key",
+    });
     again.close();
     const audit = await call(server.url, "GET", "/api/audit?action=key.revoke", { token: admin });
     expect(audit.body.items[0]).toMatchObject({ actor: expect.stringMatching(/^cli:/), target: `key ${id}`, reason: `bound to ${uuid}` });
@@ -148,13 +174,19 @@ describe("latchkey key list, revoke, reset, delete", () => {
     const rpc = await RpcClient.connect(server.wsUrl);
     expect((await rpc.request("client", "register", regArgs(old, key))).name).toBe("response");
     expect((await ok("key", "reset", String(id))).stdout).toBe(`key ${id} reset to pending\n`);
-    expect(await eventually(() => rpc.closedWith, { what: "the server to close the reset key's client" })).toEqual({ code: 4003, reason: INVALID });
+    expect(await eventually(() => rpc.closedWith, { what: "the server to close the reset key's client" })).toEqual({
+      code: 4003,
+      reason: INVALID,
+    });
     expect(await apiKey(id)).toMatchObject({ status: "pending", client_uuid: null });
     const newcomer = crypto.randomUUID();
     const fresh = await RpcClient.connect(server.wsUrl);
     expect((await fresh.request("client", "register", regArgs(newcomer, key.toLowerCase()))).name).toBe("response");
     expect((await ok("key", "delete", String(id))).stdout).toBe(`key ${id} deleted\n`);
-    expect(await eventually(() => fresh.closedWith, { what: "the server to close the deleted key's client" })).toEqual({ code: 4003, reason: INVALID });
+    expect(await eventually(() => fresh.closedWith, { what: "the server to close the deleted key's client" })).toEqual({
+      code: 4003,
+      reason: INVALID,
+    });
     expect((await call(server.url, "GET", `/api/keys/${id}`, { token: admin })).status).toBe(404);
     expect((await ok("key", "list")).stdout).not.toContain(key);
   });
@@ -211,7 +243,10 @@ describe("bad flags exit 2 with a remedy", () => {
     [["key", "generate", "---bogus"], "unknown flag ---bogus; run with --help to see the flags this command takes"],
     // Without the value, which may be a secret given to a mistyped flag.
     [["key", "generate", "--bogus=s3cret"], "unknown flag --bogus; run with --help to see the flags this command takes"],
-    [["key", "generate", "--b\u00f6gus\u001b[2J"], 'unknown flag "--b\u00f6gus\\u001b[2J"; run with --help to see the flags this command takes'],
+    [
+      ["key", "generate", "--b\u00f6gus\u001b[2J"],
+      'unknown flag "--b\u00f6gus\\u001b[2J"; run with --help to see the flags this command takes',
+    ],
     [["key", "generate", "-count"], "flag -count needs a value (1..100)"],
     [["key", "generate", "-count=1", "-count", "2"], "flag -count was given more than once"],
     [["key", "list", "-json=maybe"], "flag -json is a switch: give it alone, or as -json=true / -json=false"],

@@ -15,7 +15,10 @@ import { call, login, runLatchkey, startTestServer, type TestServer } from "./su
 let server: TestServer;
 let admin: string;
 
-const cliOn = (s: TestServer) => (...args: string[]) => runLatchkey([...args, "--data-dir", s.dataDir]);
+const cliOn =
+  (s: TestServer) =>
+  (...args: string[]) =>
+    runLatchkey([...args, "--data-dir", s.dataDir]);
 const cli = (...args: string[]) => cliOn(server)(...args);
 async function okOn(s: TestServer, ...args: string[]) {
   const res = await cliOn(s)(...args);
@@ -23,12 +26,16 @@ async function okOn(s: TestServer, ...args: string[]) {
   return res;
 }
 const ok = (...args: string[]) => okOn(server, ...args);
-const activateOn = async (s: TestServer, token: string, hwid: string) => (await call(s.url, "POST", "/api/activate", { body: { token, hwid } })).body;
+const activateOn = async (s: TestServer, token: string, hwid: string) =>
+  (await call(s.url, "POST", "/api/activate", { body: { token, hwid } })).body;
 const activate = (token: string, hwid: string) => activateOn(server, token, hwid);
 
 /** An application made over REST; `name` must be new to the server. */
 async function newApp(s: TestServer, token: string, name: string, support?: string): Promise<number> {
-  const res = await call(s.url, "POST", "/api/apps", { token, body: { name, ...(support === undefined ? {} : { support_message: support }) } });
+  const res = await call(s.url, "POST", "/api/apps", {
+    token,
+    body: { name, ...(support === undefined ? {} : { support_message: support }) },
+  });
   expect(res.status).toBe(201);
   return res.body.id;
 }
@@ -100,13 +107,31 @@ describe("latchkey app", () => {
 describe("latchkey license", () => {
   test("create prints exactly the token and a newline; the summary goes to stderr", async () => {
     const app = await newApp(server, admin, "Token Printer");
-    const res = await ok("license", "create", "--app", String(app), "--activations", "3", "--memo", "Order 1001", "--expires", "2030-01-01");
+    const res = await ok(
+      "license",
+      "create",
+      "--app",
+      String(app),
+      "--activations",
+      "3",
+      "--memo",
+      "Order 1001",
+      "--expires",
+      "2030-01-01",
+    );
     expect(res.stdout).toMatch(/^[A-Z0-9]{25}\n$/);
     expect(res.stderr).toMatch(/^created license \d+ for "Token Printer": 3 activations, expires 2030-01-01T00:00:00\.000Z\n$/);
     const token = res.stdout.trim();
     const id = Number(/^created license (\d+)/.exec(res.stderr)![1]);
     const api = await call(server.url, "GET", `/api/licenses/${id}`, { token: admin });
-    expect(api.body).toMatchObject({ app_id: app, token, activations: 3, memo: "Order 1001", expires_at: "2030-01-01T00:00:00.000Z", enabled: true });
+    expect(api.body).toMatchObject({
+      app_id: app,
+      token,
+      activations: 3,
+      memo: "Order 1001",
+      expires_at: "2030-01-01T00:00:00.000Z",
+      enabled: true,
+    });
     expect(await activate(token, "hw-1")).toEqual({ result: "ok", remainingActivations: 2, receipt: expect.any(String) });
   });
 
@@ -115,7 +140,12 @@ describe("latchkey license", () => {
     { label: "unlimited, --activations -1", args: ["--activations", "-1"], summary: "unlimited activations", remaining: -1 },
     { label: "unlimited, --activations=-1", args: ["--activations=-1"], summary: "unlimited activations", remaining: -1 },
     { label: "the default: one", args: [], summary: "1 activation", remaining: 0 },
-    { label: "single-dash flags, as in the woho seed", args: ["-activations", "2", "-memo", "dash"], summary: "2 activations", remaining: 1 },
+    {
+      label: "single-dash flags, as in the woho seed",
+      args: ["-activations", "2", "-memo", "dash"],
+      summary: "2 activations",
+      remaining: 1,
+    },
   ])("create: $label", async ({ args, summary, remaining }) => {
     const name = `Sled ${++sleds}`;
     const app = await newApp(server, admin, name);
@@ -158,7 +188,11 @@ describe("latchkey license", () => {
     expect((await activate(license.token, "hw-1")).result).toBe("ok");
 
     expect((await ok("license", "disable", String(license.id))).stdout).toBe(`license ${license.id} disabled\n`);
-    expect(await activate(license.token, "hw-2")).toEqual({ result: "failure", error: "invalid activation token", support_message: "call 555-555-5555 for support" });
+    expect(await activate(license.token, "hw-2")).toEqual({
+      result: "failure",
+      error: "invalid activation token",
+      support_message: "call 555-555-5555 for support",
+    });
     expect((await call(server.url, "GET", `/api/check?token=${license.token}&hwid=hw-1`)).status).toBe(404);
     expect((await ok("license", "enable", String(license.id))).stdout).toBe(`license ${license.id} enabled\n`);
     expect((await activate(license.token, "hw-2")).remainingActivations).toBe(1);
@@ -183,7 +217,12 @@ describe("latchkey license", () => {
 
     const audit = await call(server.url, "GET", "/api/audit?limit=1000", { token: admin });
     const mine = audit.body.items.filter((e: { id: number; actor: string | null }) => e.id > mark && e.actor?.startsWith("cli:"));
-    expect(mine.map((e: { action: string }) => e.action).reverse()).toEqual(["app.create", "license.create", "license.update", "license.delete"]);
+    expect(mine.map((e: { action: string }) => e.action).reverse()).toEqual([
+      "app.create",
+      "license.create",
+      "license.update",
+      "license.delete",
+    ]);
     for (const e of mine) expect(e.address).toBe("local");
     expect(JSON.stringify(audit.body)).not.toContain(token);
   });
@@ -223,13 +262,25 @@ describe("bad flags exit 2 with a remedy", () => {
     { args: ["license", "create", "--app"], message: "flag --app needs a value (ID)" },
     { args: ["license", "create", "--app", "abc"], message: "--app must be a positive whole number" },
     { args: ["license", "create", "--app", "0"], message: "--app must be a positive whole number" },
-    { args: ["license", "create", "--app", APP, "--activations", "many"], message: "--activations must be a whole number, or -1 for unlimited" },
+    {
+      args: ["license", "create", "--app", APP, "--activations", "many"],
+      message: "--activations must be a whole number, or -1 for unlimited",
+    },
     { args: ["license", "create", "--app", APP, "--activations", "-2"], message: "--activations must be -1 (unlimited) or more" },
-    { args: ["license", "create", "--app", APP, "--activations", "1.5"], message: "--activations must be a whole number, or -1 for unlimited" },
+    {
+      args: ["license", "create", "--app", APP, "--activations", "1.5"],
+      message: "--activations must be a whole number, or -1 for unlimited",
+    },
     { args: ["license", "create", "--app", APP, "--activations", "2000000"], message: "--activations must be at most 1000000" },
-    { args: ["license", "create", "--app", APP, "--expires", "tomorrow"], message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp" },
+    {
+      args: ["license", "create", "--app", APP, "--expires", "tomorrow"],
+      message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp",
+    },
     { args: ["license", "create", "--app", APP, "--expires", "2030-02-30T25:00:00Z"], message: "--expires must be a date" },
-    { args: ["license", "create", "--app", APP, "--expires", "2030-02-31"], message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp" },
+    {
+      args: ["license", "create", "--app", APP, "--expires", "2030-02-31"],
+      message: "--expires must be a date (YYYY-MM-DD) or an ISO 8601 timestamp",
+    },
     { args: ["license", "create", "--app", APP, "--memo", "m".repeat(1001)], message: "--memo must be at most 1000 characters" },
     { args: ["license", "create", "--app", APP, "--app", APP], message: "flag --app was given more than once" },
     { args: ["license", "enable"], message: "license enable takes one ID; see latchkey license list" },
@@ -237,7 +288,10 @@ describe("bad flags exit 2 with a remedy", () => {
     { args: ["license", "delete", "x"], message: "ID must be a positive whole number" },
     { args: ["license", "revoke", "1"], message: 'unknown license command "revoke"; see latchkey license --help' },
     { args: ["license", "verify"], message: "license verify takes one RECEIPT (or - to read it from standard input)" },
-    { args: ["license", "verify", "a.b.c"], message: "license verify needs --public-key FILE (save it from GET /api/license/public-key?format=pem)" },
+    {
+      args: ["license", "verify", "a.b.c"],
+      message: "license verify needs --public-key FILE (save it from GET /api/license/public-key?format=pem)",
+    },
     { args: ["license", "list", "--allow-grace=maybe"], message: "flag --allow-grace is a switch" },
   ];
   test.each(CASES)("$args, and nothing was created", async ({ args, message }) => {

@@ -25,7 +25,9 @@ let admin: string;
 let appId: number;
 
 async function startServer(): Promise<void> {
-  const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path], { env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD } });
+  const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path], {
+    env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD },
+  });
   const { url } = await waitForListening(proc);
   servers.push({ proc, url });
 }
@@ -36,7 +38,8 @@ beforeAll(async () => {
   await startServer();
   await startServer();
   admin = await login(servers[0]!.url);
-  appId = (await call(servers[0]!.url, "POST", "/api/apps", { token: admin, body: { name: "Raced", support_message: "race support" } })).body.id;
+  appId = (await call(servers[0]!.url, "POST", "/api/apps", { token: admin, body: { name: "Raced", support_message: "race support" } }))
+    .body.id;
 });
 
 afterAll(async () => {
@@ -64,7 +67,10 @@ function stored(licenseId: number): { used: number; rows: string[] } {
   const db = new Database(join(dir.path, "latchkey.db"), { readonly: true });
   try {
     const used = db.query<{ n: number }, [number]>("SELECT activations_used AS n FROM licenses WHERE id = ?").get(licenseId)!.n;
-    const rows = db.query<{ hwid: string }, [number]>("SELECT hwid FROM activations WHERE license_id = ? ORDER BY hwid").all(licenseId).map((r) => r.hwid);
+    const rows = db
+      .query<{ hwid: string }, [number]>("SELECT hwid FROM activations WHERE license_id = ? ORDER BY hwid")
+      .all(licenseId)
+      .map((r) => r.hwid);
     return { used, rows };
   } finally {
     db.close();
@@ -82,16 +88,23 @@ describe(`${PARALLEL} parallel activations from distinct machines`, () => {
   test.each(cases)("a key with $seats seat(s), round $round: exactly $seats succeed", async ({ seats, round }) => {
     const key = await newKey(seats);
     const hwid = (i: number) => `r${round}-m${String(i).padStart(3, "0")}`;
-    const replies = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => post(i, "/api/activate", { token: key.token, hwid: hwid(i), machine: `M${i}` })));
+    const replies = await Promise.all(
+      Array.from({ length: PARALLEL }, (_, i) => post(i, "/api/activate", { token: key.token, hwid: hwid(i), machine: `M${i}` })),
+    );
     const counts = tally(replies);
     expect(counts[201]).toBe(seats);
     expect((counts[410] ?? 0) + (counts[429] ?? 0)).toBe(PARALLEL - seats);
     for (const r of replies) {
       if (r.status === 201) expect(r.body).toEqual({ result: "ok", remainingActivations: expect.any(Number), receipt: expect.any(String) });
-      if (r.status === 410) expect(r.body).toEqual({ result: "failure", error: "key is out of activations", support_message: "race support" });
-      if (r.status === 429) expect(r.body).toMatchObject({ result: "failure", error: expect.stringContaining("too many failed activations for this key") });
+      if (r.status === 410)
+        expect(r.body).toEqual({ result: "failure", error: "key is out of activations", support_message: "race support" });
+      if (r.status === 429)
+        expect(r.body).toMatchObject({ result: "failure", error: expect.stringContaining("too many failed activations for this key") });
     }
-    const winners = replies.filter((r) => r.status === 201).map((r) => hwid(r.i)).sort();
+    const winners = replies
+      .filter((r) => r.status === 201)
+      .map((r) => hwid(r.i))
+      .sort();
     expect(stored(key.id)).toEqual({ used: seats, rows: winners });
   });
 });
@@ -99,7 +112,9 @@ describe(`${PARALLEL} parallel activations from distinct machines`, () => {
 describe("races on one machine and against deactivation", () => {
   test(`${PARALLEL} parallel activations from the same machine at a 1-seat key: all succeed, one seat used`, async () => {
     const key = await newKey(1);
-    const replies = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => post(i, "/api/activate", { token: key.token, hwid: "the-one-machine" })));
+    const replies = await Promise.all(
+      Array.from({ length: PARALLEL }, (_, i) => post(i, "/api/activate", { token: key.token, hwid: "the-one-machine" })),
+    );
     expect(tally(replies)).toEqual({ 201: PARALLEL });
     for (const r of replies) expect(r.body).toEqual({ result: "ok", remainingActivations: 0, receipt: expect.any(String) });
     expect(stored(key.id)).toEqual({ used: 1, rows: ["the-one-machine"] });
@@ -121,9 +136,14 @@ describe("races on one machine and against deactivation", () => {
         requests.push(post(i, "/api/activate", { token: key.token, hwid }).then((r) => ({ ...r, kind: "activate", hwid })));
         if (i % 30 === 5 && i < 90) {
           const holder = holders[(i - 5) / 30]!;
-          requests.push(post(i + 1, "/api/deactivate", { token: key.token, hwid: holder }).then((r) => ({ ...r, kind: "deactivate", hwid: holder })));
+          requests.push(
+            post(i + 1, "/api/deactivate", { token: key.token, hwid: holder }).then((r) => ({ ...r, kind: "deactivate", hwid: holder })),
+          );
         }
-        if (i % 10 === 0) requests.push(post(i + 1, "/api/activate", { token: key.token, hwid: "h0" }).then((r) => ({ ...r, kind: "activate", hwid: "h0" })));
+        if (i % 10 === 0)
+          requests.push(
+            post(i + 1, "/api/activate", { token: key.token, hwid: "h0" }).then((r) => ({ ...r, kind: "activate", hwid: "h0" })),
+          );
       });
       const replies = await Promise.all(requests);
       for (const r of replies) expect([200, 201, 404, 410, 429]).toContain(r.status);

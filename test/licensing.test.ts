@@ -14,7 +14,18 @@ import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
 import { quickQuery } from "../src/http/licensing-api.ts";
 import { startServer } from "../src/server.ts";
-import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  call,
+  createUser,
+  eventually,
+  login,
+  manualClock,
+  RpcClient,
+  startTestServer,
+  tempDir,
+  type TestServer,
+} from "./support.ts";
 
 type Encoding = "form" | "query" | "json";
 const ENCODINGS: Encoding[] = ["form", "query", "json"];
@@ -43,15 +54,24 @@ function admin(server: () => TestServer, token: () => string) {
   let apps = 0;
   return {
     async app(support = "call 555-555-5555 for support"): Promise<{ id: number; support: string }> {
-      const res = await call(server().url, "POST", "/api/apps", { token: token(), body: { name: `App ${++apps} ${Math.random()}`, support_message: support } });
+      const res = await call(server().url, "POST", "/api/apps", {
+        token: token(),
+        body: { name: `App ${++apps} ${Math.random()}`, support_message: support },
+      });
       expect(res.status).toBe(201);
       return { id: res.body.id, support };
     },
-    async key(appId: number, options: { activations?: number; memo?: string; expires_at?: string; enabled?: boolean } = {}): Promise<{ id: number; token: string }> {
+    async key(
+      appId: number,
+      options: { activations?: number; memo?: string; expires_at?: string; enabled?: boolean } = {},
+    ): Promise<{ id: number; token: string }> {
       const { enabled, ...create } = options;
       const res = await call(server().url, "POST", "/api/licenses", { token: token(), body: { app_id: appId, activations: 1, ...create } });
       expect(res.status).toBe(201);
-      if (enabled === false) expect((await call(server().url, "PATCH", `/api/licenses/${res.body.id}`, { token: token(), body: { enabled: false } })).status).toBe(200);
+      if (enabled === false)
+        expect(
+          (await call(server().url, "PATCH", `/api/licenses/${res.body.id}`, { token: token(), body: { enabled: false } })).status,
+        ).toBe(200);
       return { id: res.body.id, token: res.body.token };
     },
     async license(id: number) {
@@ -66,7 +86,10 @@ function admin(server: () => TestServer, token: () => string) {
 let server: TestServer;
 let adminToken: string;
 const clock = manualClock(Date.parse("2026-03-01T12:00:00Z"));
-const fixtures = admin(() => server, () => adminToken);
+const fixtures = admin(
+  () => server,
+  () => adminToken,
+);
 
 beforeAll(async () => {
   server = await startTestServer({ clock });
@@ -98,16 +121,50 @@ interface ActivateCase {
 }
 
 const ok = (remaining: number) => () => ({ result: "ok", remainingActivations: remaining, receipt: expect.any(String) });
-const invalidToken = (support: (c: WireContext) => string) => (c: WireContext) => ({ result: "failure", error: "invalid activation token", support_message: support(c) });
+const invalidToken = (support: (c: WireContext) => string) => (c: WireContext) => ({
+  result: "failure",
+  error: "invalid activation token",
+  support_message: support(c),
+});
 const UNKNOWN = "NOSUCHKEY0NOSUCHKEY0NOSUC";
 
 const ACTIVATE: ActivateCase[] = [
-  { label: "a new machine takes a seat", key: { activations: 3 }, fields: (c) => ({ token: c.token, app_id: c.appId, machine: "ICEBREAKER", user: "sam", hwid: "hw-1" }), status: 201, body: ok(2) },
-  { label: "the seed's client: token, machine and user only", key: { activations: 10 }, fields: (c) => ({ token: c.token, machine: "ICEBREAKER", user: "sam" }), status: 201, body: ok(9) },
+  {
+    label: "a new machine takes a seat",
+    key: { activations: 3 },
+    fields: (c) => ({ token: c.token, app_id: c.appId, machine: "ICEBREAKER", user: "sam", hwid: "hw-1" }),
+    status: 201,
+    body: ok(2),
+  },
+  {
+    label: "the seed's client: token, machine and user only",
+    key: { activations: 10 },
+    fields: (c) => ({ token: c.token, machine: "ICEBREAKER", user: "sam" }),
+    status: 201,
+    body: ok(9),
+  },
   { label: "the last seat", fields: (c) => ({ token: c.token, hwid: "hw-1" }), status: 201, body: ok(0) },
-  { label: "an activated machine again uses no seat", before: ["hw-1"], fields: (c) => ({ token: c.token, app_id: c.appId, hwid: "hw-1" }), status: 201, body: ok(0) },
-  { label: "an unlimited key answers -1", key: { activations: -1 }, before: ["hw-0"], fields: (c) => ({ token: c.token, hwid: "hw-1" }), status: 201, body: ok(-1) },
-  { label: "a token in lower case with spaces around it", fields: (c) => ({ token: `  ${c.token.toLowerCase()} `, hwid: "hw-1" }), status: 201, body: ok(0) },
+  {
+    label: "an activated machine again uses no seat",
+    before: ["hw-1"],
+    fields: (c) => ({ token: c.token, app_id: c.appId, hwid: "hw-1" }),
+    status: 201,
+    body: ok(0),
+  },
+  {
+    label: "an unlimited key answers -1",
+    key: { activations: -1 },
+    before: ["hw-0"],
+    fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+    status: 201,
+    body: ok(-1),
+  },
+  {
+    label: "a token in lower case with spaces around it",
+    fields: (c) => ({ token: `  ${c.token.toLowerCase()} `, hwid: "hw-1" }),
+    status: 201,
+    body: ok(0),
+  },
   {
     label: "unknown extra fields are ignored",
     fields: (c) => ({ token: c.token, hwid: "hw-1", os: "windows", version: "1.2.3", result: "forged", remainingActivations: 99 }),
@@ -121,12 +178,39 @@ const ACTIVATE: ActivateCase[] = [
     status: 410,
     body: (c) => ({ result: "failure", error: "key is out of activations", support_message: c.support }),
   },
-  { label: "a key with no seats at all", key: { activations: 0 }, fields: (c) => ({ token: c.token, hwid: "hw-1" }), status: 410, body: (c) => ({ result: "failure", error: "key is out of activations", support_message: c.support }) },
-  { label: "an unknown token with app_id: that app's support message", fields: (c) => ({ token: UNKNOWN, app_id: c.appId, hwid: "hw-1" }), status: 404, body: invalidToken((c) => c.support) },
+  {
+    label: "a key with no seats at all",
+    key: { activations: 0 },
+    fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+    status: 410,
+    body: (c) => ({ result: "failure", error: "key is out of activations", support_message: c.support }),
+  },
+  {
+    label: "an unknown token with app_id: that app's support message",
+    fields: (c) => ({ token: UNKNOWN, app_id: c.appId, hwid: "hw-1" }),
+    status: 404,
+    body: invalidToken((c) => c.support),
+  },
   { label: "an unknown token without app_id", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }), status: 404, body: invalidToken(() => "") },
-  { label: "the wrong app_id: the named app's support message", fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }), status: 404, body: invalidToken((c) => c.otherSupport) },
-  { label: "an app_id of no application", fields: (c) => ({ token: c.token, app_id: 999999, hwid: "hw-1" }), status: 404, body: invalidToken(() => "") },
-  { label: "a disabled key", key: { enabled: false }, fields: (c) => ({ token: c.token, app_id: c.appId, hwid: "hw-1" }), status: 404, body: invalidToken((c) => c.support) },
+  {
+    label: "the wrong app_id: the named app's support message",
+    fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }),
+    status: 404,
+    body: invalidToken((c) => c.otherSupport),
+  },
+  {
+    label: "an app_id of no application",
+    fields: (c) => ({ token: c.token, app_id: 999999, hwid: "hw-1" }),
+    status: 404,
+    body: invalidToken(() => ""),
+  },
+  {
+    label: "a disabled key",
+    key: { enabled: false },
+    fields: (c) => ({ token: c.token, app_id: c.appId, hwid: "hw-1" }),
+    status: 404,
+    body: invalidToken((c) => c.support),
+  },
   {
     label: "an expired key",
     key: { expires_at: "2026-02-01" },
@@ -134,21 +218,101 @@ const ACTIVATE: ActivateCase[] = [
     status: 410,
     body: (c) => ({ result: "failure", error: "key is no longer valid", support_message: c.support }),
   },
-  { label: "no token", fields: () => ({ machine: "ICEBREAKER", user: "sam" }), status: 400, body: () => ({ result: "failure", error: "token is required", field: "token" }) },
-  { label: "an empty token", fields: () => ({ token: "", machine: "ICEBREAKER" }), status: 400, body: () => ({ result: "failure", error: "token is required", field: "token" }) },
-  { label: "no hwid and no machine", fields: (c) => ({ token: c.token, user: "sam" }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" }) },
-  { label: "an empty hwid and machine", fields: (c) => ({ token: c.token, hwid: "", machine: "" }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" }) },
-  { label: "a 129-character token", fields: () => ({ token: "A".repeat(129), hwid: "hw-1" }), status: 400, body: () => ({ result: "failure", error: "token must be at most 128 characters", field: "token" }) },
-  { label: "a 256-character hwid", fields: (c) => ({ token: c.token, hwid: "h".repeat(256) }), status: 400, body: () => ({ result: "failure", error: "hwid must be at most 255 characters", field: "hwid" }) },
-  { label: "a 256-character machine", fields: (c) => ({ token: c.token, machine: "m".repeat(256) }), status: 400, body: () => ({ result: "failure", error: "machine must be at most 255 characters", field: "machine" }) },
-  { label: "a 256-character user", fields: (c) => ({ token: c.token, hwid: "hw-1", user: "u".repeat(256) }), status: 400, body: () => ({ result: "failure", error: "user must be at most 255 characters", field: "user" }) },
-  { label: "an app_id that is not a number", fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: "ICEBREAKER" }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("app_id"), field: "app_id" }) },
-  { label: "app_id 0", fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: 0 }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("app_id"), field: "app_id" }) },
-  { label: "app_id as a string of digits in JSON", only: ["json"], fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: String(c.appId) }), status: 201, body: ok(0) },
-  { label: "a number for the token", only: ["json"], fields: () => ({ token: 12345, hwid: "hw-1" }), status: 400, body: () => ({ result: "failure", error: "token must be a string", field: "token" }) },
-  { label: "a number for the hwid", only: ["json"], fields: (c) => ({ token: c.token, hwid: 42 }), status: 400, body: () => ({ result: "failure", error: "hwid must be a string", field: "hwid" }) },
-  { label: "a list for the machine", only: ["json"], fields: (c) => ({ token: c.token, machine: ["a", "b"] }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("machine"), field: "machine" }) },
-  { label: "null for the token", only: ["json"], fields: () => ({ token: null, hwid: "hw-1" }), status: 400, body: () => ({ result: "failure", error: expect.stringContaining("token"), field: "token" }) },
+  {
+    label: "no token",
+    fields: () => ({ machine: "ICEBREAKER", user: "sam" }),
+    status: 400,
+    body: () => ({ result: "failure", error: "token is required", field: "token" }),
+  },
+  {
+    label: "an empty token",
+    fields: () => ({ token: "", machine: "ICEBREAKER" }),
+    status: 400,
+    body: () => ({ result: "failure", error: "token is required", field: "token" }),
+  },
+  {
+    label: "no hwid and no machine",
+    fields: (c) => ({ token: c.token, user: "sam" }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" }),
+  },
+  {
+    label: "an empty hwid and machine",
+    fields: (c) => ({ token: c.token, hwid: "", machine: "" }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" }),
+  },
+  {
+    label: "a 129-character token",
+    fields: () => ({ token: "A".repeat(129), hwid: "hw-1" }),
+    status: 400,
+    body: () => ({ result: "failure", error: "token must be at most 128 characters", field: "token" }),
+  },
+  {
+    label: "a 256-character hwid",
+    fields: (c) => ({ token: c.token, hwid: "h".repeat(256) }),
+    status: 400,
+    body: () => ({ result: "failure", error: "hwid must be at most 255 characters", field: "hwid" }),
+  },
+  {
+    label: "a 256-character machine",
+    fields: (c) => ({ token: c.token, machine: "m".repeat(256) }),
+    status: 400,
+    body: () => ({ result: "failure", error: "machine must be at most 255 characters", field: "machine" }),
+  },
+  {
+    label: "a 256-character user",
+    fields: (c) => ({ token: c.token, hwid: "hw-1", user: "u".repeat(256) }),
+    status: 400,
+    body: () => ({ result: "failure", error: "user must be at most 255 characters", field: "user" }),
+  },
+  {
+    label: "an app_id that is not a number",
+    fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: "ICEBREAKER" }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("app_id"), field: "app_id" }),
+  },
+  {
+    label: "app_id 0",
+    fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: 0 }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("app_id"), field: "app_id" }),
+  },
+  {
+    label: "app_id as a string of digits in JSON",
+    only: ["json"],
+    fields: (c) => ({ token: c.token, hwid: "hw-1", app_id: String(c.appId) }),
+    status: 201,
+    body: ok(0),
+  },
+  {
+    label: "a number for the token",
+    only: ["json"],
+    fields: () => ({ token: 12345, hwid: "hw-1" }),
+    status: 400,
+    body: () => ({ result: "failure", error: "token must be a string", field: "token" }),
+  },
+  {
+    label: "a number for the hwid",
+    only: ["json"],
+    fields: (c) => ({ token: c.token, hwid: 42 }),
+    status: 400,
+    body: () => ({ result: "failure", error: "hwid must be a string", field: "hwid" }),
+  },
+  {
+    label: "a list for the machine",
+    only: ["json"],
+    fields: (c) => ({ token: c.token, machine: ["a", "b"] }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("machine"), field: "machine" }),
+  },
+  {
+    label: "null for the token",
+    only: ["json"],
+    fields: () => ({ token: null, hwid: "hw-1" }),
+    status: 400,
+    body: () => ({ result: "failure", error: expect.stringContaining("token"), field: "token" }),
+  },
 ];
 
 /** A fresh application pair and key for each case, so cases never share seats. */
@@ -156,7 +320,8 @@ async function context(key: ActivateCase["key"] = {}, before: string[] = []): Pr
   const app = await fixtures.app(`support for ${Math.random()}`);
   const other = await fixtures.app("other app's support");
   const license = await fixtures.key(app.id, key);
-  for (const hwid of before) expect((await wire(server.url, "json", "POST", "/api/activate", { token: license.token, hwid })).status).toBe(201);
+  for (const hwid of before)
+    expect((await wire(server.url, "json", "POST", "/api/activate", { token: license.token, hwid })).status).toBe(201);
   return { id: license.id, token: license.token, appId: app.id, support: app.support, otherAppId: other.id, otherSupport: other.support };
 }
 
@@ -185,13 +350,52 @@ describe("GET /api/check", () => {
   const passed = { result: "ok", receipt: expect.any(String) };
   const invalid = { result: "failure", error: "invalid key" };
   const CHECK: CheckCase[] = [
-    { label: "an activated machine", before: ["hw-1"], fields: (c) => ({ token: c.token, app_id: c.appId, machine: "ICEBREAKER", user: "sam", hwid: "hw-1" }), status: 201, body: passed },
-    { label: "the seed's client, by machine name", before: [], after: async (c) => void (await wire(server.url, "form", "POST", "/api/activate", { token: c.token, machine: "ICEBREAKER", user: "sam" })), fields: (c) => ({ token: c.token, machine: "ICEBREAKER", user: "sam" }), status: 201, body: passed },
-    { label: "the first of three activated machines", key: { activations: 3 }, before: ["hw-1", "hw-2", "hw-3"], fields: (c) => ({ token: c.token, hwid: "hw-1" }), status: 201, body: passed },
-    { label: "unknown extra fields are ignored", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "hw-1", os: "linux", result: "forged" }), status: 201, body: passed },
-    { label: "a machine that was never activated", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "hw-2" }), status: 404, body: invalid },
+    {
+      label: "an activated machine",
+      before: ["hw-1"],
+      fields: (c) => ({ token: c.token, app_id: c.appId, machine: "ICEBREAKER", user: "sam", hwid: "hw-1" }),
+      status: 201,
+      body: passed,
+    },
+    {
+      label: "the seed's client, by machine name",
+      before: [],
+      after: async (c) =>
+        void (await wire(server.url, "form", "POST", "/api/activate", { token: c.token, machine: "ICEBREAKER", user: "sam" })),
+      fields: (c) => ({ token: c.token, machine: "ICEBREAKER", user: "sam" }),
+      status: 201,
+      body: passed,
+    },
+    {
+      label: "the first of three activated machines",
+      key: { activations: 3 },
+      before: ["hw-1", "hw-2", "hw-3"],
+      fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+      status: 201,
+      body: passed,
+    },
+    {
+      label: "unknown extra fields are ignored",
+      before: ["hw-1"],
+      fields: (c) => ({ token: c.token, hwid: "hw-1", os: "linux", result: "forged" }),
+      status: 201,
+      body: passed,
+    },
+    {
+      label: "a machine that was never activated",
+      before: ["hw-1"],
+      fields: (c) => ({ token: c.token, hwid: "hw-2" }),
+      status: 404,
+      body: invalid,
+    },
     { label: "an unknown token", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }), status: 404, body: invalid },
-    { label: "the wrong app_id: the named app's support message", before: ["hw-1"], fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }), status: 404, body: (c) => ({ ...invalid, support_message: c.otherSupport }) },
+    {
+      label: "the wrong app_id: the named app's support message",
+      before: ["hw-1"],
+      fields: (c) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }),
+      status: 404,
+      body: (c) => ({ ...invalid, support_message: c.otherSupport }),
+    },
     {
       label: "a key disabled after activation",
       before: ["hw-1"],
@@ -203,7 +407,8 @@ describe("GET /api/check", () => {
     {
       label: "a key that expired after activation",
       before: ["hw-1"],
-      after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { expires_at: "2026-02-01" } })),
+      after: async (c) =>
+        void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { expires_at: "2026-02-01" } })),
       fields: (c) => ({ token: c.token, hwid: "hw-1" }),
       status: 410,
       body: { result: "failure", error: "key is no longer valid" },
@@ -216,11 +421,27 @@ describe("GET /api/check", () => {
       status: 404,
       body: invalid,
     },
-    { label: "no token", fields: () => ({ hwid: "hw-1" }), status: 400, body: { result: "failure", error: "token is required", field: "token" } },
+    {
+      label: "no token",
+      fields: () => ({ hwid: "hw-1" }),
+      status: 400,
+      body: { result: "failure", error: "token is required", field: "token" },
+    },
     // The seed: a failed check, not bad input.
     { label: "no hwid and no machine", before: ["hw-1"], fields: (c) => ({ token: c.token, user: "sam" }), status: 404, body: invalid },
-    { label: "an empty hwid and machine", before: ["hw-1"], fields: (c) => ({ token: c.token, hwid: "", machine: "" }), status: 404, body: invalid },
-    { label: "a 256-character hwid", fields: (c) => ({ token: c.token, hwid: "h".repeat(256) }), status: 400, body: { result: "failure", error: "hwid must be at most 255 characters", field: "hwid" } },
+    {
+      label: "an empty hwid and machine",
+      before: ["hw-1"],
+      fields: (c) => ({ token: c.token, hwid: "", machine: "" }),
+      status: 404,
+      body: invalid,
+    },
+    {
+      label: "a 256-character hwid",
+      fields: (c) => ({ token: c.token, hwid: "h".repeat(256) }),
+      status: 400,
+      body: { result: "failure", error: "hwid must be at most 255 characters", field: "hwid" },
+    },
   ];
   test.each(CHECK)("$label", async ({ key, before, after, fields, status, body }) => {
     const c = await context(key, before);
@@ -271,37 +492,61 @@ describe("a failed check carries the support message of the application app_id n
   const FAILURES: Failure[] = [
     { label: "an unknown token", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }) },
     { label: "a key of another application", names: "other", fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
-    { label: "a disabled key", after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { enabled: false } })), fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
+    {
+      label: "a disabled key",
+      after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { enabled: false } })),
+      fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+    },
     {
       label: "an expired key",
-      after: async (c) => void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { expires_at: "2026-02-01" } })),
+      after: async (c) =>
+        void (await call(server.url, "PATCH", `/api/licenses/${c.id}`, { token: adminToken, body: { expires_at: "2026-02-01" } })),
       fields: (c) => ({ token: c.token, hwid: "hw-1" }),
       status: 410,
       error: "key is no longer valid",
     },
     { label: "a machine that was never activated", fields: (c) => ({ token: c.token, hwid: "hw-2", machine: "OTHER" }) },
     { label: "a machine name that was never activated", fields: (c) => ({ token: c.token, machine: "OTHER", user: "sam" }) },
-    { label: "an activation an admin removed", after: async (c) => void (await call(server.url, "DELETE", `/api/licenses/${c.id}/activations/hw-1`, { token: adminToken })), fields: (c) => ({ token: c.token, hwid: "hw-1" }) },
+    {
+      label: "an activation an admin removed",
+      after: async (c) => void (await call(server.url, "DELETE", `/api/licenses/${c.id}/activations/hw-1`, { token: adminToken })),
+      fields: (c) => ({ token: c.token, hwid: "hw-1" }),
+    },
     { label: "neither hwid nor machine", fields: (c) => ({ token: c.token, user: "sam" }) },
     { label: "neither hwid nor machine, with an unknown token", fields: () => ({ token: UNKNOWN, user: "sam" }) },
   ];
 
-  test.each(FAILURES.flatMap((f) => PATHS.map((path) => ({ ...f, path }))))("$path path: $label", async ({ key, after, fields, names = "own", status = 404, error = "invalid key", path }) => {
-    const c = await context(key, ["hw-1"]);
-    await after?.(c);
-    const [appId, support] = names === "own" ? [c.appId, c.support] : [c.otherAppId, c.otherSupport];
-    expect(await check(path, { ...fields(c), app_id: appId })).toEqual({ status, body: { result: "failure", error, support_message: support } });
-    // An app_id that names no application: an empty message, as activate answers.
-    expect(await check(path, { ...fields(c), app_id: 999_999 })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
-    // Without app_id, the seed's body exactly: never the key's own message, which would tell that the token exists.
-    if (names === "own") expect(await check(path, fields(c))).toEqual({ status, body: { result: "failure", error } });
-  });
+  test.each(FAILURES.flatMap((f) => PATHS.map((path) => ({ ...f, path }))))(
+    "$path path: $label",
+    async ({ key, after, fields, names = "own", status = 404, error = "invalid key", path }) => {
+      const c = await context(key, ["hw-1"]);
+      await after?.(c);
+      const [appId, support] = names === "own" ? [c.appId, c.support] : [c.otherAppId, c.otherSupport];
+      expect(await check(path, { ...fields(c), app_id: appId })).toEqual({
+        status,
+        body: { result: "failure", error, support_message: support },
+      });
+      // An app_id that names no application: an empty message, as activate answers.
+      expect(await check(path, { ...fields(c), app_id: 999_999 })).toEqual({
+        status: 404,
+        body: { result: "failure", error: "invalid key", support_message: "" },
+      });
+      // Without app_id, the seed's body exactly: never the key's own message, which would tell that the token exists.
+      if (names === "own") expect(await check(path, fields(c))).toEqual({ status, body: { result: "failure", error } });
+    },
+  );
 
   test.each(PATHS)("%s path: an application without a support message answers an empty one", async (path) => {
     const app = await fixtures.app("");
     const license = await fixtures.key(app.id);
-    expect(await check(path, { token: license.token, app_id: app.id, hwid: "hw-1" })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
-    expect(await check(path, { token: UNKNOWN, app_id: app.id })).toEqual({ status: 404, body: { result: "failure", error: "invalid key", support_message: "" } });
+    expect(await check(path, { token: license.token, app_id: app.id, hwid: "hw-1" })).toEqual({
+      status: 404,
+      body: { result: "failure", error: "invalid key", support_message: "" },
+    });
+    expect(await check(path, { token: UNKNOWN, app_id: app.id })).toEqual({
+      status: 404,
+      body: { result: "failure", error: "invalid key", support_message: "" },
+    });
   });
 
   test("the message follows the application at once: changed, created and deleted, by this server or by another process", async () => {
@@ -309,7 +554,9 @@ describe("a failed check carries the support message of the application app_id n
     const failing = { token: c.token, hwid: "hw-2" };
     const message = async (appId: number) => (await check("quick", { ...failing, app_id: appId })).body.support_message;
     expect(await message(c.appId)).toBe(c.support);
-    expect((await call(server.url, "PATCH", `/api/apps/${c.appId}`, { token: adminToken, body: { support_message: "patched" } })).status).toBe(200);
+    expect(
+      (await call(server.url, "PATCH", `/api/apps/${c.appId}`, { token: adminToken, body: { support_message: "patched" } })).status,
+    ).toBe(200);
     expect(await message(c.appId)).toBe("patched");
 
     // An id asked about before its application exists.
@@ -330,12 +577,17 @@ describe("a failed check carries the support message of the application app_id n
     } finally {
       db.close();
     }
-    await eventually(async () => (await message(c.appId)) === "from the CLI", { what: "the support message another process wrote to be answered" });
+    await eventually(async () => (await message(c.appId)) === "from the CLI", {
+      what: "the support message another process wrote to be answered",
+    });
   });
 
   test("activate and deactivate still need a machine: 400 naming hwid; the seed's machine-only client still activates", async () => {
     const c = await context({ activations: 2 });
-    for (const [method, path] of [["POST", "/api/activate"], ["POST", "/api/deactivate"]] as const) {
+    for (const [method, path] of [
+      ["POST", "/api/activate"],
+      ["POST", "/api/deactivate"],
+    ] as const) {
       for (const encoding of ENCODINGS) {
         const res = await wire(server.url, encoding, method, path, { token: c.token, app_id: c.appId, user: "sam" });
         expect({ path, encoding, status: res.status, body: res.body }).toEqual({
@@ -346,7 +598,9 @@ describe("a failed check carries the support message of the application app_id n
         });
       }
     }
-    expect((await wire(server.url, "form", "POST", "/api/activate", { token: c.token, machine: "ICEBREAKER", user: "sam" })).status).toBe(201);
+    expect((await wire(server.url, "form", "POST", "/api/activate", { token: c.token, machine: "ICEBREAKER", user: "sam" })).status).toBe(
+      201,
+    );
     expect((await fixtures.license(c.id)).activations_used).toBe(1);
   });
 });
@@ -355,7 +609,13 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
   test("the same security headers as an Elysia route, JSON content type, on every outcome", async () => {
     const c = await context({ activations: 1 }, ["hw-1"]);
     const reference = await fetch(`${server.url}/healthz`);
-    const security = ["content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options", "cross-origin-opener-policy"];
+    const security = [
+      "content-security-policy",
+      "x-content-type-options",
+      "referrer-policy",
+      "x-frame-options",
+      "cross-origin-opener-policy",
+    ];
     const outcomes = [
       { query: `token=${c.token}&hwid=hw-1`, status: 201 },
       { query: `token=${c.token}&hwid=hw-2`, status: 404 },
@@ -378,7 +638,11 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
     expect(await head.text()).toBe("");
     for (const method of ["POST", "DELETE", "PATCH"]) {
       const other = await fetch(`${server.url}/api/check?token=${c.token}&hwid=hw-1`, { method });
-      expect({ method, status: other.status, body: await other.json() }).toEqual({ method, status: 404, body: { result: "failure", error: "no such route" } });
+      expect({ method, status: other.status, body: await other.json() }).toEqual({
+        method,
+        status: 404,
+        body: { result: "failure", error: "no such route" },
+      });
     }
   });
 
@@ -386,7 +650,9 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
     const c = await context({ activations: 1 }, ["hw-1"]);
     const count = async (status: number) => {
       const text = await (await fetch(`${server.url}/metrics`)).text();
-      return Number(new RegExp(`latchkey_http_requests_total\\{method="GET",route="/api/check",status="${status}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+      return Number(
+        new RegExp(`latchkey_http_requests_total\\{method="GET",route="/api/check",status="${status}"\\} (\\d+)`).exec(text)?.[1] ?? 0,
+      );
     };
     const before = { ok: await count(201), bad: await count(400) };
     for (let i = 0; i < 3; i++) await fetch(`${server.url}/api/check?token=${c.token}&hwid=hw-1`);
@@ -396,14 +662,22 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
 
   test("a query flooded with one field is a 400 naming it; one past Bun's request-line limit a 431", async () => {
     const flooded = await fetch(`${server.url}/api/check?token=T&${Array(2000).fill("hwid=a").join("&")}`);
-    expect({ status: flooded.status, body: await flooded.json() }).toEqual({ status: 400, body: { result: "failure", error: "hwid must be a string", field: "hwid" } });
+    expect({ status: flooded.status, body: await flooded.json() }).toEqual({
+      status: 400,
+      body: { result: "failure", error: "hwid must be a string", field: "hwid" },
+    });
     const distinct = await fetch(`${server.url}/api/check?hwid=h&${Array.from({ length: 1500 }, (_, i) => `f${i}=1`).join("&")}`);
-    expect({ status: distinct.status, body: await distinct.json() }).toEqual({ status: 400, body: { result: "failure", error: "token is required", field: "token" } });
+    expect({ status: distinct.status, body: await distinct.json() }).toEqual({
+      status: 400,
+      body: { result: "failure", error: "token is required", field: "token" },
+    });
     expect((await fetch(`${server.url}/api/check?token=T&hwid=${"h".repeat(70_000)}`)).status).toBe(431);
   });
 
   test("OpenAPI still documents the call and its query fields", async () => {
-    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as { paths: Record<string, { get?: { parameters?: { name: string; in: string; required: boolean; schema: object }[] } }> };
+    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as {
+      paths: Record<string, { get?: { parameters?: { name: string; in: string; required: boolean; schema: object }[] } }>;
+    };
     const parameters = doc.paths["/api/check"]?.get?.parameters ?? [];
     expect(parameters.map((p) => [p.name, p.in, p.required])).toEqual([
       ["token", "query", true],
@@ -417,7 +691,9 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
   });
 
   test("OpenAPI says what a failed check answers: the support message with app_id, a 404 without hwid and machine", async () => {
-    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as { paths: Record<string, { get?: { description?: string }; post?: { description?: string } }> };
+    const doc = (await (await fetch(`${server.url}/openapi/json`)).json()) as {
+      paths: Record<string, { get?: { description?: string }; post?: { description?: string } }>;
+    };
     const check = doc.paths["/api/check"]?.get?.description ?? "";
     expect(check).toContain("With `app_id`, a failure also carries that application's `support_message`");
     expect(check).toContain("a check with neither `hwid` nor `machine` included");
@@ -427,7 +703,8 @@ describe("GET /api/check is served by Bun's router (check-route.ts), with what t
 
   test("the fields of the query string are decoded as a form would be: `+` and %20 are spaces", async () => {
     const c = await context({ activations: 1 }, ["my machine"]);
-    for (const hwid of ["my+machine", "my%20machine"]) expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=${hwid}`)).status).toBe(201);
+    for (const hwid of ["my+machine", "my%20machine"])
+      expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=${hwid}`)).status).toBe(201);
     expect((await fetch(`${server.url}/api/check?token=${c.token}&hwid=my%2Bmachine`)).status).toBe(404);
   });
 });
@@ -436,29 +713,67 @@ describe("POST /api/deactivate frees a seat", () => {
   test.each(ENCODINGS)("%s: deactivate, then the seat serves another machine", async (encoding) => {
     const c = await context({ activations: 2 }, ["hw-1", "hw-2"]);
     expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).status).toBe(410);
-    const res = await wire(server.url, encoding, "POST", "/api/deactivate", { token: c.token, app_id: c.appId, hwid: "hw-1", machine: "ICEBREAKER", extra: "ignored" });
+    const res = await wire(server.url, encoding, "POST", "/api/deactivate", {
+      token: c.token,
+      app_id: c.appId,
+      hwid: "hw-1",
+      machine: "ICEBREAKER",
+      extra: "ignored",
+    });
     expect({ status: res.status, body: res.body }).toEqual({ status: 200, body: { result: "ok", remainingActivations: 1 } });
     expect((await fixtures.license(c.id)).activations_used).toBe(1);
     expect((await fixtures.activations(c.id)).map((a) => a.hwid)).toEqual(["hw-2"]);
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-1" })).status).toBe(404);
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-2" })).status).toBe(201);
-    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).body).toEqual({ result: "ok", remainingActivations: 0, receipt: expect.any(String) });
+    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).body).toEqual({
+      result: "ok",
+      remainingActivations: 0,
+      receipt: expect.any(String),
+    });
   });
 
   const refusals = [
-    { label: "a machine that holds no seat", fields: (c: WireContext) => ({ token: c.token, hwid: "hw-9" }), status: 404, body: { result: "failure", error: "machine is not activated" } },
-    { label: "an unknown token", fields: () => ({ token: UNKNOWN, hwid: "hw-1" }), status: 404, body: { result: "failure", error: "invalid key" } },
-    { label: "the wrong app_id", fields: (c: WireContext) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }), status: 404, body: { result: "failure", error: "invalid key" } },
-    { label: "no token", fields: () => ({ hwid: "hw-1" }), status: 400, body: { result: "failure", error: "token is required", field: "token" } },
-    { label: "no hwid and no machine", fields: (c: WireContext) => ({ token: c.token }), status: 400, body: { result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" } },
+    {
+      label: "a machine that holds no seat",
+      fields: (c: WireContext) => ({ token: c.token, hwid: "hw-9" }),
+      status: 404,
+      body: { result: "failure", error: "machine is not activated" },
+    },
+    {
+      label: "an unknown token",
+      fields: () => ({ token: UNKNOWN, hwid: "hw-1" }),
+      status: 404,
+      body: { result: "failure", error: "invalid key" },
+    },
+    {
+      label: "the wrong app_id",
+      fields: (c: WireContext) => ({ token: c.token, app_id: c.otherAppId, hwid: "hw-1" }),
+      status: 404,
+      body: { result: "failure", error: "invalid key" },
+    },
+    {
+      label: "no token",
+      fields: () => ({ hwid: "hw-1" }),
+      status: 400,
+      body: { result: "failure", error: "token is required", field: "token" },
+    },
+    {
+      label: "no hwid and no machine",
+      fields: (c: WireContext) => ({ token: c.token }),
+      status: 400,
+      body: { result: "failure", error: expect.stringContaining("hwid is required"), field: "hwid" },
+    },
   ];
-  test.each(refusals.flatMap((r) => ENCODINGS.map((encoding) => ({ ...r, encoding }))))("$encoding: $label", async ({ fields, status, body, encoding }) => {
-    const c = await context({ activations: 1 }, ["hw-1"]);
-    const res = await wire(server.url, encoding, "POST", "/api/deactivate", fields(c));
-    expect({ status: res.status, body: res.body }).toEqual({ status, body });
-    // Whatever was refused, the seat is still held.
-    expect((await fixtures.license(c.id)).activations_used).toBe(1);
-  });
+  test.each(refusals.flatMap((r) => ENCODINGS.map((encoding) => ({ ...r, encoding }))))(
+    "$encoding: $label",
+    async ({ fields, status, body, encoding }) => {
+      const c = await context({ activations: 1 }, ["hw-1"]);
+      const res = await wire(server.url, encoding, "POST", "/api/deactivate", fields(c));
+      expect({ status: res.status, body: res.body }).toEqual({ status, body });
+      // Whatever was refused, the seat is still held.
+      expect((await fixtures.license(c.id)).activations_used).toBe(1);
+    },
+  );
 });
 
 describe("a client written for the seed works unchanged", () => {
@@ -475,15 +790,54 @@ describe("a client written for the seed works unchanged", () => {
     const c = await context({ activations: 10 });
     const url = server.url;
     // The seed's README: curl localhost:5001/api/activate -X POST -d token=... -d machine=ICEBREAKER -d user=sam
-    const activated = await curl(`${url}/api/activate`, "-X", "POST", "-d", `token=${c.token}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
+    const activated = await curl(
+      `${url}/api/activate`,
+      "-X",
+      "POST",
+      "-d",
+      `token=${c.token}`,
+      "-d",
+      "machine=ICEBREAKER",
+      "-d",
+      "user=sam",
+    );
     expect(activated).toEqual({ status: 201, body: { result: "ok", remainingActivations: 9, receipt: expect.any(String) } });
     const again = await curl(`${url}/api/activate`, "-X", "POST", "-d", `token=${c.token}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
     expect(again.body.remainingActivations).toBe(9);
-    const checked = await curl("-G", `${url}/api/check`, "-d", `token=${c.token}`, "-d", `app_id=${c.appId}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
+    const checked = await curl(
+      "-G",
+      `${url}/api/check`,
+      "-d",
+      `token=${c.token}`,
+      "-d",
+      `app_id=${c.appId}`,
+      "-d",
+      "machine=ICEBREAKER",
+      "-d",
+      "user=sam",
+    );
     expect(checked).toEqual({ status: 201, body: { result: "ok", receipt: expect.any(String) } });
-    const wrong = await curl(`${url}/api/activate`, "-X", "POST", "-d", `token=${UNKNOWN}`, "-d", `app_id=${c.appId}`, "-d", "machine=ICEBREAKER", "-d", "user=sam");
+    const wrong = await curl(
+      `${url}/api/activate`,
+      "-X",
+      "POST",
+      "-d",
+      `token=${UNKNOWN}`,
+      "-d",
+      `app_id=${c.appId}`,
+      "-d",
+      "machine=ICEBREAKER",
+      "-d",
+      "user=sam",
+    );
     expect(wrong).toEqual({ status: 404, body: { result: "failure", error: "invalid activation token", support_message: c.support } });
-    const json = await curl(`${url}/api/activate`, "-H", "content-type: application/json", "-d", JSON.stringify({ token: c.token, machine: "LAPTOP", user: "kim", hwid: "aa:bb" }));
+    const json = await curl(
+      `${url}/api/activate`,
+      "-H",
+      "content-type: application/json",
+      "-d",
+      JSON.stringify({ token: c.token, machine: "LAPTOP", user: "kim", hwid: "aa:bb" }),
+    );
     expect(json).toEqual({ status: 201, body: { result: "ok", remainingActivations: 8, receipt: expect.any(String) } });
     const missing = await curl(`${url}/api/activate`, "-X", "POST", "-d", "machine=ICEBREAKER");
     expect(missing).toEqual({ status: 400, body: { result: "failure", error: "token is required", field: "token" } });
@@ -494,7 +848,11 @@ describe("GET /api/license/public-key", () => {
   test("JSON by default, the bare PEM with ?format=pem", async () => {
     const json = await call(server.url, "GET", "/api/license/public-key");
     expect(json.status).toBe(200);
-    expect(json.body).toEqual({ algorithm: "EdDSA", key_id: expect.stringMatching(/^[0-9a-f]{16}$/), public_key: expect.stringMatching(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+\n-----END PUBLIC KEY-----\n$/) });
+    expect(json.body).toEqual({
+      algorithm: "EdDSA",
+      key_id: expect.stringMatching(/^[0-9a-f]{16}$/),
+      public_key: expect.stringMatching(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+\n-----END PUBLIC KEY-----\n$/),
+    });
     const pem = await fetch(`${server.url}/api/license/public-key?format=pem`);
     expect(pem.headers.get("content-type")).toBe("application/x-pem-file");
     expect(await pem.text()).toBe(json.body.public_key);
@@ -504,7 +862,11 @@ describe("GET /api/license/public-key", () => {
   test("the key survives a restart of the server on the same data directory", async () => {
     const dir = tempDir();
     try {
-      const start = () => startServer(loadConfig(parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0"], serverFlags), {}), { log: silentLogger, adminPassword: ADMIN_PASSWORD });
+      const start = () =>
+        startServer(loadConfig(parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0"], serverFlags), {}), {
+          log: silentLogger,
+          adminPassword: ADMIN_PASSWORD,
+        });
       const first = await start();
       const key = (await call(first.url, "GET", "/api/license/public-key")).body.public_key;
       await first.stop();
@@ -531,11 +893,15 @@ describe("lookup goes through the token's hash", () => {
         db.close();
       }
     };
-    const hash = sql((db) => db.query<{ token_hash: string }, [number]>("SELECT token_hash FROM licenses WHERE id = ?").get(c.id)!.token_hash);
+    const hash = sql(
+      (db) => db.query<{ token_hash: string }, [number]>("SELECT token_hash FROM licenses WHERE id = ?").get(c.id)!.token_hash,
+    );
     expect(hash).toBe(createHash("sha256").update(c.token).digest("hex"));
     const plan = sql((db) =>
       db
-        .query<{ detail: string }, [string]>("EXPLAIN QUERY PLAN SELECT l.*, a.name FROM licenses l JOIN applications a ON a.id = l.app_id WHERE l.token_hash = ?")
+        .query<{ detail: string }, [string]>(
+          "EXPLAIN QUERY PLAN SELECT l.*, a.name FROM licenses l JOIN applications a ON a.id = l.app_id WHERE l.token_hash = ?",
+        )
         .all(hash)
         .map((r) => r.detail)
         .join("\n"),
@@ -557,7 +923,9 @@ describe("events", () => {
       expect((await rpc.request("rpc", "auth_token", { token: adminToken })).name).toBe("response");
       const c = await context({ activations: 2 });
       await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-evt", machine: "EVT" });
-      const pushed = await eventually(() => rpc.events.find((e) => e.name === "licenses.activated"), { what: "the licenses.activated push" });
+      const pushed = await eventually(() => rpc.events.find((e) => e.name === "licenses.activated"), {
+        what: "the licenses.activated push",
+      });
       expect(pushed).toEqual({
         namespace: "events",
         name: "licenses.activated",
@@ -578,8 +946,11 @@ describe("expiry", () => {
     const s = await startTestServer({ clock: own });
     try {
       const token = await login(s.url);
-      const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Expiring", support_message: "renew at example.com" } })).body;
-      const key = (await call(s.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: 2, expires_at: "2026-05-01T01:00:00Z" } })).body;
+      const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Expiring", support_message: "renew at example.com" } }))
+        .body;
+      const key = (
+        await call(s.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: 2, expires_at: "2026-05-01T01:00:00Z" } })
+      ).body;
       expect(key.expires_at).toBe("2026-05-01T01:00:00.000Z");
       const activated = await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw-1" });
       expect(activated.status).toBe(201);
@@ -590,13 +961,24 @@ describe("expiry", () => {
       expect((await wire(s.url, "query", "GET", "/api/check", { token: key.token, hwid: "hw-1" })).status).toBe(201);
       own.advance(1);
       const expired = { result: "failure", error: "key is no longer valid", support_message: "renew at example.com" };
-      expect(await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw-2" })).toMatchObject({ status: 410, body: expired });
-      expect(await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw-1" })).toMatchObject({ status: 410, body: expired });
-      expect(await wire(s.url, "query", "GET", "/api/check", { token: key.token, hwid: "hw-1" })).toMatchObject({ status: 410, body: { result: "failure", error: "key is no longer valid" } });
+      expect(await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw-2" })).toMatchObject({
+        status: 410,
+        body: expired,
+      });
+      expect(await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw-1" })).toMatchObject({
+        status: 410,
+        body: expired,
+      });
+      expect(await wire(s.url, "query", "GET", "/api/check", { token: key.token, hwid: "hw-1" })).toMatchObject({
+        status: 410,
+        body: { result: "failure", error: "key is no longer valid" },
+      });
 
       // An admin extends it: valid again.
       const fresh = await login(s.url);
-      expect((await call(s.url, "PATCH", `/api/licenses/${key.id}`, { token: fresh, body: { expires_at: null } })).body.expires_at).toBeNull();
+      expect(
+        (await call(s.url, "PATCH", `/api/licenses/${key.id}`, { token: fresh, body: { expires_at: null } })).body.expires_at,
+      ).toBeNull();
       expect((await wire(s.url, "query", "GET", "/api/check", { token: key.token, hwid: "hw-1" })).status).toBe(201);
     } finally {
       await s.close();
@@ -620,7 +1002,12 @@ describe("throttling", () => {
       const throttled = await wire(s.url, "json", "POST", "/api/activate", { token: key.token, hwid: "intruder-20" });
       expect({ status: throttled.status, body: throttled.body }).toEqual({
         status: 429,
-        body: { result: "failure", error: "too many failed activations for this key; retry in 1 s", retry_after: 1, support_message: "help" },
+        body: {
+          result: "failure",
+          error: "too many failed activations for this key; retry in 1 s",
+          retry_after: 1,
+          support_message: "help",
+        },
       });
       expect(throttled.headers.get("retry-after")).toBe("1");
       // The machine that holds the seat still passes its checks; another key is not throttled.
@@ -638,7 +1025,13 @@ describe("throttling", () => {
 
       const denied = await call(s.url, "GET", "/api/audit?action=license.activate&outcome=denied", { token });
       expect(denied.body.total).toBe(2);
-      expect(denied.body.items[0]).toMatchObject({ actor: null, address: "127.0.0.1", target: `license ${key.id}`, outcome: "denied", reason: "throttled: too many failed activations for this key" });
+      expect(denied.body.items[0]).toMatchObject({
+        actor: null,
+        address: "127.0.0.1",
+        target: `license ${key.id}`,
+        outcome: "denied",
+        reason: "throttled: too many failed activations for this key",
+      });
     } finally {
       await s.close();
     }
@@ -654,12 +1047,19 @@ describe("throttling", () => {
       for (let i = 0; i < 50; i++) {
         const guess = `GUESS${String(i).padStart(20, "0")}`;
         const path = i % 3 === 0 ? "/api/check" : i % 3 === 1 ? "/api/activate" : "/api/deactivate";
-        expect((await wire(s.url, i % 3 === 0 ? "query" : "form", i % 3 === 0 ? "GET" : "POST", path, { token: guess, hwid: "hw" })).status).toBe(404);
+        expect(
+          (await wire(s.url, i % 3 === 0 ? "query" : "form", i % 3 === 0 ? "GET" : "POST", path, { token: guess, hwid: "hw" })).status,
+        ).toBe(404);
       }
       const throttled = await wire(s.url, "form", "POST", "/api/activate", { token: "GUESS-NUMBER-FIFTY-ONE", hwid: "hw" });
       expect({ status: throttled.status, body: throttled.body }).toEqual({
         status: 429,
-        body: { result: "failure", error: "too many invalid license tokens from this address; retry in 1 s", retry_after: 1, support_message: "" },
+        body: {
+          result: "failure",
+          error: "too many invalid license tokens from this address; retry in 1 s",
+          retry_after: 1,
+          support_message: "",
+        },
       });
       expect(throttled.headers.get("retry-after")).toBe("1");
       // While it waits, even a good token from that address is refused, on every call.
@@ -669,7 +1069,9 @@ describe("throttling", () => {
       own.advance(1000);
       expect((await wire(s.url, "form", "POST", "/api/activate", { token: key.token, hwid: "hw" })).status).toBe(201);
       const denied = await call(s.url, "GET", "/api/audit?outcome=denied&limit=1000", { token });
-      const reasons = denied.body.items.filter((e: { action: string }) => e.action.startsWith("license.")).map((e: { reason: string }) => e.reason);
+      const reasons = denied.body.items
+        .filter((e: { action: string }) => e.action.startsWith("license."))
+        .map((e: { reason: string }) => e.reason);
       expect(reasons.length).toBeGreaterThanOrEqual(4);
       expect(new Set(reasons)).toEqual(new Set(["throttled: too many invalid license tokens from this address"]));
     } finally {
@@ -684,9 +1086,17 @@ describe("throttling", () => {
 describe("applications over REST", () => {
   test("create, read, list, rename, unique names ignoring case, delete only when empty", async () => {
     const t = { token: adminToken };
-    const created = await call(server.url, "POST", "/api/apps", { ...t, body: { name: "  Sled Designer  ", support_message: "mail help@example.com" } });
+    const created = await call(server.url, "POST", "/api/apps", {
+      ...t,
+      body: { name: "  Sled Designer  ", support_message: "mail help@example.com" },
+    });
     expect(created.status).toBe(201);
-    expect(created.body).toEqual({ id: expect.any(Number), name: "Sled Designer", support_message: "mail help@example.com", created_at: new Date(clock()).toISOString() });
+    expect(created.body).toEqual({
+      id: expect.any(Number),
+      name: "Sled Designer",
+      support_message: "mail help@example.com",
+      created_at: new Date(clock()).toISOString(),
+    });
     const id = created.body.id;
     const noMessage = await call(server.url, "POST", "/api/apps", { ...t, body: { name: "Sled Viewer" } });
     expect(noMessage.body.support_message).toBe("");
@@ -698,11 +1108,17 @@ describe("applications over REST", () => {
     ];
     for (const c of conflicts) {
       const res = await call(server.url, c.method, c.path, { ...t, body: c.body });
-      expect({ status: res.status, body: res.body }).toEqual({ status: 409, body: { error: { code: "conflict", message: expect.stringContaining("already exists"), field: "name" } } });
+      expect({ status: res.status, body: res.body }).toEqual({
+        status: 409,
+        body: { error: { code: "conflict", message: expect.stringContaining("already exists"), field: "name" } },
+      });
     }
     // Renaming to its own name in another case is no conflict.
     expect((await call(server.url, "PATCH", `/api/apps/${id}`, { ...t, body: { name: "SLED designer" } })).body.name).toBe("SLED designer");
-    expect((await call(server.url, "PATCH", `/api/apps/${id}`, { ...t, body: { support_message: "call 555" } })).body).toMatchObject({ name: "SLED designer", support_message: "call 555" });
+    expect((await call(server.url, "PATCH", `/api/apps/${id}`, { ...t, body: { support_message: "call 555" } })).body).toMatchObject({
+      name: "SLED designer",
+      support_message: "call 555",
+    });
     expect((await call(server.url, "GET", `/api/apps/${id}`, t)).body).toMatchObject({ id, support_message: "call 555" });
 
     const key = await fixtures.key(id);
@@ -729,7 +1145,10 @@ describe("applications over REST", () => {
 describe("license keys over REST", () => {
   test("create: a 25-character A-Z0-9 token, defaults, and every field shown back", async () => {
     const app = await fixtures.app();
-    const res = await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id, activations: 3, memo: "Order #1001", expires_at: "2027-01-01" } });
+    const res = await call(server.url, "POST", "/api/licenses", {
+      token: adminToken,
+      body: { app_id: app.id, activations: 3, memo: "Order #1001", expires_at: "2027-01-01" },
+    });
     expect(res.status).toBe(201);
     expect(res.body).toEqual({
       id: expect.any(Number),
@@ -755,7 +1174,8 @@ describe("license keys over REST", () => {
     const unlimited = await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id, activations: -1 } });
     expect(unlimited.body).toMatchObject({ activations: -1, remaining_activations: -1 });
     const tokens = new Set<string>();
-    for (let i = 0; i < 40; i++) tokens.add((await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id } })).body.token);
+    for (let i = 0; i < 40; i++)
+      tokens.add((await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: app.id } })).body.token);
     expect(tokens.size).toBe(40);
     for (const t of tokens) expect(t).toMatch(TOKEN);
     expect((await call(server.url, "POST", "/api/licenses", { token: adminToken, body: { app_id: 999999 } })).status).toBe(404);
@@ -771,7 +1191,10 @@ describe("license keys over REST", () => {
       const key = await fixtures.key(app.id);
       const patched = await call(server.url, "PATCH", `/api/licenses/${key.id}`, { token: adminToken, body: { expires_at: date } });
       expect({ status: patched.status, field: patched.body.error?.field }).toEqual({ status: 400, field: "expires_at" });
-      const rpc = await call(server.url, "PUT", "/latchkey/licenses", { token: adminToken, body: { action: "create", app_id: app.id, expires_at: date } });
+      const rpc = await call(server.url, "PUT", "/latchkey/licenses", {
+        token: adminToken,
+        body: { action: "create", app_id: app.id, expires_at: date },
+      });
       expect({ status: rpc.status, field: rpc.body.error?.field }).toEqual({ status: 400, field: "args.expires_at" });
     },
   );
@@ -793,7 +1216,8 @@ describe("license keys over REST", () => {
     const k2 = await fixtures.key(a.id, { memo: "trial 100%_off" });
     const k3 = await fixtures.key(b.id, { memo: "acme renewal" });
     const t = { token: adminToken };
-    const ids = async (query: string) => (await call(server.url, "GET", `/api/licenses?limit=1000&${query}`, t)).body.items.map((l: { id: number }) => l.id);
+    const ids = async (query: string) =>
+      (await call(server.url, "GET", `/api/licenses?limit=1000&${query}`, t)).body.items.map((l: { id: number }) => l.id);
     const SEARCHES = [
       { query: `app_id=${a.id}`, expected: [k2.id, k1.id] },
       { query: `app_id=${b.id}`, expected: [k3.id] },
@@ -820,9 +1244,22 @@ describe("license keys over REST", () => {
     expect((await call(server.url, "PATCH", `/api/licenses/${k1.id}`, { ...t, body: { enabled: true } })).body.enabled).toBe(true);
     expect((await wire(server.url, "json", "POST", "/api/activate", { token: k1.token, hwid: "hw" })).status).toBe(201);
     // Other changes: memo, allowance, expiry.
-    const patched = await call(server.url, "PATCH", `/api/licenses/${k1.id}`, { ...t, body: { memo: "changed", activations: 5, expires_at: "2030-06-01T00:00:00Z" } });
-    expect(patched.body).toMatchObject({ memo: "changed", activations: 5, activations_used: 1, remaining_activations: 4, expires_at: "2030-06-01T00:00:00.000Z" });
-    expect((await call(server.url, "PATCH", `/api/licenses/${k1.id}`, { ...t, body: {} })).body).toMatchObject({ memo: "changed", activations: 5, enabled: true });
+    const patched = await call(server.url, "PATCH", `/api/licenses/${k1.id}`, {
+      ...t,
+      body: { memo: "changed", activations: 5, expires_at: "2030-06-01T00:00:00Z" },
+    });
+    expect(patched.body).toMatchObject({
+      memo: "changed",
+      activations: 5,
+      activations_used: 1,
+      remaining_activations: 4,
+      expires_at: "2030-06-01T00:00:00.000Z",
+    });
+    expect((await call(server.url, "PATCH", `/api/licenses/${k1.id}`, { ...t, body: {} })).body).toMatchObject({
+      memo: "changed",
+      activations: 5,
+      enabled: true,
+    });
     expect((await call(server.url, "PATCH", "/api/licenses/999999", { ...t, body: { memo: "x" } })).status).toBe(404);
 
     // Delete: gone, with its activations, and its token no longer activates.
@@ -846,7 +1283,8 @@ describe("license keys over REST", () => {
     await wire(server.url, "form", "POST", "/api/activate", { token: c.token, hwid: "hw-1" });
     clock.advance(5000);
     const checkedAt = new Date(clock()).toISOString();
-    for (let i = 0; i < 3; i++) expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-1" })).status).toBe(201);
+    for (let i = 0; i < 3; i++)
+      expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-1" })).status).toBe(201);
     // A refused check counts for nothing.
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid: "hw-2" })).status).toBe(404);
     expect(await fixtures.license(c.id)).toMatchObject({
@@ -864,11 +1302,17 @@ describe("license keys over REST", () => {
     const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
     try {
       const stored = () =>
-        db.query<{ total_checks: number; last_check_at: number | null }, [number]>("SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?").get(c.id) ?? { total_checks: 0, last_check_at: null };
+        db
+          .query<{ total_checks: number; last_check_at: number | null }, [number]>(
+            "SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?",
+          )
+          .get(c.id) ?? { total_checks: 0, last_check_at: null };
       // The flush runs on a real timer (about once a second), whatever the server's clock says.
       await eventually(() => stored().total_checks >= 3, { what: "the check counters to be written to the database" });
       expect(stored()).toEqual({ total_checks: 3, last_check_at: Date.parse(checkedAt) });
-      expect(db.query("SELECT last_check_at FROM activations WHERE license_id = ?").get(c.id)).toEqual({ last_check_at: Date.parse(checkedAt) });
+      expect(db.query("SELECT last_check_at FROM activations WHERE license_id = ?").get(c.id)).toEqual({
+        last_check_at: Date.parse(checkedAt),
+      });
     } finally {
       db.close();
     }
@@ -885,7 +1329,13 @@ describe("license keys over REST", () => {
       db.transaction(() => {
         for (let i = 0; i < 1300; i++) {
           const key = `MANY${String(i).padStart(21, "0")}`;
-          const id = Number(db.query("INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) VALUES (?, ?, ?, 1, 1, 0)").run(app.id, key, createHash("sha256").update(key).digest("hex")).lastInsertRowid);
+          const id = Number(
+            db
+              .query(
+                "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) VALUES (?, ?, ?, 1, 1, 0)",
+              )
+              .run(app.id, key, createHash("sha256").update(key).digest("hex")).lastInsertRowid,
+          );
           db.query("INSERT INTO activations (license_id, hwid, created_at) VALUES (?, 'hw', 0)").run(id);
           tokens.push(key);
         }
@@ -894,9 +1344,14 @@ describe("license keys over REST", () => {
       for (let round = 0; round < 2; round++) {
         await Promise.all(tokens.map(async (key) => expect((await fetch(`${s.url}/api/check?token=${key}&hwid=hw`)).status).toBe(201)));
       }
-      const written = () => db.query<{ keys: number; checks: number; machines: number }, []>(
-        "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, (SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " + (checked - 1000) + ") AS machines",
-      ).get()!;
+      const written = () =>
+        db
+          .query<{ keys: number; checks: number; machines: number }, []>(
+            "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, (SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " +
+              (checked - 1000) +
+              ") AS machines",
+          )
+          .get()!;
       await eventually(() => written().keys >= 1300, { what: "the counters of all 1,300 keys to be written" });
       expect(written()).toEqual({ keys: 1300, checks: 2600, machines: 1300 });
       db.close();
@@ -913,7 +1368,8 @@ describe("license keys over REST", () => {
       const token = await login(s.url);
       const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Addresses" } })).body;
       const c = (await call(s.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: 2 } })).body;
-      for (const hwid of ["hw-1", "hw-2"]) expect((await wire(s.url, "json", "POST", "/api/activate", { token: c.token, hwid })).status).toBe(201);
+      for (const hwid of ["hw-1", "hw-2"])
+        expect((await wire(s.url, "json", "POST", "/api/activate", { token: c.token, hwid })).status).toBe(201);
       const licensing = s.services.licensing;
       licensing.flush();
       const reads: string[] = [];
@@ -967,14 +1423,24 @@ describe("license keys over REST", () => {
     expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).status).toBe(410);
     const t = { token: adminToken };
     const listed = await call(server.url, "GET", `/api/licenses/${c.id}/activations`, t);
-    expect(listed.body).toMatchObject({ total: 2, items: [{ hwid: "hw-1", machine: null }, { hwid, machine: "M2" }] });
+    expect(listed.body).toMatchObject({
+      total: 2,
+      items: [
+        { hwid: "hw-1", machine: null },
+        { hwid, machine: "M2" },
+      ],
+    });
     const path = `/api/licenses/${c.id}/activations/${encodeURIComponent(hwid)}`;
     expect((await call(server.url, "DELETE", path, t)).status).toBe(204);
     expect((await call(server.url, "DELETE", path, t)).status).toBe(404);
     expect((await call(server.url, "DELETE", `/api/licenses/999999/activations/hw-1`, t)).status).toBe(404);
     expect(await fixtures.license(c.id)).toMatchObject({ activations_used: 1, remaining_activations: 1 });
     expect((await wire(server.url, "query", "GET", "/api/check", { token: c.token, hwid })).status).toBe(404);
-    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).body).toEqual({ result: "ok", remainingActivations: 0, receipt: expect.any(String) });
+    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-3" })).body).toEqual({
+      result: "ok",
+      remainingActivations: 0,
+      receipt: expect.any(String),
+    });
     expect((await fixtures.activations(c.id)).map((a) => a.hwid)).toEqual(["hw-1", "hw-3"]);
   });
 
@@ -1020,10 +1486,15 @@ describe("viewers", () => {
 
   /** The viewer's refused write left the application, its key and the list of applications as they were. */
   async function nothingChanged(): Promise<void> {
-    expect((await call(server.url, "GET", `/api/apps/${app.id}`, { token: adminToken })).body).toMatchObject({ id: app.id, support_message: app.support });
+    expect((await call(server.url, "GET", `/api/apps/${app.id}`, { token: adminToken })).body).toMatchObject({
+      id: app.id,
+      support_message: app.support,
+    });
     expect(await fixtures.license(key.id)).toMatchObject({ enabled: true, activations_used: 1, token: key.token });
     expect(await fixtures.activations(key.id)).toMatchObject([{ hwid: "hw-1" }]);
-    const names = (await call(server.url, "GET", "/api/apps?limit=1000", { token: adminToken })).body.items.map((a: { name: string }) => a.name);
+    const names = (await call(server.url, "GET", "/api/apps?limit=1000", { token: adminToken })).body.items.map(
+      (a: { name: string }) => a.name,
+    );
     expect(names).not.toContain("viewer's app");
   }
 
@@ -1048,9 +1519,13 @@ describe("viewers", () => {
     const viaRpc = await call(server.url, "PUT", "/latchkey/licenses", { token: viewer, body: { action: "list", q: prefix } });
     expect(viaRpc.body.args.items.map((l: { id: number }) => l.id)).not.toContain(key.id);
     // Admins, who see tokens anyway, still find keys by their start.
-    expect((await call(server.url, "GET", `/api/licenses?q=${prefix}`, { token: adminToken })).body.items.map((l: { id: number }) => l.id)).toEqual([key.id]);
+    expect(
+      (await call(server.url, "GET", `/api/licenses?q=${prefix}`, { token: adminToken })).body.items.map((l: { id: number }) => l.id),
+    ).toEqual([key.id]);
     const memo = await fixtures.key((await fixtures.app()).id, { memo: "findable by viewers" });
-    expect((await call(server.url, "GET", "/api/licenses?q=FINDABLE", { token: viewer })).body.items.map((l: { id: number }) => l.id)).toEqual([memo.id]);
+    expect(
+      (await call(server.url, "GET", "/api/licenses?q=FINDABLE", { token: viewer })).body.items.map((l: { id: number }) => l.id),
+    ).toEqual([memo.id]);
   });
 
   // Each write aims at the fixtures above, and each row checks that they did not change.
@@ -1125,17 +1600,28 @@ describe("RPC latchkey/licenses over /ws", () => {
   async function given(key: Scenario["key"]): Promise<Given> {
     const n = ++made;
     const newApp = async (name: string, support?: string) => {
-      const res = await call(server.url, "POST", "/api/apps", { token: adminToken, body: { name, ...(support === undefined ? {} : { support_message: support }) } });
+      const res = await call(server.url, "POST", "/api/apps", {
+        token: adminToken,
+        body: { name, ...(support === undefined ? {} : { support_message: support }) },
+      });
       expect(res.status).toBe(201);
       return { id: res.body.id as number, name };
     };
-    const g: Given = { app: await newApp(`Rpc Studio ${n}`, "rpc support"), other: await newApp(`Rpc Player ${n}`), unused: `Rpc Newcomer ${n}` };
+    const g: Given = {
+      app: await newApp(`Rpc Studio ${n}`, "rpc support"),
+      other: await newApp(`Rpc Player ${n}`),
+      unused: `Rpc Newcomer ${n}`,
+    };
     if (key) {
       const { machines = [], enabled, deleted, ...options } = key;
       const memo = `rpc key ${crypto.randomUUID()}`;
       const created = await fixtures.key(g.app.id, { activations: 2, memo, ...options });
-      for (const hwid of machines) expect((await wire(server.url, "json", "POST", "/api/activate", { token: created.token, hwid })).status).toBe(201);
-      if (enabled === false) expect((await call(server.url, "PATCH", `/api/licenses/${created.id}`, { token: adminToken, body: { enabled: false } })).status).toBe(200);
+      for (const hwid of machines)
+        expect((await wire(server.url, "json", "POST", "/api/activate", { token: created.token, hwid })).status).toBe(201);
+      if (enabled === false)
+        expect(
+          (await call(server.url, "PATCH", `/api/licenses/${created.id}`, { token: adminToken, body: { enabled: false } })).status,
+        ).toBe(200);
       if (deleted) expect((await call(server.url, "DELETE", `/api/licenses/${created.id}`, { token: adminToken })).status).toBe(204);
       g.key = { ...created, memo };
     }
@@ -1144,7 +1630,11 @@ describe("RPC latchkey/licenses over /ws", () => {
   const ask = (args: Record<string, unknown>) => rpc.request("latchkey", "licenses", args);
   const response = (reply: any, matcher: unknown) => expect(reply).toMatchObject({ namespace: "rpc", name: "response", args: matcher });
   const error = (code: number, field?: string) => (reply: any) =>
-    expect(reply).toMatchObject({ namespace: "rpc", name: "error", args: { code, message: expect.any(String), ...(field ? { field } : {}) } });
+    expect(reply).toMatchObject({
+      namespace: "rpc",
+      name: "error",
+      args: { code, message: expect.any(String), ...(field ? { field } : {}) },
+    });
 
   const SCENARIOS: Scenario[] = [
     {
@@ -1153,8 +1643,16 @@ describe("RPC latchkey/licenses over /ws", () => {
       expect: (r, g) => response(r, { name: g.unused, support_message: "rpc support" }),
       after: async (g, r) => expect((await ask({ action: "get_app", id: r.args.id })).args).toMatchObject({ name: g.unused }),
     },
-    { label: "create_app without a support message: an empty one", args: (g) => ({ action: "create_app", name: g.unused }), expect: (r, g) => response(r, { name: g.unused, support_message: "" }) },
-    { label: "create_app with a taken name in another case", args: (g) => ({ action: "create_app", name: g.app.name.toUpperCase() }), expect: error(409, "name") },
+    {
+      label: "create_app without a support message: an empty one",
+      args: (g) => ({ action: "create_app", name: g.unused }),
+      expect: (r, g) => response(r, { name: g.unused, support_message: "" }),
+    },
+    {
+      label: "create_app with a taken name in another case",
+      args: (g) => ({ action: "create_app", name: g.app.name.toUpperCase() }),
+      expect: error(409, "name"),
+    },
     {
       label: "update_app to a taken name",
       args: (g) => ({ action: "update_app", id: g.other.id, name: g.app.name.toLowerCase() }),
@@ -1167,14 +1665,36 @@ describe("RPC latchkey/licenses over /ws", () => {
       expect: (r, g) => response(r, { name: g.app.name, support_message: "new support" }),
       after: async (g) => expect((await ask({ action: "get_app", id: g.app.id })).args).toMatchObject({ support_message: "new support" }),
     },
-    { label: "get_app", args: (g) => ({ action: "get_app", id: g.app.id }), expect: (r, g) => response(r, { id: g.app.id, name: g.app.name, support_message: "rpc support" }) },
+    {
+      label: "get_app",
+      args: (g) => ({ action: "get_app", id: g.app.id }),
+      expect: (r, g) => response(r, { id: g.app.id, name: g.app.name, support_message: "rpc support" }),
+    },
     { label: "get_app of no application", args: () => ({ action: "get_app", id: 999999 }), expect: error(404) },
-    { label: "list_apps", args: () => ({ action: "list_apps", limit: 1000 }), expect: (r, g) => expect(r.args.items.map((a: { name: string }) => a.name)).toEqual(expect.arrayContaining([g.app.name, g.other.name])) },
+    {
+      label: "list_apps",
+      args: () => ({ action: "list_apps", limit: 1000 }),
+      expect: (r, g) =>
+        expect(r.args.items.map((a: { name: string }) => a.name)).toEqual(expect.arrayContaining([g.app.name, g.other.name])),
+    },
     {
       label: "create",
       args: (g) => ({ action: "create", app_id: g.app.id, activations: 2, memo: "rpc key", expires_at: "2030-01-01" }),
-      expect: (r, g) => response(r, { app_id: g.app.id, app_name: g.app.name, token: expect.stringMatching(TOKEN), activations: 2, memo: "rpc key", expires_at: "2030-01-01T00:00:00.000Z", enabled: true }),
-      after: async (g, r) => expect((await ask({ action: "list", app_id: g.app.id })).args).toMatchObject({ total: 1, items: [{ id: r.args.id, token: r.args.token }] }),
+      expect: (r, g) =>
+        response(r, {
+          app_id: g.app.id,
+          app_name: g.app.name,
+          token: expect.stringMatching(TOKEN),
+          activations: 2,
+          memo: "rpc key",
+          expires_at: "2030-01-01T00:00:00.000Z",
+          enabled: true,
+        }),
+      after: async (g, r) =>
+        expect((await ask({ action: "list", app_id: g.app.id })).args).toMatchObject({
+          total: 1,
+          items: [{ id: r.args.id, token: r.args.token }],
+        }),
     },
     { label: "create for no application", args: () => ({ action: "create", app_id: 999999 }), expect: error(404) },
     {
@@ -1184,11 +1704,36 @@ describe("RPC latchkey/licenses over /ws", () => {
       expect: error(409),
       after: async (g) => expect((await ask({ action: "get_app", id: g.app.id })).name).toBe("response"),
     },
-    { label: "get", key: {}, args: (g) => ({ action: "get", id: g.key!.id }), expect: (r, g) => response(r, { id: g.key!.id, token: g.key!.token, activations_used: 0 }) },
-    { label: "list by app", key: {}, args: (g) => ({ action: "list", app_id: g.app.id }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
-    { label: "list by memo, in another case", key: {}, args: (g) => ({ action: "list", q: g.key!.memo.toUpperCase() }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
-    { label: "list by token prefix", key: {}, args: (g) => ({ action: "list", q: g.key!.token.slice(0, 10) }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
-    { label: "activations of a key no machine activated", key: {}, args: (g) => ({ action: "activations", id: g.key!.id }), expect: (r) => response(r, { total: 0, items: [] }) },
+    {
+      label: "get",
+      key: {},
+      args: (g) => ({ action: "get", id: g.key!.id }),
+      expect: (r, g) => response(r, { id: g.key!.id, token: g.key!.token, activations_used: 0 }),
+    },
+    {
+      label: "list by app",
+      key: {},
+      args: (g) => ({ action: "list", app_id: g.app.id }),
+      expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }),
+    },
+    {
+      label: "list by memo, in another case",
+      key: {},
+      args: (g) => ({ action: "list", q: g.key!.memo.toUpperCase() }),
+      expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }),
+    },
+    {
+      label: "list by token prefix",
+      key: {},
+      args: (g) => ({ action: "list", q: g.key!.token.slice(0, 10) }),
+      expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }),
+    },
+    {
+      label: "activations of a key no machine activated",
+      key: {},
+      args: (g) => ({ action: "activations", id: g.key!.id }),
+      expect: (r) => response(r, { total: 0, items: [] }),
+    },
     {
       label: "activations of a key two machines activated on the wire",
       key: { machines: ["rpc-1", "rpc-2"] },
@@ -1201,11 +1746,20 @@ describe("RPC latchkey/licenses over /ws", () => {
       args: (g) => ({ action: "remove_activation", id: g.key!.id, hwid: "rpc-1" }),
       expect: (r) => response(r, "ok"),
       after: async (g) => {
-        expect((await ask({ action: "get", id: g.key!.id })).args).toMatchObject({ activations_used: 1, remaining_activations: 1, total_activations: 2 });
+        expect((await ask({ action: "get", id: g.key!.id })).args).toMatchObject({
+          activations_used: 1,
+          remaining_activations: 1,
+          total_activations: 2,
+        });
         expect((await ask({ action: "activations", id: g.key!.id })).args).toMatchObject({ total: 1, items: [{ hwid: "rpc-2" }] });
       },
     },
-    { label: "remove_activation of a machine that is not activated", key: { machines: ["rpc-2"] }, args: (g) => ({ action: "remove_activation", id: g.key!.id, hwid: "rpc-1" }), expect: error(404) },
+    {
+      label: "remove_activation of a machine that is not activated",
+      key: { machines: ["rpc-2"] },
+      args: (g) => ({ action: "remove_activation", id: g.key!.id, hwid: "rpc-1" }),
+      expect: error(404),
+    },
     {
       label: "update: disable",
       key: {},
@@ -1213,16 +1767,38 @@ describe("RPC latchkey/licenses over /ws", () => {
       expect: (r) => response(r, { enabled: false }),
       after: async (g) => expect((await ask({ action: "get", id: g.key!.id })).args).toMatchObject({ enabled: false }),
     },
-    { label: "list disabled", key: { enabled: false }, args: (g) => ({ action: "list", app_id: g.app.id, enabled: false }), expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }) },
-    { label: "list enabled, when the only key is disabled", key: { enabled: false }, args: (g) => ({ action: "list", app_id: g.app.id, enabled: true }), expect: (r) => response(r, { total: 0, items: [] }) },
+    {
+      label: "list disabled",
+      key: { enabled: false },
+      args: (g) => ({ action: "list", app_id: g.app.id, enabled: false }),
+      expect: (r, g) => response(r, { total: 1, items: [{ id: g.key!.id }] }),
+    },
+    {
+      label: "list enabled, when the only key is disabled",
+      key: { enabled: false },
+      args: (g) => ({ action: "list", app_id: g.app.id, enabled: true }),
+      expect: (r) => response(r, { total: 0, items: [] }),
+    },
     {
       label: "update: enable, allowance, no expiry",
       key: { enabled: false, expires_at: "2030-01-01" },
       args: (g) => ({ action: "update", id: g.key!.id, enabled: true, activations: -1, expires_at: null }),
       expect: (r) => response(r, { enabled: true, activations: -1, remaining_activations: -1, expires_at: null }),
     },
-    { label: "delete", key: {}, args: (g) => ({ action: "delete", id: g.key!.id }), expect: (r) => response(r, "ok"), after: async (g) => error(404)(await ask({ action: "get", id: g.key!.id })) },
-    { label: "delete_app, once its key is deleted", key: { deleted: true }, args: (g) => ({ action: "delete_app", id: g.app.id }), expect: (r) => response(r, "ok"), after: async (g) => error(404)(await ask({ action: "get_app", id: g.app.id })) },
+    {
+      label: "delete",
+      key: {},
+      args: (g) => ({ action: "delete", id: g.key!.id }),
+      expect: (r) => response(r, "ok"),
+      after: async (g) => error(404)(await ask({ action: "get", id: g.key!.id })),
+    },
+    {
+      label: "delete_app, once its key is deleted",
+      key: { deleted: true },
+      args: (g) => ({ action: "delete_app", id: g.app.id }),
+      expect: (r) => response(r, "ok"),
+      after: async (g) => error(404)(await ask({ action: "get_app", id: g.app.id })),
+    },
     { label: "an unknown action", args: () => ({ action: "explode" }), expect: error(400, "args.action") },
   ];
 

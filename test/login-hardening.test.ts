@@ -14,7 +14,19 @@ import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { clientFinalMessage, clientFirstMessage } from "../src/core/scram.ts";
-import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, metric, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  call,
+  createUser,
+  eventually,
+  login,
+  manualClock,
+  metric,
+  RpcClient,
+  runLatchkey,
+  startTestServer,
+  type TestServer,
+} from "./support.ts";
 
 const PROXY = ["--trusted-proxy", "127.0.0.1/32"];
 const PASSWORD = "the right password";
@@ -34,7 +46,11 @@ function tally(statuses: number[]): Record<number, number> {
 async function auditEntries(server: TestServer, token: string, query = ""): Promise<any[]> {
   const res = await call(server.url, "GET", `/api/audit?format=jsonl${query}`, { token });
   expect(res.status).toBe(200);
-  return res.text.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line));
+  return res.text
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
 }
 
 async function sessionAlive(server: TestServer, token: string): Promise<boolean> {
@@ -51,7 +67,12 @@ async function startScram(server: TestServer, username: string, address: string)
   return {
     serverFirst: start.body.server_first as string,
     async finish(password: string) {
-      const final = await clientFinalMessage({ password, clientFirstBare: first.bare, serverFirst: start.body.server_first, clientNonce: first.nonce });
+      const final = await clientFinalMessage({
+        password,
+        clientFirstBare: first.bare,
+        serverFirst: start.body.server_first,
+        clientNonce: first.nonce,
+      });
       return call(server.url, "POST", "/api/auth/scram/finish", { body: { client_final: final.message }, headers: from(address) });
     },
   };
@@ -87,7 +108,9 @@ describe("guesses sent together are held to the limits", () => {
     const client = await RpcClient.connect(server.wsUrl, from("10.1.0.2"));
     try {
       const replies = await Promise.all(
-        Array.from({ length: 2500 }, (_, i) => client.request("rpc", "auth", { username: "ws-victim", password: i === 2499 ? PASSWORD : `guess ${i}` })),
+        Array.from({ length: 2500 }, (_, i) =>
+          client.request("rpc", "auth", { username: "ws-victim", password: i === 2499 ? PASSWORD : `guess ${i}` }),
+        ),
       );
       expect(tally(replies.map((r) => (r.name === "response" ? 200 : r.args.code)))).toEqual({ 401: 5, 429: 2495 });
       expect(replies.at(-1)!.args.code).toBe(429);
@@ -132,7 +155,9 @@ describe("the account-wide limit", () => {
       await createUser(server.url, admin, { username: "popular", password: PASSWORD });
       // 5 failures from each of 10 addresses: no (account, address) pair and no address is over its limit.
       for (let a = 0; a < 10; a++) {
-        const replies = await Promise.all(Array.from({ length: 5 }, (_, i) => restLogin(server, "popular", `guess ${a}.${i}`, `10.2.0.${a}`)));
+        const replies = await Promise.all(
+          Array.from({ length: 5 }, (_, i) => restLogin(server, "popular", `guess ${a}.${i}`, `10.2.0.${a}`)),
+        );
         expect(replies.map((r) => r.status)).toEqual([401, 401, 401, 401, 401]);
         clock.advance(60_000);
       }
@@ -162,7 +187,9 @@ describe("the hashing work is bounded", () => {
         Array.from({ length: 20 }, (_, i) => socket.request("rpc", "auth", { username: `target${a}.${i % 4}`, password: `guess ${i}` })),
       );
       // Once most of the burst waits in the server's hashing queue, log in from an address of its own.
-      await eventually(async () => (await metric(server.url, "latchkey_login_verifications_pending")) >= 300, { what: "300 of the burst's guesses to wait for hashing" });
+      await eventually(async () => (await metric(server.url, "latchkey_login_verifications_pending")) >= 300, {
+        what: "300 of the burst's guesses to wait for hashing",
+      });
       const mine = await restLogin(server, "bystander", PASSWORD, "10.3.1.1");
       const replies = await Promise.all(burst);
       expect(mine.status).toBe(200);
@@ -194,7 +221,9 @@ describe("pending SCRAM exchanges are capped per address", () => {
       const theirs = await startScram(server, "patient", "10.4.0.2");
       const ownFirst = await startScram(server, "patient", "10.4.0.1");
       const replies = await Promise.all(
-        Array.from({ length: 10_050 }, (_, i) => flood.request("rpc", "auth_scram", { client_first: clientFirstMessage(`nobody${i}`).message })),
+        Array.from({ length: 10_050 }, (_, i) =>
+          flood.request("rpc", "auth_scram", { client_first: clientFirstMessage(`nobody${i}`).message }),
+        ),
       );
       expect(replies.every((r) => r.name === "response")).toBe(true);
       expect((await theirs.finish(PASSWORD)).status).toBe(200);
@@ -220,23 +249,36 @@ describe("a change of credentials wins over every login in flight", () => {
   const changes: { name: string; apply: (username: string) => Promise<void> }[] = [
     {
       name: "a password change over REST",
-      apply: async (u) => expect((await call(server.url, "PATCH", `/api/users/${u}`, { token: admin, body: { password: "a brand new password" } })).status).toBe(200),
+      apply: async (u) =>
+        expect(
+          (await call(server.url, "PATCH", `/api/users/${u}`, { token: admin, body: { password: "a brand new password" } })).status,
+        ).toBe(200),
     },
     {
       name: "a password change over RPC",
       apply: async (u) =>
-        expect((await call(server.url, "PUT", "/latchkey/users", { token: admin, body: { action: "update", username: u, password: "a brand new password" } })).status).toBe(200),
+        expect(
+          (
+            await call(server.url, "PUT", "/latchkey/users", {
+              token: admin,
+              body: { action: "update", username: u, password: "a brand new password" },
+            })
+          ).status,
+        ).toBe(200),
     },
     {
       name: "a password change by `latchkey user passwd` in another process",
       apply: async (u) => {
-        const res = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], { input: "a brand new password\n" });
+        const res = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], {
+          input: "a brand new password\n",
+        });
         expect(res.code).toBe(0);
       },
     },
     {
       name: "a role change",
-      apply: async (u) => expect((await call(server.url, "PATCH", `/api/users/${u}`, { token: admin, body: { role: "admin" } })).status).toBe(200),
+      apply: async (u) =>
+        expect((await call(server.url, "PATCH", `/api/users/${u}`, { token: admin, body: { role: "admin" } })).status).toBe(200),
     },
   ];
 
@@ -291,22 +333,42 @@ describe("a change of credentials wins over every login in flight", () => {
 
   test("a wsauth challenge given before a password change cannot be answered after it", async () => {
     const salt = "0123456789abcdef";
-    const hash = createHash("sha256").update(PASSWORD + salt).digest("hex");
+    const hash = createHash("sha256")
+      .update(PASSWORD + salt)
+      .digest("hex");
     const file = join(server.dataDir, "import.json");
-    writeFileSync(file, JSON.stringify({ users: [{ username: "legacy-lee", password_hash: hash, salt, role: "viewer", allowed_groups: [] }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({ users: [{ username: "legacy-lee", password_hash: hash, salt, role: "viewer", allowed_groups: [] }] }),
+    );
     expect((await runLatchkey(["user", "import", file, "--legacy-challenge-login", "--data-dir", server.dataDir])).code).toBe(0);
     const answer = async () => {
-      const challenge = await call(server.url, "POST", "/api/auth/challenge", { body: { username: "legacy-lee" }, headers: from("10.8.0.1") });
+      const challenge = await call(server.url, "POST", "/api/auth/challenge", {
+        body: { username: "legacy-lee" },
+        headers: from("10.8.0.1"),
+      });
       expect(challenge.status).toBe(200);
       return (nonce = challenge.body.nonce as string) =>
         call(server.url, "POST", "/api/auth/login", {
-          body: { username: "legacy-lee", nonce, response: createHash("sha256").update(hash + nonce).digest("hex") },
+          body: {
+            username: "legacy-lee",
+            nonce,
+            response: createHash("sha256")
+              .update(hash + nonce)
+              .digest("hex"),
+          },
           headers: from("10.8.0.1"),
         });
     };
     expect((await (await answer())()).status).toBe(200);
     const pending = await answer();
-    expect((await runLatchkey(["user", "passwd", "legacy-lee", "--password-stdin", "--data-dir", server.dataDir], { input: "another password\n" })).code).toBe(0);
+    expect(
+      (
+        await runLatchkey(["user", "passwd", "legacy-lee", "--password-stdin", "--data-dir", server.dataDir], {
+          input: "another password\n",
+        })
+      ).code,
+    ).toBe(0);
     expect((await pending()).status).toBe(401);
   });
 });
@@ -324,7 +386,9 @@ describe("LATCHKEY_ADMIN_PASSWORD is admin's password at every start", () => {
 
     const second = await startServer(config, { log: silentLogger, adminPassword: "the second password" });
     try {
-      expect((await call(second.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(401);
+      expect((await call(second.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(
+        401,
+      );
       const token = await login(second.url, "admin", "the second password");
       expect(await sessionAlive({ url: second.url } as TestServer, oldToken)).toBe(false);
       const view = await call(second.url, "GET", "/api/users/admin", { token });
@@ -332,7 +396,9 @@ describe("LATCHKEY_ADMIN_PASSWORD is admin's password at every start", () => {
       const refused = await call(second.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } });
       expect(refused.status).toBe(403);
       expect(refused.body.error.message).toContain("LATCHKEY_ADMIN_PASSWORD");
-      const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", "--data-dir", first.dataDir], { input: "changed from the cli\n" });
+      const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", "--data-dir", first.dataDir], {
+        input: "changed from the cli\n",
+      });
       expect(cli.code).toBe(1);
       expect(cli.stderr).toContain("LATCHKEY_ADMIN_PASSWORD");
       const audit = await auditEntries({ url: second.url } as TestServer, token, "&action=user.passwd");

@@ -13,7 +13,19 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
 import { VERSION } from "../src/version.ts";
-import { ADMIN_PASSWORD, call, createUser, eventually, login, RpcClient, runLatchkey, spawnLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  call,
+  createUser,
+  eventually,
+  login,
+  RpcClient,
+  runLatchkey,
+  spawnLatchkey,
+  startTestServer,
+  tempDir,
+  type TestServer,
+} from "./support.ts";
 import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
 
 setDefaultTimeout(30_000);
@@ -87,7 +99,14 @@ function clientRow(page: Page, uuid: string) {
 async function register(uuid: string, key: string): Promise<{ client: RpcClient; reply: any }> {
   const client = await RpcClient.connect(server.wsUrl);
   clients.push(client);
-  const reply = await client.request("client", "register", { uuid, name: LABEL, hostname: "lab-01.example", version: "1.2.3", os: "linux", auth_key: key });
+  const reply = await client.request("client", "register", {
+    uuid,
+    name: LABEL,
+    hostname: "lab-01.example",
+    version: "1.2.3",
+    os: "linux",
+    auth_key: key,
+  });
   return { client, reply };
 }
 
@@ -97,7 +116,15 @@ describe("enrollment pages", () => {
     const page = await openPanel(context, "#/keys");
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.getByRole("heading", { name: "Pre-Shared Keys" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys", "Users", "Audit log"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+      "Users",
+      "Audit log",
+    ]);
     await page.getByText("No pre-shared keys yet.").waitFor();
     await page.locator(".live-live").waitFor();
 
@@ -140,7 +167,9 @@ describe("enrollment pages", () => {
     const command = await page.evaluate(() => navigator.clipboard.readText());
     const port = new URL(server.url).port;
     expect(command).toBe(`latchkey client install -server 127.0.0.1:${port} -name ${LABEL} -key ${key}`);
-    const id: number = (await call(server.url, "GET", "/api/keys", { token: adminToken })).body.items.find((k: { key: string }) => k.key === key).id;
+    const id: number = (await call(server.url, "GET", "/api/keys", { token: adminToken })).body.items.find(
+      (k: { key: string }) => k.key === key,
+    ).id;
     expect((await call(server.url, "GET", `/api/keys/${id}/install-command`, { token: adminToken })).body.command).toBe(command);
     await page.screenshot({ path: "/tmp/enrollment-keys.png" });
 
@@ -206,7 +235,10 @@ describe("enrollment pages", () => {
     void agent.exited.then((code) => (exitCode = code));
     await eventually(() => exitCode !== undefined, { what: "the revoked agent to exit" });
     const logged = (await Promise.all([agentLog, agentOut])).join("");
-    expect({ exited: exitCode, logged }).toMatchObject({ exited: 3, logged: expect.stringContaining("AUTH_FAILED: Invalid or revoked key") });
+    expect({ exited: exitCode, logged }).toMatchObject({
+      exited: 3,
+      logged: expect.stringContaining("AUTH_FAILED: Invalid or revoked key"),
+    });
     await onlineRow.locator(".badge-offline", { hasText: "offline" }).waitFor();
     await clientsPage.screenshot({ path: "/tmp/enrollment-clients-offline.png" });
     // It is refused when it comes back.
@@ -220,7 +252,9 @@ describe("enrollment pages", () => {
     await confirmReset.waitFor({ state: "detached" });
     await row.locator(".badge-pending", { hasText: "pending" }).waitFor();
     const other = keys[0]!;
-    await keyRow(page, other).getByRole("button", { name: `Delete key ${other}` }).click();
+    await keyRow(page, other)
+      .getByRole("button", { name: `Delete key ${other}` })
+      .click();
     const confirmDelete = page.getByRole("dialog", { name: `Delete key ${other}?` });
     await confirmDelete.getByText("This cannot be undone").waitFor();
     await confirmDelete.getByRole("button", { name: "Delete key" }).click();
@@ -266,13 +300,22 @@ describe("enrollment pages", () => {
   test("a viewer sees the masked keys of their group, read-only", async () => {
     const adminToken = await login(server.url);
     await createUser(server.url, adminToken, { username: "vera", password: "viewer password", role: "viewer", allowed_groups: ["berlin"] });
-    const made = await call(server.url, "POST", "/api/keys", { token: adminToken, body: { quantity: 2, label: "berlin batch", group: "berlin" } });
+    const made = await call(server.url, "POST", "/api/keys", {
+      token: adminToken,
+      body: { quantity: 2, label: "berlin batch", group: "berlin" },
+    });
     expect(made.status).toBe(201);
     const context = await newContext();
     const page = await openPanel(context, "#/keys");
     await signIn(page, "vera", "viewer password");
     await page.getByRole("heading", { name: "Pre-Shared Keys" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+    ]);
     expect(await page.getByRole("switch", { name: "Require Authentication Key" }).isDisabled()).toBe(true);
     await page.locator(".listing tbody tr").nth(1).waitFor();
     expect(await page.locator(".listing tbody tr").count()).toBe(2);

@@ -106,7 +106,15 @@ describe("licensing pages", () => {
     );
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.getByRole("heading", { name: "Applications" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys", "Users", "Audit log"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+      "Users",
+      "Audit log",
+    ]);
     await page.getByText("No applications yet.").waitFor();
 
     await page.getByRole("button", { name: "Create application" }).click();
@@ -190,7 +198,10 @@ describe("licensing pages", () => {
     expect(await drawer.getByRole("row").filter({ hasText: "alpha" }).count()).toBe(0);
     await row.getByText("1 / 2").waitFor();
     const adminToken = await login(server.url);
-    expect((await call(server.url, "GET", `/api/licenses/${id}`, { token: adminToken })).body).toMatchObject({ activations_used: 1, remaining_activations: 1 });
+    expect((await call(server.url, "GET", `/api/licenses/${id}`, { token: adminToken })).body).toMatchObject({
+      activations_used: 1,
+      remaining_activations: 1,
+    });
     await page.keyboard.press("Escape");
     await drawer.waitFor({ state: "detached" });
     await focusMovesTo(page, `Details of key #${id}`);
@@ -207,7 +218,9 @@ describe("licensing pages", () => {
     // (the listing is busy while one runs) before the activation, or one could carry the new seat count.
     await page.locator(".listing:not([aria-busy])").waitFor();
     expect((await activate(token, "hw-gamma", "gamma", "gus")).status).toBe(201);
-    await eventually(() => pushed.filter((name) => name === "licenses.activated").length >= 3, { what: "the third licenses.activated push" });
+    await eventually(() => pushed.filter((name) => name === "licenses.activated").length >= 3, {
+      what: "the third licenses.activated push",
+    });
     // Part of what is tested, not a synchronisation: for half a second after the push nothing loads.
     await Bun.sleep(500);
     expect(pushed.filter((name) => name === "licenses.activated")).toHaveLength(3);
@@ -257,7 +270,10 @@ describe("licensing pages", () => {
     await appRow.getByRole("button", { name: "Delete Acme Editor" }).click();
     const refuse = page.getByRole("dialog", { name: "Delete Acme Editor?" });
     await refuse.getByRole("button", { name: "Delete application" }).click();
-    await refuse.getByRole("alert").getByText(/^Application \d+ still has 1 license key; delete them first\.$/).waitFor();
+    await refuse
+      .getByRole("alert")
+      .getByText(/^Application \d+ still has 1 license key; delete them first\.$/)
+      .waitFor();
     await page.screenshot({ path: "/tmp/licensing-app-refused.png" });
     await refuse.getByRole("button", { name: "Cancel" }).click();
     await refuse.waitFor({ state: "detached" });
@@ -276,14 +292,24 @@ describe("licensing pages", () => {
     const token = await login(server.url);
     await createUser(server.url, token, { username: "vera", password: "vera-password-1", role: "viewer" });
     const app = (await call(server.url, "POST", "/api/apps", { token, body: { name: "Viewer Suite" } })).body as { id: number };
-    const key = (await call(server.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: -1, memo: "for vera" } })).body as { id: number; token: string };
+    const key = (await call(server.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: -1, memo: "for vera" } }))
+      .body as { id: number; token: string };
     expect((await activate(key.token, "hw-v", "vmachine", "vic")).body.remainingActivations).toBe(-1);
-    expect((await call(server.url, "POST", "/api/licenses", { token, body: { app_id: app.id, memo: "lapsed", expires_at: "2020-01-01" } })).status).toBe(201);
+    expect(
+      (await call(server.url, "POST", "/api/licenses", { token, body: { app_id: app.id, memo: "lapsed", expires_at: "2020-01-01" } }))
+        .status,
+    ).toBe(201);
 
     const page = await openPanel("#/licenses");
     await signIn(page, "vera", "vera-password-1");
     await page.getByRole("heading", { name: "License keys" }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+    ]);
     const row = page.getByRole("row").filter({ hasText: "for vera" });
     await row.getByText("1 / unlimited").waitFor();
     const shown = (await row.locator("code.token").textContent()) ?? "";

@@ -82,7 +82,8 @@ describe("admin panel", () => {
     expect(await page.evaluate(() => document.activeElement?.id)).toBe("signin-password");
 
     // Five free failures for an account, then it must wait: the panel says for how long.
-    for (let i = 0; i < 5; i++) expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "ghost", password: `wrong ${i}` } })).status).toBe(401);
+    for (let i = 0; i < 5; i++)
+      expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "ghost", password: `wrong ${i}` } })).status).toBe(401);
     await fillSignIn(page, "ghost", "still wrong");
     await alert.getByText(/too many failed logins for this account; retry in 1 s/i).waitFor();
     await page.getByRole("button", { name: /Sign in \(wait \d+ s\)/ }).waitFor();
@@ -94,7 +95,15 @@ describe("admin panel", () => {
     const page = await openPanel();
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.locator(".who").getByText("admin", { exact: true }).first().waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys", "Users", "Audit log"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+      "Users",
+      "Audit log",
+    ]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
     await page.locator(".card", { hasText: "Server" }).locator(".badge-success", { hasText: "ok" }).waitFor();
     await page.locator(".live-live").waitFor();
@@ -133,7 +142,13 @@ describe("admin panel", () => {
 
     await signIn(page, "carol", "carol-password-1");
     await page.locator(".who").getByText("viewer", { exact: true }).waitFor();
-    expect(await nav(page).getByRole("link").allTextContents()).toEqual(["Dashboard", "Pre-Shared Keys", "Clients", "Applications", "License keys"]);
+    expect(await nav(page).getByRole("link").allTextContents()).toEqual([
+      "Dashboard",
+      "Pre-Shared Keys",
+      "Clients",
+      "Applications",
+      "License keys",
+    ]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
     await page.getByText("berlin", { exact: true }).waitFor();
     await page.evaluate(() => (location.hash = "#/users"));
@@ -151,7 +166,11 @@ describe("admin panel", () => {
   test("admin edits a role, resets a password and deletes a user after confirming", async () => {
     const token = await adminToken();
     await createUser(server.url, token, { username: "dave", password: "dave-password-1", role: "viewer" });
-    await server.services.accounts.importLegacy({ name: "test", address: null }, [{ username: "lee", password_hash: "a".repeat(64), salt: "salt", role: "viewer", allowed_groups: ["lab"] }], true);
+    await server.services.accounts.importLegacy(
+      { name: "test", address: null },
+      [{ username: "lee", password_hash: "a".repeat(64), salt: "salt", role: "viewer", allowed_groups: ["lab"] }],
+      true,
+    );
     const page = await openPanel("#/users");
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.getByRole("heading", { name: "Users" }).waitFor();
@@ -247,7 +266,12 @@ describe("admin panel", () => {
     await page.getByRole("heading", { name: "Audit log" }).waitFor();
     const logins = page.getByRole("row").filter({ hasText: "auth.password" });
     await logins.filter({ hasText: "success" }).first().waitFor();
-    await page.getByRole("row").filter({ hasText: "user.create" }).filter({ hasText: "role viewer" }).filter({ hasText: "carol" }).waitFor();
+    await page
+      .getByRole("row")
+      .filter({ hasText: "user.create" })
+      .filter({ hasText: "role viewer" })
+      .filter({ hasText: "carol" })
+      .waitFor();
 
     await page.getByLabel("Outcome").selectOption("failure");
     await page.getByRole("button", { name: "Filter" }).click();
@@ -328,7 +352,9 @@ describe("admin panel", () => {
       await dialog.getByRole("button", { name: "Set password" }).click();
       await dialog
         .getByRole("alert")
-        .getByText("The password of admin is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: change that variable and restart.")
+        .getByText(
+          "The password of admin is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: change that variable and restart.",
+        )
         .waitFor();
       await login(plain.url);
       await page.keyboard.press("Escape");

@@ -38,7 +38,15 @@ async function issuer(name: string, options: { clock?: () => number; flags?: str
   const keyFile = join(files.path, `${name}.pem`);
   writeFileSync(keyFile, pem);
   const keyId = (await call(server.url, "GET", "/api/license/public-key")).body.key_id;
-  return { server, keyFile, keyId, publicKeyPem: pem, appId: app.id, license: { id: license.id, token: license.token }, close: () => server.close() };
+  return {
+    server,
+    keyFile,
+    keyId,
+    publicKeyPem: pem,
+    appId: app.id,
+    license: { id: license.id, token: license.token },
+    close: () => server.close(),
+  };
 }
 
 async function activate(i: Issuer, fields: Record<string, string>): Promise<string> {
@@ -68,7 +76,8 @@ function independentlyValid(receipt: string, publicKeyPem: string): boolean {
   return verify(null, Buffer.from(`${h}.${p}`), createPublicKey(publicKeyPem), Buffer.from(s, "base64url"));
 }
 
-const verifyCli = (receipt: string, keyFile: string, ...flags: string[]) => runLatchkey(["license", "verify", receipt, "--public-key", keyFile, ...flags]);
+const verifyCli = (receipt: string, keyFile: string, ...flags: string[]) =>
+  runLatchkey(["license", "verify", receipt, "--public-key", keyFile, ...flags]);
 
 let main: Issuer;
 beforeAll(async () => {
@@ -85,7 +94,15 @@ describe("receipts from a server on the real clock", () => {
       expect(receipt).toMatch(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
       const { header, claims, signature } = decode(receipt);
       expect(header).toEqual({ alg: "EdDSA", typ: "JWT", kid: main.keyId });
-      expect(claims).toEqual({ iss: "latchkey", app: main.appId, key: main.license.id, hwid: "hw-1", iat: expect.any(Number), exp: claims.iat + DEFAULT_TTL, grace: DEFAULT_GRACE });
+      expect(claims).toEqual({
+        iss: "latchkey",
+        app: main.appId,
+        key: main.license.id,
+        hwid: "hw-1",
+        iat: expect.any(Number),
+        exp: claims.iat + DEFAULT_TTL,
+        grace: DEFAULT_GRACE,
+      });
       expect(claims.iat).toBeGreaterThanOrEqual(before);
       expect(claims.iat).toBeLessThanOrEqual(after);
       expect(signature).toHaveLength(64);
@@ -103,7 +120,9 @@ describe("receipts from a server on the real clock", () => {
     const receipt = await activate(main, { hwid: "hw-2" });
     const plain = await verifyCli(receipt, main.keyFile);
     expect(plain).toMatchObject({ code: 0, stderr: "" });
-    expect(plain.stdout).toMatch(new RegExp(`^valid: application ${main.appId}, license ${main.license.id}, hwid "hw-2", issued \\S+Z, expires \\S+Z\\n$`));
+    expect(plain.stdout).toMatch(
+      new RegExp(`^valid: application ${main.appId}, license ${main.license.id}, hwid "hw-2", issued \\S+Z, expires \\S+Z\\n$`),
+    );
     expect((await verifyCli(receipt, main.keyFile, "--hwid", "hw-2")).code).toBe(0);
     const stdin = await runLatchkey(["license", "verify", "-", "--public-key", main.keyFile, "--json"], { input: `${receipt}\n` });
     expect(stdin.code).toBe(0);
@@ -133,9 +152,15 @@ describe("receipts from a server on the real clock", () => {
     // --nonce: the receipt must answer this very request.
     expect((await verifyCli(first, main.keyFile, "--nonce", "n-0001")).code).toBe(0);
     const replayed = await verifyCli(first, main.keyFile, "--nonce", "n-0002");
-    expect({ code: replayed.code, stderr: replayed.stderr }).toEqual({ code: 1, stderr: 'latchkey: receipt rejected: it echoes nonce "n-0001", not "n-0002": a replayed receipt\n' });
+    expect({ code: replayed.code, stderr: replayed.stderr }).toEqual({
+      code: 1,
+      stderr: 'latchkey: receipt rejected: it echoes nonce "n-0001", not "n-0002": a replayed receipt\n',
+    });
     const stored = await verifyCli(none, main.keyFile, "--nonce", "n-0003");
-    expect({ code: stored.code, stderr: stored.stderr }).toEqual({ code: 1, stderr: 'latchkey: receipt rejected: it echoes no nonce (expected "n-0003"): a stored or replayed receipt\n' });
+    expect({ code: stored.code, stderr: stored.stderr }).toEqual({
+      code: 1,
+      stderr: 'latchkey: receipt rejected: it echoes no nonce (expected "n-0003"): a stored or replayed receipt\n',
+    });
   });
 });
 
@@ -161,17 +186,41 @@ describe("receipts that must be rejected", () => {
     { label: "another hwid in the claims", make: () => withClaims({ hwid: "hw-stolen" }), reason: /bad signature/ },
     { label: "a later expiry in the claims", make: () => withClaims({ exp: 4102444800 }), reason: /bad signature/ },
     { label: "another license id in the claims", make: () => withClaims({ key: 999 }), reason: /bad signature/ },
-    { label: "a flipped signature character", make: () => `${receipt.slice(0, receipt.lastIndexOf(".") + 1)}${flip(receipt.split(".")[2]!, 10)}`, reason: /bad signature/ },
+    {
+      label: "a flipped signature character",
+      make: () => `${receipt.slice(0, receipt.lastIndexOf(".") + 1)}${flip(receipt.split(".")[2]!, 10)}`,
+      reason: /bad signature/,
+    },
     { label: "a signature cut short", make: () => receipt.slice(0, -8), reason: /bad signature/ },
-    { label: "a flipped payload character", make: () => { const [h, p, s] = receipt.split("."); return `${h}.${flip(p!, 12)}.${s}`; }, reason: /bad signature|not JSON/ },
+    {
+      label: "a flipped payload character",
+      make: () => {
+        const [h, p, s] = receipt.split(".");
+        return `${h}.${flip(p!, 12)}.${s}`;
+      },
+      reason: /bad signature|not JSON/,
+    },
     { label: "alg none", make: () => withHeader({ alg: "none", typ: "JWT" }), reason: /unsupported algorithm "none"/ },
     { label: "alg HS256", make: () => withHeader({ alg: "HS256", typ: "JWT" }), reason: /unsupported algorithm "HS256"/ },
-    { label: "a header that is JSON null", make: () => `${Buffer.from("null").toString("base64url")}.${receipt.split(".").slice(1).join(".")}`, reason: /unsupported algorithm/ },
-    { label: "a header that is not JSON", make: () => `${Buffer.from("{alg:").toString("base64url")}.${receipt.split(".").slice(1).join(".")}`, reason: /not JSON/ },
+    {
+      label: "a header that is JSON null",
+      make: () => `${Buffer.from("null").toString("base64url")}.${receipt.split(".").slice(1).join(".")}`,
+      reason: /unsupported algorithm/,
+    },
+    {
+      label: "a header that is not JSON",
+      make: () => `${Buffer.from("{alg:").toString("base64url")}.${receipt.split(".").slice(1).join(".")}`,
+      reason: /not JSON/,
+    },
     { label: "two parts", make: () => receipt.split(".").slice(0, 2).join("."), reason: /not a compact JWS/ },
     { label: "an empty signature", make: () => `${receipt.slice(0, receipt.lastIndexOf("."))}.`, reason: /not a compact JWS/ },
     { label: "garbage", make: () => "not a receipt at all", reason: /not a compact JWS/ },
-    { label: "the right receipt for another machine", make: () => receipt, flags: ["--hwid", "hw-other"], reason: /issued for another machine \(hwid "hw-reject"\)/ },
+    {
+      label: "the right receipt for another machine",
+      make: () => receipt,
+      flags: ["--hwid", "hw-other"],
+      reason: /issued for another machine \(hwid "hw-reject"\)/,
+    },
   ];
 
   test.each(CASES)("$label: exit 1 with the reason", async ({ make, reason, flags }) => {
@@ -222,7 +271,11 @@ describe("receipts and time", () => {
     const i = await issuer("ttl", { clock, flags: ["--receipt-ttl", "60", "--receipt-grace", "120"] });
     try {
       const { claims } = decode(await activate(i, { hwid: "hw-ttl" }));
-      expect(claims).toMatchObject({ iat: Date.parse("2026-06-01T10:00:00Z") / 1000, exp: Date.parse("2026-06-01T10:01:00Z") / 1000, grace: 120 });
+      expect(claims).toMatchObject({
+        iat: Date.parse("2026-06-01T10:00:00Z") / 1000,
+        exp: Date.parse("2026-06-01T10:01:00Z") / 1000,
+        grace: 120,
+      });
     } finally {
       await i.close();
     }

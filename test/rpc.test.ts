@@ -69,7 +69,10 @@ describe("the envelope, exactly as the sysadm seed shows it", () => {
   test("rpc/auth_token with an unknown token is the seed's 401 reply", async () => {
     const rpc = await connect();
     try {
-      const reply = await exchange(rpc, JSON.stringify({ namespace: "rpc", name: "auth_token", id: "sampleID", args: { token: "MySavedAuthToken" } }));
+      const reply = await exchange(
+        rpc,
+        JSON.stringify({ namespace: "rpc", name: "auth_token", id: "sampleID", args: { token: "MySavedAuthToken" } }),
+      );
       expect(reply).toEqual({ args: { code: 401, message: "Unauthorized" }, id: "sampleID", name: "error", namespace: "rpc" });
     } finally {
       rpc.close();
@@ -79,7 +82,10 @@ describe("the envelope, exactly as the sysadm seed shows it", () => {
   test("rpc/auth answers [token, seconds] and signs the socket in", async () => {
     const rpc = await connect();
     try {
-      const reply = await exchange(rpc, JSON.stringify({ namespace: "rpc", name: "auth", id: "sampleID", args: { username: "admin", password: ADMIN_PASSWORD } }));
+      const reply = await exchange(
+        rpc,
+        JSON.stringify({ namespace: "rpc", name: "auth", id: "sampleID", args: { username: "admin", password: ADMIN_PASSWORD } }),
+      );
       expect(Object.keys(reply).sort()).toEqual(["args", "id", "name", "namespace"]);
       expect(reply).toMatchObject({ id: "sampleID", name: "response", namespace: "rpc" });
       expect(reply.args).toEqual([expect.any(String), 300]);
@@ -145,7 +151,11 @@ describe("rpc/query", () => {
     try {
       const reply = await exchange(rpc, JSON.stringify({ id: "fooid", name: "query", namespace: "rpc", args: { junk: "junk" } }));
       expect(reply).toMatchObject({ id: "fooid", name: "response", namespace: "rpc", args: sees });
-      expect(Object.keys(reply.args).filter((k) => k.startsWith("latchkey/users") || k.startsWith("latchkey/audit")).sort()).toEqual(Object.keys(sees).sort());
+      expect(
+        Object.keys(reply.args)
+          .filter((k) => k.startsWith("latchkey/users") || k.startsWith("latchkey/audit"))
+          .sort(),
+      ).toEqual(Object.keys(sees).sort());
       for (const level of Object.values(reply.args)) expect(["read", "read/write"]).toContain(level as string);
     } finally {
       rpc.close();
@@ -238,12 +248,22 @@ describe("only registered calls are dispatched", () => {
   });
 
   test("no hostile name is dispatched (none shows in the metrics of calls), and no prototype is polluted", async () => {
-    const pollute = JSON.stringify({ namespace: "rpc", name: "query", id: "p", args: { __proto__: { polluted: true }, constructor: { prototype: { polluted: true } } } });
+    const pollute = JSON.stringify({
+      namespace: "rpc",
+      name: "query",
+      id: "p",
+      args: { __proto__: { polluted: true }, constructor: { prototype: { polluted: true } } },
+    });
     const rpc = await connect(admin);
     try {
       // The calls this test looks for in the metrics, made here rather than left to the cases above.
       for (const h of HOSTILE) {
-        for (const [namespace, name] of [["rpc", h], [h, "query"], [h, h], [h, "users"]] as const) {
+        for (const [namespace, name] of [
+          ["rpc", h],
+          [h, "query"],
+          [h, h],
+          [h, "users"],
+        ] as const) {
           expect((await rpc.request(namespace, name, {})).args.code).toBe(404);
           expect((await call(server.url, "PUT", `/${namespace}/${name}`, { token: admin, body: {} })).status).toBe(404);
         }
@@ -338,7 +358,11 @@ describe("malformed frames get a 400 error reply and the connection keeps workin
     { label: "a JSON number", frame: "42", field: "frame" },
     { label: "a JSON float", frame: "-1.5e300", field: "frame" },
     { label: "a JSON string", frame: '"rpc/query"', field: "frame" },
-    { label: "a JSON string that holds an envelope", frame: JSON.stringify(JSON.stringify({ namespace: "rpc", name: "query", id: "s1" })), field: "frame" },
+    {
+      label: "a JSON string that holds an envelope",
+      frame: JSON.stringify(JSON.stringify({ namespace: "rpc", name: "query", id: "s1" })),
+      field: "frame",
+    },
     { label: "JSON true", frame: "true", field: "frame" },
     { label: "JSON null", frame: "null", field: "frame" },
     { label: "an empty object", frame: "{}", field: "namespace" },
@@ -347,20 +371,49 @@ describe("malformed frames get a 400 error reply and the connection keeps workin
     { label: "a numeric namespace", frame: JSON.stringify({ namespace: 1, name: "query", id: "m3" }), field: "namespace", id: "m3" },
     { label: "a null name", frame: JSON.stringify({ namespace: "rpc", name: null, id: "m4" }), field: "name", id: "m4" },
     { label: "an object as name", frame: JSON.stringify({ namespace: "rpc", name: { a: 1 }, id: "m5" }), field: "name", id: "m5" },
-    { label: "an array as namespace", frame: JSON.stringify({ namespace: ["rpc"], name: "query", id: "m6" }), field: "namespace", id: "m6" },
+    {
+      label: "an array as namespace",
+      frame: JSON.stringify({ namespace: ["rpc"], name: "query", id: "m6" }),
+      field: "namespace",
+      id: "m6",
+    },
     { label: "an empty namespace", frame: JSON.stringify({ namespace: "", name: "query", id: "m7" }), field: "namespace", id: "m7" },
     { label: "a 65-character name", frame: JSON.stringify({ namespace: "rpc", name: "q".repeat(65), id: "m8" }), field: "name", id: "m8" },
     { label: "an object as id", frame: JSON.stringify({ namespace: "rpc", name: "query", id: { a: 1 } }), field: "id" },
     { label: "a boolean id", frame: JSON.stringify({ namespace: "rpc", name: "query", id: true }), field: "id" },
-    { label: "an id of 129 characters", frame: JSON.stringify({ namespace: "rpc", name: "query", id: "i".repeat(129) }), field: "id", id: null },
-    { label: "an id of 100 KB", frame: JSON.stringify({ namespace: "rpc", name: "query", id: "i".repeat(100_000) }), field: "id", id: null },
-    { label: "an unknown envelope field", frame: JSON.stringify({ namespace: "rpc", name: "query", id: "m9", extra: 1 }), field: "extra", id: "m9" },
-    { label: "a __proto__ envelope field", frame: '{"namespace":"rpc","name":"query","id":"m10","__proto__":{"x":1}}', field: "__proto__", id: "m10" },
+    {
+      label: "an id of 129 characters",
+      frame: JSON.stringify({ namespace: "rpc", name: "query", id: "i".repeat(129) }),
+      field: "id",
+      id: null,
+    },
+    {
+      label: "an id of 100 KB",
+      frame: JSON.stringify({ namespace: "rpc", name: "query", id: "i".repeat(100_000) }),
+      field: "id",
+      id: null,
+    },
+    {
+      label: "an unknown envelope field",
+      frame: JSON.stringify({ namespace: "rpc", name: "query", id: "m9", extra: 1 }),
+      field: "extra",
+      id: "m9",
+    },
+    {
+      label: "a __proto__ envelope field",
+      frame: '{"namespace":"rpc","name":"query","id":"m10","__proto__":{"x":1}}',
+      field: "__proto__",
+      id: "m10",
+    },
     { label: "a JSON-RPC 2.0 frame", frame: JSON.stringify({ jsonrpc: "2.0", method: "rpc.query", id: "m11" }), id: "m11" },
     { label: "invalid UTF-8 bytes", frame: new Uint8Array([0xff, 0xfe, 0xfd, 0x00]), field: "frame" },
     { label: "a binary frame of garbage", frame: new Uint8Array(randomBytes(512)), field: "frame" },
     { label: "deeply nested arrays", frame: "[".repeat(100_000) + "]".repeat(100_000) },
-    { label: "deeply nested args", frame: `{"namespace":"rpc","name":"nope","id":"m12","args":${"[".repeat(50_000)}${"]".repeat(50_000)}}`, id: "m12" },
+    {
+      label: "deeply nested args",
+      frame: `{"namespace":"rpc","name":"nope","id":"m12","args":${"[".repeat(50_000)}${"]".repeat(50_000)}}`,
+      id: "m12",
+    },
   ];
 
   test.each(frames)("$label", async ({ frame, field, id }) => {
@@ -402,9 +455,18 @@ describe("many requests in flight on one socket", () => {
     const rpc = await connect(admin);
     try {
       const kinds = [
-        { send: () => rpc.request("rpc", "query", { junk: "junk" }), check: (r: any) => expect(r.args["latchkey/users"]).toBe("read/write") },
-        { send: () => rpc.request("latchkey", "users", { action: "list", limit: 1 }), check: (r: any) => expect(r.args.items[0].username).toBe("admin") },
-        { send: () => rpc.request("latchkey", "users", { action: "get", username: "rpc-viewer" }), check: (r: any) => expect(r.args.username).toBe("rpc-viewer") },
+        {
+          send: () => rpc.request("rpc", "query", { junk: "junk" }),
+          check: (r: any) => expect(r.args["latchkey/users"]).toBe("read/write"),
+        },
+        {
+          send: () => rpc.request("latchkey", "users", { action: "list", limit: 1 }),
+          check: (r: any) => expect(r.args.items[0].username).toBe("admin"),
+        },
+        {
+          send: () => rpc.request("latchkey", "users", { action: "get", username: "rpc-viewer" }),
+          check: (r: any) => expect(r.args.username).toBe("rpc-viewer"),
+        },
         { send: () => rpc.request("latchkey", "audit", { limit: 1 }), check: (r: any) => expect(r.args.items).toHaveLength(1) },
         { send: () => rpc.request("rpc", "__proto__", {}), check: (r: any) => expect(r.args.code).toBe(404) },
         { send: () => rpc.request("latchkey", "users", { action: "nope" }), check: (r: any) => expect(r.args.code).toBe(400) },
@@ -437,7 +499,8 @@ describe("many requests in flight on one socket", () => {
         });
       });
       for (let i = 0; i < 200; i++) {
-        const args = i % 2 === 0 ? { action: "get", username: i % 4 === 0 ? "admin" : "rpc-viewer" } : { action: "get", username: `missing-${i}` };
+        const args =
+          i % 2 === 0 ? { action: "get", username: i % 4 === 0 ? "admin" : "rpc-viewer" } : { action: "get", username: `missing-${i}` };
         rpc.ws.send(JSON.stringify({ namespace: "latchkey", name: "users", id: i, args }));
       }
       await all;
@@ -454,12 +517,39 @@ describe("many requests in flight on one socket", () => {
 
 describe("the REST mirror", () => {
   const cases = [
-    { label: "rpc/auth answers {args: [token, seconds]}", path: "/rpc/auth", body: { username: "admin", password: ADMIN_PASSWORD }, token: false, status: 200, args: [expect.any(String), 300] },
-    { label: "rpc/auth with a wrong password is a 401", path: "/rpc/auth", body: { username: "admin", password: "not-the-password" }, token: false, status: 401 },
-    { label: "latchkey/users list", path: "/latchkey/users", body: { action: "list", limit: 1 }, token: true, status: 200, args: { items: [{ username: "admin" }] } },
+    {
+      label: "rpc/auth answers {args: [token, seconds]}",
+      path: "/rpc/auth",
+      body: { username: "admin", password: ADMIN_PASSWORD },
+      token: false,
+      status: 200,
+      args: [expect.any(String), 300],
+    },
+    {
+      label: "rpc/auth with a wrong password is a 401",
+      path: "/rpc/auth",
+      body: { username: "admin", password: "not-the-password" },
+      token: false,
+      status: 401,
+    },
+    {
+      label: "latchkey/users list",
+      path: "/latchkey/users",
+      body: { action: "list", limit: 1 },
+      token: true,
+      status: 200,
+      args: { items: [{ username: "admin" }] },
+    },
     { label: "an unknown call is a 404", path: "/latchkey/nope", body: {}, token: true, status: 404 },
     { label: "a call without a token is a 401", path: "/latchkey/users", body: { action: "list" }, token: false, status: 401 },
-    { label: "rpc/auth_clear with a token ends that session", path: "/rpc/auth_clear", body: "junk argument", token: "fresh", status: 200, args: "ok" },
+    {
+      label: "rpc/auth_clear with a token ends that session",
+      path: "/rpc/auth_clear",
+      body: "junk argument",
+      token: "fresh",
+      status: 200,
+      args: "ok",
+    },
   ] as const;
 
   test.each(cases)("$label", async ({ path, body, token, status, ...rest }) => {

@@ -4,7 +4,18 @@
  * once — WebSockets included — whether it happens over REST, RPC or the CLI in another process.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ADMIN_PASSWORD, call, createUser, eventually, login, manualClock, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  call,
+  createUser,
+  eventually,
+  login,
+  manualClock,
+  RpcClient,
+  runLatchkey,
+  startTestServer,
+  type TestServer,
+} from "./support.ts";
 
 const PASSWORD = "session password one";
 const NEW_PASSWORD = "session password two";
@@ -108,19 +119,25 @@ describe("expiry with the default limits (300 s idle, 86400 s absolute)", () => 
   });
 
   const expiredTokenCases = [
-    { name: "over /ws", send: async (token: string) => {
-      const client = await RpcClient.connect(server.wsUrl);
-      try {
-        const reply = await client.request("rpc", "auth_token", { token });
-        return { code: reply.name === "error" ? reply.args.code : 200, args: reply.args };
-      } finally {
-        client.close();
-      }
-    } },
-    { name: "over the REST mirror", send: async (token: string) => {
-      const res = await call(server.url, "PUT", "/rpc/auth_token", { body: { token } });
-      return { code: res.status, args: res.status === 200 ? res.body.args : res.body };
-    } },
+    {
+      name: "over /ws",
+      send: async (token: string) => {
+        const client = await RpcClient.connect(server.wsUrl);
+        try {
+          const reply = await client.request("rpc", "auth_token", { token });
+          return { code: reply.name === "error" ? reply.args.code : 200, args: reply.args };
+        } finally {
+          client.close();
+        }
+      },
+    },
+    {
+      name: "over the REST mirror",
+      send: async (token: string) => {
+        const res = await call(server.url, "PUT", "/rpc/auth_token", { body: { token } });
+        return { code: res.status, args: res.status === 200 ? res.body.args : res.body };
+      },
+    },
   ];
   for (const c of expiredTokenCases) {
     test(`rpc/auth_token ${c.name}: accepted while alive, 401 once expired`, async () => {
@@ -223,18 +240,26 @@ describe("ending a user's sessions", () => {
     {
       name: "REST PATCH /api/users/{username} {password}",
       kind: "passwd",
-      act: async (u) => expect((await call(server.url, "PATCH", `/api/users/${u}`, { token: adminToken, body: { password: NEW_PASSWORD } })).status).toBe(200),
+      act: async (u) =>
+        expect((await call(server.url, "PATCH", `/api/users/${u}`, { token: adminToken, body: { password: NEW_PASSWORD } })).status).toBe(
+          200,
+        ),
     },
     {
       name: "RPC latchkey/users {action: update, password}",
       kind: "passwd",
-      act: async (u) => expect((await admin.client.request("latchkey", "users", { action: "update", username: u, password: NEW_PASSWORD })).name).toBe("response"),
+      act: async (u) =>
+        expect((await admin.client.request("latchkey", "users", { action: "update", username: u, password: NEW_PASSWORD })).name).toBe(
+          "response",
+        ),
     },
     {
       name: "CLI `latchkey user passwd --password-stdin` in another process",
       kind: "passwd",
       act: async (u) => {
-        const result = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], { input: `${NEW_PASSWORD}\n` });
+        const result = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], {
+          input: `${NEW_PASSWORD}\n`,
+        });
         expect(result).toMatchObject({ code: 0 });
       },
     },
@@ -322,7 +347,10 @@ describe("--ws-idle 5", () => {
       }
     })();
     try {
-      const closed = await eventually(() => silent.client.closedWith, { timeoutMs: 15_000, what: "the server to close the silent WebSocket" });
+      const closed = await eventually(() => silent.client.closedWith, {
+        timeoutMs: 15_000,
+        what: "the server to close the silent WebSocket",
+      });
       expect(closed.code).toBe(4000);
       expect(chatty.ws.readyState).toBe(WebSocket.OPEN);
       expect((await chatty.request("rpc", "query", {})).name).toBe("error");

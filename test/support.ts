@@ -43,7 +43,8 @@ export async function eventually<T>(
   for (;;) {
     const value = await check();
     if (value) return value as NonNullable<T>;
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
+    if (Date.now() >= deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
     await Bun.sleep(20);
   }
 }
@@ -225,7 +226,10 @@ export async function runLatchkey(
 }
 
 /** Waits until the server process logs its URL, and returns it with the log so far (which keeps growing). */
-export async function waitForListening(proc: ReturnType<typeof spawnLatchkey>, timeoutMs = 15000): Promise<{ url: string; log: () => string }> {
+export async function waitForListening(
+  proc: ReturnType<typeof spawnLatchkey>,
+  timeoutMs = 15000,
+): Promise<{ url: string; log: () => string }> {
   let log = "";
   let ended = false;
   void (async () => {

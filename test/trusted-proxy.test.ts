@@ -19,15 +19,45 @@ describe("the client's address", () => {
     ["no proxy trusted: the header is ignored", "127.0.0.1", { "x-forwarded-for": "6.6.6.6" }, null, "127.0.0.1"],
     ["an untrusted peer cannot name anyone", "192.0.2.9", { "x-forwarded-for": "6.6.6.6" }, trusted, "192.0.2.9"],
     ["a trusted peer names the client", "127.0.0.1", { "x-forwarded-for": "203.0.113.7" }, trusted, "203.0.113.7"],
-    ["what the client wrote itself, on the left, is not believed", "127.0.0.1", { "x-forwarded-for": "6.6.6.6, 203.0.113.7" }, trusted, "203.0.113.7"],
-    ["a chain of trusted proxies is walked from the right", "127.0.0.1", { "x-forwarded-for": "203.0.113.7, 10.1.1.1, 10.2.2.2" }, trusted, "203.0.113.7"],
+    [
+      "what the client wrote itself, on the left, is not believed",
+      "127.0.0.1",
+      { "x-forwarded-for": "6.6.6.6, 203.0.113.7" },
+      trusted,
+      "203.0.113.7",
+    ],
+    [
+      "a chain of trusted proxies is walked from the right",
+      "127.0.0.1",
+      { "x-forwarded-for": "203.0.113.7, 10.1.1.1, 10.2.2.2" },
+      trusted,
+      "203.0.113.7",
+    ],
     ["a chain of only trusted hops gives the leftmost", "127.0.0.1", { "x-forwarded-for": "10.3.3.3, 10.2.2.2" }, trusted, "10.3.3.3"],
-    ["a hop that is not an address stops the walk at the peer", "127.0.0.1", { "x-forwarded-for": "203.0.113.7, garbage" }, trusted, "127.0.0.1"],
+    [
+      "a hop that is not an address stops the walk at the peer",
+      "127.0.0.1",
+      { "x-forwarded-for": "203.0.113.7, garbage" },
+      trusted,
+      "127.0.0.1",
+    ],
     ["addresses with ports", "127.0.0.1", { "x-forwarded-for": "203.0.113.7:5555" }, trusted, "203.0.113.7"],
     ["IPv6 with brackets and port", "127.0.0.1", { "x-forwarded-for": "[2001:db8::1]:443" }, trusted, "2001:db8::1"],
     ["an empty header", "127.0.0.1", { "x-forwarded-for": "" }, trusted, "127.0.0.1"],
-    ["Forwarded (RFC 7239) when there is no X-Forwarded-For", "127.0.0.1", { forwarded: 'for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"' }, trusted, "2001:db8:cafe::17"],
-    ["X-Forwarded-For wins over Forwarded", "127.0.0.1", { forwarded: "for=6.6.6.6", "x-forwarded-for": "203.0.113.7" }, trusted, "203.0.113.7"],
+    [
+      "Forwarded (RFC 7239) when there is no X-Forwarded-For",
+      "127.0.0.1",
+      { forwarded: 'for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"' },
+      trusted,
+      "2001:db8:cafe::17",
+    ],
+    [
+      "X-Forwarded-For wins over Forwarded",
+      "127.0.0.1",
+      { forwarded: "for=6.6.6.6", "x-forwarded-for": "203.0.113.7" },
+      trusted,
+      "203.0.113.7",
+    ],
     ["an IPv4-mapped IPv6 peer is matched as IPv4", "::ffff:127.0.0.1", { "x-forwarded-for": "203.0.113.7" }, trusted, "203.0.113.7"],
     ["an IPv6 proxy", "fd00::1", { "x-forwarded-for": "203.0.113.7" }, trusted, "203.0.113.7"],
     ["no header: the peer", "127.0.0.1", {}, trusted, "127.0.0.1"],
@@ -53,7 +83,8 @@ describe("the client's address", () => {
   test("the setting comes from the flag, the variable or latchkey.json, and a bad value is refused with a remedy", () => {
     const dir = tempDir();
     try {
-      const config = (argv: string[], env: Record<string, string> = {}) => loadConfig(parseArgs(["--data-dir", dir.path, ...argv], serverFlags), env);
+      const config = (argv: string[], env: Record<string, string> = {}) =>
+        loadConfig(parseArgs(["--data-dir", dir.path, ...argv], serverFlags), env);
       expect(config([]).trustedProxies).toEqual([]);
       expect(config(["--trusted-proxy", "127.0.0.1/32, 10.0.0.0/8"]).trustedProxies).toEqual(["127.0.0.1/32", "10.0.0.0/8"]);
       expect(config([], { LATCHKEY_TRUSTED_PROXY: "::1" }).trustedProxies).toEqual(["::1"]);
@@ -70,7 +101,11 @@ describe("the client's address", () => {
 /** The addresses of the failures of one action, as the audit log has them. */
 async function auditAddresses(server: TestServer, token: string, action: string): Promise<string[]> {
   const res = await call(server.url, "GET", `/api/audit?format=jsonl&action=${action}&outcome=failure`, { token });
-  return res.text.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line).address);
+  return res.text
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line).address);
 }
 
 describe("through a server", () => {
@@ -81,7 +116,10 @@ describe("through a server", () => {
         const expected = trusted ? "203.0.113.7" : "127.0.0.1";
         const admin = await login(server.url);
         const named = { "x-forwarded-for": "203.0.113.7" };
-        expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password" }, headers: named })).status).toBe(401);
+        expect(
+          (await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password" }, headers: named }))
+            .status,
+        ).toBe(401);
         expect(await auditAddresses(server, admin, "auth.password")).toContain(expected);
 
         const socket = await RpcClient.connect(server.wsUrl, named);

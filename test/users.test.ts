@@ -155,7 +155,9 @@ describe("REST /api/users", () => {
       path: "/api/users",
       body: { username: "ADMIN", password: "another-password", role: "admin" },
       status: 409,
-      expected: { error: { code: "conflict", field: "username", message: 'a user named "admin" already exists (names differ only in case)' } },
+      expected: {
+        error: { code: "conflict", field: "username", message: 'a user named "admin" already exists (names differ only in case)' },
+      },
       audit: [{ action: "user.create", target: "ADMIN", outcome: "failure" }],
     },
     {
@@ -205,7 +207,14 @@ describe("REST /api/users", () => {
       expected: { username: "gina", role: "admin", allowed_groups: ["ops", "eu west"], last_login_at: null },
       audit: [],
     },
-    { name: "get an unknown account", method: "GET", path: "/api/users/nobody", status: 404, expected: { error: { code: "not_found" } }, audit: [] },
+    {
+      name: "get an unknown account",
+      method: "GET",
+      path: "/api/users/nobody",
+      status: 404,
+      expected: { error: { code: "not_found" } },
+      audit: [],
+    },
     {
       name: "patch the role",
       given: [{ username: "paul" }],
@@ -271,7 +280,15 @@ describe("REST /api/users", () => {
       expected: { error: { code: "bad_request", field: "password" } },
       audit: [],
     },
-    { name: "patch an unknown account", method: "PATCH", path: "/api/users/nobody", body: { role: "viewer" }, status: 404, expected: { error: { code: "not_found" } }, audit: [] },
+    {
+      name: "patch an unknown account",
+      method: "PATCH",
+      path: "/api/users/nobody",
+      body: { role: "viewer" },
+      status: 404,
+      expected: { error: { code: "not_found" } },
+      audit: [],
+    },
     {
       name: "the bootstrap admin cannot be demoted",
       method: "PATCH",
@@ -329,7 +346,10 @@ describe("REST /api/users", () => {
     await makeGiven(s.given);
     const mark = await auditMark();
     const res = await call(server.url, s.method, s.path, { ...tokenOf(s.who), ...(s.body === undefined ? {} : { body: s.body }) });
-    expect({ status: res.status, body: res.body }).toMatchObject({ status: s.status, ...(s.expected === undefined ? {} : { body: s.expected }) });
+    expect({ status: res.status, body: res.body }).toMatchObject({
+      status: s.status,
+      ...(s.expected === undefined ? {} : { body: s.expected }),
+    });
     // No reply about an account ever carries its verifiers.
     if (res.status < 300) expect(res.text).not.toMatch(/password_hash|scram_|legacy_hash|"password"/);
     if (s.status === 204) expect(res.text).toBe("");
@@ -397,8 +417,20 @@ describe("who may touch accounts", () => {
     { method: "DELETE", path: `/api/users/${TARGET}` },
   ];
   const scenarios = [
-    ...routes.map((r) => ({ ...r, name: `viewer: ${r.method} ${r.path} → 403`, who: "viewer" as const, status: 403, expected: { error: { code: "forbidden" } } })),
-    ...routes.map((r) => ({ ...r, name: `anonymous: ${r.method} ${r.path} → 401`, who: "anonymous" as const, status: 401, expected: { error: { code: "unauthorized" } } })),
+    ...routes.map((r) => ({
+      ...r,
+      name: `viewer: ${r.method} ${r.path} → 403`,
+      who: "viewer" as const,
+      status: 403,
+      expected: { error: { code: "forbidden" } },
+    })),
+    ...routes.map((r) => ({
+      ...r,
+      name: `anonymous: ${r.method} ${r.path} → 401`,
+      who: "anonymous" as const,
+      status: 401,
+      expected: { error: { code: "unauthorized" } },
+    })),
   ];
 
   test.each(scenarios)("$name, and nothing changed", async (s) => {
@@ -503,9 +535,28 @@ describe("RPC latchkey/users", () => {
         expected: { field: "username" },
         audit: [{ action: "user.create", target: u("taken"), outcome: "failure" }],
       },
-      { name: "7-character password", args: { action: "create", username: u("henry"), password: long(7) }, code: 400, expected: { field: "args.password" }, audit: [] },
-      { name: "1025-character password", args: { action: "create", username: u("hank"), password: long(1025) }, code: 400, expected: { field: "args.password" }, audit: [] },
-      { name: "get", given: [{ username: u("gina"), role: "admin" }], args: { action: "get", username: u("gina") }, code: 200, expected: { username: u("gina"), role: "admin" }, audit: [] },
+      {
+        name: "7-character password",
+        args: { action: "create", username: u("henry"), password: long(7) },
+        code: 400,
+        expected: { field: "args.password" },
+        audit: [],
+      },
+      {
+        name: "1025-character password",
+        args: { action: "create", username: u("hank"), password: long(1025) },
+        code: 400,
+        expected: { field: "args.password" },
+        audit: [],
+      },
+      {
+        name: "get",
+        given: [{ username: u("gina"), role: "admin" }],
+        args: { action: "get", username: u("gina") },
+        code: 200,
+        expected: { username: u("gina"), role: "admin" },
+        audit: [],
+      },
       { name: "get unknown", args: { action: "get", username: u("nobody") }, code: 404, audit: [] },
       { name: "list with limit", args: { action: "list", limit: 1 }, code: 200, expected: { items: [{ username: "admin" }] }, audit: [] },
       {
@@ -536,8 +587,22 @@ describe("RPC latchkey/users", () => {
           expect(await loginStatus(u("ulf"), GIVEN_PASSWORD)).toBe(401);
         },
       },
-      { name: "update with a 7-character password", given: [{ username: u("uli") }], args: { action: "update", username: u("uli"), password: long(7) }, code: 400, expected: { field: "args.password" }, audit: [] },
-      { name: "update with a 1025-character password", given: [{ username: u("udo") }], args: { action: "update", username: u("udo"), password: long(1025) }, code: 400, expected: { field: "args.password" }, audit: [] },
+      {
+        name: "update with a 7-character password",
+        given: [{ username: u("uli") }],
+        args: { action: "update", username: u("uli"), password: long(7) },
+        code: 400,
+        expected: { field: "args.password" },
+        audit: [],
+      },
+      {
+        name: "update with a 1025-character password",
+        given: [{ username: u("udo") }],
+        args: { action: "update", username: u("udo"), password: long(1025) },
+        code: 400,
+        expected: { field: "args.password" },
+        audit: [],
+      },
       { name: "update unknown", args: { action: "update", username: u("nobody"), role: "viewer" }, code: 404, audit: [] },
       {
         name: "demote the bootstrap admin",
@@ -562,7 +627,13 @@ describe("RPC latchkey/users", () => {
         audit: [{ action: "user.delete", target: u("dora"), outcome: "success" }],
         after: async () => expect((await getUser(u("dora"))).status).toBe(404),
       },
-      { name: "delete again", given: [{ username: u("dirk"), deleted: true }], args: { action: "delete", username: u("dirk") }, code: 404, audit: [] },
+      {
+        name: "delete again",
+        given: [{ username: u("dirk"), deleted: true }],
+        args: { action: "delete", username: u("dirk") },
+        code: 404,
+        audit: [],
+      },
     ];
   }
 

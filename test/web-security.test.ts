@@ -37,7 +37,15 @@ describe("over plain HTTP", () => {
 
   test("a WebSocket upgrade with a stale session cookie is refused, not made anonymous", async () => {
     await expect(RpcClient.connect(server.wsUrl, { cookie: "latchkey_session=stale-or-forged" })).rejects.toThrow();
-    const res = await fetch(server.url + "/ws", { headers: { cookie: "latchkey_session=stale", upgrade: "websocket", connection: "Upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13" } });
+    const res = await fetch(server.url + "/ws", {
+      headers: {
+        cookie: "latchkey_session=stale",
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+      },
+    });
     expect(res.status).toBe(401);
   });
 
@@ -113,7 +121,26 @@ describe("over HTTPS (--tls-cert/--tls-key)", () => {
     dir = tempDir();
     const key = join(dir.path, "key.pem");
     const cert = join(dir.path, "cert.pem");
-    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]);
+    const made = Bun.spawnSync([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ]);
     expect(made.exitCode).toBe(0);
     server = await startTestServer({ flags: ["--tls-cert", cert, "--tls-key", key] });
   });

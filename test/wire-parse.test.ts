@@ -49,8 +49,37 @@ const TEXT_VALUES: unknown[] = [
   null,
   { nested: true },
 ];
-const TOKEN_VALUES: unknown[] = [undefined, "", "   ", "abcde12345abcde12345abcde", " ABCDE12345ABCDE12345ABCDE ", "A".repeat(128), "A".repeat(129), ` ${"a".repeat(128)} `, ["T", "T"], 12345, null];
-const APP_IDS: unknown[] = [undefined, "", "1", "42", "0", "-1", "01", "1.5", "1e3", "abc", " 1", "9".repeat(15), "9".repeat(16), 3, 0, ["1", "2"]];
+const TOKEN_VALUES: unknown[] = [
+  undefined,
+  "",
+  "   ",
+  "abcde12345abcde12345abcde",
+  " ABCDE12345ABCDE12345ABCDE ",
+  "A".repeat(128),
+  "A".repeat(129),
+  ` ${"a".repeat(128)} `,
+  ["T", "T"],
+  12345,
+  null,
+];
+const APP_IDS: unknown[] = [
+  undefined,
+  "",
+  "1",
+  "42",
+  "0",
+  "-1",
+  "01",
+  "1.5",
+  "1e3",
+  "abc",
+  " 1",
+  "9".repeat(15),
+  "9".repeat(16),
+  3,
+  0,
+  ["1", "2"],
+];
 
 /** The generators' fixed seeds: the same cases every run, so that a failure (which names its case) reproduces. */
 const FIELDS_SEED = 12345;
@@ -103,7 +132,10 @@ describe(`fuzz: quickWire agrees with the wire schema on ${FIELD_SETS} generated
     for (const fields of all) {
       const schema = bySchema(fields);
       const query = byQuery(fields);
-      expect({ fields, answer: query.ok ? defined(query.ok) : query.error }).toEqual({ fields, answer: schema.ok ? defined(schema.ok) : schema.error });
+      expect({ fields, answer: query.ok ? defined(query.ok) : query.error }).toEqual({
+        fields,
+        answer: schema.ok ? defined(schema.ok) : schema.error,
+      });
     }
   });
 });
@@ -128,7 +160,11 @@ describe("queryFields", () => {
 
   test("a field given twice or more becomes a list (which the schema refuses by name)", () => {
     expect({ ...queryFields(`${base}?hwid=a&hwid=b&hwid=c&token=T`) }).toEqual({ hwid: ["a", "b", "c"], token: "T" });
-    expect(byQuery({ ...queryFields(`${base}?hwid=a&hwid=b&token=T`) }).error).toEqual({ message: "hwid must be a string", field: "hwid", status: 400 });
+    expect(byQuery({ ...queryFields(`${base}?hwid=a&hwid=b&token=T`) }).error).toEqual({
+      message: "hwid must be a string",
+      field: "hwid",
+      status: 400,
+    });
   });
 
   test("names like __proto__ are plain fields, not the object's prototype", () => {
@@ -149,14 +185,22 @@ describe("queryFields", () => {
     };
     expect(refused(`${base}?token=T&hwid=%E0%A4%A`)).toEqual({ message: "hwid is not valid URL encoding", field: "hwid", status: 400 });
     expect(refused(`${base}?token=%ZZ`)).toEqual({ message: "token is not valid URL encoding", field: "token", status: 400 });
-    expect(refused(`${base}?%ZZ=1`)).toEqual({ message: "the query string has a field name that is not valid URL encoding", field: "query", status: 400 });
+    expect(refused(`${base}?%ZZ=1`)).toEqual({
+      message: "the query string has a field name that is not valid URL encoding",
+      field: "query",
+      status: 400,
+    });
   });
 });
 
 test("a __proto__ field in a JSON body or a repeated query field cannot replace the merged object's prototype", () => {
   const body = JSON.parse('{"__proto__": {"token": "INHERITED", "hwid": "h"}, "hwid": "own"}');
   expect(bySchema(body).error).toEqual({ message: "token is required", field: "token", status: 400 });
-  expect(byQuery({ ...queryFields("http://x/api/check?__proto__=a&__proto__=b&hwid=h") }).error).toEqual({ message: "token is required", field: "token", status: 400 });
+  expect(byQuery({ ...queryFields("http://x/api/check?__proto__=a&__proto__=b&hwid=h") }).error).toEqual({
+    message: "token is required",
+    field: "token",
+    status: 400,
+  });
 });
 
 describe("quickQuery agrees with queryFields and the schema", () => {
@@ -224,7 +268,12 @@ describe("quickQuery agrees with queryFields and the schema", () => {
     for (const query of ["token=T", "token=T&app_id=7&user=sam", "token=T&hwid=&machine="]) {
       const url = `${base}?${query}`;
       const expected = { token: "T", ...(query.includes("app_id") ? { app_id: 7, user: "sam" } : {}) };
-      expect({ url, quick: defined(quickQuery(url) ?? {}), general: defined(parseWire(queryFields(url), undefined)), body: defined(parseWire({}, { ...queryFields(url) })) }).toEqual({
+      expect({
+        url,
+        quick: defined(quickQuery(url) ?? {}),
+        general: defined(parseWire(queryFields(url), undefined)),
+        body: defined(parseWire({}, { ...queryFields(url) })),
+      }).toEqual({
         url,
         quick: expected,
         general: expected,
@@ -236,7 +285,14 @@ describe("quickQuery agrees with queryFields and the schema", () => {
   test("anything encoded, repeated or without a query goes to the general path", () => {
     const base = "http://x/api/check";
     expect(quickQuery(`${base}?token=T&hwid=h`)).toEqual({ token: "T", hwid: "h" });
-    for (const url of [base, `${base}?token=T&hwid=h%20i`, `${base}?token=T&hwid=h+i`, `${base}?token=T&hwid=a&hwid=b`, `${base}?token&hwid=h`, `${base}?token=T&hwid=h#x`]) {
+    for (const url of [
+      base,
+      `${base}?token=T&hwid=h%20i`,
+      `${base}?token=T&hwid=h+i`,
+      `${base}?token=T&hwid=a&hwid=b`,
+      `${base}?token&hwid=h`,
+      `${base}?token=T&hwid=h#x`,
+    ]) {
       expect({ url, quick: quickQuery(url) }).toEqual({ url, quick: null });
     }
   });

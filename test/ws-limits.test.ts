@@ -9,15 +9,37 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ADMIN_PASSWORD, call, eventually, login, manualClock, metric, RpcClient, spawnLatchkey, startTestServer, tempDir, waitForListening, type TestServer } from "./support.ts";
+import {
+  ADMIN_PASSWORD,
+  call,
+  eventually,
+  login,
+  manualClock,
+  metric,
+  RpcClient,
+  spawnLatchkey,
+  startTestServer,
+  tempDir,
+  waitForListening,
+  type TestServer,
+} from "./support.ts";
 
 const PROXY = ["--trusted-proxy", "127.0.0.1/32"];
 const from = (address: string) => ({ "x-forwarded-for": address });
 
 /** The answer to a WebSocket upgrade request, as a plain HTTP exchange: 101, or why not. */
-async function upgradeStatus(server: TestServer, headers: Record<string, string> = {}): Promise<{ status: number; retryAfter: string | null; body: string }> {
+async function upgradeStatus(
+  server: TestServer,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; retryAfter: string | null; body: string }> {
   const res = await fetch(`${server.url}/ws`, {
-    headers: { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", ...headers },
+    headers: {
+      connection: "Upgrade",
+      upgrade: "websocket",
+      "sec-websocket-version": "13",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      ...headers,
+    },
   });
   const body = res.status === 101 ? "" : await res.text();
   return { status: res.status, retryAfter: res.headers.get("retry-after"), body };
@@ -95,7 +117,8 @@ describe("sockets that do not sign in or register", () => {
     const canary = await RpcClient.connect(server.wsUrl, from("10.20.3.1"));
     clock.advance(1500);
     await sweepHasRun(canary);
-    for (const c of clients) expect(await replyOrClose(c, c.request("client", "heartbeat", {}))).toMatchObject({ name: "response", args: "ok" });
+    for (const c of clients)
+      expect(await replyOrClose(c, c.request("client", "heartbeat", {}))).toMatchObject({ name: "response", args: "ok" });
     const token = await login(server.url);
     const online = await call(server.url, "GET", "/api/clients?status=online&limit=1000", { token });
     expect(online.body.items.filter((c: { name: string }) => c.name.startsWith("nat-"))).toHaveLength(60);
@@ -113,9 +136,14 @@ describe("a flood of idle sockets from one address", () => {
       const opened = attempts.filter((a) => a.status === "fulfilled").map((a) => (a as PromiseFulfilledResult<RpcClient>).value);
       expect(opened.length).toBe(64);
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
-      expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(200);
+      expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(
+        200,
+      );
       expect((await admin.request("rpc", "query", {})).name).toBe("response");
-      await eventually(() => opened.every((c) => c.closedWith), { timeoutMs: 15_000, what: () => `the server to close the flood (${opened.filter((c) => c.closedWith).length} of ${opened.length} closed)` });
+      await eventually(() => opened.every((c) => c.closedWith), {
+        timeoutMs: 15_000,
+        what: () => `the server to close the flood (${opened.filter((c) => c.closedWith).length} of ${opened.length} closed)`,
+      });
       expect(opened.every((c) => c.closedWith!.code === 4008)).toBe(true);
       expect((await upgradeStatus(server, from("10.21.0.1"))).status).toBe(101);
     } finally {
@@ -130,15 +158,23 @@ describe("the total of sockets", () => {
     const server = await startTestServer({ flags: [...PROXY, "--max-connections", "20"] });
     try {
       const token = await login(server.url);
-      const open = await Promise.all(Array.from({ length: 20 }, (_, i) => RpcClient.connect(server.wsUrl, { ...from(`10.22.0.${i}`), authorization: `Bearer ${token}` })));
+      const open = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          RpcClient.connect(server.wsUrl, { ...from(`10.22.0.${i}`), authorization: `Bearer ${token}` }),
+        ),
+      );
       const refused = await upgradeStatus(server, { ...from("10.22.1.1"), authorization: `Bearer ${token}` });
       expect(refused.status).toBe(503);
       expect(JSON.parse(refused.body).error.message).toBe("the server holds as many connections as it can; retry later");
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
-      expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(200);
+      expect((await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(
+        200,
+      );
       expect((await open[0]!.request("rpc", "query", {})).name).toBe("response");
       open.pop()!.close();
-      await eventually(async () => (await metric(server.url, "latchkey_ws_connections")) < 20, { what: "the server to count the closed socket out" });
+      await eventually(async () => (await metric(server.url, "latchkey_ws_connections")) < 20, {
+        what: "the server to count the closed socket out",
+      });
       expect((await upgradeStatus(server, { authorization: `Bearer ${token}` })).status).toBe(101);
       for (const s of open) s.close();
     } finally {
@@ -227,13 +263,18 @@ describe("a peer that does not read its replies", () => {
       const token = await login(url);
       // Enough audit entries that each reply is large.
       await Promise.all(Array.from({ length: 200 }, () => call(url, "GET", "/api/auth/session", { token: "not-a-token" })));
-      for (let i = 0; i < 100; i++) await call(url, "POST", "/api/auth/login", { body: { username: `nobody${i}`, password: "x".repeat(8) } }).catch(() => {});
+      for (let i = 0; i < 100; i++)
+        await call(url, "POST", "/api/auth/login", { body: { username: `nobody${i}`, password: "x".repeat(8) } }).catch(() => {});
       const script = join(dir.path, "non_reader.py");
       writeFileSync(script, NON_READER);
       const { port } = new URL(url);
       const py = Bun.spawn(["python3", script, "127.0.0.1", port, token, "2000"], { stdout: "pipe", stderr: "pipe" });
       const [out, err] = await Promise.all([new Response(py.stdout).text(), new Response(py.stderr).text(), py.exited]);
-      const result = JSON.parse(out || `{"error": ${JSON.stringify(err)}}`) as { sent: number; ids: number[]; close: { code: number; reason: string } | null };
+      const result = JSON.parse(out || `{"error": ${JSON.stringify(err)}}`) as {
+        sent: number;
+        ids: number[];
+        close: { code: number; reason: string } | null;
+      };
       expect(result.close).toEqual({ code: 1013, reason: "replies are not being read; disconnected" });
       expect(result.ids.length).toBeGreaterThan(0);
       expect(result.ids.length).toBeLessThan(2000);

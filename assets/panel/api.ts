@@ -100,8 +100,12 @@ async function request<T>(method: string, path: string, body: unknown, options: 
 function toApiError(response: Response, body: unknown): ApiError {
   const detail = (body as { error?: { code?: unknown; message?: unknown; field?: unknown; retry_after?: unknown } } | undefined)?.error;
   const headerWait = Number(response.headers.get("retry-after"));
-  const retryAfter = typeof detail?.retry_after === "number" ? detail.retry_after : Number.isFinite(headerWait) && headerWait > 0 ? headerWait : undefined;
-  const message = typeof detail?.message === "string" && detail.message ? detail.message : `The server answered ${response.status} ${response.statusText}.`;
+  const retryAfter =
+    typeof detail?.retry_after === "number" ? detail.retry_after : Number.isFinite(headerWait) && headerWait > 0 ? headerWait : undefined;
+  const message =
+    typeof detail?.message === "string" && detail.message
+      ? detail.message
+      : `The server answered ${response.status} ${response.statusText}.`;
   return new ApiError(
     response.status,
     typeof detail?.code === "string" ? detail.code : `http_${response.status}`,

@@ -31,9 +31,16 @@ export async function copyText(text: string, near: Element): Promise<void> {
  * `label` names it for screen readers ("Copy key #12"); `done` hears the outcome, with the error
  * when copying failed; `focusKey` becomes its `data-focus` (see replaceKeepingFocus in refresh.ts).
  */
-export function copyButton(text: string, options: { label: string; caption?: string; focusKey?: string; done?(error?: unknown): void }): HTMLButtonElement {
+export function copyButton(
+  text: string,
+  options: { label: string; caption?: string; focusKey?: string; done?(error?: unknown): void },
+): HTMLButtonElement {
   const caption = options.caption ?? "Copy";
-  const button = h("button", { type: "button", class: "secondary small copy", "aria-label": options.label, "data-focus": options.focusKey }, caption);
+  const button = h(
+    "button",
+    { type: "button", class: "secondary small copy", "aria-label": options.label, "data-focus": options.focusKey },
+    caption,
+  );
   let reset: ReturnType<typeof setTimeout> | null = null;
   button.addEventListener("click", async () => {
     try {

@@ -86,7 +86,13 @@ export function openFormDialog(options: FormDialogOptions): HTMLDialogElement {
 }
 
 /** "Delete alice?" with Cancel focused; `action` runs on confirmation, its error stays in view. */
-export function confirmDialog(options: { title: string; message: Child; confirmLabel: string; busyLabel?: string; action(): Promise<void> }): HTMLDialogElement {
+export function confirmDialog(options: {
+  title: string;
+  message: Child;
+  confirmLabel: string;
+  busyLabel?: string;
+  action(): Promise<void>;
+}): HTMLDialogElement {
   return openFormDialog({
     title: options.title,
     intro: options.message,

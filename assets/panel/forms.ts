@@ -63,7 +63,14 @@ export function value(form: HTMLFormElement, name: string): string {
 
 /** "berlin, lab , berlin" → ["berlin", "lab"] */
 export function splitList(text: string): string[] {
-  return [...new Set(text.split(",").map((s) => s.trim()).filter((s) => s.length > 0))];
+  return [
+    ...new Set(
+      text
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0),
+    ),
+  ];
 }
 
 /** A server message as a sentence: capitalised, with a full stop. */

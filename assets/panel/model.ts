@@ -51,7 +51,6 @@ export type License = LicenseView;
 /** `GET /api/licenses/{id}/activations`: one activated machine. */
 export type Activation = ActivationView;
 
-
 /** `GET /api/settings` */
 export interface Settings {
   require_auth_key: boolean;
@@ -64,5 +63,3 @@ export type { KeyList };
 export type KeyStatus = KeyView["status"];
 /** `GET /api/clients`: an enrolled client machine. */
 export type Client = ClientView;
-
-

@@ -116,7 +116,9 @@ export function keepListingFresh(
         if (ctx.signal.aborted || isAbort(error)) return;
         listing.removeAttribute("aria-busy");
         options.onFailure?.();
-        replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `${what} could not be loaded. ${describeError(error)}`))]);
+        replaceKeepingFocus(listing, [
+          h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `${what} could not be loaded. ${describeError(error)}`)),
+        ]);
       }
     },
     options.everyMs === undefined ? {} : { everyMs: options.everyMs },

@@ -98,7 +98,14 @@ export class Shell {
       maxlength: 64,
       value: options.username,
     });
-    const password = h("input", { id: "signin-password", name: "password", type: "password", autocomplete: "current-password", required: true, maxlength: 1024 });
+    const password = h("input", {
+      id: "signin-password",
+      name: "password",
+      type: "password",
+      autocomplete: "current-password",
+      required: true,
+      maxlength: 1024,
+    });
     const button = h("button", { type: "submit", class: "primary wide" }, "Sign in");
     const form = h(
       "form",
@@ -215,12 +222,15 @@ export class Shell {
     this.live.wake();
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     if (!this.user) return;
-    this.expiryTimer = setTimeout(() => {
-      this.expiryTimer = null;
-      api.get<SessionInfo>("/api/auth/session").catch((error: unknown) => {
-        if (!(error instanceof ApiError && error.status === 401)) this.sessionUsed();
-      });
-    }, (this.user.idleSeconds + 2) * 1000);
+    this.expiryTimer = setTimeout(
+      () => {
+        this.expiryTimer = null;
+        api.get<SessionInfo>("/api/auth/session").catch((error: unknown) => {
+          if (!(error instanceof ApiError && error.status === 401)) this.sessionUsed();
+        });
+      },
+      (this.user.idleSeconds + 2) * 1000,
+    );
   }
 
   // ---- layout and routing ----
@@ -242,7 +252,13 @@ export class Shell {
         "div",
         { class: "topbar-end" },
         live,
-        h("span", { class: "who" }, h("span", { class: "visually-hidden" }, "Signed in as "), h("span", { class: "who-name" }, user.username), badge(user.role, user.role)),
+        h(
+          "span",
+          { class: "who" },
+          h("span", { class: "visually-hidden" }, "Signed in as "),
+          h("span", { class: "who-name" }, user.username),
+          badge(user.role, user.role),
+        ),
         h("button", { type: "button", class: "secondary", onclick: () => void this.signOut() }, "Sign out"),
       ),
     );
@@ -297,7 +313,8 @@ export class Shell {
       params: route.params,
       setParams: (params) => {
         const query = new URLSearchParams();
-        for (const [key, value] of Object.entries(params)) if (value !== null && value !== undefined && value !== "") query.set(key, String(value));
+        for (const [key, value] of Object.entries(params))
+          if (value !== null && value !== undefined && value !== "") query.set(key, String(value));
         const text = query.toString();
         history.replaceState(null, "", `#/${page.id}${text ? `?${text}` : ""}`);
       },
@@ -314,7 +331,12 @@ export class Shell {
         replace(
           container,
           h("h1", {}, page.title),
-          h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `This page could not be loaded. ${describeError(error)}`), h("button", { type: "button", class: "secondary", onclick: () => this.renderRoute(true) }, "Try again")),
+          h(
+            "div",
+            { class: "callout callout-error", role: "alert" },
+            h("p", {}, `This page could not be loaded. ${describeError(error)}`),
+            h("button", { type: "button", class: "secondary", onclick: () => this.renderRoute(true) }, "Try again"),
+          ),
         );
       }
     };
@@ -332,10 +354,13 @@ export class Shell {
     toast.textContent = message;
     toast.className = `toast toast-visible toast-${kind}`;
     if (this.toastTimer !== null) clearTimeout(this.toastTimer);
-    this.toastTimer = setTimeout(() => {
-      toast.className = "toast";
-      toast.textContent = "";
-    }, kind === "error" ? 10_000 : 5000);
+    this.toastTimer = setTimeout(
+      () => {
+        toast.className = "toast";
+        toast.textContent = "";
+      },
+      kind === "error" ? 10_000 : 5000,
+    );
   }
 }
 

@@ -35,7 +35,12 @@ export class Pager {
     private readonly limit: number,
     go: (offset: number) => void,
   ) {
-    this.element = h("nav", { class: "pager", "aria-label": label }, this.summary, h("span", { class: "pager-buttons" }, this.previous, this.next));
+    this.element = h(
+      "nav",
+      { class: "pager", "aria-label": label },
+      this.summary,
+      h("span", { class: "pager-buttons" }, this.previous, this.next),
+    );
     this.previous.addEventListener("click", () => go(Math.max(0, this.offset - this.limit)));
     this.next.addEventListener("click", () => go(this.offset + this.limit));
     this.element.hidden = true;

@@ -49,13 +49,20 @@ let skipped = 0;
 try {
   for (let i = 0; ; i++) {
     if (i > 200) throw new Error("the server did not start");
-    const ok = await fetch(`${base}/healthz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${base}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     await Bun.sleep(50);
   }
 
   // What an operator does once: an application and a key with two seats.
-  const appId = Number(/^created application (\d+)/.exec(cli(["app", "create", "Receipt Demo", "--support-message", "mail support@example.com"], dataDir))?.[1]);
+  const appId = Number(
+    /^created application (\d+)/.exec(
+      cli(["app", "create", "Receipt Demo", "--support-message", "mail support@example.com"], dataDir),
+    )?.[1],
+  );
   const token = cli(["license", "create", "--app", String(appId), "--activations", "2"], dataDir);
 
   // What the application does: activate with a fresh nonce, then check without one.
@@ -66,7 +73,8 @@ try {
     body: new URLSearchParams({ token, app_id: String(appId), hwid, machine: "ICEBREAKER", user: "sam", nonce }),
   });
   const activation = (await activated.json()) as { result: string; remainingActivations: number; receipt: string };
-  if (activated.status !== 201 || activation.result !== "ok") throw new Error(`activate: ${activated.status} ${JSON.stringify(activation)}`);
+  if (activated.status !== 201 || activation.result !== "ok")
+    throw new Error(`activate: ${activated.status} ${JSON.stringify(activation)}`);
   const checked = await fetch(`${base}/api/check?${new URLSearchParams({ token, app_id: String(appId), hwid })}`);
   const check = (await checked.json()) as { result: string; receipt: string };
   if (checked.status !== 201 || check.result !== "ok") throw new Error(`check: ${checked.status} ${JSON.stringify(check)}`);
@@ -146,7 +154,8 @@ try {
   }
 
   // The server's own offline verifier, on the same receipts.
-  const verify = (receipt: string, machine: string, key = keyFile) => run([BINARY, "license", "verify", receipt, "--public-key", key, "--hwid", machine]).code;
+  const verify = (receipt: string, machine: string, key = keyFile) =>
+    run([BINARY, "license", "verify", receipt, "--public-key", key, "--hwid", machine]).code;
   for (const [name, code, expect] of [
     ["latchkey license verify: good receipt", verify(withNonce, hwid), 0],
     ["latchkey license verify: another machine", verify(withNonce, "another-machine"), 1],
@@ -170,7 +179,11 @@ try {
 
   const headers = ["case", "expect", ...samples.map((s) => s.name)];
   const widths = headers.map((head, i) => Math.max(head.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   process.stdout.write(`${[line(headers), ...rows.map(line)].join("\n")}\n\n`);
 } finally {
   server.kill("SIGTERM");

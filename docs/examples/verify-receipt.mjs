@@ -69,8 +69,14 @@ function main(argv) {
   const [keyFile, receipt, hwid, nonce] = argv;
   const now = process.env.VERIFY_NOW === undefined ? undefined : Number(process.env.VERIFY_NOW);
   try {
-    const { status, claims } = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), { hwid, nonce, ...(now === undefined ? {} : { now }) });
-    process.stdout.write(`${status}: license ${claims.key} of application ${claims.app} on ${claims.hwid}, expires ${new Date(claims.exp * 1000).toISOString()}\n`);
+    const { status, claims } = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), {
+      hwid,
+      nonce,
+      ...(now === undefined ? {} : { now }),
+    });
+    process.stdout.write(
+      `${status}: license ${claims.key} of application ${claims.app} on ${claims.hwid}, expires ${new Date(claims.exp * 1000).toISOString()}\n`,
+    );
     return status === "valid" ? 0 : 2;
   } catch (error) {
     if (!(error instanceof ReceiptError)) throw error;
@@ -79,4 +85,5 @@ function main(argv) {
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) process.exitCode = main(process.argv.slice(2));
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href)
+  process.exitCode = main(process.argv.slice(2));

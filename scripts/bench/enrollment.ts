@@ -39,7 +39,9 @@ export function seedEnrollmentKeys(dataDir: string, count: number, keysFile: str
   const started = performance.now();
   const db = open(dataDir);
   try {
-    const insert = db.query("INSERT INTO enrollment_keys (key, key_hash, label, created_at) VALUES (?, ?, 'bench', ?) ON CONFLICT DO NOTHING");
+    const insert = db.query(
+      "INSERT INTO enrollment_keys (key, key_hash, label, created_at) VALUES (?, ?, 'bench', ?) ON CONFLICT DO NOTHING",
+    );
     const keys: string[] = [];
     const now = Date.now();
     db.transaction(() => {
@@ -77,11 +79,18 @@ export interface BindingReport {
 /** Reads every key of the run back: each acknowledged one must be active and bound to its UUID. */
 export function verifyBindings(dataDir: string, keysFile: string, assignmentsFile: string): BindingReport {
   const keys = readFileSync(keysFile, "utf8").split("\n").filter(Boolean);
-  const pairs = readFileSync(assignmentsFile, "utf8").split("\n").filter(Boolean).map((line) => line.split(" ") as [string, string]);
+  const pairs = readFileSync(assignmentsFile, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => line.split(" ") as [string, string]);
   const db = open(dataDir);
   try {
     const byKey = new Map<string, { status: string; client_uuid: string | null }>();
-    for (const row of db.query<{ key: string; status: string; client_uuid: string | null }, []>("SELECT key, status, client_uuid FROM enrollment_keys WHERE label = 'bench'").all()) {
+    for (const row of db
+      .query<{ key: string; status: string; client_uuid: string | null }, []>(
+        "SELECT key, status, client_uuid FROM enrollment_keys WHERE label = 'bench'",
+      )
+      .all()) {
       byKey.set(row.key, row);
     }
     const counts = { active: 0, pending: 0, revoked: 0 };
@@ -89,17 +98,22 @@ export function verifyBindings(dataDir: string, keysFile: string, assignmentsFil
       const status = byKey.get(key)?.status as keyof typeof counts | undefined;
       if (status) counts[status]++;
     }
-    const distinctUuids = db.query<{ n: number }, []>("SELECT count(DISTINCT client_uuid) AS n FROM enrollment_keys WHERE label = 'bench' AND status = 'active'").get()!.n;
-    const doubleBound = db.query<{ n: number }, []>(
-      "SELECT count(*) AS n FROM (SELECT client_uuid FROM enrollment_keys WHERE client_uuid IS NOT NULL GROUP BY client_uuid HAVING count(*) > 1)",
-    ).get()!.n;
+    const distinctUuids = db
+      .query<{ n: number }, []>("SELECT count(DISTINCT client_uuid) AS n FROM enrollment_keys WHERE label = 'bench' AND status = 'active'")
+      .get()!.n;
+    const doubleBound = db
+      .query<{ n: number }, []>(
+        "SELECT count(*) AS n FROM (SELECT client_uuid FROM enrollment_keys WHERE client_uuid IS NOT NULL GROUP BY client_uuid HAVING count(*) > 1)",
+      )
+      .get()!.n;
     const examples: string[] = [];
     let wrongBindings = 0;
     for (const [uuid, key] of pairs) {
       const row = byKey.get(key);
       if (!row || row.status !== "active" || row.client_uuid !== uuid) {
         wrongBindings++;
-        if (examples.length < 5) examples.push(`${key} acknowledged for ${uuid} but is ${row ? `${row.status} / ${row.client_uuid}` : "missing"}`);
+        if (examples.length < 5)
+          examples.push(`${key} acknowledged for ${uuid} but is ${row ? `${row.status} / ${row.client_uuid}` : "missing"}`);
       }
     }
     const clients = db.query<{ n: number }, []>("SELECT count(*) AS n FROM clients").get()!.n;

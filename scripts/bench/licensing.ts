@@ -92,9 +92,11 @@ export function seedLicenses(dataDir: string, plan: SeedPlan): SeedResult {
       const j = Math.floor(Math.random() * (i + 1));
       [pairs[i], pairs[j]] = [pairs[j]!, pairs[i]!];
     }
-    const counts = db.query<{ keys: number; activations: number }, []>(
-      "SELECT (SELECT count(*) FROM licenses) AS keys, (SELECT count(*) FROM activations) AS activations",
-    ).get()!;
+    const counts = db
+      .query<{ keys: number; activations: number }, []>(
+        "SELECT (SELECT count(*) FROM licenses) AS keys, (SELECT count(*) FROM activations) AS activations",
+      )
+      .get()!;
     return { keys: counts.keys, activations: counts.activations, seconds: (performance.now() - started) / 1000, pairs };
   } finally {
     db.close();
@@ -135,7 +137,8 @@ export function verifyActivations(dataDir: string, token: string, ackDir: string
       ackLines++;
     }
   }
-  if (ackLines !== acknowledged.size) throw new Error(`activate.lua recorded ${ackLines - acknowledged.size} machine(s) twice: the hwids were not unique`);
+  if (ackLines !== acknowledged.size)
+    throw new Error(`activate.lua recorded ${ackLines - acknowledged.size} machine(s) twice: the hwids were not unique`);
   // Read-write, so that SQLite can rebuild the WAL index a killed server left behind.
   const db = open(dataDir);
   try {
@@ -145,7 +148,12 @@ export function verifyActivations(dataDir: string, token: string, ackDir: string
       )
       .get(sha256Hex(token));
     if (!license) throw new Error("the benchmark's activation key is missing from the database");
-    const stored = new Set(db.query<{ hwid: string }, [number]>("SELECT hwid FROM activations WHERE license_id = ?").all(license.id).map((r) => r.hwid));
+    const stored = new Set(
+      db
+        .query<{ hwid: string }, [number]>("SELECT hwid FROM activations WHERE license_id = ?")
+        .all(license.id)
+        .map((r) => r.hwid),
+    );
     const missing = [...acknowledged].filter((hwid) => !stored.has(hwid));
     return {
       acknowledged: acknowledged.size,

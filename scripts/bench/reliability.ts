@@ -126,7 +126,12 @@ async function guesses() {
     const token = await adminToken(ws.url);
     await createUser(ws.url, token, "victim", PASSWORD);
     const socket = (await openSocket(ws.url))!;
-    const frames = Array.from({ length: 2500 }, (_, i) => ({ namespace: "rpc", name: "auth", id: i, args: { username: "victim", password: i === 2499 ? PASSWORD : `guess ${i}` } }));
+    const frames = Array.from({ length: 2500 }, (_, i) => ({
+      namespace: "rpc",
+      name: "auth",
+      id: i,
+      args: { username: "victim", password: i === 2499 ? PASSWORD : `guess ${i}` },
+    }));
     const replies = await pipeline(socket, frames);
     wsStatuses = tally(replies.map((r) => (r.name === "response" ? 200 : r.args.code)));
     socket.close();
@@ -151,9 +156,19 @@ async function burst() {
     const during: number[] = [];
     const evaluated: number[] = [];
     for (let run = 0; run < runs; run++) {
-      const sockets = (await Promise.all(Array.from({ length: 30 }, (_, a) => openSocket(server.url, { "x-forwarded-for": `10.${run}.0.${a}` })))) as WebSocket[];
+      const sockets = (await Promise.all(
+        Array.from({ length: 30 }, (_, a) => openSocket(server.url, { "x-forwarded-for": `10.${run}.0.${a}` })),
+      )) as WebSocket[];
       const all = sockets.map((s, a) =>
-        pipeline(s, Array.from({ length: 20 }, (_, i) => ({ namespace: "rpc", name: "auth", id: i, args: { username: `target${run}.${a}.${i % 4}`, password: `guess ${i}` } }))),
+        pipeline(
+          s,
+          Array.from({ length: 20 }, (_, i) => ({
+            namespace: "rpc",
+            name: "auth",
+            id: i,
+            args: { username: `target${run}.${a}.${i % 4}`, password: `guess ${i}` },
+          })),
+        ),
       );
       await Bun.sleep(50);
       const t = performance.now();
@@ -184,7 +199,15 @@ async function burstOneAddress() {
     await createUser(server.url, token, "bystander", PASSWORD);
     const sockets = (await Promise.all(Array.from({ length: 30 }, () => openSocket(server.url)))) as WebSocket[];
     const all = sockets.map((s, a) =>
-      pipeline(s, Array.from({ length: 20 }, (_, i) => ({ namespace: "rpc", name: "auth", id: i, args: { username: `target${a}.${i % 4}`, password: `guess ${i}` } }))),
+      pipeline(
+        s,
+        Array.from({ length: 20 }, (_, i) => ({
+          namespace: "rpc",
+          name: "auth",
+          id: i,
+          args: { username: `target${a}.${i % 4}`, password: `guess ${i}` },
+        })),
+      ),
     );
     await Bun.sleep(50);
     const t = performance.now();
@@ -192,7 +215,11 @@ async function burstOneAddress() {
     const ms = performance.now() - t;
     const replies = (await Promise.all(all)).flat();
     for (const s of sockets) s.close();
-    return { scenario: "burst-one-address", bystander: { status: res.status, ms: Math.round(ms) }, guesses: tally(replies.map((r) => r.args?.code ?? 200)) };
+    return {
+      scenario: "burst-one-address",
+      bystander: { status: res.status, ms: Math.round(ms) },
+      guesses: tally(replies.map((r) => r.args?.code ?? 200)),
+    };
   } finally {
     await server.stop();
   }
@@ -206,7 +233,9 @@ async function flood() {
     const opened: WebSocket[] = [];
     let refused = 0;
     for (let i = 0; i < attempts; i += 500) {
-      const batch = await Promise.all(Array.from({ length: Math.min(500, attempts - i) }, () => openSocket(server.url, { "x-forwarded-for": "10.66.0.1" })));
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(500, attempts - i) }, () => openSocket(server.url, { "x-forwarded-for": "10.66.0.1" })),
+      );
       for (const ws of batch) ws ? opened.push(ws) : refused++;
     }
     const t1 = performance.now();
@@ -216,7 +245,14 @@ async function flood() {
     const loginStatus = (await login(server.url, "admin", PASSWORD, "10.77.0.1")).status;
     const loginMs = performance.now() - t2;
     const closedBy = await Promise.race([
-      Promise.all(opened.map((ws) => new Promise<number>((resolve) => (ws.readyState === WebSocket.CLOSED ? resolve(ws.readyState) : ws.addEventListener("close", (e) => resolve(e.code)))))),
+      Promise.all(
+        opened.map(
+          (ws) =>
+            new Promise<number>((resolve) =>
+              ws.readyState === WebSocket.CLOSED ? resolve(ws.readyState) : ws.addEventListener("close", (e) => resolve(e.code)),
+            ),
+        ),
+      ),
       Bun.sleep(15_000).then(() => null),
     ]);
     return {
@@ -233,6 +269,11 @@ async function flood() {
   }
 }
 
-for (const [name, run] of [["guesses", guesses], ["burst", burst], ["burst-one-address", burstOneAddress], ["flood", flood]] as const) {
+for (const [name, run] of [
+  ["guesses", guesses],
+  ["burst", burst],
+  ["burst-one-address", burstOneAddress],
+  ["flood", flood],
+] as const) {
   if (only.has(name)) console.log(JSON.stringify(await run()));
 }

@@ -14,7 +14,19 @@
  * processes' logs) go to a fresh temporary directory whose path is printed at the end.
  */
 import type { Subprocess } from "bun";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -173,7 +185,9 @@ async function waitUntilServing(url: string, child: Subprocess, timeoutMs: numbe
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`the process serving ${url} exited (${child.exitCode ?? child.signalCode}) before answering${log ? `:\n${tail(log)}` : ""}`);
+      throw new Error(
+        `the process serving ${url} exited (${child.exitCode ?? child.signalCode}) before answering${log ? `:\n${tail(log)}` : ""}`,
+      );
     }
     try {
       const response = await fetch(url, { keepalive: false });
@@ -194,7 +208,13 @@ interface Running {
   url: string;
 }
 
-async function startLatchkey(dataDir: string, password: string, log: string, port = freePort(), extraArgs: string[] = []): Promise<Running> {
+async function startLatchkey(
+  dataDir: string,
+  password: string,
+  log: string,
+  port = freePort(),
+  extraArgs: string[] = [],
+): Promise<Running> {
   const child = spawnTracked([BINARY, "server", "--listen", `${HOST}:${port}`, "--data-dir", dataDir, ...extraArgs], {
     env: { ...process.env, LATCHKEY_ADMIN_PASSWORD: password },
     log,
@@ -304,8 +324,16 @@ interface WrkRun {
 
 async function runWrk(run: WrkRun): Promise<WrkResult> {
   const cmd = [
-    WRK, "-t", String(run.threads), "-c", String(run.connections), "-d", `${run.seconds}s`,
-    "--latency", "--timeout", "5s",
+    WRK,
+    "-t",
+    String(run.threads),
+    "-c",
+    String(run.connections),
+    "-d",
+    `${run.seconds}s`,
+    "--latency",
+    "--timeout",
+    "5s",
     ...(run.script ? ["-s", run.script] : []),
     run.url,
     ...(run.scriptArgs ? ["--", ...run.scriptArgs] : []),
@@ -392,7 +420,10 @@ async function compareWithBaseline(
   const shape = { connections: options.connections, threads: options.threads };
   const row: ThroughputRow = { scenario, description, runs: [], baselineRuns: [] };
   for (let i = 0; i < options.repeat; i++) {
-    for (const [load, results] of [[target, row.runs], [baseline, row.baselineRuns]] as const) {
+    for (const [load, results] of [
+      [target, row.runs],
+      [baseline, row.baselineRuns],
+    ] as const) {
       if (options.warmup > 0 && i === 0) await runWrk({ ...load, ...shape, seconds: options.warmup });
       results.push(await runWrk({ ...load, ...shape, seconds: options.duration }));
     }
@@ -404,8 +435,20 @@ async function measureLogins(options: Options, server: Running, password: string
   // argon2id is meant to be slow: a few connections keep Bun's hashing threads busy, and a
   // short run is enough to count a few hundred logins.
   const connections = Math.min(options.connections, 4);
-  const load = { url: `${server.url}/api/auth/login`, server: server.child, script: LOGIN_SCRIPT, scriptArgs: ["admin", password], connections, threads: 1 };
-  const row: ThroughputRow = { scenario: "POST /api/auth/login", description: `correct password, ${connections} connections`, runs: [], baselineRuns: [] };
+  const load = {
+    url: `${server.url}/api/auth/login`,
+    server: server.child,
+    script: LOGIN_SCRIPT,
+    scriptArgs: ["admin", password],
+    connections,
+    threads: 1,
+  };
+  const row: ThroughputRow = {
+    scenario: "POST /api/auth/login",
+    description: `correct password, ${connections} connections`,
+    runs: [],
+    baselineRuns: [],
+  };
   for (let i = 0; i < options.repeat; i++) row.runs.push(await runWrk({ ...load, seconds: Math.min(options.duration, 5) }));
   return row;
 }
@@ -441,7 +484,9 @@ async function measureChecks(
   const pairsFile = join(work, "check-pairs.txt");
   writePairs(pairsFile, seeded.pairs);
   const seed = { keys: seeded.keys, activations: seeded.activations, seconds: seeded.seconds };
-  process.stdout.write(`bench: seeded ${thousands(seed.keys)} keys and ${thousands(seed.activations)} activations in ${seed.seconds.toFixed(1)} s\n`);
+  process.stdout.write(
+    `bench: seeded ${thousands(seed.keys)} keys and ${thousands(seed.activations)} activations in ${seed.seconds.toFixed(1)} s\n`,
+  );
   // One check by hand first: a failure here means the seed and the server disagree, which a run
   // full of fast 404s must not hide.
   const first = seeded.pairs[0]!;
@@ -513,16 +558,27 @@ async function checkDurability(server: Running, dataDir: string, load: ActivateL
   const report = verifyActivations(dataDir, load.token, load.ackDir);
   const problems: string[] = [];
   if (report.missing.length > 0) {
-    problems.push(`${report.missing.length} acknowledged activation(s) missing after kill -9, e.g. ${report.missing.slice(0, 3).join(", ")}`);
+    problems.push(
+      `${report.missing.length} acknowledged activation(s) missing after kill -9, e.g. ${report.missing.slice(0, 3).join(", ")}`,
+    );
   }
   if (report.acknowledged !== load.acknowledgedByWrk) {
     problems.push(`wrk counted ${load.acknowledgedByWrk} 2xx but activate.lua recorded ${report.acknowledged} receipts`);
   }
-  if (report.activationsUsed !== report.rows) problems.push(`the key's seat counter says ${report.activationsUsed} but it has ${report.rows} activation rows`);
+  if (report.activationsUsed !== report.rows)
+    problems.push(`the key's seat counter says ${report.activationsUsed} but it has ${report.rows} activation rows`);
   if (report.unacknowledged > connections * load.runs) {
-    problems.push(`${report.unacknowledged} activation rows were never acknowledged: more than the ${connections * load.runs} requests that can be in flight when runs end`);
+    problems.push(
+      `${report.unacknowledged} activation rows were never acknowledged: more than the ${connections * load.runs} requests that can be in flight when runs end`,
+    );
   }
-  return { ...report, missing: report.missing.slice(0, 10), missingCount: report.missing.length, acknowledgedByWrk: load.acknowledgedByWrk, problems };
+  return {
+    ...report,
+    missing: report.missing.slice(0, 10),
+    missingCount: report.missing.length,
+    acknowledgedByWrk: load.acknowledgedByWrk,
+    problems,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,8 +701,20 @@ async function driveClients(
   const startedAt = performance.now();
   const timeoutSeconds = 120;
   const generator = spawnTracked(
-    [process.execPath, WS_CLIENTS_SCRIPT, "--url", `${server.url.replace(/^http/, "ws")}/ws`, "--keys", keysFile, "--out", assignmentsFile,
-      "--concurrency", String(options.wsConcurrency), "--timeout", String(timeoutSeconds)],
+    [
+      process.execPath,
+      WS_CLIENTS_SCRIPT,
+      "--url",
+      `${server.url.replace(/^http/, "ws")}/ws`,
+      "--keys",
+      keysFile,
+      "--out",
+      assignmentsFile,
+      "--concurrency",
+      String(options.wsConcurrency),
+      "--timeout",
+      String(timeoutSeconds),
+    ],
     { log: generatorLog, stdout: "pipe" },
   );
   try {
@@ -667,7 +735,9 @@ async function driveClients(
     whileConnected();
     let unexpectedCloses = 0;
     try {
-      unexpectedCloses = readFileSync(generatorLog, "utf8").split("\n").filter((line) => line.includes('"event":"closed"')).length;
+      unexpectedCloses = readFileSync(generatorLog, "utf8")
+        .split("\n")
+        .filter((line) => line.includes('"event":"closed"')).length;
     } catch {
       // no log: nothing was closed
     }
@@ -720,7 +790,13 @@ async function measureEnrollment(options: Options, work: string, password: strin
   const baselineServer = await startBaseline(join(work, "ws-baseline.log"), WS_BASELINE_SCRIPT);
   let baseline: ClientsLoad;
   try {
-    baseline = await driveClients(options, baselineServer, keysFile, join(work, "baseline-assignments.txt"), join(work, "ws-clients-baseline.log"));
+    baseline = await driveClients(
+      options,
+      baselineServer,
+      keysFile,
+      join(work, "baseline-assignments.txt"),
+      join(work, "ws-clients-baseline.log"),
+    );
   } finally {
     await stopProcess(baselineServer.child);
   }
@@ -728,14 +804,19 @@ async function measureEnrollment(options: Options, work: string, password: strin
   const b = bindings!;
   const report = latchkey.generator;
   const problems: string[] = [];
-  if (report.ok !== options.clients) problems.push(`register: ${options.clients - report.ok} of ${options.clients} registrations failed: ${JSON.stringify(report.errors)}`);
-  if (b.acknowledged !== report.ok) problems.push(`register: ws-clients.ts counted ${report.ok} registrations but recorded ${b.acknowledged}`);
-  if (b.wrongBindings > 0) problems.push(`register: ${b.wrongBindings} acknowledged key(s) not active for their UUID, e.g. ${b.examples.join("; ")}`);
+  if (report.ok !== options.clients)
+    problems.push(`register: ${options.clients - report.ok} of ${options.clients} registrations failed: ${JSON.stringify(report.errors)}`);
+  if (b.acknowledged !== report.ok)
+    problems.push(`register: ws-clients.ts counted ${report.ok} registrations but recorded ${b.acknowledged}`);
+  if (b.wrongBindings > 0)
+    problems.push(`register: ${b.wrongBindings} acknowledged key(s) not active for their UUID, e.g. ${b.examples.join("; ")}`);
   if (b.doubleBound > 0) problems.push(`register: ${b.doubleBound} UUID(s) bound to more than one key`);
-  if (b.active !== b.keys || b.distinctUuids !== b.keys) problems.push(`register: ${b.active} of ${b.keys} keys active, ${b.distinctUuids} distinct client UUIDs`);
+  if (b.active !== b.keys || b.distinctUuids !== b.keys)
+    problems.push(`register: ${b.active} of ${b.keys} keys active, ${b.distinctUuids} distinct client UUIDs`);
   if (latchkey.unexpectedCloses > 0) problems.push(`idle: latchkey closed ${latchkey.unexpectedCloses} idle registered socket(s)`);
   if (report.open !== report.ok) problems.push(`idle: ${report.open} sockets open for ${report.ok} registrations`);
-  if (baseline.generator.ok !== options.clients) problems.push(`ws-baseline: ${options.clients - baseline.generator.ok} clients failed: ${JSON.stringify(baseline.generator.errors)}`);
+  if (baseline.generator.ok !== options.clients)
+    problems.push(`ws-baseline: ${options.clients - baseline.generator.ok} clients failed: ${JSON.stringify(baseline.generator.errors)}`);
   return { clients: options.clients, concurrency: options.wsConcurrency, seedSeconds, latchkey, baseline, bindings: b, problems };
 }
 
@@ -775,8 +856,19 @@ async function measureColdStart(options: Options, work: string, password: string
 
   const compiledBaseline = join(work, "baseline-compiled");
   const compile = Bun.spawnSync(
-    [process.execPath, "build", "--compile", BASELINE_SCRIPT, "--outfile", compiledBaseline, "--minify-syntax", "--minify-identifiers", "--bytecode",
-      "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"],
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      BASELINE_SCRIPT,
+      "--outfile",
+      compiledBaseline,
+      "--minify-syntax",
+      "--minify-identifiers",
+      "--bytecode",
+      "--no-compile-autoload-dotenv",
+      "--no-compile-autoload-bunfig",
+    ],
     { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_BE_BUN: "1" } },
   );
   if (compile.exitCode !== 0) throw new Error(`compiling the baseline failed:\n${compile.stderr.toString()}`);
@@ -791,7 +883,12 @@ async function measureColdStart(options: Options, work: string, password: string
   rmSync(template, { recursive: true, force: true });
   const compiled = await coldStarts(options.coldRuns, (port) => ({ cmd: [compiledBaseline, "--port", String(port)] }), "/", work);
   rmSync(compiledBaseline, { force: true });
-  const script = await coldStarts(options.coldRuns, (port) => ({ cmd: [process.execPath, BASELINE_SCRIPT, "--port", String(port)] }), "/", work);
+  const script = await coldStarts(
+    options.coldRuns,
+    (port) => ({ cmd: [process.execPath, BASELINE_SCRIPT, "--port", String(port)] }),
+    "/",
+    work,
+  );
   return {
     scenario: "cold start to first /healthz",
     samplesMs: latchkey,
@@ -979,7 +1076,13 @@ async function main(): Promise<number> {
     if (baseline && options.only.has("healthz")) {
       process.stdout.write("bench: GET /healthz\n");
       throughput.push(
-        await compareWithBaseline(options, "GET /healthz", "liveness with a SELECT 1", { url: `${server.url}/healthz`, server: server.child }, { url: `${baseline.url}/`, server: baseline.child }),
+        await compareWithBaseline(
+          options,
+          "GET /healthz",
+          "liveness with a SELECT 1",
+          { url: `${server.url}/healthz`, server: server.child },
+          { url: `${baseline.url}/`, server: baseline.child },
+        ),
       );
     }
     if (baseline && options.only.has("rpc-query")) {
@@ -1038,14 +1141,19 @@ async function main(): Promise<number> {
 
   let enrollment: EnrollmentRun | undefined;
   if (options.only.has("register") || options.only.has("idle")) {
-    process.stdout.write(`bench: WebSocket client/register, ${thousands(options.clients)} clients with their own pending keys, ${options.wsConcurrency} in flight, then idle\n`);
+    process.stdout.write(
+      `bench: WebSocket client/register, ${thousands(options.clients)} clients with their own pending keys, ${options.wsConcurrency} in flight, then idle\n`,
+    );
     enrollment = await measureEnrollment(options, work, password);
   }
 
   const lines: string[] = [""];
   if (throughput.length > 0) {
     lines.push(
-      renderTable(["scenario", "req/s", "p50", "p99", "baseline req/s", "ratio", "CPU µs/req (vs baseline)", "other CPU (max)"], throughput.map(throughputCells)),
+      renderTable(
+        ["scenario", "req/s", "p50", "p99", "baseline req/s", "ratio", "CPU µs/req (vs baseline)", "other CPU (max)"],
+        throughput.map(throughputCells),
+      ),
       "",
     );
   }
@@ -1055,7 +1163,12 @@ async function main(): Promise<number> {
       renderTable(
         ["cold start (spawn → first 2xx)", "median", "min–max", "latchkey ÷ this"],
         [
-          ["latchkey binary, existing database", `${ms(med)} ms`, `${ms(Math.min(...coldStart.samplesMs))}–${ms(Math.max(...coldStart.samplesMs))} ms`, "1.00×"],
+          [
+            "latchkey binary, existing database",
+            `${ms(med)} ms`,
+            `${ms(Math.min(...coldStart.samplesMs))}–${ms(Math.max(...coldStart.samplesMs))} ms`,
+            "1.00×",
+          ],
           ...coldStart.baselines.map((b) => [
             b.name,
             `${ms(median(b.samplesMs))} ms`,
@@ -1101,8 +1214,27 @@ async function main(): Promise<number> {
     lines.push(
       `WebSocket enrollment: ${thousands(e.clients)} clients, each its own pending key, ${e.concurrency} registrations in flight, every registered socket kept open`,
       renderTable(
-        ["server", "registered / failed", "all done in", "rate", "p50 / p99 open→answer", "CPU per registration", "server busy", "other CPU", "RSS before → all connected", "growth", "per client", `RSS after ${e.latchkey.idleSeconds} s idle`, "RSS 3 s after all left", "open fds", "idle sockets closed"],
-        [["latchkey (--require-auth-key)", ...cells(e.latchkey)], ["ws-baseline.ts (bare Bun.serve)", ...cells(e.baseline)]],
+        [
+          "server",
+          "registered / failed",
+          "all done in",
+          "rate",
+          "p50 / p99 open→answer",
+          "CPU per registration",
+          "server busy",
+          "other CPU",
+          "RSS before → all connected",
+          "growth",
+          "per client",
+          `RSS after ${e.latchkey.idleSeconds} s idle`,
+          "RSS 3 s after all left",
+          "open fds",
+          "idle sockets closed",
+        ],
+        [
+          ["latchkey (--require-auth-key)", ...cells(e.latchkey)],
+          ["ws-baseline.ts (bare Bun.serve)", ...cells(e.baseline)],
+        ],
       ),
       `seconds per tenth of the registrations, latchkey: ${(e.latchkey.generator.tenthsSeconds ?? []).map((t) => t.toFixed(2)).join(" ")}; ` +
         `baseline: ${(e.baseline.generator.tenthsSeconds ?? []).map((t) => t.toFixed(2)).join(" ")}`,
@@ -1114,7 +1246,13 @@ async function main(): Promise<number> {
   }
   const verdicts = specTargets(checkRow, activateRow, durability, coldStart, enrollment, options);
   if (verdicts.length > 0) {
-    lines.push(renderTable(["SPEC §10 target", "measured", "status"], verdicts.map((v) => [v.target, v.measured, v.met ? "met" : "MISSED"])), "");
+    lines.push(
+      renderTable(
+        ["SPEC §10 target", "measured", "status"],
+        verdicts.map((v) => [v.target, v.measured, v.met ? "met" : "MISSED"]),
+      ),
+      "",
+    );
   }
   const problems = [...throughput.flatMap(failures), ...(durability?.problems ?? []), ...(enrollment?.problems ?? [])];
   for (const problem of problems) lines.push(`WARNING ${problem}`);

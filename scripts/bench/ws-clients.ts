@@ -35,7 +35,10 @@ if (!values.url || !values.keys || !values.out) throw new Error("--url, --keys a
 const URL_ = values.url;
 const CONCURRENCY = Number(values.concurrency ?? 500);
 const TIMEOUT_MS = Number(values.timeout ?? 30) * 1000;
-const keys = readFileSync(values.keys, "utf8").split("\n").map((k) => k.trim()).filter(Boolean);
+const keys = readFileSync(values.keys, "utf8")
+  .split("\n")
+  .map((k) => k.trim())
+  .filter(Boolean);
 
 const open = new Set<WebSocket>();
 const assignments: string[] = [];
@@ -78,12 +81,21 @@ function registerOne(key: string): Promise<void> {
     };
     const timer = setTimeout(() => done("timeout (no answer within 20 s)"), 20_000);
     ws.onopen = () => {
-      ws.send(JSON.stringify({
-        namespace: "client",
-        name: "register",
-        id: "1",
-        args: { uuid, name: `bench-${uuid.slice(0, 8)}`, hostname: `${uuid.slice(0, 8)}.bench.example`, version: "1", os: "linux", auth_key: key },
-      }));
+      ws.send(
+        JSON.stringify({
+          namespace: "client",
+          name: "register",
+          id: "1",
+          args: {
+            uuid,
+            name: `bench-${uuid.slice(0, 8)}`,
+            hostname: `${uuid.slice(0, 8)}.bench.example`,
+            version: "1",
+            os: "linux",
+            auth_key: key,
+          },
+        }),
+      );
     };
     ws.onmessage = (event) => {
       let message: { namespace?: string; name?: string; id?: unknown; args?: { registered?: unknown; message?: unknown; code?: unknown } };
@@ -97,21 +109,26 @@ function registerOne(key: string): Promise<void> {
         open.add(ws);
         done(null);
       } else {
-        done(`${String(message.args?.code ?? message.name)}: ${String(message.args?.message ?? JSON.stringify(message.args))}`.slice(0, 200));
+        done(
+          `${String(message.args?.code ?? message.name)}: ${String(message.args?.message ?? JSON.stringify(message.args))}`.slice(0, 200),
+        );
       }
     };
     ws.onerror = () => done("socket error");
     ws.onclose = (event) => {
       if (open.delete(ws) && !stopping) {
         unexpectedCloses++;
-        process.stderr.write(`${JSON.stringify({ event: "closed", code: event.code, reason: event.reason, unexpected: unexpectedCloses })}\n`);
+        process.stderr.write(
+          `${JSON.stringify({ event: "closed", code: event.code, reason: event.reason, unexpected: unexpectedCloses })}\n`,
+        );
       }
       done(`closed before an answer (${event.code})`);
     };
   });
 }
 
-const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!);
+const percentile = (sorted: number[], p: number) =>
+  sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -138,7 +155,7 @@ async function main(): Promise<void> {
       // Seconds each tenth of the answers took: a rising series means each registration costs more
       // as more clients are connected.
       tenthsSeconds: Array.from({ length: 10 }, (_, i) => {
-        const at = (k: number) => (k <= 0 ? 0 : answeredAt[Math.min(answeredAt.length, k) - 1] ?? 0);
+        const at = (k: number) => (k <= 0 ? 0 : (answeredAt[Math.min(answeredAt.length, k) - 1] ?? 0));
         return (at(Math.round(((i + 1) * answeredAt.length) / 10)) - at(Math.round((i * answeredAt.length) / 10))) / 1000;
       }),
       latencyMs: { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? 0 },

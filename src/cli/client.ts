@@ -14,7 +14,11 @@ const flags: FlagSpec[] = [
   { name: "purge", boolean: true, help: "uninstall: also delete the saved state (UUID, key, settings)" },
   { name: "heartbeat", value: "SECONDS", help: "run: seconds between heartbeats (default 60)" },
   { name: "retry-max", value: "SECONDS", help: "run: longest wait between reconnection attempts (default 60)" },
-  { name: "state-dir", value: "DIR", help: "where the settings and key live (env LATCHKEY_CLIENT_DIR; default /var/lib/latchkey as root, else ~/.config/latchkey)" },
+  {
+    name: "state-dir",
+    value: "DIR",
+    help: "where the settings and key live (env LATCHKEY_CLIENT_DIR; default /var/lib/latchkey as root, else ~/.config/latchkey)",
+  },
   { name: "unit-dir", value: "DIR", help: `where the systemd unit goes (default ${SYSTEM_UNIT_DIR})` },
 ];
 
@@ -34,7 +38,8 @@ function seconds(args: ParsedArgs, name: string, fallback: number): number {
   const raw = flagValue(args, name);
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 86_400) throw new UsageError(`${spelledFlag(args, name)} must be a number of seconds from 0.1 to 86400`);
+  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 86_400)
+    throw new UsageError(`${spelledFlag(args, name)} must be a number of seconds from 0.1 to 86400`);
   return value;
 }
 
@@ -42,15 +47,19 @@ function serverAddress(args: ParsedArgs): string {
   const raw = flagValue(args, "server");
   if (raw === undefined) throw new UsageError("install needs the server: latchkey client install -server HOST:PORT -key XXXX-XXXX-XXXX");
   const value = raw.trim();
-  if (/^(wss?|https?):\/\/[^\s/]+(\/\S*)?$/i.test(value) || /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(value)) return value;
-  throw new UsageError(`${spelledFlag(args, "server")} ${JSON.stringify(raw)} must be HOST:PORT (e.g. example.com:9000) or a ws:// / wss:// URL`);
+  if (/^(wss?|https?):\/\/[^\s/]+(\/\S*)?$/i.test(value) || /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(value))
+    return value;
+  throw new UsageError(
+    `${spelledFlag(args, "server")} ${JSON.stringify(raw)} must be HOST:PORT (e.g. example.com:9000) or a ws:// / wss:// URL`,
+  );
 }
 
 function text(args: ParsedArgs, name: string): string | undefined {
   const raw = flagValue(args, name);
   if (raw === undefined) return undefined;
   const value = raw.trim();
-  if (value === "" || value.length > 64 || /\p{Cc}/u.test(value)) throw new UsageError(`${spelledFlag(args, name)} must be 1 to 64 characters without control characters`);
+  if (value === "" || value.length > 64 || /\p{Cc}/u.test(value))
+    throw new UsageError(`${spelledFlag(args, name)} must be 1 to 64 characters without control characters`);
   return value;
 }
 
@@ -61,7 +70,8 @@ export async function clientCommand(argv: string[], env: Record<string, string |
     process.stdout.write(renderHelp(usage, description, flags));
     return sub === undefined && !args.help ? 2 : 0;
   }
-  if (!["install", "run", "status", "uninstall"].includes(sub)) throw new UsageError(`unknown client command ${JSON.stringify(sub)}; see latchkey client --help`);
+  if (!["install", "run", "status", "uninstall"].includes(sub))
+    throw new UsageError(`unknown client command ${JSON.stringify(sub)}; see latchkey client --help`);
   if (rest.length > 0) throw new UsageError(`client ${sub} takes no arguments (got ${JSON.stringify(rest[0])}); flags start with -`);
   const stateDir = resolveStateDir(flagValue(args, "state-dir"), env);
   const unitDir = flagValue(args, "unit-dir") ?? SYSTEM_UNIT_DIR;

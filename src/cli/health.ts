@@ -46,7 +46,8 @@ function timeoutSeconds(args: ParsedArgs): number {
   const raw = flagValue(args, "timeout");
   if (raw === undefined) return 5;
   const value = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 300) throw new UsageError(`${spelledFlag(args, "timeout")} must be a number of seconds from 0.1 to 300`);
+  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 300)
+    throw new UsageError(`${spelledFlag(args, "timeout")} must be a number of seconds from 0.1 to 300`);
   return value;
 }
 
@@ -55,9 +56,12 @@ function urlTarget(args: ParsedArgs, raw: string): Target {
   try {
     url = new URL(raw);
   } catch {
-    throw new UsageError(`${spelledFlag(args, "url")} ${JSON.stringify(raw)} must be an http:// or https:// URL, e.g. http://127.0.0.1:9000/healthz`);
+    throw new UsageError(
+      `${spelledFlag(args, "url")} ${JSON.stringify(raw)} must be an http:// or https:// URL, e.g. http://127.0.0.1:9000/healthz`,
+    );
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw new UsageError(`${spelledFlag(args, "url")} must be an http:// or https:// URL`);
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new UsageError(`${spelledFlag(args, "url")} must be an http:// or https:// URL`);
   if (url.pathname === "/") url.pathname = "/healthz";
   return { url };
 }
@@ -100,15 +104,21 @@ function loopbackFor(hostname: string): string {
 function presentedFingerprint(url: URL, deadline: number): Promise<string> {
   const host = url.hostname.replace(/^\[|\]$/g, "");
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port: Number(url.port || 443), rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) }, () => {
-      const fingerprint = socket.getPeerCertificate().fingerprint256;
-      socket.destroy();
-      resolve(fingerprint);
-    });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new DOMException("timed out", "TimeoutError"));
-    }, Math.max(0, deadline - Date.now()));
+    const socket = connect(
+      { host, port: Number(url.port || 443), rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) },
+      () => {
+        const fingerprint = socket.getPeerCertificate().fingerprint256;
+        socket.destroy();
+        resolve(fingerprint);
+      },
+    );
+    const timer = setTimeout(
+      () => {
+        socket.destroy();
+        reject(new DOMException("timed out", "TimeoutError"));
+      },
+      Math.max(0, deadline - Date.now()),
+    );
     socket.once("close", () => clearTimeout(timer));
     socket.once("error", (error) => {
       clearTimeout(timer);
@@ -124,7 +134,9 @@ async function probe(target: Target, timeoutMs: number): Promise<string> {
     if (target.pin) {
       const presented = await presentedFingerprint(target.url, deadline);
       if (presented !== target.pin.fingerprint) {
-        throw new Unhealthy(`${where} presents a certificate other than ${target.pin.file} (was the file replaced without restarting the server?)`);
+        throw new Unhealthy(
+          `${where} presents a certificate other than ${target.pin.file} (was the file replaced without restarting the server?)`,
+        );
       }
     }
     const res = await fetch(target.url, {
@@ -139,14 +151,16 @@ async function probe(target: Target, timeoutMs: number): Promise<string> {
     } catch {
       // Not JSON: not a latchkey health reply; said below.
     }
-    if (res.status === 200 && body.status === "ok") return `healthy: ${where} (latchkey ${String(body.version)}, database ${String(body.database)})`;
+    if (res.status === 200 && body.status === "ok")
+      return `healthy: ${where} (latchkey ${String(body.version)}, database ${String(body.database)})`;
     const detail = typeof body.database === "string" ? `database ${body.database}` : "not a latchkey health reply";
     throw new Unhealthy(`${where} answered ${res.status}: ${detail}`);
   } catch (error) {
     if (error instanceof Unhealthy) throw error;
     const e = error as Error & { code?: string };
     if (e.name === "TimeoutError" || e.name === "AbortError") throw new Unhealthy(`no answer from ${where} within ${timeoutMs / 1000} s`);
-    if (e.code === "ECONNREFUSED" || e.code === "ConnectionRefused") throw new Unhealthy(`nothing answers at ${where} (connection refused)`);
+    if (e.code === "ECONNREFUSED" || e.code === "ConnectionRefused")
+      throw new Unhealthy(`nothing answers at ${where} (connection refused)`);
     const message = e.message.replace(/\s*For more information, pass `verbose: true`.*$/s, "");
     throw new Unhealthy(`cannot reach ${where}: ${e.code && !message.includes(e.code) ? `${e.code}: ` : ""}${message}`);
   }
@@ -158,7 +172,8 @@ export async function healthCommand(argv: string[], env: Record<string, string |
     process.stdout.write(renderHelp(usage, description, flags));
     return 0;
   }
-  if (args.positionals.length > 0) throw new UsageError(`health takes no arguments (got ${JSON.stringify(args.positionals[0])}); flags start with -`);
+  if (args.positionals.length > 0)
+    throw new UsageError(`health takes no arguments (got ${JSON.stringify(args.positionals[0])}); flags start with -`);
   const timeoutMs = timeoutSeconds(args) * 1000;
   const url = flagValue(args, "url");
   try {

@@ -9,7 +9,7 @@ import { openLocal, printTable } from "./local.ts";
 const flags: FlagSpec[] = [
   dataDirFlag,
   { name: "count", value: "1..100", help: "generate: how many keys (default 1)" },
-  { name: "label", value: "TEXT", help: "generate: a label, e.g. \"Customer ABC - batch 1\"" },
+  { name: "label", value: "TEXT", help: 'generate: a label, e.g. "Customer ABC - batch 1"' },
   { name: "group", value: "NAME", help: "generate: the client group given to machines that enroll with these keys" },
   { name: "expires", value: "DATE", help: "generate: keys unused by then stop working (YYYY-MM-DD or ISO 8601)" },
   { name: "status", value: "pending|active|revoked", help: "list: only keys in this state" },
@@ -26,7 +26,13 @@ reset returns a key to pending (e.g. for a reinstalled machine); delete removes 
 the new keys alone on standard output (KEY=$(latchkey key generate) works) and each one's ID on
 standard error. Works on the data directory directly; a running server sees the change at once.`;
 
-const count = v.pipe(v.string(), v.regex(/^\d{1,3}$/, "must be a whole number from 1 to 100"), v.transform(Number), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100"));
+const count = v.pipe(
+  v.string(),
+  v.regex(/^\d{1,3}$/, "must be a whole number from 1 to 100"),
+  v.transform(Number),
+  v.minValue(1, "must be 1 to 100"),
+  v.maxValue(100, "must be 1 to 100"),
+);
 
 export async function keyCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const args = parseArgs(argv, flags);
@@ -35,7 +41,8 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
     process.stdout.write(renderHelp(usage, description, flags));
     return sub === undefined && !args.help ? 2 : 0;
   }
-  if (!["generate", "list", "revoke", "reset", "delete"].includes(sub)) throw new UsageError(`unknown key command ${JSON.stringify(sub)}; see latchkey key --help`);
+  if (!["generate", "list", "revoke", "reset", "delete"].includes(sub))
+    throw new UsageError(`unknown key command ${JSON.stringify(sub)}; see latchkey key --help`);
   let id = 0;
   if (["revoke", "reset", "delete"].includes(sub)) {
     if (rest.length !== 1) throw new UsageError(`key ${sub} takes one ID; see latchkey key list`);
@@ -48,7 +55,10 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
   const expiresFlag = flagValue(args, "expires");
   const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, spelledFlag(args, "expires"));
   const statusFlag = flagValue(args, "status");
-  const status = statusFlag === undefined ? undefined : check(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked"), statusFlag, spelledFlag(args, "status"));
+  const status =
+    statusFlag === undefined
+      ? undefined
+      : check(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked"), statusFlag, spelledFlag(args, "status"));
   const json = flagBool(args, "json") ?? false;
   const { services, actor, close } = openLocal(args, env);
   try {
@@ -74,7 +84,16 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
         else
           printTable([
             ["ID", "KEY", "STATUS", "LABEL", "CLIENT", "USES", "CREATED", "LAST USED"],
-            ...items.map((k) => [String(k.id), k.key, k.status, k.label || "-", k.client_name ?? k.client_uuid ?? "-", String(k.usage_count), k.created_at, k.last_used_at ?? "never"]),
+            ...items.map((k) => [
+              String(k.id),
+              k.key,
+              k.status,
+              k.label || "-",
+              k.client_name ?? k.client_uuid ?? "-",
+              String(k.usage_count),
+              k.created_at,
+              k.last_used_at ?? "never",
+            ]),
           ]);
         return 0;
       }

@@ -23,11 +23,14 @@ export async function appCommand(argv: string[], env: Record<string, string | un
   const args = parseArgs(argv, appFlags);
   const [sub, ...rest] = args.positionals;
   if (args.help || sub === undefined) {
-    process.stdout.write(renderHelp(appUsage, "Manage the applications that license keys belong to. Works on the data directory directly.", appFlags));
+    process.stdout.write(
+      renderHelp(appUsage, "Manage the applications that license keys belong to. Works on the data directory directly.", appFlags),
+    );
     return sub === undefined && !args.help ? 2 : 0;
   }
   if (sub !== "create" && sub !== "list") throw new UsageError(`unknown app command ${JSON.stringify(sub)}; see latchkey app --help`);
-  if (sub === "create" && rest.length !== 1) throw new UsageError('app create takes one NAME (quote it if it has spaces: latchkey app create "My App")');
+  if (sub === "create" && rest.length !== 1)
+    throw new UsageError('app create takes one NAME (quote it if it has spaces: latchkey app create "My App")');
   const name = sub === "create" ? check(appName, rest[0], "NAME") : "";
   const message = check(supportMessage, flagValue(args, "support-message") ?? "", spelledFlag(args, "support-message"));
   const { services, actor, close } = openLocal(args, env);
@@ -39,7 +42,11 @@ export async function appCommand(argv: string[], env: Record<string, string | un
     }
     const { items } = services.licensing.listApps(1000, 0);
     if (flagBool(args, "json")) process.stdout.write(JSON.stringify(items, null, 2) + "\n");
-    else printTable([["ID", "NAME", "KEYS", "SUPPORT MESSAGE"], ...items.map((a) => [String(a.id), a.name, String(a.licenses ?? 0), a.support_message])]);
+    else
+      printTable([
+        ["ID", "NAME", "KEYS", "SUPPORT MESSAGE"],
+        ...items.map((a) => [String(a.id), a.name, String(a.licenses ?? 0), a.support_message]),
+      ]);
     return 0;
   } finally {
     close();
@@ -88,7 +95,11 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
   const appFlag = flagValue(args, "app");
   const appId = appFlag === undefined ? undefined : check(idParam, appFlag, spelledFlag(args, "app"));
   if (sub === "create" && appId === undefined) throw new UsageError("license create needs --app ID; see latchkey app list");
-  const activations = check(activationsAllowed, check(integerText, flagValue(args, "activations") ?? "1", spelledFlag(args, "activations")), spelledFlag(args, "activations"));
+  const activations = check(
+    activationsAllowed,
+    check(integerText, flagValue(args, "activations") ?? "1", spelledFlag(args, "activations")),
+    spelledFlag(args, "activations"),
+  );
   const note = check(memo, flagValue(args, "memo") ?? "", spelledFlag(args, "memo"));
   const expiresFlag = flagValue(args, "expires");
   const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, spelledFlag(args, "expires"));
@@ -99,7 +110,9 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
       case "create": {
         const license = licensing.createLicense(actor, { appId: appId!, activations, memo: note, expiresAt });
         process.stdout.write(`${license.token}\n`);
-        process.stderr.write(`created license ${license.id} for ${JSON.stringify(license.app_name)}: ${activations === -1 ? "unlimited" : activations} activation${activations === 1 ? "" : "s"}${license.expires_at ? `, expires ${license.expires_at}` : ""}\n`);
+        process.stderr.write(
+          `created license ${license.id} for ${JSON.stringify(license.app_name)}: ${activations === -1 ? "unlimited" : activations} activation${activations === 1 ? "" : "s"}${license.expires_at ? `, expires ${license.expires_at}` : ""}\n`,
+        );
         return 0;
       }
       case "list": {
@@ -109,9 +122,13 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
           printTable([
             ["ID", "APP", "TOKEN", "USED", "STATE", "EXPIRES", "MEMO"],
             ...items.map((l) => [
-              String(l.id), l.app_name, l.token,
+              String(l.id),
+              l.app_name,
+              l.token,
               `${l.activations_used}/${l.activations === -1 ? "∞" : l.activations}`,
-              l.enabled ? "enabled" : "disabled", l.expires_at ?? "-", l.memo,
+              l.enabled ? "enabled" : "disabled",
+              l.expires_at ?? "-",
+              l.memo,
             ]),
           ]);
         return 0;
@@ -134,10 +151,15 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
 async function verifyCommand(args: ReturnType<typeof parseArgs>, rest: string[]): Promise<number> {
   if (rest.length !== 1) throw new UsageError("license verify takes one RECEIPT (or - to read it from standard input)");
   const keyFile = flagValue(args, "public-key");
-  if (keyFile === undefined) throw new UsageError("license verify needs --public-key FILE (save it from GET /api/license/public-key?format=pem)");
+  if (keyFile === undefined)
+    throw new UsageError("license verify needs --public-key FILE (save it from GET /api/license/public-key?format=pem)");
   if (!existsSync(keyFile)) throw new UsageError(`no such file: ${keyFile}`);
   const receipt = rest[0] === "-" ? (await readStdin()).trim() : rest[0]!;
-  const result = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), { hwid: flagValue(args, "hwid"), nonce: flagValue(args, "nonce"), allowGrace: flagBool(args, "allow-grace") ?? false });
+  const result = verifyReceipt(receipt, readFileSync(keyFile, "utf8"), {
+    hwid: flagValue(args, "hwid"),
+    nonce: flagValue(args, "nonce"),
+    allowGrace: flagBool(args, "allow-grace") ?? false,
+  });
   if (flagBool(args, "json")) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
   } else if (result.ok) {

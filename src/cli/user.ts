@@ -50,7 +50,10 @@ export async function userCommand(argv: string[], env: Record<string, string | u
     switch (sub) {
       case "create": {
         const role = check(roleSchema, flagValue(args, "role") ?? "viewer", spelledFlag(args, "role"));
-        const groupList = (flagValue(args, "groups") ?? "").split(",").map((g) => g.trim()).filter(Boolean);
+        const groupList = (flagValue(args, "groups") ?? "")
+          .split(",")
+          .map((g) => g.trim())
+          .filter(Boolean);
         const allowedGroups = check(groupsSchema, groupList, spelledFlag(args, "groups"));
         const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
         await services.accounts.create(actor, { username: name, password, role, allowedGroups });
@@ -63,10 +66,16 @@ export async function userCommand(argv: string[], env: Record<string, string | u
           process.stdout.write(JSON.stringify(items, null, 2) + "\n");
           return 0;
         }
-        const rows = [["USERNAME", "ROLE", "GROUPS", "LAST LOGIN", "NOTE"], ...items.map((u) => [
-          u.username, u.role, u.allowed_groups.join(",") || "-", u.last_login_at ?? "never",
-          u.legacy_challenge ? "wsauth (challenge login)" : u.legacy ? "wsauth import" : "",
-        ])];
+        const rows = [
+          ["USERNAME", "ROLE", "GROUPS", "LAST LOGIN", "NOTE"],
+          ...items.map((u) => [
+            u.username,
+            u.role,
+            u.allowed_groups.join(",") || "-",
+            u.last_login_at ?? "never",
+            u.legacy_challenge ? "wsauth (challenge login)" : u.legacy ? "wsauth import" : "",
+          ]),
+        ];
         printTable(rows);
         return 0;
       }

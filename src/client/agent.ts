@@ -98,7 +98,12 @@ export function registerErrorOutcome(args: ErrorEnvelope["args"], registered: bo
   // A clone may be this machine's own previous connection, not yet gone: worth retrying.
   if (reason === "already_connected") return { kind: "retry", registered, message: `${args.message}: ${authHint(reason, config)}` };
   if (reason !== null) return { kind: "auth_failed", reason, message: args.message };
-  return { kind: "retry", registered, message: `client/register failed: ${args.message}`, ...(args.retry_after === undefined ? {} : { retryAfterSeconds: args.retry_after }) };
+  return {
+    kind: "retry",
+    registered,
+    message: `client/register failed: ${args.message}`,
+    ...(args.retry_after === undefined ? {} : { retryAfterSeconds: args.retry_after }),
+  };
 }
 
 /** Asks for a line on the terminal; null when the input ends or the user presses Ctrl-C. */
@@ -144,7 +149,11 @@ function connectOnce(config: ClientConfig, key: string | null, options: AgentOpt
     let lastReplyAt = Date.now();
     let heartbeat: ReturnType<typeof setInterval> | undefined;
     const ws = new WebSocket(url);
-    const registerTimer = setTimeout(() => finish({ kind: "retry", registered, message: `no answer to client/register from ${url} within ${REGISTER_TIMEOUT_MS / 1000} s` }), REGISTER_TIMEOUT_MS);
+    const registerTimer = setTimeout(
+      () =>
+        finish({ kind: "retry", registered, message: `no answer to client/register from ${url} within ${REGISTER_TIMEOUT_MS / 1000} s` }),
+      REGISTER_TIMEOUT_MS,
+    );
     const onAbort = () => finish({ kind: "stopped" });
     signal.addEventListener("abort", onAbort);
 
@@ -192,10 +201,17 @@ function connectOnce(config: ClientConfig, key: string | null, options: AgentOpt
       const result = (message as ResponseEnvelope).args as { uuid?: string; group?: string | null; reconnect?: boolean };
       registered = true;
       writeLastContact(options.stateDir, new Date());
-      log(`registered with ${url} as ${config.name} (uuid ${result.uuid ?? config.uuid}${result.group ? `, group ${result.group}` : ""}${result.reconnect === false ? ", key bound to this client" : ""})`);
+      log(
+        `registered with ${url} as ${config.name} (uuid ${result.uuid ?? config.uuid}${result.group ? `, group ${result.group}` : ""}${result.reconnect === false ? ", key bound to this client" : ""})`,
+      );
       heartbeat = setInterval(() => {
         // A server that stopped answering (a half-open connection) is treated as gone.
-        if (Date.now() - lastReplyAt > 3 * heartbeatMs) return finish({ kind: "retry", registered, message: `no answer from ${url} for ${Math.round((Date.now() - lastReplyAt) / 1000)} s` });
+        if (Date.now() - lastReplyAt > 3 * heartbeatMs)
+          return finish({
+            kind: "retry",
+            registered,
+            message: `no answer from ${url} for ${Math.round((Date.now() - lastReplyAt) / 1000)} s`,
+          });
         send("heartbeat");
       }, heartbeatMs);
     };
@@ -203,7 +219,11 @@ function connectOnce(config: ClientConfig, key: string | null, options: AgentOpt
     ws.onclose = (event) => {
       if (event.code === CLOSE_CLIENT_REVOKED) return finish({ kind: "revoked", reason: event.reason });
       if (!opened) return finish({ kind: "retry", registered, message: `cannot connect to ${url}` });
-      finish({ kind: "retry", registered, message: `connection to ${url} closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})` });
+      finish({
+        kind: "retry",
+        registered,
+        message: `connection to ${url} closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})`,
+      });
     };
   });
 }
@@ -225,7 +245,9 @@ export async function runAgent(options: AgentOptions): Promise<number> {
     for (;;) {
       const config = readConfig(options.stateDir);
       if (!config) {
-        log(`not installed: no client configuration in ${options.stateDir}; run ${clientCommandLine("install", ["-server", "HOST:PORT", "-key", "XXXX-XXXX-XXXX"], options.stateDir, process.env)}`);
+        log(
+          `not installed: no client configuration in ${options.stateDir}; run ${clientCommandLine("install", ["-server", "HOST:PORT", "-key", "XXXX-XXXX-XXXX"], options.stateDir, process.env)}`,
+        );
         return EXIT_NEEDS_OPERATOR;
       }
       const outcome = await connectOnce(config, readKey(options.stateDir), options, stop.signal);

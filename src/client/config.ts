@@ -106,7 +106,12 @@ export function purgeState(dir: string): string[] {
 export function machineHostname(): string {
   const labels = osHostname()
     .split(".")
-    .map((label) => label.replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63))
+    .map((label) =>
+      label
+        .replace(/[^A-Za-z0-9-]/g, "-")
+        .replace(/^-+|-+$/g, "")
+        .slice(0, 63),
+    )
     .filter((label) => label !== "");
   return labels.join(".").slice(0, 253) || "localhost";
 }

@@ -5,7 +5,17 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { writeFileAtomic } from "../core/files.ts";
-import { ensureStateDir, machineHostname, purgeState, readConfig, SERVICE_STATE_DIR, stateDirFlag, writeConfig, writeKey, type ClientConfig } from "./config.ts";
+import {
+  ensureStateDir,
+  machineHostname,
+  purgeState,
+  readConfig,
+  SERVICE_STATE_DIR,
+  stateDirFlag,
+  writeConfig,
+  writeKey,
+  type ClientConfig,
+} from "./config.ts";
 
 export const UNIT_NAME = "latchkey-client.service";
 export const SYSTEM_UNIT_DIR = "/etc/systemd/system";
@@ -77,7 +87,8 @@ function systemctl(unitDir: string, ...args: string[]): boolean {
   const path = Bun.which("systemctl");
   if (!path) return false;
   const result = Bun.spawnSync([path, ...args], { stdout: "ignore", stderr: "pipe" });
-  if (result.exitCode !== 0) throw new Error(`systemctl ${args.join(" ")} failed: ${result.stderr.toString().trim() || `exit ${result.exitCode}`}`);
+  if (result.exitCode !== 0)
+    throw new Error(`systemctl ${args.join(" ")} failed: ${result.stderr.toString().trim() || `exit ${result.exitCode}`}`);
   return true;
 }
 
@@ -103,7 +114,10 @@ export function install(options: InstallOptions): InstallResult {
   return { config, createdUuid: previous === null, keySaved: options.key !== undefined, unitPath, enabled };
 }
 
-export function uninstall(options: { stateDir: string; unitDir: string; purge: boolean }): { unitRemoved: string | null; purged: string[] } {
+export function uninstall(options: { stateDir: string; unitDir: string; purge: boolean }): {
+  unitRemoved: string | null;
+  purged: string[];
+} {
   const unitPath = join(options.unitDir, UNIT_NAME);
   let unitRemoved: string | null = null;
   if (existsSync(unitPath)) {

@@ -113,21 +113,35 @@ export class Accounts {
     return { items: this.users.list(limit, offset).map((row) => this.toView(row)), total: this.users.count() };
   }
 
-  async create(
-    actor: Actor,
-    input: { username: string; password: string; role: Role; allowedGroups: string[] },
-  ): Promise<UserView> {
+  async create(actor: Actor, input: { username: string; password: string; role: Role; allowedGroups: string[] }): Promise<UserView> {
     const twin = this.users.getIgnoringCase(input.username);
     if (twin) {
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.create", target: input.username, outcome: "failure", reason: "exists" });
-      throw conflict(`a user named ${JSON.stringify(twin.username)} already exists${twin.username === input.username ? "" : " (names differ only in case)"}`, "username");
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.create",
+        target: input.username,
+        outcome: "failure",
+        reason: "exists",
+      });
+      throw conflict(
+        `a user named ${JSON.stringify(twin.username)} already exists${twin.username === input.username ? "" : " (names differ only in case)"}`,
+        "username",
+      );
     }
     const verifiers = await makeVerifiers(input.password);
     const created = this.insert(input.username, input.role, input.allowedGroups, verifiers, null, null);
     if (!created) {
       throw conflict(`a user named ${JSON.stringify(input.username)} already exists`, "username");
     }
-    this.audit.record({ actor: actor.name, address: actor.address, action: "user.create", target: input.username, outcome: "success", reason: `role ${input.role}` });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "user.create",
+      target: input.username,
+      outcome: "success",
+      reason: `role ${input.role}`,
+    });
     return this.toView(this.require(input.username));
   }
 
@@ -159,7 +173,14 @@ export class Accounts {
     const before = this.require(username);
     if (username === BOOTSTRAP_ADMIN && changes.role !== undefined && changes.role !== "admin") {
       // A refused attempt on the bootstrap account is audited, as a refused delete is.
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.update", target: username, outcome: "denied", reason: "bootstrap admin" });
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.update",
+        target: username,
+        outcome: "denied",
+        reason: "bootstrap admin",
+      });
       throw forbidden(`the bootstrap account ${BOOTSTRAP_ADMIN} stays an admin`);
     }
     const roleChanged = changes.role !== undefined && changes.role !== before.role;
@@ -170,7 +191,14 @@ export class Accounts {
       if (!this.users.update(username, changes)) throw notFound(`no user named ${JSON.stringify(username)}`);
       if (roleChanged) this.sessions.revokeUser(before.id, "role changed");
       else this.sessions.forgetUser(before.id);
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.update", target: username, outcome: "success", reason: parts.join("; ") || null });
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.update",
+        target: username,
+        outcome: "success",
+        reason: parts.join("; ") || null,
+      });
     });
     if (roleChanged) this.events.emit("credentials.changed", { username });
     return this.toView(this.require(username));
@@ -178,7 +206,14 @@ export class Accounts {
 
   delete(actor: Actor, username: string): void {
     if (username === BOOTSTRAP_ADMIN) {
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.delete", target: username, outcome: "denied", reason: "bootstrap admin" });
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.delete",
+        target: username,
+        outcome: "denied",
+        reason: "bootstrap admin",
+      });
       throw forbidden(`the bootstrap account ${BOOTSTRAP_ADMIN} cannot be deleted`);
     }
     const user = this.require(username);
@@ -213,7 +248,14 @@ export class Accounts {
 
   private refuseEnvManagedPassword(actor: Actor, username: string): void {
     if (username !== BOOTSTRAP_ADMIN || !this.adminPasswordFromEnv()) return;
-    this.audit.record({ actor: actor.name, address: actor.address, action: "user.passwd", target: username, outcome: "denied", reason: "set by LATCHKEY_ADMIN_PASSWORD" });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "user.passwd",
+      target: username,
+      outcome: "denied",
+      reason: "set by LATCHKEY_ADMIN_PASSWORD",
+    });
     throw forbidden(
       `the password of ${BOOTSTRAP_ADMIN} is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: change that variable and restart`,
     );
@@ -234,7 +276,8 @@ export class Accounts {
     const existing = this.users.get(BOOTSTRAP_ADMIN);
     if (existing) {
       if (givenPassword === undefined) return { created: false, changed: false };
-      if (await verifyPassword(passwordInput(givenPassword, existing.legacy_salt), existing.password_hash)) return { created: false, changed: false };
+      if (await verifyPassword(passwordInput(givenPassword, existing.legacy_salt), existing.password_hash))
+        return { created: false, changed: false };
       await this.setPassword(system, BOOTSTRAP_ADMIN, givenPassword, "LATCHKEY_ADMIN_PASSWORD changed");
       return { created: false, changed: true };
     }
@@ -263,9 +306,16 @@ export class Accounts {
       const twin = this.users.getIgnoringCase(u.username);
       if (!twin) continue;
       if (twin.username !== u.username) {
-        throw conflict(`user ${JSON.stringify(u.username)} differs only in case from the existing ${JSON.stringify(twin.username)}; nothing was imported`, "username");
+        throw conflict(
+          `user ${JSON.stringify(u.username)} differs only in case from the existing ${JSON.stringify(twin.username)}; nothing was imported`,
+          "username",
+        );
       }
-      if (!replace) throw conflict(`user ${JSON.stringify(u.username)} already exists (use --replace to overwrite it); nothing was imported`, "username");
+      if (!replace)
+        throw conflict(
+          `user ${JSON.stringify(u.username)} already exists (use --replace to overwrite it); nothing was imported`,
+          "username",
+        );
       existing.set(u.username, twin);
     }
     const verifiers = await Promise.all(users.map((u) => makeVerifiers(u.password_hash)));
@@ -275,18 +325,40 @@ export class Accounts {
         const legacyHash = keepLegacyHash ? u.password_hash : null;
         const twin = existing.get(u.username);
         if (twin) {
-          if (!this.users.replaceFromImport(twin.id, { role: u.role, allowedGroups: u.allowed_groups, passwordHash: verifiers[i]!.passwordHash, scram: verifiers[i]!.scram, legacySalt: u.salt, legacyHash, now: this.clock() })) {
-            throw new AppError("conflict", `user ${JSON.stringify(u.username)} changed during the import; nothing was imported`, { field: "username" });
+          if (
+            !this.users.replaceFromImport(twin.id, {
+              role: u.role,
+              allowedGroups: u.allowed_groups,
+              passwordHash: verifiers[i]!.passwordHash,
+              scram: verifiers[i]!.scram,
+              legacySalt: u.salt,
+              legacyHash,
+              now: this.clock(),
+            })
+          ) {
+            throw new AppError("conflict", `user ${JSON.stringify(u.username)} changed during the import; nothing was imported`, {
+              field: "username",
+            });
           }
           this.sessions.revokeUser(twin.id, "replaced by import");
           replacedIds.push(twin.id);
           return;
         }
         const ok = this.insert(u.username, u.role, u.allowed_groups, verifiers[i]!, u.salt, legacyHash);
-        if (!ok) throw new AppError("conflict", `user ${JSON.stringify(u.username)} already exists; nothing was imported`, { field: "username" });
+        if (!ok)
+          throw new AppError("conflict", `user ${JSON.stringify(u.username)} already exists; nothing was imported`, { field: "username" });
       });
-      const reasons = [keepLegacyHash ? "legacy challenge kept" : null, existing.size > 0 ? `${existing.size} replaced` : null].filter(Boolean);
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.import", target: `${users.length} users`, outcome: "success", reason: reasons.join("; ") || null });
+      const reasons = [keepLegacyHash ? "legacy challenge kept" : null, existing.size > 0 ? `${existing.size} replaced` : null].filter(
+        Boolean,
+      );
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.import",
+        target: `${users.length} users`,
+        outcome: "success",
+        reason: reasons.join("; ") || null,
+      });
     });
     for (const username of existing.keys()) this.events.emit("credentials.changed", { username });
     return { created: users.length - existing.size, replaced: existing.size };

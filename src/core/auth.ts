@@ -213,7 +213,14 @@ export class Authenticator {
       if (w > wait) [wait, what] = [w, kind];
     }
     if (wait > 0) {
-      this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "denied", reason: `throttled (${what})` });
+      this.audit.record({
+        actor: username,
+        address,
+        action: `auth.${method}`,
+        target: username,
+        outcome: "denied",
+        reason: `throttled (${what})`,
+      });
       this.metrics.authFailure("throttled");
       throw throttled(wait, what);
     }
@@ -310,13 +317,26 @@ export class Authenticator {
     const exchange = this.exchanges.take(clientFinal.nonce);
     if (!exchange) {
       // A replayed, stale or voided finish is still a login attempt: audit it.
-      this.audit.record({ actor: null, address, action: "auth.scram", target: null, outcome: "failure", reason: "unknown or expired exchange" });
+      this.audit.record({
+        actor: null,
+        address,
+        action: "auth.scram",
+        target: null,
+        outcome: "failure",
+        reason: "unknown or expired exchange",
+      });
       this.metrics.authFailure("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
     const attempt = this.begin(exchange.username, address, "scram");
     const serverFinal = exchange.credentials
-      ? verifyClientFinal({ clientFirst: exchange.clientFirst, serverFirst: exchange.serverFirst, clientFinal, combinedNonce: clientFinal.nonce, credentials: exchange.credentials })
+      ? verifyClientFinal({
+          clientFirst: exchange.clientFirst,
+          serverFirst: exchange.serverFirst,
+          clientFinal,
+          combinedNonce: clientFinal.nonce,
+          credentials: exchange.credentials,
+        })
       : null;
     if (serverFinal === null || !exchange.user) {
       throw this.failed(exchange.username, address, "scram", exchange.credentials ? "wrong proof" : "unknown user");
@@ -350,7 +370,8 @@ export class Authenticator {
     const user = this.accounts.get(username);
     if (!user || user.legacy_hash === null) throw this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
     // A nonce given before a change of the account's credentials ended with that change.
-    if (user.credential_version !== pending.credentialVersion) throw this.failed(username, address, "legacy", "credentials changed during login");
+    if (user.credential_version !== pending.credentialVersion)
+      throw this.failed(username, address, "legacy", "credentials changed during login");
     if (!sameSecret(response.toLowerCase(), sha256Hex(user.legacy_hash + nonce))) {
       throw this.failed(username, address, "legacy", "wrong response");
     }

@@ -5,15 +5,7 @@
  * to show to the caller; `cause` is only ever logged.
  */
 export type ErrorCode =
-  | "bad_request"
-  | "unauthorized"
-  | "forbidden"
-  | "not_found"
-  | "conflict"
-  | "payload_too_large"
-  | "throttled"
-  | "internal"
-  | "unavailable";
+  "bad_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "throttled" | "internal" | "unavailable";
 
 const statusOf: Record<ErrorCode, number> = {
   bad_request: 400,
@@ -37,11 +29,7 @@ export class AppError extends Error {
   /** A machine-readable word for why, where a protocol defines one (e.g. a refused registration). */
   readonly reason?: string;
 
-  constructor(
-    code: ErrorCode,
-    message: string,
-    options: { field?: string; retryAfter?: number; reason?: string; cause?: unknown } = {},
-  ) {
+  constructor(code: ErrorCode, message: string, options: { field?: string; retryAfter?: number; reason?: string; cause?: unknown } = {}) {
     super(message, { cause: options.cause });
     this.name = "AppError";
     this.code = code;
@@ -80,10 +68,8 @@ export function reportError(error: unknown, logUnexpected: (error: unknown) => v
   return report;
 }
 
-export const badRequest = (message: string, field?: string) =>
-  new AppError("bad_request", message, field === undefined ? {} : { field });
+export const badRequest = (message: string, field?: string) => new AppError("bad_request", message, field === undefined ? {} : { field });
 export const unauthorized = (message = "Unauthorized") => new AppError("unauthorized", message);
 export const forbidden = (message = "Forbidden") => new AppError("forbidden", message);
 export const notFound = (message: string) => new AppError("not_found", message);
-export const conflict = (message: string, field?: string) =>
-  new AppError("conflict", message, field === undefined ? {} : { field });
+export const conflict = (message: string, field?: string) => new AppError("conflict", message, field === undefined ? {} : { field });

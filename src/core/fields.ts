@@ -83,7 +83,15 @@ export const idParam = v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/, "must be a 
 
 /** The page of a list in RPC args: `limit` 1-1000 (default 100) and `offset` (default 0), as JSON numbers. */
 export const rpcPage = {
-  limit: v.optional(v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be at least 1"), v.maxValue(1000, "must be at most 1000")), 100),
+  limit: v.optional(
+    v.pipe(
+      v.number("must be a number"),
+      v.integer("must be a whole number"),
+      v.minValue(1, "must be at least 1"),
+      v.maxValue(1000, "must be at most 1000"),
+    ),
+    100,
+  ),
   offset: v.optional(v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(0, "must be at least 0")), 0),
 };
 
@@ -106,7 +114,10 @@ export const hostname = v.pipe(
   v.string("must be a string"),
   v.nonEmpty("is required"),
   v.maxLength(253, "must be at most 253 characters"),
-  v.regex(/^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, "must be a hostname (letters, digits, - and . between labels)"),
+  v.regex(
+    /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    "must be a hostname (letters, digits, - and . between labels)",
+  ),
 );
 
 /** A client's display name: printable, no control characters. */
@@ -119,6 +130,10 @@ export const clientName = v.pipe(
 );
 
 export const shortText = (max: number) =>
-  v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`), v.regex(/^[^\p{Cc}]*$/u, "may not hold control characters"));
+  v.pipe(
+    v.string("must be a string"),
+    v.maxLength(max, `must be at most ${max} characters`),
+    v.regex(/^[^\p{Cc}]*$/u, "may not hold control characters"),
+  );
 
 export const keyLabel = shortText(100);

@@ -14,7 +14,7 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600): void 
   try {
     const bytes = Buffer.from(data);
     // write(2) may write less than asked; a short write must not become a truncated file.
-    for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+    for (let written = 0; written < bytes.length;) written += writeSync(fd, bytes, written);
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);

@@ -77,21 +77,49 @@ export class Metrics {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
       for (const [l, n] of rows) out.push(`${name}${labels(l)} ${n}`);
     };
-    counter("latchkey_http_requests_total", "HTTP requests by method, route and status.",
+    counter(
+      "latchkey_http_requests_total",
+      "HTTP requests by method, route and status.",
       [...this.requests].flatMap(([route, byMethod]) =>
-        [...byMethod].flatMap(([method, byStatus]) => [...byStatus].map(([status, { n }]): [Record<string, string>, number] => [{ method, route, status: String(status) }, n]))));
-    out.push("# HELP latchkey_http_request_duration_seconds HTTP request latency by route.", "# TYPE latchkey_http_request_duration_seconds histogram");
+        [...byMethod].flatMap(([method, byStatus]) =>
+          [...byStatus].map(([status, { n }]): [Record<string, string>, number] => [{ method, route, status: String(status) }, n]),
+        ),
+      ),
+    );
+    out.push(
+      "# HELP latchkey_http_request_duration_seconds HTTP request latency by route.",
+      "# TYPE latchkey_http_request_duration_seconds histogram",
+    );
     for (const [route, h] of this.durations) {
-      BUCKETS.forEach((b, i) => out.push(`latchkey_http_request_duration_seconds_bucket${labels({ route, le: String(b) })} ${h.counts[i]}`));
+      BUCKETS.forEach((b, i) =>
+        out.push(`latchkey_http_request_duration_seconds_bucket${labels({ route, le: String(b) })} ${h.counts[i]}`),
+      );
       out.push(`latchkey_http_request_duration_seconds_bucket${labels({ route, le: "+Inf" })} ${h.count}`);
       out.push(`latchkey_http_request_duration_seconds_sum${labels({ route })} ${h.sum}`);
       out.push(`latchkey_http_request_duration_seconds_count${labels({ route })} ${h.count}`);
     }
-    counter("latchkey_logins_total", "Successful logins by method.", [...this.logins].map(([method, n]) => [{ method }, n]));
-    counter("latchkey_auth_failures_total", "Failed authentications by reason.", [...this.authFailures].map(([reason, n]) => [{ reason }, n]));
-    counter("latchkey_rpc_calls_total", "RPC calls by namespace/name.", [...this.rpcCalls].map(([call, n]) => [{ call }, n]));
-    counter("latchkey_license_calls_total", "Public licensing calls by call and status (activations included).",
-      [...this.licensingCalls].flatMap(([call, byStatus]) => [...byStatus].map(([status, n]): [Record<string, string>, number] => [{ call, status }, n])));
+    counter(
+      "latchkey_logins_total",
+      "Successful logins by method.",
+      [...this.logins].map(([method, n]) => [{ method }, n]),
+    );
+    counter(
+      "latchkey_auth_failures_total",
+      "Failed authentications by reason.",
+      [...this.authFailures].map(([reason, n]) => [{ reason }, n]),
+    );
+    counter(
+      "latchkey_rpc_calls_total",
+      "RPC calls by namespace/name.",
+      [...this.rpcCalls].map(([call, n]) => [{ call }, n]),
+    );
+    counter(
+      "latchkey_license_calls_total",
+      "Public licensing calls by call and status (activations included).",
+      [...this.licensingCalls].flatMap(([call, byStatus]) =>
+        [...byStatus].map(([status, n]): [Record<string, string>, number] => [{ call, status }, n]),
+      ),
+    );
     for (const [name, read] of this.gauges) out.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
     out.push("# TYPE latchkey_uptime_seconds gauge", `latchkey_uptime_seconds ${(Date.now() - this.startedAt) / 1000}`);
     return out.join("\n") + "\n";

@@ -75,9 +75,7 @@ export class VerifyQueue {
   run<T>(lane: string, work: () => Promise<T>): Promise<T> {
     const load = this.load.get(lane) ?? 0;
     if (load >= this.limits.perLane || (load === 0 && this.load.size >= this.limits.maxLanes)) {
-      return Promise.reject(
-        new AppError("unavailable", "the server is busy checking other logins; retry in a second", { retryAfter: 1 }),
-      );
+      return Promise.reject(new AppError("unavailable", "the server is busy checking other logins; retry in a second", { retryAfter: 1 }));
     }
     this.load.set(lane, load + 1);
     return new Promise<T>((resolve, reject) => {

@@ -49,9 +49,7 @@ export function signReceipt(key: SigningKey, claims: ReceiptClaims): string {
   return `${header}.${payload}.${b64url(signature)}`;
 }
 
-export type VerifyResult =
-  | { ok: true; claims: ReceiptClaims; warning?: string }
-  | { ok: false; reason: string; claims?: ReceiptClaims };
+export type VerifyResult = { ok: true; claims: ReceiptClaims; warning?: string } | { ok: false; reason: string; claims?: ReceiptClaims };
 
 /** How far a client's clock may run behind the server's before a receipt looks "from the future". */
 export const CLOCK_SKEW_SECONDS = 300;
@@ -66,7 +64,8 @@ export function verifyReceipt(
   options: { hwid?: string | undefined; nonce?: string | undefined; now?: number; allowGrace?: boolean } = {},
 ): VerifyResult {
   const parts = receipt.trim().split(".");
-  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) return { ok: false, reason: "not a compact JWS (three base64url parts)" };
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p)))
+    return { ok: false, reason: "not a compact JWS (three base64url parts)" };
   const [h, p, s] = parts as [string, string, string];
   // The header is untrusted input until the signature is checked: it may parse to null.
   let header: { alg?: unknown } | null;
@@ -99,11 +98,19 @@ export function verifyReceipt(
   }
   if (options.nonce !== undefined && claims.nonce !== options.nonce) {
     // A receipt that does not echo the nonce the application just sent answers another request: a replay.
-    return { ok: false, reason: claims.nonce === undefined ? `it echoes no nonce (expected ${JSON.stringify(options.nonce)}): a stored or replayed receipt` : `it echoes nonce ${JSON.stringify(claims.nonce)}, not ${JSON.stringify(options.nonce)}: a replayed receipt`, claims };
+    return {
+      ok: false,
+      reason:
+        claims.nonce === undefined
+          ? `it echoes no nonce (expected ${JSON.stringify(options.nonce)}): a stored or replayed receipt`
+          : `it echoes nonce ${JSON.stringify(claims.nonce)}, not ${JSON.stringify(options.nonce)}: a replayed receipt`,
+      claims,
+    };
   }
   if (now > claims.exp) {
     const graceEnd = claims.exp + (claims.grace ?? 0);
-    if (options.allowGrace && now <= graceEnd) return { ok: true, claims, warning: `expired at ${iso(claims.exp)}; within grace until ${iso(graceEnd)}` };
+    if (options.allowGrace && now <= graceEnd)
+      return { ok: true, claims, warning: `expired at ${iso(claims.exp)}; within grace until ${iso(graceEnd)}` };
     return { ok: false, reason: `expired at ${iso(claims.exp)}`, claims };
   }
   return { ok: true, claims };

@@ -49,8 +49,7 @@ export interface ScramCredentials {
   serverKey: string;
 }
 
-const hmac = (key: Uint8Array, data: string | Uint8Array): Buffer =>
-  createHmac("sha256", key).update(data).digest();
+const hmac = (key: Uint8Array, data: string | Uint8Array): Buffer => createHmac("sha256", key).update(data).digest();
 const sha256 = (data: Uint8Array): Buffer => createHash("sha256").update(data).digest();
 
 function xor(a: Uint8Array, b: Uint8Array): Buffer {
@@ -154,7 +153,7 @@ export function parseClientFirst(message: string): ClientFirst {
 
   // gs2-header = cbind-flag "," [authzid] ","
   if (message.startsWith("p=")) {
-    fail("channel binding (p=) is not supported; use SCRAM-SHA-256 with gs2 header \"n,,\"");
+    fail('channel binding (p=) is not supported; use SCRAM-SHA-256 with gs2 header "n,,"');
   }
   const flagEnd = message.indexOf(",");
   const headerEnd = flagEnd === -1 ? -1 : message.indexOf(",", flagEnd + 1);

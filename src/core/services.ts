@@ -50,7 +50,10 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   const events = new EventHub();
   const metrics = new Metrics();
   const settings = new SettingsStore(db);
-  const secret = Buffer.from(settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")), "base64");
+  const secret = Buffer.from(
+    settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")),
+    "base64",
+  );
   const audit = new Audit(new AuditStore(db), clock);
   const sessions = new Sessions(new SessionStore(db), clock, events, {
     idleSeconds: options.sessionIdleSeconds,

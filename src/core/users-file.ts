@@ -20,7 +20,10 @@ const entrySchema = v.object({
   // wsauth skips an entry without a username or without a password hash; so does the import.
   username: v.union([v.literal(""), username], "must be a username (letters, digits, . _ - @, at most 64)"),
   password_hash: v.optional(
-    v.union([v.literal(""), v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (SHA-256)"))], "must be 64 lowercase hex digits (SHA-256)"),
+    v.union(
+      [v.literal(""), v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (SHA-256)"))],
+      "must be 64 lowercase hex digits (SHA-256)",
+    ),
     "",
   ),
   salt: v.optional(v.pipe(v.string("must be a string"), v.maxLength(256, "must be at most 256 characters")), ""),
@@ -69,7 +72,11 @@ export function parseUsersFile(text: string): { users: LegacyUser[]; skipped: Sk
       continue;
     }
     const key = entry.username.toLowerCase();
-    if (seen.has(key)) throw badRequest(`users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice (names are unique ignoring case)`, `users.${i}.username`);
+    if (seen.has(key))
+      throw badRequest(
+        `users file: users.${i}.username ${JSON.stringify(entry.username)} appears twice (names are unique ignoring case)`,
+        `users.${i}.username`,
+      );
     seen.add(key);
     if (entry.username === "admin") {
       skipped.push({ name: entry.username, reason: "the bootstrap account is managed here, not by users.json" });

@@ -58,7 +58,14 @@ export class EnrollmentStore {
     this.byHash = db.query<KeyRow, [string]>("SELECT * FROM enrollment_keys WHERE key_hash = ?");
   }
 
-  insertKey(k: { key: string; keyHash: string; label: string; group: string | null; expiresAt: number | null; now: number }): number | null {
+  insertKey(k: {
+    key: string;
+    keyHash: string;
+    label: string;
+    group: string | null;
+    expiresAt: number | null;
+    now: number;
+  }): number | null {
     const row = this.db
       .query<{ id: number }, [string, string, string, string | null, number | null, number]>(
         `INSERT INTO enrollment_keys (key, key_hash, label, client_group, expires_at, created_at)
@@ -86,7 +93,9 @@ export class EnrollmentStore {
 
   keys(filter: KeyFilter, limit: number, offset: number): KeyRow[] {
     const { sql, params } = this.keyWhere(filter);
-    return this.db.query<KeyRow, (string | number)[]>(`SELECT * FROM enrollment_keys ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`).all(...params, limit, offset);
+    return this.db
+      .query<KeyRow, (string | number)[]>(`SELECT * FROM enrollment_keys ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`)
+      .all(...params, limit, offset);
   }
 
   countKeys(filter: KeyFilter): number {
@@ -98,7 +107,11 @@ export class EnrollmentStore {
   countByStatus(filter: KeyFilter = {}): Record<KeyStatus, number> {
     const { sql, params } = this.keyWhere({ ...filter, status: undefined });
     const out: Record<KeyStatus, number> = { pending: 0, active: 0, revoked: 0 };
-    const rows = this.db.query<{ status: KeyStatus; n: number }, (string | number)[]>(`SELECT status, count(*) AS n FROM enrollment_keys ${sql} GROUP BY status`).all(...params);
+    const rows = this.db
+      .query<{ status: KeyStatus; n: number }, (string | number)[]>(
+        `SELECT status, count(*) AS n FROM enrollment_keys ${sql} GROUP BY status`,
+      )
+      .all(...params);
     for (const r of rows) out[r.status] = r.n;
     return out;
   }
@@ -125,7 +138,9 @@ export class EnrollmentStore {
   recordReuse(id: number, uuid: string, now: number): boolean {
     return (
       this.db
-        .query("UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? WHERE id = ? AND status = 'active' AND client_uuid = ?")
+        .query(
+          "UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? WHERE id = ? AND status = 'active' AND client_uuid = ?",
+        )
         .run(now, id, uuid).changes === 1
     );
   }
@@ -165,7 +180,17 @@ export class EnrollmentStore {
     return this.db.query<ClientRow, [string]>("SELECT * FROM clients WHERE uuid = ?").get(uuid);
   }
 
-  upsertClient(c: { uuid: string; name: string; hostname: string; group: string | null; keyId: number | null; version: string; os: string; address: string | null; now: number }): void {
+  upsertClient(c: {
+    uuid: string;
+    name: string;
+    hostname: string;
+    group: string | null;
+    keyId: number | null;
+    version: string;
+    os: string;
+    address: string | null;
+    now: number;
+  }): void {
     this.db
       .query(
         `INSERT INTO clients (uuid, name, hostname, client_group, key_id, version, os, address, first_seen_at, last_seen_at)
@@ -187,13 +212,16 @@ export class EnrollmentStore {
     if (filter.group !== undefined) (clauses.push("client_group = ?"), params.push(filter.group));
     groupClause("client_group", filter.groups, clauses, params);
     if (filter.uuids !== undefined) (clauses.push("uuid IN (SELECT value FROM json_each(?))"), params.push(JSON.stringify(filter.uuids)));
-    if (filter.excludeUuids !== undefined) (clauses.push("uuid NOT IN (SELECT value FROM json_each(?))"), params.push(JSON.stringify(filter.excludeUuids)));
+    if (filter.excludeUuids !== undefined)
+      (clauses.push("uuid NOT IN (SELECT value FROM json_each(?))"), params.push(JSON.stringify(filter.excludeUuids)));
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
   clients(filter: ClientFilter, limit: number, offset: number): ClientRow[] {
     const { sql, params } = this.clientWhere(filter);
-    return this.db.query<ClientRow, (string | number)[]>(`SELECT * FROM clients ${sql} ORDER BY name, uuid LIMIT ? OFFSET ?`).all(...params, limit, offset);
+    return this.db
+      .query<ClientRow, (string | number)[]>(`SELECT * FROM clients ${sql} ORDER BY name, uuid LIMIT ? OFFSET ?`)
+      .all(...params, limit, offset);
   }
 
   countClients(filter: ClientFilter): number {
@@ -208,7 +236,9 @@ export class EnrollmentStore {
   /** Revokes the keys bound to a client (when the client is deleted). */
   revokeKeysOf(uuid: string): number[] {
     return this.db
-      .query<{ id: number }, [string]>("UPDATE enrollment_keys SET status = 'revoked' WHERE client_uuid = ? AND status = 'active' RETURNING id")
+      .query<{ id: number }, [string]>(
+        "UPDATE enrollment_keys SET status = 'revoked' WHERE client_uuid = ? AND status = 'active' RETURNING id",
+      )
       .all(uuid)
       .map((r) => r.id);
   }

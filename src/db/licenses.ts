@@ -123,7 +123,15 @@ export class LicenseStore {
 
   // Licenses
 
-  insertLicense(l: { appId: number; token: string; tokenHash: string; allowed: number; memo: string; expiresAt: number | null; now: number }): number {
+  insertLicense(l: {
+    appId: number;
+    token: string;
+    tokenHash: string;
+    allowed: number;
+    memo: string;
+    expiresAt: number | null;
+    now: number;
+  }): number {
     return this.db
       .query<{ id: number }, [number, string, string, number, string, number | null, number]>(
         `INSERT INTO licenses (app_id, token, token_hash, activations_allowed, memo, expires_at, created_at)
@@ -142,11 +150,7 @@ export class LicenseStore {
   }
 
   license(id: number): LicenseWithApp | null {
-    return this.db
-      .query<LicenseWithApp, [number]>(
-        `${WITH_APP} WHERE l.id = ?`,
-      )
-      .get(id);
+    return this.db.query<LicenseWithApp, [number]>(`${WITH_APP} WHERE l.id = ?`).get(id);
   }
 
   private where(filter: LicenseFilter): { sql: string; params: (string | number)[] } {
@@ -168,9 +172,7 @@ export class LicenseStore {
   licenses(filter: LicenseFilter, limit: number, offset: number): LicenseWithApp[] {
     const { sql, params } = this.where(filter);
     return this.db
-      .query<LicenseWithApp, (string | number)[]>(
-        `${WITH_APP} ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`,
-      )
+      .query<LicenseWithApp, (string | number)[]>(`${WITH_APP} ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`)
       .all(...params, limit, offset);
   }
 
@@ -181,7 +183,12 @@ export class LicenseStore {
 
   updateLicense(
     id: number,
-    changes: { enabled?: boolean | undefined; memo?: string | undefined; allowed?: number | undefined; expiresAt?: number | null | undefined },
+    changes: {
+      enabled?: boolean | undefined;
+      memo?: string | undefined;
+      allowed?: number | undefined;
+      expiresAt?: number | null | undefined;
+    },
   ): boolean {
     const result = this.db
       .query(
@@ -234,11 +241,20 @@ export class LicenseStore {
   /** A machine that already holds a seat activated again: counted, no seat taken. */
   recordReactivation(licenseId: number, now: number, address: string | null): void {
     this.db
-      .query("UPDATE licenses SET total_activations = total_activations + 1, last_activation_at = ?, last_activation_address = ? WHERE id = ?")
+      .query(
+        "UPDATE licenses SET total_activations = total_activations + 1, last_activation_at = ?, last_activation_address = ? WHERE id = ?",
+      )
       .run(now, address, licenseId);
   }
 
-  insertActivation(a: { licenseId: number; hwid: string; machine: string | null; user: string | null; address: string | null; now: number }): void {
+  insertActivation(a: {
+    licenseId: number;
+    hwid: string;
+    machine: string | null;
+    user: string | null;
+    address: string | null;
+    now: number;
+  }): void {
     this.db
       .query("INSERT INTO activations (license_id, hwid, machine, user, address, created_at) VALUES (?, ?, ?, ?, ?, ?)")
       .run(a.licenseId, a.hwid, a.machine, a.user, a.address, a.now);
@@ -253,7 +269,8 @@ export class LicenseStore {
   /** Frees the machine's seat; false when it held none. */
   removeActivation(licenseId: number, hwid: string): boolean {
     const removed = this.db.query("DELETE FROM activations WHERE license_id = ? AND hwid = ?").run(licenseId, hwid).changes === 1;
-    if (removed) this.db.query("UPDATE licenses SET activations_used = activations_used - 1 WHERE id = ? AND activations_used > 0").run(licenseId);
+    if (removed)
+      this.db.query("UPDATE licenses SET activations_used = activations_used - 1 WHERE id = ? AND activations_used > 0").run(licenseId);
     return removed;
   }
 
@@ -262,7 +279,10 @@ export class LicenseStore {
    * go through the licenses table, so that a key deleted since its checks were counted is skipped;
    * an activation deleted meanwhile simply matches no row.
    */
-  flushChecks(licenses: { id: number; checks: number; at: number; address: string | null }[], activations: { id: number; at: number }[]): void {
+  flushChecks(
+    licenses: { id: number; checks: number; at: number; address: string | null }[],
+    activations: { id: number; at: number }[],
+  ): void {
     const lic = this.db.query(
       `INSERT INTO license_checks (license_id, total, last_at, last_address) SELECT id, ?, ?, ? FROM licenses WHERE id = ?
        ON CONFLICT (license_id) DO UPDATE SET total = total + excluded.total, last_at = max(coalesce(last_at, 0), excluded.last_at), last_address = excluded.last_address`,
@@ -271,6 +291,4 @@ export class LicenseStore {
     for (const l of licenses) lic.run(l.checks, l.at, l.address, l.id);
     for (const a of activations) act.run(a.at, a.id);
   }
-
-
 }

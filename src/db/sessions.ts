@@ -78,7 +78,10 @@ export class SessionStore {
   }
 
   idsForUser(userId: number): string[] {
-    return this.db.query<{ id: string }, [number]>("SELECT id FROM sessions WHERE user_id = ?").all(userId).map((r) => r.id);
+    return this.db
+      .query<{ id: string }, [number]>("SELECT id FROM sessions WHERE user_id = ?")
+      .all(userId)
+      .map((r) => r.id);
   }
 
   deleteForUser(userId: number): number {

@@ -41,9 +41,7 @@ export class UserStore {
   }
 
   list(limit: number, offset: number): UserRow[] {
-    return this.db
-      .query<UserRow, [number, number]>("SELECT * FROM users ORDER BY username LIMIT ? OFFSET ?")
-      .all(limit, offset);
+    return this.db.query<UserRow, [number, number]>("SELECT * FROM users ORDER BY username LIMIT ? OFFSET ?").all(limit, offset);
   }
 
   count(): number {
@@ -51,9 +49,7 @@ export class UserStore {
   }
 
   withLegacyHash(): UserRow[] {
-    return this.db
-      .query<UserRow, []>("SELECT * FROM users WHERE legacy_hash IS NOT NULL ORDER BY username")
-      .all();
+    return this.db.query<UserRow, []>("SELECT * FROM users WHERE legacy_hash IS NOT NULL ORDER BY username").all();
   }
 
   /** The account whose name equals this one ignoring case, if any. */
@@ -86,12 +82,7 @@ export class UserStore {
     return result.changes === 1;
   }
 
-  setPassword(
-    username: string,
-    passwordHash: string,
-    scram: NewUser["scram"],
-    now: number,
-  ): boolean {
+  setPassword(username: string, passwordHash: string, scram: NewUser["scram"], now: number): boolean {
     const result = this.db
       .query(
         `UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?, scram_stored_key = ?,
@@ -104,10 +95,7 @@ export class UserStore {
   }
 
   /** An import with --replace: the file's credentials, role and groups, as one credential change. */
-  replaceFromImport(
-    id: number,
-    user: Omit<NewUser, "username">,
-  ): boolean {
+  replaceFromImport(id: number, user: Omit<NewUser, "username">): boolean {
     const result = this.db
       .query(
         `UPDATE users SET role = ?, allowed_groups = ?, password_hash = ?, scram_salt = ?, scram_iterations = ?,
@@ -139,11 +127,7 @@ export class UserStore {
            credential_version = credential_version + (?1 IS NOT NULL AND ?1 IS NOT role)
          WHERE username = ?3`,
       )
-      .run(
-        changes.role ?? null,
-        changes.allowedGroups === undefined ? null : JSON.stringify(changes.allowedGroups),
-        username,
-      );
+      .run(changes.role ?? null, changes.allowedGroups === undefined ? null : JSON.stringify(changes.allowedGroups), username);
     return result.changes === 1;
   }
 

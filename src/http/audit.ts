@@ -40,7 +40,12 @@ export function auditRoutes(services: Services, session: SessionPlugin) {
         format: v.optional(v.picklist(["json", "jsonl"], "must be json or jsonl")),
       }),
       access: "admin",
-      detail: { tags: ["audit"], summary: "Audit log", description: "Newest first, filterable by actor, action, outcome and time. `format=jsonl` exports every matching entry, oldest first, as JSON lines." },
+      detail: {
+        tags: ["audit"],
+        summary: "Audit log",
+        description:
+          "Newest first, filterable by actor, action, outcome and time. `format=jsonl` exports every matching entry, oldest first, as JSON lines.",
+      },
     },
   );
 }

@@ -27,7 +27,11 @@ const loginReply = v.object({
 });
 
 export function authRoutes(services: Services, session: SessionPlugin, options: { tls: boolean }) {
-  const reply = (login: Login, cookie: boolean | undefined, set: { headers: Record<string, string | number> }): v.InferOutput<typeof loginReply> => {
+  const reply = (
+    login: Login,
+    cookie: boolean | undefined,
+    set: { headers: Record<string, string | number> },
+  ): v.InferOutput<typeof loginReply> => {
     if (!cookie) return { token: login.token, role: login.role, expires_in: login.expiresIn };
     // The token stays in the HttpOnly cookie: page script never sees a bearer token it could leak.
     set.headers["set-cookie"] = sessionCookie(login.token, services.sessions.limits.absoluteSeconds, options.tls);
@@ -53,7 +57,12 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
         public: true,
         body: loginBody,
         response: { 200: loginReply },
-        detail: { tags: ["auth"], summary: "Log in with a password", description: "Returns an opaque bearer token valid for `expires_in` seconds of inactivity (and at most the absolute session lifetime). Failed logins are throttled per account and per address (429 with Retry-After)." },
+        detail: {
+          tags: ["auth"],
+          summary: "Log in with a password",
+          description:
+            "Returns an opaque bearer token valid for `expires_in` seconds of inactivity (and at most the absolute session lifetime). Failed logins are throttled per account and per address (429 with Retry-After).",
+        },
       },
     )
     .post(
@@ -87,7 +96,12 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
       {
         public: true,
         body: v.strictObject({ client_first: v.pipe(v.string(), v.nonEmpty("is required"), v.maxLength(2048, "is too long")) }),
-        detail: { tags: ["auth"], summary: "SCRAM-SHA-256 step 1", description: "Send the client-first message (`n,,n=USER,r=NONCE`); get the server-first message. When `prehash` is set (accounts imported from wsauth) the SCRAM password is lowercase hex SHA256(password + prehash.salt)." },
+        detail: {
+          tags: ["auth"],
+          summary: "SCRAM-SHA-256 step 1",
+          description:
+            "Send the client-first message (`n,,n=USER,r=NONCE`); get the server-first message. When `prehash` is set (accounts imported from wsauth) the SCRAM password is lowercase hex SHA256(password + prehash.salt).",
+        },
       },
     )
     .post(
@@ -98,17 +112,25 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
       },
       {
         public: true,
-        body: v.strictObject({ client_final: v.pipe(v.string(), v.nonEmpty("is required"), v.maxLength(4096, "is too long")), cookie: v.optional(v.boolean()) }),
-        detail: { tags: ["auth"], summary: "SCRAM-SHA-256 step 2", description: "Send the client-final message; get a session token and the server-final message (`v=...`) to verify the server." },
+        body: v.strictObject({
+          client_final: v.pipe(v.string(), v.nonEmpty("is required"), v.maxLength(4096, "is too long")),
+          cookie: v.optional(v.boolean()),
+        }),
+        detail: {
+          tags: ["auth"],
+          summary: "SCRAM-SHA-256 step 2",
+          description: "Send the client-final message; get a session token and the server-final message (`v=...`) to verify the server.",
+        },
       },
     )
-    .post(
-      "/challenge",
-      ({ body, address }) => services.auth.legacyChallenge(body.username, address),
-      {
-        public: true,
-        body: v.strictObject({ username }),
-        detail: { tags: ["auth"], summary: "wsauth nonce challenge (needs --legacy-challenge-login)", description: "Returns a single-use nonce (30 s) and the account's wsauth salt. Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce)." },
+    .post("/challenge", ({ body, address }) => services.auth.legacyChallenge(body.username, address), {
+      public: true,
+      body: v.strictObject({ username }),
+      detail: {
+        tags: ["auth"],
+        summary: "wsauth nonce challenge (needs --legacy-challenge-login)",
+        description:
+          "Returns a single-use nonce (30 s) and the account's wsauth salt. Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce).",
       },
-    );
+    });
 }

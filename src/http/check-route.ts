@@ -40,13 +40,20 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
       retryAfter = reply.retryAfter;
     } catch (error) {
       const report = reportError(error, (unexpected) =>
-        log.error("unhandled error", { method: request.method, url: CHECK_PATH, error: String((unexpected as Error)?.stack ?? unexpected) }),
+        log.error("unhandled error", {
+          method: request.method,
+          url: CHECK_PATH,
+          error: String((unexpected as Error)?.stack ?? unexpected),
+        }),
       );
       status = report.status;
       body = JSON.stringify(errorBody(report, true));
       retryAfter = report.retryAfter;
     }
-    const response = new Response(body, { status, headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) } });
+    const response = new Response(body, {
+      status,
+      headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) },
+    });
     metrics.request(request.method, CHECK_PATH, status, (performance.now() - started) / 1000);
     return response;
   };

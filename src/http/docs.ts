@@ -74,7 +74,10 @@ export function docsRoutes(session: SessionPlugin, root: () => AnyElysia) {
     .use(session)
     .get("/openapi/json", () => document(), { public: true, detail: { hide: true } })
     .get("/swagger/json", () => document(), { public: true, detail: { hide: true } })
-    .get("/swagger", () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }), { public: true, detail: { hide: true } })
+    .get("/swagger", () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }), {
+      public: true,
+      detail: { hide: true },
+    })
     .get(
       "/swagger/*",
       ({ params, set }) => {

@@ -14,39 +14,87 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
   const enrollment = services.enrollment;
   return new Elysia({ name: "latchkey/http/enrollment", prefix: "/api" })
     .use(session)
-    .get("/settings", () => enrollment.getSettings(), { access: "viewer", detail: { tags: ["enrollment"], summary: "Server settings", description: "`require_auth_key`: clients must present a pre-shared key to register." } })
+    .get("/settings", () => enrollment.getSettings(), {
+      access: "viewer",
+      detail: {
+        tags: ["enrollment"],
+        summary: "Server settings",
+        description: "`require_auth_key`: clients must present a pre-shared key to register.",
+      },
+    })
     .patch("/settings", ({ body, actor }) => enrollment.updateSettings(actor, body), {
       body: v.strictObject({ require_auth_key: v.optional(v.boolean("must be true or false")) }),
-      access: "admin", detail: { tags: ["enrollment"], summary: "Change settings", description: "Takes effect for the very next registration; no restart." },
+      access: "admin",
+      detail: { tags: ["enrollment"], summary: "Change settings", description: "Takes effect for the very next registration; no restart." },
     })
-    .get("/keys", ({ query, principal }) => enrollment.listKeys(principal, { status: query.status }, query.limit ?? 100, query.offset ?? 0), {
-      query: v.strictObject({ status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), limit, offset }),
-      access: "viewer", detail: { tags: ["enrollment"], summary: "List pre-shared keys", description: "Viewers see keys of their groups only, masked." },
-    })
+    .get(
+      "/keys",
+      ({ query, principal }) => enrollment.listKeys(principal, { status: query.status }, query.limit ?? 100, query.offset ?? 0),
+      {
+        query: v.strictObject({
+          status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")),
+          limit,
+          offset,
+        }),
+        access: "viewer",
+        detail: { tags: ["enrollment"], summary: "List pre-shared keys", description: "Viewers see keys of their groups only, masked." },
+      },
+    )
     .post(
       "/keys",
       ({ body, set, actor }) => {
         set.status = 201;
-        return { items: enrollment.generate(actor, { quantity: body.quantity, label: body.label ?? "", expiresAt: body.expires_at ?? null, group: body.group ?? null }) };
+        return {
+          items: enrollment.generate(actor, {
+            quantity: body.quantity,
+            label: body.label ?? "",
+            expiresAt: body.expires_at ?? null,
+            group: body.group ?? null,
+          }),
+        };
       },
       {
         body: v.strictObject({
-          quantity: v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100")),
+          quantity: v.pipe(
+            v.number("must be a number"),
+            v.integer("must be a whole number"),
+            v.minValue(1, "must be 1 to 100"),
+            v.maxValue(100, "must be 1 to 100"),
+          ),
           label: v.optional(keyLabel),
           expires_at: v.optional(expiry),
           group: v.optional(group),
         }),
-        access: "admin", detail: { tags: ["enrollment"], summary: "Generate 1-100 keys", description: "XXXX-XXXX-XXXX from an alphabet without 0 O 1 I L; pending until a client registers with one." },
+        access: "admin",
+        detail: {
+          tags: ["enrollment"],
+          summary: "Generate 1-100 keys",
+          description: "XXXX-XXXX-XXXX from an alphabet without 0 O 1 I L; pending until a client registers with one.",
+        },
       },
     )
-    .get("/keys/:id", ({ params, principal }) => enrollment.getKey(principal, params.id), { params: idParams, access: "viewer", detail: { tags: ["enrollment"], summary: "Read a key" } })
+    .get("/keys/:id", ({ params, principal }) => enrollment.getKey(principal, params.id), {
+      params: idParams,
+      access: "viewer",
+      detail: { tags: ["enrollment"], summary: "Read a key" },
+    })
     .post("/keys/:id/revoke", ({ params, actor }) => enrollment.revokeKey(actor, params.id), {
       params: idParams,
-      access: "admin", detail: { tags: ["enrollment"], summary: "Revoke a key", description: "Its bound client is disconnected at once and refused from then on." },
+      access: "admin",
+      detail: {
+        tags: ["enrollment"],
+        summary: "Revoke a key",
+        description: "Its bound client is disconnected at once and refused from then on.",
+      },
     })
     .post("/keys/:id/reset", ({ params, actor }) => enrollment.resetKey(actor, params.id), {
       params: idParams,
-      access: "admin", detail: { tags: ["enrollment"], summary: "Reset a key to pending", description: "Clears the binding, e.g. for a reinstalled machine with a new UUID." },
+      access: "admin",
+      detail: {
+        tags: ["enrollment"],
+        summary: "Reset a key to pending",
+        description: "Clears the binding, e.g. for a reinstalled machine with a new UUID.",
+      },
     })
     .delete(
       "/keys/:id",
@@ -69,20 +117,34 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
       {
         params: idParams,
         query: v.strictObject({ server: v.optional(serverAddress) }),
-        access: "admin", detail: { tags: ["enrollment"], summary: "The install command for a key", description: "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`)." },
+        access: "admin",
+        detail: {
+          tags: ["enrollment"],
+          summary: "The install command for a key",
+          description:
+            "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`).",
+        },
       },
     )
     .get(
       "/clients",
-      ({ query, principal }) => enrollment.listClients(principal, { status: query.status, group: query.group }, query.limit ?? 100, query.offset ?? 0),
+      ({ query, principal }) =>
+        enrollment.listClients(principal, { status: query.status, group: query.group }, query.limit ?? 100, query.offset ?? 0),
       {
-        query: v.strictObject({ status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), limit, offset }),
-        access: "viewer", detail: { tags: ["enrollment"], summary: "List enrolled clients", description: "Viewers see the clients of their groups only." },
+        query: v.strictObject({
+          status: v.optional(v.picklist(["online", "offline"], "must be online or offline")),
+          group: v.optional(group),
+          limit,
+          offset,
+        }),
+        access: "viewer",
+        detail: { tags: ["enrollment"], summary: "List enrolled clients", description: "Viewers see the clients of their groups only." },
       },
     )
     .get("/clients/:uuid", ({ params, principal }) => enrollment.getClient(principal, params.uuid), {
       params: v.strictObject({ uuid: clientUuid }),
-      access: "viewer", detail: { tags: ["enrollment"], summary: "Read a client" },
+      access: "viewer",
+      detail: { tags: ["enrollment"], summary: "Read a client" },
     })
     .delete(
       "/clients/:uuid",
@@ -90,6 +152,10 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
         enrollment.deleteClient(actor, params.uuid);
         set.status = 204;
       },
-      { params: v.strictObject({ uuid: clientUuid }), access: "admin", detail: { tags: ["enrollment"], summary: "Delete a client", description: "Revokes its key and closes its connection." } },
+      {
+        params: v.strictObject({ uuid: clientUuid }),
+        access: "admin",
+        detail: { tags: ["enrollment"], summary: "Delete a client", description: "Revokes its key and closes its connection." },
+      },
     );
 }

@@ -77,11 +77,14 @@ function pathOf(url: string): string {
 export function errorPlugin(log: Logger) {
   return new Elysia({ name: "latchkey/errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
     const report = reportError(toAppError(code, error) ?? error, (unexpected) =>
-      log.error("unhandled error", { method: request.method, url: pathOf(request.url), error: String((unexpected as Error)?.stack ?? unexpected) }),
+      log.error("unhandled error", {
+        method: request.method,
+        url: pathOf(request.url),
+        error: String((unexpected as Error)?.stack ?? unexpected),
+      }),
     );
     set.status = report.status;
     Object.assign(set.headers, errorHeaders(report));
     return errorBody(report, WIRE_PATHS.has(pathOf(request.url)));
   });
 }
-

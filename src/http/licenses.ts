@@ -5,7 +5,6 @@ import { activationsAllowed, appName, expiry, idParam, limit, memo, offset, supp
 import type { Services } from "../core/services.ts";
 import type { SessionPlugin } from "./session.ts";
 
-
 const idParams = v.strictObject({ id: idParam });
 const hwidParam = v.pipe(v.string(), v.minLength(1), v.maxLength(255, "must be at most 255 characters"));
 
@@ -15,7 +14,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     .use(session)
     .get("/apps", ({ query }) => licensing.listApps(query.limit ?? 100, query.offset ?? 0), {
       query: v.strictObject({ limit, offset }),
-      access: "viewer", detail: { tags: ["licensing"], summary: "List applications" },
+      access: "viewer",
+      detail: { tags: ["licensing"], summary: "List applications" },
     })
     .post(
       "/apps",
@@ -25,17 +25,27 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
       },
       {
         body: v.strictObject({ name: appName, support_message: v.optional(supportMessage) }),
-        access: "admin", detail: { tags: ["licensing"], summary: "Create an application", description: "The name is unique (ignoring case); the support message goes with every failed activation." },
+        access: "admin",
+        detail: {
+          tags: ["licensing"],
+          summary: "Create an application",
+          description: "The name is unique (ignoring case); the support message goes with every failed activation.",
+        },
       },
     )
-    .get("/apps/:id", ({ params }) => licensing.getApp(params.id), { params: idParams, access: "viewer", detail: { tags: ["licensing"], summary: "Read an application" } })
+    .get("/apps/:id", ({ params }) => licensing.getApp(params.id), {
+      params: idParams,
+      access: "viewer",
+      detail: { tags: ["licensing"], summary: "Read an application" },
+    })
     .patch(
       "/apps/:id",
       ({ params, body, actor }) => licensing.updateApp(actor, params.id, { name: body.name, supportMessage: body.support_message }),
       {
         params: idParams,
         body: v.strictObject({ name: v.optional(appName), support_message: v.optional(supportMessage) }),
-        access: "admin", detail: { tags: ["licensing"], summary: "Rename an application or change its support message" },
+        access: "admin",
+        detail: { tags: ["licensing"], summary: "Rename an application or change its support message" },
       },
     )
     .delete(
@@ -63,14 +73,25 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
           limit,
           offset,
         }),
-        access: "viewer", detail: { tags: ["licensing"], summary: "List and search license keys", description: "`q` matches the memo or, for admins, the start of the token. Tokens are shown to admins and masked for viewers (whose `q` matches the memo only)." },
+        access: "viewer",
+        detail: {
+          tags: ["licensing"],
+          summary: "List and search license keys",
+          description:
+            "`q` matches the memo or, for admins, the start of the token. Tokens are shown to admins and masked for viewers (whose `q` matches the memo only).",
+        },
       },
     )
     .post(
       "/licenses",
       ({ body, set, actor }) => {
         set.status = 201;
-        return licensing.createLicense(actor, { appId: body.app_id, activations: body.activations ?? 1, memo: body.memo ?? "", expiresAt: body.expires_at ?? null });
+        return licensing.createLicense(actor, {
+          appId: body.app_id,
+          activations: body.activations ?? 1,
+          memo: body.memo ?? "",
+          expiresAt: body.expires_at ?? null,
+        });
       },
       {
         body: v.strictObject({
@@ -79,17 +100,28 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
           memo: v.optional(memo),
           expires_at: v.optional(expiry),
         }),
-        access: "admin", detail: { tags: ["licensing"], summary: "Cut a license key", description: "25 characters A-Z0-9 from a CSPRNG. `activations` defaults to 1; -1 = unlimited." },
+        access: "admin",
+        detail: {
+          tags: ["licensing"],
+          summary: "Cut a license key",
+          description: "25 characters A-Z0-9 from a CSPRNG. `activations` defaults to 1; -1 = unlimited.",
+        },
       },
     )
     .get("/licenses/:id", ({ params, principal }) => licensing.getLicense(params.id, principal.role === "admin"), {
       params: idParams,
-      access: "viewer", detail: { tags: ["licensing"], summary: "Read a license key with its counters" },
+      access: "viewer",
+      detail: { tags: ["licensing"], summary: "Read a license key with its counters" },
     })
     .patch(
       "/licenses/:id",
       ({ params, body, actor }) =>
-        licensing.updateLicense(actor, params.id, { enabled: body.enabled, memo: body.memo, activations: body.activations, expiresAt: body.expires_at }),
+        licensing.updateLicense(actor, params.id, {
+          enabled: body.enabled,
+          memo: body.memo,
+          activations: body.activations,
+          expiresAt: body.expires_at,
+        }),
       {
         params: idParams,
         body: v.strictObject({
@@ -98,7 +130,12 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
           activations: v.optional(activationsAllowed),
           expires_at: v.optional(v.nullable(expiry)),
         }),
-        access: "admin", detail: { tags: ["licensing"], summary: "Enable/disable a key, change its memo, allowance or expiry", description: "`expires_at: null` removes the expiry." },
+        access: "admin",
+        detail: {
+          tags: ["licensing"],
+          summary: "Enable/disable a key, change its memo, allowance or expiry",
+          description: "`expires_at: null` removes the expiry.",
+        },
       },
     )
     .delete(
@@ -111,7 +148,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     )
     .get("/licenses/:id/activations", ({ params }) => licensing.activations(params.id), {
       params: idParams,
-      access: "viewer", detail: { tags: ["licensing"], summary: "The machines a key is activated on" },
+      access: "viewer",
+      detail: { tags: ["licensing"], summary: "The machines a key is activated on" },
     })
     .delete(
       "/licenses/:id/activations/:hwid",
@@ -119,6 +157,10 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
         licensing.removeActivation(actor, params.id, params.hwid);
         set.status = 204;
       },
-      { params: v.strictObject({ id: idParam, hwid: hwidParam }), access: "admin", detail: { tags: ["licensing"], summary: "Remove a machine's activation (frees its seat)" } },
+      {
+        params: v.strictObject({ id: idParam, hwid: hwidParam }),
+        access: "admin",
+        detail: { tags: ["licensing"], summary: "Remove a machine's activation (frees its seat)" },
+      },
     );
 }

@@ -23,10 +23,19 @@ const TEXT_LIMITS = { machine: 255, user: 255, hwid: 255, nonce: 128 } as const;
 const TEXT_FIELDS = Object.keys(TEXT_LIMITS) as (keyof typeof TEXT_LIMITS)[];
 
 const wireSchema = v.object({
-  token: v.pipe(v.string("must be a string"), v.trim(), v.nonEmpty("is required"), v.maxLength(TOKEN_LIMIT, `must be at most ${TOKEN_LIMIT} characters`), v.toUpperCase()),
+  token: v.pipe(
+    v.string("must be a string"),
+    v.trim(),
+    v.nonEmpty("is required"),
+    v.maxLength(TOKEN_LIMIT, `must be at most ${TOKEN_LIMIT} characters`),
+    v.toUpperCase(),
+  ),
   app_id: v.optional(
     v.pipe(
-      v.union([v.number(), v.pipe(v.string(), v.regex(/^\d{1,15}$/), v.transform(Number))], "must be a whole number (the application's id)"),
+      v.union(
+        [v.number(), v.pipe(v.string(), v.regex(/^\d{1,15}$/), v.transform(Number))],
+        "must be a whole number (the application's id)",
+      ),
       v.integer("must be a whole number (the application's id)"),
       v.minValue(1, "must be a positive id"),
     ),
@@ -123,7 +132,9 @@ function decodeField(raw: string, key: string | null): string {
   try {
     return decodeURIComponent(text);
   } catch {
-    throw key === null ? badRequest("the query string has a field name that is not valid URL encoding", "query") : badRequest(`${key} is not valid URL encoding`, key);
+    throw key === null
+      ? badRequest("the query string has a field name that is not valid URL encoding", "query")
+      : badRequest(`${key} is not valid URL encoding`, key);
   }
 }
 
@@ -140,7 +151,10 @@ export interface CheckReply extends WireReply {
 }
 
 function failure(status: number, error: string, supportMessage?: string): WireReply {
-  return { status, body: supportMessage === undefined ? { result: "failure", error } : { result: "failure", error, support_message: supportMessage } };
+  return {
+    status,
+    body: supportMessage === undefined ? { result: "failure", error } : { result: "failure", error, support_message: supportMessage },
+  };
 }
 
 function throttled(outcome: Throttled): WireReply {
@@ -242,7 +256,7 @@ export function quickQuery(url: string): WireRequest | null {
   const start = url.indexOf("?");
   if (start === -1 || url.includes("%", start) || url.includes("+", start) || url.includes("#", start)) return null;
   const fields: Record<string, string> = Object.create(null);
-  for (let at = start + 1; at < url.length; ) {
+  for (let at = start + 1; at < url.length;) {
     let end = url.indexOf("&", at);
     if (end === -1) end = url.length;
     const eq = url.indexOf("=", at);
@@ -271,7 +285,10 @@ const wireParameters = WIRE_FIELD_NAMES.map((name) => ({
   name,
   in: "query" as const,
   required: name === "token",
-  schema: name === "app_id" ? { type: "integer" as const, minimum: 1 } : { type: "string" as const, maxLength: name === "token" ? TOKEN_LIMIT : TEXT_LIMITS[name] },
+  schema:
+    name === "app_id"
+      ? { type: "integer" as const, minimum: 1 }
+      : { type: "string" as const, maxLength: name === "token" ? TOKEN_LIMIT : TEXT_LIMITS[name] },
 }));
 
 const fieldsDoc =
@@ -279,46 +296,64 @@ const fieldsDoc =
 
 export function licensingApiRoutes(services: Services, session: SessionPlugin) {
   const licensing = services.licensing;
-  return new Elysia({ name: "latchkey/http/licensing-api", prefix: "/api" })
-    .use(session)
-    .post("/activate", ({ query, body, set, address }) => send(activateRequest(services, parseWire(query, body), address), set), {
-      query: documented,
-      body: v.optional(documented),
-      public: true, detail: {
-        tags: ["licensing"],
-        summary: "Activate a license key on a machine",
-        description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). 429 with Retry-After when throttled.`,
-      },
-    })
-    // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
-    .get("/check", ({ request, set, address }) => {
-      const reply = checkRequest(services, request, address);
-      set.status = reply.status;
-      if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
-      return reply.body;
-    }, {
-      public: true, detail: {
-        parameters: wireParameters,
-        tags: ["licensing"],
-        summary: "Check that a machine's activation is valid",
-        description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), a check with neither \`hwid\` nor \`machine\` included. With \`app_id\`, a failure also carries that application's \`support_message\` (\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. 400 naming the field only for malformed input (too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). 429 with Retry-After when throttled.`,
-      },
-    })
-    .post("/deactivate", ({ query, body, set, address }) => send(deactivateRequest(services, parseWire(query, body), address), set), {
-      query: documented,
-      body: v.optional(documented),
-      public: true, detail: { tags: ["licensing"], summary: "Free a machine's seat", description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.` },
-    })
-    .get(
-      "/license/public-key",
-      ({ query }) => {
-        const key = licensing.publicKey();
-        if (query.format === "pem") return new Response(key.public_key, { headers: { "content-type": "application/x-pem-file" } });
-        return key;
-      },
-      {
-        query: v.strictObject({ format: v.optional(v.picklist(["json", "pem"], "must be json or pem")) }),
-        public: true, detail: { tags: ["licensing"], summary: "The public key that verifies license receipts", description: "Ed25519 (JWS alg EdDSA), SPKI PEM. `?format=pem` returns the bare PEM file." },
-      },
-    );
+  return (
+    new Elysia({ name: "latchkey/http/licensing-api", prefix: "/api" })
+      .use(session)
+      .post("/activate", ({ query, body, set, address }) => send(activateRequest(services, parseWire(query, body), address), set), {
+        query: documented,
+        body: v.optional(documented),
+        public: true,
+        detail: {
+          tags: ["licensing"],
+          summary: "Activate a license key on a machine",
+          description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). 429 with Retry-After when throttled.`,
+        },
+      })
+      // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
+      .get(
+        "/check",
+        ({ request, set, address }) => {
+          const reply = checkRequest(services, request, address);
+          set.status = reply.status;
+          if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
+          return reply.body;
+        },
+        {
+          public: true,
+          detail: {
+            parameters: wireParameters,
+            tags: ["licensing"],
+            summary: "Check that a machine's activation is valid",
+            description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), a check with neither \`hwid\` nor \`machine\` included. With \`app_id\`, a failure also carries that application's \`support_message\` (\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. 400 naming the field only for malformed input (too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). 429 with Retry-After when throttled.`,
+          },
+        },
+      )
+      .post("/deactivate", ({ query, body, set, address }) => send(deactivateRequest(services, parseWire(query, body), address), set), {
+        query: documented,
+        body: v.optional(documented),
+        public: true,
+        detail: {
+          tags: ["licensing"],
+          summary: "Free a machine's seat",
+          description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.`,
+        },
+      })
+      .get(
+        "/license/public-key",
+        ({ query }) => {
+          const key = licensing.publicKey();
+          if (query.format === "pem") return new Response(key.public_key, { headers: { "content-type": "application/x-pem-file" } });
+          return key;
+        },
+        {
+          query: v.strictObject({ format: v.optional(v.picklist(["json", "pem"], "must be json or pem")) }),
+          public: true,
+          detail: {
+            tags: ["licensing"],
+            summary: "The public key that verifies license receipts",
+            description: "Ed25519 (JWS alg EdDSA), SPKI PEM. `?format=pem` returns the bare PEM file.",
+          },
+        },
+      )
+  );
 }

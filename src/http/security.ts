@@ -44,19 +44,21 @@ function bodyShapeError(body: unknown): AppError | null {
 export function securityPlugin(metrics: Metrics, options: { tls: boolean }) {
   const headers = securityHeaders(options);
   const started = new WeakMap<Request, number>();
-  return new Elysia({ name: "latchkey/http/security" })
-    .onRequest(({ set, request }) => {
-      Object.assign(set.headers, headers);
-      started.set(request, performance.now());
-    })
-    // Transform runs after the body is parsed and before it is validated.
-    .onTransform({ as: "global" }, ({ body }) => {
-      const error = bodyShapeError(body);
-      if (error) throw error;
-    })
-    .onAfterResponse({ as: "global" }, ({ request, route, set }) => {
-      const start = started.get(request);
-      const status = typeof set.status === "number" ? set.status : 200;
-      if (start !== undefined) metrics.request(request.method, route || "unmatched", status, (performance.now() - start) / 1000);
-    });
+  return (
+    new Elysia({ name: "latchkey/http/security" })
+      .onRequest(({ set, request }) => {
+        Object.assign(set.headers, headers);
+        started.set(request, performance.now());
+      })
+      // Transform runs after the body is parsed and before it is validated.
+      .onTransform({ as: "global" }, ({ body }) => {
+        const error = bodyShapeError(body);
+        if (error) throw error;
+      })
+      .onAfterResponse({ as: "global" }, ({ request, route, set }) => {
+        const start = started.get(request);
+        const status = typeof set.status === "number" ? set.status : 200;
+        if (start !== undefined) metrics.request(request.method, route || "unmatched", status, (performance.now() - start) / 1000);
+      })
+  );
 }

@@ -123,7 +123,9 @@ export function declarationOf(route: RouteLike): Declaration | null {
 export function assertAccessDeclared(routes: readonly RouteLike[]): void {
   const missing = routes.filter((route) => declarationOf(route) === null).map((route) => `${route.method} ${route.path}`);
   if (missing.length > 0) {
-    throw new Error(`routes without an access declaration (access: "admin" | "viewer" | "session", public: true or rpc: true): ${missing.join(", ")}`);
+    throw new Error(
+      `routes without an access declaration (access: "admin" | "viewer" | "session", public: true or rpc: true): ${missing.join(", ")}`,
+    );
   }
 }
 

@@ -31,7 +31,11 @@ export function userRoutes(services: Services, session: SessionPlugin) {
       {
         access: "admin",
         body: v.strictObject({ username, password, role: v.optional(role), allowed_groups: v.optional(groups) }),
-        detail: { tags: ["users"], summary: "Create an account", description: "Role defaults to viewer. Passwords are 8 to 1024 characters." },
+        detail: {
+          tags: ["users"],
+          summary: "Create an account",
+          description: "Role defaults to viewer. Passwords are 8 to 1024 characters.",
+        },
       },
     )
     .get("/:username", ({ params }) => accounts.view(params.username), {
@@ -47,7 +51,11 @@ export function userRoutes(services: Services, session: SessionPlugin) {
         access: "admin",
         params,
         body: v.strictObject({ role: v.optional(role), allowed_groups: v.optional(groups), password: v.optional(password) }),
-        detail: { tags: ["users"], summary: "Change role, groups or password", description: "A new password ends all of the user's sessions, WebSockets included." },
+        detail: {
+          tags: ["users"],
+          summary: "Change role, groups or password",
+          description: "A new password ends all of the user's sessions, WebSockets included.",
+        },
       },
     )
     .delete(
@@ -56,6 +64,14 @@ export function userRoutes(services: Services, session: SessionPlugin) {
         accounts.delete(actor, params.username);
         set.status = 204;
       },
-      { access: "admin", params, detail: { tags: ["users"], summary: "Delete an account", description: "Ends the user's sessions at once. The bootstrap admin cannot be deleted." } },
+      {
+        access: "admin",
+        params,
+        detail: {
+          tags: ["users"],
+          summary: "Delete an account",
+          description: "Ends the user's sessions at once. The bootstrap admin cannot be deleted.",
+        },
+      },
     );
 }

@@ -38,6 +38,10 @@ export function wsRoute(connections: Connections, session: SessionPlugin) {
       if (connection) connections.close(connection);
       byRaw.delete(ws.raw);
     },
-    detail: { tags: ["rpc"], summary: "RPC over WebSocket", description: "JSON frames `{namespace, name, id, args}`; replies echo `id` with namespace `rpc` and name `response` or `error`." },
+    detail: {
+      tags: ["rpc"],
+      summary: "RPC over WebSocket",
+      description: "JSON frames `{namespace, name, id, args}`; replies echo `id` with namespace `rpc` and name `response` or `error`.",
+    },
   });
 }

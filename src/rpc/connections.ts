@@ -97,10 +97,15 @@ export class Connections {
     services.events.on("sessions.revoked", ({ sessionIds, reason }) => this.closeSessions(sessionIds, reason));
     services.events.on("push", (event) => this.push(event.topic, event.args, event.groups));
     // The domain says why in a word; the client reads the refusal it will get when it reconnects.
-    services.events.on("clients.kick", ({ uuids, reason, keyId }) => this.kickClients(uuids, isRefusalReason(reason) ? REFUSAL_MESSAGES[reason] : reason, keyId));
+    services.events.on("clients.kick", ({ uuids, reason, keyId }) =>
+      this.kickClients(uuids, isRefusalReason(reason) ? REFUSAL_MESSAGES[reason] : reason, keyId),
+    );
     services.metrics.gauge("latchkey_ws_connections", () => this.all.size);
     services.metrics.gauge("latchkey_connected_clients", () => this.byClient.size);
-    services.enrollment.setPresence((uuid) => this.byClient.has(uuid), () => [...this.byClient.keys()]);
+    services.enrollment.setPresence(
+      (uuid) => this.byClient.has(uuid),
+      () => [...this.byClient.keys()],
+    );
   }
 
   /** Starts the idle sweep and the watch for changes made by other processes (the CLI). */
@@ -147,8 +152,17 @@ export class Connections {
     }
     const now = this.services.clock();
     const connection: Connection = {
-      socket, address, sessionId: null, principal: null, clientUuid: null, clientKeyId: null,
-      lastMessageAt: now, openedAt: now, identified: false, closed: false, overflowedAt: null,
+      socket,
+      address,
+      sessionId: null,
+      principal: null,
+      clientUuid: null,
+      clientKeyId: null,
+      lastMessageAt: now,
+      openedAt: now,
+      identified: false,
+      closed: false,
+      overflowedAt: null,
     };
     this.all.add(connection);
     this.unidentified.set(address ?? "", (this.unidentified.get(address ?? "") ?? 0) + 1);
@@ -321,7 +335,9 @@ export class Connections {
 
   /** An error as the RPC envelope's args; a 401 says exactly "Unauthorized", as the sysadm seed does. */
   private errorArgs(error: unknown): ErrorEnvelope["args"] {
-    const report = reportError(error, (unexpected) => this.log.error("unhandled RPC error", { error: String((unexpected as Error)?.stack ?? unexpected) }));
+    const report = reportError(error, (unexpected) =>
+      this.log.error("unhandled RPC error", { error: String((unexpected as Error)?.stack ?? unexpected) }),
+    );
     const args: ErrorEnvelope["args"] = { code: report.status, message: report.status === 401 ? "Unauthorized" : report.message };
     if (report.field !== undefined) args.field = report.field;
     if (report.retryAfter !== undefined) args.retry_after = report.retryAfter;

@@ -46,7 +46,9 @@ function editApp(ctx: PageContext, app: Application, done: (app: Application) =>
     busyLabel: "Saving…",
     fields: appFields(app),
     async submit(form) {
-      done(await ctx.api.patch<Application>(appPath(app.id), { name: value(form, "name"), support_message: value(form, "support_message") }));
+      done(
+        await ctx.api.patch<Application>(appPath(app.id), { name: value(form, "name"), support_message: value(form, "support_message") }),
+      );
     },
   });
 }
@@ -88,7 +90,11 @@ registerPage({
     replace(
       container,
       h("div", { class: "page-head" }, h("h1", {}, "Applications"), createButton),
-      h("p", { class: "lead" }, "The software you license. Each application has its own license keys and the support message that failed activations show its users."),
+      h(
+        "p",
+        { class: "lead" },
+        "The software you license. Each application has its own license keys and the support message that failed activations show its users.",
+      ),
       listing,
       pager.element,
     );
@@ -157,7 +163,10 @@ registerPage({
       rendered = signature;
       replaceKeepingFocus(listing, [
         list.items.length === 0
-          ? emptyState("No applications yet.", admin ? "Create the first one with the Create application button." : "An admin creates applications.")
+          ? emptyState(
+              "No applications yet.",
+              admin ? "Create the first one with the Create application button." : "An admin creates applications.",
+            )
           : dataTable(
               "Applications",
               [
@@ -180,7 +189,13 @@ registerPage({
         if (ctx.signal.aborted || isAbort(error)) return;
         listing.removeAttribute("aria-busy");
         rendered = "";
-        replaceKeepingFocus(listing, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The applications could not be loaded. ${describeError(error)}`))]);
+        replaceKeepingFocus(listing, [
+          h(
+            "div",
+            { class: "callout callout-error", role: "alert" },
+            h("p", {}, `The applications could not be loaded. ${describeError(error)}`),
+          ),
+        ]);
       }
     });
     // Key counts change when keys are cut or deleted, here or elsewhere.

@@ -47,7 +47,12 @@ registerPage({
       field({ name: "actor", label: "Actor", type: "search", value: filters.actor, placeholder: "any" }),
       field({ name: "action", label: "Action", type: "search", value: filters.action, placeholder: "any", list: "audit-actions" }),
       field({ name: "outcome", label: "Outcome", value: filters.outcome, choices: OUTCOMES }),
-      h("div", { class: "filter-buttons" }, h("button", { type: "submit", class: "primary" }, "Filter"), h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear")),
+      h(
+        "div",
+        { class: "filter-buttons" },
+        h("button", { type: "submit", class: "primary" }, "Filter"),
+        h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear"),
+      ),
       h("datalist", { id: "audit-actions" }, ...KNOWN_ACTIONS.map((a) => h("option", { value: a }))),
     );
     const listing = h("div", { class: "listing", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
@@ -119,7 +124,14 @@ registerPage({
       } catch (error) {
         if (ctx.signal.aborted) return;
         listing.removeAttribute("aria-busy");
-        replace(listing, h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The audit log could not be loaded. ${describeError(error)}`)));
+        replace(
+          listing,
+          h(
+            "div",
+            { class: "callout callout-error", role: "alert" },
+            h("p", {}, `The audit log could not be loaded. ${describeError(error)}`),
+          ),
+        );
       }
     }
 

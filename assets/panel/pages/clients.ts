@@ -30,14 +30,26 @@ function presence(client: Client): HTMLElement {
 }
 
 function nameCell(client: Client): HTMLElement {
-  return h("span", { class: "stacked" }, h("strong", {}, client.name), h("code", { class: "muted small", title: client.uuid, "aria-label": `UUID ${client.uuid}` }, client.uuid.slice(0, 8)));
+  return h(
+    "span",
+    { class: "stacked" },
+    h("strong", {}, client.name),
+    h("code", { class: "muted small", title: client.uuid, "aria-label": `UUID ${client.uuid}` }, client.uuid.slice(0, 8)),
+  );
 }
 
 /** The address it connected from, and its interfaces' addresses in the tooltip. */
 function addressCell(client: Client): Child {
   const interfaces = client.interfaces.map((i) => `${i.name}: ${i.addresses.join(", ")}`).join("\n");
   if (!client.address && !interfaces) return dash(null);
-  return h("span", { class: "stacked", title: interfaces || undefined }, dash(client.address), interfaces ? h("span", { class: "muted small" }, `${client.interfaces.length} interface${client.interfaces.length === 1 ? "" : "s"}`) : null);
+  return h(
+    "span",
+    { class: "stacked", title: interfaces || undefined },
+    dash(client.address),
+    interfaces
+      ? h("span", { class: "muted small" }, `${client.interfaces.length} interface${client.interfaces.length === 1 ? "" : "s"}`)
+      : null,
+  );
 }
 
 function deleteClient(ctx: PageContext, client: Client, done: () => void): void {
@@ -75,7 +87,12 @@ registerPage({
       { class: "filters", role: "search", "aria-label": "Filter the clients" },
       field({ name: "status", label: "Status", value: filters.status, choices: STATUS_CHOICES }),
       field({ name: "group", label: "Group", value: filters.group, maxlength: 64, placeholder: "any group" }),
-      h("div", { class: "filter-buttons" }, h("button", { type: "submit", class: "primary" }, "Filter"), h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear")),
+      h(
+        "div",
+        { class: "filter-buttons" },
+        h("button", { type: "submit", class: "primary" }, "Filter"),
+        h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear"),
+      ),
     );
     const listing = h("div", { class: "listing", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
     const pager = new Pager("Pages of clients", PAGE_SIZE, (next) => {
@@ -155,7 +172,13 @@ registerPage({
           { label: "Name", cell: nameCell, class: "client-name" },
           { label: "Hostname", cell: (c) => dash(c.hostname), class: "hostname" },
           { label: "Group", cell: (c) => (c.group ? badge(c.group, "group") : h("span", { class: "muted" }, "—")) },
-          { label: "Key", cell: (c) => (c.key_id === null ? h("span", { class: "muted" }, "none") : h("a", { href: "#/keys", title: "Its pre-shared key" }, `#${c.key_id}`)) },
+          {
+            label: "Key",
+            cell: (c) =>
+              c.key_id === null
+                ? h("span", { class: "muted" }, "none")
+                : h("a", { href: "#/keys", title: "Its pre-shared key" }, `#${c.key_id}`),
+          },
           { label: "Version", cell: (c) => dash(c.version) },
           { label: "OS", cell: (c) => dash(c.os) },
           { label: "Address", cell: addressCell },

@@ -125,7 +125,8 @@ registerPage({
         for (const target of [clients.body, keys.body]) replace(target, h("p", { class: "error-text" }, describeError(error)));
       }
     });
-    for (const topic of ["clients.online", "clients.offline", "clients.deleted", "keys.changed", "settings.changed"] as const) ctx.subscribe(topic, () => counts.request());
+    for (const topic of ["clients.online", "clients.offline", "clients.deleted", "keys.changed", "settings.changed"] as const)
+      ctx.subscribe(topic, () => counts.request());
     counts.request();
 
     if (user.role === "admin") {
@@ -140,9 +141,15 @@ registerPage({
           () => ctx.api.get<Paged<User>>("/api/users", { limit: 1000 }),
           (list) => {
             const admins = list.items.filter((u) => u.role === "admin").length;
-            const breakdown = list.total === list.items.length ? `${plural(admins, "admin")} · ${plural(list.total - admins, "viewer")}` : null;
+            const breakdown =
+              list.total === list.items.length ? `${plural(admins, "admin")} · ${plural(list.total - admins, "viewer")}` : null;
             return [
-              h("p", { class: "stat" }, String(list.total), h("span", { class: "stat-label" }, list.total === 1 ? " account" : " accounts")),
+              h(
+                "p",
+                { class: "stat" },
+                String(list.total),
+                h("span", { class: "stat-label" }, list.total === 1 ? " account" : " accounts"),
+              ),
               breakdown ? h("p", { class: "muted" }, breakdown) : null,
               h("p", {}, h("a", { href: "#/users" }, "Manage users")),
             ];
@@ -163,7 +170,14 @@ registerPage({
                       "li",
                       {},
                       time(e.at, { seconds: true }),
-                      h("span", {}, h("strong", {}, e.actor ?? "anonymous"), " ", h("code", {}, e.action), e.target && e.target !== e.actor ? ` ${e.target}` : ""),
+                      h(
+                        "span",
+                        {},
+                        h("strong", {}, e.actor ?? "anonymous"),
+                        " ",
+                        h("code", {}, e.action),
+                        e.target && e.target !== e.actor ? ` ${e.target}` : "",
+                      ),
                       badge(e.outcome, e.outcome),
                     ),
                   ),

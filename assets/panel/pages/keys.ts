@@ -41,7 +41,12 @@ function statusCell(key: EnrollmentKey): HTMLElement {
   return h(
     "span",
     { class: "stacked" },
-    h("span", { class: "chips" }, badge(key.status, key.status, statusTitles[key.status]), expired ? badge("expired", "expired", "Past its expiry date: no new client can register with it") : null),
+    h(
+      "span",
+      { class: "chips" },
+      badge(key.status, key.status, statusTitles[key.status]),
+      expired ? badge("expired", "expired", "Past its expiry date: no new client can register with it") : null,
+    ),
     key.expires_at !== null && key.status !== "revoked"
       ? h("span", { class: "muted small" }, key.expired ? "expired " : "expires ", time(key.expires_at))
       : null,
@@ -53,7 +58,9 @@ function clientCell(key: EnrollmentKey): Child {
   return h(
     "span",
     { class: "stacked" },
-    key.client_name ? h("a", { href: `#/clients`, class: "client-link", title: key.client_uuid }, key.client_name) : h("span", { class: "muted" }, "deleted client"),
+    key.client_name
+      ? h("a", { href: `#/clients`, class: "client-link", title: key.client_uuid }, key.client_name)
+      : h("span", { class: "muted" }, "deleted client"),
     h("code", { class: "muted small", title: key.client_uuid, "aria-label": `UUID ${key.client_uuid}` }, key.client_uuid.slice(0, 8)),
   );
 }
@@ -101,7 +108,11 @@ function todayUtc(): string {
 function generateKeys(ctx: PageContext, done: (keys: EnrollmentKey[]) => void): void {
   openFormDialog({
     title: "Generate keys",
-    intro: h("p", {}, "Each key is XXXX-XXXX-XXXX, without the look-alike characters 0 O 1 I L. A key is pending until the first client registers with it; from then on only that client can use it."),
+    intro: h(
+      "p",
+      {},
+      "Each key is XXXX-XXXX-XXXX, without the look-alike characters 0 O 1 I L. A key is pending until the first client registers with it; from then on only that client can use it.",
+    ),
     submitLabel: "Generate",
     busyLabel: "Generating…",
     fields: [
@@ -109,12 +120,20 @@ function generateKeys(ctx: PageContext, done: (keys: EnrollmentKey[]) => void): 
         { name: "quantity", label: "Quantity", value: "1", required: true, hint: `1 to ${MAX_QUANTITY} keys, one per machine.` },
         { type: "number", min: "1", max: String(MAX_QUANTITY), step: "1", inputmode: "numeric" },
       ),
-      field({ name: "label", label: "Label", maxlength: 100, hint: "Optional, e.g. Customer ABC – batch 1. The install command also uses it as the client's name." }),
+      field({
+        name: "label",
+        label: "Label",
+        maxlength: 100,
+        hint: "Optional, e.g. Customer ABC – batch 1. The install command also uses it as the client's name.",
+      }),
       h(
         "div",
         { class: "field-row" },
         field({ name: "group", label: "Group", maxlength: 64, hint: "Optional. Clients that enroll with these keys join it." }),
-        inputField({ name: "expires_at", label: "Expires", hint: "Optional. Unused keys stop working at 00:00 UTC on this day." }, { type: "date", min: todayUtc() }),
+        inputField(
+          { name: "expires_at", label: "Expires", hint: "Optional. Unused keys stop working at 00:00 UTC on this day." },
+          { type: "date", min: todayUtc() },
+        ),
       ),
     ],
     async submit(form) {
@@ -177,7 +196,9 @@ function deleteKey(ctx: PageContext, key: EnrollmentKey, done: () => void): void
     message: h(
       "p",
       {},
-      key.client_uuid && key.status === "active" ? `${key.client_name ?? "Its client"} is disconnected and can no longer register with it. ` : "",
+      key.client_uuid && key.status === "active"
+        ? `${key.client_name ?? "Its client"} is disconnected and can no longer register with it. `
+        : "",
       "The key is removed permanently, with no record left in the list. This cannot be undone; Revoke keeps the record.",
     ),
     confirmLabel: "Delete key",
@@ -213,7 +234,11 @@ function settingsCard(ctx: PageContext, initial: Settings): { element: HTMLEleme
     try {
       const settings = await ctx.api.patch<Settings>("/api/settings", { require_auth_key: wanted });
       show(settings);
-      ctx.announce(settings.require_auth_key ? "Require Authentication Key is on: clients must present a valid key." : "Require Authentication Key is off: clients register without a key.");
+      ctx.announce(
+        settings.require_auth_key
+          ? "Require Authentication Key is on: clients must present a valid key."
+          : "Require Authentication Key is off: clients register without a key.",
+      );
     } catch (error) {
       if (isAbort(error)) return;
       show({ require_auth_key: !wanted });
@@ -299,7 +324,10 @@ registerPage({
     );
 
     const copied = (key: EnrollmentKey) => (error?: unknown) =>
-      ctx.announce(error ? `Copying failed: ${describeError(error)}` : `Install command for key ${key.key} copied.`, error ? "error" : "success");
+      ctx.announce(
+        error ? `Copying failed: ${describeError(error)}` : `Install command for key ${key.key} copied.`,
+        error ? "error" : "success",
+      );
 
     /** The Copy button: the command is fetched with the list; if that failed, on click. */
     const copyCell = (key: EnrollmentKey): Child => {
@@ -341,7 +369,13 @@ registerPage({
     const action = (key: EnrollmentKey, name: string, verb: string, run: () => void, danger = false) =>
       h(
         "button",
-        { type: "button", class: danger ? "link danger-text" : "link", "aria-label": `${name} key ${key.key}`, "data-focus": `${verb}-${key.id}`, onclick: run },
+        {
+          type: "button",
+          class: danger ? "link danger-text" : "link",
+          "aria-label": `${name} key ${key.key}`,
+          "data-focus": `${verb}-${key.id}`,
+          onclick: run,
+        },
         name,
       );
 
@@ -355,7 +389,9 @@ registerPage({
         "span",
         { class: "row-actions" },
         key.status !== "revoked" ? action(key, "Revoke", "revoke", () => revokeKey(ctx, key, after(`Key ${key.key} revoked.`))) : null,
-        key.status !== "pending" ? action(key, "Reset", "reset", () => resetKey(ctx, key, after(`Key ${key.key} reset to pending.`))) : null,
+        key.status !== "pending"
+          ? action(key, "Reset", "reset", () => resetKey(ctx, key, after(`Key ${key.key} reset to pending.`)))
+          : null,
         action(key, "Delete", "delete", () => deleteKey(ctx, key, after(`Key ${key.key} deleted.`)), true),
       );
 

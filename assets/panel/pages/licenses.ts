@@ -44,13 +44,21 @@ function statusBadge(license: License): HTMLElement {
 
 /** The badge, and the expiry when there is one. */
 function statusCell(license: License): HTMLElement {
-  const expiry = license.expires_at === null ? null : h("span", { class: "muted small" }, statusOf(license) === "expired" ? "since " : "until ", day(license.expires_at));
+  const expiry =
+    license.expires_at === null
+      ? null
+      : h("span", { class: "muted small" }, statusOf(license) === "expired" ? "since " : "until ", day(license.expires_at));
   return h("span", { class: "stacked" }, h("span", {}, statusBadge(license)), expiry);
 }
 
 /** Total activations and checks, one under the other. */
 function usage(license: License): HTMLElement {
-  return h("span", { class: "stacked usage" }, h("span", {}, plural(license.total_activations, "activation")), h("span", {}, plural(license.total_checks, "check")));
+  return h(
+    "span",
+    { class: "stacked usage" },
+    h("span", {}, plural(license.total_activations, "activation")),
+    h("span", {}, plural(license.total_checks, "check")),
+  );
 }
 
 /** Expiries are set as days, which start at 00:00 UTC. */
@@ -67,7 +75,10 @@ function seats(license: License): HTMLElement {
   const full = !unlimited && license.activations_used >= license.activations;
   return h(
     "span",
-    { class: full ? "seats seats-full" : "seats", title: unlimited ? "Unlimited activations" : `${plural(license.remaining_activations, "seat")} left` },
+    {
+      class: full ? "seats seats-full" : "seats",
+      title: unlimited ? "Unlimited activations" : `${plural(license.remaining_activations, "seat")} left`,
+    },
     `${license.activations_used} / ${unlimited ? "unlimited" : license.activations}`,
   );
 }
@@ -108,7 +119,12 @@ function todayUtc(): string {
 }
 
 /** A dialog that only shows something, closed with Done or Escape; gone when the page is left. */
-function infoDialog(ctx: PageContext, title: string, body: Child[], focus: { initialFocus?: HTMLElement | undefined; returnFocus?: HTMLElement | null } = {}): HTMLDialogElement {
+function infoDialog(
+  ctx: PageContext,
+  title: string,
+  body: Child[],
+  focus: { initialFocus?: HTMLElement | undefined; returnFocus?: HTMLElement | null } = {},
+): HTMLDialogElement {
   const opener = focus.returnFocus ?? (document.activeElement instanceof HTMLElement ? document.activeElement : null);
   const titleId = uniqueId("dialog-title");
   const done = h("button", { type: "button", class: "primary" }, "Done");
@@ -133,35 +149,66 @@ function infoDialog(ctx: PageContext, title: string, body: Child[], focus: { ini
 }
 
 /** The Cut keys dialog: `quantity` keys with the same settings, one POST each. */
-function cutKeys(ctx: PageContext, apps: Application[], preselected: number | null, done: (app: Application, keys: License[]) => void): void {
+function cutKeys(
+  ctx: PageContext,
+  apps: Application[],
+  preselected: number | null,
+  done: (app: Application, keys: License[]) => void,
+): void {
   const first = apps.find((a) => a.id === preselected) ?? apps[0];
   // The result opens over this dialog as it closes; afterwards the focus goes back to the opener.
   const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
   openFormDialog({
     title: "Cut license keys",
-    intro: h("p", {}, "Each key is 25 characters A–Z and 0–9. Give it to a customer; their application activates it on up to the allowed number of machines."),
+    intro: h(
+      "p",
+      {},
+      "Each key is 25 characters A–Z and 0–9. Give it to a customer; their application activates it on up to the allowed number of machines.",
+    ),
     submitLabel: "Cut keys",
     busyLabel: "Cutting…",
     fields: [
-      field({ name: "app_id", label: "Application", value: first ? String(first.id) : "", choices: apps.map((a) => ({ value: String(a.id), label: a.name })) }),
+      field({
+        name: "app_id",
+        label: "Application",
+        value: first ? String(first.id) : "",
+        choices: apps.map((a) => ({ value: String(a.id), label: a.name })),
+      }),
       h(
         "div",
         { class: "field-row" },
         inputField(
-          { name: "activations", label: "Activations per key", value: "1", required: true, hint: "Machines that may use a key at once; -1 = unlimited." },
+          {
+            name: "activations",
+            label: "Activations per key",
+            value: "1",
+            required: true,
+            hint: "Machines that may use a key at once; -1 = unlimited.",
+          },
           { type: "number", min: "-1", max: "1000000", step: "1", inputmode: "numeric" },
         ),
-        inputField({ name: "quantity", label: "Quantity", value: "1", required: true, hint: `1 to ${MAX_QUANTITY} keys with these settings.` }, { type: "number", min: "1", max: String(MAX_QUANTITY), step: "1", inputmode: "numeric" }),
+        inputField(
+          { name: "quantity", label: "Quantity", value: "1", required: true, hint: `1 to ${MAX_QUANTITY} keys with these settings.` },
+          { type: "number", min: "1", max: String(MAX_QUANTITY), step: "1", inputmode: "numeric" },
+        ),
       ),
       field({ name: "memo", label: "Memo", maxlength: 1000, hint: "For your records: customer, order number. Optional." }),
-      inputField({ name: "expires_at", label: "Expires", hint: "Optional. The keys stop working at 00:00 UTC on this day." }, { type: "date", min: todayUtc() }),
+      inputField(
+        { name: "expires_at", label: "Expires", hint: "Optional. The keys stop working at 00:00 UTC on this day." },
+        { type: "date", min: todayUtc() },
+      ),
     ],
     async submit(form) {
       const app = apps.find((a) => String(a.id) === value(form, "app_id"));
       if (!app) throw new Error("choose an application");
       const quantity = Number(value(form, "quantity"));
       const expires = value(form, "expires_at");
-      const body = { app_id: app.id, activations: Number(value(form, "activations")), memo: value(form, "memo"), ...(expires ? { expires_at: expires } : {}) };
+      const body = {
+        app_id: app.id,
+        activations: Number(value(form, "activations")),
+        memo: value(form, "memo"),
+        ...(expires ? { expires_at: expires } : {}),
+      };
       const button = form.querySelector<HTMLButtonElement>('button[type="submit"]');
       const keys: License[] = [];
       try {
@@ -190,7 +237,9 @@ function showCutKeys(ctx: PageContext, app: Application, keys: License[], return
   const list = h(
     "ul",
     { class: "token-list", "aria-label": "New license keys" },
-    ...keys.map((key) => h("li", {}, h("code", { class: "token" }, key.token), copyButton(key.token, { label: `Copy key #${key.id}`, done: copied }))),
+    ...keys.map((key) =>
+      h("li", {}, h("code", { class: "token" }, key.token), copyButton(key.token, { label: `Copy key #${key.id}`, done: copied })),
+    ),
   );
   const allowed = keys[0]?.activations === -1 ? "unlimited activations" : plural(keys[0]?.activations ?? 0, "activation");
   infoDialog(
@@ -201,7 +250,15 @@ function showCutKeys(ctx: PageContext, app: Application, keys: License[], return
       h("p", { class: "dialog-intro" }, `Each with ${allowed}. They are also in the list, where admins can copy them later.`),
       list,
       keys.length > 1
-        ? h("p", {}, copyButton(keys.map((k) => k.token).join("\n"), { caption: "Copy all", label: `Copy all ${keys.length} keys, one a line`, done: copied }))
+        ? h(
+            "p",
+            {},
+            copyButton(keys.map((k) => k.token).join("\n"), {
+              caption: "Copy all",
+              label: `Copy all ${keys.length} keys, one a line`,
+              done: copied,
+            }),
+          )
         : null,
     ],
     { initialFocus: list.querySelector<HTMLElement>("button") ?? undefined, returnFocus },
@@ -233,7 +290,8 @@ async function setEnabled(ctx: PageContext, license: License, enabled: boolean):
     await ctx.api.patch<License>(licensePath(license.id), { enabled });
     ctx.announce(`Key #${license.id} ${enabled ? "enabled" : "disabled"}.`);
   } catch (error) {
-    if (!isAbort(error)) ctx.announce(`Key #${license.id} could not be ${enabled ? "enabled" : "disabled"}. ${describeError(error)}`, "error");
+    if (!isAbort(error))
+      ctx.announce(`Key #${license.id} could not be ${enabled ? "enabled" : "disabled"}. ${describeError(error)}`, "error");
   }
 }
 
@@ -292,7 +350,11 @@ class KeyDrawer {
       if (this.ctx.signal.aborted || isAbort(error)) return;
       this.body.removeAttribute("aria-busy");
       this.rendered = "";
-      replaceKeepingFocus(this.body, [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `This key could not be loaded. ${describeError(error)}`))], this.closeButton);
+      replaceKeepingFocus(
+        this.body,
+        [h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `This key could not be loaded. ${describeError(error)}`))],
+        this.closeButton,
+      );
       return;
     }
     if (!this.dialog.open) return;
@@ -310,7 +372,15 @@ class KeyDrawer {
       { class: "facts" },
       ...(
         [
-          ["Key", h("span", { class: "token-cell" }, h("code", { class: "token" }, license.token), admin ? copyButton(license.token, { label: `Copy key #${license.id}`, focusKey: "copy" }) : null)],
+          [
+            "Key",
+            h(
+              "span",
+              { class: "token-cell" },
+              h("code", { class: "token" }, license.token),
+              admin ? copyButton(license.token, { label: `Copy key #${license.id}`, focusKey: "copy" }) : null,
+            ),
+          ],
           ["Application", license.app_name],
           ["Status", statusBadge(license)],
           ["Seats used", seats(license)],
@@ -344,7 +414,17 @@ class KeyDrawer {
         : dataTable(
             `Machines activated with key #${license.id}`,
             [
-              { label: "Machine", cell: (a) => h("span", { class: "stacked" }, a.machine ?? h("span", { class: "muted" }, "unnamed"), h("code", { class: "muted small" }, a.hwid)), class: "machine" },
+              {
+                label: "Machine",
+                cell: (a) =>
+                  h(
+                    "span",
+                    { class: "stacked" },
+                    a.machine ?? h("span", { class: "muted" }, "unnamed"),
+                    h("code", { class: "muted small" }, a.hwid),
+                  ),
+                class: "machine",
+              },
               { label: "User", cell: (a) => a.user ?? h("span", { class: "muted" }, "—") },
               { label: "Address", cell: (a) => a.address ?? "" },
               { label: "Activated", cell: (a) => time(a.activated_at) },
@@ -360,7 +440,11 @@ class KeyDrawer {
     const name = machineName(activation);
     confirmDialog({
       title: `Remove ${name}?`,
-      message: h("p", {}, `This frees its seat on key #${this.id}. The machine fails its next check and has to activate again, which takes a seat if one is free.`),
+      message: h(
+        "p",
+        {},
+        `This frees its seat on key #${this.id}. The machine fails its next check and has to activate again, which takes a seat if one is free.`,
+      ),
       confirmLabel: "Remove activation",
       busyLabel: "Removing…",
       action: async () => {
@@ -395,10 +479,27 @@ registerPage({
     const form = h(
       "form",
       { class: "filters", role: "search", "aria-label": "Filter the license keys" },
-      field({ name: "app_id", label: "Application", value: filters.app_id, choices: [{ value: "", label: "Any" }, ...apps.map((a) => ({ value: String(a.id), label: a.name }))] }),
+      field({
+        name: "app_id",
+        label: "Application",
+        value: filters.app_id,
+        choices: [{ value: "", label: "Any" }, ...apps.map((a) => ({ value: String(a.id), label: a.name }))],
+      }),
       field({ name: "enabled", label: "State", value: filters.enabled, choices: ENABLED_CHOICES }),
-      field({ name: "q", label: "Search", type: "search", value: filters.q, placeholder: admin ? "start of a key, or memo" : "memo", maxlength: 100 }),
-      h("div", { class: "filter-buttons" }, h("button", { type: "submit", class: "primary" }, "Filter"), h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear")),
+      field({
+        name: "q",
+        label: "Search",
+        type: "search",
+        value: filters.q,
+        placeholder: admin ? "start of a key, or memo" : "memo",
+        maxlength: 100,
+      }),
+      h(
+        "div",
+        { class: "filter-buttons" },
+        h("button", { type: "submit", class: "primary" }, "Filter"),
+        h("button", { type: "button", class: "secondary", onclick: () => clear() }, "Clear"),
+      ),
     );
     const listing = h("div", { class: "listing", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
     const pager = new Pager("Pages of license keys", PAGE_SIZE, (next) => {
@@ -440,18 +541,25 @@ registerPage({
       refresher.request();
     }
 
-    const reflectParams = () => ctx.setParams({ app: filters.app_id, enabled: filters.enabled, q: filters.q, offset: offset || null, key: drawer?.id ?? null });
+    const reflectParams = () =>
+      ctx.setParams({ app: filters.app_id, enabled: filters.enabled, q: filters.q, offset: offset || null, key: drawer?.id ?? null });
 
     const openDetails = (id: number) => {
       drawer?.close();
-      const opened = new KeyDrawer(ctx, id, () => refresher.request(), () => {
-        if (drawer === opened) drawer = null;
-        if (ctx.signal.aborted) return;
-        reflectParams();
-        // The row's Details button may have been re-rendered while the drawer was open.
-        const active = document.activeElement;
-        if (active === null || active === document.body) (listing.querySelector<HTMLElement>(`[data-focus="details-${id}"]`) ?? document.getElementById("page"))?.focus();
-      });
+      const opened = new KeyDrawer(
+        ctx,
+        id,
+        () => refresher.request(),
+        () => {
+          if (drawer === opened) drawer = null;
+          if (ctx.signal.aborted) return;
+          reflectParams();
+          // The row's Details button may have been re-rendered while the drawer was open.
+          const active = document.activeElement;
+          if (active === null || active === document.body)
+            (listing.querySelector<HTMLElement>(`[data-focus="details-${id}"]`) ?? document.getElementById("page"))?.focus();
+        },
+      );
       drawer = opened;
       reflectParams();
     };
@@ -476,7 +584,13 @@ registerPage({
     const actions = (license: License) => {
       const details = h(
         "button",
-        { type: "button", class: "link", "aria-label": `Details of key #${license.id}`, "data-focus": `details-${license.id}`, onclick: () => openDetails(license.id) },
+        {
+          type: "button",
+          class: "link",
+          "aria-label": `Details of key #${license.id}`,
+          "data-focus": `details-${license.id}`,
+          onclick: () => openDetails(license.id),
+        },
         "Details",
       );
       if (!admin) return h("span", { class: "row-actions" }, details);
@@ -525,11 +639,15 @@ registerPage({
           "span",
           { class: "token-cell" },
           h("code", { class: "token", title: admin ? undefined : "Only admins see whole keys" }, license.token),
-        admin
+          admin
             ? copyButton(license.token, {
                 label: `Copy key #${license.id}`,
                 focusKey: `copy-${license.id}`,
-                done: (error) => ctx.announce(error ? `Copying failed: ${describeError(error)}` : `Key #${license.id} copied.`, error ? "error" : "success"),
+                done: (error) =>
+                  ctx.announce(
+                    error ? `Copying failed: ${describeError(error)}` : `Key #${license.id} copied.`,
+                    error ? "error" : "success",
+                  ),
               })
             : null,
         ),
@@ -561,8 +679,16 @@ registerPage({
                 `Search matches ${admin ? "the start of a key or " : ""}any part of the memo; the Clear button shows all keys.`,
               )
             : apps.length === 0
-              ? emptyState("No applications yet.", admin ? "Create an application on the Applications page, then cut keys for it here." : "An admin creates applications and cuts their keys.")
-              : emptyState("No license keys yet.", admin ? "Cut the first keys with the Cut keys button." : "An admin cuts keys for the applications.")
+              ? emptyState(
+                  "No applications yet.",
+                  admin
+                    ? "Create an application on the Applications page, then cut keys for it here."
+                    : "An admin creates applications and cuts their keys.",
+                )
+              : emptyState(
+                  "No license keys yet.",
+                  admin ? "Cut the first keys with the Cut keys button." : "An admin cuts keys for the applications.",
+                )
           : compact(
               dataTable(
                 "License keys",

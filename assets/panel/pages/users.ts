@@ -12,10 +12,14 @@ import { registerPage, type PageContext } from "../pages.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
-const roleChoices = ROLES.map((r) => ({ value: r, label: r === "admin" ? "admin: full access" : "viewer: read-only, limited to their groups" }));
+const roleChoices = ROLES.map((r) => ({
+  value: r,
+  label: r === "admin" ? "admin: full access" : "viewer: read-only, limited to their groups",
+}));
 const groupsHint = "Comma-separated, e.g. berlin, lab. Viewers see only the clients of these groups.";
 const passwordHint = "8 to 1024 characters.";
-const passwordFromEnv = "LATCHKEY_ADMIN_PASSWORD is applied at every start of the server: to change this password, change the variable and restart the server.";
+const passwordFromEnv =
+  "LATCHKEY_ADMIN_PASSWORD is applied at every start of the server: to change this password, change the variable and restart the server.";
 
 function userPath(username: string): string {
   return `/api/users/${encodeURIComponent(username)}`;
@@ -29,7 +33,9 @@ function nameCell(user: User, self: string): HTMLElement {
     user.username === self ? h("span", { class: "muted" }, " (you)") : null,
     user.legacy ? badge("wsauth import", "legacy", "Imported from wsauth; the password is still checked through its wsauth hash") : null,
     user.legacy_challenge ? badge("challenge login", "legacy", "Keeps the wsauth hash for the legacy challenge login") : null,
-    user.password_from_env ? h("span", { class: "env-note", title: passwordFromEnv }, "Password set by ", h("code", {}, "LATCHKEY_ADMIN_PASSWORD")) : null,
+    user.password_from_env
+      ? h("span", { class: "env-note", title: passwordFromEnv }, "Password set by ", h("code", {}, "LATCHKEY_ADMIN_PASSWORD"))
+      : null,
   );
 }
 
@@ -45,7 +51,16 @@ function createUser(ctx: PageContext, done: (username: string) => void): void {
     busyLabel: "Creating…",
     fields: [
       field({ name: "username", label: "Username", required: true, maxlength: 64, hint: "Letters, digits and . _ @ -" }),
-      field({ name: "password", label: "Password", type: "password", required: true, minlength: 8, maxlength: 1024, autocomplete: "new-password", hint: passwordHint }),
+      field({
+        name: "password",
+        label: "Password",
+        type: "password",
+        required: true,
+        minlength: 8,
+        maxlength: 1024,
+        autocomplete: "new-password",
+        hint: passwordHint,
+      }),
       field({ name: "role", label: "Role", value: "viewer", choices: roleChoices }),
       field({ name: "allowed_groups", label: "Groups", hint: groupsHint }),
     ],
@@ -70,7 +85,13 @@ function editUser(ctx: PageContext, user: User, done: () => void): void {
       {},
       h("p", {}, "Role and groups apply to the user's next request; open sessions stay signed in."),
       user.password_from_env
-        ? h("p", {}, `The password of ${user.username} is set by `, h("code", {}, "LATCHKEY_ADMIN_PASSWORD"), " at every start of the server: to change it, change the variable and restart the server.")
+        ? h(
+            "p",
+            {},
+            `The password of ${user.username} is set by `,
+            h("code", {}, "LATCHKEY_ADMIN_PASSWORD"),
+            " at every start of the server: to change it, change the variable and restart the server.",
+          )
         : null,
     ),
     submitLabel: "Save changes",
@@ -80,7 +101,10 @@ function editUser(ctx: PageContext, user: User, done: () => void): void {
       field({ name: "allowed_groups", label: "Groups", value: user.allowed_groups.join(", "), hint: groupsHint }),
     ],
     async submit(form) {
-      await ctx.api.patch<User>(userPath(user.username), { role: value(form, "role") as Role, allowed_groups: splitList(value(form, "allowed_groups")) });
+      await ctx.api.patch<User>(userPath(user.username), {
+        role: value(form, "role") as Role,
+        allowed_groups: splitList(value(form, "allowed_groups")),
+      });
       done();
     },
   });
@@ -90,10 +114,27 @@ function resetPassword(ctx: PageContext, user: User, done: () => void): void {
   const self = user.username === ctx.user.username;
   openFormDialog({
     title: `Reset the password of ${user.username}`,
-    intro: h("p", {}, self ? "This ends all of your sessions, this one included: you will sign in again with the new password." : `This ends all of ${user.username}'s sessions at once.`),
+    intro: h(
+      "p",
+      {},
+      self
+        ? "This ends all of your sessions, this one included: you will sign in again with the new password."
+        : `This ends all of ${user.username}'s sessions at once.`,
+    ),
     submitLabel: "Set password",
     busyLabel: "Setting…",
-    fields: [field({ name: "password", label: "New password", type: "password", required: true, minlength: 8, maxlength: 1024, autocomplete: "new-password", hint: passwordHint })],
+    fields: [
+      field({
+        name: "password",
+        label: "New password",
+        type: "password",
+        required: true,
+        minlength: 8,
+        maxlength: 1024,
+        autocomplete: "new-password",
+        hint: passwordHint,
+      }),
+    ],
     async submit(form) {
       await ctx.api.patch<User>(userPath(user.username), { password: (form.elements.namedItem("password") as HTMLInputElement).value });
       done();
@@ -129,7 +170,11 @@ registerPage({
     replace(
       container,
       h("div", { class: "page-head" }, h("h1", {}, "Users"), createButton),
-      h("p", { class: "lead" }, "Accounts that may sign in to this panel and the API. Admins manage everything; viewers see only the clients of their groups."),
+      h(
+        "p",
+        { class: "lead" },
+        "Accounts that may sign in to this panel and the API. Admins manage everything; viewers see only the clients of their groups.",
+      ),
       listing,
       pager.element,
     );
@@ -141,7 +186,10 @@ registerPage({
         await load();
       } catch (error) {
         if (ctx.signal.aborted || isAbort(error)) return;
-        replace(listing, h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The list could not be loaded. ${describeError(error)}`)));
+        replace(
+          listing,
+          h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The list could not be loaded. ${describeError(error)}`)),
+        );
       }
       if (document.activeElement && document.activeElement !== document.body) return;
       const same = focusLabel ? listing.querySelector<HTMLElement>(`[aria-label="${CSS.escape(focusLabel)}"]`) : null;
@@ -155,11 +203,38 @@ registerPage({
       return h(
         "span",
         { class: "row-actions" },
-        h("button", { type: "button", class: "link", "aria-label": edit, onclick: () => editUser(ctx, user, () => void reload(`${user.username} updated.`, edit)) }, "Edit"),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "link",
+            "aria-label": edit,
+            onclick: () => editUser(ctx, user, () => void reload(`${user.username} updated.`, edit)),
+          },
+          "Edit",
+        ),
         user.password_from_env
           ? null
-          : h("button", { type: "button", class: "link", "aria-label": reset, onclick: () => resetPassword(ctx, user, () => void reload(`New password set for ${user.username}.`, reset)) }, "Reset password"),
-        h("button", { type: "button", class: "link danger-text", "aria-label": `Delete ${user.username}`, onclick: () => deleteUser(ctx, user, () => void reload(`User ${user.username} deleted.`)) }, "Delete"),
+          : h(
+              "button",
+              {
+                type: "button",
+                class: "link",
+                "aria-label": reset,
+                onclick: () => resetPassword(ctx, user, () => void reload(`New password set for ${user.username}.`, reset)),
+              },
+              "Reset password",
+            ),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "link danger-text",
+            "aria-label": `Delete ${user.username}`,
+            onclick: () => deleteUser(ctx, user, () => void reload(`User ${user.username} deleted.`)),
+          },
+          "Delete",
+        ),
       );
     };
 

@@ -70,7 +70,14 @@ export class EnrollmentClients {
       this.store.deleteClient(uuid);
       return ids;
     });
-    this.audit.record({ actor: actor.name, address: actor.address, action: "client.delete", target: uuid, outcome: "success", reason: revoked.length ? `revoked key ${revoked.join(", ")}` : null });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "client.delete",
+      target: uuid,
+      outcome: "success",
+      reason: revoked.length ? `revoked key ${revoked.join(", ")}` : null,
+    });
     this.events.emit("clients.kick", { uuids: [uuid], reason: CLIENT_GONE });
     this.events.emit("push", { topic: "clients.deleted", args: { uuid }, groups: client.client_group ? [client.client_group] : [] });
   }

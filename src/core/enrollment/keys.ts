@@ -79,10 +79,24 @@ export class EnrollmentKeys {
       while (made.length < input.quantity) {
         const key = newEnrollmentKey();
         // A collision (31^12 keys) is astronomically rare; the unique hash index makes it a retry.
-        const id = this.store.insertKey({ key, keyHash: hashEnrollmentKey(normalizeKey(key)!), label: input.label, group: input.group, expiresAt: input.expiresAt, now });
+        const id = this.store.insertKey({
+          key,
+          keyHash: hashEnrollmentKey(normalizeKey(key)!),
+          label: input.label,
+          group: input.group,
+          expiresAt: input.expiresAt,
+          now,
+        });
         if (id !== null) made.push(id);
       }
-      this.audit.record({ actor: actor.name, address: actor.address, action: "key.generate", target: `${made.length} keys`, outcome: "success", reason: input.label || null });
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "key.generate",
+        target: `${made.length} keys`,
+        outcome: "success",
+        reason: input.label || null,
+      });
       return made;
     });
     this.events.emit("push", { topic: "keys.changed", args: { ids, change: "generated" }, groups: input.group ? [input.group] : [] });
@@ -110,7 +124,14 @@ export class EnrollmentKeys {
   revoke(actor: Actor, id: number): KeyView {
     const key = this.require(id);
     this.store.revoke(id);
-    this.audit.record({ actor: actor.name, address: actor.address, action: "key.revoke", target: `key ${id}`, outcome: "success", reason: key.client_uuid ? `bound to ${key.client_uuid}` : null });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "key.revoke",
+      target: `key ${id}`,
+      outcome: "success",
+      reason: key.client_uuid ? `bound to ${key.client_uuid}` : null,
+    });
     this.changed(key, "revoked");
     return this.view(this.require(id), true);
   }
@@ -118,7 +139,14 @@ export class EnrollmentKeys {
   reset(actor: Actor, id: number): KeyView {
     const key = this.require(id);
     this.store.reset(id);
-    this.audit.record({ actor: actor.name, address: actor.address, action: "key.reset", target: `key ${id}`, outcome: "success", reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "key.reset",
+      target: `key ${id}`,
+      outcome: "success",
+      reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null,
+    });
     this.changed(key, "reset");
     return this.view(this.require(id), true);
   }
@@ -141,7 +169,11 @@ export class EnrollmentKeys {
     // The bound client loses its right to be connected: close its socket at once — if it was
     // admitted with this key (a revoked key stays bound to a client that since re-enrolled with another).
     if (key.client_uuid !== null) this.events.emit("clients.kick", { uuids: [key.client_uuid], reason: KEY_GONE, keyId: key.id });
-    this.events.emit("push", { topic: "keys.changed", args: { ids: [key.id], change }, groups: key.client_group ? [key.client_group] : [] });
+    this.events.emit("push", {
+      topic: "keys.changed",
+      args: { ids: [key.id], change },
+      groups: key.client_group ? [key.client_group] : [],
+    });
   }
 
   private require(id: number): KeyRow {

@@ -106,8 +106,25 @@ export class Registration {
           reconnect = false;
         }
       }
-      this.store.upsertClient({ uuid: args.uuid, name: args.name, hostname: args.hostname, group: key?.client_group ?? null, keyId: key?.id ?? null, version: args.version, os: args.os, address, now });
-      this.audit.record({ actor: `client:${args.uuid}`, address, action: "client.register", target: args.uuid, outcome: "success", reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required" });
+      this.store.upsertClient({
+        uuid: args.uuid,
+        name: args.name,
+        hostname: args.hostname,
+        group: key?.client_group ?? null,
+        keyId: key?.id ?? null,
+        version: args.version,
+        os: args.os,
+        address,
+        now,
+      });
+      this.audit.record({
+        actor: `client:${args.uuid}`,
+        address,
+        action: "client.register",
+        target: args.uuid,
+        outcome: "success",
+        reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required",
+      });
       return { key, reconnect, client: this.store.client(args.uuid)! };
     };
     let admitted: ReturnType<typeof attempt>;
@@ -119,8 +136,17 @@ export class Registration {
       throw error;
     }
     const { key, reconnect, client } = admitted;
-    this.events.emit("push", { topic: "clients.online", args: { uuid: args.uuid, name: args.name, group: client.client_group }, groups: client.client_group ? [client.client_group] : [] });
-    if (key && !reconnect) this.events.emit("push", { topic: "keys.changed", args: { ids: [key.id], change: "bound" }, groups: key.client_group ? [key.client_group] : [] });
+    this.events.emit("push", {
+      topic: "clients.online",
+      args: { uuid: args.uuid, name: args.name, group: client.client_group },
+      groups: client.client_group ? [client.client_group] : [],
+    });
+    if (key && !reconnect)
+      this.events.emit("push", {
+        topic: "keys.changed",
+        args: { ids: [key.id], change: "bound" },
+        groups: key.client_group ? [key.client_group] : [],
+      });
     return { kind: "registered", uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null };
   }
 

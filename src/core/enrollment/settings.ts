@@ -24,7 +24,14 @@ export class EnrollmentSettings {
   update(actor: Actor, changes: { require_auth_key?: boolean | undefined }): EnrollmentSettingsView {
     if (changes.require_auth_key !== undefined) {
       this.store.set("require_auth_key", changes.require_auth_key);
-      this.audit.record({ actor: actor.name, address: actor.address, action: "settings.update", target: "require_auth_key", outcome: "success", reason: String(changes.require_auth_key) });
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "settings.update",
+        target: "require_auth_key",
+        outcome: "success",
+        reason: String(changes.require_auth_key),
+      });
       this.events.emit("push", { topic: "settings.changed", args: this.get() });
     }
     return this.get();

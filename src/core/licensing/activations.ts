@@ -71,7 +71,14 @@ export class Activations {
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "activate");
     const license = this.find(request.token);
     const failure = (kind: "invalid" | "expired" | "full", reason: string): ActivateOutcome => {
-      this.audit.record({ actor: null, address, action: "license.activate", target: license ? `license ${license.id}` : null, outcome: "failure", reason });
+      this.audit.record({
+        actor: null,
+        address,
+        action: "license.activate",
+        target: license ? `license ${license.id}` : null,
+        outcome: "failure",
+        reason,
+      });
       return { kind, supportMessage: this.supportMessage(request, license) };
     };
     if (!license) {
@@ -91,12 +98,33 @@ export class Activations {
       if (existing) {
         this.store.recordReactivation(license.id, now, address);
         this.store.touchActivation(existing.id, request.machine ?? null, request.user ?? null, address);
-        this.audit.record({ actor: null, address, action: "license.activate", target: `license ${license.id}`, outcome: "success", reason: `machine ${identity} again (no seat used)` });
+        this.audit.record({
+          actor: null,
+          address,
+          action: "license.activate",
+          target: `license ${license.id}`,
+          outcome: "success",
+          reason: `machine ${identity} again (no seat used)`,
+        });
         return "again" as const;
       }
       if (!this.store.takeSeat(license.id, now, address)) return "full" as const;
-      this.store.insertActivation({ licenseId: license.id, hwid: identity, machine: request.machine ?? null, user: request.user ?? null, address, now });
-      this.audit.record({ actor: null, address, action: "license.activate", target: `license ${license.id}`, outcome: "success", reason: `machine ${identity}` });
+      this.store.insertActivation({
+        licenseId: license.id,
+        hwid: identity,
+        machine: request.machine ?? null,
+        user: request.user ?? null,
+        address,
+        now,
+      });
+      this.audit.record({
+        actor: null,
+        address,
+        action: "license.activate",
+        target: `license ${license.id}`,
+        outcome: "success",
+        reason: `machine ${identity}`,
+      });
       return "new" as const;
     });
     if (seat === "full") {
@@ -105,7 +133,10 @@ export class Activations {
     }
     const fresh = this.store.license(license.id)!;
     const remaining = remainingActivations(fresh);
-    this.events.emit("push", { topic: "licenses.activated", args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: seat === "new", remaining } });
+    this.events.emit("push", {
+      topic: "licenses.activated",
+      args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: seat === "new", remaining },
+    });
     const receipt =
       request.nonce === undefined
         ? this.receipts.forMachine(this.cache.machine(license.id, identity), fresh, identity, now).receipt
@@ -151,7 +182,14 @@ export class Activations {
     }
     const removed = immediate(this.db, () => {
       const ok = this.store.removeActivation(license.id, identity);
-      this.audit.record({ actor: null, address, action: "license.deactivate", target: `license ${license.id}`, outcome: ok ? "success" : "failure", reason: ok ? `machine ${identity}` : `machine ${identity} not activated` });
+      this.audit.record({
+        actor: null,
+        address,
+        action: "license.deactivate",
+        target: `license ${license.id}`,
+        outcome: ok ? "success" : "failure",
+        reason: ok ? `machine ${identity}` : `machine ${identity} not activated`,
+      });
       return ok;
     });
     if (!removed) return { kind: "not-activated" };
@@ -174,7 +212,14 @@ export class Activations {
     const removed = immediate(this.db, () => this.store.removeActivation(licenseId, hwid));
     if (!removed) throw notFound(`license ${licenseId} has no activation for hwid ${JSON.stringify(hwid)}`);
     this.cache.forgetMachine(licenseId, hwid);
-    this.audit.record({ actor: actor.name, address: actor.address, action: "license.deactivate", target: `license ${licenseId}`, outcome: "success", reason: `hwid ${hwid}` });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "license.deactivate",
+      target: `license ${licenseId}`,
+      outcome: "success",
+      reason: `hwid ${hwid}`,
+    });
     this.events.emit("push", { topic: "licenses.changed", args: { id: licenseId, change: "deactivated", hwid } });
   }
 
@@ -203,8 +248,22 @@ export class Activations {
     return address === null ? 0 : this.invalidTokens.waitSeconds(address);
   }
 
-  private throttled(wait: number, reason: string, request: WireRequest, address: string | null, call: WireCall, license?: LicenseRow): Throttled {
-    this.audit.record({ actor: null, address, action: `license.${call}`, target: license ? `license ${license.id}` : null, outcome: "denied", reason: `throttled: ${reason}` });
+  private throttled(
+    wait: number,
+    reason: string,
+    request: WireRequest,
+    address: string | null,
+    call: WireCall,
+    license?: LicenseRow,
+  ): Throttled {
+    this.audit.record({
+      actor: null,
+      address,
+      action: `license.${call}`,
+      target: license ? `license ${license.id}` : null,
+      outcome: "denied",
+      reason: `throttled: ${reason}`,
+    });
     return { kind: "throttled", retryAfter: wait, reason, supportMessage: this.supportMessage(request, license ?? null) };
   }
 

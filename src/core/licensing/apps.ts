@@ -39,8 +39,16 @@ export class Apps {
 
   create(actor: Actor, input: { name: string; supportMessage: string }): AppView {
     const id = this.store.insertApp(input.name, input.supportMessage, this.clock());
-    if (id === null) throw conflict(`an application named ${JSON.stringify(this.store.appByName(input.name)?.name ?? input.name)} already exists`, "name");
-    this.audit.record({ actor: actor.name, address: actor.address, action: "app.create", target: `app ${id}`, outcome: "success", reason: input.name });
+    if (id === null)
+      throw conflict(`an application named ${JSON.stringify(this.store.appByName(input.name)?.name ?? input.name)} already exists`, "name");
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "app.create",
+      target: `app ${id}`,
+      outcome: "success",
+      reason: input.name,
+    });
     return appView(requireApp(this.store, id));
   }
 

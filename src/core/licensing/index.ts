@@ -28,7 +28,16 @@ import { ReceiptIssuer, type ReceiptOptions } from "./receipt-issuer.ts";
 import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, WireRequest } from "./wire.ts";
 
 export type { ActivationView, AppView, LicenseView };
-export type { ActivateOutcome, AddressSource, CheckFailed, CheckOutcome, CheckPassed, DeactivateOutcome, Throttled, WireRequest } from "./wire.ts";
+export type {
+  ActivateOutcome,
+  AddressSource,
+  CheckFailed,
+  CheckOutcome,
+  CheckPassed,
+  DeactivateOutcome,
+  Throttled,
+  WireRequest,
+} from "./wire.ts";
 
 export class Licensing {
   private readonly apps: Apps;
@@ -37,7 +46,15 @@ export class Licensing {
   private readonly counters: CheckCounters;
   private readonly receipts: ReceiptIssuer;
 
-  constructor(db: Database, store: LicenseStore, audit: Audit, events: EventHub, clock: Clock, signingKey: SigningKey, options: ReceiptOptions) {
+  constructor(
+    db: Database,
+    store: LicenseStore,
+    audit: Audit,
+    events: EventHub,
+    clock: Clock,
+    signingKey: SigningKey,
+    options: ReceiptOptions,
+  ) {
     const cache = new CheckCache(store);
     this.counters = new CheckCounters(db, store);
     this.receipts = new ReceiptIssuer(signingKey, options);
@@ -118,7 +135,12 @@ export class Licensing {
   updateLicense(
     actor: Actor,
     id: number,
-    changes: { enabled?: boolean | undefined; memo?: string | undefined; activations?: number | undefined; expiresAt?: number | null | undefined },
+    changes: {
+      enabled?: boolean | undefined;
+      memo?: string | undefined;
+      activations?: number | undefined;
+      expiresAt?: number | null | undefined;
+    },
   ): LicenseView {
     return this.keys.update(actor, id, changes);
   }

@@ -74,7 +74,14 @@ export class LicenseKeys {
       expiresAt: input.expiresAt,
       now: this.clock(),
     });
-    this.audit.record({ actor: actor.name, address: actor.address, action: "license.create", target: `license ${id}`, outcome: "success", reason: `app ${input.appId}, ${input.activations} activations` });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "license.create",
+      target: `license ${id}`,
+      outcome: "success",
+      reason: `app ${input.appId}, ${input.activations} activations`,
+    });
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "created" } });
     return this.get(id, true);
   }
@@ -95,15 +102,32 @@ export class LicenseKeys {
   update(
     actor: Actor,
     id: number,
-    changes: { enabled?: boolean | undefined; memo?: string | undefined; activations?: number | undefined; expiresAt?: number | null | undefined },
+    changes: {
+      enabled?: boolean | undefined;
+      memo?: string | undefined;
+      activations?: number | undefined;
+      expiresAt?: number | null | undefined;
+    },
   ): LicenseView {
     requireLicense(this.store, id);
-    this.store.updateLicense(id, { enabled: changes.enabled, memo: changes.memo, allowed: changes.activations, expiresAt: changes.expiresAt });
+    this.store.updateLicense(id, {
+      enabled: changes.enabled,
+      memo: changes.memo,
+      allowed: changes.activations,
+      expiresAt: changes.expiresAt,
+    });
     const what = Object.entries(changes)
       .filter(([, v]) => v !== undefined)
       .map(([k]) => k)
       .join(", ");
-    this.audit.record({ actor: actor.name, address: actor.address, action: "license.update", target: `license ${id}`, outcome: "success", reason: what || null });
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "license.update",
+      target: `license ${id}`,
+      outcome: "success",
+      reason: what || null,
+    });
     this.checks.clear();
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "updated" } });
     return this.get(id, true);

@@ -67,10 +67,14 @@ export const settingsHandler = defineHandler({
   name: "settings",
   access: "session",
   roles: { read: ["admin", "viewer"], write: ["admin"] },
-  args: v.variant("action", [
-    v.strictObject({ action: v.literal("get") }),
-    v.strictObject({ action: v.literal("update"), require_auth_key: v.optional(v.boolean("must be true or false")) }),
-  ], "action must be get or update"),
+  args: v.variant(
+    "action",
+    [
+      v.strictObject({ action: v.literal("get") }),
+      v.strictObject({ action: v.literal("update"), require_auth_key: v.optional(v.boolean("must be true or false")) }),
+    ],
+    "action must be get or update",
+  ),
   level: (args) => (args.action === "get" ? "read" : "write"),
   handle(ctx, args) {
     const enrollment = ctx.services.enrollment;
@@ -84,20 +88,33 @@ export const keysHandler = defineHandler({
   name: "keys",
   access: "session",
   roles: { read: ["admin", "viewer"], write: ["admin"] },
-  args: v.variant("action", [
-    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")), ...rpcPage }),
-    v.strictObject({ action: v.literal("get"), id }),
-    v.strictObject({
-      action: v.literal("generate"),
-      quantity: v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be 1 to 100"), v.maxValue(100, "must be 1 to 100")),
-      label: v.optional(keyLabel, ""),
-      expires_at: v.optional(expiry),
-      group: v.optional(group),
-    }),
-    v.strictObject({ action: v.literal("revoke"), id }),
-    v.strictObject({ action: v.literal("reset"), id }),
-    v.strictObject({ action: v.literal("delete"), id }),
-  ], "action must be one of list, get, generate, revoke, reset, delete"),
+  args: v.variant(
+    "action",
+    [
+      v.strictObject({
+        action: v.literal("list"),
+        status: v.optional(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked")),
+        ...rpcPage,
+      }),
+      v.strictObject({ action: v.literal("get"), id }),
+      v.strictObject({
+        action: v.literal("generate"),
+        quantity: v.pipe(
+          v.number("must be a number"),
+          v.integer("must be a whole number"),
+          v.minValue(1, "must be 1 to 100"),
+          v.maxValue(100, "must be 1 to 100"),
+        ),
+        label: v.optional(keyLabel, ""),
+        expires_at: v.optional(expiry),
+        group: v.optional(group),
+      }),
+      v.strictObject({ action: v.literal("revoke"), id }),
+      v.strictObject({ action: v.literal("reset"), id }),
+      v.strictObject({ action: v.literal("delete"), id }),
+    ],
+    "action must be one of list, get, generate, revoke, reset, delete",
+  ),
   level: (args) => (args.action === "list" || args.action === "get" ? "read" : "write"),
   handle(ctx, args) {
     const enrollment = ctx.services.enrollment;
@@ -108,7 +125,14 @@ export const keysHandler = defineHandler({
       case "get":
         return enrollment.getKey(ctx.principal, args.id);
       case "generate":
-        return { items: enrollment.generate(actor, { quantity: args.quantity, label: args.label, expiresAt: args.expires_at ?? null, group: args.group ?? null }) };
+        return {
+          items: enrollment.generate(actor, {
+            quantity: args.quantity,
+            label: args.label,
+            expiresAt: args.expires_at ?? null,
+            group: args.group ?? null,
+          }),
+        };
       case "revoke":
         return enrollment.revokeKey(actor, args.id);
       case "reset":
@@ -125,11 +149,20 @@ export const clientsHandler = defineHandler({
   name: "clients",
   access: "session",
   roles: { read: ["admin", "viewer"], write: ["admin"] },
-  args: v.variant("action", [
-    v.strictObject({ action: v.literal("list"), status: v.optional(v.picklist(["online", "offline"], "must be online or offline")), group: v.optional(group), ...rpcPage }),
-    v.strictObject({ action: v.literal("get"), uuid: clientUuid }),
-    v.strictObject({ action: v.literal("delete"), uuid: clientUuid }),
-  ], "action must be one of list, get, delete"),
+  args: v.variant(
+    "action",
+    [
+      v.strictObject({
+        action: v.literal("list"),
+        status: v.optional(v.picklist(["online", "offline"], "must be online or offline")),
+        group: v.optional(group),
+        ...rpcPage,
+      }),
+      v.strictObject({ action: v.literal("get"), uuid: clientUuid }),
+      v.strictObject({ action: v.literal("delete"), uuid: clientUuid }),
+    ],
+    "action must be one of list, get, delete",
+  ),
   level: (args) => (args.action === "delete" ? "write" : "read"),
   handle(ctx, args) {
     const enrollment = ctx.services.enrollment;

@@ -7,7 +7,17 @@ import { licensesHandler } from "./licenses.ts";
 import { usersHandler } from "./users.ts";
 
 export function createRegistry(): Registry {
-  const registry: Registry = new Registry([...authHandlers, queryHandler(() => registry), usersHandler, auditHandler, licensesHandler,
-    keysHandler, settingsHandler, clientsHandler, registerHandler, heartbeatHandler]);
+  const registry: Registry = new Registry([
+    ...authHandlers,
+    queryHandler(() => registry),
+    usersHandler,
+    auditHandler,
+    licensesHandler,
+    keysHandler,
+    settingsHandler,
+    clientsHandler,
+    registerHandler,
+    heartbeatHandler,
+  ]);
   return registry;
 }

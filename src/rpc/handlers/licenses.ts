@@ -21,7 +21,13 @@ export const licensesArgs = v.variant(
       ...rpcPage,
     }),
     v.strictObject({ action: v.literal("get"), id }),
-    v.strictObject({ action: v.literal("create"), app_id: id, activations: v.optional(activationsAllowed, 1), memo: v.optional(memo, ""), expires_at: v.optional(expiry) }),
+    v.strictObject({
+      action: v.literal("create"),
+      app_id: id,
+      activations: v.optional(activationsAllowed, 1),
+      memo: v.optional(memo, ""),
+      expires_at: v.optional(expiry),
+    }),
     v.strictObject({
       action: v.literal("update"),
       id,
@@ -68,9 +74,19 @@ export const licensesHandler = defineHandler({
       case "get":
         return licensing.getLicense(args.id, admin);
       case "create":
-        return licensing.createLicense(actor, { appId: args.app_id, activations: args.activations, memo: args.memo, expiresAt: args.expires_at ?? null });
+        return licensing.createLicense(actor, {
+          appId: args.app_id,
+          activations: args.activations,
+          memo: args.memo,
+          expiresAt: args.expires_at ?? null,
+        });
       case "update":
-        return licensing.updateLicense(actor, args.id, { enabled: args.enabled, memo: args.memo, activations: args.activations, expiresAt: args.expires_at });
+        return licensing.updateLicense(actor, args.id, {
+          enabled: args.enabled,
+          memo: args.memo,
+          activations: args.activations,
+          expiresAt: args.expires_at,
+        });
       case "delete":
         licensing.deleteLicense(actor, args.id);
         return "ok";

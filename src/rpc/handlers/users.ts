@@ -13,8 +13,20 @@ export const usersArgs = v.variant(
   [
     v.strictObject({ action: v.literal("list"), ...pageArgs }),
     v.strictObject({ action: v.literal("get"), username }),
-    v.strictObject({ action: v.literal("create"), username, password, role: v.optional(role, "viewer"), allowed_groups: v.optional(groups, []) }),
-    v.strictObject({ action: v.literal("update"), username, role: v.optional(role), allowed_groups: v.optional(groups), password: v.optional(password) }),
+    v.strictObject({
+      action: v.literal("create"),
+      username,
+      password,
+      role: v.optional(role, "viewer"),
+      allowed_groups: v.optional(groups, []),
+    }),
+    v.strictObject({
+      action: v.literal("update"),
+      username,
+      role: v.optional(role),
+      allowed_groups: v.optional(groups),
+      password: v.optional(password),
+    }),
     v.strictObject({ action: v.literal("delete"), username }),
   ],
   "action must be one of list, get, create, update, delete",
@@ -36,7 +48,12 @@ export const usersHandler = defineHandler({
       case "get":
         return accounts.view(args.username);
       case "create":
-        return accounts.create(actor, { username: args.username, password: args.password, role: args.role, allowedGroups: args.allowed_groups });
+        return accounts.create(actor, {
+          username: args.username,
+          password: args.password,
+          role: args.role,
+          allowedGroups: args.allowed_groups,
+        });
       case "update":
         return accounts.change(actor, args.username, { role: args.role, allowedGroups: args.allowed_groups, password: args.password });
       case "delete":
