@@ -38,7 +38,9 @@ async function serverCommand(argv: string[]): Promise<number> {
     process.stdout.write(
       renderHelp(
         "latchkey server [flags]",
-        "Runs the server. Settings come from flags, then LATCHKEY_* variables (e.g. LATCHKEY_LISTEN),\nthen latchkey.json in the data directory, then defaults. On first start it creates the database\nand the bootstrap account admin (password from LATCHKEY_ADMIN_PASSWORD, or printed once).",
+        "Runs the server. Settings come from flags, then LATCHKEY_* variables (e.g. LATCHKEY_LISTEN),\n" +
+          "then latchkey.json in the data directory, then defaults. On first start it creates the database\n" +
+          "and the bootstrap account admin (password from LATCHKEY_ADMIN_PASSWORD, or printed once).",
         serverFlags,
       ),
     );
@@ -84,7 +86,8 @@ async function backupCommand(argv: string[]): Promise<number> {
     process.stdout.write(
       renderHelp(
         "latchkey backup FILE [--data-dir DIR]",
-        "Writes a consistent copy of the database to FILE (which must not exist), safe while the server runs.\nThe copy holds every secret the server keeps, so FILE is created with mode 0600.",
+        "Writes a consistent copy of the database to FILE (which must not exist), safe while the server runs.\n" +
+          "The copy holds every secret the server keeps, so FILE is created with mode 0600.",
         [dataDirFlag],
       ),
     );

@@ -709,14 +709,18 @@ describe("malformed bodies", () => {
   const ignoring = routeEntries.filter(([key, r]) => r.ignoresInput && ["POST", "PATCH", "PUT", "DELETE"].includes(methodOf(key)));
   const ignoringCases = ignoring.flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
   // Generated from fixed lists, nothing random (so no seed): each case's name says what it sent.
-  describe(`fuzz: ${ignoringCases.length} requests generated from fixed lists, ${ignoring.length} write routes that take no input × ${bodies.length} malformed bodies; never a 500`, () => {
-    test.each(ignoringCases)("$key ignores $label (no 500)", async ({ key, raw, type, route }) => {
-      const token = key === "POST /api/auth/logout" ? await login(server.url) : admin;
-      const res = await call(server.url, methodOf(key), route.path, { token, rawBody: raw, headers: { "content-type": type } });
-      expect(res.status).toBeLessThan(500);
-      await expectAlive();
-    });
-  });
+  describe(
+    `fuzz: ${ignoringCases.length} requests generated from fixed lists, ` +
+      `${ignoring.length} write routes that take no input × ${bodies.length} malformed bodies; never a 500`,
+    () => {
+      test.each(ignoringCases)("$key ignores $label (no 500)", async ({ key, raw, type, route }) => {
+        const token = key === "POST /api/auth/logout" ? await login(server.url) : admin;
+        const res = await call(server.url, methodOf(key), route.path, { token, rawBody: raw, headers: { "content-type": type } });
+        expect(res.status).toBeLessThan(500);
+        await expectAlive();
+      });
+    },
+  );
 });
 
 describe("body fields: wrong types, missing, unknown, hostile", () => {
@@ -953,21 +957,26 @@ const hostCases = routeEntries
   );
 
 // Generated from fixed lists, nothing random (so no seed): each case's name says what it sent.
-describe(`fuzz: ${hostCases.length} requests generated from fixed lists, every route but /ws × ${MALFORMED_HOSTS.length} malformed Host headers, without a token, each body's values replaced by {}; never a 500`, () => {
-  test.each(hostCases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
-    // Without a token and with a wrong-typed body: an error answer, in the route's shape.
-    const res = await call(server.url, methodOf(key), path, {
-      headers: { host, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { rawBody: body } : {}),
+describe(
+  `fuzz: ${hostCases.length} requests generated from fixed lists, ` +
+    `every route but /ws × ${MALFORMED_HOSTS.length} malformed Host headers, ` +
+    "without a token, each body's values replaced by {}; never a 500",
+  () => {
+    test.each(hostCases)("$key with Host $host: never a 500", async ({ key, host, path, body }) => {
+      // Without a token and with a wrong-typed body: an error answer, in the route's shape.
+      const res = await call(server.url, methodOf(key), path, {
+        headers: { host, ...(body ? { "content-type": "application/json" } : {}) },
+        ...(body ? { rawBody: body } : {}),
+      });
+      expect({ status: res.status, text: res.text.slice(0, 200) }).toMatchObject({ status: res.status < 500 ? res.status : 499 });
+      if (res.status >= 400 && res.headers.get("content-type")?.startsWith("application/json")) {
+        if (shapeOf(key) === "wire") expect(res.body.result).toBe("failure");
+        else if (res.status !== 413) expect(Object.keys(res.body)).toEqual(["error"]);
+      }
+      await expectAlive();
     });
-    expect({ status: res.status, text: res.text.slice(0, 200) }).toMatchObject({ status: res.status < 500 ? res.status : 499 });
-    if (res.status >= 400 && res.headers.get("content-type")?.startsWith("application/json")) {
-      if (shapeOf(key) === "wire") expect(res.body.result).toBe("failure");
-      else if (res.status !== 413) expect(Object.keys(res.body)).toEqual(["error"]);
-    }
-    await expectAlive();
-  });
-});
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // RPC: every registered call, over the REST mirror and over /ws.

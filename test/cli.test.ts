@@ -194,34 +194,37 @@ describe("wsauth users.json import and export", () => {
     await ok(["user", "delete", "carol"]);
   });
 
-  test("--replace overwrites an existing account with the file's hash, role and groups, in one transaction, ending its sessions", async () => {
-    await ok(["user", "create", "dave", "--role", "viewer", "--password-stdin"], "existing dave pw\n");
-    writeFileSync(file(), usersJson(entries));
-    const res = await ok(["user", "import", file(), "--replace"]);
-    expect(res.stdout).toBe("imported 2 users (1 replaced, their sessions ended)\n");
-    const db = new Database(join(dataDir, "latchkey.db"), { readonly: true });
-    const dave = db.query("SELECT * FROM users WHERE username = 'dave'").get() as Record<string, unknown>;
-    db.close();
-    expect(dave.role).toBe("admin");
-    expect(dave.legacy_salt).toBe(legacy[1]!.salt);
-    expect(dave.credential_version).toBe(1);
-    expect(await Bun.password.verify(sha256hex(legacy[1]!.password + legacy[1]!.salt), dave.password_hash as string)).toBe(true);
-    // Again: both exist now, both are replaced; a file with a bad entry still changes nothing.
-    expect((await ok(["user", "import", file(), "--replace"])).stdout).toBe("imported 2 users (2 replaced, their sessions ended)\n");
-    writeFileSync(
-      file(),
-      usersJson([
-        { ...entries[0], role: "viewer", allowed_groups: ["other"] },
-        { ...entries[1], password_hash: "bad" },
-      ]),
-    );
-    expect((await runLatchkey(["user", "import", file(), "--replace", "--data-dir", dataDir])).code).not.toBe(0);
-    const carol = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; allowed_groups: string[] }[]).find(
-      (u) => u.username === "carol",
-    );
-    expect(carol?.allowed_groups).toEqual(["lab"]);
-    for (const u of legacy) await ok(["user", "delete", u.username]);
-  });
+  test(
+    "--replace overwrites an existing account with the file's hash, role and groups, " + "in one transaction, ending its sessions",
+    async () => {
+      await ok(["user", "create", "dave", "--role", "viewer", "--password-stdin"], "existing dave pw\n");
+      writeFileSync(file(), usersJson(entries));
+      const res = await ok(["user", "import", file(), "--replace"]);
+      expect(res.stdout).toBe("imported 2 users (1 replaced, their sessions ended)\n");
+      const db = new Database(join(dataDir, "latchkey.db"), { readonly: true });
+      const dave = db.query("SELECT * FROM users WHERE username = 'dave'").get() as Record<string, unknown>;
+      db.close();
+      expect(dave.role).toBe("admin");
+      expect(dave.legacy_salt).toBe(legacy[1]!.salt);
+      expect(dave.credential_version).toBe(1);
+      expect(await Bun.password.verify(sha256hex(legacy[1]!.password + legacy[1]!.salt), dave.password_hash as string)).toBe(true);
+      // Again: both exist now, both are replaced; a file with a bad entry still changes nothing.
+      expect((await ok(["user", "import", file(), "--replace"])).stdout).toBe("imported 2 users (2 replaced, their sessions ended)\n");
+      writeFileSync(
+        file(),
+        usersJson([
+          { ...entries[0], role: "viewer", allowed_groups: ["other"] },
+          { ...entries[1], password_hash: "bad" },
+        ]),
+      );
+      expect((await runLatchkey(["user", "import", file(), "--replace", "--data-dir", dataDir])).code).not.toBe(0);
+      const carol = (JSON.parse((await ok(["user", "list", "--json"])).stdout) as { username: string; allowed_groups: string[] }[]).find(
+        (u) => u.username === "carol",
+      );
+      expect(carol?.allowed_groups).toEqual(["lab"]);
+      for (const u of legacy) await ok(["user", "delete", u.username]);
+    },
+  );
 
   test("round trip with --legacy-challenge-login: export writes back the same file, atomically, mode 0600", async () => {
     const withAdmin = [{ username: "admin", password_hash: sha256hex("x"), salt: "", role: "admin", allowed_groups: [] }, ...entries];
@@ -413,7 +416,9 @@ describe("latchkey health", () => {
     expect(replaced).toEqual({
       code: 1,
       stdout: "",
-      stderr: `latchkey: unhealthy: ${at(tls.port, "https")} presents a certificate other than ${otherCert} (was the file replaced without restarting the server?)\n`,
+      stderr:
+        `latchkey: unhealthy: ${at(tls.port, "https")} presents a certificate other than ${otherCert} ` +
+        "(was the file replaced without restarting the server?)\n",
     });
     // --url gets the usual checks, which a self-signed certificate does not pass.
     const checked = await health(["--url", `https://127.0.0.1:${tls.port}`]);

@@ -195,7 +195,8 @@ WantedBy=multi-user.target
     const res = await client(["install", "-server", "example.com:9000", "--state-dir", state, "--unit-dir", units]);
     expect(res.code).toBe(0);
     expect(res.stdout.trimEnd().split("\n").at(-1)).toBe(
-      `systemd unit written to ${join(units, "latchkey-client.service")}, not enabled (${units} is not /etc/systemd/system); start the agent with: ${self} client run --state-dir ${shell([state])}`,
+      `systemd unit written to ${join(units, "latchkey-client.service")}, not enabled (${units} is not /etc/systemd/system); ` +
+        `start the agent with: ${self} client run --state-dir ${shell([state])}`,
     );
     // The default state directory needs no flag; one named by LATCHKEY_CLIENT_DIR does, as another shell may not have it.
     const env = { HOME: join(dir.path, "home") };
@@ -330,7 +331,8 @@ describe("pre-shared keys (require_auth_key on)", () => {
     expect(run.text()).toContain("AUTH_REQUIRED");
     // The remedy is runnable as printed: this program, with the state directory it was given.
     expect(run.text()).toContain(
-      `reinstall with -key: ${BUN} ${join(ROOT, "src/main.ts")} client install -server ${address()} -key XXXX-XXXX-XXXX --state-dir ${state}`,
+      `reinstall with -key: ${BUN} ${join(ROOT, "src/main.ts")} ` +
+        `client install -server ${address()} -key XXXX-XXXX-XXXX --state-dir ${state}`,
     );
     expect(existsSync(join(state, "auth_key"))).toBe(false);
   });
@@ -363,28 +365,33 @@ describe("pre-shared keys (require_auth_key on)", () => {
     expect(run.text()).toContain("ask the admin to Reset the key in the panel");
   });
 
-  test("two machines started with one pending key: one registers, the other stops with Key already in use and the separate-key hint", async () => {
-    const { id, key } = await generateKey();
-    const states = [await installed("twin-1", key), await installed("twin-2", key)];
-    const runs = states.map((state) => agent(state));
-    try {
-      const first = await Promise.race(runs.map((run, i) => run.proc.exited.then((code) => ({ i, code }))));
-      expect(first.code).toBe(3);
-      const [loser, winner] = [runs[first.i]!, runs[1 - first.i]!];
-      await loser.waitFor("AUTH_FAILED: Key already in use");
-      expect(loser.text()).toContain(
-        "AUTH_FAILED: Key already in use: another machine claimed this pending key at the same moment: generate a separate key per machine",
-      );
-      expect(loser.text()).not.toContain("Reset the key");
-      await winner.waitFor("registered with");
-      expect(loser.count("registered with")).toBe(0);
-      const bound = await call(server.url, "GET", `/api/keys/${id}`, { token });
-      expect(bound.body).toMatchObject({ status: "active", client_uuid: uuidOf(states[1 - first.i]!), usage_count: 1 });
-    } finally {
-      for (const run of runs) run.proc.kill("SIGTERM");
-      await Promise.all(runs.map((run) => run.proc.exited));
-    }
-  }, 30_000);
+  test(
+    "two machines started with one pending key: " + "one registers, the other stops with Key already in use and the separate-key hint",
+    async () => {
+      const { id, key } = await generateKey();
+      const states = [await installed("twin-1", key), await installed("twin-2", key)];
+      const runs = states.map((state) => agent(state));
+      try {
+        const first = await Promise.race(runs.map((run, i) => run.proc.exited.then((code) => ({ i, code }))));
+        expect(first.code).toBe(3);
+        const [loser, winner] = [runs[first.i]!, runs[1 - first.i]!];
+        await loser.waitFor("AUTH_FAILED: Key already in use");
+        expect(loser.text()).toContain(
+          "AUTH_FAILED: Key already in use: another machine claimed this pending key at the same moment: " +
+            "generate a separate key per machine",
+        );
+        expect(loser.text()).not.toContain("Reset the key");
+        await winner.waitFor("registered with");
+        expect(loser.count("registered with")).toBe(0);
+        const bound = await call(server.url, "GET", `/api/keys/${id}`, { token });
+        expect(bound.body).toMatchObject({ status: "active", client_uuid: uuidOf(states[1 - first.i]!), usage_count: 1 });
+      } finally {
+        for (const run of runs) run.proc.kill("SIGTERM");
+        await Promise.all(runs.map((run) => run.proc.exited));
+      }
+    },
+    30_000,
+  );
 
   test("on a terminal: a refused key is explained and asked for again; an empty line exits non-zero", async () => {
     const state = await installed("prompted-empty");

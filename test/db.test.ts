@@ -61,7 +61,9 @@ describe("migrations", () => {
     );
     db.run("INSERT INTO applications (name, created_at) VALUES ('App', 0)");
     const insert = db.query(
-      "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, created_at, total_checks, last_check_at, last_check_address) VALUES (1, ?, ?, 1, 0, ?, ?, ?)",
+      "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, created_at, " +
+        "total_checks, last_check_at, last_check_address) " +
+        "VALUES (1, ?, ?, 1, 0, ?, ?, ?)",
     );
     insert.run("CHECKED", "h1", 7, 1_700_000_000_000, "10.0.0.7");
     insert.run("NEVER", "h2", 0, null, null);
@@ -93,7 +95,8 @@ describe("migrations", () => {
       migrations.filter((m) => m.name < "0005"),
     );
     db.run(
-      "INSERT INTO users (username, role, password_hash, scram_salt, scram_iterations, scram_stored_key, scram_server_key, created_at, password_changed_at) VALUES ('old', 'admin', 'h', 's', 4096, 'k', 'k', 0, 0)",
+      "INSERT INTO users (username, role, password_hash, scram_salt, scram_iterations, scram_stored_key, scram_server_key, " +
+        "created_at, password_changed_at) VALUES ('old', 'admin', 'h', 's', 4096, 'k', 'k', 0, 0)",
     );
     expect(migrate(db)).toEqual(["0005_credential_version"]);
     expect(db.query("SELECT credential_version FROM users WHERE username = 'old'").get()).toEqual({ credential_version: 0 });

@@ -328,49 +328,53 @@ describe("the compiled binary", () => {
     }
   });
 
-  test("a port that is taken stops the start before anything is created: no data directory, no password; the next start prints it", async () => {
-    const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
-    const dataDir = join(dir.path, "never-made");
-    const port = blocker.port!;
-    try {
-      const res = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+  test(
+    "a port that is taken stops the start before anything is created: " + "no data directory, no password; the next start prints it",
+    async () => {
+      const blocker = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
+      const dataDir = join(dir.path, "never-made");
+      const port = blocker.port!;
+      try {
+        const res = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
+          binary,
+          cwd: dir.path,
+          env: bareEnv(),
+        });
+        expect(res.code).toBe(1);
+        expect(res.stderr).toBe(
+          `latchkey: cannot listen on 127.0.0.1:${port} (--listen): ` +
+            "the address is in use by another program; stop it or choose another --listen\n",
+        );
+        expect(res.stdout).toBe("");
+        expect(existsSync(dataDir)).toBe(false);
+        // In JSON mode the refusal is a JSON line too.
+        const json = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], {
+          binary,
+          cwd: dir.path,
+          env: bareEnv(),
+        });
+        expect(json.code).toBe(1);
+        expect(JSON.parse(json.stderr)).toMatchObject({ level: "error", msg: "cannot start" });
+        expect(existsSync(dataDir)).toBe(false);
+      } finally {
+        blocker.stop(true);
+      }
+      // The port is free now: this start is the first one, and shows the password.
+      const proc = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
         binary,
         cwd: dir.path,
         env: bareEnv(),
       });
-      expect(res.code).toBe(1);
-      expect(res.stderr).toBe(
-        `latchkey: cannot listen on 127.0.0.1:${port} (--listen): the address is in use by another program; stop it or choose another --listen\n`,
-      );
-      expect(res.stdout).toBe("");
-      expect(existsSync(dataDir)).toBe(false);
-      // In JSON mode the refusal is a JSON line too.
-      const json = await runLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], {
-        binary,
-        cwd: dir.path,
-        env: bareEnv(),
-      });
-      expect(json.code).toBe(1);
-      expect(JSON.parse(json.stderr)).toMatchObject({ level: "error", msg: "cannot start" });
-      expect(existsSync(dataDir)).toBe(false);
-    } finally {
-      blocker.stop(true);
-    }
-    // The port is free now: this start is the first one, and shows the password.
-    const proc = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
-      binary,
-      cwd: dir.path,
-      env: bareEnv(),
-    });
-    try {
-      const { log } = await waitForListening(proc);
-      expect(log()).toContain('created the bootstrap account "admin" with password: ');
-      proc.kill("SIGTERM");
-      expect(await proc.exited).toBe(0);
-    } finally {
-      proc.kill("SIGKILL");
-    }
-  });
+      try {
+        const { log } = await waitForListening(proc);
+        expect(log()).toContain('created the bootstrap account "admin" with password: ');
+        proc.kill("SIGTERM");
+        expect(await proc.exited).toBe(0);
+      } finally {
+        proc.kill("SIGKILL");
+      }
+    },
+  );
 
   test("security events reach the server log as one line each, without secrets; a flood of refusals is summarised", async () => {
     const dataDir = join(dir.path, "security-log");

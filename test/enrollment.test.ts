@@ -394,68 +394,71 @@ describe("expiry: a restart is not a re-enrollment", () => {
 });
 
 describe("another UUID with an active key: in use for 10 s after the binding, bound to a different client after", () => {
-  test("measured from the binding on the server's clock; a reset key's next binding opens a new window; each refusal is audited", async () => {
-    const bindAt = Date.parse("2026-04-01T00:00:00Z");
-    const clock = manualClock(bindAt);
-    const own = await startTestServer({ clock });
-    try {
-      const token = await login(own.url);
-      await call(own.url, "PATCH", "/api/settings", { token, body: { require_auth_key: true } });
-      const [key] = (await call(own.url, "POST", "/api/keys", { token, body: { quantity: 1 } })).body.items;
-      /** Registers `id` with the key on a socket of its own, closed again at once. */
-      const present = async (id: string, at: number): Promise<any> => {
-        clock.set(at);
-        const rpc = await RpcClient.connect(own.wsUrl);
-        try {
-          return await rpc.request("client", "register", regArgs(id, key.key));
-        } finally {
-          rpc.close();
-          await rpc.closed;
-        }
-      };
-      const [a, b, c] = [uuid(), uuid(), uuid()];
-      expect(await present(a, bindAt)).toMatchObject({ name: "response", args: { uuid: a, reconnect: false } });
-      expectError(await present(b, bindAt + 3000), 403, IN_USE);
-      expectError(await present(c, bindAt + KEY_IN_USE_WINDOW_MS - 1), 403, IN_USE);
-      expectError(await present(b, bindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
-      expectError(await present(c, bindAt + 60_000), 403, BOUND);
+  test(
+    "measured from the binding on the server's clock; " + "a reset key's next binding opens a new window; each refusal is audited",
+    async () => {
+      const bindAt = Date.parse("2026-04-01T00:00:00Z");
+      const clock = manualClock(bindAt);
+      const own = await startTestServer({ clock });
+      try {
+        const token = await login(own.url);
+        await call(own.url, "PATCH", "/api/settings", { token, body: { require_auth_key: true } });
+        const [key] = (await call(own.url, "POST", "/api/keys", { token, body: { quantity: 1 } })).body.items;
+        /** Registers `id` with the key on a socket of its own, closed again at once. */
+        const present = async (id: string, at: number): Promise<any> => {
+          clock.set(at);
+          const rpc = await RpcClient.connect(own.wsUrl);
+          try {
+            return await rpc.request("client", "register", regArgs(id, key.key));
+          } finally {
+            rpc.close();
+            await rpc.closed;
+          }
+        };
+        const [a, b, c] = [uuid(), uuid(), uuid()];
+        expect(await present(a, bindAt)).toMatchObject({ name: "response", args: { uuid: a, reconnect: false } });
+        expectError(await present(b, bindAt + 3000), 403, IN_USE);
+        expectError(await present(c, bindAt + KEY_IN_USE_WINDOW_MS - 1), 403, IN_USE);
+        expectError(await present(b, bindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
+        expectError(await present(c, bindAt + 60_000), 403, BOUND);
 
-      // Reset (the remedy for "bound to a different client"), and another machine binds it: the
-      // window counts from this binding, for the previous holder as for anyone else.
-      const rebindAt = bindAt + 120_000;
-      clock.set(rebindAt);
-      expect((await call(own.url, "POST", `/api/keys/${key.id}/reset`, { token })).status).toBe(200);
-      expect(await present(b, rebindAt)).toMatchObject({ name: "response", args: { uuid: b, reconnect: false } });
-      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
-        status: "active",
-        client_uuid: b,
-        first_used_at: new Date(rebindAt).toISOString(),
-      });
-      expectError(await present(a, rebindAt + 3000), 403, IN_USE);
-      expectError(await present(c, rebindAt + 3000), 403, IN_USE);
-      expectError(await present(a, rebindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
+        // Reset (the remedy for "bound to a different client"), and another machine binds it: the
+        // window counts from this binding, for the previous holder as for anyone else.
+        const rebindAt = bindAt + 120_000;
+        clock.set(rebindAt);
+        expect((await call(own.url, "POST", `/api/keys/${key.id}/reset`, { token })).status).toBe(200);
+        expect(await present(b, rebindAt)).toMatchObject({ name: "response", args: { uuid: b, reconnect: false } });
+        expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
+          status: "active",
+          client_uuid: b,
+          first_used_at: new Date(rebindAt).toISOString(),
+        });
+        expectError(await present(a, rebindAt + 3000), 403, IN_USE);
+        expectError(await present(c, rebindAt + 3000), 403, IN_USE);
+        expectError(await present(a, rebindAt + KEY_IN_USE_WINDOW_MS), 403, BOUND);
 
-      const log = (
-        await call(own.url, "GET", "/api/audit?action=client.register&outcome=failure&limit=1000", { token })
-      ).body.items.reverse();
-      expect(log.map((e: any) => [e.target, e.reason])).toEqual([
-        [b, IN_USE],
-        [c, IN_USE],
-        [b, BOUND],
-        [c, BOUND],
-        [a, IN_USE],
-        [c, IN_USE],
-        [a, BOUND],
-      ]);
-      expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
-        status: "active",
-        client_uuid: b,
-        usage_count: 2,
-      });
-    } finally {
-      await own.close();
-    }
-  });
+        const log = (
+          await call(own.url, "GET", "/api/audit?action=client.register&outcome=failure&limit=1000", { token })
+        ).body.items.reverse();
+        expect(log.map((e: any) => [e.target, e.reason])).toEqual([
+          [b, IN_USE],
+          [c, IN_USE],
+          [b, BOUND],
+          [c, BOUND],
+          [a, IN_USE],
+          [c, IN_USE],
+          [a, BOUND],
+        ]);
+        expect((await call(own.url, "GET", `/api/keys/${key.id}`, { token })).body).toMatchObject({
+          status: "active",
+          client_uuid: b,
+          usage_count: 2,
+        });
+      } finally {
+        await own.close();
+      }
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
  * `latchkey key ...`, run as separate processes on the data directory of a running server
  * (SPEC §1, §4): generate prints the keys alone on standard output, one per line, so that
  * `KEY=$(latchkey key generate)` works, and each key's ID on standard error; list, revoke, reset
- * and delete; a revoke from the CLI disconnects the client connected to the server. Bad flags exit 2 with a sentence that says what to do, echoing a flag as it was typed;
- * failures of the operation itself exit 1.
+ * and delete; a revoke from the CLI disconnects the client connected to the server. Bad flags
+ * exit 2 with a sentence that says what to do, echoing a flag as it was typed; failures of the
+ * operation itself exit 1.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { call, eventually, login, RpcClient, runLatchkey, startTestServer, type TestServer } from "./support.ts";

@@ -1332,7 +1332,8 @@ describe("license keys over REST", () => {
           const id = Number(
             db
               .query(
-                "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) VALUES (?, ?, ?, 1, 1, 0)",
+                "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) " +
+                  "VALUES (?, ?, ?, 1, 1, 0)",
               )
               .run(app.id, key, createHash("sha256").update(key).digest("hex")).lastInsertRowid,
           );
@@ -1347,7 +1348,9 @@ describe("license keys over REST", () => {
       const written = () =>
         db
           .query<{ keys: number; checks: number; machines: number }, []>(
-            "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, (SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, (SELECT count(*) FROM activations WHERE last_check_at >= " +
+            "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, " +
+              "(SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, " +
+              "(SELECT count(*) FROM activations WHERE last_check_at >= " +
               (checked - 1000) +
               ") AS machines",
           )

@@ -90,18 +90,22 @@ describe("guesses sent together are held to the limits", () => {
   });
   afterAll(() => server.close());
 
-  test("100 parallel REST guesses on one account from one address: 5 are evaluated, the rest get 429 before hashing, the right one last included", async () => {
-    await createUser(server.url, admin, { username: "rest-victim", password: PASSWORD });
-    const guesses = Array.from({ length: 99 }, (_, i) => restLogin(server, "rest-victim", `guess ${i}`, "10.1.0.1"));
-    guesses.push(restLogin(server, "rest-victim", PASSWORD, "10.1.0.1"));
-    const replies = await Promise.all(guesses);
-    expect(tally(replies.map((r) => r.status))).toEqual({ 401: 5, 429: 95 });
-    expect(replies.at(-1)!.status).toBe(429);
-    for (const r of replies.filter((r) => r.status === 429)) expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
-    const entries = (await auditEntries(server, admin, "&action=auth.password")).filter((e) => e.target === "rest-victim");
-    expect(tally(entries.map((e) => (e.outcome === "failure" ? 1 : e.outcome === "denied" ? 2 : 3)))).toEqual({ 1: 5, 2: 95 });
-    expect(entries.every((e) => e.address === "10.1.0.1")).toBe(true);
-  });
+  test(
+    "100 parallel REST guesses on one account from one address: " +
+      "5 are evaluated, the rest get 429 before hashing, the right one last included",
+    async () => {
+      await createUser(server.url, admin, { username: "rest-victim", password: PASSWORD });
+      const guesses = Array.from({ length: 99 }, (_, i) => restLogin(server, "rest-victim", `guess ${i}`, "10.1.0.1"));
+      guesses.push(restLogin(server, "rest-victim", PASSWORD, "10.1.0.1"));
+      const replies = await Promise.all(guesses);
+      expect(tally(replies.map((r) => r.status))).toEqual({ 401: 5, 429: 95 });
+      expect(replies.at(-1)!.status).toBe(429);
+      for (const r of replies.filter((r) => r.status === 429)) expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
+      const entries = (await auditEntries(server, admin, "&action=auth.password")).filter((e) => e.target === "rest-victim");
+      expect(tally(entries.map((e) => (e.outcome === "failure" ? 1 : e.outcome === "denied" ? 2 : 3)))).toEqual({ 1: 5, 2: 95 });
+      expect(entries.every((e) => e.address === "10.1.0.1")).toBe(true);
+    },
+  );
 
   test("2,500 rpc/auth frames pipelined on one socket: 5 are evaluated, the rest get 429", async () => {
     await createUser(server.url, admin, { username: "ws-victim", password: PASSWORD });
@@ -374,52 +378,59 @@ describe("a change of credentials wins over every login in flight", () => {
 });
 
 describe("LATCHKEY_ADMIN_PASSWORD is admin's password at every start", () => {
-  test("a changed value applies at the next start, is audited, and ends admin's sessions; while it is set the API refuses to change it", async () => {
-    const { parseArgs } = await import("../src/cli/args.ts");
-    const { loadConfig, serverFlags } = await import("../src/config.ts");
-    const { startServer } = await import("../src/server.ts");
-    const { silentLogger } = await import("../src/log.ts");
-    const first = await startTestServer();
-    const config = loadConfig(parseArgs(["--data-dir", first.dataDir, "--listen", "127.0.0.1:0"], serverFlags), {});
-    const oldToken = await login(first.url);
-    await first.stop("restart");
+  test(
+    "a changed value applies at the next start, is audited, " +
+      "and ends admin's sessions; " +
+      "while it is set the API refuses to change it",
+    async () => {
+      const { parseArgs } = await import("../src/cli/args.ts");
+      const { loadConfig, serverFlags } = await import("../src/config.ts");
+      const { startServer } = await import("../src/server.ts");
+      const { silentLogger } = await import("../src/log.ts");
+      const first = await startTestServer();
+      const config = loadConfig(parseArgs(["--data-dir", first.dataDir, "--listen", "127.0.0.1:0"], serverFlags), {});
+      const oldToken = await login(first.url);
+      await first.stop("restart");
 
-    const second = await startServer(config, { log: silentLogger, adminPassword: "the second password" });
-    try {
-      expect((await call(second.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(
-        401,
-      );
-      const token = await login(second.url, "admin", "the second password");
-      expect(await sessionAlive({ url: second.url } as TestServer, oldToken)).toBe(false);
-      const view = await call(second.url, "GET", "/api/users/admin", { token });
-      expect(view.body.password_from_env).toBe(true);
-      const refused = await call(second.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } });
-      expect(refused.status).toBe(403);
-      expect(refused.body.error.message).toContain("LATCHKEY_ADMIN_PASSWORD");
-      const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", "--data-dir", first.dataDir], {
-        input: "changed from the cli\n",
-      });
-      expect(cli.code).toBe(1);
-      expect(cli.stderr).toContain("LATCHKEY_ADMIN_PASSWORD");
-      const audit = await auditEntries({ url: second.url } as TestServer, token, "&action=user.passwd");
-      expect(audit.map((e) => [e.actor, e.outcome, e.reason])).toEqual([
-        ["system", "success", "LATCHKEY_ADMIN_PASSWORD changed"],
-        ["admin", "denied", "set by LATCHKEY_ADMIN_PASSWORD"],
-        [expect.stringMatching(/^cli:/), "denied", "set by LATCHKEY_ADMIN_PASSWORD"],
-      ]);
-    } finally {
-      await second.stop("restart");
-    }
+      const second = await startServer(config, { log: silentLogger, adminPassword: "the second password" });
+      try {
+        expect((await call(second.url, "POST", "/api/auth/login", { body: { username: "admin", password: ADMIN_PASSWORD } })).status).toBe(
+          401,
+        );
+        const token = await login(second.url, "admin", "the second password");
+        expect(await sessionAlive({ url: second.url } as TestServer, oldToken)).toBe(false);
+        const view = await call(second.url, "GET", "/api/users/admin", { token });
+        expect(view.body.password_from_env).toBe(true);
+        const refused = await call(second.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } });
+        expect(refused.status).toBe(403);
+        expect(refused.body.error.message).toContain("LATCHKEY_ADMIN_PASSWORD");
+        const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", "--data-dir", first.dataDir], {
+          input: "changed from the cli\n",
+        });
+        expect(cli.code).toBe(1);
+        expect(cli.stderr).toContain("LATCHKEY_ADMIN_PASSWORD");
+        const audit = await auditEntries({ url: second.url } as TestServer, token, "&action=user.passwd");
+        expect(audit.map((e) => [e.actor, e.outcome, e.reason])).toEqual([
+          ["system", "success", "LATCHKEY_ADMIN_PASSWORD changed"],
+          ["admin", "denied", "set by LATCHKEY_ADMIN_PASSWORD"],
+          [expect.stringMatching(/^cli:/), "denied", "set by LATCHKEY_ADMIN_PASSWORD"],
+        ]);
+      } finally {
+        await second.stop("restart");
+      }
 
-    // Without the variable, the password stays as last set, and can be changed again.
-    const third = await startServer(config, { log: silentLogger });
-    try {
-      const token = await login(third.url, "admin", "the second password");
-      expect((await call(third.url, "GET", "/api/users/admin", { token })).body.password_from_env).toBe(false);
-      expect((await call(third.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } })).status).toBe(200);
-    } finally {
-      await third.stop("done");
-      first.close().catch(() => {});
-    }
-  });
+      // Without the variable, the password stays as last set, and can be changed again.
+      const third = await startServer(config, { log: silentLogger });
+      try {
+        const token = await login(third.url, "admin", "the second password");
+        expect((await call(third.url, "GET", "/api/users/admin", { token })).body.password_from_env).toBe(false);
+        expect((await call(third.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } })).status).toBe(
+          200,
+        );
+      } finally {
+        await third.stop("done");
+        first.close().catch(() => {});
+      }
+    },
+  );
 });

@@ -319,7 +319,9 @@ describe("enrollment pages", () => {
     expect(await page.getByRole("switch", { name: "Require Authentication Key" }).isDisabled()).toBe(true);
     await page.locator(".listing tbody tr").nth(1).waitFor();
     expect(await page.locator(".listing tbody tr").count()).toBe(2);
-    for (const text of await page.locator(".listing code.token").allTextContents()) expect(text).toMatch(/^[A-Z2-9]{4}-••••-••••$/);
+    for (const text of await page.locator(".listing code.token").allTextContents()) {
+      expect(text).toMatch(/^[A-Z2-9]{4}-••••-••••$/);
+    }
     expect(await page.getByRole("button", { name: "Generate keys" }).count()).toBe(0);
     expect(await page.locator(".listing").getByRole("button").count()).toBe(0);
     await page.screenshot({ path: "/tmp/enrollment-viewer.png" });

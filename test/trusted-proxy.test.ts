@@ -110,35 +110,39 @@ async function auditAddresses(server: TestServer, token: string, action: string)
 
 describe("through a server", () => {
   for (const trusted of [false, true]) {
-    test(`${trusted ? "with" : "without"} --trusted-proxy 127.0.0.1/32: audit, WebSockets and licensing counters use ${trusted ? "the named" : "the peer's"} address`, async () => {
-      const server = await startTestServer({ flags: trusted ? ["--trusted-proxy", "127.0.0.1/32"] : [] });
-      try {
-        const expected = trusted ? "203.0.113.7" : "127.0.0.1";
-        const admin = await login(server.url);
-        const named = { "x-forwarded-for": "203.0.113.7" };
-        expect(
-          (await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password" }, headers: named }))
-            .status,
-        ).toBe(401);
-        expect(await auditAddresses(server, admin, "auth.password")).toContain(expected);
+    test(
+      `${trusted ? "with" : "without"} --trusted-proxy 127.0.0.1/32: ` +
+        `audit, WebSockets and licensing counters use ${trusted ? "the named" : "the peer's"} address`,
+      async () => {
+        const server = await startTestServer({ flags: trusted ? ["--trusted-proxy", "127.0.0.1/32"] : [] });
+        try {
+          const expected = trusted ? "203.0.113.7" : "127.0.0.1";
+          const admin = await login(server.url);
+          const named = { "x-forwarded-for": "203.0.113.7" };
+          expect(
+            (await call(server.url, "POST", "/api/auth/login", { body: { username: "admin", password: "wrong password" }, headers: named }))
+              .status,
+          ).toBe(401);
+          expect(await auditAddresses(server, admin, "auth.password")).toContain(expected);
 
-        const socket = await RpcClient.connect(server.wsUrl, named);
-        expect((await socket.request("rpc", "auth", { username: "nobody", password: "wrong password" })).args.code).toBe(401);
-        socket.close();
-        expect((await auditAddresses(server, admin, "auth.password")).filter((a) => a === expected).length).toBe(2);
+          const socket = await RpcClient.connect(server.wsUrl, named);
+          expect((await socket.request("rpc", "auth", { username: "nobody", password: "wrong password" })).args.code).toBe(401);
+          socket.close();
+          expect((await auditAddresses(server, admin, "auth.password")).filter((a) => a === expected).length).toBe(2);
 
-        const app = await call(server.url, "POST", "/api/apps", { token: admin, body: { name: "Proxied" } });
-        const license = await call(server.url, "POST", "/api/licenses", { token: admin, body: { app_id: app.body.id, activations: 1 } });
-        const token = license.body.token as string;
-        expect((await call(server.url, "POST", "/api/activate", { body: { token, hwid: "m1" }, headers: named })).status).toBe(201);
-        expect((await fetch(`${server.url}/api/check?token=${token}&hwid=m1`, { headers: named })).status).toBe(201);
-        server.services.licensing.flush();
-        const view = await call(server.url, "GET", `/api/licenses/${license.body.id}`, { token: admin });
-        expect(view.body.last_check_address).toBe(expected);
-        expect(view.body.last_activation_address ?? expected).toBe(expected);
-      } finally {
-        await server.close();
-      }
-    });
+          const app = await call(server.url, "POST", "/api/apps", { token: admin, body: { name: "Proxied" } });
+          const license = await call(server.url, "POST", "/api/licenses", { token: admin, body: { app_id: app.body.id, activations: 1 } });
+          const token = license.body.token as string;
+          expect((await call(server.url, "POST", "/api/activate", { body: { token, hwid: "m1" }, headers: named })).status).toBe(201);
+          expect((await fetch(`${server.url}/api/check?token=${token}&hwid=m1`, { headers: named })).status).toBe(201);
+          server.services.licensing.flush();
+          const view = await call(server.url, "GET", `/api/licenses/${license.body.id}`, { token: admin });
+          expect(view.body.last_check_address).toBe(expected);
+          expect(view.body.last_activation_address ?? expected).toBe(expected);
+        } finally {
+          await server.close();
+        }
+      },
+    );
   }
 });

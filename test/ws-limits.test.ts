@@ -253,70 +253,77 @@ print(json.dumps({"sent": sent, "ids": ids, "close": close}))
 `;
 
 describe("a peer that does not read its replies", () => {
-  test("is disconnected with 1013 and a reason once its unread replies pass --ws-send-buffer; the replies it got have no gaps; the log says so", async () => {
-    const dir = tempDir();
-    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path, "--ws-send-buffer", "262144"], {
-      env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD },
-    });
-    try {
-      const { url, log } = await waitForListening(proc);
-      const token = await login(url);
-      // Enough audit entries that each reply is large.
-      await Promise.all(Array.from({ length: 200 }, () => call(url, "GET", "/api/auth/session", { token: "not-a-token" })));
-      for (let i = 0; i < 100; i++)
-        await call(url, "POST", "/api/auth/login", { body: { username: `nobody${i}`, password: "x".repeat(8) } }).catch(() => {});
-      const script = join(dir.path, "non_reader.py");
-      writeFileSync(script, NON_READER);
-      const { port } = new URL(url);
-      const py = Bun.spawn(["python3", script, "127.0.0.1", port, token, "2000"], { stdout: "pipe", stderr: "pipe" });
-      const [out, err] = await Promise.all([new Response(py.stdout).text(), new Response(py.stderr).text(), py.exited]);
-      const result = JSON.parse(out || `{"error": ${JSON.stringify(err)}}`) as {
-        sent: number;
-        ids: number[];
-        close: { code: number; reason: string } | null;
-      };
-      expect(result.close).toEqual({ code: 1013, reason: "replies are not being read; disconnected" });
-      expect(result.ids.length).toBeGreaterThan(0);
-      expect(result.ids.length).toBeLessThan(2000);
-      expect(result.ids).toEqual(result.ids.map((_, i) => i));
-      expect(log()).toContain("disconnecting a WebSocket that does not read its replies");
-      // The server is fine: a new socket and a login work.
-      const client = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
-      expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
-      client.close();
-    } finally {
-      proc.kill("SIGTERM");
-      await proc.exited;
-      dir.remove();
-    }
-  });
+  test(
+    "is disconnected with 1013 and a reason once its unread replies pass --ws-send-buffer; " +
+      "the replies it got have no gaps; the log says so",
+    async () => {
+      const dir = tempDir();
+      const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path, "--ws-send-buffer", "262144"], {
+        env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD },
+      });
+      try {
+        const { url, log } = await waitForListening(proc);
+        const token = await login(url);
+        // Enough audit entries that each reply is large.
+        await Promise.all(Array.from({ length: 200 }, () => call(url, "GET", "/api/auth/session", { token: "not-a-token" })));
+        for (let i = 0; i < 100; i++)
+          await call(url, "POST", "/api/auth/login", { body: { username: `nobody${i}`, password: "x".repeat(8) } }).catch(() => {});
+        const script = join(dir.path, "non_reader.py");
+        writeFileSync(script, NON_READER);
+        const { port } = new URL(url);
+        const py = Bun.spawn(["python3", script, "127.0.0.1", port, token, "2000"], { stdout: "pipe", stderr: "pipe" });
+        const [out, err] = await Promise.all([new Response(py.stdout).text(), new Response(py.stderr).text(), py.exited]);
+        const result = JSON.parse(out || `{"error": ${JSON.stringify(err)}}`) as {
+          sent: number;
+          ids: number[];
+          close: { code: number; reason: string } | null;
+        };
+        expect(result.close).toEqual({ code: 1013, reason: "replies are not being read; disconnected" });
+        expect(result.ids.length).toBeGreaterThan(0);
+        expect(result.ids.length).toBeLessThan(2000);
+        expect(result.ids).toEqual(result.ids.map((_, i) => i));
+        expect(log()).toContain("disconnecting a WebSocket that does not read its replies");
+        // The server is fine: a new socket and a login work.
+        const client = await RpcClient.connect(url.replace(/^http/, "ws") + "/ws");
+        expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
+        client.close();
+      } finally {
+        proc.kill("SIGTERM");
+        await proc.exited;
+        dir.remove();
+      }
+    },
+  );
 });
 
 describe("a session that runs out leaves its socket open", () => {
-  test("idle limit: the next call gets the seed's 401 envelope on the same socket, which may sign in again; ws-idle later closes it", async () => {
-    const clock = manualClock(Date.now());
-    const server = await startTestServer({ clock, flags: ["--ws-idle", "600"] });
-    const client = await RpcClient.connect(server.wsUrl);
-    try {
-      expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
-      const canary = await RpcClient.connect(server.wsUrl);
-      clock.advance(301_000);
-      // The server's sweep has seen the session run out (and left the socket open).
-      await sweepHasRun(canary);
-      const raw = await new Promise<string>((resolve) => {
-        client.ws.addEventListener("message", (e) => resolve(String(e.data)), { once: true });
-        client.ws.send(JSON.stringify({ namespace: "rpc", name: "query", id: "sampleID", args: { junk: "junk" } }));
-      });
-      expect(JSON.parse(raw)).toEqual({ args: { code: 401, message: "Unauthorized" }, id: "sampleID", name: "error", namespace: "rpc" });
-      expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
-      expect((await client.request("rpc", "query", {})).name).toBe("response");
-      clock.advance(601_000);
-      expect((await eventually(() => client.closedWith, { what: "the ws-idle close" })).code).toBe(4000);
-    } finally {
-      client.close();
-      await server.close();
-    }
-  });
+  test(
+    "idle limit: the next call gets the seed's 401 envelope on the same socket, " + "which may sign in again; ws-idle later closes it",
+    async () => {
+      const clock = manualClock(Date.now());
+      const server = await startTestServer({ clock, flags: ["--ws-idle", "600"] });
+      const client = await RpcClient.connect(server.wsUrl);
+      try {
+        expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
+        const canary = await RpcClient.connect(server.wsUrl);
+        clock.advance(301_000);
+        // The server's sweep has seen the session run out (and left the socket open).
+        await sweepHasRun(canary);
+        const raw = await new Promise<string>((resolve) => {
+          client.ws.addEventListener("message", (e) => resolve(String(e.data)), { once: true });
+          client.ws.send(JSON.stringify({ namespace: "rpc", name: "query", id: "sampleID", args: { junk: "junk" } }));
+        });
+        expect(JSON.parse(raw)).toEqual({ args: { code: 401, message: "Unauthorized" }, id: "sampleID", name: "error", namespace: "rpc" });
+        expect((await client.request("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
+        expect((await client.request("rpc", "query", {})).name).toBe("response");
+        clock.advance(601_000);
+        expect((await eventually(() => client.closedWith, { what: "the ws-idle close" })).code).toBe(4000);
+      } finally {
+        client.close();
+        await server.close();
+      }
+    },
+  );
 
   test("absolute limit: the same; signing in again and then logging out elsewhere (an explicit end) closes at once (4001)", async () => {
     const clock = manualClock(Date.now());

@@ -121,7 +121,8 @@ try {
 
   const hasPython = run(["python3", "-c", "import cryptography"]).code === 0;
   let goBinary: string | null = null;
-  if (run(["go", "version"]).code === 0) {
+  // Bun.spawnSync throws for a command not on PATH: ask Bun.which first, so that no Go means skipped.
+  if (Bun.which("go") !== null && run(["go", "version"]).code === 0) {
     goBinary = join(work, "verify_receipt");
     const built = run(["go", "build", "-o", goBinary, "verify_receipt.go"], { GOCACHE: join(work, "go-cache"), GO111MODULE: "off" });
     if (built.code !== 0) throw new Error(`go build failed: ${built.out}`);

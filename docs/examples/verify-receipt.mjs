@@ -75,7 +75,8 @@ function main(argv) {
       ...(now === undefined ? {} : { now }),
     });
     process.stdout.write(
-      `${status}: license ${claims.key} of application ${claims.app} on ${claims.hwid}, expires ${new Date(claims.exp * 1000).toISOString()}\n`,
+      `${status}: license ${claims.key} of application ${claims.app} on ${claims.hwid}, ` +
+        `expires ${new Date(claims.exp * 1000).toISOString()}\n`,
     );
     return status === "valid" ? 0 : 2;
   } catch (error) {

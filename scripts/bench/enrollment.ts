@@ -103,7 +103,8 @@ export function verifyBindings(dataDir: string, keysFile: string, assignmentsFil
       .get()!.n;
     const doubleBound = db
       .query<{ n: number }, []>(
-        "SELECT count(*) AS n FROM (SELECT client_uuid FROM enrollment_keys WHERE client_uuid IS NOT NULL GROUP BY client_uuid HAVING count(*) > 1)",
+        "SELECT count(*) AS n FROM " +
+          "(SELECT client_uuid FROM enrollment_keys WHERE client_uuid IS NOT NULL GROUP BY client_uuid HAVING count(*) > 1)",
       )
       .get()!.n;
     const examples: string[] = [];

@@ -569,7 +569,8 @@ async function checkDurability(server: Running, dataDir: string, load: ActivateL
     problems.push(`the key's seat counter says ${report.activationsUsed} but it has ${report.rows} activation rows`);
   if (report.unacknowledged > connections * load.runs) {
     problems.push(
-      `${report.unacknowledged} activation rows were never acknowledged: more than the ${connections * load.runs} requests that can be in flight when runs end`,
+      `${report.unacknowledged} activation rows were never acknowledged: ` +
+        `more than the ${connections * load.runs} requests that can be in flight when runs end`,
     );
   }
   return {
@@ -984,7 +985,9 @@ function specTargets(
       },
       {
         target: "every key active, bound to its UUID, none double-bound",
-        measured: `${thousands(b.active)} active, ${thousands(b.distinctUuids)} distinct UUIDs, ${b.wrongBindings} wrong, ${b.doubleBound} double`,
+        measured:
+          `${thousands(b.active)} active, ${thousands(b.distinctUuids)} distinct UUIDs, ` +
+          `${b.wrongBindings} wrong, ${b.doubleBound} double`,
         met: b.active === e.clients && b.distinctUuids === e.clients && b.wrongBindings === 0 && b.doubleBound === 0,
       },
     );
@@ -1142,7 +1145,8 @@ async function main(): Promise<number> {
   let enrollment: EnrollmentRun | undefined;
   if (options.only.has("register") || options.only.has("idle")) {
     process.stdout.write(
-      `bench: WebSocket client/register, ${thousands(options.clients)} clients with their own pending keys, ${options.wsConcurrency} in flight, then idle\n`,
+      `bench: WebSocket client/register, ${thousands(options.clients)} clients with their own pending keys, ` +
+        `${options.wsConcurrency} in flight, then idle\n`,
     );
     enrollment = await measureEnrollment(options, work, password);
   }
@@ -1182,9 +1186,11 @@ async function main(): Promise<number> {
   }
   if (durability) {
     lines.push(
-      `activate durability (after kill -9): ${thousands(durability.acknowledged)} acknowledged (wrk counted ${thousands(durability.acknowledgedByWrk)} 2xx), ` +
+      `activate durability (after kill -9): ${thousands(durability.acknowledged)} acknowledged ` +
+        `(wrk counted ${thousands(durability.acknowledgedByWrk)} 2xx), ` +
         `${thousands(durability.rows)} rows, ${durability.missingCount === 0 ? "none" : thousands(durability.missingCount)} missing, ` +
-        `${durability.unacknowledged} committed but unacknowledged (in flight at the end of a run), seat counter ${thousands(durability.activationsUsed)}`,
+        `${durability.unacknowledged} committed but unacknowledged (in flight at the end of a run), ` +
+        `seat counter ${thousands(durability.activationsUsed)}`,
       "",
     );
   }
@@ -1212,7 +1218,8 @@ async function main(): Promise<number> {
       ];
     };
     lines.push(
-      `WebSocket enrollment: ${thousands(e.clients)} clients, each its own pending key, ${e.concurrency} registrations in flight, every registered socket kept open`,
+      `WebSocket enrollment: ${thousands(e.clients)} clients, each its own pending key, ` +
+        `${e.concurrency} registrations in flight, every registered socket kept open`,
       renderTable(
         [
           "server",
@@ -1236,7 +1243,8 @@ async function main(): Promise<number> {
           ["ws-baseline.ts (bare Bun.serve)", ...cells(e.baseline)],
         ],
       ),
-      `seconds per tenth of the registrations, latchkey: ${(e.latchkey.generator.tenthsSeconds ?? []).map((t) => t.toFixed(2)).join(" ")}; ` +
+      "seconds per tenth of the registrations, latchkey: " +
+        `${(e.latchkey.generator.tenthsSeconds ?? []).map((t) => t.toFixed(2)).join(" ")}; ` +
         `baseline: ${(e.baseline.generator.tenthsSeconds ?? []).map((t) => t.toFixed(2)).join(" ")}`,
       `keys after the run: ${thousands(b.active)} active, ${thousands(b.pending)} pending, ${thousands(b.revoked)} revoked; ` +
         `${thousands(b.distinctUuids)} distinct client_uuid on active keys; ${b.wrongBindings} acknowledged but not bound to their UUID; ` +

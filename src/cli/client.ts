@@ -89,7 +89,8 @@ export async function clientCommand(argv: string[], env: Record<string, string |
       const start = `start the agent with: ${clientCommandLine("run", [], stateDir, env)}`;
       const notEnabled = resolve(unitDir) === SYSTEM_UNIT_DIR ? "systemctl is not available" : `${unitDir} is not ${SYSTEM_UNIT_DIR}`;
       const out = [
-        `client ${result.config.name} (uuid ${result.config.uuid}${result.createdUuid ? ", new" : ", kept"}) will register with ${result.config.server}`,
+        `client ${result.config.name} (uuid ${result.config.uuid}${result.createdUuid ? ", new" : ", kept"}) ` +
+          `will register with ${result.config.server}`,
         `settings saved in ${stateDir}${result.keySaved ? " (key saved, mode 0600)" : ""}`,
         result.unitPath === null
           ? `no systemd unit (--no-service); ${start}`

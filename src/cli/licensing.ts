@@ -111,7 +111,9 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
         const license = licensing.createLicense(actor, { appId: appId!, activations, memo: note, expiresAt });
         process.stdout.write(`${license.token}\n`);
         process.stderr.write(
-          `created license ${license.id} for ${JSON.stringify(license.app_name)}: ${activations === -1 ? "unlimited" : activations} activation${activations === 1 ? "" : "s"}${license.expires_at ? `, expires ${license.expires_at}` : ""}\n`,
+          `created license ${license.id} for ${JSON.stringify(license.app_name)}: ` +
+            `${activations === -1 ? "unlimited" : activations} activation${activations === 1 ? "" : "s"}` +
+            `${license.expires_at ? `, expires ${license.expires_at}` : ""}\n`,
         );
         return 0;
       }
@@ -165,7 +167,9 @@ async function verifyCommand(args: ReturnType<typeof parseArgs>, rest: string[])
   } else if (result.ok) {
     const c = result.claims;
     process.stdout.write(
-      `valid: application ${c.app}, license ${c.key}, hwid ${JSON.stringify(c.hwid)}, issued ${new Date(c.iat * 1000).toISOString()}, expires ${new Date(c.exp * 1000).toISOString()}${c.nonce === undefined ? "" : `, nonce ${JSON.stringify(c.nonce)}`}\n`,
+      `valid: application ${c.app}, license ${c.key}, hwid ${JSON.stringify(c.hwid)}, ` +
+        `issued ${new Date(c.iat * 1000).toISOString()}, expires ${new Date(c.exp * 1000).toISOString()}` +
+        `${c.nonce === undefined ? "" : `, nonce ${JSON.stringify(c.nonce)}`}\n`,
     );
     if (result.warning) process.stderr.write(`warning: ${result.warning}\n`);
   } else {

@@ -101,7 +101,8 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         for (const { name, reason } of skipped) process.stderr.write(`skipped ${name}: ${reason}\n`);
         const count = created + replaced;
         process.stdout.write(
-          `imported ${count} user${count === 1 ? "" : "s"}${replaced > 0 ? ` (${replaced} replaced, their sessions ended)` : ""}${keep ? " (wsauth challenge login kept)" : ""}\n`,
+          `imported ${count} user${count === 1 ? "" : "s"}` +
+            `${replaced > 0 ? ` (${replaced} replaced, their sessions ended)` : ""}${keep ? " (wsauth challenge login kept)" : ""}\n`,
         );
         return 0;
       }

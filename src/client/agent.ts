@@ -65,15 +65,20 @@ function installCommand(config: ClientConfig, stateDir?: string): string {
 /** The woho troubleshooting table, one hint per refusal reason. */
 const HINTS: Record<RefusalReason, (config: ClientConfig, stateDir?: string) => string> = {
   auth_required: (config, stateDir) =>
-    `the server requires an authentication key and none is configured: generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config, stateDir)}`,
+    "the server requires an authentication key and none is configured: " +
+    `generate a key in the admin panel (Pre-Shared Keys) and reinstall with -key: ${installCommand(config, stateDir)}`,
   invalid_key: (config, stateDir) =>
-    `the key was revoked or deleted, or never existed: generate a new key in the admin panel and reinstall with -key: ${installCommand(config, stateDir)}`,
+    "the key was revoked or deleted, or never existed: " +
+    `generate a new key in the admin panel and reinstall with -key: ${installCommand(config, stateDir)}`,
   bound_elsewhere: (config) =>
-    `this key is bound to another client UUID (this machine is ${config.uuid}; e.g. it was reinstalled with a new identity): ask the admin to Reset the key in the panel (latchkey key reset ID), then start the client again`,
+    `this key is bound to another client UUID (this machine is ${config.uuid}; e.g. it was reinstalled with a new identity): ` +
+    "ask the admin to Reset the key in the panel (latchkey key reset ID), then start the client again",
   key_in_use: (config, stateDir) =>
-    `another machine claimed this pending key at the same moment: generate a separate key per machine and reinstall with -key: ${installCommand(config, stateDir)}`,
+    "another machine claimed this pending key at the same moment: " +
+    `generate a separate key per machine and reinstall with -key: ${installCommand(config, stateDir)}`,
   already_connected: (config) =>
-    `another machine is online with this client's UUID ${config.uuid} (a cloned machine or a copied state directory): give each machine its own install; retrying in case it is this machine's previous connection`,
+    `another machine is online with this client's UUID ${config.uuid} (a cloned machine or a copied state directory): ` +
+    "give each machine its own install; retrying in case it is this machine's previous connection",
 };
 
 /** The troubleshooting hint for a refusal's reason (one this agent does not know gets a general one). */
@@ -202,7 +207,8 @@ function connectOnce(config: ClientConfig, key: string | null, options: AgentOpt
       registered = true;
       writeLastContact(options.stateDir, new Date());
       log(
-        `registered with ${url} as ${config.name} (uuid ${result.uuid ?? config.uuid}${result.group ? `, group ${result.group}` : ""}${result.reconnect === false ? ", key bound to this client" : ""})`,
+        `registered with ${url} as ${config.name} (uuid ${result.uuid ?? config.uuid}` +
+          `${result.group ? `, group ${result.group}` : ""}${result.reconnect === false ? ", key bound to this client" : ""})`,
       );
       heartbeat = setInterval(() => {
         // A server that stopped answering (a half-open connection) is treated as gone.
@@ -246,7 +252,8 @@ export async function runAgent(options: AgentOptions): Promise<number> {
       const config = readConfig(options.stateDir);
       if (!config) {
         log(
-          `not installed: no client configuration in ${options.stateDir}; run ${clientCommandLine("install", ["-server", "HOST:PORT", "-key", "XXXX-XXXX-XXXX"], options.stateDir, process.env)}`,
+          `not installed: no client configuration in ${options.stateDir}; ` +
+            `run ${clientCommandLine("install", ["-server", "HOST:PORT", "-key", "XXXX-XXXX-XXXX"], options.stateDir, process.env)}`,
         );
         return EXIT_NEEDS_OPERATOR;
       }

@@ -125,7 +125,8 @@ export class Accounts {
         reason: "exists",
       });
       throw conflict(
-        `a user named ${JSON.stringify(twin.username)} already exists${twin.username === input.username ? "" : " (names differ only in case)"}`,
+        `a user named ${JSON.stringify(twin.username)} already exists` +
+          `${twin.username === input.username ? "" : " (names differ only in case)"}`,
         "username",
       );
     }
@@ -257,7 +258,8 @@ export class Accounts {
       reason: "set by LATCHKEY_ADMIN_PASSWORD",
     });
     throw forbidden(
-      `the password of ${BOOTSTRAP_ADMIN} is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: change that variable and restart`,
+      `the password of ${BOOTSTRAP_ADMIN} is LATCHKEY_ADMIN_PASSWORD, applied at every start of the server: ` +
+        "change that variable and restart",
     );
   }
 
@@ -307,7 +309,8 @@ export class Accounts {
       if (!twin) continue;
       if (twin.username !== u.username) {
         throw conflict(
-          `user ${JSON.stringify(u.username)} differs only in case from the existing ${JSON.stringify(twin.username)}; nothing was imported`,
+          `user ${JSON.stringify(u.username)} differs only in case from the existing ${JSON.stringify(twin.username)}; ` +
+            "nothing was imported",
           "username",
         );
       }

@@ -139,7 +139,8 @@ export class EnrollmentStore {
     return (
       this.db
         .query(
-          "UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? WHERE id = ? AND status = 'active' AND client_uuid = ?",
+          "UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? " +
+            "WHERE id = ? AND status = 'active' AND client_uuid = ?",
         )
         .run(now, id, uuid).changes === 1
     );

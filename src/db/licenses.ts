@@ -285,7 +285,8 @@ export class LicenseStore {
   ): void {
     const lic = this.db.query(
       `INSERT INTO license_checks (license_id, total, last_at, last_address) SELECT id, ?, ?, ? FROM licenses WHERE id = ?
-       ON CONFLICT (license_id) DO UPDATE SET total = total + excluded.total, last_at = max(coalesce(last_at, 0), excluded.last_at), last_address = excluded.last_address`,
+       ON CONFLICT (license_id) DO UPDATE SET total = total + excluded.total, ` +
+        "last_at = max(coalesce(last_at, 0), excluded.last_at), last_address = excluded.last_address",
     );
     const act = this.db.query("UPDATE activations SET last_check_at = max(coalesce(last_check_at, 0), ?) WHERE id = ?");
     for (const l of licenses) lic.run(l.checks, l.at, l.address, l.id);

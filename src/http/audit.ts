@@ -44,7 +44,8 @@ export function auditRoutes(services: Services, session: SessionPlugin) {
         tags: ["audit"],
         summary: "Audit log",
         description:
-          "Newest first, filterable by actor, action, outcome and time. `format=jsonl` exports every matching entry, oldest first, as JSON lines.",
+          "Newest first, filterable by actor, action, outcome and time. " +
+          "`format=jsonl` exports every matching entry, oldest first, as JSON lines.",
       },
     },
   );

@@ -61,7 +61,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
           tags: ["auth"],
           summary: "Log in with a password",
           description:
-            "Returns an opaque bearer token valid for `expires_in` seconds of inactivity (and at most the absolute session lifetime). Failed logins are throttled per account and per address (429 with Retry-After).",
+            "Returns an opaque bearer token valid for `expires_in` seconds of inactivity (and at most the absolute session lifetime). " +
+            "Failed logins are throttled per account and per address (429 with Retry-After).",
         },
       },
     )
@@ -100,7 +101,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
           tags: ["auth"],
           summary: "SCRAM-SHA-256 step 1",
           description:
-            "Send the client-first message (`n,,n=USER,r=NONCE`); get the server-first message. When `prehash` is set (accounts imported from wsauth) the SCRAM password is lowercase hex SHA256(password + prehash.salt).",
+            "Send the client-first message (`n,,n=USER,r=NONCE`); get the server-first message. " +
+            "When `prehash` is set (accounts imported from wsauth) the SCRAM password is lowercase hex SHA256(password + prehash.salt).",
         },
       },
     )
@@ -130,7 +132,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
         tags: ["auth"],
         summary: "wsauth nonce challenge (needs --legacy-challenge-login)",
         description:
-          "Returns a single-use nonce (30 s) and the account's wsauth salt. Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce).",
+          "Returns a single-use nonce (30 s) and the account's wsauth salt. " +
+          "Log in with `POST /api/auth/login {username, nonce, response}` where response = SHA256(SHA256(password+salt) + nonce).",
       },
     });
 }

@@ -27,7 +27,10 @@ const page = `<!doctype html>
 </html>
 `;
 
-const init = `window.ui = SwaggerUIBundle({ url: "/openapi/json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: false });\n`;
+const init =
+  `window.ui = SwaggerUIBundle({ ` +
+  `url: "/openapi/json", dom_id: "#swagger-ui", ` +
+  `deepLinking: true, persistAuthorization: false });\n`;
 
 /** Routes that are not API calls: the panel, the docs themselves. */
 const exclude = { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] };
@@ -40,7 +43,9 @@ const documentation = {
     title: "latchkey",
     version: VERSION,
     description:
-      "Client enrollment, authentication and licensing server. Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
+      "Client enrollment, authentication and licensing server. " +
+      "Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. " +
+      "Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
   },
   components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
   security: [{ bearer: [] }],

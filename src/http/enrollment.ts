@@ -122,7 +122,8 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
           tags: ["enrollment"],
           summary: "The install command for a key",
           description:
-            "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, with this server's address as the request reached it (or `?server=`).",
+            "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, " +
+            "with this server's address as the request reached it (or `?server=`).",
         },
       },
     )

@@ -78,7 +78,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
           tags: ["licensing"],
           summary: "List and search license keys",
           description:
-            "`q` matches the memo or, for admins, the start of the token. Tokens are shown to admins and masked for viewers (whose `q` matches the memo only).",
+            "`q` matches the memo or, for admins, the start of the token. " +
+            "Tokens are shown to admins and masked for viewers (whose `q` matches the memo only).",
         },
       },
     )

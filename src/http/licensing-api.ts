@@ -292,7 +292,9 @@ const wireParameters = WIRE_FIELD_NAMES.map((name) => ({
 }));
 
 const fieldsDoc =
-  "Fields `token`, `app_id`, `machine`, `user`, `hwid` (and optional `nonce`, echoed in the receipt) as form fields, query string or JSON. `hwid` identifies the machine (its `machine` name stands in when there is none).";
+  "Fields `token`, `app_id`, `machine`, `user`, `hwid` " +
+  "(and optional `nonce`, echoed in the receipt) as form fields, query string or JSON. " +
+  "`hwid` identifies the machine (its `machine` name stands in when there is none).";
 
 export function licensingApiRoutes(services: Services, session: SessionPlugin) {
   const licensing = services.licensing;
@@ -306,7 +308,13 @@ export function licensingApiRoutes(services: Services, session: SessionPlugin) {
         detail: {
           tags: ["licensing"],
           summary: "Activate a license key on a machine",
-          description: `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` (-1 = unlimited; a machine already activated uses no seat); 404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; failures carry the application's \`support_message\`. 400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). 429 with Retry-After when throttled.`,
+          description:
+            `${fieldsDoc} 201 \`{"result":"ok","remainingActivations":N,"receipt":JWS}\` ` +
+            `(-1 = unlimited; a machine already activated uses no seat); ` +
+            `404 \`invalid activation token\`; 410 \`key is out of activations\` or \`key is no longer valid\`; ` +
+            `failures carry the application's \`support_message\`. ` +
+            `400 naming the field for malformed input, and when neither \`hwid\` nor \`machine\` is given (the seat needs a machine). ` +
+            `429 with Retry-After when throttled.`,
         },
       })
       // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
@@ -324,7 +332,15 @@ export function licensingApiRoutes(services: Services, session: SessionPlugin) {
             parameters: wireParameters,
             tags: ["licensing"],
             summary: "Check that a machine's activation is valid",
-            description: `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), a check with neither \`hwid\` nor \`machine\` included. With \`app_id\`, a failure also carries that application's \`support_message\` (\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. 400 naming the field only for malformed input (too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). 429 with Retry-After when throttled.`,
+            description:
+              `${fieldsDoc} 201 \`{"result":"ok","receipt":JWS}\` for every activated machine; ` +
+              `otherwise 404 \`{"result":"failure","error":"invalid key"}\` (410 \`key is no longer valid\` once expired), ` +
+              `a check with neither \`hwid\` nor \`machine\` included. ` +
+              `With \`app_id\`, a failure also carries that application's \`support_message\` ` +
+              `(\`""\` when the id names no application or the application has none); without it, the body is exactly the seed's. ` +
+              `400 naming the field only for malformed input ` +
+              `(too long, badly encoded, repeated, an \`app_id\` that is not a positive whole number). ` +
+              `429 with Retry-After when throttled.`,
           },
         },
       )
@@ -335,7 +351,10 @@ export function licensingApiRoutes(services: Services, session: SessionPlugin) {
         detail: {
           tags: ["licensing"],
           summary: "Free a machine's seat",
-          description: `${fieldsDoc} 200 \`{"result":"ok","remainingActivations":N}\`; 404 when the key or the machine's activation is unknown.`,
+          description:
+            `${fieldsDoc} ` +
+            `200 \`{"result":"ok","remainingActivations":N}\`; ` +
+            `404 when the key or the machine's activation is unknown.`,
         },
       })
       .get(

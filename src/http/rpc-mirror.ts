@@ -32,7 +32,8 @@ export function rpcMirrorRoutes(services: Services, session: SessionPlugin, regi
         tags: ["rpc"],
         summary: "Call any RPC over REST",
         description:
-          'The args go as the JSON body; the reply is `{"args": <result>}`. Example: `PUT /rpc/query`. Login calls (`rpc/auth`) need no token; the rest need `Authorization: Bearer <token>`.',
+          'The args go as the JSON body; the reply is `{"args": <result>}`. Example: `PUT /rpc/query`. ' +
+          "Login calls (`rpc/auth`) need no token; the rest need `Authorization: Bearer <token>`.",
       },
     },
   );

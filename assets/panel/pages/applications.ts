@@ -93,7 +93,8 @@ registerPage({
       h(
         "p",
         { class: "lead" },
-        "The software you license. Each application has its own license keys and the support message that failed activations show its users.",
+        "The software you license. Each application has its own license keys " +
+          "and the support message that failed activations show its users.",
       ),
       listing,
       pager.element,

@@ -111,7 +111,8 @@ function generateKeys(ctx: PageContext, done: (keys: EnrollmentKey[]) => void): 
     intro: h(
       "p",
       {},
-      "Each key is XXXX-XXXX-XXXX, without the look-alike characters 0 O 1 I L. A key is pending until the first client registers with it; from then on only that client can use it.",
+      "Each key is XXXX-XXXX-XXXX, without the look-alike characters 0 O 1 I L. " +
+        "A key is pending until the first client registers with it; from then on only that client can use it.",
     ),
     submitLabel: "Generate",
     busyLabel: "Generating…",
@@ -256,7 +257,8 @@ function settingsCard(ctx: PageContext, initial: Settings): { element: HTMLEleme
     h(
       "p",
       { class: "hint muted", id: hintId },
-      "When on, every client must present a valid key to register; when off, clients register freely and any key they send is ignored. A change applies to the very next registration.",
+      "When on, every client must present a valid key to register; when off, clients register freely and any key they send is ignored. " +
+        "A change applies to the very next registration.",
       admin ? null : " Only admins change it.",
     ),
   );
@@ -307,8 +309,10 @@ registerPage({
         "p",
         { class: "lead" },
         admin
-          ? "Keys that clients present when they register. Give each machine owner the install command of one key (the Copy button); they need no access to this panel."
-          : "Keys that clients present when they register. You see the keys of your groups, masked; admins generate them and hand them out.",
+          ? "Keys that clients present when they register. " +
+              "Give each machine owner the install command of one key (the Copy button); they need no access to this panel."
+          : "Keys that clients present when they register. " +
+              "You see the keys of your groups, masked; admins generate them and hand them out.",
       ),
       settings.element,
       h("div", { class: "section-head" }, h("h2", {}, "Keys"), filter),

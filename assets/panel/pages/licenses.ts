@@ -163,7 +163,8 @@ function cutKeys(
     intro: h(
       "p",
       {},
-      "Each key is 25 characters A–Z and 0–9. Give it to a customer; their application activates it on up to the allowed number of machines.",
+      "Each key is 25 characters A–Z and 0–9. " +
+        "Give it to a customer; their application activates it on up to the allowed number of machines.",
     ),
     submitLabel: "Cut keys",
     busyLabel: "Cutting…",
@@ -273,7 +274,8 @@ function deleteKey(ctx: PageContext, license: License, done: () => void): void {
       "p",
       {},
       machines > 0
-        ? `${plural(machines, "machine")} activated with it ${machines === 1 ? "loses its" : "lose their"} license at the next check. This cannot be undone.`
+        ? `${plural(machines, "machine")} activated with it ${machines === 1 ? "loses its" : "lose their"} license at the next check. ` +
+            "This cannot be undone."
         : "No machine uses it yet. This cannot be undone.",
     ),
     confirmLabel: "Delete key",
@@ -443,7 +445,8 @@ class KeyDrawer {
       message: h(
         "p",
         {},
-        `This frees its seat on key #${this.id}. The machine fails its next check and has to activate again, which takes a seat if one is free.`,
+        `This frees its seat on key #${this.id}. ` +
+          "The machine fails its next check and has to activate again, which takes a seat if one is free.",
       ),
       confirmLabel: "Remove activation",
       busyLabel: "Removing…",

@@ -40,7 +40,8 @@ export const licensesArgs = v.variant(
     v.strictObject({ action: v.literal("activations"), id }),
     v.strictObject({ action: v.literal("remove_activation"), id, hwid: v.pipe(v.string(), v.minLength(1), v.maxLength(255)) }),
   ],
-  "action must be one of list_apps, get_app, create_app, update_app, delete_app, list, get, create, update, delete, activations, remove_activation",
+  "action must be one of list_apps, get_app, create_app, update_app, delete_app, " +
+    "list, get, create, update, delete, activations, remove_activation",
 );
 
 const READS = new Set(["list_apps", "get_app", "list", "get", "activations"]);
