@@ -6,6 +6,8 @@ import { Elysia, type AnyElysia } from "elysia";
 import type { Services } from "./core/services.ts";
 import type { Logger } from "./log.ts";
 import { auditRoutes } from "./http/audit.ts";
+import { caRoutes } from "./http/ca.ts";
+import { hostRoutes } from "./http/hosts.ts";
 import { licenseRoutes } from "./http/licenses.ts";
 import { enrollmentRoutes } from "./http/enrollment.ts";
 import { licensingApiRoutes } from "./http/licensing-api.ts";
@@ -65,6 +67,8 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     .use(licensingApiRoutes(services, session))
     .use(licenseRoutes(services, session))
     .use(enrollmentRoutes(services, session))
+    .use(hostRoutes(services, session))
+    .use(caRoutes(services, session))
     .use(wsRoute(connections, session))
     .use(rpcMirrorRoutes(services, session, registry));
   // Deny by default, checked before anything listens: every route says who may call it.

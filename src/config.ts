@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { flagValue, UsageError, type FlagSpec, type ParsedArgs } from "./cli/args.ts";
 import type { ServiceOptions } from "./core/services.ts";
+import { isIP } from "node:net";
 import { parseCidr } from "./http/client-address.ts";
 
 export const CONFIG_FILE = "latchkey.json";
@@ -25,6 +26,20 @@ const seconds = (min: number, max: number) =>
   );
 const bytes = (min: number, max: number) => seconds(min, max);
 const count = (min: number, max: number) => seconds(min, max);
+/** Extra names for the mTLS listener's certificate: DNS names or IP addresses. */
+const sanList = v.pipe(
+  v.union([v.string(), v.array(v.string())], "must be NAME[,NAME], e.g. keys.example.com,10.0.0.5"),
+  v.transform((value) => (Array.isArray(value) ? value : value.split(",")).map((n) => n.trim()).filter((n) => n !== "")),
+  v.check(
+    (list) =>
+      list.every(
+        (n) =>
+          isIP(n) !== 0 ||
+          /^(?=.{1,253}$)(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(n),
+      ),
+    "must be DNS names or IP addresses, e.g. keys.example.com,10.0.0.5",
+  ),
+);
 const cidrList = v.pipe(
   v.union([v.string(), v.array(v.string())], "must be CIDR[,CIDR], e.g. 127.0.0.1/32,10.0.0.0/8"),
   v.transform((value) => (Array.isArray(value) ? value : value.split(",")).map((c) => c.trim()).filter((c) => c !== "")),
@@ -58,6 +73,7 @@ const settingsSchema = v.strictObject({
   "max-connections": v.optional(count(0, 10_000_000), 0),
   "ws-send-buffer": v.optional(bytes(64 * 1024, 1024 * 1024 * 1024), 4 * 1024 * 1024),
   "trusted-proxy": v.optional(cidrList, []),
+  san: v.optional(sanList, []),
   "max-body": v.optional(bytes(1024, 64 * 1024 * 1024), 1024 * 1024),
   "max-frame": v.optional(bytes(1024, 16 * 1024 * 1024), 256 * 1024),
   "receipt-ttl": v.optional(seconds(60, 366 * 24 * 3600), 7 * 24 * 3600),
@@ -85,6 +101,8 @@ export interface Config {
   wsSendBufferBytes: number;
   /** Proxies whose X-Forwarded-For / Forwarded headers name the client (CIDRs). */
   trustedProxies: string[];
+  /** Names the mTLS listener's certificate carries besides localhost, the loopback addresses and the hostname. */
+  sans: string[];
   maxBodyBytes: number;
   maxFrameBytes: number;
   receiptTtlSeconds: number;
@@ -100,6 +118,7 @@ export const dataDirFlag: FlagSpec = {
 export const serverFlags: FlagSpec[] = [
   { name: "listen", value: "HOST:PORT", help: "HTTP and WebSocket listener (default 0.0.0.0:9000)" },
   { name: "mtls-listen", value: "HOST:PORT", help: "mutual-TLS listener for enrolled hosts (default 0.0.0.0:9443)" },
+  { name: "san", value: "NAME", repeat: true, help: "another name (DNS or IP) in the mTLS listener's certificate; repeat or NAME,NAME" },
   dataDirFlag,
   { name: "tls-cert", value: "FILE", help: "PEM certificate: serve the main listener over HTTPS" },
   { name: "tls-key", value: "FILE", help: "PEM private key for --tls-cert" },
@@ -162,8 +181,9 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
   for (const name of settingNames) {
     const fromEnv = env[envName(name)];
     if (fromEnv !== undefined && fromEnv !== "") merged[name] = fromEnv;
-    const fromFlag = flagValue(args, name);
-    if (fromFlag !== undefined) merged[name] = fromFlag;
+    // A repeated flag (--san) gives all its values; any other, its last.
+    const fromFlags = args.flags.get(name);
+    if (fromFlags !== undefined && fromFlags.length > 0) merged[name] = name === "san" ? fromFlags.join(",") : fromFlags.at(-1);
   }
   const result = v.safeParse(settingsSchema, merged);
   if (!result.success) {
@@ -190,6 +210,7 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
     maxConnections: s["max-connections"] || defaultMaxConnections(),
     wsSendBufferBytes: s["ws-send-buffer"],
     trustedProxies: s["trusted-proxy"],
+    sans: s.san,
     maxBodyBytes: s["max-body"],
     maxFrameBytes: s["max-frame"],
     receiptTtlSeconds: s["receipt-ttl"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
-/** argv → server | user | key | app | license | backup | health | client | version. The one entry point of the `latchkey` binary. */
+/** argv → server | user | key | app | license | ca | host | cert | backup | health | client | version: the binary's entry point. */
 import { Database } from "bun:sqlite";
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -10,6 +10,9 @@ import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
 import { appCommand, licenseCommand } from "./cli/licensing.ts";
 import { keyCommand } from "./cli/key.ts";
+import { caCommand } from "./cli/ca.ts";
+import { hostCommand } from "./cli/host.ts";
+import { certCommand } from "./cli/cert.ts";
 import { clientCommand } from "./cli/client.ts";
 import { healthCommand } from "./cli/health.ts";
 import { VERSION } from "./version.ts";
@@ -24,6 +27,9 @@ Commands:
   key       pre-shared enrollment keys: generate, list, revoke, reset, delete
   app       manage licensed applications: create, list
   license   cut and manage license keys; verify a signed receipt offline
+  ca        the built-in certificate authority: show its root, or import your own
+  host      hosts that report over mutual TLS: add, list, remove, bundle (their key and certificates)
+  cert      certificates the CA issued: list, revoke
   backup    write a consistent copy of the database while the server runs
   health    ask the running server whether it is healthy (exit 0 if so; for container health checks)
   client    the client agent: install, run, status, uninstall
@@ -182,6 +188,12 @@ export async function main(argv: string[]): Promise<number> {
       return appCommand(rest, process.env);
     case "license":
       return licenseCommand(rest, process.env);
+    case "ca":
+      return caCommand(rest, process.env);
+    case "host":
+      return hostCommand(rest, process.env);
+    case "cert":
+      return certCommand(rest, process.env);
     case "backup":
       return backupCommand(rest);
     case "health":

@@ -14,12 +14,16 @@ import { AppError } from "./core/errors.ts";
 import { createServices, type Services } from "./core/services.ts";
 import { DATABASE_FILE, openDatabase } from "./db/open.ts";
 import { TrustedProxies } from "./http/client-address.ts";
+import { startMtlsListener, type MtlsListener } from "./http/mtls.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { VERSION } from "./version.ts";
 
 export interface RunningServer {
   url: string;
   port: number;
+  /** The mutual-TLS listener (`--mtls-listen`). */
+  mtlsUrl: string;
+  mtlsPort: number;
   services: Services;
   /** The composed app and RPC registry, for introspection (docs, access-control tests). */
   app: App;
@@ -137,7 +141,10 @@ export async function startServer(
   options: { log?: Logger; clock?: Clock; adminPassword?: string | undefined } = {},
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(config.logFormat);
-  checkListeners([{ name: "--listen", listen: config.listen }]);
+  checkListeners([
+    { name: "--listen", listen: config.listen },
+    { name: "--mtls-listen", listen: config.mtlsListen },
+  ]);
   const undo = startupFootprint(config.dataDir);
   let db: ReturnType<typeof openDatabase> | undefined;
   try {
@@ -164,6 +171,8 @@ async function run(
   const services = createServices(db, { ...serviceOptions(config), ...(options.clock ? { clock: options.clock } : {}) });
   services.audit.onRecord(securityLog(log, services.clock));
   const boot = await services.accounts.bootstrap(options.adminPassword);
+  // The root CA, made on the first start (SPEC §1); the mTLS listener's certificate comes from it.
+  await services.ca.ensureRoot();
   if (config.requireAuthKey !== undefined) {
     services.enrollment.updateSettings({ name: "system", address: null }, { require_auth_key: config.requireAuthKey });
   }
@@ -191,6 +200,17 @@ async function run(
     ...(config.tls ? { tls: { cert: readFileSync(config.tls.cert, "utf8"), key: readFileSync(config.tls.key, "utf8") } } : {}),
   });
   const server = app.server!;
+  let mtls: MtlsListener;
+  try {
+    mtls = await startMtlsListener(services, log, {
+      hostname: config.mtlsListen.hostname,
+      port: config.mtlsListen.port,
+      sans: config.sans,
+    });
+  } catch (error) {
+    await server.stop(true);
+    throw new ListenError(`cannot listen on ${hostPort(config.mtlsListen)} (--mtls-listen): ${describeListenError(error)}`);
+  }
 
   // Only now, listening, is the start good: the one-time password is shown after this point.
   if (boot.generatedPassword !== undefined) {
@@ -217,12 +237,18 @@ async function run(
 
   connections.start();
   services.licensing.start();
-  const sweep = setInterval(() => services.sessions.sweep(), 60_000);
+  const sweep = setInterval(() => {
+    services.sessions.sweep();
+    // The CRL is rebuilt on every revocation; this keeps it from running out when nothing is revoked.
+    void services.ca.refreshCrlIfDue().catch((error) => log.error("CRL refresh failed", { error: String(error) }));
+  }, 60_000);
   sweep.unref?.();
   const url = `${tls ? "https" : "http"}://${hostPort({ hostname: config.listen.hostname, port: server.port! })}`;
   log.info("latchkey listening", {
     version: VERSION,
     url,
+    mtls: mtls.url,
+    ca_fingerprint: services.ca.caFingerprint(),
     data_dir: config.dataDir,
     max_connections: config.maxConnections,
     ...(config.trustedProxies.length > 0 ? { trusted_proxies: config.trustedProxies.join(",") } : {}),
@@ -234,11 +260,12 @@ async function run(
       log.info("shutting down", { reason });
       clearInterval(sweep);
       connections.stop(reason);
+      mtls.stop();
       await server.stop(false);
       services.licensing.stop();
       db.run("PRAGMA wal_checkpoint(TRUNCATE)");
       db.close();
       log.info("stopped");
     })());
-  return { url, port: server.port!, services, app, registry, stop };
+  return { url, port: server.port!, mtlsUrl: mtls.url, mtlsPort: mtls.port, services, app, registry, stop };
 }

@@ -30,6 +30,8 @@ const signedIn = (status: number): Record<Who, number> => ({ anonymous: 401, vie
 const adminOnly = (status: number): Record<Who, number> => ({ anonymous: 401, viewer: 403, admin: status });
 
 const NO_UUID = "00000000-0000-4000-8000-000000000000";
+/** A serial no certificate has. */
+const NO_SERIAL = "00ff";
 
 const routes: Record<string, RouteCase> = {
   "GET /": { declares: "public", status: all(200) },
@@ -103,6 +105,23 @@ const routes: Record<string, RouteCase> = {
   "GET /api/clients": { declares: "viewer", status: signedIn(200) },
   "GET /api/clients/:uuid": { declares: "viewer", path: `/api/clients/${NO_UUID}`, status: signedIn(404) },
   "DELETE /api/clients/:uuid": { declares: "admin", path: `/api/clients/${NO_UUID}`, status: adminOnly(404) },
+  "GET /api/hosts": { declares: "viewer", status: signedIn(200) },
+  "POST /api/hosts": { declares: "admin", body: () => ({ hostname: "matrix-host.example" }), status: adminOnly(201) },
+  "GET /api/hosts/:hostname": { declares: "viewer", path: "/api/hosts/no-such-host.example", status: signedIn(404) },
+  "DELETE /api/hosts/:hostname": { declares: "admin", path: "/api/hosts/no-such-host.example", status: adminOnly(404) },
+  "POST /api/hosts/:hostname/bundle": { declares: "admin", path: "/api/hosts/no-such-host.example/bundle", status: adminOnly(404) },
+  // The public root and CRL: what a client needs before it has any credential.
+  "GET /api/ca.pem": { declares: "public", status: all(200) },
+  "GET /api/crl": { declares: "public", status: all(200) },
+  "GET /api/ca": { declares: "viewer", status: signedIn(200) },
+  "GET /api/certs": { declares: "viewer", status: signedIn(200) },
+  "GET /api/certs/:serial": { declares: "viewer", path: `/api/certs/${NO_SERIAL}`, status: signedIn(404) },
+  "POST /api/certs/:serial/revoke": {
+    declares: "admin",
+    path: `/api/certs/${NO_SERIAL}/revoke`,
+    body: () => ({ reason: "keyCompromise" }),
+    status: adminOnly(404),
+  },
   // The registry decides per call: rpc/query needs a session.
   "PUT /:namespace/:name": { declares: "rpc", path: "/rpc/query", body: () => ({}), status: signedIn(200) },
   // Anyone may open the socket (and then sign in or register on it).
@@ -127,6 +146,8 @@ const rpcs: Record<string, RpcCase> = {
   "latchkey/keys": { args: () => ({ action: "list" }), code: signedIn(200) },
   "latchkey/settings": { args: () => ({ action: "get" }), code: signedIn(200) },
   "latchkey/clients": { args: () => ({ action: "list" }), code: signedIn(200) },
+  "latchkey/hosts": { args: () => ({ action: "list" }), code: signedIn(200) },
+  "latchkey/certs": { args: () => ({ action: "list" }), code: signedIn(200) },
   "client/register": {
     args: () => ({ uuid: "00000000-0000-4000-8000-000000000001", name: "matrix", hostname: "matrix.example" }),
     code: all(200),
@@ -137,10 +158,19 @@ const rpcs: Record<string, RpcCase> = {
 
 /** What each role may use, as `rpc/query` must report it (SPEC §3). */
 const subsystems: Record<"viewer" | "admin", Record<string, string>> = {
-  viewer: { "latchkey/clients": "read", "latchkey/keys": "read", "latchkey/licenses": "read", "latchkey/settings": "read" },
+  viewer: {
+    "latchkey/certs": "read",
+    "latchkey/clients": "read",
+    "latchkey/hosts": "read",
+    "latchkey/keys": "read",
+    "latchkey/licenses": "read",
+    "latchkey/settings": "read",
+  },
   admin: {
     "latchkey/audit": "read",
+    "latchkey/certs": "read/write",
     "latchkey/clients": "read/write",
+    "latchkey/hosts": "read/write",
     "latchkey/keys": "read/write",
     "latchkey/licenses": "read/write",
     "latchkey/settings": "read/write",
@@ -208,6 +238,8 @@ describe("REST matrix", () => {
       await call(server.url, "DELETE", "/api/users/matrix-new", { token: tokens.admin! });
     if (key === "POST /api/apps" && res.status === 201)
       await call(server.url, "DELETE", `/api/apps/${res.body.id}`, { token: tokens.admin! });
+    if (key === "POST /api/hosts" && res.status === 201)
+      await call(server.url, "DELETE", `/api/hosts/${res.body.hostname}`, { token: tokens.admin! });
   });
 });
 

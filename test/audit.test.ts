@@ -136,6 +136,9 @@ afterAll(() => server.close());
 describe("what the history recorded", () => {
   const expected = [
     { action: "user.bootstrap", actor: "system", target: "admin", outcome: "success" },
+    // The first start also makes the root CA and the mTLS listener's certificate.
+    { action: "ca.generate", actor: "system", outcome: "success" },
+    { action: "cert.issue", actor: "system", outcome: "success" },
     { action: "auth.password", actor: "admin", target: "admin", outcome: "success", address: "127.0.0.1" },
     { action: "user.create", actor: "admin", target: "auditee", outcome: "success", address: "127.0.0.1" },
     { action: "auth.password", actor: "auditee", target: "auditee", outcome: "success" },
@@ -225,7 +228,11 @@ describe("GET /api/audit filters", () => {
       atLeast: 4,
     },
     { query: `since=${stepAt("end")}`, keep: () => false, atLeast: 0 },
-    { query: `until=${stepAt("admin login")}`, keep: (e) => e.action === "user.bootstrap", atLeast: 1 },
+    {
+      query: `until=${stepAt("admin login")}`,
+      keep: (e) => ["user.bootstrap", "ca.generate", "cert.issue"].includes(e.action),
+      atLeast: 3,
+    },
     {
       query: `actor=auditee&since=${stepAt("websocket logins")}`,
       keep: (e) => e.actor === "auditee" && Date.parse(e.at) >= at("websocket logins"),

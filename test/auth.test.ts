@@ -882,6 +882,9 @@ describe("brute-force throttling and the audit trail", () => {
       const seen = entries.map((e) => `${e.action} ${e.outcome}`);
       expect(seen).toEqual([
         "user.bootstrap success",
+        // The first start also makes the root CA and the mTLS listener's certificate.
+        "ca.generate success",
+        "cert.issue success",
         "auth.password success",
         "auth.scram success",
         "auth.scram failure",

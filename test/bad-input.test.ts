@@ -38,6 +38,18 @@ const CLIENT_UUID = "0b5e1c7a-1d2e-4f3a-8b9c-0123456789ab";
 const NO_CLIENT_UUID = "ffffffff-ffff-4fff-bfff-ffffffffffff";
 const registration = () => ({ uuid: CLIENT_UUID, name: "bad-input client", hostname: "bad-input.example", version: "1.0", os: "linux" });
 
+/**
+ * Host and certificate fixtures, made in beforeAll: HOST is registered (group g1) and holds a
+ * bundle's certificate, `hostSerial`. Revocations and removals name what does not exist (NO_SERIAL,
+ * NO_HOST), so that every case finds the same state.
+ */
+const HOST = "bad-input-host.example";
+const NO_HOST = "no-such-host.example";
+const NO_SERIAL = "00ff";
+let hostSerial = "";
+/** A fresh, valid hostname for cases that may register a host. */
+const freshHost = () => `${fresh()}.example`;
+
 const HOSTILE = {
   traversal: "../../etc/passwd",
   script: "<script>alert(1)</script>",
@@ -111,6 +123,10 @@ beforeAll(async () => {
   expect((await client.request("client", "register", registration())).name).toBe("response");
   client.close();
   await client.closed;
+  expect((await call(server.url, "POST", "/api/hosts", { token: admin, body: { hostname: HOST, group: "g1" } })).status).toBe(201);
+  const bundle = await call(server.url, "POST", `/api/hosts/${HOST}/bundle`, { token: admin });
+  expect(bundle.status).toBe(201);
+  hostSerial = bundle.body.serial;
 });
 afterAll(() => server.close());
 
@@ -153,7 +169,11 @@ type Kind =
   | "clientName"
   | "hostname"
   | "clientText"
-  | "authKey";
+  | "authKey"
+  | "certKind"
+  | "certStatus"
+  | "serial"
+  | "revocationReason";
 
 const WRONG_TYPES: Record<Kind, unknown[]> = {
   username: [42, true, null, {}, ["admin"]],
@@ -193,6 +213,11 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
   hostname: [1, true, null, {}, [], "", "-leading.example", "a..b", "under_score.example", `${"h".repeat(64)}.example`],
   clientText: [1, true, null, {}, [], "v".repeat(65)],
   authKey: [1, true, null, {}, [], "K".repeat(65)],
+  certKind: [1, true, null, {}, [], "", "HOST", "root"],
+  certStatus: [1, true, null, {}, [], "", "VALID", "expired"],
+  serial: [1, true, null, {}, [], "", "0x1f", "1f:", ":1f", "1f:2", "1f 2e", "g1", "a".repeat(81), "1f:".repeat(40) + "1f"],
+  // The RFC 5280 names latchkey issues CRLs with; hold and removeFromCRL are not among them.
+  revocationReason: [1, true, null, {}, [], "", "KeyCompromise", "certificateHold", "removeFromCRL"],
 };
 
 /**
@@ -260,6 +285,10 @@ const HOSTILE_OUTCOMES: Record<Kind, Record<Hostile, Outcome>> = {
   clientStatus: REJECTS_ALL,
   uuid: REJECTS_ALL,
   hostname: REJECTS_ALL,
+  certKind: REJECTS_ALL,
+  certStatus: REJECTS_ALL,
+  serial: REJECTS_ALL,
+  revocationReason: REJECTS_ALL,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -281,7 +310,13 @@ interface RouteCases {
   /** Builds the path with a hostile value in its parameter, and names that parameter. */
   param?: { name: string; build: (value: string) => string; notFound?: boolean };
   /** A valid body and its fields, for routes that take one. */
-  body?: { valid: () => Record<string, unknown>; fields: Record<string, BodyField>; status: number };
+  body?: {
+    valid: () => Record<string, unknown>;
+    fields: Record<string, BodyField>;
+    status: number;
+    /** The body may be left out: an empty one is answered as usual (`status`). */
+    optional?: boolean;
+  };
   /** List routes: query-string garbage, each with the field it must name. */
   query?: { query: string; field: string }[];
   /** The route takes no input: garbage in the body or query is ignored, never a 500. */
@@ -316,6 +351,8 @@ const LIST_QUERY_GARBAGE = [
 ];
 
 const usernamePath = (prefix: string) => (value: string) => `${prefix}/${encodeURIComponent(value)}`;
+const hostPath = (suffix: string) => (value: string) => `/api/hosts/${encodeURIComponent(value)}${suffix}`;
+const serialPath = (suffix: string) => (value: string) => `/api/certs/${encodeURIComponent(value)}${suffix}`;
 
 const ROUTES: Record<string, RouteCases> = {
   "GET /": { path: "/?x=<script>", ignoresInput: true },
@@ -605,6 +642,71 @@ const ROUTES: Record<string, RouteCases> = {
     path: `/api/clients/${NO_CLIENT_UUID}`,
     param: { name: "uuid", build: (v) => `/api/clients/${encodeURIComponent(v)}` },
   },
+  "GET /api/hosts": {
+    path: "/api/hosts",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "status=gone", field: "status" },
+      { query: "status=ONLINE", field: "status" },
+      { query: "status=online&status=offline", field: "status" },
+      { query: "group=", field: "group" },
+      { query: "group=..%2F..%2Fetc", field: "group" },
+      { query: `group=${"g".repeat(65)}`, field: "group" },
+      { query: "group=a&group=b", field: "group" },
+    ],
+  },
+  "POST /api/hosts": {
+    path: "/api/hosts",
+    body: {
+      valid: () => ({ hostname: freshHost() }),
+      fields: { hostname: { kind: "hostname", required: true }, group: { kind: "group" } },
+      status: 201,
+    },
+  },
+  "GET /api/hosts/:hostname": { path: `/api/hosts/${HOST}`, param: { name: "hostname", build: hostPath("") } },
+  "DELETE /api/hosts/:hostname": { path: `/api/hosts/${NO_HOST}`, param: { name: "hostname", build: hostPath("") } },
+  // Takes no body: each case that gets through issues one more certificate for HOST.
+  "POST /api/hosts/:hostname/bundle": {
+    path: `/api/hosts/${HOST}/bundle`,
+    param: { name: "hostname", build: hostPath("/bundle") },
+    ignoresInput: true,
+  },
+  "GET /api/ca.pem": { path: "/api/ca.pem?junk=%00", ignoresInput: true },
+  "GET /api/crl": {
+    path: "/api/crl",
+    query: [
+      { query: "format=xml", field: "format" },
+      { query: "format=PEM", field: "format" },
+      { query: "format=", field: "format" },
+      { query: "format=pem&format=der", field: "format" },
+      { query: "unknown=1", field: "unknown" },
+      { query: "__proto__=1", field: "__proto__" },
+    ],
+  },
+  "GET /api/ca": { path: "/api/ca?junk=%00", ignoresInput: true },
+  "GET /api/certs": {
+    path: "/api/certs",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      { query: "kind=root", field: "kind" },
+      { query: "kind=HOST", field: "kind" },
+      { query: "kind=host&kind=user", field: "kind" },
+      { query: "status=expired", field: "status" },
+      { query: "status=", field: "status" },
+      { query: "status=valid&status=revoked", field: "status" },
+      { query: "hostname=", field: "hostname" },
+      { query: "hostname=..%2F..%2Fetc", field: "hostname" },
+      { query: "hostname=under_score.example", field: "hostname" },
+      { query: `hostname=${"h".repeat(254)}`, field: "hostname" },
+      { query: "hostname=a.example&hostname=b.example", field: "hostname" },
+    ],
+  },
+  "GET /api/certs/:serial": { path: `/api/certs/${NO_SERIAL}`, param: { name: "serial", build: serialPath("") } },
+  "POST /api/certs/:serial/revoke": {
+    path: `/api/certs/${NO_SERIAL}/revoke`,
+    param: { name: "serial", build: serialPath("/revoke") },
+    body: { valid: () => ({ reason: "keyCompromise" }), fields: { reason: { kind: "revocationReason" } }, status: 404, optional: true },
+  },
 };
 
 /**
@@ -667,6 +769,8 @@ const PUBLIC = new Set([
   "GET /api/check",
   "POST /api/deactivate",
   "GET /api/license/public-key",
+  "GET /api/ca.pem",
+  "GET /api/crl",
 ]);
 const auth = (key: string) => (PUBLIC.has(key) ? {} : { token: admin });
 const methodOf = (key: string) => key.split(" ")[0]!;
@@ -690,13 +794,18 @@ describe("malformed bodies", () => {
     { label: "deeply nested JSON (200,000 levels)", raw: `{"a":${"[".repeat(200_000)}${"]".repeat(200_000)}}`, type: "application/json" },
     { label: "nested objects, 33 levels", raw: `${'{"a":'.repeat(33)}1${"}".repeat(33)}`, type: "application/json" },
   ] as { label: string; raw: string; type: string; statuses?: number[] }[];
-  const cases = routeEntries.filter(([, r]) => r.body).flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r })));
+  // A body that may be left out may be empty: then the route answers as it does without one.
+  const asUsual = (r: RouteCases, raw: string) => raw === "" && r.body!.optional === true;
+  const cases = routeEntries
+    .filter(([, r]) => r.body)
+    .flatMap(([key, r]) => bodies.map((b) => ({ key, ...b, route: r, expected: asUsual(r, b.raw) ? r.body!.status : 400 })));
 
-  test.each(cases)("$key: $label → 400", async ({ key, raw, type, route, statuses }) => {
+  test.each(cases)("$key: $label → $expected", async ({ key, raw, type, route, statuses }) => {
     const valid = JSON.stringify(route.body!.valid());
     const rawBody = raw === "VALID" ? valid : raw === "VALID_IN_ARRAY" ? `[${valid}]` : raw;
     const res = await call(server.url, methodOf(key), route.path, { ...auth(key), rawBody, headers: { "content-type": type } });
-    await expectClientError(res, statuses ?? 400, undefined, shapeOf(key));
+    if (asUsual(route, raw)) expect(res.status).toBe(route.body!.status);
+    else await expectClientError(res, statuses ?? 400, undefined, shapeOf(key));
   });
 
   // The RPC mirror reads its body as text and parses it itself, whatever the content type says.
@@ -1144,6 +1253,41 @@ const RPCS: Record<string, RpcCases[]> = {
     { valid: () => ({ action: "get", uuid: CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 200 },
     { valid: () => ({ action: "delete", uuid: NO_CLIENT_UUID }), fields: { uuid: { kind: "uuid", required: true } }, okCode: 404 },
   ],
+  "latchkey/hosts": [
+    {
+      valid: () => ({ action: "list" }),
+      fields: { group: { kind: "group" }, status: { kind: "clientStatus" }, limit: { kind: "limit" }, offset: { kind: "offset" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "get", hostname: HOST }), fields: { hostname: { kind: "hostname", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "register", hostname: freshHost(), group: "g1" }),
+      fields: { hostname: { kind: "hostname", required: true }, group: { kind: "group" } },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "remove", hostname: NO_HOST }), fields: { hostname: { kind: "hostname", required: true } }, okCode: 404 },
+    { valid: () => ({ action: "bundle", hostname: HOST }), fields: { hostname: { kind: "hostname", required: true } }, okCode: 200 },
+  ],
+  "latchkey/certs": [
+    {
+      valid: () => ({ action: "list" }),
+      fields: {
+        kind: { kind: "certKind" },
+        status: { kind: "certStatus" },
+        hostname: { kind: "hostname" },
+        limit: { kind: "limit" },
+        offset: { kind: "offset" },
+      },
+      okCode: 200,
+    },
+    { valid: () => ({ action: "get", serial: hostSerial }), fields: { serial: { kind: "serial", required: true } }, okCode: 200 },
+    {
+      valid: () => ({ action: "revoke", serial: NO_SERIAL, reason: "superseded" }),
+      fields: { serial: { kind: "serial", required: true }, reason: { kind: "revocationReason" } },
+      okCode: 404,
+    },
+    { valid: () => ({ action: "ca" }), fields: {}, okCode: 200 },
+  ],
   // Registered on the test's own socket, as CLIENT_UUID (again).
   "client/register": [
     {
@@ -1390,5 +1534,17 @@ describe("afterwards", () => {
     expect(client.body).toMatchObject({ ...registration(), key_id: null, group: null });
     const clients = await call(server.url, "GET", "/api/clients?limit=1000", { token: admin });
     expect(clients.body.items.map((c: { uuid: string }) => c.uuid)).toEqual([CLIENT_UUID]);
+  });
+
+  test("the host fixtures are intact: the host, its certificate, and only well-formed hostnames registered", async () => {
+    expect((await call(server.url, "GET", `/api/hosts/${HOST}`, { token: admin })).body).toMatchObject({ hostname: HOST, group: "g1" });
+    expect((await call(server.url, "GET", `/api/certs/${hostSerial}`, { token: admin })).body).toMatchObject({
+      hostname: HOST,
+      status: "valid",
+    });
+    const hosts = await call(server.url, "GET", "/api/hosts?limit=1000", { token: admin });
+    for (const h of hosts.body.items) expect(h.hostname).toMatch(/^[a-z0-9][a-z0-9.-]*\.example$/);
+    const revoked = await call(server.url, "GET", "/api/certs?status=revoked", { token: admin });
+    expect(revoked.body.total).toBe(0);
   });
 });

@@ -4,7 +4,7 @@
  * would over REST and /ws, and stop it with SIGTERM.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, ROOT, RpcClient, call, eventually, runLatchkey, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
 
@@ -104,7 +104,9 @@ describe("the compiled binary", () => {
       expect(query.body).toEqual({
         args: {
           "latchkey/audit": "read",
+          "latchkey/certs": "read/write",
           "latchkey/clients": "read/write",
+          "latchkey/hosts": "read/write",
           "latchkey/keys": "read/write",
           "latchkey/licenses": "read/write",
           "latchkey/settings": "read/write",
@@ -428,6 +430,97 @@ describe("the compiled binary", () => {
       await waitForLine(stderr, (e) => e.msg === "client disconnected" && e.uuid === uuid);
       const text = stderr.text();
       for (const secret of [adminPassword, "wrong password 1", key, key.replaceAll("-", "")]) expect(text).not.toContain(secret);
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("woodstock: a host reports with curl and its bundle, and with certificates made by openssl under an imported root", async () => {
+    const dataDir = join(dir.path, "woodstock");
+    const work = join(dir.path, "woodstock-files");
+    mkdirSync(work);
+    const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--mtls-listen", "127.0.0.1:0", "--data-dir", dataDir], {
+      binary,
+      cwd: dir.path,
+      env: bareEnv(),
+    });
+    const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", dataDir], { binary, cwd: work, env: bareEnv() });
+    const sh = async (cmd: string[]) => {
+      const p = Bun.spawn(cmd, { cwd: work, stdout: "pipe", stderr: "pipe" });
+      const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      return { out, err, code };
+    };
+    const report = async (hostname: string, cert: string, key: string, ca = "rootCA.pem") => {
+      const body = JSON.stringify({ interfaces: [{ name: "eth0", addresses: ["192.0.2.10"] }], port: 8080, version: "woodstock 1.0" });
+      const args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cert", cert, "--key", key, "--cacert", ca, "-X", "POST"];
+      const url = `https://localhost:${mtlsPort}/api/hosts/${hostname}/client`;
+      return Number((await sh(["curl", ...args, "-H", "content-type: application/json", "-d", body, url])).out);
+    };
+    let mtlsPort = 0;
+    try {
+      const { log } = await waitForListening(proc);
+      mtlsPort = Number(/mtls=https:\/\/[^:]+:(\d+)/.exec(log())?.[1]);
+      expect(mtlsPort).toBeGreaterThan(0);
+
+      // A bundle from the binary's CLI, used exactly as a woodstock client uses it.
+      expect((await cli("host", "add", "web-01.example", "--group", "lab")).code).toBe(0);
+      expect((await cli("host", "add", "db-01.example")).code).toBe(0);
+      expect((await cli("host", "bundle", "web-01.example", "--out", work)).code).toBe(0);
+      expect(await report("web-01.example", "web-01.example_https.pem", "web-01.example_https.key")).toBe(200);
+      expect(await report("db-01.example", "web-01.example_https.pem", "web-01.example_https.key")).toBe(403);
+      const hosts = JSON.parse((await cli("host", "list", "--json")).stdout) as { hostname: string; online: boolean; report: unknown }[];
+      expect(hosts.find((h) => h.hostname === "web-01.example")).toMatchObject({
+        online: true,
+        report: { port: 8080, version: "woodstock 1.0" },
+      });
+
+      // Revoked by the CLI: refused from then on.
+      const certs = JSON.parse((await cli("cert", "list", "--host", "web-01.example", "--json")).stdout) as { serial: string }[];
+      expect((await cli("cert", "revoke", certs[0]!.serial)).code).toBe(0);
+      expect(await report("web-01.example", "web-01.example_https.pem", "web-01.example_https.key")).toBe(401);
+
+      // An outside root imported while the server runs: openssl-made certificates under it are accepted.
+      const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+      const root = [
+        "openssl",
+        "req",
+        "-x509",
+        ...ec,
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-days",
+        "365",
+        "-subj",
+        "/CN=Outside Root",
+      ];
+      expect(
+        (await sh([...root, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])).code,
+      ).toBe(0);
+      const imported = await cli("ca", "import", "root.pem", "root.key", "--force");
+      expect(imported.code).toBe(0);
+      writeFileSync(
+        join(work, "client.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+      );
+      const leaf = async (name: string, cn: string) => {
+        expect(
+          (await sh(["openssl", "req", "-new", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`])).code,
+        ).toBe(0);
+        const sign = ["openssl", "x509", "-req", "-in", `${name}.csr`, "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial"];
+        expect((await sh([...sign, "-out", `${name}.pem`, "-days", "30", "-extfile", "client.ext"])).code).toBe(0);
+      };
+      await leaf("web", "web-01.example");
+      await leaf("stranger", "nobody.example");
+      // The listener takes a certificate from the new root within a second or so.
+      await eventually(async () => (await report("web-01.example", "web.pem", "web.key", "root.pem")) === 200, {
+        what: "a report under the imported root",
+      });
+      expect(await report("nobody.example", "stranger.pem", "stranger.key", "root.pem")).toBe(401);
+      expect(await report("db-01.example", "web.pem", "web.key", "root.pem")).toBe(403);
       proc.kill("SIGTERM");
       expect(await proc.exited).toBe(0);
     } finally {

@@ -180,7 +180,9 @@ describe("the account-wide limit", () => {
 
 describe("the hashing work is bounded", () => {
   test("during a burst of 600 guesses from 30 addresses, another address's login completes ahead of most of the burst", async () => {
-    const server = await startTestServer({ flags: PROXY });
+    // The burst's sockets never sign in (every guess fails): on a busy machine answering them all
+    // may take longer than the default 10 s sign-in deadline, which would close them mid-burst.
+    const server = await startTestServer({ flags: [...PROXY, "--ws-auth-timeout", "600"] });
     // The burst comes over WebSockets (20 pipelined frames on each of 30), so that no HTTP client
     // pool holds the bystander's request back behind it.
     const sockets = await Promise.all(Array.from({ length: 30 }, (_, a) => RpcClient.connect(server.wsUrl, from(`10.3.0.${a}`))));

@@ -120,6 +120,8 @@ describe("enrollment pages", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
       "Users",
@@ -313,6 +315,8 @@ describe("enrollment pages", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
     ]);

@@ -110,6 +110,8 @@ describe("licensing pages", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
       "Users",
@@ -307,6 +309,8 @@ describe("licensing pages", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
     ]);

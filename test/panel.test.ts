@@ -99,6 +99,8 @@ describe("admin panel", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
       "Users",
@@ -146,6 +148,8 @@ describe("admin panel", () => {
       "Dashboard",
       "Pre-Shared Keys",
       "Clients",
+      "Hosts",
+      "Certificates",
       "Applications",
       "License keys",
     ]);

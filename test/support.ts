@@ -14,6 +14,12 @@ export const ROOT = join(import.meta.dir, "..");
 export const BUN = process.execPath;
 export const ADMIN_PASSWORD = "correct horse battery";
 
+/**
+ * Settings every server a test starts gets unless the test says otherwise: its mutual-TLS
+ * listener on a free loopback port, so that servers running at once never fight over 9443.
+ */
+export const TEST_ENV: Record<string, string> = { LATCHKEY_MTLS_LISTEN: "127.0.0.1:0" };
+
 export function tempDir(prefix = "latchkey-test-"): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
@@ -65,7 +71,7 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const dir = tempDir();
   const args = parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0", ...(options.flags ?? [])], serverFlags);
-  const config = loadConfig(args, options.env ?? {});
+  const config = loadConfig(args, { ...TEST_ENV, ...options.env });
   const server = await startServer(config, {
     log: silentLogger,
     adminPassword: options.adminPassword === undefined ? ADMIN_PASSWORD : (options.adminPassword ?? undefined),
@@ -204,7 +210,7 @@ export function spawnLatchkey(
   const cmd = options.binary ? [options.binary, ...args] : [BUN, join(ROOT, "src/main.ts"), ...args];
   return Bun.spawn(cmd, {
     cwd: options.cwd ?? ROOT,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...(options.env ?? {}) },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...TEST_ENV, ...(options.env ?? {}) },
     stdin: options.stdin ?? "ignore",
     stdout: "pipe",
     stderr: "pipe",

@@ -5,6 +5,8 @@
 import "./pages/dashboard.ts";
 import "./pages/keys.ts";
 import "./pages/clients.ts";
+import "./pages/hosts.ts";
+import "./pages/certificates.ts";
 import "./pages/applications.ts";
 import "./pages/licenses.ts";
 import "./pages/users.ts";

@@ -4,7 +4,9 @@
  */
 import type { UserView } from "../../src/core/accounts.ts";
 import type { AuditView } from "../../src/core/audit.ts";
+import type { CertificateKind, CertificateView, RevocationReason, RootView } from "../../src/core/ca/authority.ts";
 import type { ClientView, KeyList, KeyView } from "../../src/core/enrollment/index.ts";
+import type { HostBundle, HostView } from "../../src/core/hosts.ts";
 import type { ActivationView, AppView, LicenseView } from "../../src/core/licensing/index.ts";
 import type { Role } from "../../src/db/users.ts";
 
@@ -63,3 +65,17 @@ export type { KeyList };
 export type KeyStatus = KeyView["status"];
 /** `GET /api/clients`: an enrolled client machine. */
 export type Client = ClientView;
+
+/** `GET /api/hosts`: a machine that reports over mutual TLS, with its latest report and certificate. */
+export type Host = HostView;
+/** `POST /api/hosts/{hostname}/bundle`: the private key is in this reply only. */
+export type HostBundleReply = HostBundle & {
+  hostname: string;
+  /** The same PEMs under the woodstock file names: `<hostname>_https.key`, `<hostname>_https.pem`, `rootCA.pem`. */
+  files: Record<string, string>;
+};
+/** `GET /api/certs`: a certificate the built-in CA issued. */
+export type Certificate = CertificateView;
+/** `GET /api/ca`: the root CA (never its key). */
+export type RootCertificate = RootView;
+export type { CertificateKind, RevocationReason };

@@ -18,6 +18,13 @@ export interface PushTopics {
   "licenses.activated": { id: number; hwid: string; machine: string | null; new_seat: boolean; remaining: number };
   /** `hwid`: the machine whose activation was removed (`deactivated`). */
   "licenses.changed": { id: number; change: "created" | "updated" | "deleted" | "deactivated"; hwid?: string };
+  /** Certificates the CA issued or revoked (`hostname` when they belong to one host). */
+  "certificates.changed": { serials: string[]; change: "issued" | "revoked"; hostname?: string };
+  /**
+   * A host was registered or removed, or it reported (`reported` at most once per host every
+   * 10 s, however often it reports: enough for a live panel, never a flood).
+   */
+  "hosts.changed": { hostname: string; change: "registered" | "removed" | "reported" };
 }
 
 export type PushTopic = keyof PushTopics;
@@ -32,6 +39,8 @@ export interface EventMap {
   "sessions.revoked": { sessionIds: string[]; reason: string };
   /** Clients that lost the right to be connected (key revoked/reset/deleted, client deleted). */
   "clients.kick": { uuids: string[]; reason: string; keyId?: number };
+  /** Certificates that no longer give access: connections authenticated by them must close. */
+  "certificates.revoked": { serials: string[] };
   /** A change an authenticated admin/viewer connection may be told about. */
   push: Push;
 }

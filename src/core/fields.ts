@@ -120,6 +120,17 @@ export const hostname = v.pipe(
   ),
 );
 
+/**
+ * A certificate serial number in hex, any case: as `openssl x509 -serial` prints it (`3A0F…`) or
+ * with colons between the bytes (`3a:0f:…`); at most 40 bytes (RFC 5280 allows 20).
+ */
+export const certificateSerial = v.pipe(
+  v.string("must be a string"),
+  v.nonEmpty("is required"),
+  v.maxLength(119, "must be at most 80 hex digits"),
+  v.regex(/^(?:[0-9A-Fa-f]{1,80}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){1,39})$/, "must be a serial number in hex (3A0F… or 3a:0f:…)"),
+);
+
 /** A client's display name: printable, no control characters. */
 export const clientName = v.pipe(
   v.string("must be a string"),

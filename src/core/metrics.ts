@@ -31,7 +31,10 @@ export class Metrics {
   private readonly rpcCalls = new Map<string, number>();
   /** Call, then status. */
   private readonly licensingCalls = new Map<string, Map<string, number>>();
+  /** Host reports on the mTLS listener by result ("ok", or why they were refused). */
+  private readonly hostReports = new Map<string, number>();
   private readonly gauges = new Map<string, () => number>();
+  private readonly labelledGauges = new Map<string, { label: string; read: () => Record<string, number> }>();
   private readonly startedAt = Date.now();
 
   request(method: string, route: string, status: number, seconds: number): void {
@@ -66,9 +69,18 @@ export class Metrics {
     byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
   }
 
+  hostReport(result: string): void {
+    this.hostReports.set(result, (this.hostReports.get(result) ?? 0) + 1);
+  }
+
   /** A gauge read when metrics are scraped, e.g. connected WebSockets. */
   gauge(name: string, read: () => number): void {
     this.gauges.set(name, read);
+  }
+
+  /** A gauge of several series told apart by one label, read at once when metrics are scraped (e.g. certificates by state). */
+  labelledGauge(name: string, label: string, read: () => Record<string, number>): void {
+    this.labelledGauges.set(name, { label, read });
   }
 
   render(): string {
@@ -120,7 +132,16 @@ export class Metrics {
         [...byStatus].map(([status, n]): [Record<string, string>, number] => [{ call, status }, n]),
       ),
     );
+    counter(
+      "latchkey_host_reports_total",
+      "Host reports on the mTLS listener by result: ok, or why they were refused.",
+      [...this.hostReports].map(([result, n]) => [{ result }, n]),
+    );
     for (const [name, read] of this.gauges) out.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
+    for (const [name, { label, read }] of this.labelledGauges) {
+      out.push(`# TYPE ${name} gauge`);
+      for (const [value, n] of Object.entries(read())) out.push(`${name}${labels({ [label]: value })} ${n}`);
+    }
     out.push("# TYPE latchkey_uptime_seconds gauge", `latchkey_uptime_seconds ${(Date.now() - this.startedAt) / 1000}`);
     return out.join("\n") + "\n";
   }

@@ -14,6 +14,10 @@ import { Sessions } from "./sessions.ts";
 import { LicenseStore } from "../db/licenses.ts";
 import { EnrollmentStore } from "../db/enrollment.ts";
 import { Enrollment } from "./enrollment/index.ts";
+import { CertificateStore } from "../db/certificates.ts";
+import { CertificateAuthority } from "./ca/authority.ts";
+import { clientCertificateVerifier, type CertificateVerifier } from "./ca/verify.ts";
+import { Hosts } from "./hosts.ts";
 import { Licensing } from "./licensing/index.ts";
 import { newSigningKeyPem, signingKeyFromPem } from "./receipts.ts";
 
@@ -23,6 +27,8 @@ export interface ServiceOptions {
   legacyChallengeLogin: boolean;
   receiptTtlSeconds?: number;
   receiptGraceSeconds?: number;
+  /** How often hosts report: a host is online while its last report is within 3 intervals. */
+  reportIntervalSeconds?: number;
   /** Login throttles and queues (tests shrink them); the defaults suit production. */
   loginLimits?: LoginLimits;
   clock?: Clock;
@@ -41,6 +47,12 @@ export interface Services {
   auth: Authenticator;
   licensing: Licensing;
   enrollment: Enrollment;
+  /** The built-in CA: its root (made by the server's first start), issued certificates, the CRL. */
+  ca: CertificateAuthority;
+  /** Registered hosts (woodstock) and their latest reports. */
+  hosts: Hosts;
+  /** Client certificates, verified against the CA's root (each once, cached by its DER's SHA-256). */
+  verifier: () => CertificateVerifier;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
   secret: Uint8Array;
 }
@@ -71,5 +83,14 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
   });
   const enrollment = new Enrollment(db, new EnrollmentStore(db), settings, audit, events, clock);
-  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, enrollment, secret };
+  const certificates = new CertificateStore(db);
+  const ca = new CertificateAuthority(db, certificates, audit, events, clock);
+  const hosts = new Hosts(db, certificates, ca, audit, clock, {
+    reportIntervalSeconds: options.reportIntervalSeconds ?? 60,
+    events,
+    metrics,
+  });
+  // One verifier per root: an imported root gets a fresh cache.
+  const verifier = () => clientCertificateVerifier([ca.caPem()]);
+  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, enrollment, ca, hosts, verifier, secret };
 }

@@ -33,7 +33,7 @@ const init =
   `deepLinking: true, persistAuthorization: false });\n`;
 
 /** Routes that are not API calls: the panel, the docs themselves. */
-const exclude = { paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] };
+const exclude = { staticFile: false, paths: ["/", "/panel/*", "/swagger", "/swagger/*", "/openapi/json", "/swagger/json"] };
 
 // Transforms and regex flags have no JSON Schema form; the rest of each schema still documents.
 const mapJsonSchema = { valibot: (schema: Parameters<typeof toJsonSchema>[0]) => toJsonSchema(schema, { errorMode: "ignore" }) };

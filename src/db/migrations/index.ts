@@ -7,6 +7,7 @@ import licensing from "./0002_licensing.sql" with { type: "text" };
 import enrollment from "./0003_enrollment.sql" with { type: "text" };
 import checkCounters from "./0004_check_counters.sql" with { type: "text" };
 import credentialVersion from "./0005_credential_version.sql" with { type: "text" };
+import ca from "./0006_ca.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -19,4 +20,5 @@ export const migrations: readonly Migration[] = [
   { name: "0003_enrollment", sql: enrollment },
   { name: "0004_check_counters", sql: checkCounters },
   { name: "0005_credential_version", sql: credentialVersion },
+  { name: "0006_ca", sql: ca },
 ];

@@ -3,6 +3,7 @@ import { Registry } from "../registry.ts";
 import { auditHandler } from "./audit.ts";
 import { authHandlers, queryHandler } from "./auth.ts";
 import { clientsHandler, heartbeatHandler, keysHandler, registerHandler, settingsHandler } from "./enrollment.ts";
+import { certsHandler, hostsHandler } from "./hosts.ts";
 import { licensesHandler } from "./licenses.ts";
 import { usersHandler } from "./users.ts";
 
@@ -16,6 +17,8 @@ export function createRegistry(): Registry {
     keysHandler,
     settingsHandler,
     clientsHandler,
+    hostsHandler,
+    certsHandler,
     registerHandler,
     heartbeatHandler,
   ]);

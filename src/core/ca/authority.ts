@@ -1,0 +1,701 @@
+/**
+ * The built-in certificate authority (SPEC §5, §9): one root, generated on first start or imported;
+ * the certificates it issues, as a signing policy says; revocation and the CRL; the mTLS listener's
+ * own certificate. The root's key is read from the store only to build the signer: no method
+ * returns it, and it goes to no log, audit entry or event. `x509.ts` does the X.509 work,
+ * `db/certificates.ts` holds the SQL.
+ */
+import type { Database } from "bun:sqlite";
+import { hostname as osHostname } from "node:os";
+import * as v from "valibot";
+import type {
+  CertificateFilter,
+  CertificateKind,
+  CertificateRow,
+  CertificateStatus,
+  CertificateStore,
+  CrlRow,
+  PublicRootRow,
+} from "../../db/certificates.ts";
+import { immediate } from "../../db/open.ts";
+import type { Actor } from "../accounts.ts";
+import type { Audit } from "../audit.ts";
+import type { Clock } from "../clock.ts";
+import { AppError, badRequest, conflict, notFound } from "../errors.ts";
+import type { EventHub } from "../events.ts";
+import { hostname as hostnameSchema, isoTime } from "../fields.ts";
+import type { Principal } from "../sessions.ts";
+import {
+  CaSigner,
+  certificatePem,
+  checkCaImport,
+  colonFingerprint,
+  createRootCertificate,
+  crlPem,
+  describePublicKey,
+  generateKeyPair,
+  normalizeFingerprint,
+  normalizeSerial,
+  parseSans,
+  readCertificate,
+  REVOCATION_REASONS,
+  type BuiltCertificate,
+  type ExtendedUsage,
+  type RevocationReason,
+} from "./x509.ts";
+
+export type { CertificateKind, CertificateStatus } from "../../db/certificates.ts";
+export { REVOCATION_REASONS, type ExtendedUsage, type RevocationReason } from "./x509.ts";
+
+export const CERTIFICATE_KINDS: readonly CertificateKind[] = ["server", "host", "client", "user"];
+const DAY_MS = 86_400_000;
+const SYSTEM: Actor = { name: "system", address: null };
+
+/**
+ * What may be issued (STYLE "Policy as data"): the caller's authorization decides the policy, the
+ * CA enforces it. serverAuth is for `server` certificates only (SPEC §9).
+ */
+export interface IssuePolicy {
+  kind: CertificateKind;
+  commonName: string;
+  /** DNS names and IP addresses (v4, v6). */
+  sans?: readonly string[];
+  usages: readonly ExtendedUsage[];
+  /** 1 to 3650; the certificate never outlives the root. */
+  days: number;
+  /**
+   * The subject's public key (SubjectPublicKeyInfo DER), or `generate` for a fresh P-256 key pair
+   * whose private key is returned once and never stored.
+   */
+  key: { spki: Uint8Array } | "generate";
+  /** The registered host it belongs to (revoked with it); it must be registered when the certificate is recorded. */
+  hostname?: string | null;
+}
+
+export interface CertificateView {
+  serial: string;
+  fingerprint: string;
+  kind: CertificateKind;
+  common_name: string;
+  sans: string[];
+  usages: ExtendedUsage[];
+  hostname: string | null;
+  not_before: string;
+  not_after: string;
+  status: CertificateStatus;
+  expired: boolean;
+  /** Issued by the current root; a certificate of a replaced root no longer verifies. */
+  current_root: boolean;
+  revoked_at: string | null;
+  revocation_reason: string | null;
+  created_at: string;
+  created_by: string;
+}
+
+export interface IssuedCertificate {
+  certificate: CertificateView;
+  pem: string;
+  /** The generated private key (PKCS#8 PEM), when the policy asked for one: shown this once, stored nowhere. */
+  key?: string;
+}
+
+export interface RootView {
+  fingerprint: string;
+  /** The fingerprint as `openssl x509 -fingerprint -sha256` prints it. */
+  fingerprint_colon: string;
+  serial: string;
+  common_name: string | null;
+  organization: string | null;
+  not_before: string;
+  not_after: string;
+  source: "generated" | "imported";
+  created_at: string;
+  created_by: string;
+  certificate: string;
+}
+
+/** The mTLS listener's certificate and key, with the root to verify client certificates against. */
+export interface ServerCertificate {
+  certificate: string;
+  key: string;
+  ca: string;
+  serial: string;
+  sans: string[];
+  not_after: string;
+}
+
+export interface CrlView {
+  der: Uint8Array;
+  pem: string;
+  number: number;
+  this_update: string;
+  next_update: string;
+}
+
+export interface CertificateAuthorityOptions {
+  /** The O of a root latchkey generates ("latchkey" unless given). */
+  organization?: string;
+  /** The machine's name for the listener's certificate (`os.hostname()` unless given). */
+  machineHostname?: () => string;
+  /** The listener certificate's validity (365 unless given). */
+  serverCertificateDays?: number;
+  /** A CRL's nextUpdate after its thisUpdate (7 unless given). */
+  crlValidityDays?: number;
+  /** A CRL is rebuilt this long before its nextUpdate (1 day unless given). */
+  crlRefreshMs?: number;
+}
+
+interface Prepared {
+  rootId: number;
+  built: BuiltCertificate;
+  row: Omit<CertificateRow, "status" | "revoked_at" | "revocation_reason">;
+  key?: string;
+}
+
+export class CertificateAuthority {
+  private readonly organization: string;
+  private readonly machineHostname: () => string;
+  private readonly serverDays: number;
+  private readonly crlValidityMs: number;
+  private readonly crlRefreshMs: number;
+  /** The signer of the current root, loaded once per root (the key is imported as non-extractable). */
+  private signerCache: { rootId: number; signer: Promise<CaSigner> } | null = null;
+  /** CRL builds run one at a time in this process; a build waiting to start is shared by everyone who asks meanwhile. */
+  private crlRunning: Promise<unknown> = Promise.resolve();
+  private crlWaiting: Promise<CrlRow> | null = null;
+
+  constructor(
+    private readonly db: Database,
+    private readonly store: CertificateStore,
+    private readonly audit: Audit,
+    private readonly events: EventHub,
+    private readonly clock: Clock,
+    options: CertificateAuthorityOptions = {},
+  ) {
+    this.organization = options.organization ?? "latchkey";
+    this.machineHostname = options.machineHostname ?? osHostname;
+    this.serverDays = options.serverCertificateDays ?? 365;
+    this.crlValidityMs = (options.crlValidityDays ?? 7) * DAY_MS;
+    this.crlRefreshMs = options.crlRefreshMs ?? DAY_MS;
+  }
+
+  // The root
+
+  /**
+   * The current root, created on first start: ECDSA P-256, ten years. The candidate is built
+   * outside the database (WebCrypto is asynchronous), then stored in one immediate transaction
+   * only if there is still no root, so that processes starting at once end with one root.
+   */
+  async ensureRoot(): Promise<RootView> {
+    const current = this.store.currentRoot();
+    if (current) return rootView(current);
+    const now = this.clock();
+    const built = await createRootCertificate({ organization: this.organization, now: new Date(now) });
+    const stored = immediate(this.db, () => {
+      if (this.store.currentRoot()) return false;
+      this.store.insertRoot({
+        certificatePem: built.pem,
+        keyPem: built.keyPem,
+        fingerprint: built.info.fingerprint,
+        source: "generated",
+        createdBy: SYSTEM.name,
+        now,
+      });
+      return true;
+    });
+    if (stored) {
+      this.audit.record({ actor: SYSTEM.name, address: null, action: "ca.generate", target: built.info.fingerprint, outcome: "success" });
+    }
+    return rootView(this.store.currentRoot()!);
+  }
+
+  /**
+   * Replaces the root with an imported one (`rootCA.pem` and its key; see `checkCaImport` for
+   * what is refused and why). Certificates issued by the old root stop verifying, since clients
+   * and the mTLS listener trust one root: so the import is refused (conflict) while the current
+   * root has certificates in use (valid and unexpired) other than the listener's own, unless
+   * `force` is given. Either way every still-valid certificate of the old root is marked revoked
+   * (reason superseded, their connections told to close), the old root is retired and its key
+   * erased (it never signs again; its certificate stays on record), and the new root gets its CRL.
+   * The listener's certificate is re-issued by the next `serverCertificate()` call: the caller
+   * must call it and reload the listener. Importing the current root again changes nothing.
+   */
+  async importRoot(actor: Actor, certificatePem: string, keyPem: string, options: { force?: boolean } = {}): Promise<RootView> {
+    const now = this.clock();
+    let fingerprint: string;
+    let outcome: { replaced: string | null; revoked: string[] } | null;
+    try {
+      const checked = await checkCaImport(certificatePem, keyPem, new Date(now));
+      fingerprint = checked.info.fingerprint;
+      outcome = immediate(this.db, () => this.replaceRoot(actor, checked, options.force === true, now));
+    } catch (error) {
+      // Refusals are audited with what the caller is told; nothing of the key is in them.
+      const reason = error instanceof AppError ? `${error.field ?? ""} ${error.message}`.trim() : "unreadable";
+      this.audit.record({ actor: actor.name, address: actor.address, action: "ca.import", target: null, outcome: "failure", reason });
+      throw error;
+    }
+    if (outcome === null) return rootView(this.store.currentRoot()!);
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "ca.import",
+      target: fingerprint,
+      outcome: "success",
+      reason: outcome.replaced ? `replaced ${outcome.replaced}; revoked ${outcome.revoked.length} certificates` : null,
+    });
+    if (outcome.revoked.length) this.announceRevocation(outcome.revoked, null, null);
+    await this.regenerateCrl();
+    return rootView(this.store.currentRoot()!);
+  }
+
+  /** The import's transaction: null when this root is already the current one. */
+  private replaceRoot(
+    actor: Actor,
+    checked: { certificatePem: string; keyPem: string; info: { fingerprint: string } },
+    force: boolean,
+    now: number,
+  ): { replaced: string | null; revoked: string[] } | null {
+    const current = this.store.currentRoot();
+    if (current?.fingerprint === checked.info.fingerprint) return null;
+    let revoked: string[] = [];
+    if (current) {
+      const others = Object.entries(this.store.inUseOfRoot(current.id, now)).filter(([kind]) => kind !== "server");
+      const count = others.reduce((sum, [, n]) => sum + n, 0);
+      if (count > 0 && !force) {
+        const detail = others.map(([kind, n]) => `${n} ${kind}`).join(", ");
+        throw conflict(
+          `the current root CA has ${count} certificates in use (${detail}), which stop working with a new root; ` +
+            "revoke them (or remove their hosts) first, or import with force to revoke them all",
+        );
+      }
+      revoked = this.store.revokeOfRoot(current.id, "superseded", now);
+      this.store.retireRoot(current.id, now);
+    }
+    this.store.insertRoot({
+      certificatePem: checked.certificatePem,
+      keyPem: checked.keyPem,
+      fingerprint: checked.info.fingerprint,
+      source: "imported",
+      createdBy: actor.name,
+      now,
+    });
+    return { replaced: current?.fingerprint ?? null, revoked };
+  }
+
+  /** The current root; unavailable before `ensureRoot`. */
+  root(): RootView {
+    return rootView(this.requireRoot());
+  }
+
+  /** The root certificate as PEM, as `GET /api/ca.pem` serves it. */
+  caPem(): string {
+    return this.requireRoot().certificate_pem;
+  }
+
+  /** The SHA-256 fingerprint of the root, lowercase hex (what `-ca-fingerprint` pins). */
+  caFingerprint(): string {
+    return this.requireRoot().fingerprint;
+  }
+
+  private requireRoot(): PublicRootRow {
+    const root = this.store.currentRoot();
+    if (!root) throw new AppError("unavailable", "the certificate authority has no root yet; it is created when the server starts");
+    return root;
+  }
+
+  private async signer(): Promise<{ rootId: number; signer: CaSigner }> {
+    const root = this.requireRoot();
+    if (this.signerCache?.rootId !== root.id) {
+      const keyPem = this.store.currentRootKey(root.id);
+      if (keyPem === null) throw new AppError("unavailable", "the root CA was just replaced; try again");
+      const signer = CaSigner.load(root.certificate_pem, keyPem);
+      this.signerCache = { rootId: root.id, signer };
+      signer.catch(() => {
+        if (this.signerCache?.signer === signer) this.signerCache = null;
+      });
+    }
+    return { rootId: root.id, signer: await this.signerCache!.signer };
+  }
+
+  // Issuing
+
+  /** Issues and records a certificate as the policy says. */
+  async issue(actor: Actor, policy: IssuePolicy): Promise<IssuedCertificate> {
+    // A serial collision (127 random bits) or a root replaced mid-way is retried with a fresh build.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const prepared = await this.prepare(actor, policy);
+      const recorded = immediate(this.db, () => this.record(prepared));
+      if (!recorded) continue;
+      this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "cert.issue",
+        target: prepared.row.serial,
+        outcome: "success",
+        reason: `${policy.kind} CN=${prepared.row.common_name}`,
+      });
+      this.events.emit("push", {
+        topic: "certificates.changed",
+        args: { serials: [prepared.row.serial], change: "issued", ...(prepared.row.hostname ? { hostname: prepared.row.hostname } : {}) },
+        groups: this.groupsOf(prepared.row.hostname),
+      });
+      const view = this.view(this.store.certificate(prepared.row.serial)!);
+      return { certificate: view, pem: prepared.built.pem, ...(prepared.key ? { key: prepared.key } : {}) };
+    }
+    throw new AppError("unavailable", "the certificate could not be recorded; try again");
+  }
+
+  /** Checks the policy and builds the certificate; nothing is stored yet. */
+  private async prepare(actor: Actor, policy: IssuePolicy): Promise<Prepared> {
+    if (!CERTIFICATE_KINDS.includes(policy.kind)) throw badRequest(`must be one of ${CERTIFICATE_KINDS.join(", ")}`, "kind");
+    if (!Number.isInteger(policy.days) || policy.days < 1 || policy.days > 3650)
+      throw badRequest("must be a whole number from 1 to 3650", "days");
+    const usages = [...new Set(policy.usages)];
+    if (usages.length === 0 || usages.some((u) => u !== "serverAuth" && u !== "clientAuth")) {
+      throw badRequest("must be serverAuth, clientAuth or both", "usages");
+    }
+    if (usages.includes("serverAuth") && policy.kind !== "server") throw badRequest("serverAuth is only for server certificates", "usages");
+    const { dnsNames, ipAddresses } = parseSans(policy.sans ?? []);
+    let spki: Uint8Array;
+    let key: string | undefined;
+    if (policy.key === "generate") {
+      const pair = await generateKeyPair();
+      spki = pair.spki;
+      key = pair.keyPem;
+    } else {
+      describePublicKey(policy.key.spki);
+      spki = policy.key.spki;
+    }
+    const { rootId, signer } = await this.signer();
+    const now = this.clock();
+    const built = await signer.issue({
+      commonName: policy.commonName,
+      sans: [...dnsNames, ...ipAddresses],
+      usages,
+      publicKey: spki,
+      now: new Date(now),
+      days: policy.days,
+    });
+    const row = {
+      serial: built.info.serial,
+      ca_id: rootId,
+      fingerprint: built.info.fingerprint,
+      kind: policy.kind,
+      common_name: policy.commonName,
+      sans: JSON.stringify([...built.info.dnsNames, ...built.info.ipAddresses]),
+      usages: JSON.stringify(usages),
+      hostname: policy.hostname?.toLowerCase() ?? null,
+      der: built.der,
+      not_before: built.info.notBefore.getTime(),
+      not_after: built.info.notAfter.getTime(),
+      created_at: now,
+      created_by: actor.name,
+    };
+    return { rootId, built, row, ...(key ? { key } : {}) };
+  }
+
+  /** Records a prepared certificate, in the caller's transaction; false when it must be built again. */
+  private record(prepared: Prepared): boolean {
+    if (this.store.currentRoot()?.id !== prepared.rootId) return false;
+    const hostname = prepared.row.hostname;
+    if (hostname !== null && !this.store.hostRow(hostname)) throw notFound(`no host ${hostname}; register it first`);
+    return this.store.insertCertificate(prepared.row);
+  }
+
+  /**
+   * The mTLS listener's certificate: serverAuth, SANs `localhost`, `127.0.0.1`, `::1`, the
+   * machine's hostname and every name in `sans`. The stored one is reused while it comes from the
+   * current root, is not revoked, has the same names and has more than a third of its life left;
+   * otherwise a new one (one year, fresh key) replaces it. Its key is stored with it, so that every
+   * node of the same name serves the same certificate.
+   */
+  async serverCertificate(options: { sans?: readonly string[] } = {}): Promise<ServerCertificate> {
+    const machine = dnsName(this.machineHostname());
+    const defaults = ["localhost", "127.0.0.1", "::1", ...(machine ? [machine] : [])];
+    const { dnsNames, ipAddresses } = parseSans([...defaults, ...(options.sans ?? [])]);
+    const sans = [...dnsNames.sort(), ...ipAddresses.sort()];
+    const key = JSON.stringify(sans);
+    const usable = (rootId: number, now: number) => {
+      const row = this.store.serverCertificate(key);
+      const lifetime = row ? row.not_after - row.not_before : 0;
+      return row && row.ca_id === rootId && row.status === "valid" && row.not_after - now > lifetime / 3 ? row : null;
+    };
+    const existing = usable(this.requireRoot().id, this.clock());
+    if (existing) return this.serverView(existing);
+    const prepared = await this.prepare(SYSTEM, {
+      kind: "server",
+      commonName: machine ?? "localhost",
+      sans,
+      usages: ["serverAuth"],
+      days: this.serverDays,
+      key: "generate",
+    });
+    const winner = immediate(this.db, () => {
+      const again = usable(prepared.rootId, this.clock());
+      if (again) return again;
+      if (!this.record(prepared)) return null;
+      this.store.saveServerCertificate(key, prepared.row.serial, prepared.key!, prepared.row.created_at);
+      return this.store.serverCertificate(key)!;
+    });
+    if (!winner) throw new AppError("unavailable", "the root CA changed while the server certificate was being issued; try again");
+    if (winner.serial === prepared.row.serial) {
+      this.audit.record({
+        actor: SYSTEM.name,
+        address: null,
+        action: "cert.issue",
+        target: winner.serial,
+        outcome: "success",
+        reason: `server ${sans.join(",")}`,
+      });
+      this.events.emit("push", { topic: "certificates.changed", args: { serials: [winner.serial], change: "issued" }, groups: [] });
+    }
+    return this.serverView(winner);
+  }
+
+  private serverView(row: { serial: string; key_pem: string; der: Uint8Array; sans: string; not_after: number }): ServerCertificate {
+    return {
+      certificate: certificatePem(row.der),
+      key: row.key_pem,
+      ca: this.caPem(),
+      serial: row.serial,
+      sans: JSON.parse(row.sans) as string[],
+      not_after: isoTime(row.not_after),
+    };
+  }
+
+  // Revoking
+
+  /**
+   * Revokes a valid certificate: one conditional UPDATE, so that of concurrent revocations exactly
+   * one succeeds (the others get conflict); audited; connections it authenticated are told to close
+   * (`certificates.revoked`); then the CRL is rebuilt. Should that rebuild fail, the revocation
+   * stands and `crl()` rebuilds the stale CRL when it is next read.
+   */
+  async revoke(actor: Actor, serial: string, reason: RevocationReason): Promise<CertificateView> {
+    const normalized = normalizeSerial(serial);
+    if (normalized === null) throw badRequest("must be a serial number in hex", "serial");
+    if (!REVOCATION_REASONS.includes(reason)) throw badRequest(`must be one of ${REVOCATION_REASONS.join(", ")}`, "reason");
+    if (!this.store.revoke(normalized, reason, this.clock())) {
+      const row = this.store.certificate(normalized);
+      if (!row) throw notFound(`no certificate with serial ${normalized}`);
+      throw conflict(`certificate ${normalized} is already revoked`);
+    }
+    const row = this.store.certificate(normalized)!;
+    this.audit.record({ actor: actor.name, address: actor.address, action: "cert.revoke", target: normalized, outcome: "success", reason });
+    this.announceRevocation([normalized], row.hostname, this.groupsOf(row.hostname));
+    await this.regenerateCrl();
+    return this.view(row);
+  }
+
+  /**
+   * Revokes every valid certificate of a host; `within` runs in the same transaction (removing the
+   * host with them, so that no certificate of it is issued in between and survives). The serials revoked.
+   */
+  async revokeHostCertificates(actor: Actor, hostname: string, reason: RevocationReason, within?: () => void): Promise<string[]> {
+    const name = hostname.toLowerCase();
+    const groups = this.groupsOf(name);
+    const serials = immediate(this.db, () => {
+      const revoked = this.store.revokeOfHost(name, reason, this.clock());
+      within?.();
+      return revoked;
+    });
+    if (serials.length === 0) return serials;
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "cert.revoke",
+      target: name,
+      outcome: "success",
+      reason: `${reason}: ${serials.join(", ")}`,
+    });
+    this.announceRevocation(serials, name, groups);
+    await this.regenerateCrl();
+    return serials;
+  }
+
+  private announceRevocation(serials: string[], hostname: string | null, groups: string[] | null): void {
+    this.events.emit("certificates.revoked", { serials });
+    this.events.emit("push", {
+      topic: "certificates.changed",
+      args: { serials, change: "revoked", ...(hostname ? { hostname } : {}) },
+      groups: groups ?? [],
+    });
+  }
+
+  /** Viewers of the host's group see pushes about its certificates; admins see all. */
+  private groupsOf(hostname: string | null): string[] {
+    const group = hostname === null ? null : (this.store.hostRow(hostname)?.host_group ?? null);
+    return group === null ? [] : [group];
+  }
+
+  // The CRL
+
+  /**
+   * The current root's CRL (DER and PEM). Rebuilt on read when there is none, when it is within
+   * `crlRefreshMs` of its nextUpdate, or when a certificate was revoked since it was built (by this
+   * process, or by another one on the same database).
+   */
+  async crl(): Promise<CrlView> {
+    const root = this.requireRoot();
+    const row = this.store.crl(root.id);
+    return crlView(row && !this.crlStale(row) ? row : await this.regenerateCrl());
+  }
+
+  /** Rebuilds the CRL if it is due (for a timer); whether it did. */
+  async refreshCrlIfDue(): Promise<boolean> {
+    const root = this.store.currentRoot();
+    if (!root) return false;
+    const row = this.store.crl(root.id);
+    if (row && !this.crlStale(row)) return false;
+    await this.regenerateCrl();
+    return true;
+  }
+
+  private crlStale(row: CrlRow): boolean {
+    return this.clock() >= row.next_update - this.crlRefreshMs || this.store.revokedCount(row.ca_id) > row.revoked_count;
+  }
+
+  private regenerateCrl(): Promise<CrlRow> {
+    if (this.crlWaiting) return this.crlWaiting;
+    const build = this.crlRunning
+      .catch(() => undefined)
+      .then(() => {
+        this.crlWaiting = null;
+        return this.buildCrl();
+      });
+    this.crlWaiting = build;
+    this.crlRunning = build;
+    return build;
+  }
+
+  /**
+   * Builds and stores a CRL from what the database holds now. Another process may have stored one
+   * with the same or a higher number meanwhile: if it counted at least the revocations this one did
+   * (the count only grows, so it was read after them), it stands; otherwise this one is built again,
+   * numbered after it.
+   */
+  private async buildCrl(): Promise<CrlRow> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const { rootId, signer } = await this.signer();
+      const now = this.clock();
+      const contents = this.store.crlContents(rootId, now);
+      const nextUpdate = now + this.crlValidityMs;
+      const { der } = await signer.crl({
+        number: contents.number,
+        thisUpdate: new Date(now),
+        nextUpdate: new Date(nextUpdate),
+        entries: contents.revoked.map((r) => ({
+          serial: r.serial,
+          revokedAt: new Date(r.revoked_at),
+          reason: REVOCATION_REASONS.includes(r.revocation_reason as RevocationReason) ? (r.revocation_reason as RevocationReason) : null,
+        })),
+      });
+      const row: CrlRow = {
+        ca_id: rootId,
+        number: contents.number,
+        der,
+        this_update: now,
+        next_update: nextUpdate,
+        revoked_count: contents.revokedCount,
+      };
+      if (this.store.saveCrl(row)) return row;
+      const stored = this.store.crl(rootId);
+      if (stored && stored.revoked_count >= row.revoked_count) return stored;
+    }
+    throw new AppError("unavailable", "the CRL is being rebuilt by another process; try again", { retryAfter: 1 });
+  }
+
+  // Reading
+
+  /** A page of certificates, newest first; viewers see only those of hosts in their groups. */
+  list(
+    viewer: Principal | null,
+    filter: { kind?: CertificateKind | undefined; status?: CertificateStatus | undefined; hostname?: string | undefined },
+    limit: number,
+    offset: number,
+  ): { items: CertificateView[]; total: number } {
+    const scoped: CertificateFilter = {
+      ...filter,
+      hostname: filter.hostname?.toLowerCase(),
+      groups: viewer === null || viewer.role === "admin" ? undefined : viewer.groups,
+    };
+    return {
+      items: this.store.certificates(scoped, limit, offset).map((row) => this.view(row)),
+      total: this.store.countCertificates(scoped),
+    };
+  }
+
+  /** One certificate with its PEM; not_found for a viewer outside its host's group. */
+  get(viewer: Principal | null, serial: string): CertificateView & { pem: string } {
+    const normalized = normalizeSerial(serial);
+    const row = normalized === null ? null : this.store.certificate(normalized);
+    if (!row || !this.visible(viewer, row)) throw notFound(`no certificate with serial ${normalized ?? serial}`);
+    return { ...this.view(row), pem: certificatePem(row.der) };
+  }
+
+  /** The certificate with this SHA-256 fingerprint, if latchkey issued it (for checking a presented certificate's state). */
+  byFingerprint(fingerprint: string): CertificateView | null {
+    const normalized = normalizeFingerprint(fingerprint);
+    const row = normalized === null ? null : this.store.certificateByFingerprint(normalized);
+    return row ? this.view(row) : null;
+  }
+
+  private visible(viewer: Principal | null, row: CertificateRow): boolean {
+    if (viewer === null || viewer.role === "admin") return true;
+    const group = row.hostname === null ? null : (this.store.hostRow(row.hostname)?.host_group ?? null);
+    return group !== null && viewer.groups.includes(group);
+  }
+
+  private view(row: CertificateRow, currentRootId = this.store.currentRoot()?.id): CertificateView {
+    return {
+      serial: row.serial,
+      fingerprint: row.fingerprint,
+      kind: row.kind,
+      common_name: row.common_name,
+      sans: JSON.parse(row.sans) as string[],
+      usages: JSON.parse(row.usages) as ExtendedUsage[],
+      hostname: row.hostname,
+      not_before: isoTime(row.not_before),
+      not_after: isoTime(row.not_after),
+      status: row.status,
+      expired: this.clock() >= row.not_after,
+      current_root: currentRootId === row.ca_id,
+      revoked_at: isoTime(row.revoked_at),
+      revocation_reason: row.revocation_reason,
+      created_at: isoTime(row.created_at),
+      created_by: row.created_by,
+    };
+  }
+}
+
+/** The machine's name in lower case, or null when it is not a DNS name (then it is left out of the listener's names). */
+function dnsName(name: string): string | null {
+  return v.safeParse(hostnameSchema, name).success ? name.toLowerCase() : null;
+}
+
+function rootView(row: PublicRootRow): RootView {
+  const info = readCertificate(row.certificate_pem);
+  return {
+    fingerprint: row.fingerprint,
+    fingerprint_colon: colonFingerprint(row.fingerprint),
+    serial: info.serial,
+    common_name: info.commonName,
+    organization: info.organization,
+    not_before: info.notBefore.toISOString(),
+    not_after: info.notAfter.toISOString(),
+    source: row.source,
+    created_at: isoTime(row.created_at),
+    created_by: row.created_by,
+    certificate: row.certificate_pem,
+  };
+}
+
+function crlView(row: CrlRow): CrlView {
+  return {
+    der: row.der,
+    pem: crlPem(row.der),
+    number: row.number,
+    this_update: isoTime(row.this_update),
+    next_update: isoTime(row.next_update),
+  };
+}

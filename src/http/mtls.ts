@@ -1,0 +1,244 @@
+/**
+ * The mutual-TLS listener (`--mtls-listen`, SPEC §5): woodstock host reports,
+ * `POST /api/hosts/{hostname}/client`, from clients that present a certificate of latchkey's CA,
+ * and the public root and CRL (`/api/ca.pem`, `/api/crl`) for clients that have none yet.
+ *
+ * TLS ends at the front (mtls-front.ts), which reads each connection's certificate from its own
+ * handshake; a header never stands in for it. Each certificate is verified once (cached by its
+ * DER's SHA-256) and checked for revocation in the database on every new connection; a revocation,
+ * here or by the CLI in another process, closes the live connections of that certificate within a
+ * second.
+ */
+import { Elysia } from "elysia";
+import * as v from "valibot";
+import { isIP } from "node:net";
+import { AppError, badRequest, forbidden, reportError, unauthorized, type ErrorReport } from "../core/errors.ts";
+import { hostname as hostnameField, shortText } from "../core/fields.ts";
+import type { HostReport } from "../core/hosts.ts";
+import type { Services } from "../core/services.ts";
+import { describeIssue, issueField } from "../core/validation.ts";
+import type { Logger } from "../log.ts";
+import { errorBody, errorHeaders } from "./errors.ts";
+import { MtlsFront, type Peer } from "./mtls-front.ts";
+import { securityHeaders } from "./security.ts";
+
+/** What a connection's certificate says, as far as latchkey trusts it. */
+export type CertificateIdentity =
+  | { kind: "none" }
+  | { kind: "invalid"; reason: string }
+  | { kind: "valid"; serial: string; fingerprint: string; commonName: string | null; notAfter: number };
+
+const address = v.pipe(
+  v.string("must be a string"),
+  v.maxLength(64, "must be at most 64 characters"),
+  v.check((a) => isIP(a.split("/")[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(a), "must be an IP address, optionally with /prefix"),
+);
+
+/** The woodstock report: `{interfaces: [{name, addresses}], port, version}`. */
+const reportSchema = v.strictObject({
+  interfaces: v.pipe(
+    v.array(
+      v.strictObject({
+        name: v.pipe(shortText(64), v.nonEmpty("is required")),
+        addresses: v.pipe(v.array(address, "must be a list of addresses"), v.maxLength(64, "at most 64 addresses")),
+      }),
+      "must be a list of {name, addresses}",
+    ),
+    v.maxLength(256, "at most 256 interfaces"),
+  ),
+  port: v.pipe(
+    v.number("must be a number"),
+    v.integer("must be a whole number"),
+    v.minValue(0, "must be 0-65535"),
+    v.maxValue(65535, "must be 0-65535"),
+  ),
+  version: shortText(64),
+});
+
+const MAX_REPORT_BYTES = 64 * 1024;
+
+export interface MtlsOptions {
+  hostname: string;
+  port: number;
+  /** Extra names for the listener's certificate (`--san`). */
+  sans: string[];
+}
+
+export interface MtlsListener {
+  /** The port it listens on (the one asked for, or the one given for 0). */
+  port: number;
+  url: string;
+  stop(): void;
+}
+
+/** The inner app: the routes of the mTLS listener, behind a front that tells each request's peer. */
+function innerApp(services: Services, log: Logger, front: () => MtlsFront<Promise<CertificateIdentity>>) {
+  const headers = securityHeaders({ tls: true });
+  const fail = (set: { status?: number | string; headers: Record<string, string | number> }, error: unknown, result: string) => {
+    const report: ErrorReport = reportError(error, (unexpected) =>
+      log.error("unhandled mTLS error", { error: String((unexpected as Error)?.stack ?? unexpected) }),
+    );
+    services.metrics.hostReport(result);
+    set.status = report.status;
+    Object.assign(set.headers, errorHeaders(report));
+    return errorBody(report);
+  };
+  return new Elysia({ name: "latchkey/http/mtls" })
+    .onRequest(({ set }) => void Object.assign(set.headers, headers))
+    .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
+    .get("/api/crl", async ({ query }) => {
+      const crl = await services.ca.crl();
+      return query.format === "pem"
+        ? new Response(crl.pem, { headers: { "content-type": "application/x-pem-file" } })
+        : new Response(new Uint8Array(crl.der), { headers: { "content-type": "application/pkix-crl" } });
+    })
+    .post(
+      "/api/hosts/:hostname/client",
+      async ({ request, server, params, set }) => {
+        const peer = front().peerOf(server?.requestIP(request)?.port ?? -1);
+        // 1. Who is calling: a verified, unexpired, unrevoked certificate naming a registered host.
+        let host: string;
+        try {
+          host = await certifiedHost(services, peer);
+        } catch (error) {
+          return fail(set, error, error instanceof AppError ? (error.reason ?? "unauthorized") : "error");
+        }
+        // 2. For which host: the path's, which must be the certificate's.
+        const name = v.safeParse(hostnameField, params.hostname);
+        if (!name.success) return fail(set, badRequest(`hostname ${name.issues[0].message}`, "hostname"), "bad_request");
+        if (name.output.toLowerCase() !== host) {
+          return fail(set, forbidden(`this certificate is for ${host}, not ${name.output.toLowerCase()}`), "forbidden");
+        }
+        // 3. What it reports.
+        const text = await request.text();
+        if (text.length > MAX_REPORT_BYTES)
+          return fail(set, badRequest(`the report is larger than ${MAX_REPORT_BYTES} bytes`, "body"), "bad_request");
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          return fail(set, badRequest("the body is not valid JSON: send {interfaces, port, version}", "body"), "bad_request");
+        }
+        const report = v.safeParse(reportSchema, json);
+        if (!report.success) {
+          const field = issueField(report.issues[0]) || "body";
+          return fail(set, badRequest(describeIssue(report.issues[0], field), field), "bad_request");
+        }
+        services.hosts.recordReport(host, report.output as HostReport, peer?.address ?? null);
+        services.metrics.hostReport("ok");
+        return { ok: true, hostname: host };
+      },
+      { parse: "none" },
+    );
+}
+
+/** The registered host a connection's certificate stands for; 401 (with a reason) otherwise. */
+async function certifiedHost(services: Services, peer: Peer<Promise<CertificateIdentity>> | undefined): Promise<string> {
+  const refuse = (reason: string, message: string): never => {
+    throw new AppError("unauthorized", message, { reason });
+  };
+  if (!peer) return refuse("no_tls", "connect over TLS with your client certificate");
+  const identity = await peer.identity;
+  if (identity.kind === "none") return refuse("no_certificate", "a client certificate issued by this server's CA is required");
+  if (identity.kind === "invalid")
+    return refuse(identity.reason, `the client certificate was refused (${identity.reason.replaceAll("_", " ")})`);
+  if (identity.notAfter <= services.clock()) return refuse("expired", "the client certificate has expired");
+  const host = identity.commonName?.toLowerCase() ?? "";
+  if (host === "" || !services.hosts.isRegistered(host)) {
+    return refuse("unknown_host", `the certificate's CN ${JSON.stringify(identity.commonName ?? "")} is not a registered host`);
+  }
+  return host;
+}
+
+/** Verifies a certificate against the CA's root and checks it is not revoked; once per connection. */
+async function identify(services: Services, der: Uint8Array | null): Promise<CertificateIdentity> {
+  if (der === null) return { kind: "none" };
+  const result = await services.verifier().verify(der, { time: services.clock() });
+  if (!result.ok) return { kind: "invalid", reason: result.reason };
+  const known = services.ca.byFingerprint(result.leaf.fingerprint);
+  if (known?.status === "revoked") return { kind: "invalid", reason: "revoked" };
+  return {
+    kind: "valid",
+    serial: result.leaf.serial,
+    fingerprint: result.leaf.fingerprint,
+    commonName: result.leaf.cn,
+    notAfter: result.leaf.notAfter.getTime(),
+  };
+}
+
+/**
+ * Starts the listener: its certificate from the CA, the inner app on loopback, the TLS front. A new
+ * root (`latchkey ca import`, here or in another process) gives the listener a new certificate: the
+ * front starts again on the same port with it.
+ */
+export async function startMtlsListener(services: Services, log: Logger, options: MtlsOptions): Promise<MtlsListener> {
+  let front: MtlsFront<Promise<CertificateIdentity>> | undefined;
+  const app = innerApp(services, log, () => front!);
+  app.listen({ hostname: "127.0.0.1", port: 0, reusePort: false, development: false, maxRequestBodySize: 1024 * 1024 });
+  let root = services.ca.caFingerprint();
+  const startFront = async (port: number) => {
+    const server = await services.ca.serverCertificate({ sans: options.sans });
+    const next = new MtlsFront<Promise<CertificateIdentity>>({
+      hostname: options.hostname,
+      port,
+      cert: server.certificate,
+      key: server.key,
+      ca: server.ca,
+      innerPort: app.server!.port!,
+      identify: (der) => identify(services, der),
+    });
+    next.start();
+    return next;
+  };
+  try {
+    front = await startFront(options.port);
+  } catch (error) {
+    await app.stop(true);
+    throw error;
+  }
+  const port = front.port;
+
+  // A revocation closes the live connections of that certificate: at once when made here, within
+  // a second when made by another process (the CLI), which this one sees through data_version.
+  const closeRevoked = async (serials?: ReadonlySet<string>) => {
+    for (const peer of front!.peers()) {
+      const identity = await peer.identity;
+      if (identity.kind !== "valid") continue;
+      const revoked = serials ? serials.has(identity.serial) : services.ca.byFingerprint(identity.fingerprint)?.status === "revoked";
+      if (revoked) front!.closeWhere((p) => p === peer);
+    }
+  };
+  const rootChanged = async () => {
+    const now = services.ca.caFingerprint();
+    if (now === root) return;
+    root = now;
+    log.info("the root CA changed: the mTLS listener takes a certificate from the new root", { ca_fingerprint: now });
+    front!.stop();
+    front = await startFront(port);
+  };
+  const off = services.events.on("certificates.revoked", ({ serials }) => void closeRevoked(new Set(serials)));
+  const version = services.db.query<{ data_version: number }, []>("PRAGMA data_version");
+  let seen = version.get()!.data_version;
+  const watch = setInterval(() => {
+    const now = version.get()!.data_version;
+    if (now === seen) return;
+    seen = now;
+    void rootChanged()
+      .then(() => closeRevoked())
+      .catch((error) => log.error("mTLS listener refresh failed", { error: String(error) }));
+  }, 500);
+  watch.unref?.();
+
+  services.metrics.gauge("latchkey_mtls_connections", () => front!.size);
+  const host = options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname;
+  return {
+    port,
+    url: `https://${host}:${port}`,
+    stop() {
+      clearInterval(watch);
+      off();
+      front!.stop();
+      void app.stop(true);
+    },
+  };
+}
