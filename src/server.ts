@@ -262,6 +262,7 @@ async function run(
       connections.stop(reason);
       mtls.stop();
       await server.stop(false);
+      services.hosts.flushReports();
       services.licensing.stop();
       db.run("PRAGMA wal_checkpoint(TRUNCATE)");
       db.close();

@@ -390,7 +390,14 @@ describe("on a running server", () => {
 
     const report = await runPrintedCurl(res.stdout);
     expect(report).toMatchObject({ code: 0, out: '{"ok":true,"hostname":"report.example.com"}' });
-    const online = JSON.parse((await ok("host", "list", "--status", "online", "--json")).stdout);
+    // The server writes reports about once a second: another process sees them soon after.
+    const online = await eventually(
+      async () => {
+        const list = JSON.parse((await ok("host", "list", "--status", "online", "--json")).stdout) as unknown[];
+        return list.length > 0 ? list : null;
+      },
+      { what: "the report in the CLI's host list" },
+    );
     expect(online).toMatchObject([{ hostname: "report.example.com", certificate: { serial }, report: { version: "curl" } }]);
   });
 

@@ -470,11 +470,15 @@ describe("the compiled binary", () => {
       expect((await cli("host", "bundle", "web-01.example", "--out", work)).code).toBe(0);
       expect(await report("web-01.example", "web-01.example_https.pem", "web-01.example_https.key")).toBe(200);
       expect(await report("db-01.example", "web-01.example_https.pem", "web-01.example_https.key")).toBe(403);
-      const hosts = JSON.parse((await cli("host", "list", "--json")).stdout) as { hostname: string; online: boolean; report: unknown }[];
-      expect(hosts.find((h) => h.hostname === "web-01.example")).toMatchObject({
-        online: true,
-        report: { port: 8080, version: "woodstock 1.0" },
-      });
+      // The server writes reports about once a second: the CLI, another process, sees it soon after.
+      await eventually(
+        async () => {
+          const hosts = JSON.parse((await cli("host", "list", "--json")).stdout) as { hostname: string; online: boolean; report: any }[];
+          const web = hosts.find((h) => h.hostname === "web-01.example");
+          return web?.online === true && web.report?.version === "woodstock 1.0";
+        },
+        { what: "the report in the CLI's host list" },
+      );
 
       // Revoked by the CLI: refused from then on.
       const certs = JSON.parse((await cli("cert", "list", "--host", "web-01.example", "--json")).stdout) as { serial: string }[];

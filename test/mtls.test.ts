@@ -134,7 +134,9 @@ describe("woodstock host reports with a bundle", () => {
     let received = "";
     let closed = false;
     const body = JSON.stringify(REPORT);
-    const request = `POST /api/hosts/gone.example/client HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const request =
+      "POST /api/hosts/gone.example/client HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+      `Content-Length: ${body.length}\r\n\r\n${body}`;
     await Bun.connect({
       hostname: "127.0.0.1",
       port: server.mtlsPort,
@@ -187,6 +189,48 @@ describe("woodstock host reports with a bundle", () => {
     const res = await runLatchkey(["cert", "revoke", serial, "--data-dir", join(dir.path, "data")]);
     expect(res.code).toBe(0);
     await eventually(() => closed, { timeoutMs: 1500, what: "the live connection to close after the CLI's revocation" });
+  });
+
+  test("the front answers reports itself and hands everything else to a full HTTP server", async () => {
+    // A body over 1 KiB: curl asks `Expect: 100-continue` first and waits to be told to go on.
+    const big = { ...REPORT, interfaces: Array.from({ length: 40 }, (_, i) => ({ name: `eth${i}`, addresses: [`192.0.2.${i}`] })) };
+    expect((await curlReport(server, dir.path, "web-01.example", files, JSON.stringify(big))).status).toBe(200);
+    expect(server.services.hosts.getHost(null, "web-01.example").report?.interfaces).toHaveLength(40);
+    // A chunked body is not read by the front: the full server takes the connection and answers.
+    const chunked = await curlReport(server, dir.path, "web-01.example", files, JSON.stringify(REPORT), [
+      "-H",
+      "Transfer-Encoding: chunked",
+    ]);
+    expect(chunked.status).toBe(200);
+    // HTTP/1.0: answered, and the connection closed after it.
+    expect((await curlReport(server, dir.path, "web-01.example", files, JSON.stringify(REPORT), ["--http1.0"])).status).toBe(200);
+    // Another path goes to the full server, which answers in latchkey's error shape.
+    const other = await sh(
+      ["curl", "-s", "-w", "\n%{http_code}", "--cacert", "rootCA.pem", `https://localhost:${server.mtlsPort}/api/nothing-here`],
+      dir.path,
+    );
+    expect(other.out).toBe('{"error":{"code":"not_found","message":"no such route"}}\n404');
+    // Three reports written at once on one connection are answered in order, on that connection.
+    const body = JSON.stringify(REPORT);
+    const one = (host: string) =>
+      `POST /api/hosts/${host}/client HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    let received = "";
+    await Bun.connect({
+      hostname: "127.0.0.1",
+      port: server.mtlsPort,
+      tls: {
+        cert: await Bun.file(join(dir.path, files.cert)).text(),
+        key: await Bun.file(join(dir.path, files.key)).text(),
+        ca: await Bun.file(join(dir.path, "rootCA.pem")).text(),
+        serverName: "localhost",
+      },
+      socket: {
+        handshake: (socket) => void socket.write(one("web-01.example") + one("db-01.example") + one("web-01.example")),
+        data: (_, chunk) => void (received += chunk.toString()),
+      },
+    });
+    await eventually(() => received.match(/HTTP\/1\.1 \d+/g)?.length === 3, { what: "three answers" });
+    expect(received.match(/HTTP\/1\.1 \d+/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 403", "HTTP/1.1 200"]);
   });
 
   test("the root and the CRL are served on the mTLS listener to clients without a certificate", async () => {

@@ -628,6 +628,14 @@ async function cli(): Promise<number> {
     };
   }
   const result = await measureMtls(options, server, { work });
+  // What run.ts's failures() reports for its rows: any non-2xx answer or socket error.
+  const all = [result.keepalive, result.handshakes].flatMap((row) =>
+    [...row.runs, ...row.baselineRuns].map((run, i) => ({ row, run, who: i < row.runs.length ? "latchkey" : "baseline" })),
+  );
+  const failures = all.flatMap(({ row, run, who }) => {
+    const socket = run.socketErrors.connect + run.socketErrors.read + run.socketErrors.write + run.socketErrors.timeout;
+    return run.non2xx > 0 || socket > 0 ? [`${row.scenario} (${who}): ${run.non2xx} non-2xx replies, ${socket} socket errors`] : [];
+  });
   const out = [
     "",
     table(
@@ -644,12 +652,12 @@ async function cli(): Promise<number> {
       (r) => r.scriptLines,
     ),
     ...result.notes.map((n) => `note: ${n}`),
-    ...result.problems.map((p) => `WARNING ${p}`),
+    ...[...failures, ...result.problems].map((p) => `WARNING ${p}`),
     `bench: logs in ${work}`,
   ];
   writeFileSync(join(work, "results.json"), `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${out.join("\n")}\n`);
-  return result.problems.length > 0 ? 1 : 0;
+  return failures.length > 0 || result.problems.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) {

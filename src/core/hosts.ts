@@ -7,6 +7,8 @@
 import type { Database } from "bun:sqlite";
 import * as v from "valibot";
 import type { CertificateStore, HostWithCertificate } from "../db/certificates.ts";
+import { DataVersion } from "../db/data-version.ts";
+import { immediateUnsynced } from "../db/open.ts";
 import type { Actor } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
 import type { CertificateAuthority } from "./ca/authority.ts";
@@ -82,6 +84,16 @@ export class Hosts {
   private readonly events: EventHub | null;
   /** When each host's last report was pushed, for the throttle. */
   private readonly reportPushedAt = new Map<string, number>();
+  /**
+   * Reports not yet written, by host: the latest of each is written about once a second in one
+   * transaction without an fsync (a report is soon sent again; a crash may lose the last second's),
+   * and before anything reads hosts, so that every view is current.
+   */
+  private readonly pendingReports = new Map<string, { report: string; at: number; address: string | null }>();
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Registered hostnames: asked on every report; dropped on changes here and in other processes. */
+  private registered: Set<string> | null = null;
+  private readonly otherWriters: DataVersion;
 
   constructor(
     private readonly db: Database,
@@ -94,6 +106,7 @@ export class Hosts {
     this.onlineMs = 3 * (options.reportIntervalSeconds ?? 60) * 1000;
     this.bundleDays = options.bundleDays ?? 365;
     this.events = options.events ?? null;
+    this.otherWriters = new DataVersion(() => this.store.dataVersion());
     options.metrics?.labelledGauge("latchkey_hosts", "state", () => this.countByState());
     options.metrics?.labelledGauge("latchkey_certificates", "state", () => this.certificatesByState());
   }
@@ -120,6 +133,7 @@ export class Hosts {
       outcome: "success",
       reason: group,
     });
+    this.registered?.add(name);
     this.changed(name, group, "registered");
     return this.view(this.store.host(name, this.clock())!);
   }
@@ -143,6 +157,8 @@ export class Hosts {
       reason: revoked.length ? `revoked ${revoked.join(", ")}` : null,
     });
     this.reportPushedAt.delete(name);
+    this.registered?.delete(name);
+    this.pendingReports.delete(name);
     this.changed(name, row.host_group, "removed");
   }
 
@@ -153,6 +169,7 @@ export class Hosts {
     limit: number,
     offset: number,
   ): { items: HostView[]; total: number } {
+    this.flushReports();
     const now = this.clock();
     const since = now - this.onlineMs;
     const scoped = {
@@ -165,6 +182,7 @@ export class Hosts {
 
   getHost(viewer: Principal | null, hostname: string): HostView {
     const name = normalizeHostname(hostname);
+    this.flushReports();
     const host = this.store.host(name, this.clock());
     const group = host?.host_group ?? null;
     const visible = viewer === null || viewer.role === "admin" || (group !== null && viewer.groups.includes(group));
@@ -172,10 +190,11 @@ export class Hosts {
     return this.view(host);
   }
 
-  /** Whether a hostname (a certificate's CN) is registered: the mTLS listener's 401 test. */
+  /** Whether a hostname (a certificate's CN) is registered: the mTLS listener's 401 test, per report. */
   isRegistered(hostname: string): boolean {
-    const parsed = v.safeParse(hostnameSchema, hostname);
-    return parsed.success && this.store.hostRow(parsed.output.toLowerCase()) !== null;
+    if (this.otherWriters.changed()) this.registered = null;
+    this.registered ??= new Set(this.store.hostnames());
+    return this.registered.has(hostname.toLowerCase());
   }
 
   /**
@@ -211,7 +230,12 @@ export class Hosts {
   recordReport(hostname: string, report: HostReport, address: string | null): void {
     const name = normalizeHostname(hostname);
     const now = this.clock();
-    if (!this.store.recordReport(name, JSON.stringify(report), address, now)) throw notFound(`no host ${name}`);
+    if (!this.isRegistered(name)) throw notFound(`no host ${name}`);
+    this.pendingReports.set(name, { report: JSON.stringify(report), at: now, address });
+    if (this.flushTimer === null) {
+      this.flushTimer = setTimeout(() => this.flushReports(), 1000);
+      this.flushTimer.unref?.();
+    }
     const pushed = this.reportPushedAt.get(name);
     if (this.events && (pushed === undefined || now - pushed >= REPORT_PUSH_INTERVAL_MS)) {
       this.reportPushedAt.set(name, now);
@@ -219,8 +243,22 @@ export class Hosts {
     }
   }
 
+  /** Writes the reports received since the last time (see `pendingReports`). */
+  flushReports(): void {
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    if (this.pendingReports.size === 0) return;
+    const reports = [...this.pendingReports];
+    this.pendingReports.clear();
+    immediateUnsynced(this.db, () => {
+      // A host removed meanwhile matches no row: its report goes with it.
+      for (const [name, r] of reports) this.store.recordReport(name, r.report, r.address, r.at);
+    });
+  }
+
   /** Hosts by online state, for the `latchkey_hosts` gauge. */
   countByState(): { online: number; offline: number } {
+    this.flushReports();
     const since = this.clock() - this.onlineMs;
     return { online: this.store.countHosts({ reportedSince: since }), offline: this.store.countHosts({ notReportedSince: since }) };
   }

@@ -340,6 +340,19 @@ export class CertificateStore {
   }
 
   /** A host as stored, without its certificate. */
+  /** Every registered hostname (the mTLS listener keeps them in memory). */
+  hostnames(): string[] {
+    return this.db
+      .query<{ hostname: string }, []>("SELECT hostname FROM hosts")
+      .all()
+      .map((r) => r.hostname);
+  }
+
+  /** Changes whenever another connection (another process) commits to the database. */
+  dataVersion(): number {
+    return this.db.query<{ data_version: number }, []>("PRAGMA data_version").get()!.data_version;
+  }
+
   hostRow(hostname: string): HostRow | null {
     return this.db.query<HostRow, [string]>("SELECT * FROM hosts WHERE hostname = ?").get(hostname);
   }

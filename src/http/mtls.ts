@@ -18,8 +18,8 @@ import type { HostReport } from "../core/hosts.ts";
 import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Logger } from "../log.ts";
-import { errorBody, errorHeaders } from "./errors.ts";
-import { MtlsFront, type Peer } from "./mtls-front.ts";
+import { errorBody, errorHeaders, errorPlugin } from "./errors.ts";
+import { MtlsFront, type FastPath, type Peer } from "./mtls-front.ts";
 import { securityHeaders } from "./security.ts";
 
 /** What a connection's certificate says, as far as latchkey trusts it. */
@@ -71,19 +71,71 @@ export interface MtlsListener {
   stop(): void;
 }
 
-/** The inner app: the routes of the mTLS listener, behind a front that tells each request's peer. */
-function innerApp(services: Services, log: Logger, front: () => MtlsFront<Promise<CertificateIdentity>>) {
-  const headers = securityHeaders({ tls: true });
-  const fail = (set: { status?: number | string; headers: Record<string, string | number> }, error: unknown, result: string) => {
+/** An answer of the mTLS listener: a status and a JSON body (with Retry-After and such, when an error has them). */
+interface Answer {
+  status: number;
+  body: unknown;
+  headers: Record<string, string>;
+}
+
+/**
+ * `POST /api/hosts/{hostname}/client`, whichever way it came (the front's fast path or the inner
+ * server): who is calling (a verified, unexpired, unrevoked certificate naming a registered host:
+ * else 401), for which host (the path's, which must be the certificate's: else 403; a malformed
+ * one is 400), and what it reports (else 400 naming the field).
+ */
+function hostReport(services: Services, log: Logger) {
+  const fail = (error: unknown, result: string): Answer => {
     const report: ErrorReport = reportError(error, (unexpected) =>
       log.error("unhandled mTLS error", { error: String((unexpected as Error)?.stack ?? unexpected) }),
     );
     services.metrics.hostReport(result);
-    set.status = report.status;
-    Object.assign(set.headers, errorHeaders(report));
-    return errorBody(report);
+    return { status: report.status, body: errorBody(report), headers: errorHeaders(report) };
   };
+  return async (pathHostname: string, text: string, peer: Peer<Promise<CertificateIdentity>> | undefined): Promise<Answer> => {
+    let host: string;
+    try {
+      host = await certifiedHost(services, peer);
+    } catch (error) {
+      return fail(error, error instanceof AppError ? (error.reason ?? "unauthorized") : "error");
+    }
+    const name = v.safeParse(hostnameField, pathHostname);
+    if (!name.success) return fail(badRequest(`hostname ${name.issues[0].message}`, "hostname"), "bad_request");
+    if (name.output.toLowerCase() !== host) {
+      return fail(forbidden(`this certificate is for ${host}, not ${name.output.toLowerCase()}`), "forbidden");
+    }
+    if (text.length > MAX_REPORT_BYTES)
+      return fail(badRequest(`the report is larger than ${MAX_REPORT_BYTES} bytes`, "body"), "bad_request");
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      return fail(badRequest("the body is not valid JSON: send {interfaces, port, version}", "body"), "bad_request");
+    }
+    const report = v.safeParse(reportSchema, json);
+    if (!report.success) {
+      const field = issueField(report.issues[0]) || "body";
+      return fail(badRequest(describeIssue(report.issues[0], field), field), "bad_request");
+    }
+    services.hosts.recordReport(host, report.output as HostReport, peer?.address ?? null);
+    services.metrics.hostReport("ok");
+    return { status: 200, body: { ok: true, hostname: host }, headers: {} };
+  };
+}
+
+/** The report route's path, as the fast path reads it (anything encoded goes to the inner server). */
+const REPORT_PATH = /^\/api\/hosts\/([A-Za-z0-9.-]{1,253})\/client$/;
+
+/** The inner app: the routes of the mTLS listener, behind a front that tells each request's peer. */
+function innerApp(
+  services: Services,
+  log: Logger,
+  report: ReturnType<typeof hostReport>,
+  front: () => MtlsFront<Promise<CertificateIdentity>>,
+) {
+  const headers = securityHeaders({ tls: true });
   return new Elysia({ name: "latchkey/http/mtls" })
+    .use(errorPlugin(log))
     .onRequest(({ set }) => void Object.assign(set.headers, headers))
     .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
     .get("/api/crl", async ({ query }) => {
@@ -95,38 +147,10 @@ function innerApp(services: Services, log: Logger, front: () => MtlsFront<Promis
     .post(
       "/api/hosts/:hostname/client",
       async ({ request, server, params, set }) => {
-        const peer = front().peerOf(server?.requestIP(request)?.port ?? -1);
-        // 1. Who is calling: a verified, unexpired, unrevoked certificate naming a registered host.
-        let host: string;
-        try {
-          host = await certifiedHost(services, peer);
-        } catch (error) {
-          return fail(set, error, error instanceof AppError ? (error.reason ?? "unauthorized") : "error");
-        }
-        // 2. For which host: the path's, which must be the certificate's.
-        const name = v.safeParse(hostnameField, params.hostname);
-        if (!name.success) return fail(set, badRequest(`hostname ${name.issues[0].message}`, "hostname"), "bad_request");
-        if (name.output.toLowerCase() !== host) {
-          return fail(set, forbidden(`this certificate is for ${host}, not ${name.output.toLowerCase()}`), "forbidden");
-        }
-        // 3. What it reports.
-        const text = await request.text();
-        if (text.length > MAX_REPORT_BYTES)
-          return fail(set, badRequest(`the report is larger than ${MAX_REPORT_BYTES} bytes`, "body"), "bad_request");
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          return fail(set, badRequest("the body is not valid JSON: send {interfaces, port, version}", "body"), "bad_request");
-        }
-        const report = v.safeParse(reportSchema, json);
-        if (!report.success) {
-          const field = issueField(report.issues[0]) || "body";
-          return fail(set, badRequest(describeIssue(report.issues[0], field), field), "bad_request");
-        }
-        services.hosts.recordReport(host, report.output as HostReport, peer?.address ?? null);
-        services.metrics.hostReport("ok");
-        return { ok: true, hostname: host };
+        const answer = await report(params.hostname, await request.text(), front().peerOf(server?.requestIP(request)?.port ?? -1));
+        set.status = answer.status;
+        Object.assign(set.headers, answer.headers);
+        return answer.body;
       },
       { parse: "none" },
     );
@@ -173,7 +197,18 @@ async function identify(services: Services, der: Uint8Array | null): Promise<Cer
  */
 export async function startMtlsListener(services: Services, log: Logger, options: MtlsOptions): Promise<MtlsListener> {
   let front: MtlsFront<Promise<CertificateIdentity>> | undefined;
-  const app = innerApp(services, log, () => front!);
+  const report = hostReport(services, log);
+  const app = innerApp(services, log, report, () => front!);
+  const decoder = new TextDecoder();
+  const fast: FastPath<Promise<CertificateIdentity>> = {
+    accepts: (method, path) => method === "POST" && REPORT_PATH.test(path),
+    maxBody: MAX_REPORT_BYTES,
+    headers: securityHeaders({ tls: true }),
+    async handle(request, peer) {
+      const answer = await report(REPORT_PATH.exec(request.path)![1]!, decoder.decode(request.body), peer);
+      return { status: answer.status, body: JSON.stringify(answer.body), headers: answer.headers };
+    },
+  };
   app.listen({ hostname: "127.0.0.1", port: 0, reusePort: false, development: false, maxRequestBodySize: 1024 * 1024 });
   let root = services.ca.caFingerprint();
   const startFront = async (port: number) => {
@@ -186,6 +221,7 @@ export async function startMtlsListener(services: Services, log: Logger, options
       ca: server.ca,
       innerPort: app.server!.port!,
       identify: (der) => identify(services, der),
+      fast,
     });
     next.start();
     return next;
