@@ -206,6 +206,10 @@ async function run(
       hostname: config.mtlsListen.hostname,
       port: config.mtlsListen.port,
       sans: config.sans,
+      // Half the connection budget: a piped connection holds two files (the client's and the inner one).
+      maxConnections: Math.max(16, Math.floor(config.maxConnections / 2)),
+      // A woodstock client reports every 60 s and may keep its connection for the next one.
+      idleSeconds: 75,
     });
   } catch (error) {
     await server.stop(true);

@@ -233,6 +233,22 @@ describe("woodstock host reports with a bundle", () => {
     expect(received.match(/HTTP\/1\.1 \d+/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 403", "HTTP/1.1 200"]);
   });
 
+  test("an oversized report is refused (400 naming the body), whichever way it comes", async () => {
+    const huge = JSON.stringify({ ...REPORT, version: "x".repeat(70 * 1024) });
+    const res = await curlReport(server, dir.path, "web-01.example", files, huge);
+    expect(res.status).toBe(400);
+    expect(res.body.error.field).toBe("body");
+  });
+
+  test("/metrics counts reports by result and the mTLS connections", async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    expect(text).toMatch(/^latchkey_host_reports_total\{result="ok"\} [1-9]\d*$/m);
+    expect(text).toMatch(/^latchkey_host_reports_total\{result="forbidden"\} [1-9]\d*$/m);
+    expect(text).toMatch(/^latchkey_host_reports_total\{result="no_certificate"\} [1-9]\d*$/m);
+    expect(text).toMatch(/^latchkey_host_reports_total\{result="bad_request"\} [1-9]\d*$/m);
+    expect(text).toMatch(/^latchkey_mtls_connections \d+$/m);
+  });
+
   test("the root and the CRL are served on the mTLS listener to clients without a certificate", async () => {
     const ca = await sh(["curl", "-s", "--cacert", "rootCA.pem", `https://localhost:${server.mtlsPort}/api/ca.pem`], dir.path);
     expect(ca.out).toBe(server.services.ca.caPem());

@@ -72,6 +72,9 @@ interface Connection<Identity> {
   /** The client finished sending: end the inner side once what it sent is through. */
   downEnded: boolean;
   closed: boolean;
+  openedAt: number;
+  /** When the client last sent something, or was last answered. */
+  activeAt: number;
 }
 
 export interface MtlsFrontOptions<Identity> {
@@ -86,6 +89,13 @@ export interface MtlsFrontOptions<Identity> {
   /** Makes an identity of a certificate (or its absence); called once per connection. */
   identify(der: Uint8Array | null): Identity;
   fast?: FastPath<Identity>;
+  /** Connections at most: past it a new one is closed at once (it holds a file, two when piped). */
+  maxConnections: number;
+  /**
+   * A connection that has not finished its handshake this long after opening, or (on the fast path)
+   * has been silent this long, is closed. Piped connections (WebSockets) are left to the inner server.
+   */
+  idleSeconds: number;
 }
 
 /** The longest request head read on the fast path; a longer one is the inner server's to refuse. */
@@ -160,6 +170,7 @@ export class MtlsFront<Identity> {
   /** Peers by the local port of the front's connection to the inner server. */
   private readonly byInnerPort = new Map<number, Peer<Identity>>();
   private readonly live = new Set<Connection<Identity>>();
+  private sweep: ReturnType<typeof setInterval> | null = null;
 
   constructor(private readonly options: MtlsFrontOptions<Identity>) {}
 
@@ -182,6 +193,7 @@ export class MtlsFront<Identity> {
       tls: { cert: options.cert, key: options.key, ca: options.ca, requestCert: true, rejectUnauthorized: false },
       socket: {
         open(down) {
+          const now = performance.now();
           down.data = {
             down,
             up: null,
@@ -194,11 +206,19 @@ export class MtlsFront<Identity> {
             innerPort: null,
             downEnded: false,
             closed: false,
+            openedAt: now,
+            activeAt: now,
           };
+          if (front.live.size >= options.maxConnections) {
+            down.data.closed = true;
+            down.end();
+            return;
+          }
           front.live.add(down.data);
         },
         handshake(down) {
           const connection = down.data;
+          if (connection.closed) return;
           const der = peerCertificate(down);
           connection.peer = { der, identity: options.identify(der), address: down.remoteAddress };
           if (connection.piped) front.connectInner(connection);
@@ -206,6 +226,7 @@ export class MtlsFront<Identity> {
         },
         data(down, chunk) {
           const connection = down.data;
+          connection.activeAt = performance.now();
           // What is kept past this call is copied: Bun may reuse the chunk's memory afterwards.
           if (connection.piped) {
             if (connection.up) send(connection.up, connection.toUp, chunk);
@@ -232,6 +253,8 @@ export class MtlsFront<Identity> {
         },
       },
     });
+    this.sweep = setInterval(() => this.closeIdle(), Math.min(1000, this.options.idleSeconds * 250));
+    this.sweep.unref?.();
   }
 
   /**
@@ -284,6 +307,7 @@ export class MtlsFront<Identity> {
         }))
         .then((response) => {
           connection.busy = false;
+          connection.activeAt = performance.now();
           if (connection.closed) return;
           this.respond(connection, response, keepAlive && !connection.downEnded);
           if (!keepAlive || connection.downEnded) this.close(connection);
@@ -384,7 +408,19 @@ export class MtlsFront<Identity> {
     if (!connection.closed) this.close(connection);
   }
 
+  /** Closes what has been silent too long, or never finished its handshake. */
+  private closeIdle(): void {
+    const cutoff = performance.now() - this.options.idleSeconds * 1000;
+    for (const connection of this.live) {
+      if (connection.peer === null ? connection.openedAt < cutoff : !connection.piped && !connection.busy && connection.activeAt < cutoff) {
+        this.close(connection);
+      }
+    }
+  }
+
   stop(): void {
+    if (this.sweep !== null) clearInterval(this.sweep);
+    this.sweep = null;
     this.listener?.stop(true);
     for (const connection of [...this.live]) this.close(connection);
     this.listener = null;

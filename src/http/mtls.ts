@@ -62,6 +62,10 @@ export interface MtlsOptions {
   port: number;
   /** Extra names for the listener's certificate (`--san`). */
   sans: string[];
+  /** Connections at most (each holds a file; see MtlsFrontOptions). */
+  maxConnections: number;
+  /** Silent connections on the fast path, and unfinished handshakes, close after this long. */
+  idleSeconds: number;
 }
 
 export interface MtlsListener {
@@ -222,6 +226,8 @@ export async function startMtlsListener(services: Services, log: Logger, options
       innerPort: app.server!.port!,
       identify: (der) => identify(services, der),
       fast,
+      maxConnections: options.maxConnections,
+      idleSeconds: options.idleSeconds,
     });
     next.start();
     return next;
