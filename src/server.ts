@@ -202,7 +202,7 @@ async function run(
   const server = app.server!;
   let mtls: MtlsListener;
   try {
-    mtls = await startMtlsListener(services, log, {
+    mtls = await startMtlsListener(services, log, connections, {
       hostname: config.mtlsListen.hostname,
       port: config.mtlsListen.port,
       sans: config.sans,
@@ -210,6 +210,7 @@ async function run(
       maxConnections: Math.max(16, Math.floor(config.maxConnections / 2)),
       // A woodstock client reports every 60 s and may keep its connection for the next one.
       idleSeconds: 75,
+      maxFrameBytes: config.maxFrameBytes,
     });
   } catch (error) {
     await server.stop(true);

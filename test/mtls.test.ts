@@ -249,6 +249,47 @@ describe("woodstock host reports with a bundle", () => {
     expect(text).toMatch(/^latchkey_mtls_connections \d+$/m);
   });
 
+  test("the RPC WebSocket over mutual TLS: without a certificate only client/register and client/csr are open", async () => {
+    const open = async (tls: Record<string, string>) => {
+      const ws = new WebSocket(`wss://localhost:${server.mtlsPort}/ws`, { tls } as never);
+      await new Promise<void>((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onerror = () => reject(new Error("no WebSocket over mTLS"));
+      });
+      const replies = new Map<string, any>();
+      ws.onmessage = (event) => {
+        const reply = JSON.parse(String(event.data));
+        replies.set(reply.id, reply);
+      };
+      const call = async (namespace: string, name: string, args: unknown) => {
+        const id = crypto.randomUUID();
+        ws.send(JSON.stringify({ namespace, name, id, args }));
+        return eventually(() => replies.get(id), { what: `the reply to ${namespace}/${name}` });
+      };
+      return { ws, call };
+    };
+    const ca = await Bun.file(join(dir.path, "rootCA.pem")).text();
+    const anonymous = await open({ ca });
+    const refused = await anonymous.call("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD });
+    expect(refused.args).toEqual({ code: 401, message: "Unauthorized" });
+    const registered = await anonymous.call("client", "register", {
+      uuid: crypto.randomUUID(),
+      name: "over-mtls",
+      hostname: "over-mtls.example",
+    });
+    expect(registered.name).toBe("response");
+    anonymous.ws.close();
+    // With a valid certificate the rest is open too: a password login, then a call.
+    const certified = await open({
+      ca,
+      cert: await Bun.file(join(dir.path, files.cert)).text(),
+      key: await Bun.file(join(dir.path, files.key)).text(),
+    });
+    expect((await certified.call("rpc", "auth", { username: "admin", password: ADMIN_PASSWORD })).name).toBe("response");
+    expect((await certified.call("rpc", "query", {})).name).toBe("response");
+    certified.ws.close();
+  });
+
   test("the root and the CRL are served on the mTLS listener to clients without a certificate", async () => {
     const ca = await sh(["curl", "-s", "--cacert", "rootCA.pem", `https://localhost:${server.mtlsPort}/api/ca.pem`], dir.path);
     expect(ca.out).toBe(server.services.ca.caPem());

@@ -14,19 +14,16 @@ import * as v from "valibot";
 import { isIP } from "node:net";
 import { AppError, badRequest, forbidden, reportError, unauthorized, type ErrorReport } from "../core/errors.ts";
 import { hostname as hostnameField, shortText } from "../core/fields.ts";
+import { identifyCertificate, type CertificateIdentity } from "../core/ca/identity.ts";
 import type { HostReport } from "../core/hosts.ts";
 import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Logger } from "../log.ts";
+import type { Connections } from "../rpc/connections.ts";
 import { errorBody, errorHeaders, errorPlugin } from "./errors.ts";
+import { socketEvents } from "./ws.ts";
 import { MtlsFront, type FastPath, type Peer } from "./mtls-front.ts";
 import { securityHeaders } from "./security.ts";
-
-/** What a connection's certificate says, as far as latchkey trusts it. */
-export type CertificateIdentity =
-  | { kind: "none" }
-  | { kind: "invalid"; reason: string }
-  | { kind: "valid"; serial: string; fingerprint: string; commonName: string | null; notAfter: number };
 
 const address = v.pipe(
   v.string("must be a string"),
@@ -66,6 +63,8 @@ export interface MtlsOptions {
   maxConnections: number;
   /** Silent connections on the fast path, and unfinished handshakes, close after this long. */
   idleSeconds: number;
+  /** The largest WebSocket frame (`--max-frame`). */
+  maxFrameBytes: number;
 }
 
 export interface MtlsListener {
@@ -136,9 +135,17 @@ function innerApp(
   log: Logger,
   report: ReturnType<typeof hostReport>,
   front: () => MtlsFront<Promise<CertificateIdentity>>,
+  connections: Connections,
+  maxFrameBytes: number,
 ) {
   const headers = securityHeaders({ tls: true });
-  return new Elysia({ name: "latchkey/http/mtls" })
+  const events = socketEvents(connections);
+  /** What each upgrade's connection presented, from `beforeHandle` to `open`. */
+  const upgrades = new WeakMap<Request, { address: string | null; certificate: CertificateIdentity }>();
+  return new Elysia({
+    name: "latchkey/http/mtls",
+    websocket: { maxPayloadLength: maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false, closeOnBackpressureLimit: false },
+  })
     .use(errorPlugin(log))
     .onRequest(({ set }) => void Object.assign(set.headers, headers))
     .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
@@ -147,6 +154,28 @@ function innerApp(
       return query.format === "pem"
         ? new Response(crl.pem, { headers: { "content-type": "application/x-pem-file" } })
         : new Response(new Uint8Array(crl.der), { headers: { "content-type": "application/pkix-crl" } });
+    })
+    // The RPC WebSocket over mutual TLS: the connection's certificate identifies an enrolled client
+    // (SPEC §4); without a valid one only client/register and client/csr are open (see Connections).
+    .ws("/ws", {
+      async beforeHandle({ request, server }) {
+        const peer = front().peerOf(server?.requestIP(request)?.port ?? -1);
+        const certificate: CertificateIdentity = peer ? await peer.identity : { kind: "none" };
+        const address = peer?.address ?? null;
+        const refusal = connections.refusal(address, certificate.kind === "valid");
+        if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
+        upgrades.set(request, { address, certificate });
+      },
+      open(ws) {
+        const upgrade = upgrades.get(ws.data.request)!;
+        events.open(ws.raw, upgrade.address, null, { listener: "mtls", certificate: upgrade.certificate });
+      },
+      drain(ws) {
+        events.drain(ws.raw);
+      },
+      close(ws) {
+        events.close(ws.raw);
+      },
     })
     .post(
       "/api/hosts/:hostname/client",
@@ -178,31 +207,21 @@ async function certifiedHost(services: Services, peer: Peer<Promise<CertificateI
   return host;
 }
 
-/** Verifies a certificate against the CA's root and checks it is not revoked; once per connection. */
-async function identify(services: Services, der: Uint8Array | null): Promise<CertificateIdentity> {
-  if (der === null) return { kind: "none" };
-  const result = await services.verifier().verify(der, { time: services.clock() });
-  if (!result.ok) return { kind: "invalid", reason: result.reason };
-  const known = services.ca.byFingerprint(result.leaf.fingerprint);
-  if (known?.status === "revoked") return { kind: "invalid", reason: "revoked" };
-  return {
-    kind: "valid",
-    serial: result.leaf.serial,
-    fingerprint: result.leaf.fingerprint,
-    commonName: result.leaf.cn,
-    notAfter: result.leaf.notAfter.getTime(),
-  };
-}
 
 /**
  * Starts the listener: its certificate from the CA, the inner app on loopback, the TLS front. A new
  * root (`latchkey ca import`, here or in another process) gives the listener a new certificate: the
  * front starts again on the same port with it.
  */
-export async function startMtlsListener(services: Services, log: Logger, options: MtlsOptions): Promise<MtlsListener> {
+export async function startMtlsListener(
+  services: Services,
+  log: Logger,
+  connections: Connections,
+  options: MtlsOptions,
+): Promise<MtlsListener> {
   let front: MtlsFront<Promise<CertificateIdentity>> | undefined;
   const report = hostReport(services, log);
-  const app = innerApp(services, log, report, () => front!);
+  const app = innerApp(services, log, report, () => front!, connections, options.maxFrameBytes);
   const decoder = new TextDecoder();
   const fast: FastPath<Promise<CertificateIdentity>> = {
     accepts: (method, path) => method === "POST" && REPORT_PATH.test(path),
@@ -224,7 +243,7 @@ export async function startMtlsListener(services: Services, log: Logger, options
       key: server.key,
       ca: server.ca,
       innerPort: app.server!.port!,
-      identify: (der) => identify(services, der),
+      identify: (der) => identifyCertificate(services, der),
       fast,
       maxConnections: options.maxConnections,
       idleSeconds: options.idleSeconds,

@@ -1,11 +1,48 @@
 /** `GET /ws`: the RPC WebSocket. Browsers must come from this very origin. */
 import { Elysia } from "elysia";
+import type { CertificateIdentity } from "../core/ca/identity.ts";
 import { AppError, forbidden, unauthorized } from "../core/errors.ts";
-import type { Connection, Connections, Socket } from "../rpc/connections.ts";
+import type { Principal } from "../core/sessions.ts";
+import type { Connection, Connections, Listener, Socket } from "../rpc/connections.ts";
 import { COOKIE_PLAIN, COOKIE_TLS, originAllowed, readCookie, type SessionPlugin } from "./session.ts";
 
-export function wsRoute(connections: Connections, session: SessionPlugin) {
+/** A raw Bun socket as Elysia hands it to `open`, `drain` and `close`. */
+interface RawSocket {
+  data: unknown;
+}
+
+/**
+ * The socket events of a `/ws` route, for the main listener and the mTLS one alike: each open
+ * socket becomes a connection of `connections`, and its frames go to it exactly as sent.
+ */
+export function socketEvents(connections: Connections) {
   const byRaw = new WeakMap<object, Connection>();
+  return {
+    open(raw: RawSocket, address: string | null, principal: Principal | null, via?: { listener: Listener; certificate: CertificateIdentity | null }) {
+      // Elysia's type of the raw socket omits getBufferedAmount, which Bun's ServerWebSocket has.
+      const connection = connections.open(raw as unknown as Socket, address, principal, via);
+      if (!connection) return;
+      byRaw.set(raw, connection);
+      // Elysia decodes frames loosely before its `message` hook (a JSON string frame arrives as
+      // its content), so a string frame holding an envelope would be dispatched. Bun calls
+      // `data.message` with the frame as sent: take it there, so that it is parsed exactly once.
+      (raw.data as { message: (raw: unknown, frame: string | Buffer) => Promise<void> }).message = (_, frame) =>
+        connections.message(connection, frame);
+    },
+    drain(raw: RawSocket) {
+      const connection = byRaw.get(raw);
+      if (connection) connections.drained(connection);
+    },
+    close(raw: RawSocket) {
+      const connection = byRaw.get(raw);
+      if (connection) connections.close(connection);
+      byRaw.delete(raw);
+    },
+  };
+}
+
+export function wsRoute(connections: Connections, session: SessionPlugin) {
+  const events = socketEvents(connections);
   return new Elysia({ name: "latchkey/http/ws" }).use(session).ws("/ws", {
     rpc: true,
     beforeHandle({ request, principal, address }) {
@@ -18,25 +55,13 @@ export function wsRoute(connections: Connections, session: SessionPlugin) {
       if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
     },
     open(ws) {
-      const { principal, address } = ws.data;
-      // Elysia's type of the raw socket omits getBufferedAmount, which Bun's ServerWebSocket has.
-      const connection = connections.open(ws.raw as unknown as Socket, address, principal);
-      if (!connection) return;
-      byRaw.set(ws.raw, connection);
-      // Elysia decodes frames loosely before its `message` hook (a JSON string frame arrives as
-      // its content), so a string frame holding an envelope would be dispatched. Bun calls
-      // `data.message` with the frame as sent: take it there, so that it is parsed exactly once.
-      (ws.raw.data as { message: (raw: unknown, frame: string | Buffer) => Promise<void> }).message = (_, frame) =>
-        connections.message(connection, frame);
+      events.open(ws.raw, ws.data.address, ws.data.principal);
     },
     drain(ws) {
-      const connection = byRaw.get(ws.raw);
-      if (connection) connections.drained(connection);
+      events.drain(ws.raw);
     },
     close(ws) {
-      const connection = byRaw.get(ws.raw);
-      if (connection) connections.close(connection);
-      byRaw.delete(ws.raw);
+      events.close(ws.raw);
     },
     detail: {
       tags: ["rpc"],

@@ -8,7 +8,8 @@
  * not read its replies is disconnected.
  */
 import * as v from "valibot";
-import { AppError, reportError } from "../core/errors.ts";
+import { stillValid, type CertificateIdentity } from "../core/ca/identity.ts";
+import { AppError, reportError, unauthorized } from "../core/errors.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
@@ -55,7 +56,19 @@ export interface Connection {
   closed: boolean;
   /** When its unread replies passed the limit: nothing more is sent, and it closes once drained. */
   overflowedAt: number | null;
+  /** The listener it came through: the main one, or the mutual-TLS one. */
+  listener: Listener;
+  /** On the mTLS listener: what the certificate of its TLS connection says (null elsewhere). */
+  certificate: CertificateIdentity | null;
 }
+
+export type Listener = "main" | "mtls";
+
+/**
+ * What a connection on the mTLS listener may call without a valid client certificate: enrolling
+ * (SPEC §4, pinned TLS enrollment); everything else there needs the certificate.
+ */
+const CERTIFICATELESS_CALLS = new Set(["client/register", "client/csr"]);
 
 /** How long a peer that stopped reading has to take what it was sent before it is cut off. */
 const OVERFLOW_GRACE_MS = 30_000;
@@ -144,7 +157,12 @@ export class Connections {
   }
 
   /** A socket opened; null when it was closed at once for being over a cap. */
-  open(socket: Socket, address: string | null, principal: Principal | null): Connection | null {
+  open(
+    socket: Socket,
+    address: string | null,
+    principal: Principal | null,
+    via: { listener: Listener; certificate: CertificateIdentity | null } = { listener: "main", certificate: null },
+  ): Connection | null {
     const refusal = this.refusal(address, principal !== null);
     if (refusal) {
       socket.close(CLOSE_TRY_AGAIN_LATER, refusal.message);
@@ -163,6 +181,8 @@ export class Connections {
       identified: false,
       closed: false,
       overflowedAt: null,
+      listener: via.listener,
+      certificate: via.certificate,
     };
     this.all.add(connection);
     this.unidentified.set(address ?? "", (this.unidentified.get(address ?? "") ?? 0) + 1);
@@ -289,6 +309,11 @@ export class Connections {
         throw new AppError("bad_request", message, { field });
       }
       const { namespace, name, args } = envelope.output;
+      if (connection.listener === "mtls" && !stillValid(connection.certificate!, this.services.clock())) {
+        if (!CERTIFICATELESS_CALLS.has(`${namespace}/${name}`)) {
+          throw unauthorized("on this listener only client/register and client/csr are open without a valid client certificate");
+        }
+      }
       // Each message re-checks the session: it may have expired or been revoked meanwhile.
       if (connection.sessionId !== null) {
         const principal = this.services.sessions.authenticateId(connection.sessionId);
@@ -302,6 +327,8 @@ export class Connections {
           address: connection.address,
           transport: "ws",
           connection: {
+            listener: connection.listener,
+            certificate: () => (connection.certificate && stillValid(connection.certificate, this.services.clock()) ? connection.certificate : null),
             signIn: (login) => this.signIn(connection, "userId" in login ? login : this.principalOf(login.sessionId)),
             signOut: () => this.forget(connection),
             clientUuid: () => connection.clientUuid,

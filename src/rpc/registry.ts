@@ -9,6 +9,7 @@ import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
 import type { Login } from "../core/auth.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
+import type { CertificateIdentity } from "../core/ca/identity.ts";
 
 export type Level = "read" | "write";
 
@@ -19,6 +20,10 @@ export interface RpcContext {
   address: string | null;
   /** Set on WebSocket calls: lets auth calls change who the connection is. */
   connection?: {
+    /** The listener the WebSocket came through. */
+    listener: "main" | "mtls";
+    /** On the mTLS listener: the connection's valid client certificate, if it presented one. */
+    certificate(): Extract<CertificateIdentity, { kind: "valid" }> | null;
     signIn(login: Principal | Login): void;
     signOut(): void;
     /** The enrolled client this connection speaks for, once registered. */
