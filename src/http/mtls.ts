@@ -142,51 +142,59 @@ function innerApp(
   const events = socketEvents(connections);
   /** What each upgrade's connection presented, from `beforeHandle` to `open`. */
   const upgrades = new WeakMap<Request, { address: string | null; certificate: CertificateIdentity }>();
-  return new Elysia({
-    name: "latchkey/http/mtls",
-    websocket: { maxPayloadLength: maxFrameBytes, idleTimeout: 0, sendPings: true, perMessageDeflate: false, closeOnBackpressureLimit: false },
-  })
-    .use(errorPlugin(log))
-    .onRequest(({ set }) => void Object.assign(set.headers, headers))
-    .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
-    .get("/api/crl", async ({ query }) => {
-      const crl = await services.ca.crl();
-      return query.format === "pem"
-        ? new Response(crl.pem, { headers: { "content-type": "application/x-pem-file" } })
-        : new Response(new Uint8Array(crl.der), { headers: { "content-type": "application/pkix-crl" } });
-    })
-    // The RPC WebSocket over mutual TLS: the connection's certificate identifies an enrolled client
-    // (SPEC §4); without a valid one only client/register and client/csr are open (see Connections).
-    .ws("/ws", {
-      async beforeHandle({ request, server }) {
-        const peer = front().peerOf(server?.requestIP(request)?.port ?? -1);
-        const certificate: CertificateIdentity = peer ? await peer.identity : { kind: "none" };
-        const address = peer?.address ?? null;
-        const refusal = connections.refusal(address, certificate.kind === "valid");
-        if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
-        upgrades.set(request, { address, certificate });
-      },
-      open(ws) {
-        const upgrade = upgrades.get(ws.data.request)!;
-        events.open(ws.raw, upgrade.address, null, { listener: "mtls", certificate: upgrade.certificate });
-      },
-      drain(ws) {
-        events.drain(ws.raw);
-      },
-      close(ws) {
-        events.close(ws.raw);
+  return (
+    new Elysia({
+      name: "latchkey/http/mtls",
+      websocket: {
+        maxPayloadLength: maxFrameBytes,
+        idleTimeout: 0,
+        sendPings: true,
+        perMessageDeflate: false,
+        closeOnBackpressureLimit: false,
       },
     })
-    .post(
-      "/api/hosts/:hostname/client",
-      async ({ request, server, params, set }) => {
-        const answer = await report(params.hostname, await request.text(), front().peerOf(server?.requestIP(request)?.port ?? -1));
-        set.status = answer.status;
-        Object.assign(set.headers, answer.headers);
-        return answer.body;
-      },
-      { parse: "none" },
-    );
+      .use(errorPlugin(log))
+      .onRequest(({ set }) => void Object.assign(set.headers, headers))
+      .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
+      .get("/api/crl", async ({ query }) => {
+        const crl = await services.ca.crl();
+        return query.format === "pem"
+          ? new Response(crl.pem, { headers: { "content-type": "application/x-pem-file" } })
+          : new Response(new Uint8Array(crl.der), { headers: { "content-type": "application/pkix-crl" } });
+      })
+      // The RPC WebSocket over mutual TLS: the connection's certificate identifies an enrolled client
+      // (SPEC §4); without a valid one only client/register and client/csr are open (see Connections).
+      .ws("/ws", {
+        async beforeHandle({ request, server }) {
+          const peer = front().peerOf(server?.requestIP(request)?.port ?? -1);
+          const certificate: CertificateIdentity = peer ? await peer.identity : { kind: "none" };
+          const address = peer?.address ?? null;
+          const refusal = connections.refusal(address, certificate.kind === "valid");
+          if (refusal) throw new AppError(refusal.status === 503 ? "unavailable" : "throttled", refusal.message, { retryAfter: 5 });
+          upgrades.set(request, { address, certificate });
+        },
+        open(ws) {
+          const upgrade = upgrades.get(ws.data.request)!;
+          events.open(ws.raw, upgrade.address, null, { listener: "mtls", certificate: upgrade.certificate });
+        },
+        drain(ws) {
+          events.drain(ws.raw);
+        },
+        close(ws) {
+          events.close(ws.raw);
+        },
+      })
+      .post(
+        "/api/hosts/:hostname/client",
+        async ({ request, server, params, set }) => {
+          const answer = await report(params.hostname, await request.text(), front().peerOf(server?.requestIP(request)?.port ?? -1));
+          set.status = answer.status;
+          Object.assign(set.headers, answer.headers);
+          return answer.body;
+        },
+        { parse: "none" },
+      )
+  );
 }
 
 /** The registered host a connection's certificate stands for; 401 (with a reason) otherwise. */
@@ -206,7 +214,6 @@ async function certifiedHost(services: Services, peer: Peer<Promise<CertificateI
   }
   return host;
 }
-
 
 /**
  * Starts the listener: its certificate from the CA, the inner app on loopback, the TLS front. A new

@@ -18,7 +18,12 @@ interface RawSocket {
 export function socketEvents(connections: Connections) {
   const byRaw = new WeakMap<object, Connection>();
   return {
-    open(raw: RawSocket, address: string | null, principal: Principal | null, via?: { listener: Listener; certificate: CertificateIdentity | null }) {
+    open(
+      raw: RawSocket,
+      address: string | null,
+      principal: Principal | null,
+      via?: { listener: Listener; certificate: CertificateIdentity | null },
+    ) {
       // Elysia's type of the raw socket omits getBufferedAmount, which Bun's ServerWebSocket has.
       const connection = connections.open(raw as unknown as Socket, address, principal, via);
       if (!connection) return;

@@ -328,7 +328,8 @@ export class Connections {
           transport: "ws",
           connection: {
             listener: connection.listener,
-            certificate: () => (connection.certificate && stillValid(connection.certificate, this.services.clock()) ? connection.certificate : null),
+            certificate: () =>
+              connection.certificate && stillValid(connection.certificate, this.services.clock()) ? connection.certificate : null,
             signIn: (login) => this.signIn(connection, "userId" in login ? login : this.principalOf(login.sessionId)),
             signOut: () => this.forget(connection),
             clientUuid: () => connection.clientUuid,
