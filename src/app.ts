@@ -21,6 +21,7 @@ import { rpcMirrorRoutes } from "./http/rpc-mirror.ts";
 import { securityPlugin } from "./http/security.ts";
 import { assertAccessDeclared, declarationOf, sessionPlugin } from "./http/session.ts";
 import { userRoutes } from "./http/users.ts";
+import { userCertificateRoutes } from "./http/user-certificates.ts";
 import { wsRoute } from "./http/ws.ts";
 import { Connections, type ConnectionLimits } from "./rpc/connections.ts";
 import type { TrustedProxies } from "./http/client-address.ts";
@@ -33,6 +34,8 @@ export interface AppOptions {
   connections: ConnectionLimits;
   /** Proxies allowed to name the client's address (null: none, the peer is the client). */
   trustedProxies: TrustedProxies | null;
+  /** The mTLS listener's port once it listens (install commands name it). */
+  mtlsPort?: () => number | null;
 }
 
 export function createApp(services: Services, log: Logger, options: AppOptions) {
@@ -63,10 +66,11 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     .use(panelRoutes(session))
     .use(authRoutes(services, session, options))
     .use(userRoutes(services, session))
+    .use(userCertificateRoutes(services, session))
     .use(auditRoutes(services, session))
     .use(licensingApiRoutes(services, session))
     .use(licenseRoutes(services, session))
-    .use(enrollmentRoutes(services, session))
+    .use(enrollmentRoutes(services, session, { ...(options.mtlsPort ? { mtlsPort: options.mtlsPort } : {}) }))
     .use(hostRoutes(services, session))
     .use(caRoutes(services, session))
     .use(wsRoute(connections, session))

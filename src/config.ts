@@ -78,6 +78,7 @@ const settingsSchema = v.strictObject({
   "max-frame": v.optional(bytes(1024, 16 * 1024 * 1024), 256 * 1024),
   "receipt-ttl": v.optional(seconds(60, 366 * 24 * 3600), 7 * 24 * 3600),
   "receipt-grace": v.optional(seconds(0, 366 * 24 * 3600), 3 * 24 * 3600),
+  "client-cert-days": v.optional(count(1, 3650), 30),
 });
 
 type Settings = v.InferOutput<typeof settingsSchema>;
@@ -107,6 +108,8 @@ export interface Config {
   maxFrameBytes: number;
   receiptTtlSeconds: number;
   receiptGraceSeconds: number;
+  /** Validity of an enrolled client's certificate, in days. */
+  clientCertificateDays: number;
 }
 
 export const dataDirFlag: FlagSpec = {
@@ -137,6 +140,7 @@ export const serverFlags: FlagSpec[] = [
   { name: "max-frame", value: "BYTES", help: "largest accepted WebSocket frame (default 262144)" },
   { name: "receipt-ttl", value: "SECONDS", help: "lifetime of signed license receipts (default 604800, 7 days)" },
   { name: "receipt-grace", value: "SECONDS", help: "offline grace past a receipt's expiry (default 259200, 3 days)" },
+  { name: "client-cert-days", value: "DAYS", help: "validity of an enrolled client's certificate; renewed at 2/3 (default 30)" },
 ];
 
 const settingNames = Object.keys(settingsSchema.entries) as (keyof Settings)[];
@@ -215,6 +219,7 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
     maxFrameBytes: s["max-frame"],
     receiptTtlSeconds: s["receipt-ttl"],
     receiptGraceSeconds: s["receipt-grace"],
+    clientCertificateDays: s["client-cert-days"],
   };
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
@@ -251,5 +256,6 @@ export function serviceOptions(config: Config): ServiceOptions {
     legacyChallengeLogin: config.legacyChallengeLogin,
     receiptTtlSeconds: config.receiptTtlSeconds,
     receiptGraceSeconds: config.receiptGraceSeconds,
+    clientCertificateDays: config.clientCertificateDays,
   };
 }

@@ -23,7 +23,7 @@ Usage: latchkey <command> [flags]
 
 Commands:
   server    run the server (HTTP, WebSocket, admin panel, API docs)
-  user      manage accounts: create, list, delete, passwd, import, export
+  user      manage accounts: create, list, delete, passwd, import, export; cert (certificates they sign in with)
   key       pre-shared enrollment keys: generate, list, revoke, reset, delete
   app       manage licensed applications: create, list
   license   cut and manage license keys; verify a signed receipt offline

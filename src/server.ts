@@ -178,8 +178,10 @@ async function run(
   }
 
   const tls = config.tls !== undefined;
+  let mtlsPort: number | null = null;
   const { app, connections, registry } = createApp(services, log, {
     tls,
+    mtlsPort: () => mtlsPort,
     maxFrameBytes: config.maxFrameBytes,
     trustedProxies: config.trustedProxies.length > 0 ? new TrustedProxies(config.trustedProxies) : null,
     connections: {
@@ -216,6 +218,7 @@ async function run(
     await server.stop(true);
     throw new ListenError(`cannot listen on ${hostPort(config.mtlsListen)} (--mtls-listen): ${describeListenError(error)}`);
   }
+  mtlsPort = mtls.port;
 
   // Only now, listening, is the start good: the one-time password is shown after this point.
   if (boot.generatedPassword !== undefined) {

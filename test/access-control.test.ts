@@ -32,6 +32,8 @@ const adminOnly = (status: number): Record<Who, number> => ({ anonymous: 401, vi
 const NO_UUID = "00000000-0000-4000-8000-000000000000";
 /** A serial no certificate has. */
 const NO_SERIAL = "00ff";
+/** A SHA-256 fingerprint no registered certificate has. */
+const NO_FINGERPRINT = "00".repeat(32);
 
 const routes: Record<string, RouteCase> = {
   "GET /": { declares: "public", status: all(200) },
@@ -72,6 +74,29 @@ const routes: Record<string, RouteCase> = {
     status: adminOnly(404),
   },
   "DELETE /api/users/:username": { declares: "admin", path: "/api/users/nobody-here", status: adminOnly(404) },
+  // Certificates for certificate login: everyone their own (a session), admins anyone's. These
+  // paths name another user, one that does not exist: a viewer is refused before it is looked up.
+  "GET /api/me/certificates": { declares: "session", status: signedIn(200) },
+  "GET /api/user-certificates": { declares: "admin", status: adminOnly(200) },
+  "GET /api/users/:username/certificates": { declares: "session", path: "/api/users/nobody-here/certificates", status: adminOnly(404) },
+  "POST /api/users/:username/certificates": {
+    declares: "session",
+    path: "/api/users/nobody-here/certificates",
+    body: () => ({ certificate: "not a certificate" }),
+    status: adminOnly(404),
+  },
+  // Issuing, too: a viewer's own only (and only for a request of hers); an admin's `{}` has a key generated.
+  "POST /api/users/:username/certificates/issue": {
+    declares: "session",
+    path: "/api/users/nobody-here/certificates/issue",
+    body: () => ({}),
+    status: adminOnly(404),
+  },
+  "POST /api/users/:username/certificates/:fingerprint/revoke": {
+    declares: "session",
+    path: `/api/users/nobody-here/certificates/${NO_FINGERPRINT}/revoke`,
+    status: adminOnly(404),
+  },
   "GET /api/audit": { declares: "admin", status: adminOnly(200) },
   "POST /api/activate": { declares: "public", body: () => ({ token: "NOSUCHTOKEN", hwid: "matrix" }), status: all(404) },
   "GET /api/check": { declares: "public", path: "/api/check?token=NOSUCHTOKEN&hwid=matrix", status: all(404) },
@@ -134,12 +159,33 @@ interface RpcCase {
   code: Record<Who, number>;
 }
 
+/** A well-formed certificate request (made by openssl): only who asks decides the answer. */
+const MATRIX_CSR = Bun.spawnSync([
+  "openssl",
+  "req",
+  "-new",
+  "-newkey",
+  "ec",
+  "-pkeyopt",
+  "ec_paramgen_curve:P-256",
+  "-nodes",
+  "-keyout",
+  "/dev/null",
+  "-subj",
+  "/CN=matrix.example",
+]).stdout.toString();
+
 const rpcs: Record<string, RpcCase> = {
   "rpc/auth": { args: (who) => ({ username: `rpc-nobody-${who}`, password: "wrong-password" }), code: all(401) },
   "rpc/auth_token": { args: () => ({ token: "not-a-token" }), code: all(401) },
   "rpc/auth_scram": { args: () => ({ client_first: "n,,n=nobody,r=abcdefghijklmnop" }), code: all(200) },
+  // Stage 1 hands anyone a test string.
+  "rpc/auth_ssl": { args: () => "", code: all(200) },
   "rpc/auth_clear": { args: () => "junk argument", code: all(200) },
   "rpc/query": { args: () => ({ junk: "junk" }), code: signedIn(200) },
+  // Certificates for rpc/auth_ssl: everyone lists their own (admins everyone's); `settings/sysadm` is the seed's name for it.
+  "rpc/settings": { args: () => ({ action: "list_ssl_certs" }), code: signedIn(200) },
+  "settings/sysadm": { args: () => ({ action: "list_ssl_certs" }), code: signedIn(200) },
   "latchkey/users": { args: () => ({ action: "list" }), code: adminOnly(200) },
   "latchkey/audit": { args: () => ({ action: "list" }), code: adminOnly(200) },
   "latchkey/licenses": { args: () => ({ action: "list" }), code: signedIn(200) },
@@ -152,8 +198,9 @@ const rpcs: Record<string, RpcCase> = {
     args: () => ({ uuid: "00000000-0000-4000-8000-000000000001", name: "matrix", hostname: "matrix.example" }),
     code: all(200),
   },
-  // Only a registered client may send heartbeats, whoever else the socket is.
+  // Only a registered client may send heartbeats or ask for a certificate, whoever else the socket is.
   "client/heartbeat": { args: () => ({}), code: all(401) },
+  "client/csr": { args: () => ({ csr: MATRIX_CSR }), code: all(401) },
 };
 
 /** What each role may use, as `rpc/query` must report it (SPEC §3). */
@@ -165,6 +212,7 @@ const subsystems: Record<"viewer" | "admin", Record<string, string>> = {
     "latchkey/keys": "read",
     "latchkey/licenses": "read",
     "latchkey/settings": "read",
+    "rpc/settings": "read/write",
   },
   admin: {
     "latchkey/audit": "read",
@@ -175,6 +223,7 @@ const subsystems: Record<"viewer" | "admin", Record<string, string>> = {
     "latchkey/licenses": "read/write",
     "latchkey/settings": "read/write",
     "latchkey/users": "read/write",
+    "rpc/settings": "read/write",
   },
 };
 

@@ -37,6 +37,13 @@ const licenseToken = (id: number) => licenseTokens[id - 1] ?? "NOT-YET-CREATED";
 const CLIENT_UUID = "0b5e1c7a-1d2e-4f3a-8b9c-0123456789ab";
 const NO_CLIENT_UUID = "ffffffff-ffff-4fff-bfff-ffffffffffff";
 const registration = () => ({ uuid: CLIENT_UUID, name: "bad-input client", hostname: "bad-input.example", version: "1.0", os: "linux" });
+/** A certificate request of that client's hostname, made by openssl (the key goes nowhere). */
+const CLIENT_CSR = Bun.spawnSync(
+  ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"].concat([
+    "-subj",
+    "/CN=bad-input.example",
+  ]),
+).stdout.toString();
 
 /**
  * Host and certificate fixtures, made in beforeAll: HOST is registered (group g1) and holds a
@@ -49,6 +56,25 @@ const NO_SERIAL = "00ff";
 let hostSerial = "";
 /** A fresh, valid hostname for cases that may register a host. */
 const freshHost = () => `${fresh()}.example`;
+
+/**
+ * User certificate fixtures: SELF_SIGNED (made by openssl) is registered for bad-target in
+ * beforeAll, so that registering it again is a 409 whoever asks, and so is issuing a certificate
+ * for REGISTERED_KEY_CSR, a request for its key (refused before the CA signs anything);
+ * UNREGISTERED_PUB_KEY (base64 of a PEM public key, as sysadm spells pub_key) is registered for
+ * nobody, so that revoking it is a 404. NO_FINGERPRINT names no registration.
+ */
+const SELF_SIGNED_KEY = Bun.spawnSync(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]).stdout;
+const SELF_SIGNED = Bun.spawnSync(["openssl", "req", "-x509", "-key", "/dev/stdin", "-subj", "/CN=bad-input", "-days", "30"], {
+  stdin: SELF_SIGNED_KEY,
+}).stdout.toString();
+const REGISTERED_KEY_CSR = Bun.spawnSync(["openssl", "req", "-new", "-key", "/dev/stdin", "-subj", "/CN=bad-input"], {
+  stdin: SELF_SIGNED_KEY,
+}).stdout.toString();
+const UNREGISTERED_PUB_KEY = Buffer.from(
+  Bun.spawnSync(["sh", "-c", "openssl genpkey -algorithm ED25519 | openssl pkey -pubout"]).stdout,
+).toString("base64");
+const NO_FINGERPRINT = "00".repeat(32);
 
 const HOSTILE = {
   traversal: "../../etc/passwd",
@@ -127,6 +153,11 @@ beforeAll(async () => {
   const bundle = await call(server.url, "POST", `/api/hosts/${HOST}/bundle`, { token: admin });
   expect(bundle.status).toBe(201);
   hostSerial = bundle.body.serial;
+  const registered = await call(server.url, "POST", "/api/users/bad-target/certificates", {
+    token: admin,
+    body: { certificate: SELF_SIGNED },
+  });
+  expect(registered.status).toBe(201);
 });
 afterAll(() => server.close());
 
@@ -173,7 +204,14 @@ type Kind =
   | "certKind"
   | "certStatus"
   | "serial"
-  | "revocationReason";
+  | "revocationReason"
+  | "pubKey"
+  | "proof"
+  | "pem"
+  | "nickname"
+  | "email"
+  | "csr"
+  | "days";
 
 const WRONG_TYPES: Record<Kind, unknown[]> = {
   username: [42, true, null, {}, ["admin"]],
@@ -218,6 +256,13 @@ const WRONG_TYPES: Record<Kind, unknown[]> = {
   serial: [1, true, null, {}, [], "", "0x1f", "1f:", ":1f", "1f:2", "1f 2e", "g1", "a".repeat(81), "1f:".repeat(40) + "1f"],
   // The RFC 5280 names latchkey issues CRLs with; hold and removeFromCRL are not among them.
   revocationReason: [1, true, null, {}, [], "", "KeyCompromise", "certificateHold", "removeFromCRL"],
+  pubKey: [1, true, null, {}, [], "", "not base64!", "k".repeat(8193)],
+  proof: [1, true, null, {}, [], "", "not base64!", "A".repeat(4097)],
+  pem: [1, true, null, {}, [], "", "x".repeat(65_537)],
+  nickname: [1, true, null, {}, ["n"], "n".repeat(65)],
+  email: [1, true, null, {}, [], "no at sign", "two@at@signs", `a@${"x".repeat(253)}`],
+  csr: [1, true, null, {}, [], "", "x".repeat(16_385)],
+  days: ["30", true, null, {}, [30], 1.5, 0, -1, 3651, 1e9],
 };
 
 /**
@@ -289,6 +334,19 @@ const HOSTILE_OUTCOMES: Record<Kind, Record<Hostile, Outcome>> = {
   certStatus: REJECTS_ALL,
   serial: REJECTS_ALL,
   revocationReason: REJECTS_ALL,
+  // A public key as base64, and a proof as base64: none of the hostile strings is base64 of anything (the long one is too long).
+  pubKey: REJECTS_ALL,
+  proof: REJECTS_ALL,
+  // A certificate's PEM: no hostile string is one (400 naming it).
+  pem: REJECTS_ALL,
+  // A certificate's nickname: up to 64 characters, no control characters.
+  nickname: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: R },
+  // An e-mail address, or nothing: none of the hostile strings is one.
+  email: REJECTS_ALL,
+  // A certificate request: no hostile string is one (400 naming it; the long one over the 16384 limit).
+  csr: REJECTS_ALL,
+  // A certificate's validity in days: a whole number from 1 to 3650, never a string.
+  days: REJECTS_ALL,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -353,6 +411,12 @@ const LIST_QUERY_GARBAGE = [
 const usernamePath = (prefix: string) => (value: string) => `${prefix}/${encodeURIComponent(value)}`;
 const hostPath = (suffix: string) => (value: string) => `/api/hosts/${encodeURIComponent(value)}${suffix}`;
 const serialPath = (suffix: string) => (value: string) => `/api/certs/${encodeURIComponent(value)}${suffix}`;
+const CERTIFICATE_STATUS_GARBAGE = [
+  { query: "status=valid", field: "status" },
+  { query: "status=ACTIVE", field: "status" },
+  { query: "status=", field: "status" },
+  { query: "status=active&status=revoked", field: "status" },
+];
 
 const ROUTES: Record<string, RouteCases> = {
   "GET /": { path: "/?x=<script>", ignoresInput: true },
@@ -424,6 +488,47 @@ const ROUTES: Record<string, RouteCases> = {
     },
   },
   "DELETE /api/users/:username": { path: "/api/users/nobody-at-all", param: { name: "username", build: usernamePath("/api/users") } },
+  "GET /api/me/certificates": { path: "/api/me/certificates", query: [...LIST_QUERY_GARBAGE, ...CERTIFICATE_STATUS_GARBAGE] },
+  "GET /api/user-certificates": {
+    path: "/api/user-certificates",
+    query: [
+      ...LIST_QUERY_GARBAGE,
+      ...CERTIFICATE_STATUS_GARBAGE,
+      { query: "username=", field: "username" },
+      { query: "username=..%2F..%2Fetc", field: "username" },
+      { query: "username=a&username=b", field: "username" },
+    ],
+  },
+  "GET /api/users/:username/certificates": {
+    path: "/api/users/bad-target/certificates",
+    param: { name: "username", build: (v) => `/api/users/${encodeURIComponent(v)}/certificates` },
+    query: [...LIST_QUERY_GARBAGE, ...CERTIFICATE_STATUS_GARBAGE],
+  },
+  // SELF_SIGNED is registered already: each case that gets through is a 409.
+  "POST /api/users/:username/certificates": {
+    path: "/api/users/bad-target/certificates",
+    param: { name: "username", build: (v) => `/api/users/${encodeURIComponent(v)}/certificates` },
+    body: {
+      valid: () => ({ certificate: SELF_SIGNED, nickname: "bad-input", email: "bad@example.com" }),
+      fields: { certificate: { kind: "pem", required: true }, nickname: { kind: "nickname" }, email: { kind: "email" } },
+      status: 409,
+    },
+  },
+  // REGISTERED_KEY_CSR asks for a key registered already: each case that gets through is a 409, and nothing is issued.
+  "POST /api/users/:username/certificates/issue": {
+    path: "/api/users/bad-target/certificates/issue",
+    param: { name: "username", build: (v) => `/api/users/${encodeURIComponent(v)}/certificates/issue` },
+    body: {
+      valid: () => ({ csr: REGISTERED_KEY_CSR, days: 30, nickname: "bad-input", email: "bad@example.com" }),
+      fields: { csr: { kind: "csr" }, days: { kind: "days" }, nickname: { kind: "nickname" }, email: { kind: "email" } },
+      status: 409,
+    },
+  },
+  "POST /api/users/:username/certificates/:fingerprint/revoke": {
+    path: `/api/users/bad-target/certificates/${NO_FINGERPRINT}/revoke`,
+    param: { name: "fingerprint", build: (v) => `/api/users/bad-target/certificates/${encodeURIComponent(v)}/revoke` },
+    ignoresInput: true,
+  },
   "GET /api/audit": {
     path: "/api/audit",
     query: [
@@ -1108,6 +1213,34 @@ interface RpcCases {
   mirror?: { code: number; field?: string };
 }
 
+/** `rpc/settings` and its alias: SELF_SIGNED is registered for bad-target already (409), UNREGISTERED_PUB_KEY for nobody (404). */
+const SSL_SETTINGS: RpcCases[] = [
+  { valid: () => ({ action: "list_ssl_certs" }), fields: {}, okCode: 200 },
+  { valid: () => ({ action: "list_ssl_checksums" }), fields: {}, okCode: 200 },
+  {
+    valid: () => ({
+      action: "register_ssl_cert",
+      certificate: SELF_SIGNED,
+      user: "bad-target",
+      nickname: "bad-input",
+      email: "b@example.com",
+    }),
+    fields: {
+      certificate: { kind: "pem" },
+      pub_key: { kind: "pubKey" },
+      nickname: { kind: "nickname" },
+      email: { kind: "email" },
+      user: { kind: "username" },
+    },
+    okCode: 409,
+  },
+  {
+    valid: () => ({ action: "revoke_ssl_cert", pub_key: UNREGISTERED_PUB_KEY, user: "bad-target" }),
+    fields: { pub_key: { kind: "pubKey", required: true }, user: { kind: "username" } },
+    okCode: 404,
+  },
+];
+
 const RPCS: Record<string, RpcCases[]> = {
   "rpc/auth": [
     {
@@ -1132,8 +1265,21 @@ const RPCS: Record<string, RpcCases[]> = {
       union: true,
     },
   ],
+  // Stage 2 without a test string outstanding: a failed login over /ws; the mirror refuses it (it needs the WebSocket).
+  "rpc/auth_ssl": [
+    {
+      valid: () => ({ encrypted_string: "AAAA" }),
+      fields: { encrypted_string: { kind: "proof", required: true } },
+      okCode: 401,
+      deniedCodes: [401, 429],
+      union: true,
+      mirror: { code: 400, field: "namespace" },
+    },
+  ],
   "rpc/auth_clear": [{ anything: true, okCode: 200 }],
   "rpc/query": [{ anything: true, okCode: 200 }],
+  "rpc/settings": SSL_SETTINGS,
+  "settings/sysadm": SSL_SETTINGS,
   "latchkey/users": [
     { valid: () => ({ action: "list" }), fields: { limit: { kind: "limit" }, offset: { kind: "offset" } }, okCode: 200 },
     { valid: () => ({ action: "get", username: "bad-target" }), fields: { username: { kind: "username", required: true } }, okCode: 200 },
@@ -1304,6 +1450,15 @@ const RPCS: Record<string, RpcCases[]> = {
       mirror: { code: 400, field: "namespace" },
     },
   ],
+  // Over /ws, the test's own socket, registered by the cases above; the mirror has no registered client.
+  "client/csr": [
+    {
+      valid: () => ({ csr: CLIENT_CSR }),
+      fields: { csr: { kind: "csr", required: true } },
+      okCode: 200,
+      mirror: { code: 400, field: "namespace" },
+    },
+  ],
   // Over /ws each case registers a client of its own to keep alive; the mirror has no presence to keep.
   "client/heartbeat": [{ anything: true, okCode: 200, mirror: { code: 401 } }],
   "latchkey/audit": [
@@ -1441,7 +1596,7 @@ describe("RPC args", () => {
     const [namespace, rpcName] = name.split("/") as [string, string];
     const codes = Array.isArray(expected.code) ? expected.code : [expected.code];
     const fields = expected.field === undefined ? undefined : Array.isArray(expected.field) ? expected.field : [expected.field];
-    const isLogin = namespace === "rpc" && rpcName !== "query";
+    const isLogin = namespace === "rpc" && rpcName.startsWith("auth");
     // A WebSocket-only call: the mirror answers its own refusal (the args were valid).
     const mirrorCodes = mirror ? [mirror.code] : codes;
     const mirrorFields = mirror ? (mirror.field === undefined ? undefined : [mirror.field]) : fields;

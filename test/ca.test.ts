@@ -16,6 +16,8 @@ import { CertificateStore } from "../src/db/certificates.ts";
 import { openDatabase } from "../src/db/open.ts";
 import { Audit } from "../src/core/audit.ts";
 import { CertificateAuthority, type CertificateAuthorityOptions } from "../src/core/ca/authority.ts";
+import { identifyCertificate } from "../src/core/ca/identity.ts";
+import { CertificateVerifier } from "../src/core/ca/verify.ts";
 import {
   CaSigner,
   certificateDer,
@@ -472,6 +474,7 @@ describe("issuing", () => {
       sans: ["laptop-7.corp", "192.0.2.7"],
       usages: ["clientAuth"],
       hostname: null,
+      client_uuid: null,
       not_before: new Date(Math.floor((clock() - 5 * 60_000) / 1000) * 1000).toISOString(),
       not_after: new Date(Math.floor((clock() + 30 * DAY) / 1000) * 1000).toISOString(),
       status: "valid",
@@ -979,6 +982,77 @@ describe("the mTLS listener's certificate", () => {
     const server = await ca.serverCertificate();
     expect(server.sans).toEqual(["localhost", "127.0.0.1", "::1"]);
     expect(readCertificate(server.certificate).commonName).toBe("localhost");
+  });
+});
+
+describe("a TLS client's certificate, identified", () => {
+  /** The listener's identification of `der` with a verifier of its own, whose counters tell whether PKIjs saw it. */
+  function identifier(ca: CertificateAuthority, clock: () => number) {
+    const verifier = new CertificateVerifier({ roots: [ca.caPem()], extendedKeyUsage: "clientAuth", keyUsage: ["digitalSignature"] });
+    return { verifier, identify: (der: Uint8Array) => identifyCertificate({ verifier: () => verifier, ca, clock }, der) };
+  }
+
+  test("one this CA issued is judged by its issuance record (no PKIjs), as the verifier would judge it", async () => {
+    const { ca, clock } = setup();
+    await ca.ensureRoot();
+    const { verifier, identify } = identifier(ca, clock);
+    const issued = await ca.issue(ADMIN, { kind: "user", commonName: "alice", usages: ["clientAuth"], days: 30, key: "generate" });
+    const der = certificateDer(issued.pem);
+    const identity = await identify(der);
+    expect(verifier.counters.analyses).toBe(0);
+    const checked = await verifier.verify(der, { time: clock() });
+    if (!checked.ok) throw new Error(`the verifier refused it: ${checked.reason}`);
+    expect(identity).toEqual({
+      kind: "valid",
+      serial: checked.leaf.serial,
+      fingerprint: checked.leaf.fingerprint,
+      commonName: "alice",
+      notAfter: checked.leaf.notAfter.getTime(),
+      der,
+    });
+
+    // The listener's own certificate (serverAuth only) does not sign a client in: the verifier's reason.
+    const server = certificateDer((await ca.serverCertificate()).certificate);
+    expect(await identify(server)).toEqual({ kind: "invalid", reason: "eku" });
+    expect(await verifier.verify(server, { time: clock() })).toMatchObject({ ok: false, reason: "eku" });
+
+    // Validity is read at each connection: a second past notAfter it is expired, as the verifier says.
+    const notAfter = checked.leaf.notAfter.getTime();
+    clock.set(notAfter + 1000);
+    expect(await identify(der)).toEqual({ kind: "invalid", reason: "expired" });
+    expect(await verifier.verify(der, { time: clock() })).toMatchObject({ ok: false, reason: "expired" });
+    clock.set(notAfter - 1000);
+    expect((await identify(der)).kind).toBe("valid");
+
+    await ca.revoke(ADMIN, checked.leaf.serial, "keyCompromise");
+    expect(await identify(der)).toEqual({ kind: "invalid", reason: "revoked" });
+    expect(verifier.counters.analyses).toBe(2); // the two direct calls above, not the identifications
+  });
+
+  test("one it did not issue, or issued under a replaced root, goes through the verifier", async () => {
+    const { ca, clock } = setup();
+    await ca.ensureRoot();
+    const old = await ca.issue(ADMIN, { kind: "user", commonName: "bob", usages: ["clientAuth"], days: 30, key: "generate" });
+    const stranger = await createRootCertificate({ organization: "Elsewhere", now: new Date(clock()) });
+    const signer = await CaSigner.load(stranger.pem, stranger.keyPem);
+    const pair = await generateKeyPair();
+    const foreign = await signer.issue({
+      commonName: "eve",
+      sans: [],
+      usages: ["clientAuth"],
+      publicKey: pair.spki,
+      now: new Date(clock()),
+      days: 30,
+    });
+    const { verifier, identify } = identifier(ca, clock);
+    expect(await identify(certificateDer(foreign.pem))).toEqual({ kind: "invalid", reason: "unknown_issuer" });
+    expect(verifier.counters.analyses).toBe(1);
+
+    // A root imported in place of the first: the old root's certificates are no longer known.
+    await ca.importRoot(ADMIN, stranger.pem, stranger.keyPem, { force: true });
+    const after = identifier(ca, clock);
+    expect(await after.identify(certificateDer(old.pem))).toEqual({ kind: "invalid", reason: "unknown_issuer" });
+    expect(after.verifier.counters.analyses).toBe(1);
   });
 });
 

@@ -208,38 +208,58 @@ WantedBy=multi-user.target
 });
 
 describe("run against a server process", () => {
-  test("registers, heartbeats outlast --ws-idle, and it comes back by itself after a server restart", async () => {
+  test("registers, enrolls, heartbeats outlast --ws-idle over mTLS, and it comes back by itself after a server restart", async () => {
     const data = join(dir.path, "server-data");
     const env = { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD };
     let server = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", data, "--ws-idle", "5"], { env });
     const state = join(dir.path, "run-state");
     let running: ReturnType<typeof agent> | undefined;
     try {
-      const { url } = await waitForListening(server);
+      const { url, log } = await waitForListening(server);
       const port = new URL(url).port;
+      const mtlsPort = /mtls=https:\/\/[^\s]+:(\d+)/.exec(log())![1]!;
       expect(
-        (await client(["install", "-server", `127.0.0.1:${port}`, "-name", "runner", "--no-service", "--state-dir", state])).code,
+        (
+          await client([
+            "install",
+            "-server",
+            `127.0.0.1:${port}`,
+            "-mtls-port",
+            mtlsPort,
+            "-name",
+            "runner",
+            "--no-service",
+            "--state-dir",
+            state,
+          ])
+        ).code,
       ).toBe(0);
       const uuid = uuidOf(state);
       running = agent(state, "--heartbeat", "2");
-      await running.waitFor("registered with");
+      // Registered over the plain port with no certificate, then again over mTLS with the one it got.
+      await running.waitFor(`registered with wss://127.0.0.1:${mtlsPort}/ws as runner`);
+      expect(running.text()).toMatch(/registered with ws:\/\/127\.0\.0\.1:\d+\/ws as runner[^\n]*\n[^\n]*no certificate yet/);
       let token = await login(url);
       await waitOnline(url, token, uuid);
-      expect(readFileSync(join(state, "last_contact"), "utf8")).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+      expect(readFileSync(join(state, "last_contact"), "utf8")).toMatch(/^\d{4}-\d{2}-\d{2}T\S+ wss:\S+ \(client certificate\)\n$/);
 
       // Past the server's 5 s idle limit: heartbeats kept the same connection open. The wait is what
       // is tested (real time in two other processes: no clock to move), not a synchronisation.
+      const registrations = running.count("registered with");
       await Bun.sleep(6500);
-      expect(running.count("registered with")).toBe(1);
+      expect(running.count("registered with")).toBe(registrations);
       expect(running.text()).not.toContain("closed");
       expect(await onlineUuids(url, token)).toContain(uuid);
 
       server.kill("SIGTERM");
       await server.exited;
-      await running.waitFor(/connection to ws:\S+ closed/);
-      server = spawnLatchkey(["server", "--listen", `127.0.0.1:${port}`, "--data-dir", data, "--ws-idle", "5"], { env });
+      await running.waitFor(/connection to wss:\S+ closed/);
+      server = spawnLatchkey(
+        ["server", "--listen", `127.0.0.1:${port}`, "--mtls-listen", `127.0.0.1:${mtlsPort}`, "--data-dir", data, "--ws-idle", "5"],
+        { env },
+      );
       await waitForListening(server);
-      await running.waitFor("registered with", 15_000, 2);
+      await running.waitFor(`registered with wss://127.0.0.1:${mtlsPort}/ws as runner`, 15_000, 2);
       token = await login(url);
       await waitOnline(url, token, uuid);
       const status = await client(["status", "--state-dir", state]);
@@ -276,6 +296,8 @@ describe("pre-shared keys (require_auth_key on)", () => {
       "install",
       "-server",
       address(),
+      "-mtls-port",
+      String(server.mtlsPort),
       "-name",
       name,
       "--no-service",
@@ -381,10 +403,11 @@ describe("pre-shared keys (require_auth_key on)", () => {
             "generate a separate key per machine",
         );
         expect(loser.text()).not.toContain("Reset the key");
-        await winner.waitFor("registered with");
+        // The winner registers with the key, then again over mTLS by the certificate it got: two uses of the key.
+        await winner.waitFor("client certificate ");
         expect(loser.count("registered with")).toBe(0);
         const bound = await call(server.url, "GET", `/api/keys/${id}`, { token });
-        expect(bound.body).toMatchObject({ status: "active", client_uuid: uuidOf(states[1 - first.i]!), usage_count: 1 });
+        expect(bound.body).toMatchObject({ status: "active", client_uuid: uuidOf(states[1 - first.i]!), usage_count: 2 });
       } finally {
         for (const run of runs) run.proc.kill("SIGTERM");
         await Promise.all(runs.map((run) => run.proc.exited));
@@ -419,9 +442,10 @@ describe("pre-shared keys (require_auth_key on)", () => {
     const state = await installed("revoked", key);
     const run = agent(state, "--heartbeat", "1");
     const clone = join(dir.path, "revoked-clone");
+    // The copy (certificate included) starts once the original is online over mTLS, so that it is the copy that is refused.
+    await run.waitFor("client certificate ");
     cpSync(state, clone, { recursive: true });
-    // The copy starts once the original is online, so that it is the copy that is refused.
-    await run.waitFor("registered with");
+    const registrations = run.count("registered with");
     const copy = agent(clone);
     try {
       await copy.waitFor("AUTH_FAILED: Client already connected");
@@ -430,12 +454,14 @@ describe("pre-shared keys (require_auth_key on)", () => {
       copy.proc.kill("SIGTERM");
       await copy.proc.exited;
     }
-    expect(run.count("registered with")).toBe(1);
+    expect(run.count("registered with")).toBe(registrations);
 
+    // Revoking the key revokes the certificate with it: the agent falls back to the key, which is refused.
     const revoked = await call(server.url, "POST", `/api/keys/${id}/revoke`, { token });
     expect(revoked.status).toBe(200);
     expect(await run.proc.exited).toBe(3);
-    expect(run.text()).toContain("the server closed the connection: AUTH_FAILED: Invalid or revoked key");
+    expect(run.text()).toContain("the server does not admit this machine by its certificate");
+    expect(run.text()).toContain("AUTH_FAILED: Invalid or revoked key: the key was revoked or deleted");
     expect(run.text()).toContain("generate a new key in the admin panel and reinstall with -key");
   }, 30_000);
 

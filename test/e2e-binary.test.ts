@@ -111,6 +111,7 @@ describe("the compiled binary", () => {
           "latchkey/licenses": "read/write",
           "latchkey/settings": "read/write",
           "latchkey/users": "read/write",
+          "rpc/settings": "read/write",
         },
       });
 

@@ -769,22 +769,25 @@ describe("keys administration", () => {
     }
   });
 
-  test("install command: this server's address, the label as -name, the key", async () => {
+  test("install command: this server's address, the root CA's fingerprint, the mTLS port, the key; the machine names itself", async () => {
     const [labelled] = await generate({ quantity: 1, label: "Customer ABC – batch 1" });
     const [plain] = await generate({ quantity: 1 });
-    const [simple] = await generate({ quantity: 1, label: "web-01" });
     const host = new URL(server.url).host;
+    const pin = server.services.ca.caFingerprint();
+    expect(pin).toMatch(/^[0-9a-f]{64}$/);
     const cmd = async (id: number, query = "") =>
       (await call(server.url, "GET", `/api/keys/${id}/install-command${query}`, { token: admin })).body;
-    expect(await cmd(plain.id)).toEqual({ command: `latchkey client install -server ${host} -key ${plain.key}` });
-    expect(await cmd(simple.id)).toEqual({ command: `latchkey client install -server ${host} -name web-01 -key ${simple.key}` });
-    expect(await cmd(labelled.id)).toEqual({
-      command: `latchkey client install -server ${host} -name 'Customer ABC – batch 1' -key ${labelled.key}`,
-    });
+    // Tests listen on a free port, not 9443: the command names it.
+    const tail = `-ca-fingerprint ${pin} -mtls-port ${server.mtlsPort}`;
+    expect(await cmd(plain.id)).toEqual({ command: `latchkey client install -server ${host} ${tail} -key ${plain.key}` });
+    // The label is the key's, not every machine's name: a batch of keys shares one.
+    expect(await cmd(labelled.id)).toEqual({ command: `latchkey client install -server ${host} ${tail} -key ${labelled.key}` });
     expect(await cmd(plain.id, "?server=keys.example.com:9000")).toEqual({
-      command: `latchkey client install -server keys.example.com:9000 -key ${plain.key}`,
+      command: `latchkey client install -server keys.example.com:9000 ${tail} -key ${plain.key}`,
     });
-    expect((await cmd(plain.id)).command).toMatch(/^latchkey client install -server \S+:\d+( -name .+)? -key [A-HJKMNP-Z2-9-]{14}$/);
+    expect((await cmd(plain.id)).command).toMatch(
+      /^latchkey client install -server \S+:\d+ -ca-fingerprint [0-9a-f]{64} -mtls-port \d+ -key [A-HJKMNP-Z2-9-]{14}$/,
+    );
     expect((await call(server.url, "GET", "/api/keys/999999/install-command", { token: admin })).status).toBe(404);
   });
 
@@ -797,14 +800,15 @@ describe("keys administration", () => {
       expect(res.text).not.toContain(key.key);
     }
     // An explicit ?server= is used whatever the Host header says; a plain host name is kept.
+    const tail = `-ca-fingerprint ${server.services.ca.caFingerprint()} -mtls-port ${server.mtlsPort} -key ${key.key}`;
     expect(
       (await call(server.url, "GET", `${path}?server=keys.example.com:9000`, { token: admin, headers: { host: "x;id" } })).body.command,
-    ).toBe(`latchkey client install -server keys.example.com:9000 -key ${key.key}`);
+    ).toBe(`latchkey client install -server keys.example.com:9000 ${tail}`);
     expect((await call(server.url, "GET", path, { token: admin, headers: { host: "keys.example.com" } })).body.command).toBe(
-      `latchkey client install -server keys.example.com -key ${key.key}`,
+      `latchkey client install -server keys.example.com ${tail}`,
     );
     expect((await call(server.url, "GET", path, { token: admin, headers: { host: "[::1]:9000" } })).body.command).toBe(
-      `latchkey client install -server [::1]:9000 -key ${key.key}`,
+      `latchkey client install -server [::1]:9000 ${tail}`,
     );
   });
 

@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, te
 import { randomUUID } from "node:crypto";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { KEY_IN_USE_WINDOW_MS } from "../src/core/enrollment/index.ts";
 import { VERSION } from "../src/version.ts";
@@ -34,6 +35,8 @@ setDefaultTimeout(30_000);
 const EXPECTED_REFUSAL = /^Failed to load resource: the server responded with a status of 401 /;
 const KEY = /^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$/;
 const LABEL = "berlin-lab";
+/** The agent names its client after the machine's hostname (the label is the key's). */
+const MACHINE = hostname();
 
 let server: TestServer;
 /** The server's clock runs with real time plus this, to age a key's binding past the "in use" window. */
@@ -125,6 +128,7 @@ describe("enrollment pages", () => {
       "Applications",
       "License keys",
       "Users",
+      "My certificates",
       "Audit log",
     ]);
     await page.getByText("No pre-shared keys yet.").waitFor();
@@ -168,7 +172,10 @@ describe("enrollment pages", () => {
     await copy.getByText("Copied").waitFor();
     const command = await page.evaluate(() => navigator.clipboard.readText());
     const port = new URL(server.url).port;
-    expect(command).toBe(`latchkey client install -server 127.0.0.1:${port} -name ${LABEL} -key ${key}`);
+    const pin = server.services.ca.caFingerprint();
+    expect(command).toBe(
+      `latchkey client install -server 127.0.0.1:${port} -ca-fingerprint ${pin} -mtls-port ${server.mtlsPort} -key ${key}`,
+    );
     const id: number = (await call(server.url, "GET", "/api/keys", { token: adminToken })).body.items.find(
       (k: { key: string }) => k.key === key,
     ).id;
@@ -201,7 +208,7 @@ describe("enrollment pages", () => {
     const agentOut = new Response(agent.stdout).text();
 
     await row.locator(".badge-active", { hasText: "active" }).waitFor();
-    await row.getByRole("link", { name: LABEL }).waitFor();
+    await row.getByRole("link", { name: MACHINE }).waitFor();
     await row.locator("td.num", { hasText: "1" }).waitFor();
     expect(await page.locator(".listing .badge-pending").count()).toBe(2);
     await page.screenshot({ path: "/tmp/enrollment-keys-active.png" });
@@ -224,7 +231,7 @@ describe("enrollment pages", () => {
     // Revoke in the page: confirmation, then the client is disconnected and shows offline.
     await row.getByRole("button", { name: `Revoke key ${key}` }).click();
     const confirmRevoke = page.getByRole("dialog", { name: `Revoke key ${key}?` });
-    await confirmRevoke.getByText(`${LABEL} is disconnected at once`).waitFor();
+    await confirmRevoke.getByText(`${MACHINE} is disconnected at once`).waitFor();
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Cancel");
     await page.screenshot({ path: "/tmp/enrollment-revoke.png" });
     await confirmRevoke.getByRole("button", { name: "Revoke key" }).click();
@@ -273,9 +280,9 @@ describe("enrollment pages", () => {
     await onlineRow.waitFor();
     await clientsPage.getByRole("button", { name: "Clear" }).click();
     await clientsPage.waitForURL(/#\/clients$/);
-    await onlineRow.getByRole("button", { name: `Delete client ${LABEL}` }).click();
-    const confirmClient = clientsPage.getByRole("dialog", { name: `Delete client ${LABEL}?` });
-    await confirmClient.getByText("Its key is revoked and it is disconnected.").waitFor();
+    await onlineRow.getByRole("button", { name: `Delete client ${MACHINE}` }).click();
+    const confirmClient = clientsPage.getByRole("dialog", { name: `Delete client ${MACHINE}?` });
+    await confirmClient.getByText("Its key and certificates are revoked and it is disconnected.").waitFor();
     await confirmClient.getByRole("button", { name: "Delete client" }).click();
     await confirmClient.waitFor({ state: "detached" });
     await clientsPage.getByText("No clients yet.").waitFor();
@@ -319,6 +326,7 @@ describe("enrollment pages", () => {
       "Certificates",
       "Applications",
       "License keys",
+      "My certificates",
     ]);
     expect(await page.getByRole("switch", { name: "Require Authentication Key" }).isDisabled()).toBe(true);
     await page.locator(".listing tbody tr").nth(1).waitFor();

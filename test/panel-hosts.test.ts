@@ -158,6 +158,7 @@ describe("hosts and certificates pages", () => {
       "Applications",
       "License keys",
       "Users",
+      "My certificates",
       "Audit log",
     ]);
     // The empty list says what a host is and how it reports.
@@ -435,6 +436,7 @@ describe("hosts and certificates pages", () => {
       "Certificates",
       "Applications",
       "License keys",
+      "My certificates",
     ]);
     await row(page, "alpha-01.example.com").waitFor();
     expect(await page.locator(".listing tbody tr td.host-name").allTextContents()).toEqual(["alpha-01.example.com"]);
@@ -454,7 +456,7 @@ describe("hosts and certificates pages", () => {
       "alpha-02.example.com",
     ]);
 
-    await nav(page).getByRole("link", { name: "Certificates" }).click();
+    await nav(page).getByRole("link", { name: "Certificates", exact: true }).click();
     await page.getByRole("heading", { name: "Certificates", exact: true }).waitFor();
     await page.getByRole("region", { name: "Root CA" }).getByText("SHA-256 fingerprint").waitFor();
     await page.locator(".listing tbody tr").first().waitFor();
@@ -495,7 +497,7 @@ describe("hosts and certificates pages", () => {
     await bundle.waitFor({ state: "detached" });
     await focusMovesTo(page, "Download bundle for alpha-01.example.com");
 
-    await nav(page).getByRole("link", { name: "Certificates" }).click();
+    await nav(page).getByRole("link", { name: "Certificates", exact: true }).click();
     await page.getByRole("heading", { name: "Certificates", exact: true }).waitFor();
     await page.getByRole("region", { name: "Root CA" }).getByText("SHA-256 fingerprint").waitFor();
     await page.locator(".listing tbody tr").first().waitFor();

@@ -115,6 +115,7 @@ describe("licensing pages", () => {
       "Applications",
       "License keys",
       "Users",
+      "My certificates",
       "Audit log",
     ]);
     await page.getByText("No applications yet.").waitFor();
@@ -313,6 +314,7 @@ describe("licensing pages", () => {
       "Certificates",
       "Applications",
       "License keys",
+      "My certificates",
     ]);
     const row = page.getByRole("row").filter({ hasText: "for vera" });
     await row.getByText("1 / unlimited").waitFor();

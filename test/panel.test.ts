@@ -104,6 +104,7 @@ describe("admin panel", () => {
       "Applications",
       "License keys",
       "Users",
+      "My certificates",
       "Audit log",
     ]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
@@ -152,6 +153,7 @@ describe("admin panel", () => {
       "Certificates",
       "Applications",
       "License keys",
+      "My certificates",
     ]);
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
     await page.getByText("berlin", { exact: true }).waitFor();

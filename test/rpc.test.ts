@@ -198,7 +198,7 @@ describe("rpc/query", () => {
 describe("only registered calls are dispatched", () => {
   const HOSTILE = ["__proto__", "constructor", "toString", "hasOwnProperty", "prototype", "valueOf", "__defineGetter__", "isPrototypeOf"];
   const cases: { label: string; namespace: string; name: string; args: unknown; code: number; wsOnly?: boolean }[] = [
-    { label: "settings/sysadm (not registered yet)", namespace: "settings", name: "sysadm", args: { action: "list_ssl_certs" }, code: 404 },
+    { label: "a sysadm subsystem latchkey has not", namespace: "sysadm", name: "network", args: { action: "list-devices" }, code: 404 },
     { label: "an unknown name in a known namespace", namespace: "rpc", name: "nope", args: {}, code: 404 },
     { label: "an unknown namespace", namespace: "nope", name: "query", args: {}, code: 404 },
     { label: "a known name in the wrong namespace", namespace: "latchkey", name: "query", args: {}, code: 404 },
@@ -268,8 +268,8 @@ describe("only registered calls are dispatched", () => {
           expect((await call(server.url, "PUT", `/${namespace}/${name}`, { token: admin, body: {} })).status).toBe(404);
         }
       }
-      expect((await rpc.request("settings", "sysadm", { action: "list_ssl_certs" })).args.code).toBe(404);
-      expect((await call(server.url, "PUT", "/settings/sysadm", { token: admin, body: { action: "list_ssl_certs" } })).status).toBe(404);
+      expect((await rpc.request("sysadm", "network", { action: "list-devices" })).args.code).toBe(404);
+      expect((await call(server.url, "PUT", "/sysadm/network", { token: admin, body: { action: "list-devices" } })).status).toBe(404);
       expect((await exchange(rpc, pollute)).name).toBe("response");
       const own = '{"namespace":"latchkey","name":"users","id":"q","args":{"action":"list","__proto__":{"polluted":true}}}';
       expect(await exchange(rpc, own)).toMatchObject({ id: "q", name: "error", args: { code: 400, field: "args.__proto__" } });
@@ -280,7 +280,7 @@ describe("only registered calls are dispatched", () => {
     expect(Object.prototype).not.toHaveProperty("polluted");
     const metrics = (await call(server.url, "GET", "/metrics")).text;
     for (const h of HOSTILE) expect(metrics).not.toContain(h);
-    expect(metrics).not.toContain("settings/sysadm");
+    expect(metrics).not.toContain("sysadm/network");
   });
 });
 

@@ -172,8 +172,14 @@ export class RpcClient {
     });
   }
 
-  static async connect(url: string, headers?: Record<string, string>): Promise<RpcClient> {
-    const ws = new WebSocket(url, headers ? ({ headers } as unknown as string[]) : undefined);
+  /** `tls`: Bun's client TLS options for a wss:// URL (`ca`, and `cert` + `key` to present a client certificate). */
+  static async connect(
+    url: string,
+    headers?: Record<string, string>,
+    tls?: { ca?: string; cert?: string; key?: string },
+  ): Promise<RpcClient> {
+    const options = { ...(headers ? { headers } : {}), ...(tls ? { tls } : {}) };
+    const ws = new WebSocket(url, headers || tls ? (options as unknown as string[]) : undefined);
     await new Promise<void>((resolve, reject) => {
       ws.onopen = () => resolve();
       ws.onerror = () => reject(new Error(`cannot connect to ${url}`));

@@ -16,6 +16,8 @@ export interface FieldOptions {
   placeholder?: string;
   /** Makes the field a <select> with these choices. */
   choices?: readonly { value: string; label: string }[];
+  /** Makes the field a <textarea> of this many rows (for pasted text such as a PEM certificate). */
+  rows?: number;
   /** The id of a <datalist> of suggestions. */
   list?: string;
 }
@@ -31,20 +33,35 @@ export function field(options: FieldOptions): HTMLDivElement {
         { id, name: options.name, "aria-describedby": described },
         ...options.choices.map((c) => h("option", { value: c.value, selected: c.value === options.value }, c.label)),
       )
-    : h("input", {
-        id,
-        name: options.name,
-        type: options.type ?? "text",
-        value: options.value,
-        required: options.required,
-        autocomplete: options.autocomplete ?? "off",
-        minlength: options.minlength,
-        maxlength: options.maxlength,
-        placeholder: options.placeholder,
-        list: options.list,
-        spellcheck: options.type === "password" ? undefined : "false",
-        "aria-describedby": described,
-      });
+    : options.rows
+      ? h(
+          "textarea",
+          {
+            id,
+            name: options.name,
+            rows: options.rows,
+            required: options.required,
+            maxlength: options.maxlength,
+            placeholder: options.placeholder,
+            spellcheck: "false",
+            "aria-describedby": described,
+          },
+          options.value ?? "",
+        )
+      : h("input", {
+          id,
+          name: options.name,
+          type: options.type ?? "text",
+          value: options.value,
+          required: options.required,
+          autocomplete: options.autocomplete ?? "off",
+          minlength: options.minlength,
+          maxlength: options.maxlength,
+          placeholder: options.placeholder,
+          list: options.list,
+          spellcheck: options.type === "password" ? undefined : "false",
+          "aria-describedby": described,
+        });
   return h(
     "div",
     { class: "field", "data-field": options.name },
@@ -58,7 +75,9 @@ export function field(options: FieldOptions): HTMLDivElement {
 /** The trimmed value of a named control. */
 export function value(form: HTMLFormElement, name: string): string {
   const control = form.elements.namedItem(name);
-  return control instanceof HTMLInputElement || control instanceof HTMLSelectElement ? control.value.trim() : "";
+  return control instanceof HTMLInputElement || control instanceof HTMLSelectElement || control instanceof HTMLTextAreaElement
+    ? control.value.trim()
+    : "";
 }
 
 /** "berlin, lab , berlin" → ["berlin", "lab"] */

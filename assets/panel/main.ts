@@ -10,6 +10,7 @@ import "./pages/certificates.ts";
 import "./pages/applications.ts";
 import "./pages/licenses.ts";
 import "./pages/users.ts";
+import "./pages/my-certificates.ts";
 import "./pages/audit.ts";
 import { Shell } from "./shell.ts";
 

@@ -8,6 +8,7 @@ import type { CertificateKind, CertificateView, RevocationReason, RootView } fro
 import type { ClientView, KeyList, KeyView } from "../../src/core/enrollment/index.ts";
 import type { HostBundle, HostView } from "../../src/core/hosts.ts";
 import type { ActivationView, AppView, LicenseView } from "../../src/core/licensing/index.ts";
+import type { UserCertificateView } from "../../src/core/user-certificates.ts";
 import type { Role } from "../../src/db/users.ts";
 
 export type { Role };
@@ -79,3 +80,6 @@ export type Certificate = CertificateView;
 /** `GET /api/ca`: the root CA (never its key). */
 export type RootCertificate = RootView;
 export type { CertificateKind, RevocationReason };
+
+/** `GET /api/me/certificates`, `GET /api/user-certificates`: a certificate a user signs in with (`rpc/auth_ssl`). */
+export type UserCertificate = UserCertificateView;

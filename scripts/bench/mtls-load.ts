@@ -3,7 +3,7 @@
  * HTTP/1.1 over TLS with a client certificate, which Debian's wrk and bombardier cannot send.
  *
  *   bun scripts/bench/mtls-load.ts --url https://127.0.0.1:PORT/api/hosts/HOST/client
- *       --cert client.pem --key client.key --ca ca.pem [--connections 64] [--duration 10]
+ *       (--cert client.pem --key client.key | --certs DIR) --ca ca.pem [--connections 64] [--duration 10]
  *       [--mode keepalive|handshakes] [--body JSON] [--workers 1] [--pipeline 1] [--warmup 0]
  *       [--timeout 5] [--servername NAME] [--server-pid PID]
  *
@@ -23,6 +23,16 @@
  *   given one with setSession); `resumedSessions` counts any the server resumed anyway, so a run
  *   shows that it measured full handshakes. The rate is new connections per second.
  *
+ * --certs DIR (instead of --cert and --key): many client certificates, each used for one
+ * connection only, so that a server that caches its verification of a certificate sees every one
+ * for the first time (a cold cache). DIR holds bundles as `latchkey host bundle` writes them,
+ * `HOST_https.pem` and `HOST_https.key` (other files are ignored); they are taken in the order of
+ * their names, and `{host}` in --url stands for the HOST of each connection's certificate. Every
+ * new connection, in the warm-up too, takes the next unused one; once none is left no connection
+ * is started, and the measured window ends when the last connection has its answer (or at
+ * --duration, whichever comes first): `certs` in the report says how many were used and whether
+ * they ran out. Workers share them out by position (worker i of N takes every Nth from the ith).
+ *
  * --workers N runs N child processes of this script, each with its share of the connections,
  * started and stopped together (over their stdin), with their counts summed and their latency
  * histograms merged: one Bun process may not saturate the server. --warmup S sends load for S
@@ -35,8 +45,9 @@
  * arguments.
  */
 import type { Socket, SocketHandler, Subprocess } from "bun";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 
 const MODES = ["keepalive", "handshakes"] as const;
@@ -45,8 +56,13 @@ type Mode = (typeof MODES)[number];
 /** What a run needs; a worker process gets it as JSON, with its share of the connections. */
 interface Config {
   url: string;
-  certFile: string;
-  keyFile: string;
+  /** One client certificate for every connection; null with certsDir. */
+  certFile: string | null;
+  keyFile: string | null;
+  /** A directory of bundles, each certificate used for one connection only; null with certFile. */
+  certsDir: string | null;
+  /** Which of certsDir's certificates are this worker's: every `count`th from the `index`th. */
+  certsShard: { index: number; count: number };
   caFile: string;
   servername: string | null;
   connections: number;
@@ -68,7 +84,7 @@ export const DEFAULT_BODY = JSON.stringify({
 });
 
 const USAGE =
-  "usage: bun scripts/bench/mtls-load.ts --url https://HOST:PORT/PATH --cert FILE --key FILE --ca FILE\n" +
+  "usage: bun scripts/bench/mtls-load.ts --url https://HOST:PORT/PATH (--cert FILE --key FILE | --certs DIR) --ca FILE\n" +
   "       [--connections 64] [--duration 10] [--mode keepalive|handshakes] [--body JSON] [--workers 1]\n" +
   "       [--pipeline 1] [--warmup 0] [--timeout 5] [--servername NAME] [--server-pid PID]";
 
@@ -95,6 +111,15 @@ function pemFile(name: string, path: string | undefined, kind: RegExp): string {
   return path;
 }
 
+/** The bundles in a --certs directory, in the order of their names: `HOST_https.pem` with its `HOST_https.key`. */
+export function certificateFiles(dir: string): { host: string; cert: string; key: string }[] {
+  const names = new Set(readdirSync(dir));
+  return [...names]
+    .filter((name) => name.endsWith("_https.pem") && names.has(name.replace(/\.pem$/, ".key")))
+    .sort()
+    .map((name) => ({ host: name.slice(0, -"_https.pem".length), cert: join(dir, name), key: join(dir, name.replace(/\.pem$/, ".key")) }));
+}
+
 function readConfig(argv: string[]): Config {
   let parsed;
   try {
@@ -104,6 +129,7 @@ function readConfig(argv: string[]): Config {
         url: { type: "string" },
         cert: { type: "string" },
         key: { type: "string" },
+        certs: { type: "string" },
         ca: { type: "string" },
         servername: { type: "string" },
         connections: { type: "string" },
@@ -140,10 +166,24 @@ function readConfig(argv: string[]): Config {
     throw new UsageError(`--body is not JSON: ${(error as Error).message}`);
   }
   if (Buffer.byteLength(body) > 1 << 20) throw new UsageError("--body is over 1 MiB");
+  if (values.certs !== undefined && (values.cert !== undefined || values.key !== undefined)) {
+    throw new UsageError("--certs takes the place of --cert and --key: give one or the other");
+  }
+  if (values.certs !== undefined) {
+    let count: number;
+    try {
+      count = certificateFiles(values.certs).length;
+    } catch (error) {
+      throw new UsageError(`--certs ${values.certs}: ${(error as Error).message}`);
+    }
+    if (count === 0) throw new UsageError(`--certs ${values.certs} holds no HOST_https.pem with its HOST_https.key`);
+  }
   const config: Config = {
     url: url.href,
-    certFile: pemFile("cert", values.cert, /CERTIFICATE/),
-    keyFile: pemFile("key", values.key, /PRIVATE KEY/),
+    certFile: values.certs === undefined ? pemFile("cert", values.cert, /CERTIFICATE/) : null,
+    keyFile: values.certs === undefined ? pemFile("key", values.key, /PRIVATE KEY/) : null,
+    certsDir: values.certs ?? null,
+    certsShard: { index: 0, count: 1 },
     caFile: pemFile("ca", values.ca, /CERTIFICATE/),
     servername: values.servername ?? null,
     connections: num("connections", values.connections, 64, 1, 20_000, true),
@@ -286,6 +326,8 @@ interface WorkerResult {
   handshake: HistogramJson;
   /** keepalive: connections whose handshake completed before the clock started. */
   connected: number;
+  /** --certs: this worker's share, how many it took (a connection each, the warm-up's too), and whether they ran out. */
+  certs: { total: number; used: number; exhausted: boolean } | null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,6 +424,8 @@ class Conn {
   constructor(
     readonly slot: number,
     pipeline: number,
+    /** The client certificate it presents, and the requests for its host. */
+    readonly identity: Identity,
   ) {
     this.sentAt = new Float64Array(pipeline);
   }
@@ -389,13 +433,25 @@ class Conn {
 
 const noop = () => {};
 
+/** A client certificate (Bun.connect's `tls`) and the requests that go with it (its host is in their path). */
+interface Identity {
+  tls: Record<string, unknown>;
+  /** requests[k] = k keep-alive requests back to back (k = 1..pipeline). */
+  requests: Buffer[];
+  /** One request with `Connection: close` (handshakes mode). */
+  closing: Buffer;
+}
+
 class Engine {
   private readonly hostname: string;
   private readonly port: number;
-  private readonly tls: Record<string, unknown>;
-  /** requests[k] = k keep-alive requests back to back (k = 1..pipeline). */
-  private readonly requests: Buffer[] = [];
-  private readonly closingRequest: Buffer;
+  /** --cert: the one identity of every connection; --certs: one per certificate, each used once, in order. */
+  private readonly identities: Identity[];
+  private nextIdentity = 0;
+  /** --certs: none left, and every connection that had one is over. */
+  drained: Promise<void>;
+  private drainedAt: number | null = null;
+  private markDrained: () => void = noop;
   private readonly parsed: Parsed = { status: 0, close: false };
   private readonly conns: (Conn | undefined)[] = [];
   private readonly handlers: SocketHandler<Conn>;
@@ -412,22 +468,33 @@ class Engine {
     const url = new URL(config.url);
     this.hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
     this.port = url.port === "" ? 443 : Number(url.port);
-    const target = `${url.pathname}${url.search}`;
     const body = Buffer.from(config.body);
-    const head = (extra: string) =>
-      `POST ${target} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${body.length}\r\n${extra}\r\n`;
-    const one = Buffer.concat([Buffer.from(head("")), body]);
-    this.requests.push(Buffer.alloc(0));
-    for (let k = 1; k <= config.pipeline; k++) this.requests.push(Buffer.concat(Array.from({ length: k }, () => one)));
-    this.closingRequest = Buffer.concat([Buffer.from(head("Connection: close\r\n")), body]);
-    this.tls = {
-      cert: readFileSync(config.certFile, "utf8"),
-      key: readFileSync(config.keyFile, "utf8"),
-      ca: readFileSync(config.caFile, "utf8"),
-      rejectUnauthorized: true,
-      ...(config.servername === null ? {} : { serverName: config.servername }),
+    const ca = readFileSync(config.caFile, "utf8");
+    const identity = (cert: string, key: string, host: string | null): Identity => {
+      // `{host}` in --url (percent-encoded by URL) is the certificate's host.
+      const target = `${url.pathname}${url.search}`.replace(/%7Bhost%7D|\{host\}/gi, host ?? "{host}");
+      const head = (extra: string) =>
+        `POST ${target} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\n${extra}\r\n`;
+      const one = Buffer.concat([Buffer.from(head("")), body]);
+      const requests = [Buffer.alloc(0)];
+      for (let k = 1; k <= config.pipeline; k++) requests.push(k === 1 ? one : Buffer.concat(Array.from({ length: k }, () => one)));
+      return {
+        tls: { cert, key, ca, rejectUnauthorized: true, ...(config.servername === null ? {} : { serverName: config.servername }) },
+        requests,
+        closing: Buffer.concat([Buffer.from(head("Connection: close\r\n")), body]),
+      };
     };
+    if (config.certsDir === null) {
+      this.identities = [identity(readFileSync(config.certFile!, "utf8"), readFileSync(config.keyFile!, "utf8"), null)];
+      this.drained = new Promise(noop);
+    } else {
+      const { index, count } = config.certsShard;
+      this.identities = certificateFiles(config.certsDir)
+        .filter((_, i) => i % count === index)
+        .map((file) => identity(readFileSync(file.cert, "utf8"), readFileSync(file.key, "utf8"), file.host));
+      this.drained = new Promise((resolve) => (this.markDrained = resolve));
+    }
     this.handlers = config.mode === "keepalive" ? this.keepAliveHandlers() : this.handshakeHandlers();
   }
 
@@ -491,7 +558,8 @@ class Engine {
   }
 
   stop(): WorkerResult {
-    const seconds = (performance.now() - this.stats.startedAt) / 1000;
+    // With --certs, the window ends when the last certificate's connection did, if that came first.
+    const seconds = Math.max(0, ((this.drainedAt ?? performance.now()) - this.stats.startedAt) / 1000);
     this.running = false;
     this.stopped = true;
     clearInterval(this.sweeper);
@@ -509,14 +577,32 @@ class Engine {
       latency: s.latency.toJSON(),
       handshake: s.handshake.toJSON(),
       connected: this.connected,
+      certs:
+        this.config.certsDir === null
+          ? null
+          : { total: this.identities.length, used: this.nextIdentity, exhausted: this.nextIdentity >= this.identities.length },
     };
   }
 
   private connect(slot: number): void {
     if (this.stopped) return;
-    const conn = new Conn(slot, this.config.pipeline);
+    let identity: Identity;
+    if (this.config.certsDir === null) identity = this.identities[0]!;
+    else if (this.nextIdentity < this.identities.length) {
+      identity = this.identities[this.nextIdentity++]!;
+    } else return this.outOfCertificates();
+    const conn = new Conn(slot, this.config.pipeline, identity);
     this.conns[slot] = conn;
-    Bun.connect<Conn>({ hostname: this.hostname, port: this.port, tls: this.tls, data: conn, socket: this.handlers }).catch(noop);
+    Bun.connect<Conn>({ hostname: this.hostname, port: this.port, tls: identity.tls, data: conn, socket: this.handlers }).catch(noop);
+  }
+
+  /** --certs: a connection that would have started had a certificate been left; the last one over ends the run. */
+  private outOfCertificates(): void {
+    if (!this.running && this.firstConnectionsLeft > 0 && --this.firstConnectionsLeft === 0) this.firstConnectionsDone();
+    if (this.drainedAt === null && this.conns.every((conn) => conn === undefined || conn.settled)) {
+      this.drainedAt = performance.now();
+      this.markDrained();
+    }
   }
 
   /** A failed connection: counted once, then replaced (after a pause when it never connected, so as not to spin). */
@@ -556,7 +642,7 @@ class Engine {
     const now = performance.now();
     const ring = conn.sentAt.length;
     for (let i = 0; i < count; i++) conn.sentAt[(conn.head + conn.inFlight++) % ring] = now;
-    this.write(socket, conn, this.requests[count]!);
+    this.write(socket, conn, conn.identity.requests[count]!);
   }
 
   /** Shared by both modes: whatever ends a connection that did not end on purpose. */
@@ -669,7 +755,7 @@ class Engine {
         const conn = socket.data;
         conn.inFlight = 1;
         conn.sentAt[0] = performance.now();
-        this.write(socket, conn, this.closingRequest);
+        this.write(socket, conn, conn.identity.closing);
       },
       data: (socket, chunk) => {
         const conn = socket.data;
@@ -730,6 +816,8 @@ function machineBusyUs(): number | null {
 interface Worker {
   /** The connect phase is over. */
   ready: Promise<{ connected: number; errors: Record<string, number> }>;
+  /** --certs: every certificate was used and every connection is over (never, without --certs). */
+  drained: Promise<void>;
   go(): void;
   measure(): void;
   stop(): Promise<WorkerResult>;
@@ -742,6 +830,7 @@ function inProcessWorker(config: Config): Worker {
   const engine = new Engine(config);
   return {
     ready: engine.start(),
+    drained: engine.drained,
     go: () => engine.go(),
     measure: () => engine.measure(),
     stop: async () => engine.stop(),
@@ -769,14 +858,30 @@ function childWorker(config: Config, index: number): Worker {
     stdout: "pipe",
     stderr: "inherit",
   });
-  const lines = jsonLines(child.stdout);
-  const next = async (event: string) => {
-    const line = await lines.next();
-    if (line.done || line.value.event !== event) {
+  // Its lines, by event ("ready", "drained", "result"), in whatever order they come.
+  const events = new Map<string, { promise: Promise<Record<string, unknown>>; resolve: (line: Record<string, unknown>) => void }>();
+  const slot = (event: string) => {
+    let entry = events.get(event);
+    if (entry === undefined) {
+      let resolve!: (line: Record<string, unknown>) => void;
+      const promise = new Promise<Record<string, unknown>>((r) => (resolve = r));
+      entry = { promise, resolve };
+      events.set(event, entry);
+    }
+    return entry;
+  };
+  const reading = (async () => {
+    for await (const line of jsonLines(child.stdout)) slot(String(line.event)).resolve(line);
+  })();
+  reading.catch(noop);
+  const next = async (event: string): Promise<Record<string, unknown>> => {
+    // A line that came before the end wins the race: its promise was settled first.
+    const line = await Promise.race([slot(event).promise, reading.then(() => null)]);
+    if (line === null) {
       child.kill();
       throw new Error(`worker ${index} exited (${await child.exited}) without its ${event} line`);
     }
-    return line.value;
+    return line;
   };
   const say = (word: string) => {
     child.stdin.write(`${word}\n`);
@@ -784,6 +889,8 @@ function childWorker(config: Config, index: number): Worker {
   };
   return {
     ready: next("ready").then((line) => ({ connected: Number(line.connected), errors: line.errors as Record<string, number> })),
+    // Not raced against the end of the worker: a worker that dies is reported by stop().
+    drained: slot("drained").promise.then(noop),
     go: () => say("go"),
     measure: () => say("measure"),
     stop: async () => {
@@ -800,6 +907,7 @@ async function workerMain(config: Config): Promise<void> {
   const engine = new Engine(config);
   const ready = await engine.start();
   process.stdout.write(`${JSON.stringify({ event: "ready", ...ready })}\n`);
+  void engine.drained.then(() => process.stdout.write(`${JSON.stringify({ event: "drained" })}\n`));
   for await (const line of console) {
     const word = line.trim();
     if (word === "go") engine.go();
@@ -846,6 +954,11 @@ export interface LoadReport {
   tlsVersions: Record<string, number>;
   /** keepalive: connections open when the load started. */
   connected: number | null;
+  /**
+   * --certs: the certificates there were, how many were taken (one per connection started, in the
+   * warm-up too), and whether they ran out (then the window ended with the last answer).
+   */
+  certs: { dir: string; total: number; used: number; exhausted: boolean } | null;
   cpu: {
     cores: number;
     generatorPercent: number | null;
@@ -873,7 +986,8 @@ async function main(config: Config): Promise<number> {
     else {
       for (let i = 0; i < config.workers; i++) {
         const share = Math.floor(config.connections / config.workers) + (i < config.connections % config.workers ? 1 : 0);
-        workers.push(childWorker({ ...config, connections: share, workers: 1, serverPid: null }, i));
+        const certsShard = { index: i, count: config.workers };
+        workers.push(childWorker({ ...config, connections: share, workers: 1, serverPid: null, certsShard }, i));
       }
     }
     const ready = await Promise.all(workers.map((w) => w.ready));
@@ -888,7 +1002,8 @@ async function main(config: Config): Promise<number> {
     });
     for (const w of workers) w.measure();
     const before = cpu();
-    await Bun.sleep(config.duration * 1000);
+    // With --certs, the run may end sooner: when every worker's certificates are used up.
+    await Promise.race([Bun.sleep(config.duration * 1000), Promise.all(workers.map((w) => w.drained))]);
     const stops = workers.map((w) => w.stop());
     const after = cpu();
     const results = await Promise.all(stops);
@@ -939,6 +1054,15 @@ async function main(config: Config): Promise<number> {
       resumedSessions: results.reduce((n, r) => n + r.resumedSessions, 0),
       tlsVersions,
       connected: config.mode === "keepalive" ? ready.reduce((n, r) => n + r.connected, 0) : null,
+      certs:
+        config.certsDir === null
+          ? null
+          : {
+              dir: config.certsDir,
+              total: results.reduce((n, r) => n + (r.certs?.total ?? 0), 0),
+              used: results.reduce((n, r) => n + (r.certs?.used ?? 0), 0),
+              exhausted: results.every((r) => r.certs?.exhausted === true),
+            },
       cpu: {
         cores: availableParallelism(),
         /** Generator CPU in % of one core, all workers together; 100 × workers means every worker was saturated. */

@@ -13,7 +13,15 @@
  *   on each; the SPEC's ratio is latchkey's req/s over the baseline's;
  * - handshakes: every report on a new connection (TCP, a full TLS 1.3 handshake with the client
  *   certificate, no resumption, one report, close); the SPEC's floor is 1,000 new connections/s.
- *   The baseline row is there to show what Bun's TLS itself allows on the machine.
+ *   Every connection presents the same certificate, so the listener's verification of it is
+ *   cached after the first (a warm cache). The baseline row is there to show what Bun's TLS itself
+ *   allows on the machine.
+ * - cold handshakes (when `server.coldCerts` is given): the same, but every connection presents a
+ *   certificate the listener has not seen yet (`mtls-load.ts --certs DIR`: one bundle per
+ *   registered host, each used once, `{host}` in the URL its own), so each one is verified in full.
+ *   A run ends after --duration or when its directory's certificates are used up, whichever comes
+ *   first, and has no warm-up (that would use certificates up); latchkey's run i takes directory i,
+ *   which must be fresh. The baseline, which caches nothing, takes the first directory every time.
  *
  * Both servers get the same client certificate, and Bun's TLS layer of both checks it against the
  * same root. The baseline presents the listener's own certificate when `server.serverCert` gives
@@ -29,9 +37,13 @@
  * Standalone, to check this file and the generator without the listener (the baseline stands in
  * for latchkey, so the ratio should come out near 100%), or to measure a listener by hand:
  *
- *   bun scripts/bench/mtls.ts --self-test [--duration 5] [--warmup 1] [--repeat 1] [--connections 64] [--workers 1]
+ *   bun scripts/bench/mtls.ts --self-test [--cold N] [--duration 5] [--warmup 1] [--repeat 1] [--connections 64] [--workers 1]
  *   bun scripts/bench/mtls.ts --url https://127.0.0.1:PORT/api/hosts/HOST/client --cert host.pem --key host.key
- *                             --ca root.pem --pid SERVER_PID [--server-cert listener.pem --server-key listener.key] [...]
+ *                             --ca root.pem --pid SERVER_PID [--server-cert listener.pem --server-key listener.key]
+ *                             [--cold-certs DIR ...] [...]
+ *
+ * --cold N (self-test): N client certificates per run made with openssl for the cold runs;
+ * --cold-certs DIR (once per run): bundles the listener has not seen (see `coldCerts`).
  */
 import type { Subprocess } from "bun";
 import { X509Certificate } from "node:crypto";
@@ -39,7 +51,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_BODY, type LoadReport } from "./mtls-load.ts";
+import { certificateFiles, DEFAULT_BODY, type LoadReport } from "./mtls-load.ts";
 
 const LOAD_SCRIPT = join(import.meta.dir, "mtls-load.ts");
 const BASELINE_SCRIPT = join(import.meta.dir, "mtls-baseline.ts");
@@ -77,6 +89,12 @@ export interface MtlsServer {
   certs: MtlsCerts;
   /** The listener's own certificate and key (PEM files), for the baseline to present too. */
   serverCert?: { cert: string; key: string };
+  /**
+   * Directories of bundles (`HOST_https.pem` / `HOST_https.key`, each for its own registered
+   * host) the listener has never seen, at least `repeat` of them: the cold-cache runs. Their
+   * certificates chain to `certs.ca`.
+   */
+  coldCerts?: string[];
 }
 
 export interface MtlsContext {
@@ -126,6 +144,8 @@ export interface MtlsVerdict {
 export interface MtlsMeasurement {
   keepalive: MtlsRow;
   handshakes: MtlsRow;
+  /** With `server.coldCerts`: new connections, each with a certificate the listener has not seen. */
+  coldHandshakes: MtlsRow | null;
   targets: MtlsVerdict[];
   problems: string[];
   notes: string[];
@@ -292,6 +312,46 @@ export function makeServerCertificate(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Certificates for the cold runs: one bundle per host, issued by latchkey over its REST API.
+
+/**
+ * Registers each of `hosts` (`POST /api/hosts`) and issues it a bundle (`POST
+ * /api/hosts/{host}/bundle`) on the server at `apiUrl` with an admin's bearer `token`, and
+ * writes the bundles into `dir` as `latchkey host bundle` would (`HOST_https.pem`,
+ * `HOST_https.key`, `rootCA.pem`). `concurrency` requests at once. Returns the seconds it took.
+ */
+export async function issueHostBundles(apiUrl: string, token: string, hosts: string[], dir: string, concurrency = 4): Promise<number> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+  const started = performance.now();
+  let next = 0;
+  let ca: string | undefined;
+  const post = async (path: string, body?: unknown) => {
+    const response = await fetch(`${apiUrl}${path}`, {
+      method: "POST",
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    if (response.status !== 201) throw new Error(`POST ${path} answered ${response.status}: ${text.slice(0, 300)}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  };
+  const worker = async () => {
+    while (next < hosts.length) {
+      const host = hosts[next++]!;
+      await post("/api/hosts", { hostname: host });
+      const bundle = (await post(`/api/hosts/${host}/bundle`)) as { hostname: string; certificate: string; key: string; ca: string };
+      writeFileSync(join(dir, `${bundle.hostname}_https.pem`), bundle.certificate, { mode: 0o644 });
+      writeFileSync(join(dir, `${bundle.hostname}_https.key`), bundle.key, { mode: 0o600 });
+      ca ??= bundle.ca;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, hosts.length) }, worker));
+  if (ca !== undefined) writeFileSync(join(dir, "rootCA.pem"), ca, { mode: 0o644 });
+  return (performance.now() - started) / 1000;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The generator.
 
 interface LoadTarget {
@@ -305,15 +365,16 @@ interface LoadTarget {
 async function runLoad(
   spawn: NonNullable<MtlsContext["spawn"]>,
   target: LoadTarget,
-  client: MtlsCerts,
+  client: MtlsCerts | { dir: string },
   mode: "keepalive" | "handshakes",
   options: MtlsOptions,
   log: string,
 ): Promise<MtlsRunResult> {
+  const identity = "dir" in client ? ["--certs", client.dir] : ["--cert", client.cert, "--key", client.key];
   const cmd = [
     process.execPath,
     LOAD_SCRIPT,
-    ...["--url", target.url, "--cert", client.cert, "--key", client.key, "--ca", target.ca],
+    ...["--url", target.url, ...identity, "--ca", target.ca],
     ...["--mode", mode, "--connections", String(options.connections), "--workers", String(options.workers ?? 1)],
     ...["--duration", String(options.duration), "--warmup", String(options.warmup), "--server-pid", String(target.pid)],
   ];
@@ -350,6 +411,7 @@ function toRunResult(report: LoadReport, name: string): MtlsRunResult {
   const errors = Object.entries(report.errors)
     .map(([kind, n]) => `${n} ${kind}`)
     .join(", ");
+  const certs = report.certs;
   return {
     requestsPerSecond: report.requestsPerSecond,
     requests: report.requests,
@@ -365,6 +427,7 @@ function toRunResult(report: LoadReport, name: string): MtlsRunResult {
     scriptLines: [
       `mtls-load.ts: ${name}, ${report.mode}, generator ${workers} of a core (${cpu.generatorUsPerRequest ?? "n/a"} µs/request), ` +
         `server ${cpu.serverPercent ?? "n/a"}% of a core, ${report.reconnects} reconnects, ${report.resumedSessions} resumed sessions` +
+        (certs ? `, ${certs.used} of ${certs.total} new certificates in ${report.seconds} s${certs.exhausted ? " (all used)" : ""}` : "") +
         (errors ? `, errors: ${errors}` : ""),
     ],
     otherCpuPercent: cpu.otherPercent,
@@ -412,6 +475,16 @@ export async function measureMtls(options: MtlsOptions, server: MtlsServer, cont
   for (const file of [server.certs.ca, server.certs.cert, server.certs.key, server.serverCert?.cert, server.serverCert?.key]) {
     if (file !== undefined && !existsSync(file)) throw new Error(`mtls: no such file: ${file}`);
   }
+  const cold = server.coldCerts;
+  // The cold runs' URL: the same route, for the host of each connection's certificate.
+  const coldPath = url.pathname.replace(/^\/api\/hosts\/[^/]+\/client$/, "/api/hosts/{host}/client");
+  if (cold !== undefined) {
+    if (cold.length < options.repeat) throw new Error(`mtls: ${options.repeat} cold runs need as many directories (got ${cold.length})`);
+    if (coldPath === url.pathname) throw new Error(`mtls: cold runs need the report route, /api/hosts/HOST/client (got ${url.pathname})`);
+    for (const dir of cold) {
+      if (certificateFiles(dir).length === 0) throw new Error(`mtls: ${dir} holds no HOST_https.pem with its HOST_https.key`);
+    }
+  }
 
   const probe = await probeReport(server.url, server.certs, server.certs.ca);
   if (probe.status !== 200) {
@@ -443,7 +516,7 @@ export async function measureMtls(options: MtlsOptions, server: MtlsServer, cont
       baseline: { url: baselineUrl, ca: baselineTls.verify, pid: baseline.child.pid, name: "baseline" },
     };
     const workers = options.workers ?? 1;
-    const rows: Record<"keepalive" | "handshakes", MtlsRow> = {
+    const rows: Record<"keepalive" | "handshakes" | "coldHandshakes", MtlsRow> = {
       keepalive: {
         scenario: "POST /api/hosts/{host}/client (mTLS keep-alive)",
         description: `host report, client certificate, ${options.connections} keep-alive TLS connections, ${workers} generator process(es)`,
@@ -451,8 +524,18 @@ export async function measureMtls(options: MtlsOptions, server: MtlsServer, cont
         baselineRuns: [],
       },
       handshakes: {
-        scenario: "new mTLS connections (handshake + report)",
-        description: `a full TLS handshake with a client certificate and one report per connection, ${options.connections} at once`,
+        scenario: "new mTLS connections, warm cert cache",
+        description:
+          `a full TLS handshake and one report per connection, ${options.connections} at once, ` +
+          "every connection with the same client certificate (verified once, then cached)",
+        runs: [],
+        baselineRuns: [],
+      },
+      coldHandshakes: {
+        scenario: "new mTLS connections, cold cert cache",
+        description:
+          `a full TLS handshake and one report per connection, ${options.connections} at once, ` +
+          "every connection with a client certificate of its own that the listener has not seen (one per registered host)",
         runs: [],
         baselineRuns: [],
       },
@@ -469,34 +552,76 @@ export async function measureMtls(options: MtlsOptions, server: MtlsServer, cont
         }
       }
     }
-    return { ...rows, ...judge(rows.keepalive, rows.handshakes) };
+    if (cold !== undefined) {
+      const coldTarget = (target: LoadTarget): LoadTarget => {
+        const coldUrl = new URL(target.url);
+        coldUrl.pathname = coldPath;
+        return { ...target, url: coldUrl.href };
+      };
+      say(`mTLS cold cache: ${options.repeat} × (up to ${options.duration} s, no warm-up) on latchkey, then on the baseline`);
+      for (let i = 0; i < options.repeat; i++) {
+        for (const [name, results, dir] of [
+          ["latchkey", rows.coldHandshakes.runs, cold[i]!],
+          ["baseline", rows.coldHandshakes.baselineRuns, cold[0]!],
+        ] as const) {
+          const log = join(context.work, `mtls-load-cold-${name}-${i + 1}.log`);
+          const coldOptions = { ...options, warmup: 0 };
+          results.push(await runLoad(spawn, coldTarget(targets[name]), { dir }, "handshakes", coldOptions, log));
+        }
+      }
+    }
+    const coldRow = cold === undefined ? null : rows.coldHandshakes;
+    return {
+      keepalive: rows.keepalive,
+      handshakes: rows.handshakes,
+      coldHandshakes: coldRow,
+      ...judge(rows.keepalive, rows.handshakes, coldRow),
+    };
   } finally {
     await stop(baseline.child);
   }
 }
 
 /** SPEC §10's two numbers, and what makes a run doubtful. */
-function judge(keepalive: MtlsRow, handshakes: MtlsRow): Pick<MtlsMeasurement, "targets" | "problems" | "notes"> {
+function judge(
+  keepalive: MtlsRow,
+  handshakes: MtlsRow,
+  coldHandshakes: MtlsRow | null,
+): Pick<MtlsMeasurement, "targets" | "problems" | "notes"> {
   const rate = (runs: MtlsRunResult[]) => median(runs.map((r) => r.requestsPerSecond));
   const ratio = rate(keepalive.runs) / rate(keepalive.baselineRuns);
-  const connections = rate(handshakes.runs);
+  const newConnections = (row: MtlsRow, cache: string): MtlsVerdict => ({
+    target: `new mTLS connections ≥ 1,000/s (${cache})`,
+    measured: `${thousands(rate(row.runs))}/s (baseline ${thousands(rate(row.baselineRuns))}/s)`,
+    met: rate(row.runs) >= 1000,
+  });
   const targets: MtlsVerdict[] = [
     {
       target: "mTLS host reports (keep-alive) ≥ 60% of bare Bun.serve TLS + requestCert",
       measured: `${(ratio * 100).toFixed(0)}% (${thousands(rate(keepalive.runs))} vs ${thousands(rate(keepalive.baselineRuns))} req/s)`,
       met: ratio >= 0.6,
     },
-    {
-      target: "new mTLS connections ≥ 1,000/s",
-      measured: `${thousands(connections)}/s (baseline ${thousands(rate(handshakes.baselineRuns))}/s)`,
-      met: connections >= 1000,
-    },
+    newConnections(handshakes, "warm certificate cache"),
+    ...(coldHandshakes ? [newConnections(coldHandshakes, "cold certificate cache")] : []),
   ];
   const problems: string[] = [];
   const notes: string[] = [];
+  if (coldHandshakes) {
+    for (const run of coldHandshakes.runs) {
+      const certs = run.generator.certs;
+      // Each connection of the window took a certificate of its own: more answers than that cannot be.
+      if (certs === null || certs.used < run.requests) {
+        problems.push(`mTLS cold cache: ${run.requests} answers from ${certs?.used ?? 0} certificates: some were used twice`);
+      }
+      if (run.requests < 1000) {
+        notes.push(`mTLS cold cache (latchkey): only ${run.requests} connections in the window (${run.seconds} s): a rough rate`);
+      }
+    }
+  }
   for (const [row, label] of [
     [keepalive, "keep-alive"],
     [handshakes, "handshakes"],
+    ...(coldHandshakes ? ([[coldHandshakes, "cold handshakes"]] as const) : []),
   ] as const) {
     for (const [runs, who] of [
       [row.runs, "latchkey"],
@@ -547,6 +672,24 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...rows.map(line)].join("\n");
 }
 
+/** `count` client certificates in `dir` (one key, a serial each: distinct DERs) from --self-test's root, named as bundles. */
+function selfTestColdCerts(work: string, dir: string, count: number, first: number): void {
+  mkdirSync(dir, { recursive: true });
+  const key = readFileSync(join(work, "client.key"), "utf8");
+  for (let i = 0; i < count; i++) {
+    const host = `cold-${first + i}.bench.test`;
+    const out = join(dir, `${host}_https.pem`);
+    openssl(
+      [
+        ...["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", String(1000 + first + i)],
+        ...["-out", out, "-days", "7", "-extfile", "client.ext"],
+      ],
+      work,
+    );
+    writeFileSync(join(dir, `${host}_https.key`), key, { mode: 0o600 });
+  }
+}
+
 /** Client and server certificates (EC P-256) under one throwaway root, for --self-test. */
 function selfTestCerts(dir: string): { ca: string; cert: string; key: string; serverCert: string; serverKey: string } {
   const p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
@@ -582,6 +725,8 @@ async function cli(): Promise<number> {
       pid: { type: "string" },
       "server-cert": { type: "string" },
       "server-key": { type: "string" },
+      cold: { type: "string" },
+      "cold-certs": { type: "string", multiple: true },
       duration: { type: "string" },
       warmup: { type: "string" },
       repeat: { type: "string" },
@@ -612,7 +757,15 @@ async function cli(): Promise<number> {
       { cert: certs.serverCert, key: certs.serverKey, ca: certs.ca },
       join(work, "target.log"),
     );
-    server = { url: `https://${HOST}:${stand.port}/api/hosts/bench-host/client`, child: stand.child, certs };
+    const cold = int("cold", values.cold, 0, 0, 20_000);
+    const coldCerts = Array.from({ length: cold > 0 ? options.repeat : 0 }, (_, i) => join(work, `cold-${i + 1}`));
+    coldCerts.forEach((dir, i) => selfTestColdCerts(work, dir, cold, i * cold));
+    server = {
+      url: `https://${HOST}:${stand.port}/api/hosts/bench-host/client`,
+      child: stand.child,
+      certs,
+      ...(cold > 0 ? { coldCerts } : {}),
+    };
   } else {
     if (!values.url || !values.cert || !values.key || !values.ca || !values.pid) {
       throw new Error("give --self-test, or --url, --cert, --key, --ca and --pid (the listener's process)");
@@ -625,11 +778,13 @@ async function cli(): Promise<number> {
       child: { pid } as Subprocess,
       certs: { ca: values.ca, cert: values.cert, key: values.key },
       ...(values["server-cert"] ? { serverCert: { cert: values["server-cert"], key: values["server-key"]! } } : {}),
+      ...(values["cold-certs"] ? { coldCerts: values["cold-certs"] } : {}),
     };
   }
   const result = await measureMtls(options, server, { work });
   // What run.ts's failures() reports for its rows: any non-2xx answer or socket error.
-  const all = [result.keepalive, result.handshakes].flatMap((row) =>
+  const rows = [result.keepalive, result.handshakes, ...(result.coldHandshakes ? [result.coldHandshakes] : [])];
+  const all = rows.flatMap((row) =>
     [...row.runs, ...row.baselineRuns].map((run, i) => ({ row, run, who: i < row.runs.length ? "latchkey" : "baseline" })),
   );
   const failures = all.flatMap(({ row, run, who }) => {
@@ -640,7 +795,7 @@ async function cli(): Promise<number> {
     "",
     table(
       ["scenario", "req/s", "p50 / p99", "baseline req/s", "ratio", "server CPU µs/req (vs baseline)", "generator CPU", "other CPU (max)"],
-      [cell(result.keepalive), cell(result.handshakes)],
+      rows.map(cell),
     ),
     "",
     table(
@@ -648,9 +803,7 @@ async function cli(): Promise<number> {
       result.targets.map((t) => [t.target, t.measured, t.met ? "met" : "MISSED"]),
     ),
     "",
-    ...[...result.keepalive.runs, ...result.keepalive.baselineRuns, ...result.handshakes.runs, ...result.handshakes.baselineRuns].flatMap(
-      (r) => r.scriptLines,
-    ),
+    ...rows.flatMap((row) => [...row.runs, ...row.baselineRuns]).flatMap((r) => r.scriptLines),
     ...result.notes.map((n) => `note: ${n}`),
     ...[...failures, ...result.problems].map((p) => `WARNING ${p}`),
     `bench: logs in ${work}`,

@@ -4,11 +4,12 @@
  *
  *   bun scripts/bench/run.ts [--duration 10] [--connections 64] [--threads 2] [--repeat 1]
  *                            [--warmup 2] [--cold-runs 10] [--keys 100000]
- *                            [--clients 10000] [--ws-concurrency 500] [--idle-seconds 10]
- *                            [--only cold-start,healthz,rpc-query,login,check,activate,register,idle] [--build]
+ *                            [--clients 10000] [--ws-concurrency 500] [--idle-seconds 10] [--mtls-certs 3000]
+ *                            [--only cold-start,healthz,rpc-query,login,check,activate,register,idle,mtls] [--build]
  *
  * Load comes from Debian's `wrk` on 127.0.0.1 only (WebSocket clients for `register` and `idle`
- * come from `ws-clients.ts`, a separate Bun process). The server and the baseline are measured one
+ * come from `ws-clients.ts`, a separate Bun process; mTLS host reports and new connections for
+ * `mtls` from `mtls-load.ts`, see `mtls.ts`). The server and the baseline are measured one
  * after the other, never at once, so that they do not fight over the cores. Every process this
  * script starts is stopped before it exits, on error and on Ctrl-C too. The results (and the
  * processes' logs) go to a fresh temporary directory whose path is printed at the end.
@@ -32,6 +33,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { seedLicenses, verifyActivations, writePairs, type DurabilityReport } from "./licensing.ts";
 import { seedEnrollmentKeys, verifyBindings, type BindingReport } from "./enrollment.ts";
+import { issueHostBundles, measureMtls, type MtlsMeasurement, type MtlsRunResult } from "./mtls.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
 const BINARY = join(ROOT, "dist", "latchkey");
@@ -45,7 +47,7 @@ const WS_BASELINE_SCRIPT = join(import.meta.dir, "ws-baseline.ts");
 const WRK = "/usr/bin/wrk";
 const HOST = "127.0.0.1";
 
-const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle"] as const;
+const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle", "mtls"] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -63,6 +65,8 @@ interface Options {
   wsConcurrency: number;
   /** Seconds the connected clients idle before RSS is read again. */
   idleSeconds: number;
+  /** `mtls`: client certificates (one host each) per cold-cache run, issued before the runs. */
+  mtlsCerts: number;
   only: Set<ScenarioName>;
   build: boolean;
 }
@@ -90,6 +94,7 @@ function readOptions(argv: string[]): Options {
       clients: { type: "string" },
       "ws-concurrency": { type: "string" },
       "idle-seconds": { type: "string" },
+      "mtls-certs": { type: "string" },
       only: { type: "string", multiple: true },
       build: { type: "boolean" },
     },
@@ -113,6 +118,7 @@ function readOptions(argv: string[]): Options {
     clients: boundedInt("clients", values.clients, 10_000, 1, 18_000),
     wsConcurrency: boundedInt("ws-concurrency", values["ws-concurrency"], 500, 1, 5_000),
     idleSeconds: boundedInt("idle-seconds", values["idle-seconds"], 10, 0, 600),
+    mtlsCerts: boundedInt("mtls-certs", values["mtls-certs"], 3_000, 100, 20_000),
     only: only.size > 0 ? only : new Set(SCENARIOS),
     build: values.build ?? false,
   };
@@ -821,6 +827,85 @@ async function measureEnrollment(options: Options, work: string, password: strin
   return { clients: options.clients, concurrency: options.wsConcurrency, seedSeconds, latchkey, baseline, bindings: b, problems };
 }
 
+// ---------------------------------------------------------------------------------------------
+// mTLS: woodstock host reports over keep-alive connections, and new connections with a warm and a
+// cold certificate cache, against a bare Bun.serve TLS server with requestCert (mtls.ts).
+
+/** The host of the keep-alive and warm runs; its bundle comes from the binary's CLI, as an operator's would. */
+const MTLS_WARM_HOST = "warm.bench.test";
+
+interface MtlsRun extends MtlsMeasurement {
+  /** The cold runs' bundles: how many, and how long latchkey took to register the hosts and issue them. */
+  issued: { bundles: number; seconds: number; perSecond: number };
+}
+
+/** The URL the server logged for its mTLS listener ("latchkey listening ... mtls=https://HOST:PORT"). */
+async function mtlsListenerUrl(log: string, child: Subprocess): Promise<string> {
+  const deadline = performance.now() + 10_000;
+  while (performance.now() < deadline) {
+    const url = /"?latchkey listening"?.*\bmtls=(https:\/\/\S+)/.exec(readFileSync(log, "utf8"))?.[1];
+    if (url !== undefined) return url.replace(/[",]+$/, "");
+    if (child.exitCode !== null) break;
+    await Bun.sleep(50);
+  }
+  throw new Error(`the server logged no mTLS listener ("latchkey listening ... mtls=..."):\n${tail(log)}`);
+}
+
+/**
+ * latchkey with `--mtls-listen 127.0.0.1:PORT`; one host registered and its bundle written with the
+ * binary's CLI (`host add`, `host bundle`) for the keep-alive and warm runs; `--mtls-certs` more
+ * hosts per cold run registered and issued a bundle each over the REST API (the CLI is a process
+ * start per call); then measureMtls against mtls-baseline.ts.
+ */
+async function measureMtlsHosts(options: Options, work: string, password: string): Promise<MtlsRun> {
+  const dataDir = join(work, "mtls-data");
+  mkdirSync(dataDir);
+  const log = join(work, "latchkey-mtls.log");
+  const server = await startLatchkey(dataDir, password, log, freePort(), ["--mtls-listen", `${HOST}:${freePort()}`]);
+  try {
+    const listener = await mtlsListenerUrl(log, server.child);
+    latchkeyCli(["host", "add", MTLS_WARM_HOST], dataDir);
+    const warm = join(work, "mtls-warm");
+    latchkeyCli(["host", "bundle", MTLS_WARM_HOST, "--out", warm], dataDir);
+
+    const token = await login(server.url, password);
+    const coldDirs: string[] = [];
+    let seconds = 0;
+    for (let run = 1; run <= options.repeat; run++) {
+      const dir = join(work, `mtls-cold-${run}`);
+      const hosts = Array.from({ length: options.mtlsCerts }, (_, i) => `cold-${run}-${String(i).padStart(5, "0")}.bench.test`);
+      seconds += await issueHostBundles(server.url, token, hosts, dir);
+      coldDirs.push(dir);
+    }
+    const bundles = options.mtlsCerts * options.repeat;
+    process.stdout.write(
+      `bench: mTLS on ${listener}: registered ${thousands(bundles)} hosts and issued each a bundle in ${seconds.toFixed(1)} s ` +
+        `(${thousands(bundles / seconds)}/s) for the cold runs\n`,
+    );
+    // What the issuing wrote, written back now rather than during the first runs.
+    Bun.spawnSync(["sync"]);
+
+    const measured = await measureMtls(
+      { duration: options.duration, connections: options.connections, repeat: options.repeat, warmup: options.warmup, workers: 1 },
+      {
+        url: `${listener}/api/hosts/${MTLS_WARM_HOST}/client`,
+        child: server.child,
+        certs: {
+          ca: join(warm, "rootCA.pem"),
+          cert: join(warm, `${MTLS_WARM_HOST}_https.pem`),
+          key: join(warm, `${MTLS_WARM_HOST}_https.key`),
+        },
+        coldCerts: coldDirs,
+      },
+      { work, spawn: spawnTracked, stop: stopProcess, log: (line) => process.stdout.write(`bench: ${line}\n`) },
+    );
+    return { ...measured, issued: { bundles, seconds, perSecond: bundles / seconds } };
+  } finally {
+    await stopProcess(server.child);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 /** Spawn → first 2xx from `path`, `runs` times, each in a fresh copy of `templateDir` when given. */
 async function coldStarts(
   runs: number,
@@ -947,9 +1032,13 @@ function otherCpu(runs: WrkResult[]): string {
 }
 
 function failures(row: ThroughputRow): string[] {
-  return [...row.runs, ...row.baselineRuns].flatMap((r) => {
+  return [...row.runs.map((r) => ["", r] as const), ...row.baselineRuns.map((r) => [" (baseline)", r] as const)].flatMap(([who, r]) => {
     const socket = r.socketErrors.connect + r.socketErrors.read + r.socketErrors.write + r.socketErrors.timeout;
-    return r.non2xx > 0 || socket > 0 ? [`${row.scenario}: ${r.non2xx} non-2xx replies, ${socket} socket errors`] : [];
+    // mtls-load.ts tells the kinds (e.g. "handshake timeout": no handshake within its 5 s).
+    const kinds = "generator" in r ? Object.entries((r as MtlsRunResult).generator.errors).map(([kind, n]) => `${n} ${kind}`) : [];
+    return r.non2xx > 0 || socket > 0
+      ? [`${row.scenario}${who}: ${r.non2xx} non-2xx replies, ${socket} socket errors${kinds.length > 0 ? ` (${kinds.join(", ")})` : ""}`]
+      : [];
   });
 }
 
@@ -1142,6 +1231,16 @@ async function main(): Promise<number> {
   }
   if (baseline) await stopProcess(baseline.child);
 
+  let mtls: MtlsRun | undefined;
+  if (options.only.has("mtls")) {
+    process.stdout.write(
+      `bench: mTLS host reports (keep-alive) and new connections (warm and cold certificate cache), ` +
+        `${thousands(options.mtlsCerts)} new certificates per cold run\n`,
+    );
+    mtls = await measureMtlsHosts(options, work, password);
+    throughput.push(mtls.keepalive, mtls.handshakes, ...(mtls.coldHandshakes ? [mtls.coldHandshakes] : []));
+  }
+
   let enrollment: EnrollmentRun | undefined;
   if (options.only.has("register") || options.only.has("idle")) {
     process.stdout.write(
@@ -1252,7 +1351,56 @@ async function main(): Promise<number> {
       "",
     );
   }
-  const verdicts = specTargets(checkRow, activateRow, durability, coldStart, enrollment, options);
+  if (mtls) {
+    // Which side was the limit of each mTLS run: a process near 100% of a core was (both are single-threaded
+    // event loops, the generator's TLS included), read from /proc by mtls-load.ts over the measured window.
+    const runs = [mtls.keepalive, mtls.handshakes, ...(mtls.coldHandshakes ? [mtls.coldHandshakes] : [])].flatMap((row) =>
+      [...row.runs.map((r) => ["latchkey", r] as const), ...row.baselineRuns.map((r) => ["baseline", r] as const)].map(
+        ([who, r]) => [row.scenario, who, r] as const,
+      ),
+    );
+    const percent = (value: number | null) => (value === null ? "n/a" : `${value.toFixed(0)}%`);
+    const us = (value: number | null) => (value === null ? "n/a" : value.toFixed(1));
+    lines.push(
+      `mTLS runs: server and generator (mtls-load.ts, one process) CPU in % of one core over each measured window; ` +
+        `cold runs' bundles issued at ${thousands(mtls.issued.perSecond)}/s ` +
+        `(${thousands(mtls.issued.bundles)} in ${mtls.issued.seconds.toFixed(1)} s)`,
+      renderTable(
+        [
+          "mTLS row",
+          "server",
+          "req/s",
+          "p50 / p99",
+          "server CPU",
+          "server µs/req",
+          "generator CPU",
+          "generator µs/req",
+          "other CPU",
+          "new certs",
+        ],
+        runs.map(([scenario, who, r]) => {
+          const g = r.generator;
+          return [
+            scenario,
+            who,
+            thousands(r.requestsPerSecond),
+            `${ms(r.p50Ms)} / ${ms(r.p99Ms)} ms`,
+            percent(g.cpu.serverPercent),
+            us(g.cpu.serverUsPerRequest),
+            percent(g.cpu.generatorPercent),
+            us(g.cpu.generatorUsPerRequest),
+            percent(g.cpu.otherPercent),
+            g.certs
+              ? `${thousands(g.certs.used)} / ${thousands(g.certs.total)}${g.certs.exhausted ? ", all used" : ""} in ${g.seconds} s`
+              : "",
+          ];
+        }),
+      ),
+      ...mtls.notes.map((note) => `note: ${note}`),
+      "",
+    );
+  }
+  const verdicts = [...specTargets(checkRow, activateRow, durability, coldStart, enrollment, options), ...(mtls?.targets ?? [])];
   if (verdicts.length > 0) {
     lines.push(
       renderTable(
@@ -1262,7 +1410,12 @@ async function main(): Promise<number> {
       "",
     );
   }
-  const problems = [...throughput.flatMap(failures), ...(durability?.problems ?? []), ...(enrollment?.problems ?? [])];
+  const problems = [
+    ...throughput.flatMap(failures),
+    ...(durability?.problems ?? []),
+    ...(enrollment?.problems ?? []),
+    ...(mtls?.problems ?? []),
+  ];
   for (const problem of problems) lines.push(`WARNING ${problem}`);
 
   const resultFile = join(work, "results.json");
@@ -1275,6 +1428,7 @@ async function main(): Promise<number> {
     checkSeed: checkSeed ?? null,
     durability: durability ?? null,
     enrollment: enrollment ?? null,
+    mtls: mtls ? { issued: mtls.issued, notes: mtls.notes } : null,
     targets: verdicts,
     problems,
   };

@@ -1,6 +1,5 @@
 /** `latchkey host ...`: hosts that report over mutual TLS (woodstock), and their certificate bundles, on the data directory directly. */
 import * as v from "valibot";
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { dataDirFlag } from "../config.ts";
 import { group, hostname } from "../core/fields.ts";
@@ -10,6 +9,7 @@ import type { Hosts, HostView } from "../core/hosts.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { refuseOtherFlags, requireRoot } from "./ca.ts";
 import { openLocal, printTable } from "./local.ts";
+import { prepareDirectory, sameContent } from "./out-dir.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
@@ -166,37 +166,6 @@ function requireHost(hosts: Hosts, name: string): void {
     if (error instanceof AppError && error.code === "not_found")
       throw new AppError("not_found", `no host ${name} is registered; see latchkey host list, or add it: latchkey host add ${name}`);
     throw error;
-  }
-}
-
-/**
- * Makes sure the bundle can be written before a certificate is issued for it: DIR is a directory
- * this user may write in (created 0700 when missing), and none of `files` exists unless `force`.
- */
-function prepareDirectory(dir: string, files: string[], force: boolean): void {
-  if (existsSync(dir)) {
-    if (!statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a directory; give --out a directory to write the files in`);
-  } else {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-  }
-  try {
-    accessSync(dir, constants.W_OK | constants.X_OK);
-  } catch {
-    throw new Error(`cannot write in ${dir}: permission denied; choose another --out DIR`);
-  }
-  const taken = files.filter((f) => existsSync(f));
-  if (taken.length > 0 && !force) {
-    throw new UsageError(
-      `${taken.join(", ")} already exist${taken.length === 1 ? "s" : ""}; add --force to replace, or choose another --out DIR`,
-    );
-  }
-}
-
-function sameContent(path: string, text: string): boolean {
-  try {
-    return readFileSync(path, "utf8") === text;
-  } catch {
-    return false;
   }
 }
 

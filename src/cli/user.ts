@@ -7,6 +7,7 @@ import { parseUsersFile, renderUsersFile } from "../core/users-file.ts";
 import { openLocal, printTable } from "./local.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
 import { newPassword } from "./prompt.ts";
+import { userCertCommand } from "./user-cert.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
@@ -23,7 +24,8 @@ const usage = `latchkey user create NAME [--role admin|viewer] [--groups a,b] [-
        latchkey user delete NAME
        latchkey user passwd NAME [--password-stdin]
        latchkey user import users.json [--legacy-challenge-login] [--replace]
-       latchkey user export [FILE]`;
+       latchkey user export [FILE]
+       latchkey user cert list|add|revoke ...   (certificates users sign in with; see latchkey user cert --help)`;
 
 const description = `Manage the accounts that sign in to the panel and the API. Works on the data directory
 directly and is safe while the server runs: deleting a user or changing a password ends their
@@ -31,12 +33,19 @@ sessions at once. import reads a wsauth users.json (all or nothing); export writ
 that still hold a wsauth hash back to that format (to FILE atomically, or to standard output).`;
 
 export async function userCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  // `user cert` has flags of its own: it parses its arguments itself.
+  if (argv[0] === "cert") return userCertCommand(argv.slice(1), env);
   const args = parseArgs(argv, flags);
   const [sub, ...rest] = args.positionals;
   if (args.help || sub === undefined || sub === "help") {
     process.stdout.write(renderHelp(usage, description, flags));
     return sub === undefined && !args.help ? 2 : 0;
   }
+  if (sub === "cert")
+    return userCertCommand(
+      argv.filter((_, i) => i !== argv.indexOf("cert")),
+      env,
+    );
   const known = ["create", "list", "delete", "passwd", "import", "export"];
   if (!known.includes(sub)) throw new UsageError(`unknown user command ${JSON.stringify(sub)}; see latchkey user --help`);
   const needName = () => {

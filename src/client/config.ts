@@ -1,7 +1,9 @@
 /**
- * What the client agent keeps on disk, in its state directory: `client.json` (server, name,
- * UUID), `auth_key` (the pre-shared key, mode 0600) and `last_contact` (the time of the last
- * successful registration). Every file is written temp → fsync → rename.
+ * What the client agent keeps on disk, in its state directory: `client.json` (server, name, UUID,
+ * the pinned root's fingerprint, the mTLS port), `auth_key` (the pre-shared key, mode 0600),
+ * `last_contact` (the time and address of the last successful registration), and its certificate
+ * identity (`client.key`, `client.pem`, `ca.pem`: see certificate.ts) and `last_report` (report.ts).
+ * Every file is written temp → fsync → rename.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync } from "node:fs";
 import { homedir, hostname as osHostname } from "node:os";
@@ -13,12 +15,29 @@ export const SERVICE_STATE_DIR = "/var/lib/latchkey";
 export const CONFIG_FILE = "client.json";
 export const KEY_FILE = "auth_key";
 export const CONTACT_FILE = "last_contact";
+/** The agent's private key (PKCS#8 PEM, 0600), its certificate and the server's root. */
+export const CLIENT_KEY_FILE = "client.key";
+export const CLIENT_CERT_FILE = "client.pem";
+export const CA_FILE = "ca.pem";
+export const REPORT_FILE = "last_report";
+
+/** The mutual-TLS listener's port unless `-mtls-port` says otherwise (the server's `--mtls-listen` default). */
+export const DEFAULT_MTLS_PORT = 9443;
 
 export interface ClientConfig {
   /** HOST:PORT, or a ws:// / wss:// URL. */
   server: string;
   name: string;
   uuid: string;
+  /**
+   * The SHA-256 of the server's root certificate (DER), lower-case hex (`-ca-fingerprint`): with
+   * it the agent registers over TLS to the mTLS listener, trusting only that root.
+   */
+  ca_fingerprint?: string;
+  /** The mutual-TLS listener's port on the server's host (`-mtls-port`; DEFAULT_MTLS_PORT unless given). */
+  mtls_port?: number;
+  /** The port the host reports announce (`-report-port`; 0 unless given). */
+  report_port?: number;
 }
 
 /** --state-dir, then LATCHKEY_CLIENT_DIR, then /var/lib/latchkey for root or ~/.config/latchkey. */
@@ -52,7 +71,37 @@ export function readConfig(dir: string): ClientConfig | null {
   if (typeof parsed.server !== "string" || typeof parsed.name !== "string" || typeof parsed.uuid !== "string") {
     throw new Error(`${path} lacks server, name or uuid; run latchkey client install again`);
   }
-  return { server: parsed.server, name: parsed.name, uuid: parsed.uuid };
+  const config: ClientConfig = { server: parsed.server, name: parsed.name, uuid: parsed.uuid };
+  if (parsed.ca_fingerprint !== undefined) {
+    const pin = typeof parsed.ca_fingerprint === "string" ? normalizeFingerprint(parsed.ca_fingerprint) : null;
+    if (pin === null) throw new Error(`${path}: ca_fingerprint is not a SHA-256 fingerprint; run latchkey client install again`);
+    config.ca_fingerprint = pin;
+  }
+  for (const field of ["mtls_port", "report_port"] as const) {
+    const value = parsed[field];
+    if (value === undefined) continue;
+    if (!isPort(value)) throw new Error(`${path}: ${field} is not a port number; run latchkey client install again`);
+    config[field] = value;
+  }
+  return config;
+}
+
+function isPort(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 65535;
+}
+
+/**
+ * A SHA-256 fingerprint as people copy it (hex, with or without colons or spaces, any case) →
+ * 64 lower-case hex digits; null when it is not one.
+ */
+export function normalizeFingerprint(text: string): string | null {
+  const hex = text.trim().replace(/[:\s]/g, "").toLowerCase();
+  return /^[0-9a-f]{64}$/.test(hex) ? hex : null;
+}
+
+/** 64 hex digits as `openssl x509 -fingerprint -sha256` and `latchkey ca show` print them: AB:CD:... */
+export function colonFingerprint(hex: string): string {
+  return hex.toUpperCase().replace(/(..)(?=.)/g, "$1:");
 }
 
 export function writeConfig(dir: string, config: ClientConfig): void {
@@ -78,8 +127,9 @@ export function readLastContact(dir: string): string | null {
   return readFileSync(path, "utf8").trim() || null;
 }
 
-export function writeLastContact(dir: string, at: Date): void {
-  writeFileAtomic(join(dir, CONTACT_FILE), at.toISOString() + "\n", 0o600);
+/** The time of a successful registration, and where: `2026-01-01T00:00:00.000Z wss://host:9443/ws (client certificate)`. */
+export function writeLastContact(dir: string, at: Date, via?: string): void {
+  writeFileAtomic(join(dir, CONTACT_FILE), `${at.toISOString()}${via ? ` ${via}` : ""}\n`, 0o600);
 }
 
 /**
@@ -88,7 +138,7 @@ export function writeLastContact(dir: string, at: Date): void {
  */
 export function purgeState(dir: string): string[] {
   const removed: string[] = [];
-  for (const name of [CONFIG_FILE, KEY_FILE, CONTACT_FILE]) {
+  for (const name of [CONFIG_FILE, KEY_FILE, CONTACT_FILE, CLIENT_KEY_FILE, CLIENT_CERT_FILE, CA_FILE, REPORT_FILE]) {
     const path = join(dir, name);
     if (!existsSync(path)) continue;
     rmSync(path, { force: true });

@@ -29,6 +29,10 @@ export interface InstallOptions {
   server: string;
   name?: string | undefined;
   key?: string | undefined;
+  /** The pinned root's SHA-256 (normalized: 64 lower-case hex digits). */
+  caFingerprint?: string | undefined;
+  mtlsPort?: number | undefined;
+  reportPort?: number | undefined;
   service: boolean;
 }
 
@@ -98,6 +102,13 @@ export function install(options: InstallOptions): InstallResult {
   // The UUID is the machine's identity on the server: a reinstall keeps it.
   const uuid = previous?.uuid ?? crypto.randomUUID();
   const config: ClientConfig = { server: options.server, name: options.name ?? previous?.name ?? machineHostname(), uuid };
+  // A reinstall that does not name them (the woho remedy, a new -key) keeps the pin and the ports.
+  const pin = options.caFingerprint ?? previous?.ca_fingerprint;
+  const mtlsPort = options.mtlsPort ?? previous?.mtls_port;
+  const reportPort = options.reportPort ?? previous?.report_port;
+  if (pin !== undefined) config.ca_fingerprint = pin;
+  if (mtlsPort !== undefined) config.mtls_port = mtlsPort;
+  if (reportPort !== undefined) config.report_port = reportPort;
   writeConfig(options.stateDir, config);
   if (options.key !== undefined) writeKey(options.stateDir, options.key);
   let unitPath: string | null = null;

@@ -18,7 +18,8 @@ import {
   type ScramCredentials,
 } from "./scram.ts";
 import type { Principal, Sessions } from "./sessions.ts";
-import { randomHex, sameSecret, sha256Hex } from "./secrets.ts";
+import type { ProofKind } from "./key-proofs.ts";
+import { randomFromAlphabet, randomHex, sameSecret, sha256Hex } from "./secrets.ts";
 import { throttled, Throttle, WindowThrottle, type Limiter } from "./throttle.ts";
 
 export interface Login {
@@ -54,8 +55,36 @@ interface LegacyNonce {
   address: string | null;
 }
 
+/** An `rpc/auth_ssl` test string, outstanding on one connection (SPEC §3). */
+interface CertificateChallenge {
+  /** Unknown until a key names the account: the table's per-user cleanup never applies. */
+  username: "";
+  testString: string;
+  expiresAt: number;
+  address: string | null;
+}
+
+/** The registered key that made a certificate login's proof, and the account it names. */
+export interface CertificateMatch {
+  /** The account as it was when the key was matched: a session needs it unchanged. */
+  user: UserRow;
+  kind: ProofKind;
+  /** Why the key may not sign in although its proof holds (its certificate expired or was revoked), or null. */
+  refusal: string | null;
+  /** Whether its registration is still live (asked again just before the session is created). */
+  stillRegistered(): boolean;
+}
+
+/** Where certificate logins find the registered keys (`UserCertificates`). */
+export interface CertificateKeys {
+  match(message: Uint8Array, proof: Uint8Array): Promise<CertificateMatch | null>;
+}
+
 const EXCHANGE_TTL_MS = 60_000;
 const LEGACY_NONCE_TTL_MS = 30_000;
+/** sysadm: "a two-step process with only a 30 seconds window of validity". */
+const CERTIFICATE_CHALLENGE_TTL_MS = 30_000;
+const TEST_STRING_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 export interface LoginLimits {
   /** Failures per (account, address) before waiting is required. */
@@ -65,7 +94,7 @@ export interface LoginLimits {
   /** Failures per account from all addresses in `accountWindowSeconds`. */
   perAccount: number;
   accountWindowSeconds: number;
-  /** Unfinished SCRAM exchanges (and wsauth nonces) one address may hold, and all of them. */
+  /** Unfinished SCRAM exchanges (and wsauth nonces, and certificate test strings) one address may hold, and all of them. */
   pendingPerAddress: number;
   pendingTotal: number;
   verify: VerifyQueueLimits;
@@ -166,6 +195,8 @@ export class Authenticator {
   private readonly verifications: VerifyQueue;
   private readonly exchanges: PendingTable<ScramExchange>;
   private readonly legacyNonces: PendingTable<LegacyNonce>;
+  /** Outstanding `auth_ssl` test strings, by the connection they were given to. */
+  private readonly certificateChallenges: PendingTable<CertificateChallenge>;
 
   constructor(
     private readonly accounts: Accounts,
@@ -176,7 +207,7 @@ export class Authenticator {
     private readonly clock: Clock,
     /** Server secret that derives decoy salts for unknown users. */
     private readonly secret: Uint8Array,
-    private readonly options: { legacyChallengeLogin: boolean; limits?: LoginLimits | undefined },
+    private readonly options: { legacyChallengeLogin: boolean; limits?: LoginLimits | undefined; certificateKeys: CertificateKeys },
   ) {
     const limits = options.limits ?? DEFAULT_LOGIN_LIMITS;
     this.byAccountAddress = new Throttle(clock, { freeFailures: limits.perAccountAddress, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
@@ -185,6 +216,7 @@ export class Authenticator {
     this.verifications = new VerifyQueue(limits.verify);
     this.exchanges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
     this.legacyNonces = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
+    this.certificateChallenges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
     // A credential change ends the account's unfinished exchanges here; the credential version
     // checked when the session is created covers changes made by another process.
     events.on("credentials.changed", ({ username }) => {
@@ -194,21 +226,32 @@ export class Authenticator {
     metrics.gauge("latchkey_login_verifications_pending", () => this.verifications.size);
   }
 
-  /** The limiters an attempt on this account from this address counts against, with their keys. */
-  private limitersFor(username: string, address: string | null): [Limiter, string, "account" | "address"][] {
-    const list: [Limiter, string, "account" | "address"][] = [
-      [this.byAccountAddress, `${username}\n${address ?? ""}`, "account"],
-      [this.byAccount, username, "account"],
-    ];
+  /**
+   * The limiters an attempt on this account from this address counts against, with their keys.
+   * Without an account (a certificate login before a key names one) only the address's.
+   */
+  private limitersFor(username: string | null, address: string | null): [Limiter, string, "account" | "address"][] {
+    const list: [Limiter, string, "account" | "address"][] =
+      username === null
+        ? []
+        : [
+            [this.byAccountAddress, `${username}\n${address ?? ""}`, "account"],
+            [this.byAccount, username, "account"],
+          ];
     if (address !== null) list.push([this.byAddress, address, "address"]);
     return list;
   }
 
   /** Refuses (429) when the account or address must wait, without counting an attempt. */
-  private checkThrottle(username: string, address: string | null, method: string): void {
+  private checkThrottle(
+    username: string | null,
+    address: string | null,
+    method: string,
+    limiters = this.limitersFor(username, address),
+  ): void {
     let wait = 0;
     let what: "account" | "address" = "account";
-    for (const [limiter, key, kind] of this.limitersFor(username, address)) {
+    for (const [limiter, key, kind] of limiters) {
       const w = limiter.waitSeconds(key);
       if (w > wait) [wait, what] = [w, kind];
     }
@@ -230,7 +273,7 @@ export class Authenticator {
    * Starts an attempt: refused when throttled, otherwise counted as a failure at once, so that
    * attempts in flight together are held to the limits as if each had already failed.
    */
-  private begin(username: string, address: string | null, method: string): Attempt {
+  private begin(username: string | null, address: string | null, method: string): Attempt {
     this.checkThrottle(username, address, method);
     const limiters = this.limitersFor(username, address);
     for (const [limiter, key] of limiters) limiter.count(key);
@@ -376,6 +419,61 @@ export class Authenticator {
       throw this.failed(username, address, "legacy", "wrong response");
     }
     return this.succeeded(attempt, user, address, "legacy");
+  }
+
+  /**
+   * `rpc/auth_ssl` stage 1: a random test string for one connection (`binding`), valid 30 s and
+   * single use. A connection holds one at a time (asking again replaces it); an address holds at
+   * most as many as it may hold SCRAM exchanges.
+   */
+  certificateChallenge(binding: string, address: string | null): string {
+    this.checkThrottle(null, address, "certificate");
+    this.certificateChallenges.take(binding);
+    const testString = randomFromAlphabet(TEST_STRING_ALPHABET, 32);
+    this.certificateChallenges.add(binding, { username: "", testString, expiresAt: this.clock() + CERTIFICATE_CHALLENGE_TTL_MS, address });
+    return testString;
+  }
+
+  /**
+   * `rpc/auth_ssl` stage 2: a proof over the connection's outstanding test string, which is
+   * consumed whatever the outcome. The proof carries no username: the registered key that made it
+   * names the account. Until a key does, the attempt counts against the address (a proof that no
+   * key made is a guess, like a wrong password); once one does, the account's throttles apply too,
+   * and a certificate that has expired or was revoked fails against the account as well.
+   */
+  async loginWithCertificate(binding: string, proof: Uint8Array, address: string | null): Promise<Login> {
+    const challenge = this.certificateChallenges.take(binding);
+    const attempt = this.begin(null, address, "certificate");
+    if (!challenge) throw this.certificateFailed(null, address, "unknown test string", "no test string outstanding on this connection");
+    let match: CertificateMatch | null;
+    try {
+      match = await this.options.certificateKeys.match(new TextEncoder().encode(challenge.testString), proof);
+    } catch (error) {
+      attempt.cancelled();
+      throw error;
+    }
+    if (!match) throw this.certificateFailed(null, address, "no matching key", "the proof matches no registered key");
+    const username = match.user.username;
+    const accountLimiters = this.limitersFor(username, address).filter(([, , kind]) => kind === "account");
+    try {
+      this.checkThrottle(username, address, "certificate", accountLimiters);
+    } catch (error) {
+      // The proof held, so it was no guess at the address's expense; the account must still wait.
+      attempt.cancelled();
+      throw error;
+    }
+    const refusal = match.refusal ?? (match.stillRegistered() ? null : "certificate revoked during login");
+    if (refusal !== null) {
+      for (const [limiter, key] of accountLimiters) limiter.count(key);
+      throw this.certificateFailed(username, address, "certificate refused", `${match.kind} proof, but ${refusal}`);
+    }
+    return this.succeeded(attempt, match.user, address, "certificate");
+  }
+
+  private certificateFailed(username: string | null, address: string | null, metric: string, reason: string): AppError {
+    this.audit.record({ actor: username, address, action: "auth.certificate", target: username, outcome: "failure", reason });
+    this.metrics.authFailure(metric);
+    return unauthorized();
   }
 
   /** Token login (`rpc/auth_token`): the session continues, its idle timer reset. */

@@ -3,6 +3,8 @@
  * whose sessions end and to push `events/<topic>` messages to the admin panel.
  */
 
+import type { Actor } from "./accounts.ts";
+
 /**
  * What signed-in admin/viewer connections are told, by topic (`{"namespace":"events","name":
  * topic,"args":...}`). The panel subscribes with these same types.
@@ -38,7 +40,7 @@ export interface EventMap {
   /** Sessions that no longer exist; their WebSockets must close. */
   "sessions.revoked": { sessionIds: string[]; reason: string };
   /** Clients that lost the right to be connected (key revoked/reset/deleted, client deleted). */
-  "clients.kick": { uuids: string[]; reason: string; keyId?: number };
+  "clients.kick": { uuids: string[]; reason: string; keyId?: number; actor?: Actor };
   /** Certificates that no longer give access: connections authenticated by them must close. */
   "certificates.revoked": { serials: string[] };
   /** A change an authenticated admin/viewer connection may be told about. */

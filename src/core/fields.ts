@@ -148,3 +148,24 @@ export const shortText = (max: number) =>
   );
 
 export const keyLabel = shortText(100);
+
+/** A certificate's SHA-256 fingerprint: 64 hex digits, any case, or colon-separated as openssl prints it. */
+export const certificateFingerprint = v.pipe(
+  v.string("must be a string"),
+  v.nonEmpty("is required"),
+  v.maxLength(95, "must be a SHA-256 fingerprint (64 hex digits)"),
+  v.regex(
+    /^(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})$/,
+    "must be a SHA-256 fingerprint (64 hex digits, or AB:CD:… as openssl prints it)",
+  ),
+);
+
+/** A registered certificate's nickname (sysadm `register_ssl_cert`): up to 64 characters, no control characters. */
+export const certificateNickname = shortText(64);
+
+/** The e-mail address a certificate is registered with: empty, or something@somewhere (free text otherwise, as in sysadm). */
+export const certificateEmail = v.pipe(
+  v.string("must be a string"),
+  v.maxLength(254, "must be at most 254 characters"),
+  v.regex(/^(?:[^\s@\p{Cc}]+@[^\s@\p{Cc}]+)?$/u, "must be an e-mail address (name@example.com)"),
+);

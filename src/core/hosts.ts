@@ -138,7 +138,30 @@ export class Hosts {
     return this.view(this.store.host(name, this.clock())!);
   }
 
-  /** Removes a host and revokes its certificates, in one transaction. */
+  /**
+   * Registers the host a client enrolls as (`client/csr`), in the client's group, unless it is
+   * registered already (by an admin, or by another client of the same name): then it stays as it is.
+   */
+  enrollHost(actor: Actor, hostname: string, group: string | null): void {
+    const name = normalizeHostname(hostname);
+    if (this.store.hostRow(name)) return;
+    if (!this.store.insertHost({ hostname: name, group, createdBy: actor.name, now: this.clock() })) return;
+    this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "host.register",
+      target: name,
+      outcome: "success",
+      reason: group === null ? "enrolled" : `enrolled, group ${group}`,
+    });
+    this.registered?.add(name);
+    this.changed(name, group, "registered");
+  }
+
+  /**
+   * Removes a host and revokes its certificates, in one transaction; clients enrolled as it are
+   * disconnected (one whose key is still good may enroll again, and registers the host anew).
+   */
   async removeHost(actor: Actor, hostname: string): Promise<void> {
     const name = normalizeHostname(hostname);
     const row = this.store.hostRow(name);
@@ -154,8 +177,10 @@ export class Hosts {
       action: "host.remove",
       target: name,
       outcome: "success",
-      reason: revoked.length ? `revoked ${revoked.join(", ")}` : null,
+      reason: revoked.serials.length ? `revoked ${revoked.serials.join(", ")}` : null,
     });
+    // The clients enrolled as this host lose their certificates: their sockets close on both listeners.
+    if (revoked.clients.length > 0) this.events?.emit("clients.kick", { uuids: revoked.clients, reason: "the host was removed", actor });
     this.reportPushedAt.delete(name);
     this.registered?.delete(name);
     this.pendingReports.delete(name);

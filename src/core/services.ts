@@ -14,10 +14,13 @@ import { Sessions } from "./sessions.ts";
 import { LicenseStore } from "../db/licenses.ts";
 import { EnrollmentStore } from "../db/enrollment.ts";
 import { Enrollment } from "./enrollment/index.ts";
+import { ClientCertificates } from "./enrollment/certificates.ts";
 import { CertificateStore } from "../db/certificates.ts";
 import { CertificateAuthority } from "./ca/authority.ts";
 import { clientCertificateVerifier, type CertificateVerifier } from "./ca/verify.ts";
 import { Hosts } from "./hosts.ts";
+import { UserCertificateStore } from "../db/user-certificates.ts";
+import { UserCertificates } from "./user-certificates.ts";
 import { Licensing } from "./licensing/index.ts";
 import { newSigningKeyPem, signingKeyFromPem } from "./receipts.ts";
 
@@ -29,6 +32,8 @@ export interface ServiceOptions {
   receiptGraceSeconds?: number;
   /** How often hosts report: a host is online while its last report is within 3 intervals. */
   reportIntervalSeconds?: number;
+  /** Validity of the certificate an enrolling client gets (`client/csr`; 30 days unless given). */
+  clientCertificateDays?: number;
   /** Login throttles and queues (tests shrink them); the defaults suit production. */
   loginLimits?: LoginLimits;
   clock?: Clock;
@@ -51,6 +56,10 @@ export interface Services {
   ca: CertificateAuthority;
   /** Registered hosts (woodstock) and their latest reports. */
   hosts: Hosts;
+  /** The certificates enrolled clients request (`client/csr`), revoked with the client's identity. */
+  clientCertificates: ClientCertificates;
+  /** Certificates registered for users' certificate login (`rpc/auth_ssl`, `rpc/settings`). */
+  userCertificates: UserCertificates;
   /** Client certificates, verified against the CA's root (each once, cached by its DER's SHA-256). */
   verifier: () => CertificateVerifier;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
@@ -75,6 +84,8 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   const auth = new Authenticator(accounts, sessions, audit, metrics, events, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
     limits: options.loginLimits,
+    // Made below, once the CA they are checked against exists; asked only when a login runs.
+    certificateKeys: { match: (message, proof) => userCertificates.match(message, proof) },
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
   const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));
@@ -82,7 +93,8 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
     receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
   });
-  const enrollment = new Enrollment(db, new EnrollmentStore(db), settings, audit, events, clock);
+  const enrollmentStore = new EnrollmentStore(db);
+  const enrollment = new Enrollment(db, enrollmentStore, settings, audit, events, clock);
   const certificates = new CertificateStore(db);
   const ca = new CertificateAuthority(db, certificates, audit, events, clock);
   const hosts = new Hosts(db, certificates, ca, audit, clock, {
@@ -90,7 +102,44 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     events,
     metrics,
   });
+  const clientCertificates = new ClientCertificates(enrollmentStore, hosts, ca, { days: options.clientCertificateDays ?? 30 });
+  // A client that loses the right to be connected loses its certificates: its key revoked, reset
+  // or deleted, the client deleted, its host removed (in this process, or seen from another one).
+  // A revocation that is written stands even if the CRL rebuild after it fails (the CRL is rebuilt
+  // when next read); a failure is recorded where an operator looks: the audit log and the server log.
+  events.on("clients.kick", ({ uuids, keyId, actor }) => {
+    const by = actor ?? { name: "system", address: null };
+    clientCertificates.revokeOnKick(by, uuids, keyId).catch((error: unknown) =>
+      audit.record({
+        actor: by.name,
+        address: by.address,
+        action: "cert.revoke",
+        target: uuids.join(", "),
+        outcome: "failure",
+        reason: error instanceof Error ? error.message : String(error),
+      }),
+    );
+  });
   // One verifier per root: an imported root gets a fresh cache.
   const verifier = () => clientCertificateVerifier([ca.caPem()]);
-  return { db, clock, events, metrics, settings, audit, sessions, accounts, auth, licensing, enrollment, ca, hosts, verifier, secret };
+  const userCertificates = new UserCertificates(new UserCertificateStore(db), accounts, ca, verifier, audit, clock);
+  return {
+    db,
+    clock,
+    events,
+    metrics,
+    settings,
+    audit,
+    sessions,
+    accounts,
+    auth,
+    licensing,
+    enrollment,
+    ca,
+    hosts,
+    clientCertificates,
+    userCertificates,
+    verifier,
+    secret,
+  };
 }

@@ -30,6 +30,8 @@ export interface CertificateRow {
   /** JSON array of extended key usages. */
   usages: string;
   hostname: string | null;
+  /** The enrolled client it was issued to (`client/csr`), revoked with the client's identity. */
+  client_uuid: string | null;
   der: Uint8Array;
   not_before: number;
   not_after: number;
@@ -164,9 +166,9 @@ export class CertificateStore {
     return (
       this.db
         .query(
-          `INSERT INTO certificates (serial, ca_id, fingerprint, kind, common_name, sans, usages, hostname, der, not_before, not_after,
-             created_at, created_by)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+          `INSERT INTO certificates (serial, ca_id, fingerprint, kind, common_name, sans, usages, hostname, client_uuid, der, not_before,
+             not_after, created_at, created_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
         )
         .run(
           c.serial,
@@ -177,6 +179,7 @@ export class CertificateStore {
           c.sans,
           c.usages,
           c.hostname,
+          c.client_uuid,
           c.der,
           c.not_before,
           c.not_after,
@@ -229,15 +232,34 @@ export class CertificateStore {
     );
   }
 
-  /** Revokes every valid certificate of a host; the serials it revoked. */
-  revokeOfHost(hostname: string, reason: string, now: number): string[] {
+  /** Revokes every valid certificate of a host; the serials it revoked, with the clients they were issued to. */
+  revokeOfHost(hostname: string, reason: string, now: number): { serial: string; client_uuid: string | null }[] {
+    return this.db
+      .query<{ serial: string; client_uuid: string | null }, [number, string, string]>(
+        `UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?
+         WHERE hostname = ? AND status = 'valid' RETURNING serial, client_uuid`,
+      )
+      .all(now, reason, hostname);
+  }
+
+  /** Revokes every valid certificate issued to a client; the serials it revoked. */
+  revokeOfClient(uuid: string, reason: string, now: number): string[] {
     return this.db
       .query<{ serial: string }, [number, string, string]>(
         `UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?
-         WHERE hostname = ? AND status = 'valid' RETURNING serial`,
+         WHERE client_uuid = ? AND status = 'valid' RETURNING serial`,
       )
-      .all(now, reason, hostname)
+      .all(now, reason, uuid)
       .map((r) => r.serial);
+  }
+
+  /** A client's valid, unexpired certificates, the most recently issued first. */
+  validOfClient(uuid: string, now: number): CertificateRow[] {
+    return this.db
+      .query<CertificateRow, [string, number]>(
+        "SELECT * FROM certificates WHERE client_uuid = ? AND status = 'valid' AND not_after > ? ORDER BY rowid DESC",
+      )
+      .all(uuid, now);
   }
 
   /** Revokes every valid certificate of a root; the serials it revoked. */
@@ -339,7 +361,6 @@ export class CertificateStore {
     );
   }
 
-  /** A host as stored, without its certificate. */
   /** Every registered hostname (the mTLS listener keeps them in memory). */
   hostnames(): string[] {
     return this.db
@@ -353,6 +374,7 @@ export class CertificateStore {
     return this.db.query<{ data_version: number }, []>("PRAGMA data_version").get()!.data_version;
   }
 
+  /** A host as stored, without its certificate. */
   hostRow(hostname: string): HostRow | null {
     return this.db.query<HostRow, [string]>("SELECT * FROM hosts WHERE hostname = ?").get(hostname);
   }

@@ -10,7 +10,7 @@ const idParams = v.strictObject({ id: idParam });
 const requestHost = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$/;
 const serverAddress = v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/, "must be HOST:PORT"));
 
-export function enrollmentRoutes(services: Services, session: SessionPlugin) {
+export function enrollmentRoutes(services: Services, session: SessionPlugin, options: { mtlsPort?: () => number | null } = {}) {
   const enrollment = services.enrollment;
   return new Elysia({ name: "latchkey/http/enrollment", prefix: "/api" })
     .use(session)
@@ -112,7 +112,13 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
         if (query.server === undefined && host !== null && !requestHost.test(host)) {
           throw badRequest("the request's Host header is not a HOST[:PORT]; pass ?server=HOST:PORT", "server");
         }
-        return { command: enrollment.installCommand(params.id, query.server ?? host ?? "localhost:9000") };
+        return {
+          command: enrollment.installCommand(params.id, {
+            server: query.server ?? host ?? "localhost:9000",
+            caFingerprint: services.ca.caFingerprint(),
+            mtlsPort: options.mtlsPort?.() ?? null,
+          }),
+        };
       },
       {
         params: idParams,
@@ -122,8 +128,10 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin) {
           tags: ["enrollment"],
           summary: "The install command for a key",
           description:
-            "`latchkey client install -server HOST:PORT [-name LABEL] -key KEY`, " +
-            "with this server's address as the request reached it (or `?server=`).",
+            "`latchkey client install -server HOST:PORT -ca-fingerprint SHA256 [-mtls-port PORT] -key KEY`, " +
+            "with this server's address as the request reached it (or `?server=`), the SHA-256 fingerprint of its root CA " +
+            "(the agent enrolls over TLS on the mTLS listener and refuses a server whose root differs) and the mTLS " +
+            "listener's port when it is not 9443. The client is named after its machine's hostname unless `-name` is added.",
         },
       },
     )

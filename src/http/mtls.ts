@@ -67,6 +67,9 @@ export interface MtlsOptions {
   maxFrameBytes: number;
 }
 
+/** How long a WebSocket told that its certificate was revoked has before its TLS connection is cut. */
+const REVOKED_CLOSE_GRACE_MS = 200;
+
 export interface MtlsListener {
   /** The port it listens on (the one asked for, or the one given for 0). */
   port: number;
@@ -268,13 +271,23 @@ export async function startMtlsListener(
 
   // A revocation closes the live connections of that certificate: at once when made here, within
   // a second when made by another process (the CLI), which this one sees through data_version.
+  // A WebSocket among them is told why first (4003, by Connections): its TLS connection is cut a
+  // moment later, once that close frame has gone through the pipe.
   const closeRevoked = async (serials?: ReadonlySet<string>) => {
+    const doomed = new Set<Peer<Promise<CertificateIdentity>>>();
+    const revokedSerials = new Set<string>();
     for (const peer of front!.peers()) {
       const identity = await peer.identity;
       if (identity.kind !== "valid") continue;
       const revoked = serials ? serials.has(identity.serial) : services.ca.byFingerprint(identity.fingerprint)?.status === "revoked";
-      if (revoked) front!.closeWhere((p) => p === peer);
+      if (!revoked) continue;
+      doomed.add(peer);
+      revokedSerials.add(identity.serial);
     }
+    if (doomed.size === 0) return;
+    connections.closeCertified(revokedSerials, "client certificate revoked");
+    const cut = setTimeout(() => front!.closeWhere((p) => doomed.has(p)), REVOKED_CLOSE_GRACE_MS);
+    cut.unref?.();
   };
   const rootChanged = async () => {
     const now = services.ca.caFingerprint();

@@ -41,6 +41,8 @@ export interface Socket {
 }
 
 export interface Connection {
+  /** Unique in this process, across both listeners. */
+  id: number;
   socket: Socket;
   address: string | null;
   sessionId: string | null;
@@ -69,6 +71,9 @@ export type Listener = "main" | "mtls";
  * (SPEC §4, pinned TLS enrollment); everything else there needs the certificate.
  */
 const CERTIFICATELESS_CALLS = new Set(["client/register", "client/csr"]);
+
+/** Connection ids, from one counter for the whole process: unique whichever listener a connection came through. */
+let lastConnectionId = 0;
 
 /** How long a peer that stopped reading has to take what it was sent before it is cut off. */
 const OVERFLOW_GRACE_MS = 30_000;
@@ -170,6 +175,7 @@ export class Connections {
     }
     const now = this.services.clock();
     const connection: Connection = {
+      id: ++lastConnectionId,
       socket,
       address,
       sessionId: null,
@@ -245,6 +251,26 @@ export class Connections {
     if (uuid !== null && this.byClient.get(uuid) === connection) {
       this.byClient.delete(uuid);
       this.services.enrollment.disconnected(uuid);
+    }
+  }
+
+  /**
+   * Closes the mTLS sockets whose client certificate is one of these serials (revoked), saying so
+   * (4003): a client registered on one is disconnected like a kicked one.
+   */
+  closeCertified(serials: ReadonlySet<string>, reason: string): void {
+    for (const connection of this.all) {
+      const certificate = connection.certificate;
+      if (certificate?.kind !== "valid" || !serials.has(certificate.serial)) continue;
+      const uuid = connection.clientUuid;
+      if (uuid !== null && this.byClient.get(uuid) === connection) {
+        this.byClient.delete(uuid);
+        connection.clientUuid = null;
+        connection.clientKeyId = null;
+        this.log.info("client disconnected", { uuid, address: connection.address, reason });
+        this.services.enrollment.disconnected(uuid);
+      }
+      this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
     }
   }
 
@@ -327,6 +353,7 @@ export class Connections {
           address: connection.address,
           transport: "ws",
           connection: {
+            id: String(connection.id),
             listener: connection.listener,
             certificate: () =>
               connection.certificate && stillValid(connection.certificate, this.services.clock()) ? connection.certificate : null,

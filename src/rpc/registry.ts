@@ -20,6 +20,8 @@ export interface RpcContext {
   address: string | null;
   /** Set on WebSocket calls: lets auth calls change who the connection is. */
   connection?: {
+    /** Names this connection among all of the process's, on either listener (what `auth_ssl` binds its test string to). */
+    id: string;
     /** The listener the WebSocket came through. */
     listener: "main" | "mtls";
     /** On the mTLS listener: the connection's valid client certificate, if it presented one. */
@@ -40,6 +42,8 @@ export interface RpcContext {
 export interface RpcHandler {
   namespace: string;
   name: string;
+  /** Other "namespace/name" spellings of the same call (the sysadm seed's `settings/sysadm` for `rpc/settings`). */
+  aliases?: readonly string[];
   /** "public" calls are allowed before login (they are the login calls). */
   access: "public" | "session";
   /** Roles per level; a subsystem appears in `rpc/query` for the roles that may use it. */
@@ -54,6 +58,7 @@ export interface RpcHandler {
 export function defineHandler<S extends v.GenericSchema>(handler: {
   namespace: string;
   name: string;
+  aliases?: readonly string[];
   access: "public" | "session";
   roles?: Record<Level, readonly Role[]>;
   args: S;
@@ -70,14 +75,14 @@ export class Registry {
   private readonly queryCache = new Map<Role, Record<string, "read" | "read/write">>();
 
   constructor(handlers: readonly RpcHandler[]) {
-    for (const h of handlers) {
-      const key = `${h.namespace}/${h.name}`;
+    const keys = handlers.flatMap((h) => [`${h.namespace}/${h.name}`, ...(h.aliases ?? [])].map((key) => [key, h] as const));
+    for (const [key, h] of keys) {
       if (this.handlers.has(key)) throw new Error(`RPC ${key} registered twice`);
       this.handlers.set(key, h);
     }
   }
 
-  /** Every registered call, for docs and the access-control tests. */
+  /** Every registered call (aliases too, each under its own name), for docs and the access-control tests. */
   entries(): [string, RpcHandler][] {
     return [...this.handlers.entries()];
   }
@@ -98,7 +103,8 @@ export class Registry {
 
   private computeQuery(role: Role): Record<string, "read" | "read/write"> {
     const out: Record<string, "read" | "read/write"> = {};
-    for (const h of this.handlers.values()) {
+    // An alias is the same subsystem: it is listed once, under the name it was defined with.
+    for (const h of new Set(this.handlers.values())) {
       if (!h.roles) continue;
       const key = `${h.namespace}/${h.name}`;
       if (h.roles.write.includes(role)) out[key] = "read/write";

@@ -58,7 +58,9 @@ function deleteClient(ctx: PageContext, client: Client, done: () => void): void 
     message: h(
       "p",
       {},
-      client.key_id !== null ? "Its key is revoked and it is disconnected. " : "It is disconnected. ",
+      client.key_id !== null
+        ? "Its key and certificates are revoked and it is disconnected. "
+        : "Its certificates are revoked and it is disconnected. ",
       "Its record goes; the machine can enroll again only with a new or reset key (or freely while Require Authentication Key is off).",
     ),
     confirmLabel: "Delete client",

@@ -125,7 +125,7 @@ function generateKeys(ctx: PageContext, done: (keys: EnrollmentKey[]) => void): 
         name: "label",
         label: "Label",
         maxlength: 100,
-        hint: "Optional, e.g. Customer ABC – batch 1. The install command also uses it as the client's name.",
+        hint: "Optional, e.g. Customer ABC – batch 1. Each client is named after its machine's hostname.",
       }),
       h(
         "div",
@@ -159,7 +159,8 @@ function revokeKey(ctx: PageContext, key: EnrollmentKey, done: () => void): void
       "p",
       {},
       key.client_uuid
-        ? `${key.client_name ?? "Its client"} is disconnected at once and refused (AUTH_FAILED) when it reconnects. `
+        ? `${key.client_name ?? "Its client"} is disconnected at once, its certificates are revoked, ` +
+            "and it is refused (AUTH_FAILED) when it reconnects. "
         : "No client can register with it any more. ",
       "The record stays for auditing; Reset makes the key usable again.",
     ),

@@ -6,6 +6,7 @@
  * `db/certificates.ts` holds the SQL.
  */
 import type { Database } from "bun:sqlite";
+import { X509Certificate, type KeyObject } from "node:crypto";
 import { hostname as osHostname } from "node:os";
 import * as v from "valibot";
 import type {
@@ -33,6 +34,7 @@ import {
   createRootCertificate,
   crlPem,
   describePublicKey,
+  fingerprint,
   generateKeyPair,
   normalizeFingerprint,
   normalizeSerial,
@@ -70,7 +72,16 @@ export interface IssuePolicy {
   key: { spki: Uint8Array } | "generate";
   /** The registered host it belongs to (revoked with it); it must be registered when the certificate is recorded. */
   hostname?: string | null;
+  /**
+   * The enrolled client it is issued to (`client/csr`): revoked with the client's identity. A
+   * client keeps at most `CLIENT_CERTIFICATES_KEPT` valid certificates: issuing another revokes
+   * the oldest (superseded), so that renewals never pile up.
+   */
+  clientUuid?: string | null;
 }
+
+/** Valid certificates a client keeps: the newest, and the one it may still be connected with while it renews. */
+export const CLIENT_CERTIFICATES_KEPT = 2;
 
 export interface CertificateView {
   serial: string;
@@ -80,6 +91,7 @@ export interface CertificateView {
   sans: string[];
   usages: ExtendedUsage[];
   hostname: string | null;
+  client_uuid: string | null;
   not_before: string;
   not_after: string;
   status: CertificateStatus;
@@ -90,6 +102,12 @@ export interface CertificateView {
   revocation_reason: string | null;
   created_at: string;
   created_by: string;
+}
+
+/** Certificates revoked together, and the enrolled clients they had been issued to. */
+export interface RevokedSet {
+  serials: string[];
+  clients: string[];
 }
 
 export interface IssuedCertificate {
@@ -160,6 +178,7 @@ export class CertificateAuthority {
   private readonly crlRefreshMs: number;
   /** The signer of the current root, loaded once per root (the key is imported as non-extractable). */
   private signerCache: { rootId: number; signer: Promise<CaSigner> } | null = null;
+  private rootKeyCache: { rootId: number; key: KeyObject; notBefore: number; notAfter: number } | null = null;
   /** CRL builds run one at a time in this process; a build waiting to start is shared by everyone who asks meanwhile. */
   private crlRunning: Promise<unknown> = Promise.resolve();
   private crlWaiting: Promise<CrlRow> | null = null;
@@ -324,7 +343,15 @@ export class CertificateAuthority {
     // A serial collision (127 random bits) or a root replaced mid-way is retried with a fresh build.
     for (let attempt = 0; attempt < 3; attempt++) {
       const prepared = await this.prepare(actor, policy);
-      const recorded = immediate(this.db, () => this.record(prepared));
+      const recorded = immediate(this.db, () => {
+        if (!this.record(prepared)) return null;
+        const uuid = prepared.row.client_uuid;
+        if (uuid === null) return { superseded: [] };
+        const older = this.store.validOfClient(uuid, this.clock()).filter((c) => c.serial !== prepared.row.serial);
+        const superseded = older.slice(CLIENT_CERTIFICATES_KEPT - 1).map((c) => c.serial);
+        for (const serial of superseded) this.store.revoke(serial, "superseded", this.clock());
+        return { superseded };
+      });
       if (!recorded) continue;
       this.audit.record({
         actor: actor.name,
@@ -332,8 +359,20 @@ export class CertificateAuthority {
         action: "cert.issue",
         target: prepared.row.serial,
         outcome: "success",
-        reason: `${policy.kind} CN=${prepared.row.common_name}`,
+        reason: `${policy.kind} CN=${prepared.row.common_name}${prepared.row.client_uuid ? ` client ${prepared.row.client_uuid}` : ""}`,
       });
+      if (recorded.superseded.length > 0) {
+        this.audit.record({
+          actor: actor.name,
+          address: actor.address,
+          action: "cert.revoke",
+          target: prepared.row.client_uuid,
+          outcome: "success",
+          reason: `superseded by ${prepared.row.serial}: ${recorded.superseded.join(", ")}`,
+        });
+        this.announceRevocation(recorded.superseded, prepared.row.hostname, this.groupsOf(prepared.row.hostname));
+        await this.regenerateCrl();
+      }
       this.events.emit("push", {
         topic: "certificates.changed",
         args: { serials: [prepared.row.serial], change: "issued", ...(prepared.row.hostname ? { hostname: prepared.row.hostname } : {}) },
@@ -385,6 +424,7 @@ export class CertificateAuthority {
       sans: JSON.stringify([...built.info.dnsNames, ...built.info.ipAddresses]),
       usages: JSON.stringify(usages),
       hostname: policy.hostname?.toLowerCase() ?? null,
+      client_uuid: policy.clientUuid ?? null,
       der: built.der,
       not_before: built.info.notBefore.getTime(),
       not_after: built.info.notAfter.getTime(),
@@ -489,28 +529,50 @@ export class CertificateAuthority {
 
   /**
    * Revokes every valid certificate of a host; `within` runs in the same transaction (removing the
-   * host with them, so that no certificate of it is issued in between and survives). The serials revoked.
+   * host with them, so that no certificate of it is issued in between and survives). The serials
+   * revoked, and the clients they had been issued to.
    */
-  async revokeHostCertificates(actor: Actor, hostname: string, reason: RevocationReason, within?: () => void): Promise<string[]> {
+  async revokeHostCertificates(actor: Actor, hostname: string, reason: RevocationReason, within?: () => void): Promise<RevokedSet> {
     const name = hostname.toLowerCase();
     const groups = this.groupsOf(name);
-    const serials = immediate(this.db, () => {
+    const rows = immediate(this.db, () => {
       const revoked = this.store.revokeOfHost(name, reason, this.clock());
       within?.();
       return revoked;
     });
-    if (serials.length === 0) return serials;
+    const clients = [...new Set(rows.flatMap((r) => (r.client_uuid === null ? [] : [r.client_uuid])))];
+    return this.revoked(actor, name, reason, { serials: rows.map((r) => r.serial), clients }, name, groups);
+  }
+
+  /** Revokes every valid certificate issued to an enrolled client (its key revoked or reset, the client deleted). */
+  async revokeClientCertificates(actor: Actor, uuid: string, reason: RevocationReason): Promise<RevokedSet> {
+    const serials = this.store.revokeOfClient(uuid, reason, this.clock());
+    if (serials.length === 0) return { serials, clients: [] };
+    const hostname = this.store.certificate(serials[0]!)?.hostname ?? null;
+    return this.revoked(actor, uuid, reason, { serials, clients: [uuid] }, hostname, this.groupsOf(hostname));
+  }
+
+  /** After a revocation of many: audited, announced, and the CRL rebuilt. */
+  private async revoked(
+    actor: Actor,
+    target: string,
+    reason: RevocationReason,
+    set: RevokedSet,
+    hostname: string | null,
+    groups: string[],
+  ): Promise<RevokedSet> {
+    if (set.serials.length === 0) return set;
     this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "cert.revoke",
-      target: name,
+      target,
       outcome: "success",
-      reason: `${reason}: ${serials.join(", ")}`,
+      reason: `${reason}: ${set.serials.join(", ")}`,
     });
-    this.announceRevocation(serials, name, groups);
+    this.announceRevocation(set.serials, hostname, groups);
     await this.regenerateCrl();
-    return serials;
+    return set;
   }
 
   private announceRevocation(serials: string[], hostname: string | null, groups: string[] | null): void {
@@ -640,6 +702,33 @@ export class CertificateAuthority {
     return row ? this.view(row) : null;
   }
 
+  /**
+   * The issuance record of `der` when it is byte for byte a certificate the current root issued
+   * (looked up by the SHA-256 of the DER) and its signature checks against the root with
+   * node:crypto: what the verifier would conclude about the chain, at a fraction of PKIjs's cost
+   * (SPEC §10: new mTLS connections with a cold certificate cache). Null for anything else, which
+   * then goes through the verifier. Validity, usage and revocation are the caller's, from the row.
+   */
+  issuedRecord(der: Uint8Array): CertificateRow | null {
+    const root = this.store.currentRoot();
+    if (!root) return null;
+    const row = this.store.certificateByFingerprint(fingerprint(der));
+    if (!row || row.ca_id !== root.id) return null;
+    if (this.rootKeyCache?.rootId !== root.id) {
+      const certificate = new X509Certificate(root.certificate_pem);
+      const [notBefore, notAfter] = [certificate.validFromDate.getTime(), certificate.validToDate.getTime()];
+      this.rootKeyCache = { rootId: root.id, key: certificate.publicKey, notBefore, notAfter };
+    }
+    // Outside the root's own validity the verifier says why.
+    const now = this.clock();
+    if (now < this.rootKeyCache.notBefore || now > this.rootKeyCache.notAfter) return null;
+    try {
+      return new X509Certificate(der).verify(this.rootKeyCache.key) ? row : null;
+    } catch {
+      return null;
+    }
+  }
+
   private visible(viewer: Principal | null, row: CertificateRow): boolean {
     if (viewer === null || viewer.role === "admin") return true;
     const group = row.hostname === null ? null : (this.store.hostRow(row.hostname)?.host_group ?? null);
@@ -655,6 +744,7 @@ export class CertificateAuthority {
       sans: JSON.parse(row.sans) as string[],
       usages: JSON.parse(row.usages) as ExtendedUsage[],
       hostname: row.hostname,
+      client_uuid: row.client_uuid,
       not_before: isoTime(row.not_before),
       not_after: isoTime(row.not_after),
       status: row.status,

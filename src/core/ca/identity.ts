@@ -3,6 +3,7 @@
  * root (each certificate once, cached) and checked for revocation in the database. The mTLS
  * listener makes one per connection, at its handshake.
  */
+import type { CertificateRow } from "../../db/certificates.ts";
 import type { Clock } from "../clock.ts";
 import type { CertificateAuthority } from "./authority.ts";
 import type { CertificateVerifier } from "./verify.ts";
@@ -17,6 +18,8 @@ export async function identifyCertificate(
   der: Uint8Array | null,
 ): Promise<CertificateIdentity> {
   if (der === null) return { kind: "none" };
+  const issued = deps.ca.issuedRecord(der);
+  if (issued) return recordIdentity(issued, der, deps.clock());
   const result = await deps.verifier().verify(der, { time: deps.clock() });
   if (!result.ok) return { kind: "invalid", reason: result.reason };
   const known = deps.ca.byFingerprint(result.leaf.fingerprint);
@@ -29,6 +32,19 @@ export async function identifyCertificate(
     notAfter: result.leaf.notAfter.getTime(),
     der,
   };
+}
+
+/**
+ * A certificate this CA issued, judged by its issuance record as the verifier would judge it: the
+ * chain is known good (the exact DER, signed by the current root), so what is left is the leaf's
+ * use, its validity at `now` and revocation. The reasons are the verifier's.
+ */
+function recordIdentity(row: CertificateRow, der: Uint8Array, now: number): CertificateIdentity {
+  if (!(JSON.parse(row.usages) as string[]).includes("clientAuth")) return { kind: "invalid", reason: "eku" };
+  if (now < row.not_before) return { kind: "invalid", reason: "not_yet_valid" };
+  if (now > row.not_after) return { kind: "invalid", reason: "expired" };
+  if (row.status === "revoked") return { kind: "invalid", reason: "revoked" };
+  return { kind: "valid", serial: row.serial, fingerprint: row.fingerprint, commonName: row.common_name, notAfter: row.not_after, der };
 }
 
 /** Whether an identity still holds now (a certificate may expire while its connection is open). */

@@ -8,7 +8,7 @@
  * and comparing a private key's public half with a certificate's.
  */
 import * as asn1js from "asn1js";
-import { createHash, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, verify as verifySignature, type KeyObject } from "node:crypto";
 import { isIP } from "node:net";
 import * as pkijs from "pkijs";
 import * as v from "valibot";
@@ -87,7 +87,7 @@ const DAY_MS = 86_400_000;
 
 // PEM and DER
 
-export type PemLabel = "CERTIFICATE" | "PRIVATE KEY" | "PUBLIC KEY" | "X509 CRL";
+export type PemLabel = "CERTIFICATE" | "CERTIFICATE REQUEST" | "PRIVATE KEY" | "PUBLIC KEY" | "X509 CRL";
 
 /** DER as PEM: base64 in lines of 64 characters between BEGIN/END lines, ending with a newline. */
 export function toPem(label: PemLabel, der: Uint8Array): string {
@@ -724,4 +724,57 @@ export async function checkCaImport(
   }
   const pkcs8 = new Uint8Array(key.export({ type: "pkcs8", format: "der" }));
   return { certificatePem: certificatePem(der), keyPem: toPem("PRIVATE KEY", pkcs8), info };
+}
+
+// Certificate requests
+
+/** Signature algorithms a CSR may be signed with, and the digest node:crypto verifies each with (null: Ed25519 signs the data itself). */
+const CSR_SIGNATURES: Record<string, string | null> = {
+  "1.2.840.10045.4.3.2": "sha256", // ecdsa-with-SHA256
+  "1.2.840.10045.4.3.3": "sha384",
+  "1.2.840.10045.4.3.4": "sha512",
+  "1.2.840.113549.1.1.11": "sha256", // sha256WithRSAEncryption
+  "1.2.840.113549.1.1.12": "sha384",
+  "1.2.840.113549.1.1.13": "sha512",
+  "1.3.101.112": null, // Ed25519
+};
+
+export interface CertificateRequestInfo {
+  /** The requested key (SubjectPublicKeyInfo DER): what the certificate will certify. */
+  spki: Uint8Array;
+  /** The subject's CN, if it names one. */
+  commonName: string | null;
+}
+
+/**
+ * Reads a PKCS#10 certificate request (one `CERTIFICATE REQUEST` PEM block) and checks that it is
+ * signed by the key it carries: proof that the requester holds the private key. Only the key and
+ * the CN are taken from it; whatever else it asks for (extensions, other names) the CA decides.
+ * bad_request (about `field`) when it is not readable, its key is not one latchkey certifies, or
+ * its signature does not verify.
+ */
+export function readCertificateRequest(pem: string, field = "csr"): CertificateRequestInfo {
+  const blocks = pemBlocks(pem).filter((b) => b.label === "CERTIFICATE REQUEST" || b.label === "NEW CERTIFICATE REQUEST");
+  if (blocks.length !== 1) throw badRequest("must be one PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)", field);
+  let request: pkijs.CertificationRequest;
+  try {
+    request = pkijs.CertificationRequest.fromBER(new Uint8Array(blocks[0]!.der));
+  } catch {
+    throw badRequest("is not a valid PKCS#10 certificate request", field);
+  }
+  const spki = spkiDer(request.subjectPublicKeyInfo);
+  describePublicKey(spki, field);
+  const algorithm = request.signatureAlgorithm.algorithmId;
+  if (!(algorithm in CSR_SIGNATURES)) {
+    throw badRequest("must be signed with ECDSA or RSA PKCS#1 v1.5 over SHA-256/384/512, or with Ed25519", field);
+  }
+  let valid = false;
+  try {
+    const key = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
+    valid = verifySignature(CSR_SIGNATURES[algorithm] ?? null, request.tbsView, key, request.signatureValue.valueBlock.valueHexView);
+  } catch {
+    valid = false;
+  }
+  if (!valid) throw badRequest("is not signed by the key it carries: its signature does not verify", field);
+  return { spki, commonName: attribute(request.subject, OID.commonName) };
 }

@@ -61,7 +61,7 @@ export class EnrollmentClients {
     return this.view(client);
   }
 
-  /** Deletes a client: its key is revoked with it and its connection closed. */
+  /** Deletes a client: its key and certificates are revoked with it and its connection closed. */
   delete(actor: Actor, uuid: string): void {
     const client = this.store.client(uuid);
     if (!client) throw notFound(`no client ${uuid}`);
@@ -78,7 +78,7 @@ export class EnrollmentClients {
       outcome: "success",
       reason: revoked.length ? `revoked key ${revoked.join(", ")}` : null,
     });
-    this.events.emit("clients.kick", { uuids: [uuid], reason: CLIENT_GONE });
+    this.events.emit("clients.kick", { uuids: [uuid], reason: CLIENT_GONE, actor });
     this.events.emit("push", { topic: "clients.deleted", args: { uuid }, groups: client.client_group ? [client.client_group] : [] });
   }
 

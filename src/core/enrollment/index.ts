@@ -14,13 +14,13 @@ import type { Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
 import type { Principal } from "../sessions.ts";
 import { EnrollmentClients, type ClientView } from "./clients.ts";
-import { EnrollmentKeys, type KeyList, type KeyView } from "./keys.ts";
+import { EnrollmentKeys, type InstallTarget, type KeyList, type KeyView } from "./keys.ts";
 import { Presence } from "./presence.ts";
 import { Registration, type RegisterArgs, type RegistrationOutcome } from "./registration.ts";
 import { EnrollmentSettings, type EnrollmentSettingsView } from "./settings.ts";
 
 export type { ClientView } from "./clients.ts";
-export type { KeyList, KeyView } from "./keys.ts";
+export { DEFAULT_MTLS_PORT, type InstallTarget, type KeyList, type KeyView } from "./keys.ts";
 export { KEY_IN_USE_WINDOW_MS, type RefusalReason, type RegistrationOutcome } from "./registration.ts";
 export type { EnrollmentSettingsView } from "./settings.ts";
 
@@ -66,13 +66,14 @@ export class Enrollment {
   deleteKey(actor: Actor, id: number): void {
     this.keys.delete(actor, id);
   }
-  installCommand(id: number, serverAddress: string): string {
-    return this.keys.installCommand(id, serverAddress);
+  installCommand(id: number, target: InstallTarget): string {
+    return this.keys.installCommand(id, target);
   }
 
   // registration
-  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean): RegistrationOutcome {
-    return this.registration.register(args, address, alreadyConnected);
+  /** `certified`: the connection presents a valid certificate latchkey issued to this UUID. */
+  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): RegistrationOutcome {
+    return this.registration.register(args, address, alreadyConnected, certified);
   }
   recordRefusal(uuid: string, address: string | null, told: string): void {
     this.registration.recordRefusal(uuid, address, told);

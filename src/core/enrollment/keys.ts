@@ -37,6 +37,19 @@ export function hashEnrollmentKey(normalized: string): string {
   return sha256Hex(normalized);
 }
 
+/** The mTLS listener's port the agent assumes when the install command names none. */
+export const DEFAULT_MTLS_PORT = 9443;
+
+/** Where an install command points the agent: the main listener, and the pinned root of the mTLS one. */
+export interface InstallTarget {
+  /** HOST:PORT of the main listener. */
+  server: string;
+  /** SHA-256 of the root CA's DER, lowercase hex. */
+  caFingerprint: string;
+  /** The mTLS listener's port, when known. */
+  mtlsPort: number | null;
+}
+
 export interface KeyView {
   id: number;
   key: string;
@@ -132,7 +145,7 @@ export class EnrollmentKeys {
       outcome: "success",
       reason: key.client_uuid ? `bound to ${key.client_uuid}` : null,
     });
-    this.changed(key, "revoked");
+    this.changed(actor, key, "revoked");
     return this.view(this.require(id), true);
   }
 
@@ -147,7 +160,7 @@ export class EnrollmentKeys {
       outcome: "success",
       reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null,
     });
-    this.changed(key, "reset");
+    this.changed(actor, key, "reset");
     return this.view(this.require(id), true);
   }
 
@@ -155,20 +168,28 @@ export class EnrollmentKeys {
     const key = this.require(id);
     this.store.deleteKey(id);
     this.audit.record({ actor: actor.name, address: actor.address, action: "key.delete", target: `key ${id}`, outcome: "success" });
-    this.changed(key, "deleted");
+    this.changed(actor, key, "deleted");
   }
 
-  /** The command a machine owner runs: the panel's Copy button. */
-  installCommand(id: number, serverAddress: string): string {
+  /**
+   * The command a machine owner runs (the panel's Copy button). It pins the server by its root
+   * CA's fingerprint, so that the agent enrolls over TLS on the mTLS listener (`-mtls-port` when it
+   * is not the default 9443) and the key never crosses the network in clear. The client's name
+   * defaults to the machine's hostname: a batch of keys shares one label, not one name.
+   */
+  installCommand(id: number, target: InstallTarget): string {
     const key = this.require(id);
-    const name = key.label.trim() ? ` -name ${shellQuote(key.label.trim())}` : "";
-    return `latchkey client install -server ${serverAddress}${name} -key ${key.key}`;
+    const port = target.mtlsPort !== null && target.mtlsPort !== DEFAULT_MTLS_PORT ? ` -mtls-port ${target.mtlsPort}` : "";
+    return `latchkey client install -server ${target.server} -ca-fingerprint ${target.caFingerprint}${port} -key ${key.key}`;
   }
 
-  private changed(key: KeyRow, change: PushTopics["keys.changed"]["change"]): void {
-    // The bound client loses its right to be connected: close its socket at once — if it was
-    // admitted with this key (a revoked key stays bound to a client that since re-enrolled with another).
-    if (key.client_uuid !== null) this.events.emit("clients.kick", { uuids: [key.client_uuid], reason: KEY_GONE, keyId: key.id });
+  private changed(actor: Actor, key: KeyRow, change: PushTopics["keys.changed"]["change"]): void {
+    // The bound client loses its right to be connected: close its socket at once and revoke its
+    // certificates — if it was admitted with this key (a revoked key stays bound to a client that
+    // since re-enrolled with another).
+    if (key.client_uuid !== null) {
+      this.events.emit("clients.kick", { uuids: [key.client_uuid], reason: KEY_GONE, keyId: key.id, actor });
+    }
     this.events.emit("push", {
       topic: "keys.changed",
       args: { ids: [key.id], change },
@@ -200,8 +221,4 @@ export class EnrollmentKeys {
       expired: k.expires_at !== null && this.clock() >= k.expires_at,
     };
   }
-}
-
-function shellQuote(s: string): string {
-  return /^[A-Za-z0-9._@:-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

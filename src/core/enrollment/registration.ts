@@ -2,6 +2,8 @@
  * `client/register`, the woho table: with `require_auth_key` off every client is admitted; with it
  * on, a pending key admits the first client and binds to its UUID (pending → active, one
  * conditional UPDATE), an active key readmits only that client, and anything else is refused.
+ * A client that holds a valid certificate latchkey issued to it (`client/csr`) and presents it on
+ * the mTLS listener is admitted by it, with no key (SPEC §4: a restart is not a re-enrollment).
  * The outcome says why in a word; what the client is told is the protocol's business.
  */
 import type { Database } from "bun:sqlite";
@@ -70,7 +72,7 @@ export class Registration {
    * (a clone): refused, and the first stays connected. A refusal is not audited here: the caller
    * records it with `recordRefusal`, in the words the client was given.
    */
-  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean): RegistrationOutcome {
+  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): RegistrationOutcome {
     const now = this.clock();
     const refuse = (reason: RefusalReason): never => {
       throw new Refused(reason);
@@ -79,7 +81,7 @@ export class Registration {
     // under the lock, on the row as it is then.
     const lookup = (): KeyRow | null => {
       if (alreadyConnected) refuse("already_connected");
-      if (!this.settings.requireAuthKey()) return null;
+      if (certified || !this.settings.requireAuthKey()) return null;
       if (args.auth_key === undefined || args.auth_key.trim() === "") refuse("auth_required");
       const normalized = normalizeKey(args.auth_key!);
       const found = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
@@ -89,6 +91,7 @@ export class Registration {
     // The binding, the client row and the audit entry commit together: one durable write per
     // registration, and never a bound key without its client.
     const attempt = (found: KeyRow | null) => {
+      if (certified) return this.admitCertified(args, address, now);
       let reconnect = true;
       // Re-read under the lock: since the lookup, a registration in this process or the other
       // may have bound the key (the loser of a race then reads it active), or an admin changed it.
@@ -148,6 +151,38 @@ export class Registration {
         groups: key.client_group ? [key.client_group] : [],
       });
     return { kind: "registered", uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null };
+  }
+
+  /**
+   * Readmits an enrolled client by its certificate (the caller checked that it was issued to this
+   * UUID and is valid): the client keeps its group and key, whose use is counted while it is
+   * active for it; a client deleted, or whose key was revoked meanwhile, is refused.
+   */
+  private admitCertified(args: RegisterArgs, address: string | null, now: number) {
+    const client = this.store.client(args.uuid);
+    if (!client) throw new Refused("invalid_key");
+    const key = client.key_id === null ? null : this.store.key(client.key_id);
+    if (key && !this.store.recordReuse(key.id, args.uuid, now)) throw new Refused("invalid_key");
+    this.store.upsertClient({
+      uuid: args.uuid,
+      name: args.name,
+      hostname: args.hostname,
+      group: client.client_group,
+      keyId: client.key_id,
+      version: args.version,
+      os: args.os,
+      address,
+      now,
+    });
+    this.audit.record({
+      actor: `client:${args.uuid}`,
+      address,
+      action: "client.register",
+      target: args.uuid,
+      outcome: "success",
+      reason: "certificate (reconnect)",
+    });
+    return { key, reconnect: true, client: this.store.client(args.uuid)! };
   }
 
   /** Audits a refused registration; `told` is what the client was told, which the audit log repeats. */

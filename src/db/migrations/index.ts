@@ -8,6 +8,8 @@ import enrollment from "./0003_enrollment.sql" with { type: "text" };
 import checkCounters from "./0004_check_counters.sql" with { type: "text" };
 import credentialVersion from "./0005_credential_version.sql" with { type: "text" };
 import ca from "./0006_ca.sql" with { type: "text" };
+import clientCertificates from "./0007_client_certificates.sql" with { type: "text" };
+import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -21,4 +23,6 @@ export const migrations: readonly Migration[] = [
   { name: "0004_check_counters", sql: checkCounters },
   { name: "0005_credential_version", sql: credentialVersion },
   { name: "0006_ca", sql: ca },
+  { name: "0007_client_certificates", sql: clientCertificates },
+  { name: "0008_user_certificates", sql: userCertificates },
 ];

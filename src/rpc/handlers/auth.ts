@@ -1,6 +1,6 @@
-/** `rpc/auth*`: the sysadm login calls, plus SCRAM, and `rpc/query`. */
+/** `rpc/auth*`: the sysadm login calls (password, token, certificate), plus SCRAM, and `rpc/query`. */
 import * as v from "valibot";
-import { unauthorized } from "../../core/errors.ts";
+import { badRequest, unauthorized } from "../../core/errors.ts";
 import { loginPassword, username } from "../../core/fields.ts";
 import { defineHandler, type Registry } from "../registry.ts";
 
@@ -46,6 +46,36 @@ export const authHandlers = [
       const login = ctx.services.auth.scramFinish(args.client_final, ctx.address);
       ctx.connection?.signIn(login);
       return [login.token, login.expiresIn, login.serverFinal];
+    },
+  }),
+  defineHandler({
+    namespace: "rpc",
+    name: "auth_ssl",
+    access: "public",
+    args: v.union(
+      [
+        v.literal("", 'must be "" (stage 1)'),
+        v.strictObject({
+          encrypted_string: v.pipe(
+            v.string("must be a string"),
+            v.nonEmpty("is required"),
+            v.maxLength(4096, "is too long (at most 4096 characters)"),
+            v.regex(/^[A-Za-z0-9+/_\-\r\n]+={0,2}[\r\n]*$/, "must be base64"),
+          ),
+        }),
+      ],
+      'must be "" (stage 1: ask for a test string) or {encrypted_string} (stage 2: its proof, base64)',
+    ),
+    async handle(ctx, args) {
+      const connection = ctx.connection;
+      if (!connection) {
+        throw badRequest("rpc/auth_ssl needs the WebSocket: its test string is bound to the connection that asked for it", "namespace");
+      }
+      if (args === "") return { test_string: ctx.services.auth.certificateChallenge(connection.id, ctx.address) };
+      const proof = Buffer.from(args.encrypted_string.replace(/[\r\n]/g, ""), "base64");
+      const login = await ctx.services.auth.loginWithCertificate(connection.id, proof, ctx.address);
+      connection.signIn(login);
+      return [login.token, login.expiresIn];
     },
   }),
   defineHandler({

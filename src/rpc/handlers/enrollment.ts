@@ -1,6 +1,7 @@
 /** Enrollment over RPC: client registration, and the keys, settings and clients subsystems. */
 import * as v from "valibot";
 import type { RefusalReason as CoreRefusalReason } from "../../core/enrollment/index.ts";
+import { readCertificateRequest } from "../../core/ca/x509.ts";
 import { AppError, badRequest, unauthorized } from "../../core/errors.ts";
 import { clientName, clientUuid, expiry, group, hostname, keyLabel, rpcPage, shortText } from "../../core/fields.ts";
 import { REFUSAL_MESSAGES, type RefusalReason } from "../protocol.ts";
@@ -38,8 +39,14 @@ export const registerHandler = defineHandler({
     if (!connection) throw badRequest("client/register needs the WebSocket: the connection is the client's presence", "namespace");
     const current = connection.clientUuid();
     if (current !== null && current !== args.uuid) throw badRequest("this connection is already registered as another client", "uuid");
+    // On the mTLS listener, a certificate latchkey issued to a client admits that client, with no key.
+    const certificate = connection.certificate();
+    const owner = certificate === null ? null : ctx.services.clientCertificates.clientOf(certificate.fingerprint);
+    if (owner !== null && owner !== args.uuid) {
+      throw new AppError("forbidden", "this connection's client certificate was issued to another client", { field: "uuid" });
+    }
     const enrollment = ctx.services.enrollment;
-    const outcome = enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid));
+    const outcome = enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid), owner !== null);
     if (outcome.kind === "refused") {
       const refusal = new RegistrationRefused(outcome.reason);
       enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
@@ -47,6 +54,32 @@ export const registerHandler = defineHandler({
     }
     connection.registerClient(args.uuid, outcome.keyId);
     return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
+  },
+});
+
+/**
+ * The certificate that ends enrollment (SPEC §4): a registered client sends a PKCS#10 request
+ * (PEM) for the key it generated and keeps, and gets a clientAuth certificate for its hostname.
+ */
+export const csrHandler = defineHandler({
+  namespace: "client",
+  name: "csr",
+  access: "public",
+  args: v.strictObject({
+    csr: v.pipe(
+      v.string("must be a string"),
+      v.nonEmpty("must be a PEM certificate request"),
+      v.maxLength(16_384, "must be at most 16384 characters"),
+    ),
+  }),
+  handle(ctx, args) {
+    // The request is read first: a malformed one is the same 400 on every transport.
+    const request = readCertificateRequest(args.csr);
+    const connection = ctx.connection;
+    if (!connection) throw badRequest("client/csr needs the WebSocket the client registered on", "namespace");
+    const uuid = connection.clientUuid();
+    if (uuid === null) throw unauthorized("register first (client/register)");
+    return ctx.services.clientCertificates.issue(uuid, request, ctx.address);
   },
 });
 
