@@ -126,7 +126,7 @@ const agent = (state: string, env: Record<string, string> = {}, ...flags: string
 const serialOf = (state: string) => new X509Certificate(readFileSync(join(state, "client.pem"), "utf8")).serialNumber;
 
 describe("the compiled server and agent", () => {
-  test("install with the pin → TLS registration → CSR → mTLS → host reports → key revoked: closed within a second → reinstall refused until reset", async () => {
+  test("pinned install, TLS registration, CSR, mTLS reports; key revoked: closed in 1 s; reinstall refused until reset", async () => {
     const server = await startServer("journey", ["--require-auth-key"]);
     const state = join(dir.path, "journey-agent");
     try {

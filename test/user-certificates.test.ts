@@ -4,9 +4,10 @@
  * and every proof are made by `openssl` (`req -x509`, `req -new`, `dgst -sha256 -sign`, `pkeyutl
  * -sign`), and the logins run over real WebSockets on the main listener and on the mutual-TLS
  * listener, with a certificate of latchkey's CA in the handshake. Also the REST resources, issuing
- * user certificates from latchkey's CA (REST and CLI), the refusal of the CA's machine certificates
- * for user login, the CLI, throttling under pipelined frames, the 30 s life of a test string on an
- * injected clock, and the audit trail.
+ * user certificates from latchkey's CA (REST and CLI: generated keys and openssl's requests, a race
+ * on one key, revocation at the CA), the refusal of the CA's machine certificates for user login,
+ * the CLI, throttling under pipelined frames, the 30 s life of a test string on an injected clock,
+ * and the audit trail.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
@@ -310,7 +311,7 @@ describe("certificate login (rpc/auth_ssl)", () => {
     after.close();
   });
 
-  test("a certificate of latchkey's CA that the CA revoked no longer signs in: 401, audited against the account", async () => {
+  test("a certificate of latchkey's CA that the CA revoked no longer signs in (401): its registration is revoked with it", async () => {
     const issued = await caIssued(server, "alice-revoked");
     const alice = await login(server.url, "alice", "alice-password");
     expect((await register(server, alice, "alice", issued.cert)).status).toBe(201);
@@ -318,11 +319,17 @@ describe("certificate login (rpc/auth_ssl)", () => {
     expect((await certificateLogin(before, "ecdsa-p256-der", issued.key)).name).toBe("response");
     before.close();
     await server.services.ca.revoke(actor, issued.serial, "keyCompromise");
+    const mine = await call(server.url, "GET", "/api/me/certificates", { token: alice });
+    expect(mine.body.items.find((c: any) => c.ca_serial === issued.serial)).toMatchObject({
+      status: "revoked",
+      revoked_by: "ca: keyCompromise",
+    });
     const after = await RpcClient.connect(server.wsUrl);
     expect((await certificateLogin(after, "ecdsa-p256-der", issued.key)).args).toEqual(UNAUTHORIZED);
     after.close();
-    const failure = (await auditOf(server, admin, "auth.certificate")).find((e) => e.outcome === "failure" && e.actor === "alice");
-    expect(failure.reason).toBe("ecdsa-sha256 proof, but certificate refused (revoked)");
+    // Its registration was revoked with it, so the proof matches no registered key any more.
+    const failures = (await auditOf(server, admin, "auth.certificate")).filter((e) => e.outcome === "failure");
+    expect(failures[0]).toMatchObject({ actor: null, reason: "the proof matches no registered key" });
   });
 
   test('stage 1 takes "" only; over the REST mirror the call is refused: it needs the WebSocket', async () => {
@@ -892,7 +899,7 @@ describe("issuing user certificates from latchkey's CA", () => {
     writeFileSync(join(dir.path, "ivy-issued.key"), issued.key, { mode: 0o600 });
     writeFileSync(join(dir.path, "ivy-root.pem"), issued.ca);
     // openssl agrees: the root's, for ivy, client authentication only, 30 days, the key's.
-    expect(openssl(["verify", "-CAfile", "ivy-root.pem", "ivy-issued.pem"])).toBe("ivy-issued.pem: OK\n");
+    expect(openssl(["verify", "-purpose", "sslclient", "-CAfile", "ivy-root.pem", "ivy-issued.pem"])).toBe("ivy-issued.pem: OK\n");
     const textForm = openssl(["x509", "-in", "ivy-issued.pem", "-noout", "-text"]);
     expect(textForm).toContain("Subject: CN = ivy\n");
     expect(textForm).toContain("TLS Web Client Authentication");
@@ -904,6 +911,9 @@ describe("issuing user certificates from latchkey's CA", () => {
     // Registered: listed as hers, and the key signs her in over the WebSocket.
     const hers = await call(server.url, "GET", "/api/me/certificates", { token: ivy });
     expect(hers.body.items.map((c: any) => c.fingerprint)).toEqual([issued.fingerprint]);
+    // The key was in the issuing reply only: no other answer carries it.
+    const keyBase64 = issued.key.split("\n")[1]!;
+    for (const reply of [hers, inCa]) expect(reply.text).not.toContain(keyBase64);
     expect(await signsInAs("ecdsa-p256-der", "ivy-issued.key")).toBe("ivy");
     // The key is kept nowhere: not in the database, its WAL or any other file of the data directory.
     const keyDer = createPrivateKey(issued.key).export({ type: "pkcs8", format: "der" });
@@ -917,7 +927,7 @@ describe("issuing user certificates from latchkey's CA", () => {
     expect(audit.reason).toBe(`ec-P-256 key generated here, serial ${issued.ca_serial}, 30 days, fingerprint ${issued.fingerprint}`);
   });
 
-  test("a viewer issues her own from a request: the request's key, CN her name whatever its subject, 365 days; no key in the reply", async () => {
+  test("a viewer issues her own from a request: its key, CN her name whatever its subject, 365 days; no key in the reply", async () => {
     const own = request("ivy-own", "rsa", "/CN=someone-else/O=Elsewhere");
     const res = await issue(ivy, "ivy", { csr: text(own.csr), nickname: "desk" });
     expect(res.status).toBe(201);
@@ -925,6 +935,8 @@ describe("issuing user certificates from latchkey's CA", () => {
     expect(res.body.key).toBeUndefined();
     expectValidFor(res.body, 365);
     writeFileSync(join(dir.path, "ivy-own.pem"), res.body.certificate);
+    writeFileSync(join(dir.path, "ivy-own-root.pem"), res.body.ca);
+    expect(openssl(["verify", "-purpose", "sslclient", "-CAfile", "ivy-own-root.pem", "ivy-own.pem"])).toBe("ivy-own.pem: OK\n");
     expect(openssl(["x509", "-in", "ivy-own.pem", "-noout", "-subject"])).toBe("subject=CN = ivy\n");
     expect(pubKeyOf("ivy-own.pem")).toBe(Buffer.from(openssl(["pkey", "-in", own.key, "-pubout"])).toString("base64"));
     expect(res.body.pub_key).toBe(pubKeyOf("ivy-own.pem"));
@@ -933,9 +945,12 @@ describe("issuing user certificates from latchkey's CA", () => {
     expect(audit.reason).toStartWith("rsa-2048 key from a certificate request, serial ");
   });
 
-  test("refused before anything is issued: another user's (403), a key generated for a viewer (403), bad requests and days (400), a registered key (409)", async () => {
+  test("refused, nothing issued: anonymous 401; others' or a viewer's generated key 403; bad csr or days 400; key taken 409", async () => {
     const before = await userCertificatesIssued();
     const own = request("ivy-refused");
+    // Without a session: 401, before anything else.
+    const anonymous = await call(server.url, "POST", "/api/users/ivy/certificates/issue", { body: { csr: text(own.csr) } });
+    expect(anonymous.status).toBe(401);
     // Another user's, with a request or without: 403, audited as denied.
     expect((await issue(ivy, "jack", { csr: text(own.csr) })).status).toBe(403);
     const generated = await issue(ivy, "ivy", {});
@@ -951,7 +966,9 @@ describe("issuing user certificates from latchkey's CA", () => {
       ["ivy", "jack"],
     ]);
     // A request that is none, one whose signature does not verify, one for a P-521 key (no certificate login with it).
-    expect((await issue(ivy, "ivy", { csr: "hello" })).body.error).toMatchObject({ field: "csr", message: expect.stringContaining("PEM") });
+    const malformed = await issue(ivy, "ivy", { csr: "hello" });
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error).toMatchObject({ field: "csr", message: expect.stringContaining("must be one PEM certificate request") });
     openssl(["req", "-in", own.csr, "-outform", "DER", "-out", "tampered.der"]);
     const der = file("tampered.der");
     const at = der.indexOf("ivy-refused");
@@ -963,10 +980,10 @@ describe("issuing user certificates from latchkey's CA", () => {
     const p521 = await issue(admin, "ivy", { csr: text(request("ivy-p521", "p521").csr) });
     expect(p521.body.error).toMatchObject({ field: "csr", message: expect.stringContaining("P-521") });
     // Days out of range or not whole.
-    for (const days of [0, 3651, 1.5, -1, "30"]) {
+    for (const days of [0, 3651, 1.5, -1, "30", "x"]) {
       const res = await issue(admin, "ivy", { days });
       expect(res.status).toBe(400);
-      expect(res.body.error.field).toBe("days");
+      expect(res.body.error).toMatchObject({ field: "days", message: expect.stringContaining("must be a whole number from 1 to 3650") });
     }
     // A key already registered (for anyone): 409.
     const taken = await issue(admin, "jack", { csr: text("ivy-own.csr") });
@@ -975,6 +992,108 @@ describe("issuing user certificates from latchkey's CA", () => {
     expect((await issue(ivy, "ivy", { csr: text("ivy-own.csr") })).body.error.message).toBe("this key is already registered for ivy");
     expect((await issue(admin, "nobody-here", {})).status).toBe(404);
     expect(await userCertificatesIssued()).toBe(before);
+  });
+
+  test("the request the refusal suggests (openssl req, EC P-256) gets a certificate: listed by list_ssl_certs and /api/certs", async () => {
+    // The command in the 403 a viewer gets without a request, run as it is written.
+    const refusal = (await issue(ivy, "ivy", {})).body.error.message as string;
+    const command = refusal.slice(refusal.indexOf("openssl req ")).split(" ");
+    expect(command.slice(0, 3)).toEqual(["openssl", "req", "-new"]);
+    openssl(command.slice(1));
+    const res = await issue(ivy, "ivy", { csr: text("me.csr"), days: 7 });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ username: "ivy", subject: "ivy", key_type: "ec-P-256", self_signed: false, status: "active" });
+    expect(res.body.key).toBeUndefined();
+    expectValidFor(res.body, 7);
+    writeFileSync(join(dir.path, "ivy-me.pem"), res.body.certificate);
+    writeFileSync(join(dir.path, "rootCA.pem"), res.body.ca);
+    expect(openssl(["verify", "-purpose", "sslclient", "-CAfile", "rootCA.pem", "ivy-me.pem"])).toBe("ivy-me.pem: OK\n");
+    expect(openssl(["x509", "-in", "ivy-me.pem", "-noout", "-pubkey"])).toBe(openssl(["pkey", "-in", "me.key", "-pubout"]));
+    expect(await signsInAs("ecdsa-p256-raw", "me.key")).toBe("ivy");
+    // sysadm's list names it by the key, for her and for an admin.
+    const date = res.body.registered_at.replace(/\.\d{3}Z$/, "Z");
+    for (const token of [ivy, admin]) {
+      const listed = await call(server.url, "PUT", "/rpc/settings", { token, body: { action: "list_ssl_certs" } });
+      expect(listed.body.args.ivy[pubKeyOf("ivy-me.pem")]).toBe(`Nickname: \nEmail: \nDate Registered: ${date}`);
+    }
+    // The CA lists it among its certificates, of kind user, valid.
+    const ca = await call(server.url, "GET", "/api/certs?kind=user&status=valid&limit=1000", { token: admin });
+    expect(ca.body.items.find((c: any) => c.serial === res.body.ca_serial)).toMatchObject({
+      kind: "user",
+      common_name: "ivy",
+      fingerprint: res.body.fingerprint,
+      usages: ["clientAuth"],
+    });
+  });
+
+  test("one request issued three times at once: one registration (409 for the others); the CA revokes the other certificates", async () => {
+    await createUser(server.url, admin, { username: "lee", password: "lee-password", role: "viewer" });
+    const own = request("lee-race");
+    // Three callers in the same tick, through the core (over HTTP the requests may arrive one after
+    // another): each checks the key before any registers it, since the CA signs asynchronously.
+    const settled = await Promise.allSettled(
+      [0, 1, 2].map(() => server.services.userCertificates.issue(actor, null, { username: "lee", csr: text(own.csr) })),
+    );
+    const won = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const lost = settled.flatMap((r) => (r.status === "rejected" ? [r.reason] : []));
+    expect(won).toHaveLength(1);
+    expect(lost.map((e) => [e.status, e.code, e.field, e.message])).toEqual([
+      [409, "conflict", "csr", "this key is already registered for lee"],
+      [409, "conflict", "csr", "this key is already registered for lee"],
+    ]);
+    // The CA issued three; only the registered one is valid, the others were revoked at once.
+    const lees = (await call(server.url, "GET", "/api/certs?kind=user&limit=1000", { token: admin })).body.items.filter(
+      (c: any) => c.common_name === "lee",
+    );
+    expect(lees).toHaveLength(3);
+    expect(lees.filter((c: any) => c.status === "valid").map((c: any) => c.serial)).toEqual([won[0]!.ca_serial]);
+    for (const c of lees.filter((c: any) => c.serial !== won[0]!.ca_serial)) {
+      expect(c).toMatchObject({ status: "revoked", revocation_reason: "cessationOfOperation" });
+    }
+    expect((await call(server.url, "GET", "/api/users/lee/certificates", { token: admin })).body.total).toBe(1);
+    const failures = (await auditOf(server, admin, "user_cert.issue")).filter((e) => e.target === "lee" && e.outcome === "failure");
+    expect(failures.map((e) => e.reason)).toEqual([
+      "csr: this key is already registered for lee",
+      "csr: this key is already registered for lee",
+    ]);
+    expect(await signsInAs("ecdsa-p256-der", own.key)).toBe("lee");
+  });
+
+  test("an issued certificate revoked at the CA (/api/certs/{serial}/revoke) no longer signs in (401), nor registers again", async () => {
+    const issued = (await issue(admin, "jack", { days: 30 })).body;
+    writeFileSync(join(dir.path, "jack-issued.key"), issued.key, { mode: 0o600 });
+    writeFileSync(join(dir.path, "jack-issued.pem"), issued.certificate);
+    expect(await signsInAs("ecdsa-p256-der", "jack-issued.key")).toBe("jack");
+    const revoked = await call(server.url, "POST", `/api/certs/${issued.ca_serial}/revoke`, {
+      token: admin,
+      body: { reason: "keyCompromise" },
+    });
+    expect(revoked.status).toBe(200);
+    expect(revoked.body).toMatchObject({ serial: issued.ca_serial, status: "revoked", revocation_reason: "keyCompromise" });
+    // The registration is revoked with it (in the database, whichever process revoked it).
+    const listed = await call(server.url, "GET", "/api/users/jack/certificates", { token: admin });
+    expect(listed.body.items.find((c: any) => c.ca_serial === issued.ca_serial)).toMatchObject({
+      status: "revoked",
+      revoked_by: "ca: keyCompromise",
+    });
+    const socket = await RpcClient.connect(server.wsUrl);
+    try {
+      expect((await certificateLogin(socket, "ecdsa-p256-der", "jack-issued.key")).args).toEqual(UNAUTHORIZED);
+    } finally {
+      socket.close();
+    }
+    const failures = (await auditOf(server, admin, "auth.certificate")).filter((e) => e.outcome === "failure");
+    expect(failures[0]).toMatchObject({ actor: null, reason: "the proof matches no registered key" });
+    // The CRL lists it, and registering it again (for anyone) is refused by what the CA says.
+    writeFileSync(join(dir.path, "issuing.crl"), (await call(server.url, "GET", "/api/crl?format=pem")).text);
+    expect(openssl(["crl", "-in", "issuing.crl", "-noout", "-text"])).toContain(`Serial Number: ${issued.ca_serial.toUpperCase()}`);
+    const again = await register(server, admin, "kim", "jack-issued.pem");
+    expect(again.status).toBe(400);
+    expect(again.body.error).toEqual({
+      code: "bad_request",
+      field: "certificate",
+      message: "was issued by this server's CA but is refused (revoked)",
+    });
   });
 
   test("a certificate of the CA for a machine (client, host, server) is refused for user login: 400 naming certificate", async () => {
@@ -1040,7 +1159,9 @@ describe("issuing user certificates from latchkey's CA", () => {
     const before = await userCertificatesIssued();
     const again = await cli(["kim", "--out", out]);
     expect(again.code).toBe(2);
-    expect(again.stderr).toContain(`${join(out, "kim.pem")}, ${join(out, "kim.key")} already exist`);
+    expect(again.stderr).toContain(
+      `${join(out, "kim.pem")}, ${join(out, "kim.key")} already exist; move them away, or choose another --out DIR`,
+    );
     // With a request, into a directory that holds the user's own key (kept) and the same root (left as it is).
     const withCsr = join(dir.path, "cli-csr");
     mkdirSync(withCsr);
@@ -1061,7 +1182,7 @@ describe("issuing user certificates from latchkey's CA", () => {
     writeFileSync(join(other, "rootCA.pem"), "not this root\n");
     const foreignRoot = await cli(["kim", "--out", other]);
     expect(foreignRoot.code).toBe(2);
-    expect(foreignRoot.stderr).toContain(`${join(other, "rootCA.pem")} already exists`);
+    expect(foreignRoot.stderr).toContain(`${join(other, "rootCA.pem")} already exists; move it away, or choose another --out DIR`);
     expect(existsSync(join(other, "kim.key"))).toBe(false);
     // Bad input: days, a missing or broken request, no such user, another subcommand's flag.
     expect((await cli(["kim", "--days", "0", "--out", other])).code).toBe(2);
@@ -1071,7 +1192,8 @@ describe("issuing user certificates from latchkey's CA", () => {
     const broken = await cli(["kim", "--csr", join(dir.path, "broken.csr"), "--out", join(dir.path, "cli-broken")]);
     expect(broken.code).toBe(1);
     expect(broken.stderr).toContain(`${join(dir.path, "broken.csr")}: must be one PEM certificate request`);
-    expect((await cli(["nobody-here", "--out", join(dir.path, "cli-nobody")])).stderr).toContain("no user nobody-here");
+    expect((await cli(["nobody-here", "--out", join(dir.path, "cli-nobody")])).stderr).toContain(`no user named "nobody-here"`);
+    expect(existsSync(join(dir.path, "cli-nobody"))).toBe(false);
     expect((await cli(["kim", "--json"])).code).toBe(2);
     expect(await userCertificatesIssued()).toBe(before + 1);
     const help = await runLatchkey(["user", "cert", "--help"]);

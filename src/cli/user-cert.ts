@@ -130,6 +130,7 @@ export async function userCertCommand(argv: string[], env: Record<string, string
       }
       case "issue": {
         const user = name!;
+        services.accounts.require(user); // before --out DIR is made for nobody
         const root = requireRoot(services.ca).certificate;
         const dir = outFlag ?? ".";
         const files = { certificate: join(dir, `${user}.pem`), ca: join(dir, "rootCA.pem"), key: join(dir, `${user}.key`) };

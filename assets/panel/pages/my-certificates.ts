@@ -4,18 +4,21 @@
  * certificate of this server's CA; admins may also register self-signed ones, for anyone); have
  * the CA issue one, registered at once, for a pasted certificate request (admins may leave it out:
  * a key is then generated and shown this once); and revoke one, with a confirmation. The server
- * decides who may do what; the page offers what fits.
+ * decides who may do what; the page offers what fits. What the CA issues arrives live
+ * (`certificates.changed`, pushed to admins); a timer catches the rest (registrations elsewhere).
  */
-import { isAbort } from "../api.ts";
 import { copyButton } from "../clipboard.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { badge, emptyState, h, replace, time, uniqueId, type Child } from "../dom.ts";
 import { describeError, field, value } from "../forms.ts";
 import type { Paged, UserCertificate } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
+import { keepListingFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
+/** What the CA issues is pushed (to admins); the timer catches registrations and revocations, which are not. */
+const REFRESH_MS = 30_000;
 const DEFAULT_DAYS = 365;
 /** How a user makes a key and a request for it, on their own machine. */
 const CSR_COMMAND = "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \\\n  -keyout me.key -subj /CN=me -out me.csr";
@@ -273,10 +276,11 @@ registerPage({
     let status = ctx.params.get("status") ?? "active";
     if (!STATUS_CHOICES.some((c) => c.value === status)) status = "active";
     let offset = Math.max(0, Number(ctx.params.get("offset")) || 0);
+    let rendered = "";
     const listing = h("div", { class: "listing", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
     const pager = new Pager("Pages of certificates", PAGE_SIZE, (next) => {
       offset = next;
-      void reload();
+      refresher.request();
     });
     const registerButton = h("button", { type: "button", class: "secondary" }, "Register certificate");
     const issueButton = h("button", { type: "button", class: "primary" }, "Issue certificate");
@@ -298,7 +302,7 @@ registerPage({
         { class: "lead" },
         "Certificates that sign in without a password: the client proves the certificate's private key over a one-time test string " +
           "(rpc/auth_ssl over the WebSocket).",
-        admin ? " As an admin you see and manage everyone's." : null,
+        admin ? " As an admin you see and manage everyone's; certificates the CA issues appear live." : null,
       ),
       filter,
       listing,
@@ -308,39 +312,25 @@ registerPage({
     filter.querySelector("select")?.addEventListener("change", () => {
       status = value(filter, "status");
       offset = 0;
-      void reload();
+      refresher.request();
     });
     filter.addEventListener("submit", (event) => event.preventDefault());
 
-    /** Reloads the table after a change; the focus goes back to the page when the row it was on is gone. */
-    const reload = async (message?: string) => {
-      if (message) ctx.announce(message);
-      try {
-        await load();
-      } catch (error) {
-        if (ctx.signal.aborted || isAbort(error)) return;
-        listing.removeAttribute("aria-busy");
-        replace(
-          listing,
-          h("div", { class: "callout callout-error", role: "alert" }, h("p", {}, `The list could not be loaded. ${describeError(error)}`)),
-        );
-      }
-      if (document.activeElement && document.activeElement !== document.body) return;
-      document.getElementById("page")?.focus();
+    /** Says what changed and loads the table again (the focus stays on its control, or goes to the page when that is gone). */
+    const reload = (message: string) => {
+      ctx.announce(message);
+      refresher.request();
     };
     registerButton.addEventListener("click", () =>
-      registerCertificate(
-        ctx,
-        (username) => void reload(username === ctx.user.username ? "Certificate registered." : `Certificate registered for ${username}.`),
+      registerCertificate(ctx, (username) =>
+        reload(username === ctx.user.username ? "Certificate registered." : `Certificate registered for ${username}.`),
       ),
     );
 
     issueButton.addEventListener("click", () =>
       issueCertificate(ctx, (issued, returnFocus) => {
         showIssued(ctx, issued, returnFocus);
-        void reload(
-          issued.username === ctx.user.username ? "Certificate issued and registered." : `Certificate issued for ${issued.username}.`,
-        );
+        reload(issued.username === ctx.user.username ? "Certificate issued and registered." : `Certificate issued for ${issued.username}.`);
       }),
     );
 
@@ -353,7 +343,8 @@ registerPage({
               type: "button",
               class: "link danger-text",
               "aria-label": `Revoke ${certificate.subject ?? "certificate"} ${certificate.fingerprint.slice(0, 16)}`,
-              onclick: () => revokeCertificate(ctx, certificate, () => void reload("Certificate revoked.")),
+              "data-focus": `revoke-${certificate.fingerprint}`,
+              onclick: () => revokeCertificate(ctx, certificate, () => reload("Certificate revoked.")),
             },
             "Revoke",
           );
@@ -369,8 +360,12 @@ registerPage({
       }
       ctx.setParams({ status: status === "active" ? null : status, offset: offset || null });
       listing.removeAttribute("aria-busy");
-      replace(
-        listing,
+      pager.update(offset, list.items.length, list.total);
+      // An unchanged list leaves the table, and the focus in it, as it is.
+      const signature = JSON.stringify(list);
+      if (signature === rendered) return;
+      rendered = signature;
+      replaceKeepingFocus(listing, [
         list.items.length === 0
           ? emptyState(
               status === "revoked" ? "No revoked certificates." : "No certificates registered yet.",
@@ -391,9 +386,14 @@ registerPage({
               ],
               list.items,
             ),
-      );
-      pager.update(offset, list.items.length, list.total);
+      ]);
     }
+
+    const refresher = keepListingFresh(ctx, listing, "The certificates", load, {
+      everyMs: REFRESH_MS,
+      onFailure: () => void (rendered = ""),
+    });
+    ctx.subscribe("certificates.changed", () => refresher.request());
 
     await load();
   },

@@ -32,3 +32,14 @@ CREATE TABLE user_certificates (
 CREATE UNIQUE INDEX user_certificates_live_key ON user_certificates (key_id) WHERE revoked_at IS NULL;
 CREATE INDEX user_certificates_by_user ON user_certificates (user_id, registered_at);
 CREATE INDEX user_certificates_by_fingerprint ON user_certificates (fingerprint);
+CREATE INDEX user_certificates_by_ca_serial ON user_certificates (ca_serial) WHERE ca_serial IS NOT NULL;
+
+-- A certificate of latchkey's CA revoked there (by anyone, in any process: `/api/certs/{serial}/revoke`,
+-- `latchkey cert revoke`, a forced root import) no longer signs its user in, and its registration
+-- says so: revoked at the same moment, by "ca: <reason>".
+CREATE TRIGGER user_certificates_revoked_with_ca AFTER UPDATE OF status ON certificates
+WHEN NEW.status = 'revoked' AND OLD.status = 'valid'
+BEGIN
+  UPDATE user_certificates SET revoked_at = NEW.revoked_at, revoked_by = 'ca: ' || NEW.revocation_reason
+  WHERE ca_serial = NEW.serial AND revoked_at IS NULL;
+END;
