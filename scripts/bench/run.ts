@@ -5,11 +5,12 @@
  *   bun scripts/bench/run.ts [--duration 10] [--connections 64] [--threads 2] [--repeat 1]
  *                            [--warmup 2] [--cold-runs 10] [--keys 100000]
  *                            [--clients 10000] [--ws-concurrency 500] [--idle-seconds 10] [--mtls-certs 3000]
- *                            [--only cold-start,healthz,rpc-query,login,check,activate,register,idle,mtls] [--build]
+ *                            [--csr-clients 1000]
+ *                            [--only cold-start,healthz,rpc-query,login,check,activate,register,idle,mtls,enroll-csr] [--build]
  *
- * Load comes from Debian's `wrk` on 127.0.0.1 only (WebSocket clients for `register` and `idle`
- * come from `ws-clients.ts`, a separate Bun process; mTLS host reports and new connections for
- * `mtls` from `mtls-load.ts`, see `mtls.ts`). The server and the baseline are measured one
+ * Load comes from Debian's `wrk` on 127.0.0.1 only (WebSocket clients for `register`, `idle` and
+ * `enroll-csr` come from `ws-clients.ts`, a separate Bun process; mTLS host reports and new
+ * connections for `mtls` from `mtls-load.ts`, see `mtls.ts`). The server and the baseline are measured one
  * after the other, never at once, so that they do not fight over the cores. Every process this
  * script starts is stopped before it exits, on error and on Ctrl-C too. The results (and the
  * processes' logs) go to a fresh temporary directory whose path is printed at the end.
@@ -32,7 +33,14 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { seedLicenses, verifyActivations, writePairs, type DurabilityReport } from "./licensing.ts";
-import { seedEnrollmentKeys, verifyBindings, type BindingReport } from "./enrollment.ts";
+import {
+  seedEnrollmentKeys,
+  verifyBindings,
+  verifyCertificates,
+  writeClientRequests,
+  type BindingReport,
+  type CertificateReport,
+} from "./enrollment.ts";
 import { issueHostBundles, measureMtls, type MtlsMeasurement, type MtlsRunResult } from "./mtls.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
@@ -47,7 +55,7 @@ const WS_BASELINE_SCRIPT = join(import.meta.dir, "ws-baseline.ts");
 const WRK = "/usr/bin/wrk";
 const HOST = "127.0.0.1";
 
-const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle", "mtls"] as const;
+const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle", "mtls", "enroll-csr"] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -67,6 +75,8 @@ interface Options {
   idleSeconds: number;
   /** `mtls`: client certificates (one host each) per cold-cache run, issued before the runs. */
   mtlsCerts: number;
+  /** `enroll-csr`: clients per run, each with its own pending key and its own pre-made CSR. */
+  csrClients: number;
   only: Set<ScenarioName>;
   build: boolean;
 }
@@ -95,6 +105,7 @@ function readOptions(argv: string[]): Options {
       "ws-concurrency": { type: "string" },
       "idle-seconds": { type: "string" },
       "mtls-certs": { type: "string" },
+      "csr-clients": { type: "string" },
       only: { type: "string", multiple: true },
       build: { type: "boolean" },
     },
@@ -119,6 +130,7 @@ function readOptions(argv: string[]): Options {
     wsConcurrency: boundedInt("ws-concurrency", values["ws-concurrency"], 500, 1, 5_000),
     idleSeconds: boundedInt("idle-seconds", values["idle-seconds"], 10, 0, 600),
     mtlsCerts: boundedInt("mtls-certs", values["mtls-certs"], 3_000, 100, 20_000),
+    csrClients: boundedInt("csr-clients", values["csr-clients"], 1_000, 10, 10_000),
     only: only.size > 0 ? only : new Set(SCENARIOS),
     build: values.build ?? false,
   };
@@ -768,6 +780,15 @@ async function driveClients(
 }
 
 /**
+ * Every key must be used, and every client comes from 127.0.0.1: a fleet comes from many
+ * addresses, so the cap on one address's not-yet-registered sockets (64 by default) is raised to
+ * the registrations in flight, which is all this benchmark holds unregistered at once.
+ */
+function enrollmentServerArgs(options: Options): string[] {
+  return ["--require-auth-key", "--ws-unauth-per-address", String(options.wsConcurrency)];
+}
+
+/**
  * latchkey started with --require-auth-key and `--clients` pending keys inserted into its
  * database; ws-clients.ts registers a client on each key over /ws and keeps every socket open.
  * The database is read back while they are still connected. Then the same clients against
@@ -778,7 +799,7 @@ async function measureEnrollment(options: Options, work: string, password: strin
   mkdirSync(dataDir);
   const keysFile = join(work, "enrollment-keys.txt");
   const assignmentsFile = join(work, "enrollment-assignments.txt");
-  const server = await startLatchkey(dataDir, password, join(work, "latchkey-enrollment.log"), freePort(), ["--require-auth-key"]);
+  const server = await startLatchkey(dataDir, password, join(work, "latchkey-enrollment.log"), freePort(), enrollmentServerArgs(options));
   let latchkey: ClientsLoad;
   let bindings: BindingReport | undefined;
   let seedSeconds: number;
@@ -825,6 +846,182 @@ async function measureEnrollment(options: Options, work: string, password: strin
   if (baseline.generator.ok !== options.clients)
     problems.push(`ws-baseline: ${options.clients - baseline.generator.ok} clients failed: ${JSON.stringify(baseline.generator.errors)}`);
   return { clients: options.clients, concurrency: options.wsConcurrency, seedSeconds, latchkey, baseline, bindings: b, problems };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrollment with certificates: client/register, then client/csr on the same socket, as the agent does.
+
+/** What ws-clients.ts printed; with --requests (and no --register-only) also the certificates. */
+interface CsrClientsReport extends ClientsReport {
+  certificates?: number;
+  /** From `client/csr` sent to the certificate. */
+  csrLatencyMs?: ClientsReport["latencyMs"];
+  /** From the socket's opening to the certificate. */
+  enrolledLatencyMs?: ClientsReport["latencyMs"];
+}
+
+type CsrMode = "register only" | "register + csr";
+
+interface CsrRunResult {
+  mode: CsrMode;
+  run: number;
+  generator: CsrClientsReport;
+  /** Server CPU time (user + system) from the generator's start to its report, in seconds. */
+  serverCpuSeconds: number | null;
+  /** ws-clients.ts's CPU time (its start-up included), in seconds. */
+  generatorCpuSeconds: number | null;
+  /** CPU that neither the server nor ws-clients.ts used meanwhile, in % of all cores. */
+  otherCpuPercent: number | null;
+  /** The window those CPU times were read over: the generator's start to its report, in seconds. */
+  wallSeconds: number;
+  bindings: BindingReport;
+  certificates: CertificateReport | null;
+}
+
+interface EnrollCsrRun {
+  clients: number;
+  concurrency: number;
+  /** Making the agents' keys and requests, before any clock started. */
+  requestsSeconds: number;
+  runs: CsrRunResult[];
+  problems: string[];
+}
+
+/**
+ * `enroll-csr`: `--csr-clients` agents, each with its own pending key, register over /ws and then
+ * send `client/csr` on the same socket with a request made before the clock starts (a P-256 key,
+ * CN = the client's hostname `bench-NNNNNN`, `createCertificateRequest` as the agent makes it). The
+ * baseline is the same clients (same keys count, hostnames, concurrency) registering only. Keys
+ * are single-use, so each run gets a fresh server and data directory; register-only first, then
+ * both steps, `repeat` times, never at once. The database is read back after every run.
+ */
+async function measureEnrollCsr(options: Options, work: string, password: string): Promise<EnrollCsrRun> {
+  const requestsFile = join(work, "enroll-csr-requests.jsonl");
+  const made = await writeClientRequests(options.csrClients, requestsFile);
+  process.stdout.write(`bench: made ${thousands(made.requests)} P-256 keys and CSRs in ${made.seconds.toFixed(1)} s (not measured)\n`);
+  const runs: CsrRunResult[] = [];
+  for (let run = 1; run <= options.repeat; run++) {
+    for (const mode of ["register only", "register + csr"] as const) {
+      const result = await runCsrClients(options, mode, run, requestsFile, work, password);
+      const g = result.generator;
+      process.stdout.write(
+        `bench: enroll-csr run ${run}, ${mode}: ${thousands(g.ok)} registered` +
+          `${g.certificates === undefined ? "" : `, ${thousands(g.certificates)} certificates`} in ${g.seconds.toFixed(2)} s\n`,
+      );
+      runs.push(result);
+    }
+  }
+  return {
+    clients: options.csrClients,
+    concurrency: options.wsConcurrency,
+    requestsSeconds: made.seconds,
+    runs,
+    problems: runs.flatMap(csrProblems),
+  };
+}
+
+async function runCsrClients(
+  options: Options,
+  mode: CsrMode,
+  run: number,
+  requestsFile: string,
+  work: string,
+  password: string,
+): Promise<CsrRunResult> {
+  const name = `enroll-csr-${run}-${mode === "register only" ? "register" : "csr"}`;
+  const dataDir = join(work, `${name}-data`);
+  mkdirSync(dataDir);
+  const keysFile = join(work, `${name}-keys.txt`);
+  const assignmentsFile = join(work, `${name}-assignments.txt`);
+  const issuedFile = join(work, `${name}-issued.jsonl`);
+  const generatorLog = join(work, `ws-clients-${name}.log`);
+  const server = await startLatchkey(dataDir, password, join(work, `latchkey-${name}.log`), freePort(), enrollmentServerArgs(options));
+  try {
+    seedEnrollmentKeys(dataDir, options.csrClients, keysFile);
+    // The seed's pages go to disk now rather than during the run, as after the build.
+    Bun.spawnSync(["sync"]);
+    await Bun.sleep(1000);
+    const pid = server.child.pid;
+    const cpuBefore = cpuMicroseconds(pid);
+    const machineBefore = machineBusyMicroseconds();
+    const startedAt = performance.now();
+    const timeoutSeconds = 120 + Math.ceil(options.csrClients / 50);
+    const generator = spawnTracked(
+      [
+        process.execPath,
+        WS_CLIENTS_SCRIPT,
+        "--url",
+        `${server.url.replace(/^http/, "ws")}/ws`,
+        "--keys",
+        keysFile,
+        "--out",
+        assignmentsFile,
+        "--concurrency",
+        String(options.wsConcurrency),
+        "--timeout",
+        String(timeoutSeconds),
+        "--requests",
+        requestsFile,
+        ...(mode === "register only" ? ["--register-only"] : ["--issued", issuedFile]),
+      ],
+      { log: generatorLog, stdout: "pipe" },
+    );
+    try {
+      const report = (await firstJsonLine(generator, (timeoutSeconds + 30) * 1000, generatorLog)) as CsrClientsReport;
+      const cpuAfter = cpuMicroseconds(pid);
+      const generatorCpu = cpuMicroseconds(generator.pid);
+      const machineAfter = machineBusyMicroseconds();
+      const wallUs = (performance.now() - startedAt) * 1000;
+      const serverUs = cpuBefore !== null && cpuAfter !== null ? cpuAfter - cpuBefore : null;
+      const otherCpuPercent =
+        serverUs !== null && generatorCpu !== null && machineBefore !== null && machineAfter !== null
+          ? Math.max(0, ((machineAfter - machineBefore - serverUs - generatorCpu) / (wallUs * availableParallelism())) * 100)
+          : null;
+      return {
+        mode,
+        run,
+        generator: report,
+        serverCpuSeconds: serverUs === null ? null : serverUs / 1e6,
+        generatorCpuSeconds: generatorCpu === null ? null : generatorCpu / 1e6,
+        otherCpuPercent,
+        wallSeconds: wallUs / 1e6,
+        bindings: verifyBindings(dataDir, keysFile, assignmentsFile),
+        certificates: mode === "register + csr" ? verifyCertificates(dataDir, issuedFile, requestsFile) : null,
+      };
+    } finally {
+      await stopProcess(generator);
+    }
+  } finally {
+    await stopProcess(server.child);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** A run's broken promises: a failed step, a key not bound to its client, a certificate missing or wrong. */
+function csrProblems(result: CsrRunResult): string[] {
+  const who = `enroll-csr run ${result.run} (${result.mode})`;
+  const g = result.generator;
+  const b = result.bindings;
+  const c = result.certificates;
+  const problems: string[] = [];
+  if (g.ok !== g.keys) problems.push(`${who}: ${g.keys - g.ok} of ${g.keys} registrations failed: ${JSON.stringify(g.errors)}`);
+  if (b.acknowledged !== g.ok) problems.push(`${who}: ws-clients.ts counted ${g.ok} registrations but recorded ${b.acknowledged}`);
+  if (b.wrongBindings > 0)
+    problems.push(`${who}: ${b.wrongBindings} acknowledged key(s) not active for their UUID, e.g. ${b.examples.join("; ")}`);
+  if (b.doubleBound > 0) problems.push(`${who}: ${b.doubleBound} UUID(s) bound to more than one key`);
+  if (b.active !== b.keys || b.distinctUuids !== b.keys)
+    problems.push(`${who}: ${b.active} of ${b.keys} keys active, ${b.distinctUuids} distinct client UUIDs`);
+  if (result.mode === "register + csr") {
+    const issued = g.certificates ?? 0;
+    if (issued !== g.keys) problems.push(`${who}: ${g.keys - issued} of ${g.keys} clients got no certificate: ${JSON.stringify(g.errors)}`);
+    if (!c || c.acknowledged !== issued)
+      problems.push(`${who}: ws-clients.ts counted ${issued} certificates but recorded ${c?.acknowledged ?? "none"}`);
+    if (c && c.distinctSerials !== c.acknowledged) problems.push(`${who}: ${c.acknowledged - c.distinctSerials} repeated serial(s)`);
+    if (c && c.rows !== c.acknowledged)
+      problems.push(`${who}: ${c.rows} client certificates in the database for ${c.acknowledged} acknowledged`);
+    if (c && c.wrong > 0) problems.push(`${who}: ${c.wrong} certificate(s) wrong, e.g. ${c.examples.join("; ")}`);
+  }
+  return problems;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1042,6 +1239,77 @@ function failures(row: ThroughputRow): string[] {
   });
 }
 
+/** `enroll-csr`'s report: every run, then the medians, the ratio and what a certificate costs the server. */
+function enrollCsrLines(e: EnrollCsrRun): string[] {
+  const pair = (latency: ClientsReport["latencyMs"] | undefined) => (latency ? `${ms(latency.p50)} / ${ms(latency.p99)} ms` : "–");
+  const percentOfWall = (seconds: number | null, r: CsrRunResult) =>
+    seconds === null ? "n/a" : `${((seconds / r.wallSeconds) * 100).toFixed(0)}%`;
+  const completed = (r: CsrRunResult) => (r.mode === "register + csr" ? (r.generator.certificates ?? 0) : r.generator.ok);
+  const cpuPerClient = (r: CsrRunResult) => (r.serverCpuSeconds === null ? null : (r.serverCpuSeconds * 1e6) / Math.max(1, completed(r)));
+  const rows = e.runs.map((r) => {
+    const g = r.generator;
+    const cpu = cpuPerClient(r);
+    return [
+      String(r.run),
+      r.mode,
+      `${thousands(g.ok)} / ${g.certificates === undefined ? "–" : thousands(g.certificates)} / ${thousands(g.keys - completed(r))}`,
+      `${g.seconds.toFixed(2)} s`,
+      `${thousands(g.ok / g.seconds)}/s`,
+      g.certificates === undefined ? "–" : `${thousands(g.certificates / g.seconds)}/s`,
+      pair(g.latencyMs),
+      pair(g.csrLatencyMs),
+      pair(g.enrolledLatencyMs),
+      cpu === null ? "n/a" : `${thousands(cpu)} µs`,
+      percentOfWall(r.serverCpuSeconds, r),
+      percentOfWall(r.generatorCpuSeconds, r),
+      r.otherCpuPercent === null ? "n/a" : `${r.otherCpuPercent.toFixed(0)}%`,
+    ];
+  });
+  const of = (mode: CsrMode) => e.runs.filter((r) => r.mode === mode);
+  const rates = (mode: CsrMode) => of(mode).map((r) => completed(r) / r.generator.seconds);
+  const cpus = (mode: CsrMode) => of(mode).flatMap((r) => cpuPerClient(r) ?? []);
+  const registerOnly = rates("register only");
+  const combined = rates("register + csr");
+  const cpuPerCertificate =
+    cpus("register only").length > 0 && cpus("register + csr").length > 0
+      ? median(cpus("register + csr")) - median(cpus("register only"))
+      : null;
+  return [
+    `Enrollment with certificates: ${thousands(e.clients)} clients, each its own pending key and CSR (made in ` +
+      `${e.requestsSeconds.toFixed(1)} s before the clock), ${e.concurrency} in flight; each run on a fresh server`,
+    renderTable(
+      [
+        "run",
+        "mode",
+        "registered / certificates / failed",
+        "all done in",
+        "registrations/s",
+        "certificates/s",
+        "p50 / p99 register",
+        "p50 / p99 csr",
+        "p50 / p99 open→certificate",
+        "server CPU per client",
+        "server busy",
+        "generator busy",
+        "other CPU",
+      ],
+      rows,
+    ),
+    `median: register only ${spread(registerOnly, thousands)} registrations/s; register + csr ${spread(combined, thousands)} clients/s ` +
+      `(each a registration and a certificate): ${((median(combined) / median(registerOnly)) * 100).toFixed(0)}% of register only; ` +
+      `server CPU per certificate (per client, register + csr minus register only): ` +
+      `${cpuPerCertificate === null ? "n/a" : `${thousands(cpuPerCertificate)} µs`}`,
+    ...of("register + csr").map((r) => {
+      const c = r.certificates;
+      return c
+        ? `certificates after run ${r.run}: ${thousands(c.acknowledged)} acknowledged, ` +
+            `${thousands(c.rows)} client certificates in the database, ${thousands(c.distinctSerials)} distinct serials, ` +
+            `${c.wrong} wrong (row, root, signature, subject, clientAuth or key)`
+        : `certificates after run ${r.run}: not read`;
+    }),
+  ];
+}
+
 interface Verdict {
   target: string;
   measured: string;
@@ -1250,6 +1518,15 @@ async function main(): Promise<number> {
     enrollment = await measureEnrollment(options, work, password);
   }
 
+  let enrollCsr: EnrollCsrRun | undefined;
+  if (options.only.has("enroll-csr")) {
+    process.stdout.write(
+      `bench: WebSocket client/register then client/csr, ${thousands(options.csrClients)} clients with their own pending keys, ` +
+        `${options.wsConcurrency} in flight, against the same clients registering only\n`,
+    );
+    enrollCsr = await measureEnrollCsr(options, work, password);
+  }
+
   const lines: string[] = [""];
   if (throughput.length > 0) {
     lines.push(
@@ -1351,6 +1628,7 @@ async function main(): Promise<number> {
       "",
     );
   }
+  if (enrollCsr) lines.push(...enrollCsrLines(enrollCsr), "");
   if (mtls) {
     // Which side was the limit of each mTLS run: a process near 100% of a core was (both are single-threaded
     // event loops, the generator's TLS included), read from /proc by mtls-load.ts over the measured window.
@@ -1414,6 +1692,7 @@ async function main(): Promise<number> {
     ...throughput.flatMap(failures),
     ...(durability?.problems ?? []),
     ...(enrollment?.problems ?? []),
+    ...(enrollCsr?.problems ?? []),
     ...(mtls?.problems ?? []),
   ];
   for (const problem of problems) lines.push(`WARNING ${problem}`);
@@ -1428,6 +1707,7 @@ async function main(): Promise<number> {
     checkSeed: checkSeed ?? null,
     durability: durability ?? null,
     enrollment: enrollment ?? null,
+    enrollCsr: enrollCsr ?? null,
     mtls: mtls ? { issued: mtls.issued, notes: mtls.notes } : null,
     targets: verdicts,
     problems,

@@ -1,21 +1,31 @@
 /**
- * Load generator for the `register` and `idle` scenarios of `scripts/bench/run.ts`, run as its
- * own Bun process so that the server under test and the 10,000 client sockets never share an
- * event loop (nor a file-descriptor limit).
+ * Load generator for the `register`, `idle` and `enroll-csr` scenarios of `scripts/bench/run.ts`,
+ * run as its own Bun process so that the server under test and the 10,000 client sockets never
+ * share an event loop (nor a file-descriptor limit).
  *
  *   bun scripts/bench/ws-clients.ts --url ws://127.0.0.1:PORT/ws --keys KEYS_FILE --out ASSIGN_FILE
  *                                   [--concurrency 500] [--timeout 30]
+ *                                   [--requests REQUESTS_FILE [--register-only] [--issued ISSUED_FILE]]
  *
  * KEYS_FILE holds one enrollment key per line. Every key gets a fresh UUID v4 and its own
  * WebSocket, which sends one `client/register` with that key. At most --concurrency sockets are
  * between "opening" and "answered" at any moment; an answered socket stays open (an idle,
  * registered client) until this process gets SIGTERM or SIGINT.
  *
+ * With --requests (`enroll-csr`), line i of REQUESTS_FILE, a JSON object `{"hostname", "csr"}`
+ * made before the clock starts, belongs to key i: the client registers with that hostname and
+ * then, on the same socket, sends `client/csr` with that PEM request, as the agent does. It is
+ * answered once it has its certificate, which goes to ISSUED_FILE as a JSON line
+ * `{uuid, key, hostname, serial, certificate, ca, ca_fingerprint}`. --register-only keeps the
+ * hostnames and skips the CSR: the same clients, registering only.
+ *
  * When every key has an answer (or --timeout seconds passed), it writes "uuid key" for every
  * successful registration to ASSIGN_FILE and prints one JSON line on stdout:
  *   {"event":"registered","ok":N,"failed":N,"errors":{...},"seconds":S,"open":N,"latencyMs":{...}}
- * Then it holds the open sockets, printing {"event":"closed","unexpected":N} on stderr if the server
- * drops any, until it is told to stop.
+ * (with --requests also "certificates":N, "csrLatencyMs" from the CSR sent to the certificate,
+ * and "enrolledLatencyMs" from the socket's opening to the certificate). Then it holds the open
+ * sockets, printing {"event":"closed","unexpected":N} on stderr if the server drops any, until it
+ * is told to stop.
  */
 import { writeFileSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -28,6 +38,9 @@ const { values } = parseArgs({
     out: { type: "string" },
     concurrency: { type: "string" },
     timeout: { type: "string" },
+    requests: { type: "string" },
+    "register-only": { type: "boolean" },
+    issued: { type: "string" },
   },
   strict: true,
 });
@@ -35,19 +48,35 @@ if (!values.url || !values.keys || !values.out) throw new Error("--url, --keys a
 const URL_ = values.url;
 const CONCURRENCY = Number(values.concurrency ?? 500);
 const TIMEOUT_MS = Number(values.timeout ?? 30) * 1000;
+/** Per step (registration, certificate): how long one client waits for an answer. */
+const STEP_TIMEOUT_MS = 20_000;
 const keys = readFileSync(values.keys, "utf8")
   .split("\n")
   .map((k) => k.trim())
   .filter(Boolean);
+const requests =
+  values.requests === undefined
+    ? null
+    : readFileSync(values.requests, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { hostname: string; csr: string });
+if (requests !== null && requests.length < keys.length) throw new Error(`--requests has ${requests.length} lines for ${keys.length} keys`);
+const SEND_CSR = requests !== null && !values["register-only"];
+if (SEND_CSR && !values.issued) throw new Error("--requests without --register-only needs --issued");
 
 const open = new Set<WebSocket>();
 const assignments: string[] = [];
+const issued: string[] = [];
 const errors: Record<string, number> = {};
 const latencies: number[] = [];
-/** When each answer came, in ms since the first socket: shows whether later registrations get slower. */
+const csrLatencies: number[] = [];
+const enrolledLatencies: number[] = [];
+/** When each client was done, in ms since the first socket: shows whether later clients get slower. */
 const answeredAt: number[] = [];
 let startedAt = 0;
 let ok = 0;
+let certificates = 0;
 let failed = 0;
 let stopping = false;
 let unexpectedCloses = 0;
@@ -57,29 +86,56 @@ function countError(reason: string): void {
   errors[reason] = (errors[reason] ?? 0) + 1;
 }
 
-/** One client: open, register, and resolve once answered (the socket stays open on success). */
-function registerOne(key: string): Promise<void> {
+interface Reply {
+  namespace?: string;
+  name?: string;
+  id?: unknown;
+  args?: {
+    registered?: unknown;
+    message?: unknown;
+    code?: unknown;
+    certificate?: unknown;
+    ca?: unknown;
+    ca_fingerprint?: unknown;
+    serial?: unknown;
+  };
+}
+
+const refusal = (message: Reply) =>
+  `${String(message.args?.code ?? message.name)}: ${String(message.args?.message ?? JSON.stringify(message.args))}`.slice(0, 200);
+
+/**
+ * One client: open, register (and with --requests, send its CSR), and resolve once answered; the
+ * socket stays open on success.
+ */
+function enrollOne(index: number): Promise<void> {
   return new Promise((resolve) => {
+    const key = keys[index]!;
+    const request = requests?.[index];
     const uuid = crypto.randomUUID();
+    const hostname = request?.hostname ?? `${uuid.slice(0, 8)}.bench.example`;
     const started = performance.now();
+    let step: "register" | "csr" = "register";
+    let csrSentAt = 0;
     let answered = false;
     const ws = new WebSocket(URL_);
     const done = (reason: string | null) => {
       if (answered) return;
       answered = true;
       clearTimeout(timer);
-      answeredAt.push(performance.now() - startedAt);
+      const now = performance.now();
+      answeredAt.push(now - startedAt);
       if (reason === null) {
-        ok++;
-        latencies.push(performance.now() - started);
-        assignments.push(`${uuid} ${key}`);
+        if (step === "csr") enrolledLatencies.push(now - started);
       } else {
         countError(reason);
+        // A registered client whose CSR failed is let go: not a socket the server dropped.
+        open.delete(ws);
         ws.close();
       }
       resolve();
     };
-    const timer = setTimeout(() => done("timeout (no answer within 20 s)"), 20_000);
+    let timer = setTimeout(() => done("timeout (no answer within 20 s)"), STEP_TIMEOUT_MS);
     ws.onopen = () => {
       ws.send(
         JSON.stringify({
@@ -89,7 +145,7 @@ function registerOne(key: string): Promise<void> {
           args: {
             uuid,
             name: `bench-${uuid.slice(0, 8)}`,
-            hostname: `${uuid.slice(0, 8)}.bench.example`,
+            hostname,
             version: "1",
             os: "linux",
             auth_key: key,
@@ -98,23 +154,45 @@ function registerOne(key: string): Promise<void> {
       );
     };
     ws.onmessage = (event) => {
-      let message: { namespace?: string; name?: string; id?: unknown; args?: { registered?: unknown; message?: unknown; code?: unknown } };
+      let message: Reply;
       try {
         message = JSON.parse(String(event.data));
       } catch {
         return;
       }
-      if (message.namespace !== "rpc" || message.id !== "1") return; // pushes and the like
-      if (message.name === "response" && message.args?.registered === true) {
+      if (message.namespace !== "rpc" || message.id !== (step === "register" ? "1" : "2")) return; // pushes and the like
+      if (step === "register") {
+        if (message.name !== "response" || message.args?.registered !== true) return done(refusal(message));
+        ok++;
+        latencies.push(performance.now() - started);
+        assignments.push(`${uuid} ${key}`);
         open.add(ws);
-        done(null);
-      } else {
-        done(
-          `${String(message.args?.code ?? message.name)}: ${String(message.args?.message ?? JSON.stringify(message.args))}`.slice(0, 200),
-        );
+        if (!SEND_CSR) return done(null);
+        step = "csr";
+        clearTimeout(timer);
+        timer = setTimeout(() => done("csr: timeout (no answer within 20 s)"), STEP_TIMEOUT_MS);
+        csrSentAt = performance.now();
+        ws.send(JSON.stringify({ namespace: "client", name: "csr", id: "2", args: { csr: request!.csr } }));
+        return;
       }
+      const args = message.args;
+      if (message.name !== "response" || typeof args?.certificate !== "string") return done(`csr: ${refusal(message)}`);
+      certificates++;
+      csrLatencies.push(performance.now() - csrSentAt);
+      issued.push(
+        JSON.stringify({
+          uuid,
+          key,
+          hostname,
+          serial: args.serial,
+          certificate: args.certificate,
+          ca: args.ca,
+          ca_fingerprint: args.ca_fingerprint,
+        }),
+      );
+      done(null);
     };
-    ws.onerror = () => done("socket error");
+    ws.onerror = () => done(step === "csr" ? "csr: socket error" : "socket error");
     ws.onclose = (event) => {
       if (open.delete(ws) && !stopping) {
         unexpectedCloses++;
@@ -122,7 +200,7 @@ function registerOne(key: string): Promise<void> {
           `${JSON.stringify({ event: "closed", code: event.code, reason: event.reason, unexpected: unexpectedCloses })}\n`,
         );
       }
-      done(`closed before an answer (${event.code})`);
+      done(`${step === "csr" ? "csr: " : ""}closed before an answer (${event.code})`);
     };
   });
 }
@@ -130,19 +208,25 @@ function registerOne(key: string): Promise<void> {
 const percentile = (sorted: number[], p: number) =>
   sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
+function percentiles(values: number[]): { p50: number; p90: number; p99: number; max: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? 0 };
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   startedAt = started;
   let next = 0;
   const worker = async () => {
-    while (next < keys.length) await registerOne(keys[next++]!);
+    while (next < keys.length) await enrollOne(next++);
   };
   const all = Promise.all(Array.from({ length: Math.min(CONCURRENCY, keys.length) }, worker));
   await Promise.race([all, Bun.sleep(TIMEOUT_MS)]);
   const seconds = (performance.now() - started) / 1000;
-  if (ok + failed < keys.length) errors["not answered before --timeout"] = keys.length - ok - failed;
+  const completed = SEND_CSR ? certificates : ok;
+  if (completed + failed < keys.length) errors["not answered before --timeout"] = keys.length - completed - failed;
   writeFileSync(values.out!, assignments.join("\n") + "\n");
-  const sorted = [...latencies].sort((a, b) => a - b);
+  if (SEND_CSR) writeFileSync(values.issued!, issued.join("\n") + "\n");
   process.stdout.write(
     `${JSON.stringify({
       event: "registered",
@@ -158,7 +242,8 @@ async function main(): Promise<void> {
         const at = (k: number) => (k <= 0 ? 0 : (answeredAt[Math.min(answeredAt.length, k) - 1] ?? 0));
         return (at(Math.round(((i + 1) * answeredAt.length) / 10)) - at(Math.round((i * answeredAt.length) / 10))) / 1000;
       }),
-      latencyMs: { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? 0 },
+      latencyMs: percentiles(latencies),
+      ...(SEND_CSR ? { certificates, csrLatencyMs: percentiles(csrLatencies), enrolledLatencyMs: percentiles(enrolledLatencies) } : {}),
     })}\n`,
   );
 }
