@@ -19,6 +19,7 @@ import { opsRoutes } from "./http/ops.ts";
 import { panelRoutes } from "./http/panel.ts";
 import { rpcMirrorRoutes } from "./http/rpc-mirror.ts";
 import { securityPlugin } from "./http/security.ts";
+import { statsRoutes } from "./http/stats.ts";
 import { assertAccessDeclared, declarationOf, sessionPlugin } from "./http/session.ts";
 import { userRoutes } from "./http/users.ts";
 import { userCertificateRoutes } from "./http/user-certificates.ts";
@@ -70,6 +71,7 @@ export function createApp(services: Services, log: Logger, options: AppOptions) 
     .use(auditRoutes(services, session))
     .use(licensingApiRoutes(services, session))
     .use(licenseRoutes(services, session))
+    .use(statsRoutes(services, session))
     .use(enrollmentRoutes(services, session, { ...(options.mtlsPort ? { mtlsPort: options.mtlsPort } : {}) }))
     .use(hostRoutes(services, session))
     .use(caRoutes(services, session))

@@ -245,6 +245,7 @@ async function run(
 
   connections.start();
   services.licensing.start();
+  services.stats.start((error) => log.error("writing the charts' roll-ups failed; retrying", { error: String(error) }));
   const sweep = setInterval(() => {
     services.sessions.sweep();
     // The CRL is rebuilt on every revocation; this keeps it from running out when nothing is revoked.
@@ -272,6 +273,8 @@ async function run(
       await server.stop(false);
       services.hosts.flushReports();
       services.licensing.stop();
+      // Last: the check counters hand their counts over as they stop.
+      services.stats.stop();
       db.run("PRAGMA wal_checkpoint(TRUNCATE)");
       db.close();
       log.info("stopped");

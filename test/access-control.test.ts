@@ -118,6 +118,10 @@ const routes: Record<string, RouteCase> = {
     path: "/api/licenses/999999/activations/matrix",
     status: adminOnly(404),
   },
+  // The charts: every signed-in user (viewers see their groups' clients and hosts, and no sign-ins).
+  "GET /api/stats": { declares: "viewer", status: signedIn(200) },
+  "GET /api/licenses/:id/stats": { declares: "viewer", path: "/api/licenses/999999/stats", status: signedIn(404) },
+  "GET /api/apps/:id/stats": { declares: "viewer", path: "/api/apps/999999/stats", status: signedIn(404) },
   "GET /api/settings": { declares: "viewer", status: signedIn(200) },
   "PATCH /api/settings": { declares: "admin", body: () => ({}), status: adminOnly(200) },
   "GET /api/keys": { declares: "viewer", status: signedIn(200) },

@@ -408,6 +408,18 @@ const LIST_QUERY_GARBAGE = [
   { query: `${"k".repeat(5000)}=v`, field: "k".repeat(5000) },
 ];
 
+/** The charts' range: 24h, 7d or 30d, once. */
+const STATS_QUERY_GARBAGE = [
+  { query: "range=1y", field: "range" },
+  { query: "range=24H", field: "range" },
+  { query: "range=", field: "range" },
+  { query: "range=%00", field: "range" },
+  { query: "range=24h&range=7d", field: "range" },
+  { query: `range=${"7".repeat(5000)}d`, field: "range" },
+  { query: "unknown=1", field: "unknown" },
+  { query: "__proto__=1", field: "__proto__" },
+];
+
 const usernamePath = (prefix: string) => (value: string) => `${prefix}/${encodeURIComponent(value)}`;
 const hostPath = (suffix: string) => (value: string) => `/api/hosts/${encodeURIComponent(value)}${suffix}`;
 const serialPath = (suffix: string) => (value: string) => `/api/certs/${encodeURIComponent(value)}${suffix}`;
@@ -671,6 +683,17 @@ const ROUTES: Record<string, RouteCases> = {
   "DELETE /api/licenses/:id/activations/:hwid": {
     path: "/api/licenses/3/activations/never-activated",
     param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/activations/${HWID}` },
+  },
+  "GET /api/stats": { path: "/api/stats", query: STATS_QUERY_GARBAGE },
+  "GET /api/licenses/:id/stats": {
+    path: "/api/licenses/1/stats",
+    param: { name: "id", build: (v) => `/api/licenses/${encodeURIComponent(v)}/stats` },
+    query: STATS_QUERY_GARBAGE,
+  },
+  "GET /api/apps/:id/stats": {
+    path: `/api/apps/${APP_ID}/stats`,
+    param: { name: "id", build: (v) => `/api/apps/${encodeURIComponent(v)}/stats` },
+    query: STATS_QUERY_GARBAGE,
   },
   "GET /api/settings": { path: "/api/settings?junk=%00", ignoresInput: true },
   "PATCH /api/settings": {

@@ -121,6 +121,7 @@ describe("migrations", () => {
       "0006_ca",
       "0007_client_certificates",
       "0008_user_certificates",
+      "0009_stats",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

@@ -1,5 +1,5 @@
 /**
- * The Pre-Shared Keys and Clients pages in a real browser (Debian's headless Chromium through
+ * The Pre-shared keys and Clients pages in a real browser (Debian's headless Chromium through
  * playwright-core) against a real server: an admin turns on Require Authentication Key, generates
  * keys, copies a key's install command; a client registers with that key and both open pages
  * follow live (key active, client online); revoking the key in the page disconnects the client
@@ -118,10 +118,10 @@ describe("enrollment pages", () => {
     const context = await newContext();
     const page = await openPanel(context, "#/keys");
     await signIn(page, "admin", ADMIN_PASSWORD);
-    await page.getByRole("heading", { name: "Pre-Shared Keys" }).waitFor();
+    await page.getByRole("heading", { name: "Pre-shared keys" }).waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",
@@ -290,7 +290,7 @@ describe("enrollment pages", () => {
     // The dashboard counts clients and keys by state, and follows the setting live.
     await nav(clientsPage).getByRole("link", { name: "Dashboard" }).click();
     const clientsCard = clientsPage.locator(".card", { has: clientsPage.getByRole("heading", { name: "Clients" }) });
-    const keysCard = clientsPage.locator(".card", { has: clientsPage.getByRole("heading", { name: "Pre-Shared Keys" }) });
+    const keysCard = clientsPage.locator(".card", { has: clientsPage.getByRole("heading", { name: "Pre-shared keys" }) });
     await clientsCard.getByText("of 0 enrolled clients").waitFor();
     expect(await clientsCard.locator(".stat").textContent()).toBe("0 online");
     await keysCard.locator("dt:has(.badge-pending) + dd", { hasText: "2" }).waitFor();
@@ -317,10 +317,10 @@ describe("enrollment pages", () => {
     const context = await newContext();
     const page = await openPanel(context, "#/keys");
     await signIn(page, "vera", "viewer password");
-    await page.getByRole("heading", { name: "Pre-Shared Keys" }).waitFor();
+    await page.getByRole("heading", { name: "Pre-shared keys" }).waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",

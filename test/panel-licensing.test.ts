@@ -108,7 +108,7 @@ describe("licensing pages", () => {
     await page.getByRole("heading", { name: "Applications" }).waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",
@@ -308,7 +308,7 @@ describe("licensing pages", () => {
     await page.getByRole("heading", { name: "License keys" }).waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",
@@ -330,7 +330,8 @@ describe("licensing pages", () => {
     await row.getByRole("button", { name: `Details of key #${key.id}` }).click();
     const drawer = page.getByRole("dialog", { name: `Key #${key.id}` });
     await drawer.getByRole("row").filter({ hasText: "vmachine" }).waitFor();
-    expect(await drawer.getByRole("button").allTextContents()).toEqual(["Close"]);
+    // No write control: Close, and the range of the key's charts.
+    expect(await drawer.getByRole("button").allTextContents()).toEqual(["Close", "24 hours", "7 days", "30 days"]);
     await drawer.getByRole("button", { name: "Close the details" }).click();
     await drawer.waitFor({ state: "detached" });
     await page.waitForURL(/#\/licenses$/);

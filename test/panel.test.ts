@@ -97,7 +97,7 @@ describe("admin panel", () => {
     await page.locator(".who").getByText("admin", { exact: true }).first().waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",
@@ -147,7 +147,7 @@ describe("admin panel", () => {
     await page.locator(".who").getByText("viewer", { exact: true }).waitFor();
     expect(await nav(page).getByRole("link").allTextContents()).toEqual([
       "Dashboard",
-      "Pre-Shared Keys",
+      "Pre-shared keys",
       "Clients",
       "Hosts",
       "Certificates",
@@ -195,7 +195,7 @@ describe("admin panel", () => {
     expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Edit dave");
     expect((await call(server.url, "GET", "/api/users/dave", { token })).body.role).toBe("admin");
 
-    await page.getByRole("button", { name: "Reset the password of dave" }).click();
+    await page.getByRole("button", { name: "Reset password of dave" }).click();
     const reset = page.getByRole("dialog", { name: "Reset the password of dave" });
     await reset.getByLabel("New password").fill("dave-password-2");
     await reset.getByRole("button", { name: "Set password" }).click();
@@ -203,7 +203,7 @@ describe("admin panel", () => {
     await page.getByText("New password set for dave.").waitFor();
     await login(server.url, "dave", "dave-password-2");
 
-    // Escape cancels; the bootstrap admin is refused with the server's reason; dave goes.
+    // Escape cancels; the bootstrap admin offers no Delete (the server refuses it); dave goes.
     await page.getByRole("button", { name: "Delete dave" }).click();
     const confirm = page.getByRole("dialog", { name: "Delete dave?" });
     await confirm.waitFor();
@@ -213,11 +213,8 @@ describe("admin panel", () => {
     await confirm.waitFor({ state: "detached" });
     expect(await row(page, "dave").count()).toBe(1);
 
-    await page.getByRole("button", { name: "Delete admin" }).click();
-    const refuse = page.getByRole("dialog", { name: "Delete admin?" });
-    await refuse.getByRole("button", { name: "Delete user" }).click();
-    await refuse.getByRole("alert").getByText("The bootstrap account admin cannot be deleted.").waitFor();
-    await refuse.getByRole("button", { name: "Cancel" }).click();
+    expect(await page.getByRole("button", { name: "Delete admin" }).count()).toBe(0);
+    expect((await call(server.url, "DELETE", "/api/users/admin", { token })).status).toBe(403);
 
     await page.getByRole("button", { name: "Delete dave" }).click();
     await confirm.getByRole("button", { name: "Delete user" }).click();
@@ -308,14 +305,16 @@ describe("admin panel", () => {
     const note = row(page, "admin").getByText("Password set by LATCHKEY_ADMIN_PASSWORD");
     await note.waitFor();
     expect(await note.getAttribute("title")).toContain("change the variable and restart the server");
-    await page.getByRole("button", { name: "Reset the password of frank" }).waitFor();
+    await page.getByRole("button", { name: "Reset password of frank" }).waitFor();
     expect(await row(page, "frank").getByText("LATCHKEY_ADMIN_PASSWORD").count()).toBe(0);
-    expect(await page.getByRole("button", { name: "Reset the password of admin" }).count()).toBe(0);
+    expect(await page.getByRole("button", { name: "Reset password of admin" }).count()).toBe(0);
 
-    // From the keyboard, admin's row goes from Edit straight to Delete; Edit says where the password is set.
+    // From the keyboard, admin's row has only Edit (the bootstrap account stays); Edit says where the password is set.
     await page.getByRole("button", { name: "Edit admin" }).focus();
     await page.keyboard.press("Tab");
-    expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Delete admin");
+    expect(await page.evaluate(() => document.activeElement?.closest("tr")?.querySelector(".name-cell strong")?.textContent)).not.toBe(
+      "admin",
+    );
     await page.keyboard.press("Shift+Tab");
     await page.keyboard.press("Enter");
     const edit = page.getByRole("dialog", { name: "Edit admin" });
@@ -346,7 +345,7 @@ describe("admin panel", () => {
       const page = await openPanel("#/users", plain.url);
       await signIn(page, "admin", ADMIN_PASSWORD);
       await page.getByRole("heading", { name: "Users" }).waitFor();
-      const reset = page.getByRole("button", { name: "Reset the password of admin" });
+      const reset = page.getByRole("button", { name: "Reset password of admin" });
       await reset.waitFor();
       expect(await row(page, "admin").getByText("LATCHKEY_ADMIN_PASSWORD").count()).toBe(0);
 

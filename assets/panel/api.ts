@@ -30,6 +30,8 @@ export interface RequestOptions {
 
 export interface Api {
   get<T>(path: string, query?: Query, options?: RequestOptions): Promise<T>;
+  /** A GET whose reply is a file to save (an export), not JSON. */
+  getBlob(path: string, query?: Query, options?: RequestOptions): Promise<Blob>;
   post<T>(path: string, body?: unknown, options?: RequestOptions): Promise<T>;
   patch<T>(path: string, body?: unknown, options?: RequestOptions): Promise<T>;
   delete<T = void>(path: string, options?: RequestOptions): Promise<T>;
@@ -64,8 +66,8 @@ export function isAbort(error: unknown): boolean {
   return error instanceof DOMException && error.name === "AbortError";
 }
 
-async function request<T>(method: string, path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
-  const headers: Record<string, string> = { accept: "application/json" };
+async function request<T>(method: string, path: string, body: unknown, options: RequestOptions = {}, blob = false): Promise<T> {
+  const headers: Record<string, string> = { accept: blob ? "*/*" : "application/json" };
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method !== "GET" && state.csrfToken !== null) headers["x-csrf-token"] = state.csrfToken;
   let response: Response;
@@ -80,6 +82,11 @@ async function request<T>(method: string, path: string, body: unknown, options: 
   } catch (error) {
     if (isAbort(error)) throw error;
     throw new ApiError(0, "network", "Cannot reach the server. Check the connection and try again.");
+  }
+  if (blob && response.ok) {
+    const file = await response.blob();
+    if (!options.anonymous) state.used();
+    return file as T;
   }
   const text = await response.text();
   let parsed: unknown = undefined;
@@ -117,6 +124,7 @@ function toApiError(response: Response, body: unknown): ApiError {
 
 export const api: Api = {
   get: (path, query, options) => request("GET", withQuery(path, query), undefined, options),
+  getBlob: (path, query, options) => request("GET", withQuery(path, query), undefined, options, true),
   post: (path, body, options) => request("POST", path, body ?? {}, options),
   patch: (path, body, options) => request("PATCH", path, body ?? {}, options),
   delete: (path, options) => request("DELETE", path, undefined, options),
@@ -126,6 +134,7 @@ export const api: Api = {
 export function boundApi(signal: AbortSignal): Api {
   return {
     get: (path, query, options) => api.get(path, query, { signal, ...options }),
+    getBlob: (path, query, options) => api.getBlob(path, query, { signal, ...options }),
     post: (path, body, options) => api.post(path, body, { signal, ...options }),
     patch: (path, body, options) => api.patch(path, body, { signal, ...options }),
     delete: (path, options) => api.delete(path, { signal, ...options }),

@@ -18,6 +18,10 @@ export interface FormDialogOptions {
   busyLabel?: string;
   /** A destructive action: red button, and the focus starts on Cancel. */
   danger?: boolean;
+  /** The other button's label, "Cancel" unless given. */
+  cancelLabel?: string;
+  /** What that button does besides closing the dialog (Escape only closes it). */
+  onCancel?(): void;
   /** Runs on submit; the dialog closes when it resolves and shows what it throws. */
   submit(form: HTMLFormElement): Promise<void>;
 }
@@ -25,7 +29,7 @@ export interface FormDialogOptions {
 export function openFormDialog(options: FormDialogOptions): HTMLDialogElement {
   const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
   const titleId = uniqueId("dialog-title");
-  const cancel = h("button", { type: "button", class: "secondary", autofocus: options.danger }, "Cancel");
+  const cancel = h("button", { type: "button", class: "secondary", autofocus: options.danger }, options.cancelLabel ?? "Cancel");
   const submit = h("button", { type: "submit", class: options.danger ? "danger" : "primary" }, options.submitLabel);
   const form = h(
     "form",
@@ -47,7 +51,9 @@ export function openFormDialog(options: FormDialogOptions): HTMLDialogElement {
     if (dialog.open) dialog.close();
   };
   cancel.addEventListener("click", () => {
-    if (!busy) close();
+    if (busy) return;
+    close();
+    options.onCancel?.();
   });
   dialog.addEventListener("cancel", (event) => {
     if (busy) event.preventDefault();

@@ -6,7 +6,7 @@ export interface FieldOptions {
   /** The control's name: the API field it fills, so that server errors find it. */
   name: string;
   label: string;
-  type?: "text" | "password" | "search";
+  type?: "text" | "password" | "search" | "datetime-local";
   value?: string;
   hint?: string;
   required?: boolean;

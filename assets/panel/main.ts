@@ -1,7 +1,8 @@
 /**
- * The admin panel's entry point. Each page module registers itself (see pages.ts) in the order
- * of the navigation; the shell does the rest.
+ * The admin panel's entry point. The theme comes first, before anything is drawn. Each page module
+ * registers itself (see pages.ts) in the order of the navigation; the shell does the rest.
  */
+import "./theme.ts";
 import "./pages/dashboard.ts";
 import "./pages/keys.ts";
 import "./pages/clients.ts";

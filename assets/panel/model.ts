@@ -8,6 +8,7 @@ import type { CertificateKind, CertificateView, RevocationReason, RootView } fro
 import type { ClientView, KeyList, KeyView } from "../../src/core/enrollment/index.ts";
 import type { HostBundle, HostView } from "../../src/core/hosts.ts";
 import type { ActivationView, AppView, LicenseView } from "../../src/core/licensing/index.ts";
+import type { LicensingMetric, Metric, StatsRange, StatsView } from "../../src/core/stats.ts";
 import type { UserCertificateView } from "../../src/core/user-certificates.ts";
 import type { Role } from "../../src/db/users.ts";
 
@@ -83,3 +84,9 @@ export type { CertificateKind, RevocationReason };
 
 /** `GET /api/me/certificates`, `GET /api/user-certificates`: a certificate a user signs in with (`rpc/auth_ssl`). */
 export type UserCertificate = UserCertificateView;
+
+export type { StatsRange };
+/** `GET /api/stats`: the dashboard's series, one value per bucket (null: a series the caller may not see). */
+export type Stats = StatsView<Metric>;
+/** `GET /api/licenses/{id}/stats`, `GET /api/apps/{id}/stats`: checks and activations over time. */
+export type LicensingStats = StatsView<LicensingMetric>;

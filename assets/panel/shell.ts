@@ -1,18 +1,26 @@
 /**
- * The panel's frame: the sign-in view, the signed-in layout (header, navigation, page area),
- * hash routing to the registered pages, and the end of a session from any cause (sign-out, a
+ * The panel's frame: the sign-in view, the signed-in layout (header with the theme choice,
+ * navigation that is a menu on narrow screens, page area), hash routing to the registered pages,
+ * the warning before an idle session ends, and the end of a session from any cause (sign-out, a
  * 401 from the API, the live socket closing with 4001, or the idle timeout passing).
  */
 import { api, ApiError, boundApi, configureApi, isAbort, setCsrfToken } from "./api.ts";
-import { closeAllDialogs } from "./dialog.ts";
-import { badge, h, replace } from "./dom.ts";
+import { closeAllDialogs, openFormDialog } from "./dialog.ts";
+import { badge, h, plural, replace } from "./dom.ts";
 import { describeError } from "./forms.ts";
 import { Live, type LiveStatus } from "./live.ts";
 import type { LoginReply, SessionInfo } from "./model.ts";
 import { findPage, mayOpen, visiblePages, type Page, type PageContext, type SignedInUser } from "./pages.ts";
+import { setThemeChoice, THEME_CHOICES, themeChoice, type ThemeChoice } from "./theme.ts";
 
 const PRODUCT = "latchkey";
 const SESSION_ENDED = "Your session has ended; sign in again.";
+const THEME_LABELS: Record<ThemeChoice, string> = { system: "System theme", light: "Light theme", dark: "Dark theme" };
+
+/** How long before an idle session ends the panel offers to keep it: a minute, or half of a shorter idle limit. */
+function warningLeadSeconds(idleSeconds: number): number {
+  return Math.min(60, Math.floor(idleSeconds / 2));
+}
 
 interface Route {
   id: string;
@@ -45,6 +53,10 @@ interface Layout {
   main: HTMLElement;
   live: HTMLElement;
   toast: HTMLElement;
+  /** Closes the navigation menu (narrow screens). */
+  closeMenu(): void;
+  /** Removes the layout's document-wide listeners. */
+  abort: AbortController;
 }
 
 export class Shell {
@@ -52,6 +64,8 @@ export class Shell {
   private layout: Layout | null = null;
   private pageAbort: AbortController | null = null;
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  private warningTimer: ReturnType<typeof setTimeout> | null = null;
+  private warning: HTMLDialogElement | null = null;
   private toastTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly live = new Live({
     sessionEnded: () => this.sessionEnded(),
@@ -205,23 +219,42 @@ export class Shell {
 
   private teardown(): void {
     this.user = null;
+    this.layout?.abort.abort();
     this.layout = null;
     this.live.stop();
     this.leavePage();
+    this.clearSessionTimers();
     closeAllDialogs();
     setCsrfToken(null);
+  }
+
+  private clearSessionTimers(): void {
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
-    this.expiryTimer = null;
+    if (this.warningTimer !== null) clearTimeout(this.warningTimer);
+    this.expiryTimer = this.warningTimer = null;
+    const warning = this.warning;
+    this.warning = null;
+    warning?.close();
   }
 
   /**
    * The session slides with each request; when none has been made for its idle time it has
-   * ended on the server, so look once then instead of waiting for the user's next click.
+   * ended on the server, so look once then instead of waiting for the user's next click. Shortly
+   * before, the panel offers to keep it.
    */
   private sessionUsed(): void {
     this.live.wake();
-    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.clearSessionTimers();
     if (!this.user) return;
+    const idle = this.user.idleSeconds;
+    const endsAt = Date.now() + idle * 1000;
+    this.warningTimer = setTimeout(
+      () => {
+        this.warningTimer = null;
+        this.warnOfIdleEnd(endsAt);
+      },
+      (idle - warningLeadSeconds(idle)) * 1000,
+    );
     this.expiryTimer = setTimeout(
       () => {
         this.expiryTimer = null;
@@ -229,41 +262,111 @@ export class Shell {
           if (!(error instanceof ApiError && error.status === 401)) this.sessionUsed();
         });
       },
-      (this.user.idleSeconds + 2) * 1000,
+      (idle + 2) * 1000,
     );
+  }
+
+  /**
+   * "Stay signed in" makes a request, which slides the session (and closes this dialog through
+   * sessionUsed); left alone, the session ends at `endsAt` and the expiry check signs out.
+   */
+  private warnOfIdleEnd(endsAt: number): void {
+    if (!this.user || this.warning) return;
+    const left = h("strong", {});
+    const count = () => {
+      const seconds = Math.ceil((endsAt - Date.now()) / 1000);
+      left.textContent = seconds > 0 ? `in ${plural(seconds, "second")}` : "now";
+    };
+    count();
+    const ticker = setInterval(count, 1000);
+    const dialog = openFormDialog({
+      title: "Your session is about to end",
+      intro: h("p", {}, "You have not used the panel for a while. For safety you will be signed out ", left, "."),
+      submitLabel: "Stay signed in",
+      busyLabel: "Staying signed in…",
+      cancelLabel: "Sign out",
+      onCancel: () => void this.signOut(),
+      submit: async () => {
+        await api.get<SessionInfo>("/api/auth/session");
+      },
+    });
+    dialog.addEventListener("close", () => {
+      clearInterval(ticker);
+      if (this.warning === dialog) this.warning = null;
+    });
+    this.warning = dialog;
+    dialog.querySelector<HTMLButtonElement>("button[type=submit]")?.focus();
   }
 
   // ---- layout and routing ----
 
   private buildLayout(user: SignedInUser): Layout {
+    const abort = new AbortController();
     const nav = h(
       "nav",
-      { class: "nav", "aria-label": "Main" },
+      { id: "main-nav", class: "nav", "aria-label": "Main" },
       h("ul", {}, ...visiblePages(user).map((page) => h("li", {}, h("a", { href: `#/${page.id}`, "data-page": page.id }, page.title)))),
     );
     const main = h("main", { id: "page", class: "page", tabindex: "-1" });
     const live = h("span", { class: "live" });
     const toast = h("div", { class: "toast", role: "status", "aria-live": "polite" });
+
+    // On narrow screens (app.css) the navigation is a menu behind this disclosure button.
+    const menuButton = h(
+      "button",
+      { type: "button", class: "secondary menu-button", "aria-expanded": "false", "aria-controls": "main-nav" },
+      h("span", { class: "menu-icon", "aria-hidden": "true" }),
+      "Menu",
+    );
+    const setMenu = (open: boolean) => {
+      menuButton.setAttribute("aria-expanded", String(open));
+      nav.classList.toggle("nav-open", open);
+    };
+    const menuOpen = () => menuButton.getAttribute("aria-expanded") === "true";
+    menuButton.addEventListener("click", () => setMenu(!menuOpen()));
+    const escape = (event: KeyboardEvent) => {
+      if (event.key !== "Escape" || !menuOpen()) return;
+      event.preventDefault();
+      setMenu(false);
+      menuButton.focus();
+    };
+    menuButton.addEventListener("keydown", escape);
+    nav.addEventListener("keydown", escape);
+    document.addEventListener(
+      "pointerdown",
+      (event) => {
+        if (menuOpen() && event.target instanceof Node && !nav.contains(event.target) && !menuButton.contains(event.target)) setMenu(false);
+      },
+      { signal: abort.signal },
+    );
+
+    const themeSelect = h(
+      "select",
+      { id: "theme-choice", class: "theme-select" },
+      ...THEME_CHOICES.map((choice) => h("option", { value: choice, selected: choice === themeChoice() }, THEME_LABELS[choice])),
+    );
+    themeSelect.addEventListener("change", () => setThemeChoice(themeSelect.value as ThemeChoice));
+    // A choice made in another tab (theme.ts applies it).
+    window.addEventListener("storage", () => (themeSelect.value = themeChoice()), { signal: abort.signal });
+
     const header = h(
       "header",
       { class: "topbar" },
       h("a", { class: "brand", href: "#/" }, h("span", { class: "brand-mark", "aria-hidden": "true" }), PRODUCT),
+      menuButton,
+      live,
       h(
-        "div",
-        { class: "topbar-end" },
-        live,
-        h(
-          "span",
-          { class: "who" },
-          h("span", { class: "visually-hidden" }, "Signed in as "),
-          h("span", { class: "who-name" }, user.username),
-          badge(user.role, user.role),
-        ),
-        h("button", { type: "button", class: "secondary", onclick: () => void this.signOut() }, "Sign out"),
+        "span",
+        { class: "who" },
+        h("span", { class: "visually-hidden" }, "Signed in as "),
+        h("span", { class: "who-name" }, user.username),
+        badge(user.role, user.role),
       ),
+      h("span", { class: "theme" }, h("label", { for: "theme-choice", class: "visually-hidden" }, "Theme"), themeSelect),
+      h("button", { type: "button", class: "secondary sign-out", onclick: () => void this.signOut() }, "Sign out"),
     );
     replace(this.root, header, h("div", { class: "frame" }, nav, main), toast);
-    return { nav, main, live, toast };
+    return { nav, main, live, toast, closeMenu: () => setMenu(false), abort };
   }
 
   private showLiveStatus(status: LiveStatus): void {
@@ -284,6 +387,7 @@ export class Shell {
     const layout = this.layout;
     if (!user || !layout) return;
     this.leavePage();
+    layout.closeMenu();
     const route = currentRoute();
     const page = route.id === "" ? visiblePages(user)[0] : findPage(route.id);
     for (const link of layout.nav.querySelectorAll<HTMLAnchorElement>("a[data-page]")) {

@@ -8,18 +8,50 @@ export interface Column<T> {
   class?: string;
 }
 
+/**
+ * A table in a frame of its own. When the table is wider than the frame, the frame scrolls and
+ * becomes a labelled, focusable region (so that the keyboard can scroll it) and the row actions
+ * stay at its right edge. On a phone app.css shows each row as a card, its labels from each cell's
+ * `data-label`; the explicit roles keep it a table for screen readers there, where CSS display
+ * would otherwise drop them.
+ */
 export function dataTable<T>(caption: string, columns: readonly Column<T>[], rows: readonly T[]): HTMLElement {
-  return h(
-    "div",
-    { class: "table-wrap" },
+  const table = h(
+    "table",
+    { role: "table" },
+    h("caption", { class: "visually-hidden" }, caption),
     h(
-      "table",
-      {},
-      h("caption", { class: "visually-hidden" }, caption),
-      h("thead", {}, h("tr", {}, ...columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
-      h("tbody", {}, ...rows.map((row) => h("tr", {}, ...columns.map((c) => h("td", { class: c.class }, c.cell(row)))))),
+      "thead",
+      { role: "rowgroup" },
+      h("tr", { role: "row" }, ...columns.map((c) => h("th", { scope: "col", role: "columnheader", class: c.class }, c.label))),
+    ),
+    h(
+      "tbody",
+      { role: "rowgroup" },
+      ...rows.map((row) =>
+        h("tr", { role: "row" }, ...columns.map((c) => h("td", { role: "cell", class: c.class, "data-label": c.label }, c.cell(row)))),
+      ),
     ),
   );
+  const wrap = h("div", { class: "table-wrap" }, table);
+  const fit = () => {
+    const scrolls = wrap.scrollWidth > wrap.clientWidth + 1;
+    wrap.classList.toggle("table-scrolls", scrolls);
+    if (scrolls) {
+      wrap.setAttribute("role", "region");
+      wrap.setAttribute("aria-label", caption);
+      wrap.tabIndex = 0;
+    } else {
+      wrap.removeAttribute("role");
+      wrap.removeAttribute("aria-label");
+      wrap.removeAttribute("tabindex");
+    }
+  };
+  // Laid out once the page puts it in the document; removed with it, it reports a size of zero.
+  const observer = new ResizeObserver(() => (wrap.isConnected ? fit() : observer.disconnect()));
+  observer.observe(wrap);
+  observer.observe(table);
+  return wrap;
 }
 
 /** "Showing 51–100 of 240" with Previous / Next; keeps the focus when a button becomes disabled. */

@@ -18,6 +18,7 @@ import {
   type ScramCredentials,
 } from "./scram.ts";
 import type { Principal, Sessions } from "./sessions.ts";
+import type { Stats } from "./stats.ts";
 import type { ProofKind } from "./key-proofs.ts";
 import { randomFromAlphabet, randomHex, sameSecret, sha256Hex } from "./secrets.ts";
 import { throttled, Throttle, WindowThrottle, type Limiter } from "./throttle.ts";
@@ -203,6 +204,7 @@ export class Authenticator {
     private readonly sessions: Sessions,
     private readonly audit: Audit,
     private readonly metrics: Metrics,
+    private readonly stats: Stats,
     events: EventHub,
     private readonly clock: Clock,
     /** Server secret that derives decoy salts for unknown users. */
@@ -264,7 +266,7 @@ export class Authenticator {
         outcome: "denied",
         reason: `throttled (${what})`,
       });
-      this.metrics.authFailure("throttled");
+      this.authFailed("throttled");
       throw throttled(wait, what);
     }
   }
@@ -291,9 +293,15 @@ export class Authenticator {
     };
   }
 
+  /** A refused sign-in, counted for /metrics (by reason) and for the charts (throttled or failed). */
+  private authFailed(reason: string): void {
+    this.metrics.authFailure(reason);
+    this.stats.count(reason === "throttled" ? "logins_throttled" : "logins_failed");
+  }
+
   private failed(username: string, address: string | null, method: string, reason: string): AppError {
     this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "failure", reason });
-    this.metrics.authFailure(reason);
+    this.authFailed(reason);
     return unauthorized("invalid username or password");
   }
 
@@ -368,7 +376,7 @@ export class Authenticator {
         outcome: "failure",
         reason: "unknown or expired exchange",
       });
-      this.metrics.authFailure("unknown exchange");
+      this.authFailed("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
     const attempt = this.begin(exchange.username, address, "scram");
@@ -472,7 +480,7 @@ export class Authenticator {
 
   private certificateFailed(username: string | null, address: string | null, metric: string, reason: string): AppError {
     this.audit.record({ actor: username, address, action: "auth.certificate", target: username, outcome: "failure", reason });
-    this.metrics.authFailure(metric);
+    this.authFailed(metric);
     return unauthorized();
   }
 
@@ -481,7 +489,7 @@ export class Authenticator {
     const principal = this.sessions.authenticate(token);
     if (!principal) {
       this.audit.record({ actor: null, address, action: "auth.token", outcome: "failure", reason: "unknown or expired token" });
-      this.metrics.authFailure("bad token");
+      this.authFailed("bad token");
       throw unauthorized();
     }
     return principal;

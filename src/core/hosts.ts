@@ -18,6 +18,7 @@ import type { EventHub } from "./events.ts";
 import { group as groupSchema, hostname as hostnameSchema, isoTime } from "./fields.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Principal } from "./sessions.ts";
+import { groupScope, type Stats } from "./stats.ts";
 
 /** What a host sends to `POST /api/hosts/{hostname}/client` (validated by the route's schema). */
 export interface HostReport {
@@ -69,6 +70,8 @@ export interface HostOptions {
   events?: EventHub;
   /** Where the `latchkey_hosts` and `latchkey_certificates` gauges are registered (nowhere unless given). */
   metrics?: Metrics;
+  /** Where reports are counted for the charts (nowhere unless given). */
+  stats?: Stats;
 }
 
 /** A hostname as latchkey keeps it (lower-case); bad_request when it is not an RFC 1123 name. */
@@ -91,9 +94,10 @@ export class Hosts {
    */
   private readonly pendingReports = new Map<string, { report: string; at: number; address: string | null }>();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
-  /** Registered hostnames: asked on every report; dropped on changes here and in other processes. */
-  private registered: Set<string> | null = null;
+  /** Registered hostnames with their groups: asked on every report; dropped on changes here and in other processes. */
+  private registered: Map<string, string | null> | null = null;
   private readonly otherWriters: DataVersion;
+  private readonly stats: Stats | null;
 
   constructor(
     private readonly db: Database,
@@ -106,6 +110,7 @@ export class Hosts {
     this.onlineMs = 3 * (options.reportIntervalSeconds ?? 60) * 1000;
     this.bundleDays = options.bundleDays ?? 365;
     this.events = options.events ?? null;
+    this.stats = options.stats ?? null;
     this.otherWriters = new DataVersion(() => this.store.dataVersion());
     options.metrics?.labelledGauge("latchkey_hosts", "state", () => this.countByState());
     options.metrics?.labelledGauge("latchkey_certificates", "state", () => this.certificatesByState());
@@ -133,7 +138,7 @@ export class Hosts {
       outcome: "success",
       reason: group,
     });
-    this.registered?.add(name);
+    this.registered?.set(name, group);
     this.changed(name, group, "registered");
     return this.view(this.store.host(name, this.clock())!);
   }
@@ -154,7 +159,7 @@ export class Hosts {
       outcome: "success",
       reason: group === null ? "enrolled" : `enrolled, group ${group}`,
     });
-    this.registered?.add(name);
+    this.registered?.set(name, group);
     this.changed(name, group, "registered");
   }
 
@@ -218,7 +223,7 @@ export class Hosts {
   /** Whether a hostname (a certificate's CN) is registered: the mTLS listener's 401 test, per report. */
   isRegistered(hostname: string): boolean {
     if (this.otherWriters.changed()) this.registered = null;
-    this.registered ??= new Set(this.store.hostnames());
+    this.registered ??= this.store.hostGroups();
     return this.registered.has(hostname.toLowerCase());
   }
 
@@ -257,6 +262,8 @@ export class Hosts {
     const now = this.clock();
     if (!this.isRegistered(name)) throw notFound(`no host ${name}`);
     this.pendingReports.set(name, { report: JSON.stringify(report), at: now, address });
+    const group = this.registered?.get(name) ?? null;
+    this.stats?.count("host_reports", 1, group === null ? [] : [groupScope(group)], now);
     if (this.flushTimer === null) {
       this.flushTimer = setTimeout(() => this.flushReports(), 1000);
       this.flushTimer.unref?.();

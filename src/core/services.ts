@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { AuditStore } from "../db/audit.ts";
 import { SessionStore } from "../db/sessions.ts";
 import { SettingsStore } from "../db/settings.ts";
+import { StatsStore } from "../db/stats.ts";
 import { UserStore } from "../db/users.ts";
 import { Accounts } from "./accounts.ts";
 import { Audit } from "./audit.ts";
@@ -11,6 +12,7 @@ import { systemClock, type Clock } from "./clock.ts";
 import { EventHub } from "./events.ts";
 import { Metrics } from "./metrics.ts";
 import { Sessions } from "./sessions.ts";
+import { Stats } from "./stats.ts";
 import { LicenseStore } from "../db/licenses.ts";
 import { EnrollmentStore } from "../db/enrollment.ts";
 import { Enrollment } from "./enrollment/index.ts";
@@ -45,6 +47,8 @@ export interface Services {
   clock: Clock;
   events: EventHub;
   metrics: Metrics;
+  /** Hourly roll-ups for the charts (`/api/stats`), counted as events happen. */
+  stats: Stats;
   settings: SettingsStore;
   audit: Audit;
   sessions: Sessions;
@@ -70,6 +74,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   const clock = options.clock ?? systemClock;
   const events = new EventHub();
   const metrics = new Metrics();
+  const stats = new Stats(new StatsStore(db), clock);
   const settings = new SettingsStore(db);
   const secret = Buffer.from(
     settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")),
@@ -81,7 +86,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     absoluteSeconds: options.sessionAbsoluteSeconds,
   });
   const accounts = new Accounts(db, new UserStore(db), sessions, audit, events, settings, clock);
-  const auth = new Authenticator(accounts, sessions, audit, metrics, events, clock, secret, {
+  const auth = new Authenticator(accounts, sessions, audit, metrics, stats, events, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
     limits: options.loginLimits,
     // Made below, once the CA they are checked against exists; asked only when a login runs.
@@ -89,18 +94,28 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
   const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));
-  const licensing = new Licensing(db, new LicenseStore(db), audit, events, clock, signingKey, {
-    receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
-    receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
-  });
+  const licensing = new Licensing(
+    db,
+    new LicenseStore(db),
+    audit,
+    events,
+    clock,
+    signingKey,
+    {
+      receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
+      receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
+    },
+    stats,
+  );
   const enrollmentStore = new EnrollmentStore(db);
-  const enrollment = new Enrollment(db, enrollmentStore, settings, audit, events, clock);
+  const enrollment = new Enrollment(db, enrollmentStore, settings, audit, events, clock, stats);
   const certificates = new CertificateStore(db);
   const ca = new CertificateAuthority(db, certificates, audit, events, clock);
   const hosts = new Hosts(db, certificates, ca, audit, clock, {
     reportIntervalSeconds: options.reportIntervalSeconds ?? 60,
     events,
     metrics,
+    stats,
   });
   const clientCertificates = new ClientCertificates(enrollmentStore, hosts, ca, { days: options.clientCertificateDays ?? 30 });
   // A client that loses the right to be connected loses its certificates: its key revoked, reset
@@ -128,6 +143,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     clock,
     events,
     metrics,
+    stats,
     settings,
     audit,
     sessions,

@@ -361,12 +361,14 @@ export class CertificateStore {
     );
   }
 
-  /** Every registered hostname (the mTLS listener keeps them in memory). */
-  hostnames(): string[] {
-    return this.db
-      .query<{ hostname: string }, []>("SELECT hostname FROM hosts")
-      .all()
-      .map((r) => r.hostname);
+  /** Every registered hostname with its group (the mTLS listener keeps them in memory). */
+  hostGroups(): Map<string, string | null> {
+    return new Map(
+      this.db
+        .query<{ hostname: string; host_group: string | null }, []>("SELECT hostname, host_group FROM hosts")
+        .all()
+        .map((r) => [r.hostname, r.host_group]),
+    );
   }
 
   /** Changes whenever another connection (another process) commits to the database. */

@@ -8,7 +8,7 @@ import { toJsonSchema } from "@valibot/to-json-schema";
 import swaggerBundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "file" };
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "file" };
 import { VERSION } from "../version.ts";
-import type { SessionPlugin } from "./session.ts";
+import { BEARER_SCHEME, type SessionPlugin } from "./session.ts";
 
 const page = `<!doctype html>
 <html lang="en">
@@ -47,7 +47,8 @@ const documentation = {
       "Authenticate with `POST /api/auth/login` and send `Authorization: Bearer <token>`. " +
       "Every RPC is also reachable as `PUT /<namespace>/<name>` with its args as the JSON body.",
   },
-  components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+  // Each operation says its own security (from its route's access declaration); this default holds for none.
+  components: { securitySchemes: { bearer: BEARER_SCHEME } },
   security: [{ bearer: [] }],
 };
 

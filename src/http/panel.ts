@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { bundlePanel } from "./panel-bundle.ts" with { type: "macro" };
 import indexHtml from "../../assets/panel/index.html" with { type: "text" };
 import appCss from "../../assets/panel/app.css" with { type: "text" };
+import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import type { SessionPlugin } from "./session.ts";
 
 const appJs: string = bundlePanel();
@@ -20,7 +21,8 @@ function asset(body: string, type: string): Asset {
 
 const files: Record<string, Asset> = {
   "app.js": asset(appJs, "text/javascript; charset=utf-8"),
-  "app.css": asset(appCss, "text/css; charset=utf-8"),
+  // uPlot's own rules first, so that the panel's chart styles (the end of app.css) win.
+  "app.css": asset(`${uplotCss}\n${appCss}`, "text/css; charset=utf-8"),
 };
 // @types/bun types .html imports as HTML bundles; with type "text" it is the file's text.
 const index = asset(indexHtml as unknown as string, "text/html; charset=utf-8");

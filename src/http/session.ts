@@ -103,6 +103,22 @@ export type Declaration = Access | "public" | "rpc";
 /** The resolve function of each access declaration, and what it declares. */
 const declarations = new WeakMap<Function, Declaration>();
 
+/** The OpenAPI security scheme of a bearer token (the panel's cookie works too, but is not for API clients). */
+export const BEARER_SCHEME = { type: "http", scheme: "bearer" } as const;
+
+/**
+ * What each declaration puts in its route's OpenAPI operation, so the document cannot drift
+ * from who may call the route: a signed-in route needs the bearer token, a public one nothing,
+ * and an RPC route takes a token or none (the RPC registry decides per call).
+ */
+export const SECURITY: Record<Declaration, { bearer?: [] }[]> = {
+  admin: [{ bearer: [] }],
+  viewer: [{ bearer: [] }],
+  session: [{ bearer: [] }],
+  public: [],
+  rpc: [{ bearer: [] }, {}],
+};
+
 interface RouteLike {
   method: string;
   path: string;
@@ -165,6 +181,7 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         };
         declarations.set(resolve, need);
         return {
+          detail: { security: SECURITY[need] },
           transform({ request, server }) {
             check(need, request, addressOf(request, server));
           },
@@ -175,6 +192,7 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         const resolve = ({ request }: { request: Request }) => ({ address: callers.get(request)!.address });
         declarations.set(resolve, "public");
         return {
+          detail: { security: SECURITY.public },
           transform({ request, server }) {
             check("public", request, addressOf(request, server));
           },
@@ -185,6 +203,7 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         const resolve = ({ request }: { request: Request }): RpcCaller => callers.get(request)!;
         declarations.set(resolve, "rpc");
         return {
+          detail: { security: SECURITY.rpc },
           transform({ request, server }) {
             check("rpc", request, addressOf(request, server));
           },

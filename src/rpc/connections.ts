@@ -13,6 +13,7 @@ import { AppError, reportError, unauthorized } from "../core/errors.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Principal } from "../core/sessions.ts";
 import type { Services } from "../core/services.ts";
+import type { GaugeSample } from "../core/stats.ts";
 import type { Logger } from "../log.ts";
 import {
   CLOSE_AUTH_TIMEOUT,
@@ -51,6 +52,8 @@ export interface Connection {
   clientUuid: string | null;
   /** The enrollment key that client was admitted with (null when none was required). */
   clientKeyId: number | null;
+  /** That client's group: the charts count who is online per group. */
+  clientGroup: string | null;
   lastMessageAt: number;
   openedAt: number;
   /** Signed in or registered at least once: no longer held to the sign-in deadline and cap. */
@@ -120,10 +123,18 @@ export class Connections {
     );
     services.metrics.gauge("latchkey_ws_connections", () => this.all.size);
     services.metrics.gauge("latchkey_connected_clients", () => this.byClient.size);
+    services.stats.gauge("clients_online", () => this.onlineByGroup());
     services.enrollment.setPresence(
       (uuid) => this.byClient.has(uuid),
       () => [...this.byClient.keys()],
     );
+  }
+
+  /** Registered clients connected now, overall and per group (the charts' `clients_online`). */
+  private onlineByGroup(): GaugeSample {
+    const groups = new Map<string, number>();
+    for (const c of this.byClient.values()) if (c.clientGroup !== null) groups.set(c.clientGroup, (groups.get(c.clientGroup) ?? 0) + 1);
+    return { total: this.byClient.size, groups };
   }
 
   /** Starts the idle sweep and the watch for changes made by other processes (the CLI). */
@@ -182,6 +193,7 @@ export class Connections {
       principal: null,
       clientUuid: null,
       clientKeyId: null,
+      clientGroup: null,
       lastMessageAt: now,
       openedAt: now,
       identified: false,
@@ -267,6 +279,7 @@ export class Connections {
         this.byClient.delete(uuid);
         connection.clientUuid = null;
         connection.clientKeyId = null;
+        connection.clientGroup = null;
         this.log.info("client disconnected", { uuid, address: connection.address, reason });
         this.services.enrollment.disconnected(uuid);
       }
@@ -283,6 +296,7 @@ export class Connections {
       this.byClient.delete(uuid);
       connection.clientUuid = null;
       connection.clientKeyId = null;
+      connection.clientGroup = null;
       this.log.info("client disconnected", { uuid, address: connection.address, reason });
       this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
       this.services.enrollment.disconnected(uuid);
@@ -364,10 +378,11 @@ export class Connections {
               const other = this.byClient.get(uuid);
               return other !== undefined && other !== connection;
             },
-            registerClient: (uuid, keyId) => {
+            registerClient: (uuid, keyId, group) => {
               this.identify(connection);
               connection.clientUuid = uuid;
               connection.clientKeyId = keyId;
+              connection.clientGroup = group;
               this.byClient.set(uuid, connection);
             },
           },

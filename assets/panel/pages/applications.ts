@@ -1,10 +1,12 @@
 /**
  * Applications (admins and viewers): the licensed products, each with the support message its
- * failed activations carry and its number of keys; admins create, edit and delete them.
+ * failed activations carry and its number of keys; admins create, edit and delete them. Under the
+ * list, the checks and activations of the keys of the application chosen there, over time.
  */
 import { isAbort } from "../api.ts";
+import { LicensingCharts, soon } from "../charts.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
-import { emptyState, h, plural, replace, time } from "../dom.ts";
+import { emptyState, h, plural, replace, time, uniqueId } from "../dom.ts";
 import { describeError, field, value } from "../forms.ts";
 import type { Application, Paged } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
@@ -12,6 +14,8 @@ import { keepFresh, replaceKeepingFocus } from "../refresh.ts";
 import { dataTable, Pager } from "../table.ts";
 
 const PAGE_SIZE = 50;
+/** The use over time loads again this often, and a few seconds after activations. */
+const USAGE_REFRESH_MS = 15_000;
 const nameHint = "Unique; up to 100 characters.";
 const supportHint = "Sent with every failed activation of its keys, e.g. “Contact support@example.com”. Optional.";
 
@@ -82,6 +86,44 @@ registerPage({
     let offset = Math.max(0, Number(ctx.params.get("offset")) || 0);
     let rendered = "";
     const listing = h("div", { class: "listing", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
+
+    // The use over time of the application chosen here, among those of the page shown.
+    const chooserId = uniqueId("usage-app");
+    const chooser = h("select", { id: chooserId, name: "usage_app" });
+    const usage = new LicensingCharts(ctx.api, "", {
+      title: "Use over time",
+      heading: "h2",
+      signal: ctx.signal,
+      intro: h(
+        "div",
+        { class: "usage-chooser" },
+        h("label", { for: chooserId }, "Application"),
+        chooser,
+        h("p", { class: "muted" }, "The checks and activations of all its keys, deleted ones included."),
+      ),
+    });
+    usage.element.hidden = true;
+    const usageRefresher = keepFresh(
+      ctx,
+      async () => {
+        if (!usage.element.hidden) await usage.load();
+      },
+      { everyMs: USAGE_REFRESH_MS },
+    );
+    const chosenPath = () => `${appPath(Number(chooser.value))}/stats`;
+    chooser.addEventListener("change", () => void usage.show(chosenPath()));
+    /** Offers the applications of the page; the one chosen stays chosen while it is there. */
+    function chooseFrom(apps: Application[]): void {
+      const chosen = chooser.value;
+      const signature = JSON.stringify(apps.map((a) => [a.id, a.name]));
+      if (chooser.dataset.apps !== signature) {
+        chooser.dataset.apps = signature;
+        replace(chooser, ...apps.map((a) => h("option", { value: String(a.id), selected: String(a.id) === chosen }, a.name)));
+      }
+      const wasShown = !usage.element.hidden;
+      usage.element.hidden = apps.length === 0;
+      if (apps.length > 0 && (!wasShown || chooser.value !== chosen)) void usage.show(chosenPath());
+    }
     const pager = new Pager("Pages of applications", PAGE_SIZE, (next) => {
       offset = next;
       refresher.request();
@@ -98,6 +140,7 @@ registerPage({
       ),
       listing,
       pager.element,
+      usage.element,
     );
 
     createButton?.addEventListener("click", () =>
@@ -159,6 +202,7 @@ registerPage({
       ctx.setParams({ offset: offset || null });
       listing.removeAttribute("aria-busy");
       pager.update(offset, list.items.length, list.total);
+      chooseFrom(list.items);
       const signature = JSON.stringify(list);
       if (signature === rendered) return;
       rendered = signature;
@@ -203,6 +247,12 @@ registerPage({
     ctx.subscribe("licenses.changed", ({ change }) => {
       if (change === "created" || change === "deleted") refresher.request();
     });
+    ctx.subscribe(
+      "licenses.activated",
+      soon(() => {
+        if (!usage.element.hidden) usageRefresher.request();
+      }, ctx.signal),
+    );
 
     await load();
   },

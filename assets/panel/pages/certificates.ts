@@ -191,7 +191,6 @@ registerPage({
   title: "Certificates",
   roles: ["admin", "viewer"],
   async render(container, ctx) {
-    container.classList.add("page-body-wide");
     const admin = ctx.user.role === "admin";
     const filters = {
       kind: ctx.params.get("kind") ?? "",

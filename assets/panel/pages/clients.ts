@@ -77,7 +77,6 @@ registerPage({
   title: "Clients",
   roles: ["admin", "viewer"],
   async render(container, ctx) {
-    container.classList.add("page-body-wide");
     const admin = ctx.user.role === "admin";
     const filters = { status: ctx.params.get("status") ?? "", group: ctx.params.get("group") ?? "" };
     if (!STATUS_CHOICES.some((c) => c.value === filters.status)) filters.status = "";
@@ -198,7 +197,7 @@ registerPage({
             : emptyState(
                 "No clients yet.",
                 admin
-                  ? "A machine appears here once it registers: copy a key's install command on the Pre-Shared Keys page and run it there."
+                  ? "A machine appears here once it registers: copy a key's install command on the Pre-shared keys page and run it there."
                   : "Clients of your groups appear here once they register.",
               )
           : table,

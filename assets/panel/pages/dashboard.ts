@@ -1,10 +1,12 @@
 /**
- * Dashboard: who you are, the server, online clients and keys by state (live), and for admins
- * the accounts and the latest activity.
+ * Dashboard: who you are, the server, online clients and keys by state (live), for admins the
+ * accounts and the latest activity, and charts of the last 24 hours, 7 or 30 days.
  */
-import { badge, emptyState, h, plural, replace, time, type Child } from "../dom.ts";
+import { isAbort } from "../api.ts";
+import { counted, isRange, peak, RangeSwitch, rangePhrase, soon, sum, TimeChart } from "../charts.ts";
+import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } from "../dom.ts";
 import { describeError } from "../forms.ts";
-import type { AuditEntry, Client, Health, KeyList, KeyStatus, Paged, Settings, User } from "../model.ts";
+import type { AuditEntry, Client, Health, KeyList, KeyStatus, Paged, Settings, Stats, User } from "../model.ts";
 import { registerPage, type PageContext } from "../pages.ts";
 import { keepFresh } from "../refresh.ts";
 
@@ -43,6 +45,121 @@ async function enrollmentCounts(ctx: PageContext) {
   return { online, clients, settings, keys: KEY_STATES.map((status) => [status, keys.by_status[status]] as const) };
 }
 
+/** The charts load again this often, and a few seconds after live events. */
+const CHARTS_REFRESH_MS = 15_000;
+
+const numbers = new Intl.NumberFormat();
+
+/**
+ * The charts of what happened over the chosen range (`?range=` keeps it): license checks and
+ * activations, client registrations, refused sign-ins (admins), clients online and host reports.
+ * Viewers see the clients and hosts of their groups, as on the other pages.
+ */
+function activity(ctx: PageContext): HTMLElement {
+  const admin = ctx.user.role === "admin";
+  const yours = admin ? "" : " in your groups";
+  const param = ctx.params.get("range");
+  const options = { signal: ctx.signal };
+  const charts = {
+    checks: new TimeChart("License checks", options),
+    activations: new TimeChart("Activations", options),
+    registrations: new TimeChart("Client registrations", options),
+    logins: admin ? new TimeChart("Failed sign-ins", options) : null,
+    online: new TimeChart("Clients online", options),
+    reports: new TimeChart("Host reports", options),
+  };
+  const status = h("p", { class: "error-text", role: "alert", hidden: true });
+  const grid = h("div", { class: "charts" }, ...Object.values(charts).map((chart) => chart?.element));
+  const range = new RangeSwitch("Time range of the charts", isRange(param) ? param : "24h", (chosen) => {
+    ctx.setParams({ range: chosen === "24h" ? null : chosen });
+    refresher.request();
+  });
+  const headingId = uniqueId("activity");
+  const section = h(
+    "section",
+    { class: "activity-charts", "aria-labelledby": headingId },
+    h("div", { class: "charts-head" }, h("h2", { id: headingId }, "Activity over time"), range.element),
+    status,
+    grid,
+  );
+
+  const show = (stats: Stats) => {
+    const s = stats.series;
+    const when = rangePhrase(stats.range);
+    const t = stats.timestamps;
+    const failedChecks = sum(s.checks_failed);
+    charts.checks.update(
+      t,
+      [
+        { label: "Passed", color: "--accent", values: s.checks_ok ?? [], main: true },
+        { label: "Failed", color: "--danger", values: s.checks_failed ?? [] },
+      ],
+      `${counted(sum(s.checks_ok) + failedChecks, "license check")}, ${numbers.format(failedChecks)} failed ${when}.`,
+    );
+    const failedActivations = sum(s.activations_failed);
+    charts.activations.update(
+      t,
+      [
+        { label: "Passed", color: "--success", values: s.activations_ok ?? [], main: true },
+        { label: "Failed", color: "--danger", values: s.activations_failed ?? [] },
+      ],
+      `${counted(sum(s.activations_ok) + failedActivations, "activation")}, ${numbers.format(failedActivations)} failed ${when}.`,
+    );
+    const refused = sum(s.registrations_refused);
+    charts.registrations.update(
+      t,
+      [
+        { label: "Admitted", color: "--accent", values: s.registrations_ok ?? [], main: true },
+        { label: "Refused", color: "--warning", values: s.registrations_refused ?? [] },
+      ],
+      `${counted(sum(s.registrations_ok) + refused, "registration")}, ${numbers.format(refused)} refused ${when}${yours}.`,
+    );
+    charts.logins?.update(
+      t,
+      [
+        { label: "Failed", color: "--danger", values: s.logins_failed ?? [], main: true },
+        { label: "Throttled", color: "--warning", values: s.logins_throttled ?? [] },
+      ],
+      `${counted(sum(s.logins_failed), "failed sign-in")} and ${numbers.format(sum(s.logins_throttled))} throttled ${when}.`,
+    );
+    charts.online.update(
+      t,
+      [{ label: "Online", color: "--accent", values: s.clients_online ?? [], main: true }],
+      `At most ${counted(peak(s.clients_online), "client")} online at once ${when}${yours}.`,
+    );
+    charts.reports.update(
+      t,
+      [{ label: "Reports", color: "--success", values: s.host_reports ?? [], main: true }],
+      `${counted(sum(s.host_reports), "host report")} ${when}${yours}.`,
+    );
+  };
+
+  const refresher = keepFresh(
+    ctx,
+    async () => {
+      const chosen = range.value;
+      grid.setAttribute("aria-busy", "true");
+      try {
+        const stats = await ctx.api.get<Stats>("/api/stats", { range: chosen });
+        if (ctx.signal.aborted || chosen !== range.value) return;
+        status.hidden = true;
+        show(stats);
+      } catch (error) {
+        if (ctx.signal.aborted || isAbort(error)) return;
+        status.hidden = false;
+        replace(status, `The charts could not be loaded. ${describeError(error)}`);
+      } finally {
+        grid.removeAttribute("aria-busy");
+      }
+    },
+    { everyMs: CHARTS_REFRESH_MS },
+  );
+  const later = soon(() => refresher.request(), ctx.signal);
+  for (const topic of ["licenses.activated", "clients.online", "clients.offline", "hosts.changed"] as const) ctx.subscribe(topic, later);
+  refresher.request();
+  return section;
+}
+
 function minutes(seconds: number): string {
   return seconds % 60 === 0 ? plural(seconds / 60, "minute") : plural(seconds, "second");
 }
@@ -70,7 +187,7 @@ registerPage({
     );
     const server = card("Server");
     const clients = card("Clients");
-    const keys = card("Pre-Shared Keys");
+    const keys = card("Pre-shared keys");
     const cards = h("div", { class: "cards" }, you.element, server.element, clients.element, keys.element);
     replace(
       container,
@@ -78,6 +195,7 @@ registerPage({
       h("p", { class: "lead" }, `Welcome, ${user.username}. You are signed in with the ${user.role} role.`),
       cards,
     );
+    container.append(activity(ctx));
 
     const jobs = [
       fill(

@@ -139,13 +139,11 @@ function certificateCell(host: Host): Child {
   return h(
     "span",
     { class: "stacked" },
+    // Named by what it shows ("Certificate 1a2b3c4d…", the word hidden), so that voice control finds it; the whole serial describes it.
     h(
       "a",
-      {
-        href: `#/certificates?hostname=${encodeURIComponent(host.hostname)}`,
-        title: certificate.serial,
-        "aria-label": `Certificate ${certificate.serial}`,
-      },
+      { href: `#/certificates?hostname=${encodeURIComponent(host.hostname)}`, title: certificate.serial },
+      h("span", { class: "visually-hidden" }, "Certificate "),
       h("code", {}, `${certificate.serial.slice(0, 8)}…`),
     ),
     warning ? h("span", { class: "small expiry-soon" }, `${warning} · `, date) : h("span", { class: "muted small" }, "until ", date),
@@ -312,7 +310,7 @@ function showBundle(ctx: PageContext, bundle: HostBundleReply, returnFocus: () =
         "p",
         {},
         copyButton(command, {
-          caption: "Copy command",
+          caption: "Copy the curl command",
           label: "Copy the curl command",
           done: (error) => {
             if (error) ctx.announce(`Copying failed: ${describeError(error)}`, "error");
@@ -342,7 +340,6 @@ registerPage({
   title: "Hosts",
   roles: ["admin", "viewer"],
   async render(container, ctx) {
-    container.classList.add("page-body-wide");
     const admin = ctx.user.role === "admin";
     const filters = { status: ctx.params.get("status") ?? "", group: ctx.params.get("group") ?? "" };
     if (!STATUS_CHOICES.some((c) => c.value === filters.status)) filters.status = "";

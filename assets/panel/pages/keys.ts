@@ -1,5 +1,5 @@
 /**
- * Pre-Shared Keys (woho seed): the Require Authentication Key setting, and the enrollment keys
+ * Pre-shared keys (woho seed): the Require Authentication Key setting, and the enrollment keys
  * clients register with. Admins generate keys, copy a key's ready-to-run install command, and
  * revoke, reset or delete keys; viewers see the (masked) keys of their groups. The list follows
  * registrations and other admins' changes live (`keys.changed`, `clients.*`, `settings.changed`).
@@ -268,10 +268,9 @@ function settingsCard(ctx: PageContext, initial: Settings): { element: HTMLEleme
 
 registerPage({
   id: "keys",
-  title: "Pre-Shared Keys",
+  title: "Pre-shared keys",
   roles: ["admin", "viewer"],
   async render(container, ctx) {
-    container.classList.add("page-body-wide");
     const admin = ctx.user.role === "admin";
     let status = ctx.params.get("status") ?? "";
     if (!STATUS_CHOICES.some((c) => c.value === status)) status = "";
@@ -305,7 +304,7 @@ registerPage({
     const generateButton = admin ? h("button", { type: "button", class: "primary" }, "Generate keys") : null;
     replace(
       container,
-      h("div", { class: "page-head" }, h("h1", {}, "Pre-Shared Keys"), h("div", { class: "head-buttons" }, refreshButton, generateButton)),
+      h("div", { class: "page-head" }, h("h1", {}, "Pre-shared keys"), h("div", { class: "head-buttons" }, refreshButton, generateButton)),
       h(
         "p",
         { class: "lead" },

@@ -4,6 +4,7 @@
  * activation. The list and an open key follow activations live (`licenses.*` events).
  */
 import { isAbort } from "../api.ts";
+import { LicensingCharts } from "../charts.ts";
 import { copyButton } from "../clipboard.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
 import { badge, emptyState, h, plural, replace, time, uniqueId, type Child } from "../dom.ts";
@@ -297,11 +298,12 @@ async function setEnabled(ctx: PageContext, license: License, enabled: boolean):
   }
 }
 
-/** The details drawer of one key: its facts and the machines it is activated on. */
+/** The details drawer of one key: its facts, the machines it is activated on, and its use over time. */
 class KeyDrawer {
   readonly dialog: HTMLDialogElement;
   private readonly body = h("div", { class: "drawer-body", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading…"));
   private readonly closeButton = h("button", { type: "button", class: "secondary", "aria-label": "Close the details" }, "Close");
+  private readonly usage: LicensingCharts;
   private readonly refresher: Refresher;
   private rendered = "";
 
@@ -312,15 +314,18 @@ class KeyDrawer {
     closed: () => void,
   ) {
     const titleId = uniqueId("drawer-title");
+    this.usage = new LicensingCharts(ctx.api, `${licensePath(id)}/stats`, { title: "Use over time", heading: "h3", signal: ctx.signal });
     this.dialog = h(
       "dialog",
       { class: "drawer", "aria-labelledby": titleId },
       h("div", { class: "drawer-head" }, h("h2", { id: titleId }, `Key #${id}`), this.closeButton),
       this.body,
+      this.usage.element,
     );
     this.closeButton.addEventListener("click", () => this.close());
     this.dialog.addEventListener("close", () => {
       this.refresher.stop();
+      this.usage.destroy();
       this.dialog.remove();
       closed();
     });
@@ -361,6 +366,8 @@ class KeyDrawer {
     }
     if (!this.dialog.open) return;
     this.body.removeAttribute("aria-busy");
+    // Its checks are counted as they happen: the charts follow each load of the key.
+    void this.usage.load();
     const signature = JSON.stringify([license, machines, statusOf(license)]);
     if (signature === this.rendered) return;
     this.rendered = signature;
@@ -427,7 +434,7 @@ class KeyDrawer {
                   ),
                 class: "machine",
               },
-              { label: "User", cell: (a) => a.user ?? h("span", { class: "muted" }, "—") },
+              { label: "User", cell: (a) => a.user ?? h("span", { class: "muted" }, "—"), class: "breakable" },
               { label: "Address", cell: (a) => a.address ?? "" },
               { label: "Activated", cell: (a) => time(a.activated_at) },
               { label: "Last check", cell: (a) => time(a.last_check_at, { seconds: true }) },
@@ -465,7 +472,6 @@ registerPage({
   title: "License keys",
   roles: ["admin", "viewer"],
   async render(container, ctx) {
-    container.classList.add("page-body-wide");
     const admin = ctx.user.role === "admin";
     const filters = {
       app_id: ctx.params.get("app") ?? "",

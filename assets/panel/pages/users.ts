@@ -1,7 +1,8 @@
 /**
  * Users (admins only): accounts with their role and groups; create, edit, reset password, delete.
- * admin's password is not offered for change while it comes from LATCHKEY_ADMIN_PASSWORD: the
- * server applies the variable at every start and refuses a change through the API.
+ * The bootstrap account is offered neither a role change nor Delete: the server refuses both. Its
+ * password is not offered for change while it comes from LATCHKEY_ADMIN_PASSWORD: the server
+ * applies the variable at every start and refuses a change through the API.
  */
 import { isAbort } from "../api.ts";
 import { confirmDialog, openFormDialog } from "../dialog.ts";
@@ -20,6 +21,9 @@ const groupsHint = "Comma-separated, e.g. berlin, lab. Viewers see only the clie
 const passwordHint = "8 to 1024 characters.";
 const passwordFromEnv =
   "LATCHKEY_ADMIN_PASSWORD is applied at every start of the server: to change this password, change the variable and restart the server.";
+/** The account the server creates at its first start (BOOTSTRAP_ADMIN in src/core/accounts.ts). */
+const BOOTSTRAP_ADMIN = "admin";
+const bootstrapNote = "Created at the server's first start: it always stays an admin and cannot be deleted.";
 
 function userPath(username: string): string {
   return `/api/users/${encodeURIComponent(username)}`;
@@ -33,6 +37,7 @@ function nameCell(user: User, self: string): HTMLElement {
     user.username === self ? h("span", { class: "muted" }, " (you)") : null,
     user.legacy ? badge("wsauth import", "legacy", "Imported from wsauth; the password is still checked through its wsauth hash") : null,
     user.legacy_challenge ? badge("challenge login", "legacy", "Keeps the wsauth hash for the legacy challenge login") : null,
+    user.username === BOOTSTRAP_ADMIN ? badge("bootstrap account", "bootstrap", bootstrapNote) : null,
     user.password_from_env
       ? h("span", { class: "env-note", title: passwordFromEnv }, "Password set by ", h("code", {}, "LATCHKEY_ADMIN_PASSWORD"))
       : null,
@@ -78,12 +83,15 @@ function createUser(ctx: PageContext, done: (username: string) => void): void {
 }
 
 function editUser(ctx: PageContext, user: User, done: () => void): void {
+  const bootstrap = user.username === BOOTSTRAP_ADMIN;
   openFormDialog({
     title: `Edit ${user.username}`,
     intro: h(
       "div",
       {},
-      h("p", {}, "Role and groups apply to the user's next request; open sessions stay signed in."),
+      bootstrap
+        ? h("p", {}, `${user.username} is the bootstrap account: it always stays an admin. Its groups apply to its next request.`)
+        : h("p", {}, "Role and groups apply to the user's next request; open sessions stay signed in."),
       user.password_from_env
         ? h(
             "p",
@@ -97,12 +105,12 @@ function editUser(ctx: PageContext, user: User, done: () => void): void {
     submitLabel: "Save changes",
     busyLabel: "Saving…",
     fields: [
-      field({ name: "role", label: "Role", value: user.role, choices: roleChoices }),
+      bootstrap ? null : field({ name: "role", label: "Role", value: user.role, choices: roleChoices }),
       field({ name: "allowed_groups", label: "Groups", value: user.allowed_groups.join(", "), hint: groupsHint }),
     ],
     async submit(form) {
       await ctx.api.patch<User>(userPath(user.username), {
-        role: value(form, "role") as Role,
+        ...(bootstrap ? {} : { role: value(form, "role") as Role }),
         allowed_groups: splitList(value(form, "allowed_groups")),
       });
       done();
@@ -199,7 +207,7 @@ registerPage({
 
     const actions = (user: User) => {
       const edit = `Edit ${user.username}`;
-      const reset = `Reset the password of ${user.username}`;
+      const reset = `Reset password of ${user.username}`;
       return h(
         "span",
         { class: "row-actions" },
@@ -225,16 +233,18 @@ registerPage({
               },
               "Reset password",
             ),
-        h(
-          "button",
-          {
-            type: "button",
-            class: "link danger-text",
-            "aria-label": `Delete ${user.username}`,
-            onclick: () => deleteUser(ctx, user, () => void reload(`User ${user.username} deleted.`)),
-          },
-          "Delete",
-        ),
+        user.username === BOOTSTRAP_ADMIN
+          ? null
+          : h(
+              "button",
+              {
+                type: "button",
+                class: "link danger-text",
+                "aria-label": `Delete ${user.username}`,
+                onclick: () => deleteUser(ctx, user, () => void reload(`User ${user.username} deleted.`)),
+              },
+              "Delete",
+            ),
       );
     };
 

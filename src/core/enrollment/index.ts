@@ -13,6 +13,7 @@ import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
 import type { Principal } from "../sessions.ts";
+import type { Stats } from "../stats.ts";
 import { EnrollmentClients, type ClientView } from "./clients.ts";
 import { EnrollmentKeys, type InstallTarget, type KeyList, type KeyView } from "./keys.ts";
 import { Presence } from "./presence.ts";
@@ -31,10 +32,10 @@ export class Enrollment {
   private readonly clients: EnrollmentClients;
   private readonly presence: Presence;
 
-  constructor(db: Database, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock) {
+  constructor(db: Database, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock, stats: Stats) {
     this.settings = new EnrollmentSettings(settings, audit, events);
     this.keys = new EnrollmentKeys(db, store, audit, events, clock);
-    this.registration = new Registration(db, store, this.settings, audit, events, clock);
+    this.registration = new Registration(db, store, this.settings, audit, events, clock, stats);
     this.presence = new Presence(store, events, clock);
     this.clients = new EnrollmentClients(db, store, this.presence, audit, events);
   }

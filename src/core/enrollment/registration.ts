@@ -13,6 +13,7 @@ import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
 import { sameSecret } from "../secrets.ts";
+import { groupScope, type Stats } from "../stats.ts";
 import { hashEnrollmentKey, normalizeKey } from "./keys.ts";
 import type { EnrollmentSettings } from "./settings.ts";
 
@@ -65,6 +66,7 @@ export class Registration {
     private readonly audit: Audit,
     private readonly events: EventHub,
     private readonly clock: Clock,
+    private readonly stats: Stats,
   ) {}
 
   /**
@@ -77,6 +79,8 @@ export class Registration {
     const refuse = (reason: RefusalReason): never => {
       throw new Refused(reason);
     };
+    // The group of the key presented, so that a refusal shows on the charts of its group's viewers.
+    let keyGroup: string | null = null;
     // The key is looked up by its secret before the write lock is taken; what it says is decided
     // under the lock, on the row as it is then.
     const lookup = (): KeyRow | null => {
@@ -85,6 +89,7 @@ export class Registration {
       if (args.auth_key === undefined || args.auth_key.trim() === "") refuse("auth_required");
       const normalized = normalizeKey(args.auth_key!);
       const found = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
+      keyGroup = found?.client_group ?? null;
       if (!found || !sameSecret(normalizeKey(found.key)!, normalized!) || found.status === "revoked") return refuse("invalid_key");
       return found;
     };
@@ -135,10 +140,12 @@ export class Registration {
       const key = lookup();
       admitted = immediate(this.db, () => attempt(key));
     } catch (error) {
-      if (error instanceof Refused) return { kind: "refused", reason: error.reason };
-      throw error;
+      if (!(error instanceof Refused)) throw error;
+      this.stats.count("registrations_refused", 1, keyGroup === null ? [] : [groupScope(keyGroup)], now);
+      return { kind: "refused", reason: error.reason };
     }
     const { key, reconnect, client } = admitted;
+    this.stats.count("registrations_ok", 1, client.client_group === null ? [] : [groupScope(client.client_group)], now);
     this.events.emit("push", {
       topic: "clients.online",
       args: { uuid: args.uuid, name: args.name, group: client.client_group },

@@ -13,6 +13,7 @@ import { notFound } from "../errors.ts";
 import type { EventHub } from "../events.ts";
 import { isoTime } from "../fields.ts";
 import { sameSecret, sha256Hex } from "../secrets.ts";
+import { appScope, licenseScope, type CountMetric, type Stats } from "../stats.ts";
 import { Throttle } from "../throttle.ts";
 import type { CheckCache } from "./check-cache.ts";
 import type { CheckCounters } from "./counters.ts";
@@ -44,6 +45,16 @@ const SEAT_FAILURES = "too many failed activations for this key";
 
 type WireCall = "activate" | "check" | "deactivate";
 
+/** A throttled activation or check is a failed one on the charts; deactivations are not charted. */
+const THROTTLED_COUNTS: Record<WireCall, CountMetric | null> = { activate: "activations_failed", check: "checks_failed", deactivate: null };
+
+const NO_KEY: readonly string[] = [];
+
+/** The charts a key's activations and checks count in besides the overall one: the key's and its application's. */
+function scopesOf(license: LicenseRow | null): readonly string[] {
+  return license === null ? NO_KEY : [licenseScope(license.id), appScope(license.app_id)];
+}
+
 export class Activations {
   /** Unknown tokens, per address: guessing tokens is slowed down. */
   private readonly invalidTokens: Throttle;
@@ -59,6 +70,7 @@ export class Activations {
     private readonly cache: CheckCache,
     private readonly counters: CheckCounters,
     private readonly receipts: ReceiptIssuer,
+    private readonly stats: Stats,
   ) {
     this.invalidTokens = new Throttle(clock, { freeFailures: 50, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
     this.seatFailures = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
@@ -71,6 +83,7 @@ export class Activations {
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "activate");
     const license = this.find(request.token);
     const failure = (kind: "invalid" | "expired" | "full", reason: string): ActivateOutcome => {
+      this.stats.count("activations_failed", 1, scopesOf(license), now);
       this.audit.record({
         actor: null,
         address,
@@ -133,6 +146,7 @@ export class Activations {
     }
     const fresh = this.store.license(license.id)!;
     const remaining = remainingActivations(fresh);
+    this.stats.count("activations_ok", 1, scopesOf(license), now);
     this.events.emit("push", {
       topic: "licenses.activated",
       args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: seat === "new", remaining },
@@ -155,18 +169,19 @@ export class Activations {
     this.cache.refresh();
     // No machine named: no activation can match, so the token is not even looked up.
     const identity = machineIdentity(request);
-    if (identity === null) return this.failedCheck(request);
+    if (identity === null) return this.failedCheck(request, now, null);
     const license = this.cache.key(request.token);
     if (!license) {
       const from = addressOf();
       if (from !== null) this.invalidTokens.fail(from);
-      return this.failedCheck(request);
+      return this.failedCheck(request, now, null);
     }
-    if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) return this.failedCheck(request);
-    if (license.expires_at !== null && now >= license.expires_at) return this.failedCheck(request, true);
+    if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1)
+      return this.failedCheck(request, now, license);
+    if (license.expires_at !== null && now >= license.expires_at) return this.failedCheck(request, now, license, true);
     const machine = this.cache.activatedMachine(license.id, identity);
-    if (machine.activationId === null) return this.failedCheck(request);
-    this.counters.count(license.id, machine.activationId, identity, now, addressOf);
+    if (machine.activationId === null) return this.failedCheck(request, now, license);
+    this.counters.count(license.id, license.app_id, machine.activationId, identity, now, addressOf);
     if (request.nonce !== undefined) return { kind: "ok", receipt: this.receipts.sign(license, identity, request.nonce, now) };
     return this.receipts.forMachine(machine, license, identity, now);
   }
@@ -231,9 +246,11 @@ export class Activations {
 
   /**
    * A failed check carries the support message of the application `app_id` names, as activate's
-   * failures do, and none without `app_id` (check-cache.ts keeps both kinds ready).
+   * failures do, and none without `app_id` (check-cache.ts keeps both kinds ready). It counts
+   * for the key's charts when the token names one.
    */
-  private failedCheck(request: WireRequest, expired = false): CheckFailed {
+  private failedCheck(request: WireRequest, now: number, license: LicenseRow | null, expired = false): CheckFailed {
+    this.stats.count("checks_failed", 1, scopesOf(license), now);
     const failures = this.cache.failuresFor(request.app_id);
     return expired ? failures.expired : failures.invalid;
   }
@@ -256,6 +273,8 @@ export class Activations {
     call: WireCall,
     license?: LicenseRow,
   ): Throttled {
+    const counted = THROTTLED_COUNTS[call];
+    if (counted) this.stats.count(counted, 1, scopesOf(license ?? null));
     this.audit.record({
       actor: null,
       address,

@@ -19,11 +19,12 @@ import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
 import type { SigningKey } from "../receipts.ts";
+import { appScope, licenseScope, type LicensingMetric, type Stats, type StatsRange, type StatsView } from "../stats.ts";
 import { Activations, type ActivationView } from "./activations.ts";
-import { Apps, type AppView } from "./apps.ts";
+import { Apps, requireApp, type AppView } from "./apps.ts";
 import { CheckCache } from "./check-cache.ts";
 import { CheckCounters } from "./counters.ts";
-import { LicenseKeys, type LicenseView } from "./keys.ts";
+import { LicenseKeys, requireLicense, type LicenseView } from "./keys.ts";
 import { ReceiptIssuer, type ReceiptOptions } from "./receipt-issuer.ts";
 import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, WireRequest } from "./wire.ts";
 
@@ -48,19 +49,20 @@ export class Licensing {
 
   constructor(
     db: Database,
-    store: LicenseStore,
+    private readonly store: LicenseStore,
     audit: Audit,
     events: EventHub,
     clock: Clock,
     signingKey: SigningKey,
     options: ReceiptOptions,
+    private readonly stats: Stats,
   ) {
     const cache = new CheckCache(store);
-    this.counters = new CheckCounters(db, store);
+    this.counters = new CheckCounters(db, store, stats);
     this.receipts = new ReceiptIssuer(signingKey, options);
     this.apps = new Apps(db, store, audit, clock, cache);
     this.keys = new LicenseKeys(store, audit, events, clock, cache, this.counters);
-    this.machines = new Activations(db, store, audit, events, clock, cache, this.counters, this.receipts);
+    this.machines = new Activations(db, store, audit, events, clock, cache, this.counters, this.receipts, stats);
   }
 
   /** Starts writing check counters about once a second. */
@@ -155,5 +157,19 @@ export class Licensing {
 
   removeActivation(actor: Actor, id: number, hwid: string): void {
     this.machines.remove(actor, id, hwid);
+  }
+
+  // Charts
+
+  /** A key's checks and activations over `range` (stats.ts). */
+  licenseStats(id: number, range: StatsRange): StatsView<LicensingMetric> {
+    requireLicense(this.store, id);
+    return this.stats.licensing(licenseScope(id), range);
+  }
+
+  /** The checks and activations of an application's keys over `range`. */
+  appStats(id: number, range: StatsRange): StatsView<LicensingMetric> {
+    requireApp(this.store, id);
+    return this.stats.licensing(appScope(id), range);
   }
 }

@@ -10,6 +10,7 @@ import credentialVersion from "./0005_credential_version.sql" with { type: "text
 import ca from "./0006_ca.sql" with { type: "text" };
 import clientCertificates from "./0007_client_certificates.sql" with { type: "text" };
 import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
+import stats from "./0009_stats.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -25,4 +26,5 @@ export const migrations: readonly Migration[] = [
   { name: "0006_ca", sql: ca },
   { name: "0007_client_certificates", sql: clientCertificates },
   { name: "0008_user_certificates", sql: userCertificates },
+  { name: "0009_stats", sql: stats },
 ];

@@ -52,7 +52,7 @@ export const registerHandler = defineHandler({
       enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
       throw refusal;
     }
-    connection.registerClient(args.uuid, outcome.keyId);
+    connection.registerClient(args.uuid, outcome.keyId, outcome.group);
     return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
   },
 });
