@@ -100,13 +100,15 @@ function fill(): { rollups: number; audit: number; bytes: number } {
   rows += rollups(
     `WITH RECURSIVE ${hours}, apps(a) AS (SELECT 1 UNION ALL SELECT a + 1 FROM apps WHERE a < 10),
        metrics(m, most) AS (VALUES ('activations_failed', 5), ('activations_ok', 20), ('checks_failed', 50), ('checks_ok', 5000))
-     INSERT INTO stats_hourly (scope, metric, hour, value) SELECT 'app:' || a, m, ? + h * ${HOUR_MS}, abs(random()) % most FROM apps, metrics, hours`,
+     INSERT INTO stats_hourly (scope, metric, hour, value)
+     SELECT 'app:' || a, m, ? + h * ${HOUR_MS}, abs(random()) % most FROM apps, metrics, hours`,
     [first],
   );
   rows += rollups(
     `WITH RECURSIVE ${hours}, groups(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM groups WHERE g < 10),
        metrics(m, most) AS (VALUES ('clients_online', 500), ('host_reports', 600), ('registrations_ok', 30), ('registrations_refused', 2))
-     INSERT INTO stats_hourly (scope, metric, hour, value) SELECT 'group:g' || g, m, ? + h * ${HOUR_MS}, abs(random()) % most FROM groups, metrics, hours`,
+     INSERT INTO stats_hourly (scope, metric, hour, value)
+     SELECT 'group:g' || g, m, ? + h * ${HOUR_MS}, abs(random()) % most FROM groups, metrics, hours`,
     [first],
   );
   // Each key: passed checks every hour; failed checks and activations once a day.
@@ -241,7 +243,8 @@ async function main(): Promise<void> {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
   const version = Bun.spawnSync([BINARY, "version"]).stdout.toString().trim();
   console.log(
-    `${new Date().toISOString()} · ${availableParallelism()} × ${cpu} · bun ${Bun.version} · ${version} (built ${statSync(BINARY).mtime.toISOString()})`,
+    `${new Date().toISOString()} · ${availableParallelism()} × ${cpu} · bun ${Bun.version} · ${version} ` +
+      `(built ${statSync(BINARY).mtime.toISOString()})`,
   );
   console.log(`options: ${JSON.stringify(options)}`);
   const filled = fill();

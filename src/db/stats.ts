@@ -21,7 +21,8 @@ export class StatsStore {
       "INSERT INTO stats_hourly (scope, metric, hour, value) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
     );
     this.peakQuery = db.query<never, [string, string, number, number]>(
-      "INSERT INTO stats_hourly (scope, metric, hour, value) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
+      "INSERT INTO stats_hourly (scope, metric, hour, value) VALUES (?, ?, ?, ?) " +
+        "ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
     );
     this.hoursQuery = db.query<never, { scope: string; metric: string; from: number; to: number }>(
       "SELECT hour, value FROM stats_hourly WHERE scope = $scope AND metric = $metric AND hour >= $from AND hour < $to",
