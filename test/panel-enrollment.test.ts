@@ -209,7 +209,9 @@ describe("enrollment pages", () => {
 
     await row.locator(".badge-active", { hasText: "active" }).waitFor();
     await row.getByRole("link", { name: MACHINE }).waitFor();
-    await row.locator("td.num", { hasText: "1" }).waitFor();
+    // Two uses: the registration over TLS that bound the key, then the agent's reconnection over
+    // mTLS with its new certificate. (Waiting for "1" raced the reconnection.)
+    await row.locator("td.num", { hasText: /^2$/ }).waitFor();
     expect(await page.locator(".listing .badge-pending").count()).toBe(2);
     await page.screenshot({ path: "/tmp/enrollment-keys-active.png" });
 
