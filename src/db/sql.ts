@@ -1,0 +1,218 @@
+/**
+ * The one way the stores talk to a database, whichever it is: `get`, `all` and `run` with `?`
+ * placeholders, and `transaction`. Two implementations: bun:sqlite (the embedded default, one
+ * connection in this process) and PostgreSQL through Bun's built-in client (`Bun.SQL`, a pool).
+ *
+ * A statement issued while a `transaction` callback runs (anywhere below it, however many calls
+ * deep) runs in that transaction: the transaction travels with the async context, so the stores
+ * need no transaction argument.
+ */
+import type { Database } from "bun:sqlite";
+import { AsyncLocalStorage } from "node:async_hooks";
+
+export type Param = string | number | boolean | null | Uint8Array;
+export type Dialect = "sqlite" | "postgres";
+
+export interface TransactionOptions {
+  /**
+   * False for writes that may be lost in a power cut (batched counters, host reports): the commit
+   * does not wait for the disk. Durable unless said.
+   */
+  durable?: boolean;
+}
+
+export interface Sql {
+  readonly dialect: Dialect;
+  /** The first row, or null. */
+  get<T>(text: string, params?: readonly Param[]): Promise<T | null>;
+  all<T>(text: string, params?: readonly Param[]): Promise<T[]>;
+  /** The number of rows the statement changed. */
+  run(text: string, params?: readonly Param[]): Promise<number>;
+  /**
+   * Runs `fn` in one transaction that takes the write lock up front (SQLite `BEGIN IMMEDIATE`;
+   * PostgreSQL's row locks and conditional statements do the same job). A transaction begun inside
+   * another joins it.
+   */
+  transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T>;
+}
+
+/** Thrown when the database cannot be reached; rendered as 503 with Retry-After. */
+export class DatabaseUnavailable extends Error {
+  constructor(cause: unknown) {
+    super("the database is unavailable", { cause });
+    this.name = "DatabaseUnavailable";
+  }
+}
+
+interface SqliteTransaction {
+  done: Promise<void>;
+}
+
+/**
+ * bun:sqlite behind the async interface. Statements are synchronous; a transaction may await
+ * between them, and meanwhile other callers' statements wait until it ends (they would otherwise
+ * run inside it, on the same connection).
+ */
+export class SqliteSql implements Sql {
+  readonly dialect = "sqlite";
+  private readonly context = new AsyncLocalStorage<SqliteTransaction>();
+  private open: SqliteTransaction | null = null;
+
+  constructor(readonly db: Database) {}
+
+  /** True when a statement now would land in someone else's open transaction. */
+  private blocked(): boolean {
+    return this.open !== null && this.context.getStore() !== this.open;
+  }
+
+  private async turn(): Promise<void> {
+    while (this.blocked()) await this.open!.done;
+  }
+
+  async get<T>(text: string, params: readonly Param[] = []): Promise<T | null> {
+    if (this.blocked()) await this.turn();
+    return (this.db.query(text).get(...(params as Param[])) as T | null) ?? null;
+  }
+
+  async all<T>(text: string, params: readonly Param[] = []): Promise<T[]> {
+    if (this.blocked()) await this.turn();
+    return this.db.query(text).all(...(params as Param[])) as T[];
+  }
+
+  async run(text: string, params: readonly Param[] = []): Promise<number> {
+    if (this.blocked()) await this.turn();
+    return this.db.query(text).run(...(params as Param[])).changes;
+  }
+
+  async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    if (this.open !== null && this.context.getStore() === this.open) return fn();
+    // Checked and claimed in one synchronous stretch: no other waiter can slip in between.
+    while (this.open !== null) await this.open.done;
+    let end!: () => void;
+    const tx: SqliteTransaction = { done: new Promise<void>((resolve) => (end = resolve)) };
+    this.open = tx;
+    const unsynced = options.durable === false;
+    try {
+      if (unsynced) this.db.run("PRAGMA synchronous = NORMAL");
+      this.db.run("BEGIN IMMEDIATE");
+      try {
+        const result = await this.context.run(tx, fn);
+        this.db.run("COMMIT");
+        return result;
+      } catch (error) {
+        if (this.db.inTransaction) this.db.run("ROLLBACK");
+        throw error;
+      }
+    } finally {
+      if (unsynced) this.db.run("PRAGMA synchronous = FULL");
+      this.open = null;
+      end();
+    }
+  }
+}
+
+/** `?` and `?N` placeholders outside quotes become `$N`; cached per statement text. */
+const translated = new Map<string, string>();
+
+export function toPostgresPlaceholders(text: string): string {
+  const cached = translated.get(text);
+  if (cached !== undefined) return cached;
+  let out = "";
+  let next = 1;
+  let quote: string | null = null;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote !== null) {
+      out += c;
+      if (c === quote) quote = null;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      out += c;
+    } else if (c === "?") {
+      const digits = /^\d+/.exec(text.slice(i + 1))?.[0];
+      if (digits !== undefined) {
+        out += `$${digits}`;
+        i += digits.length;
+      } else out += `$${next++}`;
+    } else out += c;
+  }
+  if (translated.size < 10_000) translated.set(text, out);
+  return out;
+}
+
+/** int8 columns arrive as BigInt (`bigint: true`); every integer latchkey stores fits a double. */
+function plainRow<T>(row: Record<string, unknown>): T {
+  for (const key in row) if (typeof row[key] === "bigint") row[key] = Number(row[key]);
+  return row as T;
+}
+
+type PgTarget = Pick<Bun.SQL, "unsafe">;
+
+/** Connection failures (as opposed to a statement the database refused). */
+function unreachable(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== "string") return false;
+  return (
+    code.startsWith("ERR_POSTGRES_CONNECTION") ||
+    code === "ERR_POSTGRES_CONNECTION_CLOSED" ||
+    code === "ERR_POSTGRES_CONNECTION_TIMEOUT" ||
+    code === "ECONNREFUSED" ||
+    code === "ECONNRESET" ||
+    code === "57P01" || // admin_shutdown
+    code === "57P02" || // crash_shutdown
+    code === "57P03" // cannot_connect_now
+  );
+}
+
+/** PostgreSQL through `Bun.SQL`: a pool of connections; a transaction holds one of them. */
+export class PostgresSql implements Sql {
+  readonly dialect = "postgres";
+  private readonly context = new AsyncLocalStorage<{ tx: PgTarget; open: boolean }>();
+
+  constructor(readonly sql: Bun.SQL) {}
+
+  /** The open transaction of this async context; work it started that outlives it uses the pool. */
+  private current(): PgTarget | null {
+    const store = this.context.getStore();
+    return store !== undefined && store.open ? store.tx : null;
+  }
+
+  private async query(text: string, params: readonly Param[]): Promise<Record<string, unknown>[] & { count: number }> {
+    const target = this.current() ?? this.sql;
+    try {
+      return (await target.unsafe(toPostgresPlaceholders(text), params as Param[])) as Record<string, unknown>[] & { count: number };
+    } catch (error) {
+      throw unreachable(error) ? new DatabaseUnavailable(error) : error;
+    }
+  }
+
+  async get<T>(text: string, params: readonly Param[] = []): Promise<T | null> {
+    const rows = await this.query(text, params);
+    return rows.length === 0 ? null : plainRow<T>(rows[0]!);
+  }
+
+  async all<T>(text: string, params: readonly Param[] = []): Promise<T[]> {
+    return (await this.query(text, params)).map((row) => plainRow<T>(row));
+  }
+
+  async run(text: string, params: readonly Param[] = []): Promise<number> {
+    return (await this.query(text, params)).count;
+  }
+
+  async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    if (this.current() !== null) return fn();
+    try {
+      return await this.sql.begin(async (tx) => {
+        if (options.durable === false) await tx.unsafe("SET LOCAL synchronous_commit = off");
+        const store = { tx, open: true };
+        try {
+          return await this.context.run(store, fn);
+        } finally {
+          store.open = false;
+        }
+      });
+    } catch (error) {
+      throw unreachable(error) ? new DatabaseUnavailable(error) : error;
+    }
+  }
+}

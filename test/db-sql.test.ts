@@ -1,0 +1,153 @@
+/**
+ * The storage executor (src/db/sql.ts) on both backends: a real SQLite file and a throwaway
+ * PostgreSQL cluster. Statements, placeholders, transactions that commit, roll back and join,
+ * isolation from statements outside the transaction, one winner of racing conditional updates,
+ * and a clear error when PostgreSQL is gone.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { DatabaseUnavailable, PostgresSql, SqliteSql, toPostgresPlaceholders, type Sql } from "../src/db/sql.ts";
+import { startPostgres, type PostgresCluster } from "./postgres.ts";
+import { tempDir } from "./support.ts";
+
+setDefaultTimeout(60_000);
+
+let cluster: PostgresCluster;
+const backends: { name: string; sql: Sql; close: () => Promise<void> }[] = [];
+
+beforeAll(async () => {
+  const dir = tempDir("latchkey-sql-");
+  const db = new Database(join(dir.path, "t.db"), { create: true, strict: true });
+  db.run("PRAGMA journal_mode = WAL");
+  backends.push({ name: "sqlite", sql: new SqliteSql(db), close: async () => (db.close(), dir.remove()) });
+  cluster = await startPostgres();
+  const pg = new Bun.SQL(cluster.url, { bigint: true, max: 8 });
+  backends.push({ name: "postgres", sql: new PostgresSql(pg), close: () => pg.close() });
+  for (const { sql } of backends) {
+    await sql.run("CREATE TABLE t (id integer PRIMARY KEY, v text, n bigint NOT NULL DEFAULT 0, status text NOT NULL DEFAULT 'pending')");
+  }
+});
+
+afterAll(async () => {
+  for (const b of backends) await b.close();
+  await cluster?.stop();
+});
+
+describe("placeholders for PostgreSQL", () => {
+  test.each([
+    ["SELECT ?", "SELECT $1"],
+    ["SELECT ?, ?", "SELECT $1, $2"],
+    ["SELECT ?1, ?2, ?1", "SELECT $1, $2, $1"],
+    ["SELECT '?' || ?", "SELECT '?' || $1"],
+    [`SELECT "a?b", ?`, `SELECT "a?b", $1`],
+    ["SELECT 'it''s ?', ?", "SELECT 'it''s ?', $1"],
+  ])("%p → %p", (from, to) => {
+    expect(toPostgresPlaceholders(from)).toBe(to);
+  });
+});
+
+for (const name of ["sqlite", "postgres"]) {
+  describe(name, () => {
+    const sql = () => backends.find((b) => b.name === name)!.sql;
+
+    test("get, all and run with placeholders; big integers come back as numbers", async () => {
+      await sql().run("DELETE FROM t");
+      expect(await sql().run("INSERT INTO t (id, v, n) VALUES (?, ?, ?), (?, ?, ?)", [1, "a", 1764600000000, 2, "b", 5])).toBe(2);
+      expect(await sql().get("SELECT id, v, n FROM t WHERE id = ?", [1])).toEqual({ id: 1, v: "a", n: 1764600000000 });
+      expect(await sql().get("SELECT id FROM t WHERE id = ?", [99])).toBeNull();
+      expect(await sql().all("SELECT id FROM t WHERE n >= ?1 AND id >= ?1 ORDER BY id", [1])).toEqual([{ id: 1 }, { id: 2 }]);
+      expect(await sql().all<{ n: number }>("SELECT count(*) AS n FROM t")).toEqual([{ n: 2 }]);
+      expect(await sql().run("UPDATE t SET v = ? WHERE id = ?", ["z", 42])).toBe(0);
+    });
+
+    test("a transaction commits what its callback wrote, however deep the calls", async () => {
+      await sql().run("DELETE FROM t");
+      const insert = async (id: number) => sql().run("INSERT INTO t (id, v) VALUES (?, ?)", [id, "x"]);
+      const result = await sql().transaction(async () => {
+        await insert(1);
+        await Promise.all([insert(2), insert(3)]);
+        return sql().get<{ n: number }>("SELECT count(*) AS n FROM t");
+      });
+      expect(result).toEqual({ n: 3 });
+      expect(await sql().get("SELECT count(*) AS n FROM t")).toEqual({ n: 3 });
+    });
+
+    test("a throw rolls back everything, a nested transaction included, and the error comes out", async () => {
+      await sql().run("DELETE FROM t");
+      const failing = sql().transaction(async () => {
+        await sql().run("INSERT INTO t (id) VALUES (1)");
+        await sql().transaction(async () => sql().run("INSERT INTO t (id) VALUES (2)"));
+        throw new Error("refused");
+      });
+      await expect(failing).rejects.toThrow("refused");
+      expect(await sql().get("SELECT count(*) AS n FROM t")).toEqual({ n: 0 });
+      // A failing statement rolls back the same way, and the connection stays usable.
+      const duplicate = sql().transaction(async () => {
+        await sql().run("INSERT INTO t (id) VALUES (7)");
+        await sql().run("INSERT INTO t (id) VALUES (7)");
+      });
+      await expect(duplicate).rejects.toThrow();
+      expect(await sql().get("SELECT count(*) AS n FROM t")).toEqual({ n: 0 });
+    });
+
+    test("statements outside a transaction do not see or join its writes before it commits", async () => {
+      await sql().run("DELETE FROM t");
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let inserted!: () => void;
+      const written = new Promise<void>((resolve) => (inserted = resolve));
+      const tx = sql().transaction(async () => {
+        await sql().run("INSERT INTO t (id) VALUES (1)");
+        inserted();
+        await gate;
+        throw new Error("rolled back");
+      });
+      await written;
+      const outside = sql().get<{ n: number }>("SELECT count(*) AS n FROM t");
+      const outsideWrite = sql().run("INSERT INTO t (id) VALUES (2)");
+      release();
+      await expect(tx).rejects.toThrow("rolled back");
+      expect(await outside).toEqual({ n: 0 });
+      expect(await outsideWrite).toBe(1);
+      expect(await sql().all("SELECT id FROM t")).toEqual([{ id: 2 }]);
+    });
+
+    test("50 racing conditional transitions: exactly one winner, 10 rounds", async () => {
+      for (let round = 0; round < 10; round++) {
+        await sql().run("DELETE FROM t");
+        await sql().run("INSERT INTO t (id, status) VALUES (1, 'pending')");
+        const outcomes = await Promise.all(
+          Array.from({ length: 50 }, (_, i) =>
+            sql().transaction(async () => {
+              const won = (await sql().run("UPDATE t SET status = 'active', v = ? WHERE id = 1 AND status = 'pending'", [`c${i}`])) === 1;
+              if (won) await sql().run("UPDATE t SET n = n + 1 WHERE id = 1");
+              return won;
+            }),
+          ),
+        );
+        expect(outcomes.filter(Boolean).length).toBe(1);
+        expect(await sql().get("SELECT n FROM t WHERE id = 1")).toEqual({ n: 1 });
+      }
+    });
+
+    test("an undurable transaction commits like any other", async () => {
+      await sql().run("DELETE FROM t");
+      await sql().transaction(async () => sql().run("INSERT INTO t (id) VALUES (1)"), { durable: false });
+      expect(await sql().get("SELECT count(*) AS n FROM t")).toEqual({ n: 1 });
+    });
+  });
+}
+
+test("PostgreSQL gone: DatabaseUnavailable, not a hang", async () => {
+  const other = await startPostgres();
+  const pg = new Bun.SQL(other.url, { bigint: true, max: 2, connectionTimeout: 2 });
+  const sql = new PostgresSql(pg);
+  expect(await sql.get("SELECT 1 AS one")).toEqual({ one: 1 });
+  await other.stop();
+  const error = await sql.get("SELECT 1 AS one").catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(DatabaseUnavailable);
+  const txError = await sql.transaction(async () => sql.get("SELECT 1")).catch((e: unknown) => e);
+  expect(txError).toBeInstanceOf(DatabaseUnavailable);
+  await pg.close().catch(() => undefined);
+});
