@@ -56,8 +56,16 @@ const bool = v.union([
   ),
 ]);
 
+/** A PostgreSQL connection URL; its password, if any, is never logged. */
+const databaseUrl = v.pipe(
+  v.string(),
+  v.regex(/^postgres(ql)?:\/\/\S+$/, "must be a PostgreSQL URL, e.g. postgres://latchkey:secret@db.example:5432/latchkey"),
+  v.check((s) => URL.canParse(s), "must be a PostgreSQL URL, e.g. postgres://latchkey:secret@db.example:5432/latchkey"),
+);
+
 /** Every setting, named as its flag. The schema is also the config file's schema. */
 const settingsSchema = v.strictObject({
+  database: v.optional(databaseUrl),
   listen: v.optional(hostPort, "0.0.0.0:9000"),
   "mtls-listen": v.optional(hostPort, "0.0.0.0:9443"),
   "tls-cert": v.optional(v.pipe(v.string(), v.minLength(1))),
@@ -85,6 +93,8 @@ type Settings = v.InferOutput<typeof settingsSchema>;
 
 export interface Config {
   dataDir: string;
+  /** PostgreSQL to share with other nodes; without it, SQLite in the data directory. */
+  databaseUrl?: string;
   listen: { hostname: string; port: number };
   mtlsListen: { hostname: string; port: number };
   tls?: { cert: string; key: string };
@@ -118,11 +128,18 @@ export const dataDirFlag: FlagSpec = {
   help: "data directory (default ./data, or /var/lib/latchkey for a root service)",
 };
 
+export const databaseFlag: FlagSpec = {
+  name: "database",
+  value: "URL",
+  help: "PostgreSQL shared by several nodes, postgres://USER:PASSWORD@HOST:PORT/DB (default: SQLite in the data directory)",
+};
+
 export const serverFlags: FlagSpec[] = [
   { name: "listen", value: "HOST:PORT", help: "HTTP and WebSocket listener (default 0.0.0.0:9000)" },
   { name: "mtls-listen", value: "HOST:PORT", help: "mutual-TLS listener for enrolled hosts (default 0.0.0.0:9443)" },
   { name: "san", value: "NAME", repeat: true, help: "another name (DNS or IP) in the mTLS listener's certificate; repeat or NAME,NAME" },
   dataDirFlag,
+  databaseFlag,
   { name: "tls-cert", value: "FILE", help: "PEM certificate: serve the main listener over HTTPS" },
   { name: "tls-key", value: "FILE", help: "PEM private key for --tls-cert" },
   { name: "require-auth-key", boolean: true, help: "clients must present a pre-shared key to register" },
@@ -146,6 +163,7 @@ export const serverFlags: FlagSpec[] = [
 const settingNames = Object.keys(settingsSchema.entries) as (keyof Settings)[];
 
 function envName(setting: string): string {
+  if (setting === "database") return "LATCHKEY_DATABASE_URL";
   return "LATCHKEY_" + setting.toUpperCase().replaceAll("-", "_");
 }
 
@@ -223,6 +241,7 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
   };
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
+  if (s.database !== undefined) config.databaseUrl = s.database;
   return config;
 }
 

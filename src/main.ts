@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 /** argv → server | user | key | app | license | ca | host | cert | backup | health | client | version: the binary's entry point. */
-import { Database } from "bun:sqlite";
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, unlinkSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { dataDirFlag, loadConfig, resolveDataDir, serverFlags } from "./config.ts";
 import { AppError } from "./core/errors.ts";
+import { BackupTargetExists, writeBackup } from "./db/backup.ts";
 import { DATABASE_FILE } from "./db/open.ts";
 import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
@@ -15,6 +15,7 @@ import { hostCommand } from "./cli/host.ts";
 import { certCommand } from "./cli/cert.ts";
 import { clientCommand } from "./cli/client.ts";
 import { healthCommand } from "./cli/health.ts";
+import { dbCommand } from "./cli/db.ts";
 import { VERSION } from "./version.ts";
 
 const HELP = `latchkey ${VERSION}: client enrollment, authentication and licensing server
@@ -31,6 +32,7 @@ Commands:
   host      hosts that report over mutual TLS: add, list, remove, bundle (their key and certificates)
   cert      certificates the CA issued: list, revoke
   backup    write a consistent copy of the database while the server runs
+  db        copy a SQLite deployment into PostgreSQL, to run several nodes
   health    ask the running server whether it is healthy (exit 0 if so; for container health checks)
   client    the client agent: install, run, status, uninstall
   version   print the version
@@ -106,60 +108,13 @@ async function backupCommand(argv: string[]): Promise<number> {
     throw new UsageError(`no directory ${dirname(target)} to write ${basename(target)} in; create it first`);
   const source = join(resolveDataDir(args, process.env), DATABASE_FILE);
   if (!existsSync(source)) throw new UsageError(`no database at ${source}; pass the server's --data-dir`);
-  writeBackup(source, target);
+  try {
+    writeBackup(source, target);
+  } catch (error) {
+    throw error instanceof BackupTargetExists ? new UsageError(error.message) : error;
+  }
   process.stdout.write(`wrote ${target}\n`);
   return 0;
-}
-
-/**
- * The copy holds the receipt signing key, the server secret, password verifiers, enrollment keys
- * and license tokens, so it never exists with a mode wider than 0600: SQLite creates it under
- * umask 077, and under a temporary name that becomes FILE only once the copy is complete and on disk.
- */
-function writeBackup(source: string, target: string): void {
-  const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
-  const db = new Database(source, { readonly: true });
-  try {
-    db.run("PRAGMA busy_timeout = 10000");
-    const umask = process.umask(0o077);
-    try {
-      // VACUUM INTO reads one snapshot, so the copy is consistent even while the server writes.
-      db.query("VACUUM INTO ?").run(tmp);
-    } finally {
-      process.umask(umask);
-    }
-    fsyncPath(tmp);
-    publish(tmp, target);
-    fsyncPath(dirname(target));
-  } catch (error) {
-    rmSync(tmp, { force: true });
-    throw error;
-  } finally {
-    db.close();
-  }
-}
-
-/** Gives the finished copy its name, without replacing a file that appeared in the meantime. */
-function publish(tmp: string, target: string): void {
-  try {
-    linkSync(tmp, target);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST" || existsSync(target))
-      throw new UsageError(`${target} already exists; choose a new file name`);
-    // A file system without hard links (FAT, some network shares): rename instead.
-    renameSync(tmp, target);
-    return;
-  }
-  unlinkSync(tmp);
-}
-
-function fsyncPath(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function versionCommand(argv: string[]): number {
@@ -196,6 +151,8 @@ export async function main(argv: string[]): Promise<number> {
       return certCommand(rest, process.env);
     case "backup":
       return backupCommand(rest);
+    case "db":
+      return dbCommand(rest, process.env);
     case "health":
       return healthCommand(rest, process.env);
     case "client":

@@ -12,7 +12,8 @@ import type { AuditEntry } from "./core/audit.ts";
 import type { Clock } from "./core/clock.ts";
 import { AppError } from "./core/errors.ts";
 import { createServices, type Services } from "./core/services.ts";
-import { DATABASE_FILE, openDatabase } from "./db/open.ts";
+import { DATABASE_FILE } from "./db/open.ts";
+import { openPostgresStorage, openSqliteStorage, type Storage } from "./db/storage.ts";
 import { TrustedProxies } from "./http/client-address.ts";
 import { startMtlsListener, type MtlsListener } from "./http/mtls.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -145,13 +146,16 @@ export async function startServer(
     { name: "--listen", listen: config.listen },
     { name: "--mtls-listen", listen: config.mtlsListen },
   ]);
-  const undo = startupFootprint(config.dataDir);
-  let db: ReturnType<typeof openDatabase> | undefined;
+  const undo = config.databaseUrl === undefined ? startupFootprint(config.dataDir) : () => undefined;
+  let storage: Storage | undefined;
   try {
-    db = openDatabase(config.dataDir, { create: true });
-    return await run(db, config, log, options);
+    storage =
+      config.databaseUrl === undefined
+        ? openSqliteStorage(config.dataDir, { create: true })
+        : await openPostgresStorage(config.databaseUrl);
+    return await run(storage, config, log, options);
   } catch (error) {
-    db?.close();
+    await storage?.close().catch(() => undefined);
     undo();
     if (error instanceof AppError || error instanceof ListenError) throw error;
     // Bun reports a failed bind with its own words; say what to do.
@@ -163,18 +167,22 @@ export async function startServer(
 }
 
 async function run(
-  db: ReturnType<typeof openDatabase>,
+  storage: Storage,
   config: Config,
   log: Logger,
   options: { clock?: Clock; adminPassword?: string | undefined },
 ): Promise<RunningServer> {
-  const services = createServices(db, { ...serviceOptions(config), ...(options.clock ? { clock: options.clock } : {}) });
+  const services = await createServices(storage, {
+    ...serviceOptions(config),
+    ...(options.clock ? { clock: options.clock } : {}),
+    onBackgroundError: (error) => log.error("a background write failed; retrying with the next", { error: String(error) }),
+  });
   services.audit.onRecord(securityLog(log, services.clock));
   const boot = await services.accounts.bootstrap(options.adminPassword);
   // The root CA, made on the first start (SPEC §1); the mTLS listener's certificate comes from it.
   await services.ca.ensureRoot();
   if (config.requireAuthKey !== undefined) {
-    services.enrollment.updateSettings({ name: "system", address: null }, { require_auth_key: config.requireAuthKey });
+    await services.enrollment.updateSettings({ name: "system", address: null }, { require_auth_key: config.requireAuthKey });
   }
 
   const tls = config.tls !== undefined;
@@ -244,10 +252,10 @@ async function run(
   }
 
   connections.start();
-  services.licensing.start();
+  services.licensing.start((error) => log.error("writing the check counters failed; retrying", { error: String(error) }));
   services.stats.start((error) => log.error("writing the charts' roll-ups failed; retrying", { error: String(error) }));
   const sweep = setInterval(() => {
-    services.sessions.sweep();
+    void services.sessions.sweep().catch((error: unknown) => log.error("session sweep failed", { error: String(error) }));
     // The CRL is rebuilt on every revocation; this keeps it from running out when nothing is revoked.
     void services.ca.refreshCrlIfDue().catch((error) => log.error("CRL refresh failed", { error: String(error) }));
   }, 60_000);
@@ -257,7 +265,7 @@ async function run(
     version: VERSION,
     url,
     mtls: mtls.url,
-    ca_fingerprint: services.ca.caFingerprint(),
+    ca_fingerprint: await services.ca.caFingerprint(),
     data_dir: config.dataDir,
     max_connections: config.maxConnections,
     ...(config.trustedProxies.length > 0 ? { trusted_proxies: config.trustedProxies.join(",") } : {}),
@@ -271,12 +279,12 @@ async function run(
       connections.stop(reason);
       mtls.stop();
       await server.stop(false);
-      services.hosts.flushReports();
-      services.licensing.stop();
+      await services.hosts.flushReports();
+      await services.licensing.stop();
       // Last: the check counters hand their counts over as they stop.
-      services.stats.stop();
-      db.run("PRAGMA wal_checkpoint(TRUNCATE)");
-      db.close();
+      await services.stats.stop();
+      await services.clientCertificates.settled();
+      await storage.close();
       log.info("stopped");
     })());
   return { url, port: server.port!, mtlsUrl: mtls.url, mtlsPort: mtls.port, services, app, registry, stop };

@@ -46,8 +46,8 @@ describe("latchkey backup", () => {
     "with umask %s: the copy is 0600, consistent while the server writes, and no temporary file stays",
     async (umask) => {
       const target = join(out.path, `backup-${umask}.db`);
-      const count = () => (server.services.db.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
-      const before = count();
+      const count = async () => (await server.services.storage.sql.get<{ n: number }>("SELECT count(*) AS n FROM enrollment_keys"))!.n;
+      const before = await count();
       // The server keeps writing while the copy is taken.
       let writing = true;
       const writer = (async () => {
@@ -71,7 +71,7 @@ describe("latchkey backup", () => {
         // A snapshot: whole batches of five, between the count before and the count after.
         const copied = (copy.query("SELECT count(*) AS n FROM enrollment_keys").get() as { n: number }).n;
         expect(copied).toBeGreaterThanOrEqual(before);
-        expect(copied).toBeLessThanOrEqual(count());
+        expect(copied).toBeLessThanOrEqual(await count());
         expect((copied - before) % 5).toBe(0);
       } finally {
         copy.close();

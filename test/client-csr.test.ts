@@ -65,7 +65,7 @@ beforeAll(async () => {
   server = await startTestServer();
   admin = await login(server.url);
   dir = tempDir();
-  ca = server.services.ca.caPem();
+  ca = await server.services.ca.caPem();
   await setRequire(true);
 });
 
@@ -83,7 +83,7 @@ describe("client/csr", () => {
     const issued = reply.args;
     expect(Object.keys(issued).sort()).toEqual(["ca", "ca_fingerprint", "certificate", "not_after", "not_before", "serial"]);
     expect(issued.ca).toBe(ca);
-    expect(issued.ca_fingerprint).toBe(server.services.ca.caFingerprint());
+    expect(issued.ca_fingerprint).toBe(await server.services.ca.caFingerprint());
     // 30 days unless --client-cert-days says otherwise.
     expect(Date.parse(issued.not_after) - Date.parse(issued.not_before)).toBe(30 * 86_400_000 + 5 * 60_000);
 
@@ -190,7 +190,7 @@ describe("client/csr", () => {
     const requests = await Promise.all(Array.from({ length: 12 }, () => opensslCsr("burst.example")));
     const replies = await Promise.all(requests.map((r) => csr(client.socket, r.csr)));
     expect(replies.map((r) => r.name)).toEqual(requests.map(() => "response"));
-    const valid = server.services.ca.list(null, { hostname: "burst.example", status: "valid" }, 100, 0);
+    const valid = await server.services.ca.list(null, { hostname: "burst.example", status: "valid" }, 100, 0);
     expect(valid.total).toBe(2);
     client.socket.close();
   });
@@ -220,7 +220,7 @@ describe("the certificate on the mTLS listener", () => {
   test("admits its client with no key, even with the key expired; another UUID is refused; the client's own calls work", async () => {
     const client = await certified("agent-1.example");
     // Its key ran out meanwhile: a restart is not a re-enrollment.
-    server.services.db.run("UPDATE enrollment_keys SET expires_at = ? WHERE id = ?", [Date.now() - 60_000, client.key.id]);
+    await server.services.storage.sql.run("UPDATE enrollment_keys SET expires_at = ? WHERE id = ?", [Date.now() - 60_000, client.key.id]);
     expect((await call(server.url, "GET", `/api/keys/${client.key.id}`, { token: admin })).body.expired).toBe(true);
     const socket = await mtlsSocket(client.files);
     const registered = await socket.request("client", "register", { uuid: client.uuid, name: "agent-1", hostname: "agent-1.example" });

@@ -144,7 +144,7 @@ describe("pinned enrollment, mTLS and host reports (require_auth_key on)", () =>
     const res = await call(server.url, "GET", `/api/keys/${id}/install-command`, { token });
     expect(res.status).toBe(200);
     const command: string = res.body.command;
-    expect(command).toContain(`-ca-fingerprint ${server.services.ca.caFingerprint()}`);
+    expect(command).toContain(`-ca-fingerprint ${await server.services.ca.caFingerprint()}`);
     expect(command).toContain(`-mtls-port ${server.mtlsPort}`);
     expect(command).toContain(`-key ${key}`);
     expect(command).not.toContain("-name");
@@ -156,7 +156,7 @@ describe("pinned enrollment, mTLS and host reports (require_auth_key on)", () =>
     async () => {
       const { id, key } = await generateKey(server, token);
       const state = join(dir.path, "journey");
-      const pin = server.services.ca.caFingerprint();
+      const pin = await server.services.ca.caFingerprint();
       await install(state, ["-server", address(server), "-key", key, "-ca-fingerprint", pin, "-mtls-port", String(server.mtlsPort)]);
       const mtls = `wss://127.0.0.1:${server.mtlsPort}/ws`;
       const run = agent(state, "--report-interval", "1");
@@ -171,7 +171,7 @@ describe("pinned enrollment, mTLS and host reports (require_auth_key on)", () =>
         // What is on disk: the key (0600, never sent), the certificate for CN = hostname, the root.
         expect(statSync(join(state, "client.key")).mode & 0o777).toBe(0o600);
         expect(readFileSync(join(state, "client.key"), "utf8")).toStartWith("-----BEGIN PRIVATE KEY-----");
-        expect(readFileSync(join(state, "ca.pem"), "utf8")).toBe(server.services.ca.caPem());
+        expect(readFileSync(join(state, "ca.pem"), "utf8")).toBe(await server.services.ca.caPem());
         const first = new X509Certificate(readFileSync(join(state, "client.pem"), "utf8"));
         expect(first.subject).toBe(`CN=${HOSTNAME}`);
         const verified = await sh([
@@ -257,14 +257,14 @@ describe("a server whose root is not the pinned one", () => {
   test("is refused with what to check, exit 3, before the key is sent", async () => {
     const { key } = await generateKey(other, token);
     const state = join(dir.path, "other-ca");
-    const pin = pinned.services.ca.caFingerprint();
+    const pin = await pinned.services.ca.caFingerprint();
     await install(state, ["-server", address(other), "-key", key, "-ca-fingerprint", pin, "-mtls-port", String(other.mtlsPort)]);
     const run = agent(state);
     expect(await run.proc.exited).toBe(3);
     const colon = (hex: string) => hex.toUpperCase().replace(/(..)(?=.)/g, "$1:");
     expect(run.text()).toContain(
       `refusing the server at https://127.0.0.1:${other.mtlsPort}: its root CA has the SHA-256 fingerprint ` +
-        `${colon(other.services.ca.caFingerprint())}, but this machine pins ${colon(pin)} (-ca-fingerprint); the key was not sent`,
+        `${colon(await other.services.ca.caFingerprint())}, but this machine pins ${colon(pin)} (-ca-fingerprint); the key was not sent`,
     );
     expect(run.text()).toContain("`latchkey ca show`");
     expect(run.text()).not.toContain("registered with");
@@ -325,7 +325,7 @@ describe("without a pin (require_auth_key off)", () => {
       await run.waitFor(`registered with ws://${address(server)}/ws as `);
       await run.waitFor("host report accepted");
       expect(run.text()).toContain(`registered with ${mtls} as `);
-      expect(readFileSync(join(state, "ca.pem"), "utf8")).toBe(server.services.ca.caPem());
+      expect(readFileSync(join(state, "ca.pem"), "utf8")).toBe(await server.services.ca.caPem());
       const first = new X509Certificate(readFileSync(join(state, "client.pem"), "utf8"));
 
       // Without a key required, the revoked certificate's connection registers again without it;
@@ -389,7 +389,7 @@ describe("the server's root CA replaced after enrollment", () => {
   test("an agent without a pin gets a certificate from the new root; a pinned one refuses the server (exit 3)", async () => {
     const plain = join(dir.path, "replaced-plain");
     const pinned = join(dir.path, "replaced-pinned");
-    const oldPin = server.services.ca.caFingerprint();
+    const oldPin = await server.services.ca.caFingerprint();
     await install(plain, ["-server", address(server), "-mtls-port", String(server.mtlsPort)]);
     await install(pinned, ["-server", address(server), "-mtls-port", String(server.mtlsPort), "-ca-fingerprint", oldPin]);
     const runs = [agent(plain, "--report-interval", "1"), agent(pinned, "--report-interval", "1")];
@@ -401,7 +401,7 @@ describe("the server's root CA replaced after enrollment", () => {
       const root = await opensslRoot(dir.path);
       const imported = await runLatchkey(["ca", "import", root.cert, root.key, "--force", "--data-dir", server.dataDir]);
       expect(imported.code).toBe(0);
-      const newPin = server.services.ca.caFingerprint();
+      const newPin = await server.services.ca.caFingerprint();
       expect(newPin).not.toBe(oldPin);
 
       expect(await pinnedRun.proc.exited).toBe(3);
@@ -412,7 +412,7 @@ describe("the server's root CA replaced after enrollment", () => {
 
       // Whichever way it learns (the listener's new certificate does not verify, or a 401 from the
       // old one before it restarts), it ends with a certificate from the new root, reporting.
-      await eventually(() => readFileSync(join(plain, "ca.pem"), "utf8") === server.services.ca.caPem(), {
+      await eventually(async () => readFileSync(join(plain, "ca.pem"), "utf8") === (await server.services.ca.caPem()), {
         what: () => `the new root in ca.pem; output so far:\n${unpinnedRun.text()}`,
       });
       await unpinnedRun.waitFor("host report accepted", 15_000, accepted + 1);
@@ -471,7 +471,7 @@ describe("renewal, with the agent's and the server's clocks moved together", () 
       "-key",
       key,
       "-ca-fingerprint",
-      server.services.ca.caFingerprint(),
+      await server.services.ca.caFingerprint(),
       "-mtls-port",
       String(server.mtlsPort),
     ]);

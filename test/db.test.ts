@@ -4,7 +4,8 @@ import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { migrate } from "../src/db/migrate.ts";
 import { migrations } from "../src/db/migrations/index.ts";
-import { immediateUnsynced, openDatabase } from "../src/db/open.ts";
+import { openDatabase } from "../src/db/open.ts";
+import { SqliteSql } from "../src/db/sql.ts";
 import { call, login, spawnLatchkey, tempDir, waitForListening, ADMIN_PASSWORD } from "./support.ts";
 
 const dirs: { remove(): void }[] = [];
@@ -25,21 +26,27 @@ describe("openDatabase", () => {
     db.close();
   });
 
-  test("immediateUnsynced commits without FULL sync for that transaction only, and restores it even when the work throws", () => {
+  test("an undurable transaction commits without FULL sync for that transaction only, and restores it when the work throws", async () => {
     const db = openDatabase(fresh(), { create: true });
+    const sql = new SqliteSql(db);
     db.run("CREATE TABLE t (n INTEGER)");
-    const inside = immediateUnsynced(db, () => {
-      db.run("INSERT INTO t VALUES (1)");
-      return db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
-    });
+    const inside = await sql.transaction(
+      async () => {
+        await sql.run("INSERT INTO t VALUES (1)");
+        return (await sql.get<{ synchronous: number }>("PRAGMA synchronous"))!.synchronous;
+      },
+      { durable: false },
+    );
     expect(inside).toBe(1);
     expect(db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
-    expect(() =>
-      immediateUnsynced(db, () => {
-        db.run("INSERT INTO t VALUES (2)");
+    const failing = sql.transaction(
+      async () => {
+        await sql.run("INSERT INTO t VALUES (2)");
         throw new Error("boom");
-      }),
-    ).toThrow("boom");
+      },
+      { durable: false },
+    );
+    await expect(failing).rejects.toThrow("boom");
     expect(db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
     // The failed transaction rolled back; the first one committed.
     expect(db.query("SELECT n FROM t").all()).toEqual([{ n: 1 }]);

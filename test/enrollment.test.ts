@@ -773,7 +773,7 @@ describe("keys administration", () => {
     const [labelled] = await generate({ quantity: 1, label: "Customer ABC – batch 1" });
     const [plain] = await generate({ quantity: 1 });
     const host = new URL(server.url).host;
-    const pin = server.services.ca.caFingerprint();
+    const pin = await server.services.ca.caFingerprint();
     expect(pin).toMatch(/^[0-9a-f]{64}$/);
     const cmd = async (id: number, query = "") =>
       (await call(server.url, "GET", `/api/keys/${id}/install-command${query}`, { token: admin })).body;
@@ -800,7 +800,7 @@ describe("keys administration", () => {
       expect(res.text).not.toContain(key.key);
     }
     // An explicit ?server= is used whatever the Host header says; a plain host name is kept.
-    const tail = `-ca-fingerprint ${server.services.ca.caFingerprint()} -mtls-port ${server.mtlsPort} -key ${key.key}`;
+    const tail = `-ca-fingerprint ${await server.services.ca.caFingerprint()} -mtls-port ${server.mtlsPort} -key ${key.key}`;
     expect(
       (await call(server.url, "GET", `${path}?server=keys.example.com:9000`, { token: admin, headers: { host: "x;id" } })).body.command,
     ).toBe(`latchkey client install -server keys.example.com:9000 ${tail}`);

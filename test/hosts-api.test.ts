@@ -136,7 +136,7 @@ describe("hosts", () => {
     expect(await page("group=list-a&limit=2")).toEqual({ names: ["a.list-a.example", "b.list-a.example"], total: 3 });
     expect(await page("group=list-a&limit=2&offset=2")).toEqual({ names: ["c.list-a.example"], total: 3 });
 
-    server.services.hosts.recordReport("b.list-a.example", REPORT, "192.0.2.10");
+    await server.services.hosts.recordReport("b.list-a.example", REPORT, "192.0.2.10");
     expect(await page("group=list-a&status=online")).toEqual({ names: ["b.list-a.example"], total: 1 });
     expect(await page("group=list-a&status=offline")).toEqual({ names: ["a.list-a.example", "c.list-a.example"], total: 2 });
     const reported = (await api("GET", "/api/hosts/b.list-a.example")).body;
@@ -395,17 +395,17 @@ describe("certificates", () => {
     await register("reporter.east.example", "east");
     const reported = () => [adminSocket, eastSocket, westSocket].map((s) => heard(s, "hosts.changed", "reporter.east.example").length);
     const report = () => server.services.hosts.recordReport("reporter.east.example", REPORT, "192.0.2.20");
-    for (let i = 0; i < 5; i++) report();
+    for (let i = 0; i < 5; i++) await report();
     await settle(adminSocket, eastSocket, westSocket);
     // registered, then one report.
     expect(reported()).toEqual([2, 2, 0]);
     skew += REPORT_PUSH_INTERVAL_MS - 1000;
-    report();
+    await report();
     await settle(adminSocket, eastSocket, westSocket);
     expect(reported()).toEqual([2, 2, 0]);
     skew += 1000;
-    report();
-    report();
+    await report();
+    await report();
     await settle(adminSocket, eastSocket, westSocket);
     expect(reported()).toEqual([3, 3, 0]);
     expect(heard(adminSocket, "hosts.changed", "reporter.east.example").map((a) => a.change)).toEqual([

@@ -1374,27 +1374,27 @@ describe("license keys over REST", () => {
       for (const hwid of ["hw-1", "hw-2"])
         expect((await wire(s.url, "json", "POST", "/api/activate", { token: c.token, hwid })).status).toBe(201);
       const licensing = s.services.licensing;
-      licensing.flush();
+      await licensing.flush();
       const reads: string[] = [];
       const from = (address: string) => () => (reads.push(address), address);
-      for (let i = 0; i < 5; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).kind).toBe("ok");
+      for (let i = 0; i < 5; i++) expect((await licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1"))).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.1"]);
       // Another machine: its address is read, and it is the last check's address from then on.
-      expect(licensing.check({ token: c.token, hwid: "hw-2" }, from("10.0.0.2")).kind).toBe("ok");
-      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1")).kind).toBe("ok");
+      expect((await licensing.check({ token: c.token, hwid: "hw-2" }, from("10.0.0.2"))).kind).toBe("ok");
+      expect((await licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.1"))).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.1"]);
       expect((await call(s.url, "GET", `/api/licenses/${c.id}`, { token })).body).toMatchObject({ last_check_address: "10.0.0.1" });
       // After a flush the next check reads it again.
-      licensing.flush();
-      expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).kind).toBe("ok");
+      await licensing.flush();
+      expect((await licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9"))).kind).toBe("ok");
       expect(reads.at(-1)).toBe("10.0.0.9");
       // An unknown token always reads it (the per-address throttle counts it).
       reads.length = 0;
-      expect(licensing.check({ token: "NOSUCHTOKEN", hwid: "hw-1" }, from("10.0.0.3")).kind).toBe("invalid");
+      expect((await licensing.check({ token: "NOSUCHTOKEN", hwid: "hw-1" }, from("10.0.0.3"))).kind).toBe("invalid");
       expect(reads).toEqual(["10.0.0.3"]);
       // Now that an address has failed, every check reads its caller's (it may be throttled).
       reads.length = 0;
-      for (let i = 0; i < 3; i++) expect(licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9")).kind).toBe("ok");
+      for (let i = 0; i < 3; i++) expect((await licensing.check({ token: c.token, hwid: "hw-1" }, from("10.0.0.9"))).kind).toBe("ok");
       expect(reads).toEqual(["10.0.0.9", "10.0.0.9", "10.0.0.9"]);
     } finally {
       await s.close();
@@ -1405,15 +1405,16 @@ describe("license keys over REST", () => {
     const a = await context({ activations: 1 }, ["hw-1"]);
     const b = await context({ activations: 1 }, ["hw-1"]);
     const licensing = server.services.licensing;
-    licensing.flush();
+    await licensing.flush();
     // Checked in this process, then the key deleted from another connection (as the CLI would),
-    // all before the next flush: one synchronous turn, so the timer cannot come between.
-    expect(licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1").kind).toBe("ok");
-    expect(licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2").kind).toBe("ok");
+    // all before the next flush: nothing here waits but for SQLite, whose statements run at once,
+    // so the timer cannot come between.
+    expect((await licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1")).kind).toBe("ok");
+    expect((await licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2")).kind).toBe("ok");
     const other = new Database(join(server.dataDir, "latchkey.db"));
     other.run("PRAGMA foreign_keys = ON");
     other.query("DELETE FROM licenses WHERE id = ?").run(a.id);
-    expect(() => licensing.flush()).not.toThrow();
+    await expect(licensing.flush()).resolves.toBeUndefined();
     const counters = (id: number) => other.query("SELECT total, last_address FROM license_checks WHERE license_id = ?").get(id);
     expect({ a: counters(a.id), b: counters(b.id) }).toEqual({ a: null, b: { total: 1, last_address: "10.0.0.2" } });
     other.close();

@@ -64,8 +64,8 @@ describe("woodstock host reports with a bundle", () => {
   beforeAll(async () => {
     dir = tempDir("latchkey-mtls-");
     server = await start(join(dir.path, "data"));
-    server.services.hosts.registerHost(actor, "web-01.example", null);
-    server.services.hosts.registerHost(actor, "db-01.example", null);
+    await server.services.hosts.registerHost(actor, "web-01.example", null);
+    await server.services.hosts.registerHost(actor, "db-01.example", null);
     files = await bundle(server, dir.path, "web-01.example");
   });
   afterAll(async () => {
@@ -76,7 +76,7 @@ describe("woodstock host reports with a bundle", () => {
   test("a report with the host's certificate is stored: 200, latest state and last seen", async () => {
     const res = await curlReport(server, dir.path, "web-01.example", files);
     expect(res).toEqual({ status: 200, body: { ok: true, hostname: "web-01.example" } });
-    const host = server.services.hosts.getHost(null, "web-01.example");
+    const host = await server.services.hosts.getHost(null, "web-01.example");
     expect(host.report).toEqual(REPORT);
     expect(host.online).toBe(true);
     expect(host.last_address).toBe("127.0.0.1");
@@ -127,7 +127,7 @@ describe("woodstock host reports with a bundle", () => {
   });
 
   test("a revoked certificate: 401 on the next connection; a live connection is closed within a second", async () => {
-    server.services.hosts.registerHost(actor, "gone.example", null);
+    await server.services.hosts.registerHost(actor, "gone.example", null);
     const gone = await bundle(server, dir.path, "gone.example");
     expect((await curlReport(server, dir.path, "gone.example", gone)).status).toBe(200);
     // A keep-alive connection held open over a raw TLS socket.
@@ -154,7 +154,7 @@ describe("woodstock host reports with a bundle", () => {
       },
     });
     await eventually(() => received.includes("HTTP/1.1 200"), { what: "the first report's answer" });
-    const serial = server.services.hosts.getHost(null, "gone.example").certificate!.serial;
+    const serial = (await server.services.hosts.getHost(null, "gone.example")).certificate!.serial;
     await server.services.ca.revoke(actor, serial, "keyCompromise");
     await eventually(() => closed, { timeoutMs: 1000, what: "the live connection to close after the revocation" });
     const after = await curlReport(server, dir.path, "gone.example", gone);
@@ -163,7 +163,7 @@ describe("woodstock host reports with a bundle", () => {
   });
 
   test("a revocation by the CLI in another process closes a live connection within a second too", async () => {
-    server.services.hosts.registerHost(actor, "cli.example", null);
+    await server.services.hosts.registerHost(actor, "cli.example", null);
     const cli = await bundle(server, dir.path, "cli.example");
     let closed = false;
     let received = "";
@@ -185,7 +185,7 @@ describe("woodstock host reports with a bundle", () => {
       },
     });
     await eventually(() => received.includes("HTTP/1.1 200"), { what: "the first report's answer" });
-    const serial = server.services.hosts.getHost(null, "cli.example").certificate!.serial;
+    const serial = (await server.services.hosts.getHost(null, "cli.example")).certificate!.serial;
     const res = await runLatchkey(["cert", "revoke", serial, "--data-dir", join(dir.path, "data")]);
     expect(res.code).toBe(0);
     await eventually(() => closed, { timeoutMs: 1500, what: "the live connection to close after the CLI's revocation" });
@@ -195,7 +195,7 @@ describe("woodstock host reports with a bundle", () => {
     // A body over 1 KiB: curl asks `Expect: 100-continue` first and waits to be told to go on.
     const big = { ...REPORT, interfaces: Array.from({ length: 40 }, (_, i) => ({ name: `eth${i}`, addresses: [`192.0.2.${i}`] })) };
     expect((await curlReport(server, dir.path, "web-01.example", files, JSON.stringify(big))).status).toBe(200);
-    expect(server.services.hosts.getHost(null, "web-01.example").report?.interfaces).toHaveLength(40);
+    expect((await server.services.hosts.getHost(null, "web-01.example")).report?.interfaces).toHaveLength(40);
     // A chunked body is not read by the front: the full server takes the connection and answers.
     const chunked = await curlReport(server, dir.path, "web-01.example", files, JSON.stringify(REPORT), [
       "-H",
@@ -292,7 +292,7 @@ describe("woodstock host reports with a bundle", () => {
 
   test("the root and the CRL are served on the mTLS listener to clients without a certificate", async () => {
     const ca = await sh(["curl", "-s", "--cacert", "rootCA.pem", `https://localhost:${server.mtlsPort}/api/ca.pem`], dir.path);
-    expect(ca.out).toBe(server.services.ca.caPem());
+    expect(ca.out).toBe(await server.services.ca.caPem());
     const crl = await sh(
       ["sh", "-c", `curl -s --cacert rootCA.pem https://localhost:${server.mtlsPort}/api/crl | openssl crl -inform DER -noout -text`],
       dir.path,
@@ -385,8 +385,8 @@ describe("certificates made by openssl, under a root imported into latchkey", ()
     });
     await first.stop("import done");
     server = await start(data);
-    server.services.hosts.registerHost(actor, "host1.example", null);
-    writeFileSync(join(cwd, "rootCA.pem"), server.services.ca.caPem());
+    await server.services.hosts.registerHost(actor, "host1.example", null);
+    writeFileSync(join(cwd, "rootCA.pem"), await server.services.ca.caPem());
     // What `openssl ca` needs to sign: a database, and a policy that takes the CN as given.
     writeFileSync(
       join(cwd, "openssl.cnf"),

@@ -11,7 +11,7 @@ describe("operations endpoints", () => {
   test("GET /healthz reports the database", async () => {
     const res = await call(server.url, "GET", "/healthz");
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ status: "ok", database: "ok", version: "dev" });
+    expect(res.body).toEqual({ status: "ok", database: "ok", backend: "sqlite", version: "dev" });
   });
 
   test("GET /metrics is Prometheus text and counts requests", async () => {

@@ -69,7 +69,7 @@ beforeAll(async () => {
   });
   expect(registered.name).toBe("response");
   // A host reports over mutual TLS with its bundle.
-  server.services.hosts.registerHost({ name: "test", address: null }, "web-01.example", null);
+  await server.services.hosts.registerHost({ name: "test", address: null }, "web-01.example", null);
   const bundle = await server.services.hosts.hostBundle({ name: "test", address: null }, "web-01.example");
   const report = await fetch(`https://localhost:${server.mtlsPort}/api/hosts/web-01.example/client`, {
     method: "POST",

@@ -172,7 +172,7 @@ describe("enrollment pages", () => {
     await copy.getByText("Copied").waitFor();
     const command = await page.evaluate(() => navigator.clipboard.readText());
     const port = new URL(server.url).port;
-    const pin = server.services.ca.caFingerprint();
+    const pin = await server.services.ca.caFingerprint();
     expect(command).toBe(
       `latchkey client install -server 127.0.0.1:${port} -ca-fingerprint ${pin} -mtls-port ${server.mtlsPort} -key ${key}`,
     );

@@ -291,7 +291,7 @@ describe("hosts and certificates pages", () => {
     cleanups.push(otherFiles.remove);
     writeFileSync(join(otherFiles.path, `${OTHER}_https.key`), soon.key!);
     writeFileSync(join(otherFiles.path, `${OTHER}_https.pem`), soon.pem);
-    writeFileSync(join(otherFiles.path, "rootCA.pem"), server.services.ca.caPem());
+    writeFileSync(join(otherFiles.path, "rootCA.pem"), await server.services.ca.caPem());
     const interfaces = [
       { name: "eth0", addresses: ["10.0.0.2", "fe80::2"] },
       { name: "wg0", addresses: ["10.9.0.2"] },

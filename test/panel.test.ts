@@ -350,7 +350,7 @@ describe("admin panel", () => {
       expect(await row(page, "admin").getByText("LATCHKEY_ADMIN_PASSWORD").count()).toBe(0);
 
       // The server restarts with the variable under this open page: its refusal is shown as it is.
-      plain.services.settings.set("admin_password_from_env", true);
+      await plain.services.settings.set("admin_password_from_env", true);
       await reset.click();
       const dialog = page.getByRole("dialog", { name: "Reset the password of admin" });
       await dialog.getByLabel("New password").fill("another-password-1");

@@ -60,6 +60,19 @@ export async function startPostgres(): Promise<PostgresCluster> {
     rmSync(dir, { recursive: true, force: true });
     throw error;
   }
+  // The cluster goes when this process does, however it ends (bun test runs no exit handlers).
+  const pgCtl = join(bin, "pg_ctl");
+  const watchdog = Bun.spawn(
+    [
+      "setsid",
+      "sh",
+      "-c",
+      `while kill -0 ${process.pid} 2>/dev/null && [ -d '${data}' ]; do sleep 1; done; ` +
+        `runuser -u postgres -- '${pgCtl}' -D '${data}' -m immediate -w stop >/dev/null 2>&1; rm -rf '${dir}'`,
+    ],
+    { stdin: "ignore", stdout: "ignore", stderr: "ignore" },
+  );
+  watchdog.unref();
   return {
     url: `postgres://latchkey@127.0.0.1:${port}/postgres`,
     port,
@@ -69,4 +82,23 @@ export async function startPostgres(): Promise<PostgresCluster> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+let shared: Promise<PostgresCluster> | null = null;
+
+/**
+ * A new, empty database in this process's shared throwaway cluster (started on first use,
+ * stopped when the process exits): one per test server, so that tests never see each other's rows.
+ */
+export async function freshDatabase(): Promise<string> {
+  shared ??= startPostgres();
+  const cluster = await shared;
+  const name = `t_${crypto.randomUUID().replaceAll("-", "")}`;
+  const admin = new Bun.SQL(cluster.url, { max: 1 });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.close();
+  }
+  return cluster.url.replace(/\/postgres$/, `/${name}`);
 }

@@ -99,7 +99,7 @@ describe("expiry with the default limits (300 s idle, 86400 s absolute)", () => 
     expect(await sessionStatus(server, alive)).toBe(200);
     at(base, 300.5);
     // The server runs this every minute; run it at the awkward moment.
-    server.services.sessions.sweep();
+    await server.services.sessions.sweep();
     at(base, 303);
     expect(await sessionStatus(server, alive)).toBe(200);
     expect(await sessionStatus(server, stale)).toBe(401);

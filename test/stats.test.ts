@@ -13,6 +13,7 @@ import { loadConfig, serverFlags } from "../src/config.ts";
 import { HOUR_MS, Stats } from "../src/core/stats.ts";
 import { openDatabase } from "../src/db/open.ts";
 import { StatsStore } from "../src/db/stats.ts";
+import { SqliteSql } from "../src/db/sql.ts";
 import { silentLogger } from "../src/log.ts";
 import type { RunningServer } from "../src/server.ts";
 import { startServer } from "../src/server.ts";
@@ -141,8 +142,8 @@ describe("every kind of event is counted, and each caller sees what they may", (
     );
 
     // Host reports: two from a host of g1, one from a host of no group.
-    server.services.hosts.registerHost(actor, "web-01.example", "g1");
-    server.services.hosts.registerHost(actor, "db-01.example", null);
+    await server.services.hosts.registerHost(actor, "web-01.example", "g1");
+    await server.services.hosts.registerHost(actor, "db-01.example", null);
     expect(await report(server, "web-01.example")).toBe(200);
     expect(await report(server, "web-01.example")).toBe(200);
     expect(await report(server, "db-01.example")).toBe(200);
@@ -224,13 +225,13 @@ describe("every kind of event is counted, and each caller sees what they may", (
   test("a deleted key's history goes with it; its checks still count for its application and overall", async () => {
     // One check still with the check counters, and one already handed over to the roll-ups.
     expect(await check(server, k2.token, "m1")).toBe(201);
-    server.services.licensing.flush();
+    await server.services.licensing.flush();
     expect(await check(server, k2.token, "m1")).toBe(201);
     expect((await call(server.url, "DELETE", `/api/licenses/${k2.id}`, { token: admin })).status).toBe(204);
     expect((await call(server.url, "GET", `/api/licenses/${k2.id}/stats`, { token: admin })).status).toBe(404);
     expect(total((await stats(server, admin, `/api/apps/${appId}/stats`)).series.checks_ok)).toBe(8);
     expect(total((await stats(server, admin)).series.checks_ok)).toBe(8);
-    const rows = server.services.db.query("SELECT count(*) AS n FROM stats_hourly WHERE scope = ?").get(`license:${k2.id}`);
+    const rows = await server.services.storage.sql.get("SELECT count(*) AS n FROM stats_hourly WHERE scope = ?", [`license:${k2.id}`]);
     expect(rows).toEqual({ n: 0 });
   });
 });
@@ -357,36 +358,36 @@ describe("what the routes refuse", () => {
 });
 
 describe("writing and retention", () => {
-  test("roll-ups older than 400 days go, at most 10,000 rows per write, and only once an hour unless more are left", () => {
+  test("roll-ups older than 400 days go, at most 10,000 rows per write, and only once an hour unless more are left", async () => {
     const dir = tempDir();
     const db = openDatabase(dir.path, { create: true });
     try {
       const clock = manualClock(Date.parse("2027-05-01T12:30:00.000Z"));
-      const store = new StatsStore(db);
+      const store = new StatsStore(new SqliteSql(db));
       const stats = new Stats(store, clock);
       const hour = clock() - (clock() % HOUR_MS);
       const old = hour - 401 * 24 * HOUR_MS;
       const kept = hour - 399 * 24 * HOUR_MS;
       const rows = (at: number, n: number) =>
         Array.from({ length: n }, (_, i) => ({ scope: `license:${i}`, metric: "checks_ok", hour: at, value: 1 }));
-      store.write([...rows(old, 25_000), ...rows(kept, 100)], []);
+      await store.write([...rows(old, 25_000), ...rows(kept, 100)], []);
       const count = (at: number) => (db.query("SELECT count(*) AS n FROM stats_hourly WHERE hour = ?").get(at) as { n: number }).n;
 
-      stats.flush();
+      await stats.flush();
       expect(count(old)).toBe(15_000);
-      stats.flush();
+      await stats.flush();
       expect(count(old)).toBe(5_000);
-      stats.flush();
+      await stats.flush();
       expect(count(old)).toBe(0);
       expect(count(kept)).toBe(100);
 
       // Caught up: no more deleting within this hour, whatever is written.
-      store.write(rows(old, 10), []);
+      await store.write(rows(old, 10), []);
       stats.count("checks_ok");
-      stats.flush();
+      await stats.flush();
       expect(count(old)).toBe(10);
       clock.advance(HOUR_MS);
-      stats.flush();
+      await stats.flush();
       expect(count(old)).toBe(0);
       // The hour that was 399 days old is still within 400 days.
       expect(count(kept)).toBe(100);
@@ -402,7 +403,7 @@ describe("writing and retention", () => {
     const db = openDatabase(dir.path, { create: true });
     try {
       const clock = manualClock();
-      const store = new StatsStore(db);
+      const store = new StatsStore(new SqliteSql(db));
       const slices: number[] = [];
       let firstSlice!: () => void;
       const sliced = new Promise<void>((resolve) => (firstSlice = resolve));
@@ -420,7 +421,7 @@ describe("writing and retention", () => {
       await sliced;
       // The first slice is written; the next is due on a later turn of the event loop. Stop now.
       expect(slices).toEqual([250]);
-      stats.stop();
+      await stats.stop();
       expect(slices).toEqual([250, 3751]);
       await Bun.sleep(50);
       expect(slices).toEqual([250, 3751]);
@@ -437,7 +438,7 @@ describe("writing and retention", () => {
     const db = openDatabase(dir.path, { create: true });
     try {
       const clock = manualClock();
-      const stats = new Stats(new StatsStore(db), clock);
+      const stats = new Stats(new StatsStore(new SqliteSql(db)), clock);
       const stored = (scope: string) => db.query("SELECT value FROM stats_hourly WHERE scope = ?").get(scope) as { value: number } | null;
       stats.count("checks_ok", 3, ["app:1"], clock());
       stats.countKeyChecks(7, 3, clock());
@@ -447,28 +448,28 @@ describe("writing and retention", () => {
       await eventually(() => stored("app:1"), { what: "the timer's first write" });
       expect(stored("")).toEqual({ value: 3 });
       expect(stored("license:7")).toBeNull();
-      stats.flush();
+      await stats.flush();
       expect(stored("license:7")).toEqual({ value: 3 });
-      stats.stop();
+      await stats.stop();
     } finally {
       db.close();
       dir.remove();
     }
   });
 
-  test("a write that fails keeps its counts for the next one", () => {
+  test("a write that fails keeps its counts for the next one", async () => {
     const dir = tempDir();
     const db = openDatabase(dir.path, { create: true });
     try {
       const clock = manualClock();
-      const stats = new Stats(new StatsStore(db), clock);
+      const stats = new Stats(new StatsStore(new SqliteSql(db)), clock);
       stats.count("host_reports", 2, ["group:g1"]);
       db.run("DROP INDEX stats_hourly_by_hour");
       db.run("ALTER TABLE stats_hourly RENAME TO stats_hourly_away");
-      expect(() => stats.flush()).toThrow();
+      await expect(stats.flush()).rejects.toThrow();
       db.run("ALTER TABLE stats_hourly_away RENAME TO stats_hourly");
       stats.count("host_reports", 1);
-      stats.flush();
+      await stats.flush();
       expect(db.query("SELECT scope, value FROM stats_hourly ORDER BY scope").all()).toEqual([
         { scope: "", value: 3 },
         { scope: "group:g1", value: 2 },

@@ -9,6 +9,7 @@ import { parseArgs } from "../src/cli/args.ts";
 import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
 import { startServer, type RunningServer } from "../src/server.ts";
+import { freshDatabase } from "./postgres.ts";
 
 export const ROOT = join(import.meta.dir, "..");
 export const BUN = process.execPath;
@@ -19,6 +20,18 @@ export const ADMIN_PASSWORD = "correct horse battery";
  * listener on a free loopback port, so that servers running at once never fight over 9443.
  */
 export const TEST_ENV: Record<string, string> = { LATCHKEY_MTLS_LISTEN: "127.0.0.1:0" };
+
+/**
+ * The backend test servers use: SQLite in their temp data directory, or with
+ * LATCHKEY_TEST_BACKEND=postgres a fresh database each in one throwaway PostgreSQL cluster
+ * (`npm test` runs the storage tests both ways).
+ */
+export const TEST_BACKEND: "sqlite" | "postgres" = process.env.LATCHKEY_TEST_BACKEND === "postgres" ? "postgres" : "sqlite";
+
+/** `["--database", URL]` of a fresh PostgreSQL database when testing on PostgreSQL, else nothing. */
+export async function databaseFlags(): Promise<string[]> {
+  return TEST_BACKEND === "postgres" ? ["--database", await freshDatabase()] : [];
+}
 
 export function tempDir(prefix = "latchkey-test-"): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
@@ -57,6 +70,8 @@ export async function eventually<T>(
 
 export interface TestServer extends RunningServer {
   dataDir: string;
+  /** Where the admin CLI finds this server's data: `--data-dir DIR`, and `--database URL` on PostgreSQL. */
+  storageArgs: string[];
   wsUrl: string;
   close(): Promise<void>;
 }
@@ -70,7 +85,8 @@ export async function startTestServer(
   options: { flags?: string[]; clock?: () => number; env?: Record<string, string>; adminPassword?: string | null } = {},
 ): Promise<TestServer> {
   const dir = tempDir();
-  const args = parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0", ...(options.flags ?? [])], serverFlags);
+  const database = await databaseFlags();
+  const args = parseArgs(["--data-dir", dir.path, "--listen", "127.0.0.1:0", ...database, ...(options.flags ?? [])], serverFlags);
   const config = loadConfig(args, { ...TEST_ENV, ...options.env });
   const server = await startServer(config, {
     log: silentLogger,
@@ -80,6 +96,7 @@ export async function startTestServer(
   return {
     ...server,
     dataDir: dir.path,
+    storageArgs: ["--data-dir", dir.path, ...database],
     wsUrl: server.url.replace(/^http/, "ws") + "/ws",
     async close() {
       await server.stop("test finished");

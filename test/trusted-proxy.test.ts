@@ -135,7 +135,7 @@ describe("through a server", () => {
           const token = license.body.token as string;
           expect((await call(server.url, "POST", "/api/activate", { body: { token, hwid: "m1" }, headers: named })).status).toBe(201);
           expect((await fetch(`${server.url}/api/check?token=${token}&hwid=m1`, { headers: named })).status).toBe(201);
-          server.services.licensing.flush();
+          await server.services.licensing.flush();
           const view = await call(server.url, "GET", `/api/licenses/${license.body.id}`, { token: admin });
           expect(view.body.last_check_address).toBe(expected);
           expect(view.body.last_activation_address ?? expected).toBe(expected);

@@ -124,7 +124,7 @@ async function caIssued(server: TestServer, name: string, days = 30): Promise<{ 
 
 async function mtlsClient(server: TestServer, files: { key: string; cert: string }): Promise<RpcClient> {
   return RpcClient.connect(`wss://localhost:${server.mtlsPort}/ws`, undefined, {
-    ca: server.services.ca.caPem(),
+    ca: await server.services.ca.caPem(),
     cert: text(files.cert),
     key: text(files.key),
   });
@@ -771,7 +771,9 @@ describe("REST resources", () => {
 
   test("deleting a user deletes their registrations", async () => {
     expect((await call(server.url, "DELETE", "/api/users/hank", { token: admin })).status).toBe(204);
-    const left = server.services.db.query("SELECT count(*) AS n FROM user_certificates WHERE user_id NOT IN (SELECT id FROM users)").get();
+    const left = await server.services.storage.sql.get(
+      "SELECT count(*) AS n FROM user_certificates WHERE user_id NOT IN (SELECT id FROM users)",
+    );
     expect(left).toEqual({ n: 0 });
     expect(
       (await call(server.url, "GET", "/api/user-certificates", { token: admin })).body.items.map((c: any) => c.username),

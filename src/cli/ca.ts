@@ -1,7 +1,7 @@
 /** `latchkey ca ...`: the built-in certificate authority's root, shown or replaced, on the data directory directly. */
 import { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import type { CertificateAuthority, RootView } from "../core/ca/authority.ts";
 import { AppError } from "../core/errors.ts";
 import { flagBool, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec, type ParsedArgs } from "./args.ts";
@@ -9,6 +9,7 @@ import { openLocal } from "./local.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "json", boolean: true, help: "show: print JSON" },
   { name: "pem", boolean: true, help: "show: print the root certificate as PEM (never the key)" },
   {
@@ -56,25 +57,25 @@ export async function caCommand(argv: string[], env: Record<string, string | und
     const json = flagBool(args, "json") ?? false;
     const pem = flagBool(args, "pem") ?? false;
     if (json && pem) throw new UsageError(`give ${spelledFlag(args, "json")} or ${spelledFlag(args, "pem")}, not both`);
-    const { services, close } = openLocal(args, env);
+    const { services, close } = await openLocal(args, env);
     try {
-      const root = requireRoot(services.ca);
+      const root = await requireRoot(services.ca);
       if (pem) process.stdout.write(root.certificate);
       else if (json) process.stdout.write(JSON.stringify({ ...root, subject: subject(root), key_type: keyKind(root) }, null, 2) + "\n");
       else process.stdout.write(describeRoot(root));
       return 0;
     } finally {
-      close();
+      await close();
     }
   }
   if (rest.length !== 2)
     throw new UsageError("ca import takes two files: the root certificate and its private key (ca import rootCA.pem rootCA.key)");
   const certificatePem = readPemFile(rest[0]!, "the root certificate");
   const keyPem = readPemFile(rest[1]!, "the root's private key");
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
-    const before = currentRoot(services.ca);
-    const inUse = before === null ? [] : validOfCurrentRoot(services.ca);
+    const before = await currentRoot(services.ca);
+    const inUse = before === null ? [] : await validOfCurrentRoot(services.ca);
     let root: RootView;
     try {
       root = await services.ca.importRoot(actor, certificatePem, keyPem, { force: flagBool(args, "force") ?? false });
@@ -87,7 +88,8 @@ export async function caCommand(argv: string[], env: Record<string, string | und
     }
     process.stdout.write("imported the root CA:\n" + describeRoot(root).replace(/^(?=.)/gm, "  "));
     if (before !== null) {
-      const revoked = inUse.filter((c) => services.ca.get(null, c.serial).status === "revoked");
+      const revoked: { serial: string; kind: string }[] = [];
+      for (const c of inUse) if ((await services.ca.get(null, c.serial)).status === "revoked") revoked.push(c);
       const counts = new Map<string, number>();
       for (const c of revoked) counts.set(c.kind, (counts.get(c.kind) ?? 0) + 1);
       const byKind = [...counts].map(([kind, n]) => `${n} ${kind}`);
@@ -102,13 +104,13 @@ export async function caCommand(argv: string[], env: Record<string, string | und
     }
     return 0;
   } finally {
-    close();
+    await close();
   }
 }
 
 /** The current root; a failure with a remedy when the server has not made one yet. */
-export function requireRoot(ca: CertificateAuthority): RootView {
-  const root = currentRoot(ca);
+export async function requireRoot(ca: CertificateAuthority): Promise<RootView> {
+  const root = await currentRoot(ca);
   if (root === null) {
     throw new AppError(
       "unavailable",
@@ -118,9 +120,9 @@ export function requireRoot(ca: CertificateAuthority): RootView {
   return root;
 }
 
-function currentRoot(ca: CertificateAuthority): RootView | null {
+async function currentRoot(ca: CertificateAuthority): Promise<RootView | null> {
   try {
-    return ca.root();
+    return await ca.root();
   } catch (error) {
     if (error instanceof AppError && error.code === "unavailable") return null;
     throw error;
@@ -160,10 +162,10 @@ function describeRoot(root: RootView): string {
 }
 
 /** The serials of the current root's valid certificates, which an import revokes. */
-function validOfCurrentRoot(ca: CertificateAuthority): { serial: string; kind: string }[] {
+async function validOfCurrentRoot(ca: CertificateAuthority): Promise<{ serial: string; kind: string }[]> {
   const found: { serial: string; kind: string }[] = [];
   for (let offset = 0; ; offset += 1000) {
-    const { items } = ca.list(null, { status: "valid" }, 1000, offset);
+    const { items } = await ca.list(null, { status: "valid" }, 1000, offset);
     found.push(...items.filter((c) => c.current_root).map((c) => ({ serial: c.serial, kind: c.kind })));
     if (items.length < 1000) return found;
   }

@@ -1,6 +1,6 @@
 /** `latchkey cert ...`: the certificates latchkey's CA issued, listed and revoked on the data directory directly. */
 import * as v from "valibot";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { CERTIFICATE_KINDS, REVOCATION_REASONS, type CertificateView } from "../core/ca/authority.ts";
 import { normalizeSerial } from "../core/ca/x509.ts";
 import { AppError } from "../core/errors.ts";
@@ -11,6 +11,7 @@ import { openLocal, printTable } from "./local.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "kind", value: CERTIFICATE_KINDS.join("|"), help: "list: only certificates of this kind" },
   { name: "status", value: "valid|revoked", help: "list: only certificates in this state" },
   { name: "host", value: "HOSTNAME", help: "list: only the certificates of this host" },
@@ -55,11 +56,11 @@ export async function certCommand(argv: string[], env: Record<string, string | u
         : check(v.picklist(["valid", "revoked"], "must be valid or revoked"), statusFlag, spelledFlag(args, "status"));
     const hostFlag = flagValue(args, "host");
     const host = hostFlag === undefined ? undefined : check(hostname, hostFlag, spelledFlag(args, "host"));
-    const { services, close } = openLocal(args, env);
+    const { services, close } = await openLocal(args, env);
     try {
       const items: CertificateView[] = [];
       for (let offset = 0; ; offset += 1000) {
-        const page = services.ca.list(null, { kind, status, hostname: host }, 1000, offset).items;
+        const page = (await services.ca.list(null, { kind, status, hostname: host }, 1000, offset)).items;
         items.push(...page);
         if (page.length < 1000) break;
       }
@@ -79,7 +80,7 @@ export async function certCommand(argv: string[], env: Record<string, string | u
         ]);
       return 0;
     } finally {
-      close();
+      await close();
     }
   }
   if (rest.length !== 1) throw new UsageError("cert revoke takes one SERIAL; see latchkey cert list");
@@ -90,7 +91,7 @@ export async function certCommand(argv: string[], env: Record<string, string | u
     flagValue(args, "reason") ?? "unspecified",
     spelledFlag(args, "reason"),
   );
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     let revoked: CertificateView;
     try {
@@ -107,6 +108,6 @@ export async function certCommand(argv: string[], env: Record<string, string | u
     );
     return 0;
   } finally {
-    close();
+    await close();
   }
 }

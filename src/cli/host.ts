@@ -1,7 +1,7 @@
 /** `latchkey host ...`: hosts that report over mutual TLS (woodstock), and their certificate bundles, on the data directory directly. */
 import * as v from "valibot";
 import { join } from "node:path";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { group, hostname } from "../core/fields.ts";
 import { AppError } from "../core/errors.ts";
 import { writeFileAtomic } from "../core/files.ts";
@@ -13,6 +13,7 @@ import { prepareDirectory, sameContent } from "./out-dir.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "group", value: "NAME", help: "add: the host's group (viewers see the hosts of their groups); list: only this group" },
   { name: "status", value: "online|offline", help: "list: only hosts that reported within three intervals (online), or not" },
   { name: "json", boolean: true, help: "list: print JSON" },
@@ -69,14 +70,14 @@ export async function hostCommand(argv: string[], env: Record<string, string | u
       : check(v.picklist(["online", "offline"], "must be online or offline"), statusFlag, spelledFlag(args, "status"));
   const outFlag = flagValue(args, "out");
   if (outFlag === "") throw new UsageError(`${spelledFlag(args, "out")} needs a directory (. for the current one)`);
-  const { services, actor, config, close } = openLocal(args, env);
+  const { services, actor, config, close } = await openLocal(args, env);
   try {
     const hosts = services.hosts;
     switch (sub) {
       case "add": {
         let host: HostView;
         try {
-          host = hosts.registerHost(actor, name, hostGroup ?? null);
+          host = await hosts.registerHost(actor, name, hostGroup ?? null);
         } catch (error) {
           if (error instanceof AppError && error.code === "conflict")
             throw new AppError("conflict", `${error.message}; see latchkey host list`);
@@ -91,7 +92,7 @@ export async function hostCommand(argv: string[], env: Record<string, string | u
       case "list": {
         const items = [];
         for (let offset = 0; ; offset += 1000) {
-          const page = hosts.listHosts(null, { group: hostGroup, status }, 1000, offset).items;
+          const page = (await hosts.listHosts(null, { group: hostGroup, status }, 1000, offset)).items;
           items.push(...page);
           if (page.length < 1000) break;
         }
@@ -113,15 +114,15 @@ export async function hostCommand(argv: string[], env: Record<string, string | u
         return 0;
       }
       case "remove": {
-        requireHost(hosts, name);
-        const valid = services.ca.list(null, { hostname: name, status: "valid" }, 1000, 0).total;
+        await requireHost(hosts, name);
+        const valid = (await services.ca.list(null, { hostname: name, status: "valid" }, 1000, 0)).total;
         await hosts.removeHost(actor, name);
         process.stdout.write(`removed host ${name}; revoked its ${valid} valid certificate${valid === 1 ? "" : "s"}\n`);
         return 0;
       }
       default: {
-        requireHost(hosts, name);
-        const ca = requireRoot(services.ca).certificate;
+        await requireHost(hosts, name);
+        const ca = (await requireRoot(services.ca)).certificate;
         const dir = outFlag ?? ".";
         const files = { key: join(dir, `${name}_https.key`), certificate: join(dir, `${name}_https.pem`), ca: join(dir, "rootCA.pem") };
         prepareDirectory(
@@ -155,13 +156,13 @@ export async function hostCommand(argv: string[], env: Record<string, string | u
       }
     }
   } finally {
-    close();
+    await close();
   }
 }
 
-function requireHost(hosts: Hosts, name: string): void {
+async function requireHost(hosts: Hosts, name: string): Promise<void> {
   try {
-    hosts.getHost(null, name);
+    await hosts.getHost(null, name);
   } catch (error) {
     if (error instanceof AppError && error.code === "not_found")
       throw new AppError("not_found", `no host ${name} is registered; see latchkey host list, or add it: latchkey host add ${name}`);

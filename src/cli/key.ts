@@ -1,6 +1,6 @@
 /** `latchkey key ...`: pre-shared enrollment keys, worked on the data directory directly. */
 import * as v from "valibot";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { expiry, group, idParam, keyLabel } from "../core/fields.ts";
 import { maskSecret } from "../core/secrets.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
@@ -8,6 +8,7 @@ import { openLocal, printTable } from "./local.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "count", value: "1..100", help: "generate: how many keys (default 1)" },
   { name: "label", value: "TEXT", help: 'generate: a label, e.g. "Customer ABC - batch 1"' },
   { name: "group", value: "NAME", help: "generate: the client group given to machines that enroll with these keys" },
@@ -60,12 +61,12 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
       ? undefined
       : check(v.picklist(["pending", "active", "revoked"], "must be pending, active or revoked"), statusFlag, spelledFlag(args, "status"));
   const json = flagBool(args, "json") ?? false;
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     const enrollment = services.enrollment;
     switch (sub) {
       case "generate": {
-        const keys = enrollment.generate(actor, { quantity, label, expiresAt, group: clientGroup });
+        const keys = await enrollment.generate(actor, { quantity, label, expiresAt, group: clientGroup });
         if (json) {
           process.stdout.write(JSON.stringify(keys, null, 2) + "\n");
           return 0;
@@ -79,7 +80,7 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
         return 0;
       }
       case "list": {
-        const { items } = enrollment.listKeys(null, { status }, 1000, 0);
+        const { items } = await enrollment.listKeys(null, { status }, 1000, 0);
         if (json) process.stdout.write(JSON.stringify(items, null, 2) + "\n");
         else
           printTable([
@@ -98,19 +99,22 @@ export async function keyCommand(argv: string[], env: Record<string, string | un
         return 0;
       }
       case "revoke":
-        enrollment.revokeKey(actor, id);
+        await enrollment.revokeKey(actor, id);
         process.stdout.write(`key ${id} revoked\n`);
         return 0;
       case "reset":
-        enrollment.resetKey(actor, id);
+        await enrollment.resetKey(actor, id);
         process.stdout.write(`key ${id} reset to pending\n`);
         return 0;
       default:
-        enrollment.deleteKey(actor, id);
+        await enrollment.deleteKey(actor, id);
         process.stdout.write(`key ${id} deleted\n`);
         return 0;
     }
   } finally {
-    close();
+    // The certificates of a client whose key was revoked, reset or deleted are revoked after the
+    // key itself (clients.kick): written before the database is closed.
+    await services.clientCertificates.settled();
+    await close();
   }
 }

@@ -1,7 +1,7 @@
 /** `latchkey app ...` and `latchkey license ...`: licensing administration, and offline receipt verification. */
 import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { activationsAllowed, appName, expiry, idParam, memo, supportMessage } from "../core/fields.ts";
 import { verifyReceipt } from "../core/receipts.ts";
 import { check, flagBool, flagValue, parseArgs, renderHelp, spelledFlag, UsageError, type FlagSpec } from "./args.ts";
@@ -12,6 +12,7 @@ const integerText = v.pipe(v.string(), v.regex(/^-?\d{1,7}$/, "must be a whole n
 
 const appFlags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "support-message", value: "TEXT", help: "shown to users when an activation fails (create)" },
   { name: "json", boolean: true, help: "list: print JSON" },
 ];
@@ -33,14 +34,14 @@ export async function appCommand(argv: string[], env: Record<string, string | un
     throw new UsageError('app create takes one NAME (quote it if it has spaces: latchkey app create "My App")');
   const name = sub === "create" ? check(appName, rest[0], "NAME") : "";
   const message = check(supportMessage, flagValue(args, "support-message") ?? "", spelledFlag(args, "support-message"));
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     if (sub === "create") {
-      const app = services.licensing.createApp(actor, { name, supportMessage: message });
+      const app = await services.licensing.createApp(actor, { name, supportMessage: message });
       process.stdout.write(`created application ${app.id} ${JSON.stringify(app.name)}\n`);
       return 0;
     }
-    const { items } = services.licensing.listApps(1000, 0);
+    const { items } = await services.licensing.listApps(1000, 0);
     if (flagBool(args, "json")) process.stdout.write(JSON.stringify(items, null, 2) + "\n");
     else
       printTable([
@@ -49,12 +50,13 @@ export async function appCommand(argv: string[], env: Record<string, string | un
       ]);
     return 0;
   } finally {
-    close();
+    await close();
   }
 }
 
 const licenseFlags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "app", value: "ID", help: "application id (create; filter for list)" },
   { name: "activations", value: "N", help: "machines the key may be activated on, -1 = unlimited (default 1)" },
   { name: "memo", value: "TEXT", help: "a note kept with the key" },
@@ -103,12 +105,12 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
   const note = check(memo, flagValue(args, "memo") ?? "", spelledFlag(args, "memo"));
   const expiresFlag = flagValue(args, "expires");
   const expiresAt = expiresFlag === undefined ? null : check(expiry, expiresFlag, spelledFlag(args, "expires"));
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     const licensing = services.licensing;
     switch (sub) {
       case "create": {
-        const license = licensing.createLicense(actor, { appId: appId!, activations, memo: note, expiresAt });
+        const license = await licensing.createLicense(actor, { appId: appId!, activations, memo: note, expiresAt });
         process.stdout.write(`${license.token}\n`);
         process.stderr.write(
           `created license ${license.id} for ${JSON.stringify(license.app_name)}: ` +
@@ -118,7 +120,7 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
         return 0;
       }
       case "list": {
-        const { items } = licensing.listLicenses({ appId }, 1000, 0, true);
+        const { items } = await licensing.listLicenses({ appId }, 1000, 0, true);
         if (flagBool(args, "json")) process.stdout.write(JSON.stringify(items, null, 2) + "\n");
         else
           printTable([
@@ -137,16 +139,16 @@ export async function licenseCommand(argv: string[], env: Record<string, string 
       }
       case "enable":
       case "disable":
-        licensing.updateLicense(actor, id, { enabled: sub === "enable" });
+        await licensing.updateLicense(actor, id, { enabled: sub === "enable" });
         process.stdout.write(`license ${id} ${sub}d\n`);
         return 0;
       default:
-        licensing.deleteLicense(actor, id);
+        await licensing.deleteLicense(actor, id);
         process.stdout.write(`license ${id} deleted\n`);
         return 0;
     }
   } finally {
-    close();
+    await close();
   }
 }
 

@@ -1,20 +1,28 @@
-/** Admin commands work on the data directory directly: open it and build the services over it. */
 import { userInfo } from "node:os";
-import { dataDirFlag, loadConfig, resolveDataDir, serviceOptions, type Config } from "../config.ts";
+import { databaseFlag, dataDirFlag, loadConfig, resolveDataDir, serviceOptions, type Config } from "../config.ts";
 import type { Actor } from "../core/accounts.ts";
 import { createServices, type Services } from "../core/services.ts";
-import { openDatabase } from "../db/open.ts";
-import { parseArgs, type ParsedArgs } from "./args.ts";
+import { openPostgresStorage, openSqliteStorage } from "../db/storage.ts";
+import { flagValue, parseArgs, type ParsedArgs } from "./args.ts";
 
-export function openLocal(
+/**
+ * Admin commands work on the server's database directly: SQLite in the data directory, or the
+ * PostgreSQL the nodes share (`--database`, LATCHKEY_DATABASE_URL or `database` in latchkey.json).
+ */
+export async function openLocal(
   args: ParsedArgs,
   env: Record<string, string | undefined>,
-): { services: Services; actor: Actor; config: Config; close(): void } {
+): Promise<{ services: Services; actor: Actor; config: Config; close(): Promise<void> }> {
   const dataDir = resolveDataDir(args, env);
-  const config = loadConfig(parseArgs(["--data-dir", dataDir], [dataDirFlag]), env);
-  const db = openDatabase(dataDir, { create: false });
-  const services = createServices(db, serviceOptions(config));
-  return { services, actor: { name: `cli:${userInfo().username}`, address: "local" }, config, close: () => db.close() };
+  const database = flagValue(args, "database");
+  const config = loadConfig(
+    parseArgs(["--data-dir", dataDir, ...(database !== undefined ? ["--database", database] : [])], [dataDirFlag, databaseFlag]),
+    env,
+  );
+  const storage =
+    config.databaseUrl === undefined ? openSqliteStorage(dataDir, { create: false }) : await openPostgresStorage(config.databaseUrl);
+  const services = await createServices(storage, serviceOptions(config));
+  return { services, actor: { name: `cli:${userInfo().username}`, address: "local" }, config, close: () => storage.close() };
 }
 
 /** Prints rows as aligned columns, the first row being the header. */

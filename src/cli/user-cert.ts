@@ -2,7 +2,7 @@
 import * as v from "valibot";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { AppError } from "../core/errors.ts";
 import { certificateEmail, certificateNickname, username as usernameSchema } from "../core/fields.ts";
 import { writeFileAtomic } from "../core/files.ts";
@@ -14,6 +14,7 @@ import { prepareDirectory, sameContent } from "./out-dir.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "csr", value: "FILE", help: "issue: a certificate request (PEM) for a key of the user's own; without it a key is generated" },
   { name: "days", value: "N", help: `issue: how long the certificate is valid, 1 to 3650 days (default ${DEFAULT_ISSUE_DAYS})` },
   { name: "out", value: "DIR", help: "issue: where to write the files (default: the current directory; created 0700 if missing)" },
@@ -92,14 +93,14 @@ export async function userCertCommand(argv: string[], env: Record<string, string
   const outFlag = flagValue(args, "out");
   if (outFlag === "") throw new UsageError(`${spelledFlag(args, "out")} needs a directory (. for the current one)`);
 
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     const certificates = services.userCertificates;
     switch (sub) {
       case "list": {
         const items: UserCertificateView[] = [];
         for (let offset = 0; ; offset += 1000) {
-          const page = certificates.list(null, { username: name }, 1000, offset).items;
+          const page = (await certificates.list(null, { username: name }, 1000, offset)).items;
           items.push(...page);
           if (page.length < 1000) break;
         }
@@ -130,8 +131,8 @@ export async function userCertCommand(argv: string[], env: Record<string, string
       }
       case "issue": {
         const user = name!;
-        services.accounts.require(user); // before --out DIR is made for nobody
-        const root = requireRoot(services.ca).certificate;
+        await services.accounts.require(user); // before --out DIR is made for nobody
+        const root = (await requireRoot(services.ca)).certificate;
         const dir = outFlag ?? ".";
         const files = { certificate: join(dir, `${user}.pem`), ca: join(dir, "rootCA.pem"), key: join(dir, `${user}.key`) };
         prepareDirectory(
@@ -169,7 +170,7 @@ export async function userCertCommand(argv: string[], env: Record<string, string
       case "revoke": {
         let revoked: UserCertificateView;
         try {
-          revoked = certificates.revoke(actor, null, name, rest[1]!);
+          revoked = await certificates.revoke(actor, null, name, rest[1]!);
         } catch (error) {
           if (error instanceof AppError && error.code === "not_found") {
             throw new AppError("not_found", `${error.message}; see latchkey user cert list ${name}`);
@@ -185,6 +186,6 @@ export async function userCertCommand(argv: string[], env: Record<string, string
         return 2;
     }
   } finally {
-    close();
+    await close();
   }
 }

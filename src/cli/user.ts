@@ -1,6 +1,6 @@
-/** `latchkey user ...`: accounts, worked on the data directory directly (safe while the server runs). */
+/** `latchkey user ...`: accounts, worked on the server's database directly (safe while the server runs). */
 import { existsSync, readFileSync } from "node:fs";
-import { dataDirFlag } from "../config.ts";
+import { databaseFlag, dataDirFlag } from "../config.ts";
 import { groups as groupsSchema, password as passwordSchema, role as roleSchema, username as usernameSchema } from "../core/fields.ts";
 import { writeFileAtomic } from "../core/files.ts";
 import { parseUsersFile, renderUsersFile } from "../core/users-file.ts";
@@ -11,6 +11,7 @@ import { userCertCommand } from "./user-cert.ts";
 
 const flags: FlagSpec[] = [
   dataDirFlag,
+  databaseFlag,
   { name: "role", value: "admin|viewer", help: "role for create (default viewer)" },
   { name: "groups", value: "a,b", help: "client groups a viewer may see (create)" },
   { name: "password-stdin", boolean: true, help: "read the password from standard input instead of asking" },
@@ -54,7 +55,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
   };
   // Usage is checked before the database is touched.
   const name = ["create", "delete", "passwd"].includes(sub) ? needName() : "";
-  const { services, actor, close } = openLocal(args, env);
+  const { services, actor, close } = await openLocal(args, env);
   try {
     switch (sub) {
       case "create": {
@@ -70,7 +71,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 0;
       }
       case "list": {
-        const { items } = services.accounts.list(1000, 0);
+        const { items } = await services.accounts.list(1000, 0);
         if (flagBool(args, "json")) {
           process.stdout.write(JSON.stringify(items, null, 2) + "\n");
           return 0;
@@ -89,12 +90,12 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 0;
       }
       case "delete": {
-        services.accounts.delete(actor, name);
+        await services.accounts.delete(actor, name);
         process.stdout.write(`deleted ${name}; their sessions have ended\n`);
         return 0;
       }
       case "passwd": {
-        services.accounts.require(name);
+        await services.accounts.require(name);
         const password = check(passwordSchema, await newPassword(flagBool(args, "password-stdin") ?? false), "password");
         await services.accounts.changePassword(actor, name, password);
         process.stdout.write(`changed the password of ${name}; their sessions have ended\n`);
@@ -117,7 +118,7 @@ export async function userCommand(argv: string[], env: Record<string, string | u
       }
       case "export": {
         if (rest.length > 1) throw new UsageError("user export takes at most one FILE");
-        const text = renderUsersFile(services.accounts.exportLegacy());
+        const text = renderUsersFile(await services.accounts.exportLegacy());
         if (rest[0] === undefined || rest[0] === "-") process.stdout.write(text);
         else {
           writeFileAtomic(rest[0], text);
@@ -129,6 +130,6 @@ export async function userCommand(argv: string[], env: Record<string, string | u
         return 2;
     }
   } finally {
-    close();
+    await close();
   }
 }

@@ -1,6 +1,5 @@
-import type { Database } from "bun:sqlite";
-import { immediate } from "../db/open.ts";
 import type { SettingsStore } from "../db/settings.ts";
+import type { Sql } from "../db/sql.ts";
 import type { Role, UserRow, UserStore } from "../db/users.ts";
 import type { Audit } from "./audit.ts";
 import type { Clock } from "./clock.ts";
@@ -55,7 +54,7 @@ export interface Actor {
 
 export class Accounts {
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly users: UserStore,
     private readonly sessions: Sessions,
     private readonly audit: Audit,
@@ -64,31 +63,31 @@ export class Accounts {
     private readonly clock: Clock,
   ) {}
 
-  private toView(row: UserRow): UserView {
-    return toUserView(row, row.username === BOOTSTRAP_ADMIN && this.adminPasswordFromEnv());
+  private async toView(row: UserRow): Promise<UserView> {
+    return toUserView(row, row.username === BOOTSTRAP_ADMIN && (await this.adminPasswordFromEnv()));
   }
 
   /** Whether admin's password comes from LATCHKEY_ADMIN_PASSWORD (as of the server's last start). */
-  adminPasswordFromEnv(): boolean {
-    return this.settings.get<boolean>(ADMIN_PASSWORD_FROM_ENV) === true;
+  async adminPasswordFromEnv(): Promise<boolean> {
+    return (await this.settings.get<boolean>(ADMIN_PASSWORD_FROM_ENV)) === true;
   }
 
-  get(username: string): UserRow | null {
+  get(username: string): Promise<UserRow | null> {
     return this.users.get(username);
   }
 
-  require(username: string): UserRow {
-    const user = this.users.get(username);
+  async require(username: string): Promise<UserRow> {
+    const user = await this.users.get(username);
     if (!user) throw notFound(`no user named ${JSON.stringify(username)}`);
     return user;
   }
 
-  touchLogin(userId: number): void {
-    this.users.touchLogin(userId, this.clock());
+  async touchLogin(userId: number): Promise<void> {
+    await this.users.touchLogin(userId, this.clock());
   }
 
-  view(username: string): UserView {
-    return this.toView(this.require(username));
+  async view(username: string): Promise<UserView> {
+    return this.toView(await this.require(username));
   }
 
   /** Role, groups and password in one call, as PATCH /api/users/{username} takes them. */
@@ -97,26 +96,28 @@ export class Accounts {
     username: string,
     changes: { role?: Role | undefined; allowedGroups?: string[] | undefined; password?: string | undefined },
   ): Promise<UserView> {
-    this.require(username);
-    if (changes.password !== undefined) this.refuseEnvManagedPassword(actor, username);
+    await this.require(username);
+    if (changes.password !== undefined) await this.refuseEnvManagedPassword(actor, username);
     if (changes.role !== undefined || changes.allowedGroups !== undefined) {
       const fields: { role?: Role; allowedGroups?: string[] } = {};
       if (changes.role !== undefined) fields.role = changes.role;
       if (changes.allowedGroups !== undefined) fields.allowedGroups = changes.allowedGroups;
-      this.update(actor, username, fields);
+      await this.update(actor, username, fields);
     }
     if (changes.password !== undefined) await this.changePassword(actor, username, changes.password);
     return this.view(username);
   }
 
-  list(limit: number, offset: number): { items: UserView[]; total: number } {
-    return { items: this.users.list(limit, offset).map((row) => this.toView(row)), total: this.users.count() };
+  async list(limit: number, offset: number): Promise<{ items: UserView[]; total: number }> {
+    const [rows, total] = await Promise.all([this.users.list(limit, offset), this.users.count()]);
+    const fromEnv = rows.some((row) => row.username === BOOTSTRAP_ADMIN) && (await this.adminPasswordFromEnv());
+    return { items: rows.map((row) => toUserView(row, fromEnv)), total };
   }
 
   async create(actor: Actor, input: { username: string; password: string; role: Role; allowedGroups: string[] }): Promise<UserView> {
-    const twin = this.users.getIgnoringCase(input.username);
+    const twin = await this.users.getIgnoringCase(input.username);
     if (twin) {
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user.create",
@@ -131,11 +132,11 @@ export class Accounts {
       );
     }
     const verifiers = await makeVerifiers(input.password);
-    const created = this.insert(input.username, input.role, input.allowedGroups, verifiers, null, null);
+    const created = await this.insert(input.username, input.role, input.allowedGroups, verifiers, null, null);
     if (!created) {
       throw conflict(`a user named ${JSON.stringify(input.username)} already exists`, "username");
     }
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "user.create",
@@ -143,7 +144,7 @@ export class Accounts {
       outcome: "success",
       reason: `role ${input.role}`,
     });
-    return this.toView(this.require(input.username));
+    return this.toView(await this.require(input.username));
   }
 
   private insert(
@@ -153,7 +154,7 @@ export class Accounts {
     verifiers: PasswordVerifiers,
     legacySalt: string | null,
     legacyHash: string | null,
-  ): boolean {
+  ): Promise<boolean> {
     return this.users.insert({
       username,
       role,
@@ -170,11 +171,11 @@ export class Accounts {
    * A new role ends the user's sessions and voids their logins in flight (it is part of what a
    * login was granted on); new groups apply to their next request.
    */
-  update(actor: Actor, username: string, changes: { role?: Role; allowedGroups?: string[] }): UserView {
-    const before = this.require(username);
+  async update(actor: Actor, username: string, changes: { role?: Role; allowedGroups?: string[] }): Promise<UserView> {
+    const before = await this.require(username);
     if (username === BOOTSTRAP_ADMIN && changes.role !== undefined && changes.role !== "admin") {
       // A refused attempt on the bootstrap account is audited, as a refused delete is.
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user.update",
@@ -188,11 +189,10 @@ export class Accounts {
     const parts: string[] = [];
     if (changes.role !== undefined) parts.push(`role ${changes.role}`);
     if (changes.allowedGroups !== undefined) parts.push(`groups [${changes.allowedGroups.join(", ")}]`);
-    immediate(this.db, () => {
-      if (!this.users.update(username, changes)) throw notFound(`no user named ${JSON.stringify(username)}`);
-      if (roleChanged) this.sessions.revokeUser(before.id, "role changed");
-      else this.sessions.forgetUser(before.id);
-      this.audit.record({
+    await this.sql.transaction(async () => {
+      if (!(await this.users.update(username, changes))) throw notFound(`no user named ${JSON.stringify(username)}`);
+      if (roleChanged) await this.sessions.revokeUser(before.id, "role changed");
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user.update",
@@ -201,13 +201,15 @@ export class Accounts {
         reason: parts.join("; ") || null,
       });
     });
+    // Committed: the user's sessions are read afresh (with their new groups), or are gone.
+    this.sessions.forgetUser(before.id);
     if (roleChanged) this.events.emit("credentials.changed", { username });
-    return this.toView(this.require(username));
+    return this.toView(await this.require(username));
   }
 
-  delete(actor: Actor, username: string): void {
+  async delete(actor: Actor, username: string): Promise<void> {
     if (username === BOOTSTRAP_ADMIN) {
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user.delete",
@@ -217,39 +219,52 @@ export class Accounts {
       });
       throw forbidden(`the bootstrap account ${BOOTSTRAP_ADMIN} cannot be deleted`);
     }
-    const user = this.require(username);
-    // Sessions and account go in one transaction, so that no request or login slips in between.
-    immediate(this.db, () => {
-      this.sessions.revokeUser(user.id, "user deleted");
-      if (!this.users.delete(username)) throw notFound(`no user named ${JSON.stringify(username)}`);
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.delete", target: username, outcome: "success" });
+    const user = await this.require(username);
+    // Sessions and account go in one transaction, so that no request or login slips in between:
+    // logins in flight are voided first, which also makes those of other nodes wait for the outcome.
+    await this.sql.transaction(async () => {
+      await this.users.voidLogins(user.id);
+      await this.sessions.revokeUser(user.id, "user deleted");
+      if (!(await this.users.delete(username))) throw notFound(`no user named ${JSON.stringify(username)}`);
+      await this.audit.record({ actor: actor.name, address: actor.address, action: "user.delete", target: username, outcome: "success" });
     });
+    this.sessions.forgetUser(user.id);
     this.events.emit("credentials.changed", { username });
   }
 
   async changePassword(actor: Actor, username: string, password: string): Promise<void> {
-    this.require(username);
-    this.refuseEnvManagedPassword(actor, username);
+    await this.require(username);
+    await this.refuseEnvManagedPassword(actor, username);
     await this.setPassword(actor, username, password, null);
   }
 
   /** Stores new verifiers, ends every session and voids every login in flight, in one commit. */
   private async setPassword(actor: Actor, username: string, password: string, reason: string | null): Promise<void> {
+    // Hashed before the transaction: while one is open, other callers wait (SQLite).
     const verifiers = await makeVerifiers(password);
-    immediate(this.db, () => {
-      const user = this.users.get(username);
-      if (!user || !this.users.setPassword(username, verifiers.passwordHash, verifiers.scram, this.clock())) {
+    const userId = await this.sql.transaction(async () => {
+      const user = await this.users.get(username);
+      if (!user || !(await this.users.setPassword(username, verifiers.passwordHash, verifiers.scram, this.clock()))) {
         throw notFound(`no user named ${JSON.stringify(username)}`);
       }
-      this.sessions.revokeUser(user.id, "password changed");
-      this.audit.record({ actor: actor.name, address: actor.address, action: "user.passwd", target: username, outcome: "success", reason });
+      await this.sessions.revokeUser(user.id, "password changed");
+      await this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "user.passwd",
+        target: username,
+        outcome: "success",
+        reason,
+      });
+      return user.id;
     });
+    this.sessions.forgetUser(userId);
     this.events.emit("credentials.changed", { username });
   }
 
-  private refuseEnvManagedPassword(actor: Actor, username: string): void {
-    if (username !== BOOTSTRAP_ADMIN || !this.adminPasswordFromEnv()) return;
-    this.audit.record({
+  private async refuseEnvManagedPassword(actor: Actor, username: string): Promise<void> {
+    if (username !== BOOTSTRAP_ADMIN || !(await this.adminPasswordFromEnv())) return;
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "user.passwd",
@@ -273,9 +288,9 @@ export class Accounts {
     if (givenPassword !== undefined && (givenPassword.length < 8 || givenPassword.length > 1024)) {
       throw badRequest("LATCHKEY_ADMIN_PASSWORD must be 8 to 1024 characters; set a longer one or unset it to get a random password");
     }
-    this.settings.set(ADMIN_PASSWORD_FROM_ENV, givenPassword !== undefined);
+    await this.settings.set(ADMIN_PASSWORD_FROM_ENV, givenPassword !== undefined);
     const system: Actor = { name: "system", address: null };
-    const existing = this.users.get(BOOTSTRAP_ADMIN);
+    const existing = await this.users.get(BOOTSTRAP_ADMIN);
     if (existing) {
       if (givenPassword === undefined) return { created: false, changed: false };
       if (await verifyPassword(passwordInput(givenPassword, existing.legacy_salt), existing.password_hash))
@@ -285,9 +300,9 @@ export class Accounts {
     }
     const generatedPassword = givenPassword === undefined ? randomPassword() : undefined;
     const verifiers = await makeVerifiers(givenPassword ?? generatedPassword!);
-    const created = this.insert(BOOTSTRAP_ADMIN, "admin", [], verifiers, null, null);
+    const created = await this.insert(BOOTSTRAP_ADMIN, "admin", [], verifiers, null, null);
     if (!created) return { created: false, changed: false };
-    this.audit.record({ actor: system.name, address: null, action: "user.bootstrap", target: BOOTSTRAP_ADMIN, outcome: "success" });
+    await this.audit.record({ actor: system.name, address: null, action: "user.bootstrap", target: BOOTSTRAP_ADMIN, outcome: "success" });
     return generatedPassword === undefined ? { created, changed: false } : { created, changed: false, generatedPassword };
   }
 
@@ -305,7 +320,7 @@ export class Accounts {
   ): Promise<{ created: number; replaced: number }> {
     const existing = new Map<string, UserRow>();
     for (const u of users) {
-      const twin = this.users.getIgnoringCase(u.username);
+      const twin = await this.users.getIgnoringCase(u.username);
       if (!twin) continue;
       if (twin.username !== u.username) {
         throw conflict(
@@ -323,38 +338,37 @@ export class Accounts {
     }
     const verifiers = await Promise.all(users.map((u) => makeVerifiers(u.password_hash)));
     const replacedIds: number[] = [];
-    immediate(this.db, () => {
-      users.forEach((u, i) => {
+    await this.sql.transaction(async () => {
+      for (const [i, u] of users.entries()) {
         const legacyHash = keepLegacyHash ? u.password_hash : null;
         const twin = existing.get(u.username);
         if (twin) {
-          if (
-            !this.users.replaceFromImport(twin.id, {
-              role: u.role,
-              allowedGroups: u.allowed_groups,
-              passwordHash: verifiers[i]!.passwordHash,
-              scram: verifiers[i]!.scram,
-              legacySalt: u.salt,
-              legacyHash,
-              now: this.clock(),
-            })
-          ) {
+          const replaced = await this.users.replaceFromImport(twin.id, {
+            role: u.role,
+            allowedGroups: u.allowed_groups,
+            passwordHash: verifiers[i]!.passwordHash,
+            scram: verifiers[i]!.scram,
+            legacySalt: u.salt,
+            legacyHash,
+            now: this.clock(),
+          });
+          if (!replaced) {
             throw new AppError("conflict", `user ${JSON.stringify(u.username)} changed during the import; nothing was imported`, {
               field: "username",
             });
           }
-          this.sessions.revokeUser(twin.id, "replaced by import");
+          await this.sessions.revokeUser(twin.id, "replaced by import");
           replacedIds.push(twin.id);
-          return;
+          continue;
         }
-        const ok = this.insert(u.username, u.role, u.allowed_groups, verifiers[i]!, u.salt, legacyHash);
+        const ok = await this.insert(u.username, u.role, u.allowed_groups, verifiers[i]!, u.salt, legacyHash);
         if (!ok)
           throw new AppError("conflict", `user ${JSON.stringify(u.username)} already exists; nothing was imported`, { field: "username" });
-      });
+      }
       const reasons = [keepLegacyHash ? "legacy challenge kept" : null, existing.size > 0 ? `${existing.size} replaced` : null].filter(
         Boolean,
       );
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user.import",
@@ -363,13 +377,14 @@ export class Accounts {
         reason: reasons.join("; ") || null,
       });
     });
+    for (const id of replacedIds) this.sessions.forgetUser(id);
     for (const username of existing.keys()) this.events.emit("credentials.changed", { username });
     return { created: users.length - existing.size, replaced: existing.size };
   }
 
   /** Accounts that can be written back to a users.json: those that still hold their wsauth hash. */
-  exportLegacy(): LegacyUser[] {
-    return this.users.withLegacyHash().map((row) => ({
+  async exportLegacy(): Promise<LegacyUser[]> {
+    return (await this.users.withLegacyHash()).map((row) => ({
       username: row.username,
       password_hash: row.legacy_hash!,
       salt: row.legacy_salt ?? "",

@@ -54,9 +54,10 @@ export class Audit {
     this.listeners.push(listener);
   }
 
-  record(entry: AuditEntry): void {
+  /** Written in the caller's transaction when there is one. */
+  async record(entry: AuditEntry): Promise<void> {
     for (const listener of this.listeners) listener(entry);
-    this.store.insert({
+    await this.store.insert({
       at: this.clock(),
       actor: entry.actor,
       address: entry.address,
@@ -68,16 +69,14 @@ export class Audit {
   }
 
   /** A page of the log, newest first. */
-  search(query: AuditQuery & { limit: number; offset: number }): { items: AuditView[]; total: number } {
+  async search(query: AuditQuery & { limit: number; offset: number }): Promise<{ items: AuditView[]; total: number }> {
     const filter = toFilter(query);
-    return {
-      items: this.store.list(filter, query.limit, query.offset).map(toAuditView),
-      total: this.store.count(filter),
-    };
+    const [items, total] = await Promise.all([this.store.list(filter, query.limit, query.offset), this.store.count(filter)]);
+    return { items: items.map(toAuditView), total };
   }
 
   /** Every matching entry, oldest first, for a JSON-lines export. */
-  *export(query: AuditQuery): Generator<AuditView> {
-    for (const row of this.store.iterate(toFilter(query))) yield toAuditView(row);
+  async *export(query: AuditQuery): AsyncGenerator<AuditView> {
+    for await (const row of this.store.iterate(toFilter(query))) yield toAuditView(row);
   }
 }

@@ -29,6 +29,8 @@ export interface Login {
   username: string;
   expiresIn: number;
   sessionId: string;
+  /** The new session's caller, as stored (a connection signs in with it without a lookup). */
+  principal: Principal;
 }
 
 /** How the server tells an imported account's client to prepare its password for SCRAM. */
@@ -73,7 +75,7 @@ export interface CertificateMatch {
   /** Why the key may not sign in although its proof holds (its certificate expired or was revoked), or null. */
   refusal: string | null;
   /** Whether its registration is still live (asked again just before the session is created). */
-  stillRegistered(): boolean;
+  stillRegistered(): Promise<boolean>;
 }
 
 /** Where certificate logins find the registered keys (`UserCertificates`). */
@@ -244,40 +246,56 @@ export class Authenticator {
     return list;
   }
 
-  /** Refuses (429) when the account or address must wait, without counting an attempt. */
-  private checkThrottle(
-    username: string | null,
-    address: string | null,
-    method: string,
-    limiters = this.limitersFor(username, address),
-  ): void {
+  /** How long the longest-waiting of these limiters still makes the attempt wait, or null. */
+  private throttledBy(limiters: [Limiter, string, "account" | "address"][]): { wait: number; what: "account" | "address" } | null {
     let wait = 0;
     let what: "account" | "address" = "account";
     for (const [limiter, key, kind] of limiters) {
       const w = limiter.waitSeconds(key);
       if (w > wait) [wait, what] = [w, kind];
     }
-    if (wait > 0) {
-      this.audit.record({
-        actor: username,
-        address,
-        action: `auth.${method}`,
-        target: username,
-        outcome: "denied",
-        reason: `throttled (${what})`,
-      });
-      this.authFailed("throttled");
-      throw throttled(wait, what);
-    }
+    return wait > 0 ? { wait, what } : null;
+  }
+
+  /** The refusal (429) of a throttled attempt, audited. */
+  private async refuseThrottled(
+    username: string | null,
+    address: string | null,
+    method: string,
+    { wait, what }: { wait: number; what: "account" | "address" },
+  ): Promise<AppError> {
+    await this.audit.record({
+      actor: username,
+      address,
+      action: `auth.${method}`,
+      target: username,
+      outcome: "denied",
+      reason: `throttled (${what})`,
+    });
+    this.authFailed("throttled");
+    return throttled(wait, what);
+  }
+
+  /** Refuses (429) when the account or address must wait, without counting an attempt. */
+  private async checkThrottle(
+    username: string | null,
+    address: string | null,
+    method: string,
+    limiters = this.limitersFor(username, address),
+  ): Promise<void> {
+    const refusal = this.throttledBy(limiters);
+    if (refusal) throw await this.refuseThrottled(username, address, method, refusal);
   }
 
   /**
    * Starts an attempt: refused when throttled, otherwise counted as a failure at once, so that
-   * attempts in flight together are held to the limits as if each had already failed.
+   * attempts in flight together are held to the limits as if each had already failed. The check
+   * and the count run without a pause between them: no other attempt can pass the check between.
    */
-  private begin(username: string | null, address: string | null, method: string): Attempt {
-    this.checkThrottle(username, address, method);
+  private async begin(username: string | null, address: string | null, method: string): Promise<Attempt> {
     const limiters = this.limitersFor(username, address);
+    const refusal = this.throttledBy(limiters);
+    if (refusal) throw await this.refuseThrottled(username, address, method, refusal);
     for (const [limiter, key] of limiters) limiter.count(key);
     return {
       succeeded: () => {
@@ -299,8 +317,8 @@ export class Authenticator {
     this.stats.count(reason === "throttled" ? "logins_throttled" : "logins_failed");
   }
 
-  private failed(username: string, address: string | null, method: string, reason: string): AppError {
-    this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "failure", reason });
+  private async failed(username: string, address: string | null, method: string, reason: string): Promise<AppError> {
+    await this.audit.record({ actor: username, address, action: `auth.${method}`, target: username, outcome: "failure", reason });
     this.authFailed(reason);
     return unauthorized("invalid username or password");
   }
@@ -309,19 +327,26 @@ export class Authenticator {
    * Creates the session, provided the account is still as it was when its credentials were
    * checked (`user` is that snapshot); otherwise the attempt fails like a wrong password.
    */
-  private succeeded(attempt: Attempt, user: UserRow, address: string | null, method: string): Login {
-    const session = this.sessions.issue(user, method, address);
-    if (!session) throw this.failed(user.username, address, method, "credentials changed during login");
+  private async succeeded(attempt: Attempt, user: UserRow, address: string | null, method: string): Promise<Login> {
+    const session = await cancelOnError(attempt, this.sessions.issue(user, method, address));
+    if (!session) throw await this.failed(user.username, address, method, "credentials changed during login");
     attempt.succeeded();
-    this.accounts.touchLogin(user.id);
-    this.audit.record({ actor: user.username, address, action: `auth.${method}`, target: user.username, outcome: "success" });
+    await this.accounts.touchLogin(user.id);
+    await this.audit.record({ actor: user.username, address, action: `auth.${method}`, target: user.username, outcome: "success" });
     this.metrics.login(method);
-    return { token: session.token, sessionId: session.sessionId, role: user.role, username: user.username, expiresIn: session.expiresIn };
+    return {
+      token: session.token,
+      sessionId: session.sessionId,
+      role: user.role,
+      username: user.username,
+      expiresIn: session.expiresIn,
+      principal: session.principal,
+    };
   }
 
   async loginWithPassword(username: string, password: string, address: string | null): Promise<Login> {
-    const attempt = this.begin(username, address, "password");
-    const user = this.accounts.get(username);
+    const attempt = await this.begin(username, address, "password");
+    const user = await cancelOnError(attempt, this.accounts.get(username));
     let ok: boolean;
     try {
       ok = await this.verifications.run(address ?? "", () =>
@@ -334,16 +359,16 @@ export class Authenticator {
       attempt.cancelled();
       throw error;
     }
-    if (!user) throw this.failed(username, address, "password", "unknown user");
-    if (!ok) throw this.failed(username, address, "password", "wrong password");
+    if (!user) throw await this.failed(username, address, "password", "unknown user");
+    if (!ok) throw await this.failed(username, address, "password", "wrong password");
     return this.succeeded(attempt, user, address, "password");
   }
 
   /** SCRAM step 1: the server-first message, for known and unknown users alike. */
-  scramStart(clientFirstMessage: string, address: string | null): { serverFirst: string; prehash: Prehash | null } {
+  async scramStart(clientFirstMessage: string, address: string | null): Promise<{ serverFirst: string; prehash: Prehash | null }> {
     const clientFirst = parseClientFirst(clientFirstMessage);
-    this.checkThrottle(clientFirst.username, address, "scram");
-    const user = this.accounts.get(clientFirst.username);
+    await this.checkThrottle(clientFirst.username, address, "scram");
+    const user = await this.accounts.get(clientFirst.username);
     const credentials: ScramCredentials | null = user
       ? { salt: user.scram_salt, iterations: user.scram_iterations, storedKey: user.scram_stored_key, serverKey: user.scram_server_key }
       : null;
@@ -363,12 +388,12 @@ export class Authenticator {
   }
 
   /** SCRAM step 2: checks the proof; the exchange is single use whatever the outcome. */
-  scramFinish(clientFinalMessage: string, address: string | null): Login & { serverFinal: string } {
+  async scramFinish(clientFinalMessage: string, address: string | null): Promise<Login & { serverFinal: string }> {
     const clientFinal = parseClientFinal(clientFinalMessage);
     const exchange = this.exchanges.take(clientFinal.nonce);
     if (!exchange) {
       // A replayed, stale or voided finish is still a login attempt: audit it.
-      this.audit.record({
+      await this.audit.record({
         actor: null,
         address,
         action: "auth.scram",
@@ -379,7 +404,7 @@ export class Authenticator {
       this.authFailed("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
-    const attempt = this.begin(exchange.username, address, "scram");
+    const attempt = await this.begin(exchange.username, address, "scram");
     const serverFinal = exchange.credentials
       ? verifyClientFinal({
           clientFirst: exchange.clientFirst,
@@ -390,15 +415,15 @@ export class Authenticator {
         })
       : null;
     if (serverFinal === null || !exchange.user) {
-      throw this.failed(exchange.username, address, "scram", exchange.credentials ? "wrong proof" : "unknown user");
+      throw await this.failed(exchange.username, address, "scram", exchange.credentials ? "wrong proof" : "unknown user");
     }
-    return { ...this.succeeded(attempt, exchange.user, address, "scram"), serverFinal };
+    return { ...(await this.succeeded(attempt, exchange.user, address, "scram")), serverFinal };
   }
 
   /** wsauth challenge: a single-use nonce and the account's legacy salt. */
-  legacyChallenge(username: string, address: string | null): { nonce: string; salt: string } {
+  async legacyChallenge(username: string, address: string | null): Promise<{ nonce: string; salt: string }> {
     this.requireLegacy();
-    const user = this.accounts.get(username);
+    const user = await this.accounts.get(username);
     const nonce = randomHex(16);
     this.legacyNonces.add(nonce, {
       username,
@@ -411,20 +436,20 @@ export class Authenticator {
   }
 
   /** wsauth login: response = SHA256(H + nonce) where H is the stored legacy hash. */
-  loginWithLegacyResponse(username: string, nonce: string, response: string, address: string | null): Login {
+  async loginWithLegacyResponse(username: string, nonce: string, response: string, address: string | null): Promise<Login> {
     this.requireLegacy();
-    const attempt = this.begin(username, address, "legacy");
+    const attempt = await this.begin(username, address, "legacy");
     const pending = this.legacyNonces.take(nonce);
     if (!pending || pending.username !== username) {
-      throw this.failed(username, address, "legacy", "unknown or expired nonce");
+      throw await this.failed(username, address, "legacy", "unknown or expired nonce");
     }
-    const user = this.accounts.get(username);
-    if (!user || user.legacy_hash === null) throw this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
+    const user = await cancelOnError(attempt, this.accounts.get(username));
+    if (!user || user.legacy_hash === null) throw await this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
     // A nonce given before a change of the account's credentials ended with that change.
     if (user.credential_version !== pending.credentialVersion)
-      throw this.failed(username, address, "legacy", "credentials changed during login");
+      throw await this.failed(username, address, "legacy", "credentials changed during login");
     if (!sameSecret(response.toLowerCase(), sha256Hex(user.legacy_hash + nonce))) {
-      throw this.failed(username, address, "legacy", "wrong response");
+      throw await this.failed(username, address, "legacy", "wrong response");
     }
     return this.succeeded(attempt, user, address, "legacy");
   }
@@ -434,8 +459,8 @@ export class Authenticator {
    * single use. A connection holds one at a time (asking again replaces it); an address holds at
    * most as many as it may hold SCRAM exchanges.
    */
-  certificateChallenge(binding: string, address: string | null): string {
-    this.checkThrottle(null, address, "certificate");
+  async certificateChallenge(binding: string, address: string | null): Promise<string> {
+    await this.checkThrottle(null, address, "certificate");
     this.certificateChallenges.take(binding);
     const testString = randomFromAlphabet(TEST_STRING_ALPHABET, 32);
     this.certificateChallenges.add(binding, { username: "", testString, expiresAt: this.clock() + CERTIFICATE_CHALLENGE_TTL_MS, address });
@@ -451,8 +476,9 @@ export class Authenticator {
    */
   async loginWithCertificate(binding: string, proof: Uint8Array, address: string | null): Promise<Login> {
     const challenge = this.certificateChallenges.take(binding);
-    const attempt = this.begin(null, address, "certificate");
-    if (!challenge) throw this.certificateFailed(null, address, "unknown test string", "no test string outstanding on this connection");
+    const attempt = await this.begin(null, address, "certificate");
+    if (!challenge)
+      throw await this.certificateFailed(null, address, "unknown test string", "no test string outstanding on this connection");
     let match: CertificateMatch | null;
     try {
       match = await this.options.certificateKeys.match(new TextEncoder().encode(challenge.testString), proof);
@@ -460,44 +486,45 @@ export class Authenticator {
       attempt.cancelled();
       throw error;
     }
-    if (!match) throw this.certificateFailed(null, address, "no matching key", "the proof matches no registered key");
+    if (!match) throw await this.certificateFailed(null, address, "no matching key", "the proof matches no registered key");
     const username = match.user.username;
     const accountLimiters = this.limitersFor(username, address).filter(([, , kind]) => kind === "account");
-    try {
-      this.checkThrottle(username, address, "certificate", accountLimiters);
-    } catch (error) {
+    const throttledAccount = this.throttledBy(accountLimiters);
+    if (throttledAccount) {
       // The proof held, so it was no guess at the address's expense; the account must still wait.
       attempt.cancelled();
-      throw error;
+      throw await this.refuseThrottled(username, address, "certificate", throttledAccount);
     }
-    const refusal = match.refusal ?? (match.stillRegistered() ? null : "certificate revoked during login");
-    if (refusal !== null) {
-      for (const [limiter, key] of accountLimiters) limiter.count(key);
-      throw this.certificateFailed(username, address, "certificate refused", `${match.kind} proof, but ${refusal}`);
-    }
+    // Counted against the account from here, as the address's count was from the start.
+    for (const [limiter, key] of accountLimiters) limiter.count(key);
+    const stillRegistered = match.refusal === null ? await cancelOnError(attempt, match.stillRegistered(), accountLimiters) : true;
+    const refusal = match.refusal ?? (stillRegistered ? null : "certificate revoked during login");
+    if (refusal !== null)
+      throw await this.certificateFailed(username, address, "certificate refused", `${match.kind} proof, but ${refusal}`);
+    for (const [limiter, key] of accountLimiters) limiter.uncount(key);
     return this.succeeded(attempt, match.user, address, "certificate");
   }
 
-  private certificateFailed(username: string | null, address: string | null, metric: string, reason: string): AppError {
-    this.audit.record({ actor: username, address, action: "auth.certificate", target: username, outcome: "failure", reason });
+  private async certificateFailed(username: string | null, address: string | null, metric: string, reason: string): Promise<AppError> {
+    await this.audit.record({ actor: username, address, action: "auth.certificate", target: username, outcome: "failure", reason });
     this.authFailed(metric);
     return unauthorized();
   }
 
   /** Token login (`rpc/auth_token`): the session continues, its idle timer reset. */
-  loginWithToken(token: string, address: string | null): Principal {
-    const principal = this.sessions.authenticate(token);
+  async loginWithToken(token: string, address: string | null): Promise<Principal> {
+    const principal = await this.sessions.authenticate(token);
     if (!principal) {
-      this.audit.record({ actor: null, address, action: "auth.token", outcome: "failure", reason: "unknown or expired token" });
+      await this.audit.record({ actor: null, address, action: "auth.token", outcome: "failure", reason: "unknown or expired token" });
       this.authFailed("bad token");
       throw unauthorized();
     }
     return principal;
   }
 
-  logout(principal: Principal, address: string | null): void {
-    this.sessions.revoke(principal.sessionId, "logout");
-    this.audit.record({ actor: principal.username, address, action: "auth.logout", target: principal.username, outcome: "success" });
+  async logout(principal: Principal, address: string | null): Promise<void> {
+    await this.sessions.revoke(principal.sessionId, "logout");
+    await this.audit.record({ actor: principal.username, address, action: "auth.logout", target: principal.username, outcome: "success" });
   }
 
   private requireLegacy(): void {
@@ -514,6 +541,20 @@ export class Authenticator {
   private decoyPrehash(username: string): Prehash | null {
     const bit = createHmac("sha256", this.secret).update(`legacy-flag:${username}`).digest()[0]! & 1;
     return bit ? { algorithm: "sha256-hex(password+salt)", salt: this.decoySalt(username) } : null;
+  }
+}
+
+/**
+ * What `work` gives; when it throws instead (the database failed, not the caller's guess), the
+ * attempt counts for nothing, nor against `alsoCounted`.
+ */
+async function cancelOnError<T>(attempt: Attempt, work: Promise<T>, alsoCounted: [Limiter, string, unknown][] = []): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    attempt.cancelled();
+    for (const [limiter, key] of alsoCounted) limiter.uncount(key);
+    throw error;
   }
 }
 

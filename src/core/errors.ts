@@ -4,6 +4,7 @@
  * the licensing seed's shape) and `rpc/connections.ts` as an RPC error envelope. `message` is safe
  * to show to the caller; `cause` is only ever logged.
  */
+import { DatabaseUnavailable } from "../db/sql.ts";
 export type ErrorCode =
   "bad_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "throttled" | "internal" | "unavailable";
 
@@ -57,6 +58,10 @@ export const INTERNAL_MESSAGE = "internal error; the server log has the details"
  * internal error whose details go to `logUnexpected` only, never to the caller.
  */
 export function reportError(error: unknown, logUnexpected: (error: unknown) => void): ErrorReport {
+  // Not a bug: the database is down or restarting (GET /healthz says so); the caller retries.
+  if (error instanceof DatabaseUnavailable) {
+    return { status: 503, code: "unavailable", message: "the database is unavailable; try again shortly", retryAfter: 5 };
+  }
   if (!(error instanceof AppError)) {
     logUnexpected(error);
     return { status: 500, code: "internal", message: INTERNAL_MESSAGE };

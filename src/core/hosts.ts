@@ -4,11 +4,9 @@
  * recording their periodic reports. Hostnames are case-insensitive in DNS: they are validated as
  * RFC 1123 names and kept lower-case, in the table and in the certificates' CN.
  */
-import type { Database } from "bun:sqlite";
 import * as v from "valibot";
 import type { CertificateStore, HostWithCertificate } from "../db/certificates.ts";
-import { DataVersion } from "../db/data-version.ts";
-import { immediateUnsynced } from "../db/open.ts";
+import type { Sql } from "../db/sql.ts";
 import type { Actor } from "./accounts.ts";
 import type { Audit } from "./audit.ts";
 import type { CertificateAuthority } from "./ca/authority.ts";
@@ -62,6 +60,15 @@ export function woodstockFiles(hostname: string, bundle: HostBundle): Record<str
 export const REPORT_PUSH_INTERVAL_MS = 10_000;
 
 export interface HostOptions {
+  /**
+   * A watcher of other processes' commits (`Storage.watchOtherWriters()`, a watcher of its own):
+   * true when anyone else has written since it last said so. Registered hosts are cached and
+   * read again when it says so, so that a host added or removed by the CLI or another node counts
+   * at once.
+   */
+  otherWriters: () => boolean;
+  /** Where a failure to write the batched reports goes (they are kept and tried again); stderr unless given. */
+  onReportError?: (error: unknown) => void;
   /** How often hosts report (60 s unless given); a host is online while its last report is within three intervals. */
   reportIntervalSeconds?: number;
   /** Validity of a bundle's certificate (365 unless given): outside clients do not renew their own. */
@@ -94,33 +101,45 @@ export class Hosts {
    */
   private readonly pendingReports = new Map<string, { report: string; at: number; address: string | null }>();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * The writes of batches taken so far, one after the other (so that an older report never lands
+   * after a newer one); never rejects (a failed batch's reports go back to `pendingReports`).
+   */
+  private flushing: Promise<void> = Promise.resolve();
   /** Registered hostnames with their groups: asked on every report; dropped on changes here and in other processes. */
   private registered: Map<string, string | null> | null = null;
-  private readonly otherWriters: DataVersion;
+  /** The read of `registered` under way, shared by the reports that wait for it. */
+  private loading: Promise<Map<string, string | null>> | null = null;
+  /** Moves whenever `registered` is dropped or changed here: a read begun before that is not kept. */
+  private registeredGeneration = 0;
+  private readonly otherWriters: () => boolean;
+  private readonly onReportError: (error: unknown) => void;
   private readonly stats: Stats | null;
 
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: CertificateStore,
     private readonly ca: CertificateAuthority,
     private readonly audit: Audit,
     private readonly clock: Clock,
-    options: HostOptions = {},
+    options: HostOptions,
   ) {
     this.onlineMs = 3 * (options.reportIntervalSeconds ?? 60) * 1000;
     this.bundleDays = options.bundleDays ?? 365;
     this.events = options.events ?? null;
     this.stats = options.stats ?? null;
-    this.otherWriters = new DataVersion(() => this.store.dataVersion());
+    this.otherWriters = options.otherWriters;
+    this.onReportError =
+      options.onReportError ?? ((error) => process.stderr.write(`latchkey: writing host reports failed; retrying: ${String(error)}\n`));
     options.metrics?.labelledGauge("latchkey_hosts", "state", () => this.countByState());
     options.metrics?.labelledGauge("latchkey_certificates", "state", () => this.certificatesByState());
   }
 
-  registerHost(actor: Actor, hostname: string, group: string | null): HostView {
+  async registerHost(actor: Actor, hostname: string, group: string | null): Promise<HostView> {
     const name = normalizeHostname(hostname);
     if (group !== null && !v.safeParse(groupSchema, group).success) throw badRequest("is not a valid group name", "group");
-    if (!this.store.insertHost({ hostname: name, group, createdBy: actor.name, now: this.clock() })) {
-      this.audit.record({
+    if (!(await this.store.insertHost({ hostname: name, group, createdBy: actor.name, now: this.clock() }))) {
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "host.register",
@@ -130,7 +149,8 @@ export class Hosts {
       });
       throw conflict(`host ${name} is already registered`, "hostname");
     }
-    this.audit.record({
+    this.noteRegistered(name, group);
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "host.register",
@@ -138,20 +158,20 @@ export class Hosts {
       outcome: "success",
       reason: group,
     });
-    this.registered?.set(name, group);
     this.changed(name, group, "registered");
-    return this.view(this.store.host(name, this.clock())!);
+    return this.view((await this.store.host(name, this.clock()))!);
   }
 
   /**
    * Registers the host a client enrolls as (`client/csr`), in the client's group, unless it is
    * registered already (by an admin, or by another client of the same name): then it stays as it is.
    */
-  enrollHost(actor: Actor, hostname: string, group: string | null): void {
+  async enrollHost(actor: Actor, hostname: string, group: string | null): Promise<void> {
     const name = normalizeHostname(hostname);
-    if (this.store.hostRow(name)) return;
-    if (!this.store.insertHost({ hostname: name, group, createdBy: actor.name, now: this.clock() })) return;
-    this.audit.record({
+    if (await this.store.hostRow(name)) return;
+    if (!(await this.store.insertHost({ hostname: name, group, createdBy: actor.name, now: this.clock() }))) return;
+    this.noteRegistered(name, group);
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "host.register",
@@ -159,7 +179,6 @@ export class Hosts {
       outcome: "success",
       reason: group === null ? "enrolled" : `enrolled, group ${group}`,
     });
-    this.registered?.set(name, group);
     this.changed(name, group, "registered");
   }
 
@@ -169,14 +188,16 @@ export class Hosts {
    */
   async removeHost(actor: Actor, hostname: string): Promise<void> {
     const name = normalizeHostname(hostname);
-    const row = this.store.hostRow(name);
+    const row = await this.store.hostRow(name);
     if (!row) throw notFound(`no host ${name}`);
     let removed = false;
-    const revoked = await this.ca.revokeHostCertificates(actor, name, "cessationOfOperation", () => {
-      removed = this.store.deleteHost(name);
+    const revoked = await this.ca.revokeHostCertificates(actor, name, "cessationOfOperation", async () => {
+      removed = await this.store.deleteHost(name);
     });
     if (!removed) throw notFound(`no host ${name}`);
-    this.audit.record({
+    this.noteRegistered(name, undefined);
+    this.pendingReports.delete(name);
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "host.remove",
@@ -187,19 +208,17 @@ export class Hosts {
     // The clients enrolled as this host lose their certificates: their sockets close on both listeners.
     if (revoked.clients.length > 0) this.events?.emit("clients.kick", { uuids: revoked.clients, reason: "the host was removed", actor });
     this.reportPushedAt.delete(name);
-    this.registered?.delete(name);
-    this.pendingReports.delete(name);
     this.changed(name, row.host_group, "removed");
   }
 
   /** A page of hosts by name; viewers see only those of their groups. */
-  listHosts(
+  async listHosts(
     viewer: Principal | null,
     filter: { group?: string | undefined; status?: "online" | "offline" | undefined },
     limit: number,
     offset: number,
-  ): { items: HostView[]; total: number } {
-    this.flushReports();
+  ): Promise<{ items: HostView[]; total: number }> {
+    await this.flushReports();
     const now = this.clock();
     const since = now - this.onlineMs;
     const scoped = {
@@ -207,13 +226,14 @@ export class Hosts {
       groups: viewer === null || viewer.role === "admin" ? undefined : viewer.groups,
       ...(filter.status === "online" ? { reportedSince: since } : filter.status === "offline" ? { notReportedSince: since } : {}),
     };
-    return { items: this.store.hosts(scoped, now, limit, offset).map((h) => this.view(h)), total: this.store.countHosts(scoped) };
+    const rows = await this.store.hosts(scoped, now, limit, offset);
+    return { items: rows.map((h) => this.view(h)), total: await this.store.countHosts(scoped) };
   }
 
-  getHost(viewer: Principal | null, hostname: string): HostView {
+  async getHost(viewer: Principal | null, hostname: string): Promise<HostView> {
     const name = normalizeHostname(hostname);
-    this.flushReports();
-    const host = this.store.host(name, this.clock());
+    await this.flushReports();
+    const host = await this.store.host(name, this.clock());
     const group = host?.host_group ?? null;
     const visible = viewer === null || viewer.role === "admin" || (group !== null && viewer.groups.includes(group));
     if (!host || !visible) throw notFound(`no host ${name}`);
@@ -221,10 +241,56 @@ export class Hosts {
   }
 
   /** Whether a hostname (a certificate's CN) is registered: the mTLS listener's 401 test, per report. */
-  isRegistered(hostname: string): boolean {
-    if (this.otherWriters.changed()) this.registered = null;
-    this.registered ??= this.store.hostGroups();
-    return this.registered.has(hostname.toLowerCase());
+  async isRegistered(hostname: string): Promise<boolean> {
+    return (await this.registeredGroup(hostname.toLowerCase())) !== undefined;
+  }
+
+  /** The group of a registered host (null for none), or undefined when it is not registered. */
+  private async registeredGroup(name: string): Promise<string | null | undefined> {
+    const hosts = await this.registeredHosts();
+    if (hosts.has(name)) return hosts.get(name)!;
+    // Registered since by another process whose write has not been signalled yet? The database says.
+    const row = await this.store.hostRow(name);
+    if (row === null) return undefined;
+    if (this.registered === hosts) hosts.set(name, row.host_group);
+    return row.host_group;
+  }
+
+  /** The registered hosts with their groups: from memory unless another process wrote since they were read. */
+  private registeredHosts(): Map<string, string | null> | Promise<Map<string, string | null>> {
+    if (this.otherWriters()) this.forgetRegistered();
+    if (this.registered !== null) return this.registered;
+    if (this.loading === null) {
+      const generation = this.registeredGeneration;
+      const loading = this.store.hostGroups().then((hosts) => {
+        if (generation === this.registeredGeneration) this.registered = hosts;
+        return hosts;
+      });
+      this.loading = loading;
+      const done = () => {
+        if (this.loading === loading) this.loading = null;
+      };
+      loading.then(done, done);
+    }
+    return this.loading;
+  }
+
+  private forgetRegistered(): void {
+    this.registered = null;
+    this.loading = null;
+    this.registeredGeneration++;
+  }
+
+  /** A host registered (with its group) or removed (undefined) here. */
+  private noteRegistered(name: string, group: string | null | undefined): void {
+    if (this.registered === null) {
+      // A read under way may have missed it.
+      this.forgetRegistered();
+      return;
+    }
+    this.registeredGeneration++;
+    if (group === undefined) this.registered.delete(name);
+    else this.registered.set(name, group);
   }
 
   /**
@@ -234,7 +300,7 @@ export class Hosts {
    */
   async hostBundle(actor: Actor, hostname: string): Promise<HostBundle> {
     const name = normalizeHostname(hostname);
-    if (!this.store.hostRow(name)) throw notFound(`no host ${name}; register it first`);
+    if (!(await this.store.hostRow(name))) throw notFound(`no host ${name}; register it first`);
     const issued = await this.ca.issue(actor, {
       kind: "host",
       commonName: name,
@@ -247,7 +313,7 @@ export class Hosts {
     return {
       key: issued.key!,
       certificate: issued.pem,
-      ca: this.ca.caPem(),
+      ca: await this.ca.caPem(),
       serial: issued.certificate.serial,
       not_after: issued.certificate.not_after,
     };
@@ -257,42 +323,64 @@ export class Hosts {
    * Stores a host's latest report (not audited: hosts report every minute); not_found when it is
    * not registered. Pushed as `reported` at most once per host every REPORT_PUSH_INTERVAL_MS.
    */
-  recordReport(hostname: string, report: HostReport, address: string | null): void {
+  async recordReport(hostname: string, report: HostReport, address: string | null): Promise<void> {
     const name = normalizeHostname(hostname);
     const now = this.clock();
-    if (!this.isRegistered(name)) throw notFound(`no host ${name}`);
+    const group = await this.registeredGroup(name);
+    if (group === undefined) throw notFound(`no host ${name}`);
     this.pendingReports.set(name, { report: JSON.stringify(report), at: now, address });
-    const group = this.registered?.get(name) ?? null;
     this.stats?.count("host_reports", 1, group === null ? [] : [groupScope(group)], now);
-    if (this.flushTimer === null) {
-      this.flushTimer = setTimeout(() => this.flushReports(), 1000);
-      this.flushTimer.unref?.();
-    }
+    this.scheduleFlush();
     const pushed = this.reportPushedAt.get(name);
     if (this.events && (pushed === undefined || now - pushed >= REPORT_PUSH_INTERVAL_MS)) {
       this.reportPushedAt.set(name, now);
-      this.changed(name, this.store.hostRow(name)?.host_group ?? null, "reported");
+      this.changed(name, group, "reported");
     }
   }
 
-  /** Writes the reports received since the last time (see `pendingReports`). */
-  flushReports(): void {
+  private scheduleFlush(): void {
+    if (this.flushTimer !== null) return;
+    this.flushTimer = setTimeout(() => void this.flushReports().catch(this.onReportError), 1000);
+    this.flushTimer.unref?.();
+  }
+
+  /**
+   * Writes the reports received since the last time (see `pendingReports`) in one transaction
+   * whose commit does not wait for the disk, after any write of earlier ones; resolves once they
+   * (and those earlier ones) are written. Should the write fail, its reports are kept (unless a
+   * newer one came meanwhile) for the next try, and the returned promise rejects.
+   */
+  flushReports(): Promise<void> {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
-    if (this.pendingReports.size === 0) return;
+    if (this.pendingReports.size === 0) return this.flushing;
     const reports = [...this.pendingReports];
     this.pendingReports.clear();
-    immediateUnsynced(this.db, () => {
-      // A host removed meanwhile matches no row: its report goes with it.
-      for (const [name, r] of reports) this.store.recordReport(name, r.report, r.address, r.at);
-    });
+    const write = this.flushing.then(() =>
+      this.sql
+        .transaction(
+          async () => {
+            // A host removed meanwhile matches no row: its report goes with it.
+            for (const [name, r] of reports) await this.store.recordReport(name, r.report, r.address, r.at);
+          },
+          { durable: false },
+        )
+        .catch((error: unknown) => {
+          for (const [name, r] of reports) if (!this.pendingReports.has(name)) this.pendingReports.set(name, r);
+          this.scheduleFlush();
+          throw error;
+        }),
+    );
+    this.flushing = write.catch(() => undefined);
+    return write;
   }
 
   /** Hosts by online state, for the `latchkey_hosts` gauge. */
-  countByState(): { online: number; offline: number } {
-    this.flushReports();
+  async countByState(): Promise<{ online: number; offline: number }> {
+    await this.flushReports();
     const since = this.clock() - this.onlineMs;
-    return { online: this.store.countHosts({ reportedSince: since }), offline: this.store.countHosts({ notReportedSince: since }) };
+    const online = await this.store.countHosts({ reportedSince: since });
+    return { online, offline: await this.store.countHosts({ notReportedSince: since }) };
   }
 
   /**
@@ -300,11 +388,11 @@ export class Hosts {
    * past not_after) and `valid` (neither). Every certificate not revoked is of the current root: a
    * root's import revokes those of the one it replaces.
    */
-  certificatesByState(): { valid: number; revoked: number; expired: number } {
-    const root = this.store.currentRoot();
-    const inUse = root ? Object.values(this.store.inUseOfRoot(root.id, this.clock())).reduce((sum, n) => sum + n, 0) : 0;
-    const notRevoked = this.store.countCertificates({ status: "valid" });
-    return { valid: inUse, revoked: this.store.countCertificates({ status: "revoked" }), expired: notRevoked - inUse };
+  async certificatesByState(): Promise<{ valid: number; revoked: number; expired: number }> {
+    const root = await this.store.currentRoot();
+    const inUse = root ? Object.values(await this.store.inUseOfRoot(root.id, this.clock())).reduce((sum, n) => sum + n, 0) : 0;
+    const notRevoked = await this.store.countCertificates({ status: "valid" });
+    return { valid: inUse, revoked: await this.store.countCertificates({ status: "revoked" }), expired: notRevoked - inUse };
   }
 
   /** Viewers of the host's group hear of it; admins of every host. */

@@ -34,7 +34,7 @@ export class Metrics {
   /** Host reports on the mTLS listener by result ("ok", or why they were refused). */
   private readonly hostReports = new Map<string, number>();
   private readonly gauges = new Map<string, () => number>();
-  private readonly labelledGauges = new Map<string, { label: string; read: () => Record<string, number> }>();
+  private readonly labelledGauges = new Map<string, { label: string; read: () => Promise<Record<string, number>> }>();
   private readonly startedAt = Date.now();
 
   request(method: string, route: string, status: number, seconds: number): void {
@@ -79,11 +79,14 @@ export class Metrics {
   }
 
   /** A gauge of several series told apart by one label, read at once when metrics are scraped (e.g. certificates by state). */
-  labelledGauge(name: string, label: string, read: () => Record<string, number>): void {
+  labelledGauge(name: string, label: string, read: () => Promise<Record<string, number>>): void {
     this.labelledGauges.set(name, { label, read });
   }
 
-  render(): string {
+  async render(): Promise<string> {
+    const labelled = await Promise.all(
+      [...this.labelledGauges].map(async ([name, { label, read }]) => ({ name, label, values: await read() })),
+    );
     const out: string[] = [];
     const counter = (name: string, help: string, rows: [Record<string, string>, number][]) => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
@@ -138,9 +141,9 @@ export class Metrics {
       [...this.hostReports].map(([result, n]) => [{ result }, n]),
     );
     for (const [name, read] of this.gauges) out.push(`# TYPE ${name} gauge`, `${name} ${read()}`);
-    for (const [name, { label, read }] of this.labelledGauges) {
+    for (const { name, label, values } of labelled) {
       out.push(`# TYPE ${name} gauge`);
-      for (const [value, n] of Object.entries(read())) out.push(`${name}${labels({ [label]: value })} ${n}`);
+      for (const [value, n] of Object.entries(values)) out.push(`${name}${labels({ [label]: value })} ${n}`);
     }
     out.push("# TYPE latchkey_uptime_seconds gauge", `latchkey_uptime_seconds ${(Date.now() - this.startedAt) / 1000}`);
     return out.join("\n") + "\n";

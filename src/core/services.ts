@@ -1,6 +1,6 @@
-import type { Database } from "bun:sqlite";
 import { randomBytes } from "node:crypto";
 import { AuditStore } from "../db/audit.ts";
+import type { Storage } from "../db/storage.ts";
 import { SessionStore } from "../db/sessions.ts";
 import { SettingsStore } from "../db/settings.ts";
 import { StatsStore } from "../db/stats.ts";
@@ -39,11 +39,14 @@ export interface ServiceOptions {
   /** Login throttles and queues (tests shrink them); the defaults suit production. */
   loginLimits?: LoginLimits;
   clock?: Clock;
+  /** Background writes that failed (a session's last use, say); the next request retries them. */
+  onBackgroundError?: (error: unknown) => void;
 }
 
 /** Everything the HTTP and RPC layers call into, built over one database. */
 export interface Services {
-  db: Database;
+  /** The database, SQLite or PostgreSQL, behind one interface. */
+  storage: Storage;
   clock: Clock;
   events: EventHub;
   metrics: Metrics;
@@ -65,26 +68,27 @@ export interface Services {
   /** Certificates registered for users' certificate login (`rpc/auth_ssl`, `rpc/settings`). */
   userCertificates: UserCertificates;
   /** Client certificates, verified against the CA's root (each once, cached by its DER's SHA-256). */
-  verifier: () => CertificateVerifier;
+  verifier: () => Promise<CertificateVerifier>;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
   secret: Uint8Array;
 }
 
-export function createServices(db: Database, options: ServiceOptions): Services {
+export async function createServices(storage: Storage, options: ServiceOptions): Promise<Services> {
+  const db = storage.sql;
   const clock = options.clock ?? systemClock;
   const events = new EventHub();
   const metrics = new Metrics();
   const stats = new Stats(new StatsStore(db), clock);
   const settings = new SettingsStore(db);
-  const secret = Buffer.from(
-    settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")),
-    "base64",
-  );
+  const secret = Buffer.from(await settings.getOrInit("server_secret", () => randomBytes(32).toString("base64")), "base64");
   const audit = new Audit(new AuditStore(db), clock);
-  const sessions = new Sessions(new SessionStore(db), clock, events, {
-    idleSeconds: options.sessionIdleSeconds,
-    absoluteSeconds: options.sessionAbsoluteSeconds,
-  });
+  const sessions = new Sessions(
+    new SessionStore(db),
+    clock,
+    events,
+    { idleSeconds: options.sessionIdleSeconds, absoluteSeconds: options.sessionAbsoluteSeconds },
+    { otherWriters: storage.watchOtherWriters(), onError: options.onBackgroundError ?? (() => undefined) },
+  );
   const accounts = new Accounts(db, new UserStore(db), sessions, audit, events, settings, clock);
   const auth = new Authenticator(accounts, sessions, audit, metrics, stats, events, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
@@ -93,7 +97,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     certificateKeys: { match: (message, proof) => userCertificates.match(message, proof) },
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
-  const signingKey = signingKeyFromPem(settings.getOrInit("license_signing_key", newSigningKeyPem));
+  const signingKey = signingKeyFromPem(await settings.getOrInit("license_signing_key", newSigningKeyPem));
   const licensing = new Licensing(
     db,
     new LicenseStore(db),
@@ -104,6 +108,7 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     {
       receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
       receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
+      otherWriters: storage.watchOtherWriters(),
     },
     stats,
   );
@@ -116,6 +121,8 @@ export function createServices(db: Database, options: ServiceOptions): Services 
     events,
     metrics,
     stats,
+    otherWriters: storage.watchOtherWriters(),
+    ...(options.onBackgroundError ? { onReportError: options.onBackgroundError } : {}),
   });
   const clientCertificates = new ClientCertificates(enrollmentStore, hosts, ca, { days: options.clientCertificateDays ?? 30 });
   // A client that loses the right to be connected loses its certificates: its key revoked, reset
@@ -125,21 +132,23 @@ export function createServices(db: Database, options: ServiceOptions): Services 
   events.on("clients.kick", ({ uuids, keyId, actor }) => {
     const by = actor ?? { name: "system", address: null };
     clientCertificates.revokeOnKick(by, uuids, keyId).catch((error: unknown) =>
-      audit.record({
-        actor: by.name,
-        address: by.address,
-        action: "cert.revoke",
-        target: uuids.join(", "),
-        outcome: "failure",
-        reason: error instanceof Error ? error.message : String(error),
-      }),
+      audit
+        .record({
+          actor: by.name,
+          address: by.address,
+          action: "cert.revoke",
+          target: uuids.join(", "),
+          outcome: "failure",
+          reason: error instanceof Error ? error.message : String(error),
+        })
+        .catch((auditError: unknown) => options.onBackgroundError?.(auditError)),
     );
   });
   // One verifier per root: an imported root gets a fresh cache.
-  const verifier = () => clientCertificateVerifier([ca.caPem()]);
+  const verifier = async () => clientCertificateVerifier([await ca.caPem()]);
   const userCertificates = new UserCertificates(new UserCertificateStore(db), accounts, ca, verifier, audit, clock);
   return {
-    db,
+    storage,
     clock,
     events,
     metrics,

@@ -1,4 +1,3 @@
-import { DataVersion } from "../db/data-version.ts";
 import { randomToken, sha256Hex } from "./secrets.ts";
 import type { SessionRow, SessionStore } from "../db/sessions.ts";
 import type { Role, UserRow } from "../db/users.ts";
@@ -18,6 +17,16 @@ export interface Principal {
 export interface SessionLimits {
   idleSeconds: number;
   absoluteSeconds: number;
+}
+
+export interface SessionOptions {
+  /**
+   * True when someone else (another process on the SQLite file, another node on the PostgreSQL
+   * database) has written since the last time it said so. Called on every lookup: it must be cheap.
+   */
+  otherWriters: () => boolean;
+  /** Where a failed write-back of a session's last use goes (the next use of the session retries it). */
+  onError: (error: unknown) => void;
 }
 
 /** A session's id: the SHA-256 of its token, which is all that is stored. */
@@ -41,16 +50,18 @@ const MAX_CACHED = 100_000;
  * after `idleSeconds` without a successful request (sliding) or `absoluteSeconds` after login,
  * whichever comes first.
  *
- * Checked sessions are cached in memory: a lookup is then a Map read instead of a SQLite join.
- * The cache is dropped whenever another process (the admin CLI) has committed to the database
- * (SQLite's data_version), and entries are dropped here when this process changes a session or
- * its user, so a revocation still takes effect on the very next request.
+ * Checked sessions are cached in memory: a lookup that finds its session there is a Map read, with
+ * no database work. The cache is dropped whenever someone else has written to the database
+ * (`otherWriters`: the admin CLI, another node), and entries are dropped here when this process
+ * changes a session or its user, so a revocation still takes effect on the very next request.
+ * A lookup whose database read overlapped such a change does not cache what it read.
  */
 export class Sessions {
   private readonly cache = new Map<string, Cached>();
+  /** Bumped by every invalidation: a read begun before one must not be cached after it. */
+  private generation = 0;
   /** Sessions this process's sweep removed because they had run out (not because they were ended). */
   private readonly swept = new Set<string>();
-  private readonly otherWriters: DataVersion;
   /** How stale the stored last-use time may get before it is written back. */
   private readonly touchEveryMs: number;
 
@@ -59,20 +70,26 @@ export class Sessions {
     private readonly clock: Clock,
     private readonly events: EventHub,
     readonly limits: SessionLimits,
+    private readonly options: SessionOptions,
   ) {
     this.touchEveryMs = Math.min(5000, (limits.idleSeconds * 1000) / 10);
-    this.otherWriters = new DataVersion(() => store.dataVersion());
   }
 
   /**
    * A new session for a user whose credentials were just verified, or null when they changed
    * (password, role) or the account was deleted since they were read: the login is then void.
+   * The principal is read back from storage, so that it holds the account as it is now (its
+   * groups may have changed since `user` was read, without voiding the login).
    */
-  issue(user: UserRow, method: string, address: string | null): { token: string; sessionId: string; expiresIn: number } | null {
+  async issue(
+    user: UserRow,
+    method: string,
+    address: string | null,
+  ): Promise<{ token: string; sessionId: string; expiresIn: number; principal: Principal } | null> {
     const token = randomToken(32);
     const sessionId = hashToken(token);
     const now = this.clock();
-    const created = this.store.insertIfCurrent({
+    const created = await this.store.insertIfCurrent({
       id: sessionId,
       userId: user.id,
       credentialVersion: user.credential_version,
@@ -81,36 +98,51 @@ export class Sessions {
       now,
       expiresAt: now + this.limits.absoluteSeconds * 1000,
     });
-    return created ? { token, sessionId, expiresIn: this.limits.idleSeconds } : null;
+    if (!created) return null;
+    const entry = await this.load(sessionId);
+    if (!entry) return null;
+    return { token, sessionId, expiresIn: this.limits.idleSeconds, principal: entry.principal };
   }
 
   /** The principal for a token, sliding its idle timer; null when unknown or expired. */
-  authenticate(token: string): Principal | null {
+  async authenticate(token: string): Promise<Principal | null> {
     if (token.length === 0 || token.length > 256) return null;
     return this.authenticateId(hashToken(token));
   }
 
-  authenticateId(sessionId: string): Principal | null {
-    const entry = this.lookup(sessionId);
+  /**
+   * The principal for a session, sliding its idle timer; null when unknown or expired. A cached
+   * session costs no database work: its last use is written back every `touchEveryMs` without
+   * the request waiting for it.
+   */
+  async authenticateId(sessionId: string): Promise<Principal | null> {
+    const entry = this.cached(sessionId) ?? (await this.load(sessionId));
     if (!entry) return null;
     const now = this.clock();
     if (!this.valid(entry, now)) {
       this.cache.delete(sessionId);
-      this.store.delete(sessionId);
+      await this.store.delete(sessionId);
       this.swept.add(sessionId);
       return null;
     }
     entry.lastUse = Math.max(entry.lastUse, now);
-    if (now - entry.storedLastUse >= this.touchEveryMs) {
-      this.store.touch(sessionId, now);
-      entry.storedLastUse = now;
-    }
+    if (now - entry.storedLastUse >= this.touchEveryMs) this.writeBack(sessionId, entry, now);
     return entry.principal;
   }
 
+  private writeBack(sessionId: string, entry: Cached, now: number): void {
+    const before = entry.storedLastUse;
+    entry.storedLastUse = now;
+    void this.store.touch(sessionId, now).catch((error: unknown) => {
+      // Not written: the next use tries again.
+      if (entry.storedLastUse === now) entry.storedLastUse = before;
+      this.options.onError(error);
+    });
+  }
+
   /** Whether the session is still valid, without counting this as use (for server pushes). */
-  isAlive(sessionId: string): boolean {
-    const entry = this.lookup(sessionId);
+  async isAlive(sessionId: string): Promise<boolean> {
+    const entry = this.cached(sessionId) ?? (await this.load(sessionId));
     return entry !== null && this.valid(entry, this.clock());
   }
 
@@ -118,15 +150,15 @@ export class Sessions {
    * Whether the session ran out by itself (idle or absolute limit) as far as this process knows,
    * as opposed to having been ended: an unknown session did not run out.
    */
-  ranOut(sessionId: string): boolean {
+  async ranOut(sessionId: string): Promise<boolean> {
     if (this.swept.has(sessionId)) return true;
-    const row = this.cache.get(sessionId) ?? this.stored(sessionId);
+    const row = this.cache.get(sessionId) ?? (await this.stored(sessionId));
     return row !== null && !this.valid(row, this.clock());
   }
 
   /** The stored session, without caching it. */
-  private stored(sessionId: string): Cached | null {
-    const row = this.store.get(sessionId);
+  private async stored(sessionId: string): Promise<Cached | null> {
+    const row = await this.store.get(sessionId);
     return row ? toCached(row) : null;
   }
 
@@ -135,37 +167,52 @@ export class Sessions {
     return this.limits.idleSeconds;
   }
 
-  revoke(sessionId: string, reason: string): boolean {
-    this.cache.delete(sessionId);
-    const existed = this.store.delete(sessionId);
+  async revoke(sessionId: string, reason: string): Promise<boolean> {
+    this.forget(sessionId);
+    const existed = await this.store.delete(sessionId);
+    // Again once deleted: a lookup that read the row meanwhile must not keep it.
+    this.forget(sessionId);
     this.events.emit("sessions.revoked", { sessionIds: [sessionId], reason });
     return existed;
   }
 
-  /** Ends every session of a user (deletion, password change); their WebSockets close. */
-  revokeUser(userId: number, reason: string): void {
-    const sessionIds = this.store.idsForUser(userId);
-    this.store.deleteForUser(userId);
+  /**
+   * Ends every session of a user (deletion, password change); their WebSockets close. Inside a
+   * transaction, the caller calls `forgetUser` again once it has committed: until then, another
+   * connection (PostgreSQL) may still read the sessions and cache them.
+   */
+  async revokeUser(userId: number, reason: string): Promise<void> {
+    this.forgetUser(userId);
+    const sessionIds = await this.store.deleteForUser(userId);
     this.forgetUser(userId);
     this.events.emit("sessions.revoked", { sessionIds, reason });
   }
 
-  /** The user's role or groups changed: their sessions must be read afresh. */
+  /**
+   * The user's sessions must be read afresh (their role or groups changed, or they ended). Call it
+   * once the change is committed.
+   */
   forgetUser(userId: number): void {
+    this.generation++;
     for (const [id, entry] of this.cache) if (entry.principal.userId === userId) this.cache.delete(id);
   }
 
+  private forget(sessionId: string): void {
+    this.generation++;
+    this.cache.delete(sessionId);
+  }
+
   /** The subset of `ids` that still exist in storage (another process may have removed some). */
-  stillExisting(ids: string[]): Set<string> {
+  stillExisting(ids: string[]): Promise<Set<string>> {
     return this.store.existing(ids);
   }
 
-  sweep(): number {
+  async sweep(): Promise<number> {
     // The stored last use may lag the real one by up to touchEveryMs, so only remove sessions
     // idle for longer than that too; authenticateId() still enforces the exact limit.
     const now = this.clock();
     for (const [id, entry] of this.cache) if (!this.valid(entry, now)) this.cache.delete(id);
-    const removed = this.store.deleteExpired(now, this.limits.idleSeconds * 1000 + this.touchEveryMs);
+    const removed = await this.store.deleteExpired(now, this.limits.idleSeconds * 1000 + this.touchEveryMs);
     if (this.swept.size + removed.length > MAX_CACHED) this.swept.clear();
     for (const id of removed) this.swept.add(id);
     return removed.length;
@@ -175,13 +222,24 @@ export class Sessions {
     return now < entry.expiresAt && now < entry.lastUse + this.limits.idleSeconds * 1000;
   }
 
-  private lookup(sessionId: string): Cached | null {
-    if (this.otherWriters.changed()) this.cache.clear();
-    const cached = this.cache.get(sessionId);
-    if (cached) return cached;
-    const row = this.store.get(sessionId);
+  /** The cached session, if any; the whole cache goes first when someone else has written. */
+  private cached(sessionId: string): Cached | null {
+    if (this.options.otherWriters()) {
+      this.generation++;
+      this.cache.clear();
+    }
+    return this.cache.get(sessionId) ?? null;
+  }
+
+  /** The stored session, cached unless an invalidation happened while it was read. */
+  private async load(sessionId: string): Promise<Cached | null> {
+    const generation = this.generation;
+    const row = await this.store.get(sessionId);
     if (!row) return null;
     const entry = toCached(row);
+    if (generation !== this.generation) return entry;
+    const racing = this.cache.get(sessionId);
+    if (racing) return racing;
     if (this.cache.size >= MAX_CACHED) this.cache.clear();
     this.cache.set(sessionId, entry);
     return entry;

@@ -128,16 +128,16 @@ export class Stats {
       ticks++;
       if (ticks % 10 === 0) this.sample();
       if (ticks % 60 === 0) this.keyChecksDue = true;
-      if (!this.slicing) this.writeInSlices(onError);
+      if (!this.slicing) void this.writeInSlices(onError);
     }, 1000);
     this.timer.unref?.();
   }
 
   /** Stops the timer and writes what is left (after the check counters have handed theirs over). */
-  stop(): void {
+  async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 
   /** Counts `n` events of `metric` at `at`: overall, and in each of `scopes`. */
@@ -188,15 +188,15 @@ export class Stats {
    * Writes everything counted so far in one transaction, with what the sources hold (which hand
    * theirs over on their own timer otherwise) and the gauges sampled now.
    */
-  flush(): void {
+  async flush(): Promise<void> {
     for (const handOver of this.sources) handOver();
     this.sample();
     this.keyChecksDue = true;
-    this.writeSome(Number.POSITIVE_INFINITY);
+    await this.writeSome(Number.POSITIVE_INFINITY);
   }
 
   /** The dashboard's series over `range`, as far as `viewer` may see them (null where not at all). */
-  overview(viewer: Principal, range: StatsRange): StatsView {
+  overview(viewer: Principal, range: StatsRange): Promise<StatsView> {
     const admin = viewer.role === "admin";
     return this.view(range, [
       [LICENSING_METRICS, [""]],
@@ -206,12 +206,12 @@ export class Stats {
   }
 
   /** Checks and activations over `range` of one license key or application (`scope`). */
-  licensing(scope: string, range: StatsRange): StatsView<LicensingMetric> {
+  licensing(scope: string, range: StatsRange): Promise<StatsView<LicensingMetric>> {
     return this.view(range, [[LICENSING_METRICS, [scope]]]);
   }
 
-  private view<M extends Metric>(range: StatsRange, parts: [readonly M[], readonly string[] | null][]): StatsView<M> {
-    this.flush();
+  private async view<M extends Metric>(range: StatsRange, parts: [readonly M[], readonly string[] | null][]): Promise<StatsView<M>> {
+    await this.flush();
     const { buckets, hours } = RANGES[range];
     const bucketMs = hours * HOUR_MS;
     const last = Math.floor(this.clock() / bucketMs) * bucketMs;
@@ -229,7 +229,7 @@ export class Stats {
         for (const scope of scopes) {
           // A gauge's bucket holds its peak hour; several scopes (a viewer's groups) add up their peaks.
           const values = peak ? new Array<number>(buckets).fill(0) : sums;
-          for (const [hour, value] of this.store.hours(scope, metric, from, to)) {
+          for (const [hour, value] of await this.store.hours(scope, metric, from, to)) {
             const i = Math.floor((hour - from) / bucketMs);
             values[i] = peak ? Math.max(values[i]!, value) : values[i]! + value;
           }
@@ -318,7 +318,7 @@ export class Stats {
    * Writes up to `limit` rows in one transaction, with the hour's retention when it is due;
    * true when rows are left. A write that fails puts its rows back.
    */
-  private writeSome(limit: number): boolean {
+  private async writeSome(limit: number): Promise<boolean> {
     const hour = hourOf(this.clock());
     const prune = this.pruneMore || hour !== this.prunedHour;
     const counts = this.takeCounts(limit);
@@ -326,7 +326,7 @@ export class Stats {
     if (counts.length === 0 && peaks.length === 0 && !prune) return false;
     let pruned: number;
     try {
-      pruned = this.store.write(counts, peaks, prune ? { before: hour - this.retentionMs, limit: PRUNE_LIMIT } : undefined);
+      pruned = await this.store.write(counts, peaks, prune ? { before: hour - this.retentionMs, limit: PRUNE_LIMIT } : undefined);
     } catch (error) {
       for (const row of counts) {
         const into = this.countsOf(row.hour);
@@ -349,16 +349,14 @@ export class Stats {
    * that a second's worth of checks on thousands of keys never holds up the requests meanwhile
    * (as the check counters do, counters.ts).
    */
-  private writeInSlices(onError: (error: unknown) => void): void {
-    this.slicing = false;
-    if (this.stopped) return;
+  private async writeInSlices(onError: (error: unknown) => void): Promise<void> {
+    this.slicing = true;
     try {
-      if (!this.writeSome(WRITE_SLICE)) return;
+      while (!this.stopped && (await this.writeSome(WRITE_SLICE))) await new Promise((resolve) => setImmediate(resolve));
     } catch (error) {
       onError(error);
-      return;
+    } finally {
+      this.slicing = false;
     }
-    this.slicing = true;
-    setImmediate(() => this.writeInSlices(onError));
   }
 }

@@ -138,7 +138,7 @@ export class UserCertificates implements CertificateKeys {
     private readonly store: UserCertificateStore,
     private readonly accounts: Accounts,
     private readonly ca: CertificateAuthority,
-    private readonly verifier: () => CertificateVerifier,
+    private readonly verifier: () => Promise<CertificateVerifier>,
     private readonly audit: Audit,
     private readonly clock: Clock,
   ) {}
@@ -152,7 +152,7 @@ export class UserCertificates implements CertificateKeys {
   async register(actor: Actor, caller: Caller, input: RegistrationInput): Promise<UserCertificateView> {
     let owner: string | null = input.username ?? caller?.username ?? null;
     try {
-      const user = this.owner(caller, input.username, "register");
+      const user = await this.owner(caller, input.username, "register");
       owner = user.username;
       const { der, source } = this.certificateOf(input);
       const info = readCertificate(der);
@@ -161,7 +161,7 @@ export class UserCertificates implements CertificateKeys {
         throw badRequest("is not the key of this certificate", "pub_key");
       }
       const trust = await this.trust(caller, der, info);
-      const id = this.insert(actor, user, {
+      const id = await this.insert(actor, user, {
         der,
         info,
         key,
@@ -171,7 +171,7 @@ export class UserCertificates implements CertificateKeys {
         nickname: input.nickname,
         email: input.email,
       });
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user_cert.register",
@@ -181,9 +181,9 @@ export class UserCertificates implements CertificateKeys {
           `${key.type} ${trust.selfSigned ? "self-signed" : `issued by this CA, serial ${trust.caSerial}`}, ` +
           `fingerprint ${info.fingerprint}`,
       });
-      return this.view(this.store.byId(id)!);
+      return this.view((await this.store.byId(id))!);
     } catch (error) {
-      this.auditFailure(actor, "user_cert.register", owner, error);
+      await this.auditFailure(actor, "user_cert.register", owner, error);
       throw error;
     }
   }
@@ -210,7 +210,7 @@ export class UserCertificates implements CertificateKeys {
   async issue(actor: Actor, caller: Caller, input: IssueInput): Promise<IssuedUserCertificate> {
     let owner: string | null = input.username ?? caller?.username ?? null;
     try {
-      const user = this.owner(caller, input.username, "issue");
+      const user = await this.owner(caller, input.username, "issue");
       owner = user.username;
       const days = input.days ?? DEFAULT_ISSUE_DAYS;
       if (!Number.isInteger(days) || days < 1 || days > 3650) throw badRequest("must be a whole number from 1 to 3650", "days");
@@ -226,7 +226,7 @@ export class UserCertificates implements CertificateKeys {
         }
       } else {
         const key = canonicalKey(readCertificateRequest(input.csr, "csr").spki, "csr");
-        if (this.store.liveByKey(key.keyId)) throw this.keyTaken(user, key.keyId, "csr");
+        if (await this.store.liveByKey(key.keyId)) throw await this.keyTaken(user, key.keyId, "csr");
         requested = key.spki;
       }
       const issued = await this.ca.issue(actor, {
@@ -244,13 +244,13 @@ export class UserCertificates implements CertificateKeys {
         info = readCertificate(der);
         key = canonicalKey(info.publicKey, "certificate");
         const trust = await this.trust(caller, der, info);
-        id = this.insert(actor, user, { der, info, key, trust, source: "csr", nickname: input.nickname, email: input.email });
+        id = await this.insert(actor, user, { der, info, key, trust, source: "csr", nickname: input.nickname, email: input.email });
       } catch (error) {
         // Issued but not registered: revoked, so that no user certificate of this CA lives outside the registry.
         await this.ca.revoke(actor, issued.certificate.serial, "cessationOfOperation").catch(() => undefined);
         throw error;
       }
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user_cert.issue",
@@ -261,13 +261,13 @@ export class UserCertificates implements CertificateKeys {
           `${days} days, fingerprint ${info.fingerprint}`,
       });
       return {
-        ...this.view(this.store.byId(id)!),
+        ...this.view((await this.store.byId(id))!),
         certificate: issued.pem,
-        ca: this.ca.caPem(),
+        ca: await this.ca.caPem(),
         ...(issued.key ? { key: issued.key } : {}),
       };
     } catch (error) {
-      this.auditFailure(actor, "user_cert.issue", owner, error);
+      await this.auditFailure(actor, "user_cert.issue", owner, error);
       throw error;
     }
   }
@@ -276,11 +276,11 @@ export class UserCertificates implements CertificateKeys {
    * Revokes a user's live registration, named by its certificate's fingerprint, its `pub_key` as
    * registered, or any spelling of its key. It no longer signs in; the record stays.
    */
-  revoke(actor: Actor, caller: Caller, username: string | undefined, ref: string): UserCertificateView {
-    const user = this.owner(caller, username, "revoke");
-    const row = this.find(user, ref);
+  async revoke(actor: Actor, caller: Caller, username: string | undefined, ref: string): Promise<UserCertificateView> {
+    const user = await this.owner(caller, username, "revoke");
+    const row = await this.find(user, ref);
     if (!row) {
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "user_cert.revoke",
@@ -290,8 +290,8 @@ export class UserCertificates implements CertificateKeys {
       });
       throw notFound(`${user.username} has no registered certificate with this key or fingerprint`);
     }
-    if (!this.store.revoke(row.id, actor.name, this.clock())) throw conflict("this certificate was revoked meanwhile");
-    this.audit.record({
+    if (!(await this.store.revoke(row.id, actor.name, this.clock()))) throw conflict("this certificate was revoked meanwhile");
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "user_cert.revoke",
@@ -299,30 +299,31 @@ export class UserCertificates implements CertificateKeys {
       outcome: "success",
       reason: `${row.key_type}${row.fingerprint ? `, fingerprint ${row.fingerprint}` : ""}`,
     });
-    return this.view(this.store.byId(row.id)!);
+    return this.view((await this.store.byId(row.id))!);
   }
 
   /** A page of registrations: one user's (`username`), or everyone's for an admin (or the CLI). */
-  list(
+  async list(
     caller: Caller,
     filter: { username?: string | undefined; status?: "active" | "revoked" | undefined },
     limit: number,
     offset: number,
-  ): { items: UserCertificateView[]; total: number } {
+  ): Promise<{ items: UserCertificateView[]; total: number }> {
     let userId: number | undefined;
     if (filter.username !== undefined || (caller !== null && caller.role !== "admin"))
-      userId = this.owner(caller, filter.username, "list").id;
+      userId = (await this.owner(caller, filter.username, "list")).id;
     const where = { userId, status: filter.status };
-    return { items: this.store.list(where, limit, offset).map((row) => this.view(row)), total: this.store.count(where) };
+    const rows = await this.store.list(where, limit, offset);
+    return { items: rows.map((row) => this.view(row)), total: await this.store.count(where) };
   }
 
   /**
    * `list_ssl_certs`: live registrations by username, then by `pub_key`, each as sysadm words it
    * ("Nickname: …\nEmail: …\nDate Registered: …"). Everyone's for an admin, one's own otherwise.
    */
-  sysadmList(caller: Principal): Record<string, Record<string, string>> {
+  async sysadmList(caller: Principal): Promise<Record<string, Record<string, string>>> {
     const out: Record<string, Record<string, string>> = {};
-    for (const row of this.store.live(caller.role === "admin" ? undefined : caller.userId)) {
+    for (const row of await this.store.live(caller.role === "admin" ? undefined : caller.userId)) {
       (out[row.username] ??= {})[row.pub_key] =
         `Nickname: ${row.nickname}\nEmail: ${row.email}\nDate Registered: ${sysadmTime(row.registered_at)}`;
     }
@@ -330,8 +331,8 @@ export class UserCertificates implements CertificateKeys {
   }
 
   /** `list_ssl_checksums`: base64 MD5 of each live key as its client sent it. Everyone's for an admin, one's own otherwise. */
-  checksums(caller: Principal): { md5_keys: string[] } {
-    return { md5_keys: this.store.live(caller.role === "admin" ? undefined : caller.userId).map((row) => row.key_md5) };
+  async checksums(caller: Principal): Promise<{ md5_keys: string[] }> {
+    return { md5_keys: (await this.store.live(caller.role === "admin" ? undefined : caller.userId)).map((row) => row.key_md5) };
   }
 
   /**
@@ -340,11 +341,11 @@ export class UserCertificates implements CertificateKeys {
    * A certificate that expired, or that latchkey's CA no longer vouches for, matches with a refusal.
    */
   async match(message: Uint8Array, proof: Uint8Array): Promise<CertificateMatch | null> {
-    for (const candidate of this.store.liveKeys()) {
+    for (const candidate of await this.store.liveKeys()) {
       const kind = checkProof(this.proofKeyOf(candidate.key_id, candidate.key_spki), message, proof);
       if (kind === null) continue;
-      const row = this.store.byId(candidate.id);
-      const user = row ? this.accounts.get(row.username) : null;
+      const row = await this.store.byId(candidate.id);
+      const user = row ? await this.accounts.get(row.username) : null;
       if (!row || !user) continue;
       return {
         user,
@@ -378,7 +379,7 @@ export class UserCertificates implements CertificateKeys {
   }
 
   /** Stores a registration whose certificate passed `trust`; conflict when its key is registered already. */
-  private insert(
+  private async insert(
     actor: Actor,
     user: UserRow,
     entry: {
@@ -391,10 +392,10 @@ export class UserCertificates implements CertificateKeys {
       nickname?: string | undefined;
       email?: string | undefined;
     },
-  ): number {
+  ): Promise<number> {
     const { der, info, key, trust } = entry;
     const pubKey = entry.pubKey ?? sysadmPubKey(key.spki);
-    const id = this.store.insert({
+    const id = await this.store.insert({
       user_id: user.id,
       pub_key: pubKey,
       key_spki: key.spki,
@@ -414,22 +415,22 @@ export class UserCertificates implements CertificateKeys {
       registered_at: this.clock(),
       registered_by: actor.name,
     });
-    if (id === null) throw this.keyTaken(user, key.keyId, entry.source);
+    if (id === null) throw await this.keyTaken(user, key.keyId, entry.source);
     return id;
   }
 
   /** The conflict of a key that a live registration (the user's own, or anyone's) holds already. */
-  private keyTaken(user: UserRow, keyId: string, field: string): AppError {
-    const holder = this.store.liveByKey(keyId);
+  private async keyTaken(user: UserRow, keyId: string, field: string): Promise<AppError> {
+    const holder = await this.store.liveByKey(keyId);
     return conflict(
       holder?.user_id === user.id ? `this key is already registered for ${user.username}` : "this key is already registered",
       field,
     );
   }
 
-  private auditFailure(actor: Actor, action: string, owner: string | null, error: unknown): void {
+  private async auditFailure(actor: Actor, action: string, owner: string | null, error: unknown): Promise<void> {
     if (!(error instanceof AppError)) return;
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action,
@@ -440,13 +441,13 @@ export class UserCertificates implements CertificateKeys {
   }
 
   /** The account a call acts on: the caller's own unless named; another's needs an admin (checked before it is looked up). */
-  private owner(caller: Caller, username: string | undefined, action: string): UserRow {
+  private async owner(caller: Caller, username: string | undefined, action: string): Promise<UserRow> {
     const name = username ?? caller?.username;
     if (name === undefined) throw badRequest("name the user whose certificates these are", "user");
     if (caller !== null && caller.role !== "admin" && name !== caller.username) {
       throw forbidden(`only admins may ${action} the certificates of other users`);
     }
-    const user = this.accounts.get(name);
+    const user = await this.accounts.get(name);
     if (!user) throw notFound(`no user ${name}`);
     return user;
   }
@@ -476,7 +477,7 @@ export class UserCertificates implements CertificateKeys {
   private async trust(caller: Caller, der: Uint8Array, info: CertificateInfo): Promise<{ selfSigned: boolean; caSerial: string | null }> {
     const identity = await identifyCertificate({ verifier: this.verifier, ca: this.ca, clock: this.clock }, der);
     if (identity.kind === "valid") {
-      const kind = this.ca.byFingerprint(info.fingerprint)?.kind;
+      const kind = (await this.ca.byFingerprint(info.fingerprint))?.kind;
       if (kind !== undefined && kind !== "user") {
         throw badRequest(
           `was issued by this server's CA to ${NOT_A_USER[kind]}, not to a user, and does not sign a person in: issue a user ` +
@@ -486,7 +487,7 @@ export class UserCertificates implements CertificateKeys {
       }
       return { selfSigned: false, caSerial: identity.serial };
     }
-    if (this.ca.byFingerprint(info.fingerprint)) {
+    if (await this.ca.byFingerprint(info.fingerprint)) {
       throw badRequest(`was issued by this server's CA but is refused (${reasonText(identity)})`, "certificate");
     }
     if (!selfSigned(der, info)) {
@@ -501,13 +502,13 @@ export class UserCertificates implements CertificateKeys {
     return { selfSigned: true, caSerial: null };
   }
 
-  private find(user: UserRow, ref: string): UserCertificateWithOwner | null {
+  private async find(user: UserRow, ref: string): Promise<UserCertificateWithOwner | null> {
     const fingerprint = normalizeFingerprint(ref);
     if (fingerprint !== null) {
-      const byFingerprint = this.store.liveOfUser(user.id, { fingerprint });
+      const byFingerprint = await this.store.liveOfUser(user.id, { fingerprint });
       if (byFingerprint) return byFingerprint;
     }
-    const exact = this.store.liveOfUser(user.id, { pubKey: ref });
+    const exact = await this.store.liveOfUser(user.id, { pubKey: ref });
     if (exact) return exact;
     let key: CanonicalKey;
     try {

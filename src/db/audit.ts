@@ -1,4 +1,4 @@
-import type { Database } from "bun:sqlite";
+import type { Sql } from "./sql.ts";
 
 export type Outcome = "success" | "failure" | "denied";
 
@@ -23,12 +23,18 @@ export interface AuditFilter {
 
 /** The append-only audit log. */
 export class AuditStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly sql: Sql) {}
 
-  insert(entry: Omit<AuditRow, "id">): void {
-    this.db
-      .query("INSERT INTO audit (at, actor, address, action, target, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?)")
-      .run(entry.at, entry.actor, entry.address, entry.action, entry.target, entry.outcome, entry.reason);
+  async insert(entry: Omit<AuditRow, "id">): Promise<void> {
+    await this.sql.run("INSERT INTO audit (at, actor, address, action, target, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", [
+      entry.at,
+      entry.actor,
+      entry.address,
+      entry.action,
+      entry.target,
+      entry.outcome,
+      entry.reason,
+    ]);
   }
 
   private where(filter: AuditFilter): { sql: string; params: (string | number)[] } {
@@ -42,20 +48,26 @@ export class AuditStore {
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
-  list(filter: AuditFilter, limit: number, offset: number): AuditRow[] {
+  list(filter: AuditFilter, limit: number, offset: number): Promise<AuditRow[]> {
     const { sql, params } = this.where(filter);
-    return this.db
-      .query<AuditRow, (string | number)[]>(`SELECT * FROM audit ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`)
-      .all(...params, limit, offset);
+    return this.sql.all<AuditRow>(`SELECT * FROM audit ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`, [...params, limit, offset]);
   }
 
-  iterate(filter: AuditFilter): IterableIterator<AuditRow> {
+  /** Every matching entry, oldest first, read a page at a time (keyset on id). */
+  async *iterate(filter: AuditFilter, pageSize = 1000): AsyncGenerator<AuditRow> {
     const { sql, params } = this.where(filter);
-    return this.db.query<AuditRow, (string | number)[]>(`SELECT * FROM audit ${sql} ORDER BY id`).iterate(...params);
+    const after = sql === "" ? "WHERE id > ?" : `${sql} AND id > ?`;
+    let last = 0;
+    for (;;) {
+      const page = await this.sql.all<AuditRow>(`SELECT * FROM audit ${after} ORDER BY id LIMIT ?`, [...params, last, pageSize]);
+      yield* page;
+      if (page.length < pageSize) return;
+      last = page[page.length - 1]!.id;
+    }
   }
 
-  count(filter: AuditFilter): number {
+  async count(filter: AuditFilter): Promise<number> {
     const { sql, params } = this.where(filter);
-    return this.db.query<{ n: number }, (string | number)[]>(`SELECT count(*) AS n FROM audit ${sql}`).get(...params)!.n;
+    return (await this.sql.get<{ n: number }>(`SELECT count(*) AS n FROM audit ${sql}`, params))!.n;
   }
 }

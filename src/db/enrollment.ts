@@ -1,4 +1,4 @@
-import type { Database } from "bun:sqlite";
+import type { Param, Sql } from "./sql.ts";
 
 export type KeyStatus = "pending" | "active" | "revoked";
 
@@ -44,118 +44,148 @@ export interface ClientFilter {
   excludeUuids?: string[] | undefined;
 }
 
-function groupClause(column: string, groups: string[] | undefined, clauses: string[], params: (string | number)[]): void {
-  if (groups === undefined) return;
-  clauses.push(`${column} IN (SELECT value FROM json_each(?))`);
-  params.push(JSON.stringify(groups));
-}
+/**
+ * The strings of a JSON array given as one parameter, as a one-column (`value`) set. On PostgreSQL
+ * the parameter is text cast to jsonb: a parameter typed jsonb would be JSON-encoded again by
+ * Bun.SQL (a string, not the array it spells).
+ */
+const JSON_STRINGS = {
+  sqlite: "SELECT value FROM json_each(?)",
+  postgres: "SELECT value FROM jsonb_array_elements_text(CAST(? AS text)::jsonb)",
+};
+
+/**
+ * Of (client, key id) pairs given as one JSON parameter, the clients whose key is gone or no
+ * longer active for them.
+ */
+const REVOKED_BINDINGS = {
+  sqlite: `SELECT j.value ->> '$.uuid' AS uuid FROM json_each(?) j
+           LEFT JOIN enrollment_keys k ON k.id = j.value ->> '$.keyId'
+           WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS NOT j.value ->> '$.uuid'`,
+  postgres: `SELECT j.value ->> 'uuid' AS uuid FROM jsonb_array_elements(CAST(? AS text)::jsonb) j
+             LEFT JOIN enrollment_keys k ON k.id = (j.value ->> 'keyId')::bigint
+             WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS DISTINCT FROM j.value ->> 'uuid'`,
+};
+
+const LOCKED_KEY = {
+  sqlite: "SELECT * FROM enrollment_keys WHERE id = ?",
+  postgres: "SELECT * FROM enrollment_keys WHERE id = ? FOR UPDATE",
+};
+
+/** Clients by name, then UUID, in byte order on both (PostgreSQL would otherwise sort by the database's locale). */
+const CLIENT_ORDER = {
+  sqlite: "ORDER BY name, uuid",
+  postgres: 'ORDER BY name COLLATE "C", uuid COLLATE "C"',
+};
 
 /** Queries over enrollment keys and clients. */
 export class EnrollmentStore {
-  private readonly byHash;
+  constructor(private readonly sql: Sql) {}
 
-  constructor(private readonly db: Database) {
-    this.byHash = db.query<KeyRow, [string]>("SELECT * FROM enrollment_keys WHERE key_hash = ?");
+  private groupClause(column: string, groups: string[] | undefined, clauses: string[], params: Param[]): void {
+    if (groups === undefined) return;
+    clauses.push(`${column} IN (${JSON_STRINGS[this.sql.dialect]})`);
+    params.push(JSON.stringify(groups));
   }
 
-  insertKey(k: {
+  async insertKey(k: {
     key: string;
     keyHash: string;
     label: string;
     group: string | null;
     expiresAt: number | null;
     now: number;
-  }): number | null {
-    const row = this.db
-      .query<{ id: number }, [string, string, string, string | null, number | null, number]>(
-        `INSERT INTO enrollment_keys (key, key_hash, label, client_group, expires_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
-      )
-      .get(k.key, k.keyHash, k.label, k.group, k.expiresAt, k.now);
+  }): Promise<number | null> {
+    const row = await this.sql.get<{ id: number }>(
+      `INSERT INTO enrollment_keys (key, key_hash, label, client_group, expires_at, created_at)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
+      [k.key, k.keyHash, k.label, k.group, k.expiresAt, k.now],
+    );
     return row?.id ?? null;
   }
 
-  key(id: number): KeyRow | null {
-    return this.db.query<KeyRow, [number]>("SELECT * FROM enrollment_keys WHERE id = ?").get(id);
+  key(id: number): Promise<KeyRow | null> {
+    return this.sql.get<KeyRow>("SELECT * FROM enrollment_keys WHERE id = ?", [id]);
   }
 
-  keyByHash(hash: string): KeyRow | null {
-    return this.byHash.get(hash);
+  /**
+   * A key read to be changed in the same transaction: on PostgreSQL its row is locked until the
+   * transaction ends (a registration binding it meanwhile waits, or is waited for); on SQLite the
+   * transaction's write lock already keeps it as read.
+   */
+  lockedKey(id: number): Promise<KeyRow | null> {
+    return this.sql.get<KeyRow>(LOCKED_KEY[this.sql.dialect], [id]);
   }
 
-  private keyWhere(filter: KeyFilter): { sql: string; params: (string | number)[] } {
+  keyByHash(hash: string): Promise<KeyRow | null> {
+    return this.sql.get<KeyRow>("SELECT * FROM enrollment_keys WHERE key_hash = ?", [hash]);
+  }
+
+  private keyWhere(filter: KeyFilter): { sql: string; params: Param[] } {
     const clauses: string[] = [];
-    const params: (string | number)[] = [];
+    const params: Param[] = [];
     if (filter.status !== undefined) (clauses.push("status = ?"), params.push(filter.status));
-    groupClause("client_group", filter.groups, clauses, params);
+    this.groupClause("client_group", filter.groups, clauses, params);
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
-  keys(filter: KeyFilter, limit: number, offset: number): KeyRow[] {
+  keys(filter: KeyFilter, limit: number, offset: number): Promise<KeyRow[]> {
     const { sql, params } = this.keyWhere(filter);
-    return this.db
-      .query<KeyRow, (string | number)[]>(`SELECT * FROM enrollment_keys ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`)
-      .all(...params, limit, offset);
+    return this.sql.all<KeyRow>(`SELECT * FROM enrollment_keys ${sql} ORDER BY id DESC LIMIT ? OFFSET ?`, [...params, limit, offset]);
   }
 
-  countKeys(filter: KeyFilter): number {
+  async countKeys(filter: KeyFilter): Promise<number> {
     const { sql, params } = this.keyWhere(filter);
-    return this.db.query<{ n: number }, (string | number)[]>(`SELECT count(*) AS n FROM enrollment_keys ${sql}`).get(...params)!.n;
+    return (await this.sql.get<{ n: number }>(`SELECT count(*) AS n FROM enrollment_keys ${sql}`, params))!.n;
   }
 
   /** Keys by status within the filter's groups (its status, if any, is not applied). */
-  countByStatus(filter: KeyFilter = {}): Record<KeyStatus, number> {
+  async countByStatus(filter: KeyFilter = {}): Promise<Record<KeyStatus, number>> {
     const { sql, params } = this.keyWhere({ ...filter, status: undefined });
     const out: Record<KeyStatus, number> = { pending: 0, active: 0, revoked: 0 };
-    const rows = this.db
-      .query<{ status: KeyStatus; n: number }, (string | number)[]>(
-        `SELECT status, count(*) AS n FROM enrollment_keys ${sql} GROUP BY status`,
-      )
-      .all(...params);
+    const rows = await this.sql.all<{ status: KeyStatus; n: number }>(
+      `SELECT status, count(*) AS n FROM enrollment_keys ${sql} GROUP BY status`,
+      params,
+    );
     for (const r of rows) out[r.status] = r.n;
     return out;
   }
 
   /**
    * The one-time transition: binds a pending key to a client. The status test is in the same
-   * statement, so of many concurrent registrations exactly one changes the row. `first_used_at`
-   * is the binding time, set afresh when a reset key is bound again: the "Key already in use"
-   * window counts from it.
+   * statement, so of many concurrent registrations exactly one changes the row (on PostgreSQL the
+   * others wait for its row lock, then find the status changed). `first_used_at` is the binding
+   * time, set afresh when a reset key is bound again: the "Key already in use" window counts from it.
    */
-  bindPending(id: number, uuid: string, now: number): boolean {
-    return (
-      this.db
-        .query(
-          `UPDATE enrollment_keys SET status = 'active', client_uuid = ?, first_used_at = ?, last_used_at = ?,
-             usage_count = usage_count + 1
-           WHERE id = ? AND status = 'pending'`,
-        )
-        .run(uuid, now, now, id).changes === 1
+  async bindPending(id: number, uuid: string, now: number): Promise<boolean> {
+    const changed = await this.sql.run(
+      `UPDATE enrollment_keys SET status = 'active', client_uuid = ?, first_used_at = ?, last_used_at = ?,
+         usage_count = usage_count + 1
+       WHERE id = ? AND status = 'pending'`,
+      [uuid, now, now, id],
     );
+    return changed === 1;
   }
 
   /** A reconnect of the bound client: counted, only while the key is still active for it. */
-  recordReuse(id: number, uuid: string, now: number): boolean {
-    return (
-      this.db
-        .query(
-          "UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? " +
-            "WHERE id = ? AND status = 'active' AND client_uuid = ?",
-        )
-        .run(now, id, uuid).changes === 1
+  async recordReuse(id: number, uuid: string, now: number): Promise<boolean> {
+    const changed = await this.sql.run(
+      "UPDATE enrollment_keys SET usage_count = usage_count + 1, last_used_at = ? WHERE id = ? AND status = 'active' AND client_uuid = ?",
+      [now, id, uuid],
     );
+    return changed === 1;
   }
 
-  revoke(id: number): boolean {
-    return this.db.query("UPDATE enrollment_keys SET status = 'revoked' WHERE id = ?").run(id).changes === 1;
+  async revoke(id: number): Promise<boolean> {
+    return (await this.sql.run("UPDATE enrollment_keys SET status = 'revoked' WHERE id = ?", [id])) === 1;
   }
 
-  reset(id: number): boolean {
-    return this.db.query("UPDATE enrollment_keys SET status = 'pending', client_uuid = NULL WHERE id = ?").run(id).changes === 1;
+  async reset(id: number): Promise<boolean> {
+    return (await this.sql.run("UPDATE enrollment_keys SET status = 'pending', client_uuid = NULL WHERE id = ?", [id])) === 1;
   }
 
-  deleteKey(id: number): boolean {
-    return this.db.query("DELETE FROM enrollment_keys WHERE id = ?").run(id).changes === 1;
+  async deleteKey(id: number): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM enrollment_keys WHERE id = ?", [id])) === 1;
   }
 
   /**
@@ -163,25 +193,19 @@ export class EnrollmentStore {
    * longer active for them. Goes by the key id each connection was admitted with, not by
    * clients.key_id: deleting a key sets that to NULL (ON DELETE SET NULL), which would hide it.
    */
-  revokedBindings(bound: { uuid: string; keyId: number }[]): string[] {
+  async revokedBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
     if (bound.length === 0) return [];
-    return this.db
-      .query<{ uuid: string }, [string]>(
-        `SELECT j.value ->> '$.uuid' AS uuid FROM json_each(?) j
-         LEFT JOIN enrollment_keys k ON k.id = j.value ->> '$.keyId'
-         WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS NOT j.value ->> '$.uuid'`,
-      )
-      .all(JSON.stringify(bound))
-      .map((r) => r.uuid);
+    const rows = await this.sql.all<{ uuid: string }>(REVOKED_BINDINGS[this.sql.dialect], [JSON.stringify(bound)]);
+    return rows.map((r) => r.uuid);
   }
 
   // Clients
 
-  client(uuid: string): ClientRow | null {
-    return this.db.query<ClientRow, [string]>("SELECT * FROM clients WHERE uuid = ?").get(uuid);
+  client(uuid: string): Promise<ClientRow | null> {
+    return this.sql.get<ClientRow>("SELECT * FROM clients WHERE uuid = ?", [uuid]);
   }
 
-  upsertClient(c: {
+  async upsertClient(c: {
     uuid: string;
     name: string;
     hostname: string;
@@ -191,56 +215,57 @@ export class EnrollmentStore {
     os: string;
     address: string | null;
     now: number;
-  }): void {
-    this.db
-      .query(
-        `INSERT INTO clients (uuid, name, hostname, client_group, key_id, version, os, address, first_seen_at, last_seen_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hostname = excluded.hostname,
-           client_group = coalesce(excluded.client_group, clients.client_group), key_id = coalesce(excluded.key_id, clients.key_id),
-           version = excluded.version, os = excluded.os, address = excluded.address, last_seen_at = excluded.last_seen_at`,
-      )
-      .run(c.uuid, c.name, c.hostname, c.group, c.keyId, c.version, c.os, c.address, c.now, c.now);
+  }): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO clients (uuid, name, hostname, client_group, key_id, version, os, address, first_seen_at, last_seen_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hostname = excluded.hostname,
+         client_group = coalesce(excluded.client_group, clients.client_group), key_id = coalesce(excluded.key_id, clients.key_id),
+         version = excluded.version, os = excluded.os, address = excluded.address, last_seen_at = excluded.last_seen_at`,
+      [c.uuid, c.name, c.hostname, c.group, c.keyId, c.version, c.os, c.address, c.now, c.now],
+    );
   }
 
-  touchClient(uuid: string, now: number): void {
-    this.db.query("UPDATE clients SET last_seen_at = ? WHERE uuid = ?").run(now, uuid);
+  async touchClient(uuid: string, now: number): Promise<void> {
+    await this.sql.run("UPDATE clients SET last_seen_at = ? WHERE uuid = ?", [now, uuid]);
   }
 
-  private clientWhere(filter: ClientFilter): { sql: string; params: (string | number)[] } {
+  private clientWhere(filter: ClientFilter): { sql: string; params: Param[] } {
     const clauses: string[] = [];
-    const params: (string | number)[] = [];
+    const params: Param[] = [];
+    const strings = JSON_STRINGS[this.sql.dialect];
     if (filter.group !== undefined) (clauses.push("client_group = ?"), params.push(filter.group));
-    groupClause("client_group", filter.groups, clauses, params);
-    if (filter.uuids !== undefined) (clauses.push("uuid IN (SELECT value FROM json_each(?))"), params.push(JSON.stringify(filter.uuids)));
-    if (filter.excludeUuids !== undefined)
-      (clauses.push("uuid NOT IN (SELECT value FROM json_each(?))"), params.push(JSON.stringify(filter.excludeUuids)));
+    this.groupClause("client_group", filter.groups, clauses, params);
+    if (filter.uuids !== undefined) (clauses.push(`uuid IN (${strings})`), params.push(JSON.stringify(filter.uuids)));
+    if (filter.excludeUuids !== undefined) (clauses.push(`uuid NOT IN (${strings})`), params.push(JSON.stringify(filter.excludeUuids)));
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
-  clients(filter: ClientFilter, limit: number, offset: number): ClientRow[] {
+  clients(filter: ClientFilter, limit: number, offset: number): Promise<ClientRow[]> {
     const { sql, params } = this.clientWhere(filter);
-    return this.db
-      .query<ClientRow, (string | number)[]>(`SELECT * FROM clients ${sql} ORDER BY name, uuid LIMIT ? OFFSET ?`)
-      .all(...params, limit, offset);
+    return this.sql.all<ClientRow>(`SELECT * FROM clients ${sql} ${CLIENT_ORDER[this.sql.dialect]} LIMIT ? OFFSET ?`, [
+      ...params,
+      limit,
+      offset,
+    ]);
   }
 
-  countClients(filter: ClientFilter): number {
+  async countClients(filter: ClientFilter): Promise<number> {
     const { sql, params } = this.clientWhere(filter);
-    return this.db.query<{ n: number }, (string | number)[]>(`SELECT count(*) AS n FROM clients ${sql}`).get(...params)!.n;
+    return (await this.sql.get<{ n: number }>(`SELECT count(*) AS n FROM clients ${sql}`, params))!.n;
   }
 
-  deleteClient(uuid: string): boolean {
-    return this.db.query("DELETE FROM clients WHERE uuid = ?").run(uuid).changes === 1;
+  /** The client deleted, or null when there was none. */
+  deleteClient(uuid: string): Promise<ClientRow | null> {
+    return this.sql.get<ClientRow>("DELETE FROM clients WHERE uuid = ? RETURNING *", [uuid]);
   }
 
   /** Revokes the keys bound to a client (when the client is deleted). */
-  revokeKeysOf(uuid: string): number[] {
-    return this.db
-      .query<{ id: number }, [string]>(
-        "UPDATE enrollment_keys SET status = 'revoked' WHERE client_uuid = ? AND status = 'active' RETURNING id",
-      )
-      .all(uuid)
-      .map((r) => r.id);
+  async revokeKeysOf(uuid: string): Promise<number[]> {
+    const rows = await this.sql.all<{ id: number }>(
+      "UPDATE enrollment_keys SET status = 'revoked' WHERE client_uuid = ? AND status = 'active' RETURNING id",
+      [uuid],
+    );
+    return rows.map((r) => r.id);
   }
 }

@@ -1,4 +1,4 @@
-import type { Database } from "bun:sqlite";
+import type { Dialect, Sql } from "./sql.ts";
 
 export interface AppRow {
   id: number;
@@ -22,6 +22,9 @@ export interface LicenseRow {
   last_activation_at: number | null;
   last_activation_address: string | null;
 }
+
+/** A key's seats as a seat change leaves them, and its expiry (what a receipt is signed with). */
+export type Seats = Pick<LicenseRow, "activations_allowed" | "activations_used" | "expires_at">;
 
 /** A license with its check counters and its application's name and support message. */
 export interface LicenseWithApp extends LicenseRow {
@@ -57,73 +60,141 @@ export interface LicenseFilter {
   matchTokens?: boolean | undefined;
 }
 
+// Statements whose text differs between the dialects. `"user"` is quoted everywhere: unquoted, it
+// is current_user on PostgreSQL.
+
+/** Applications by name in byte order, as SQLite sorts text (PostgreSQL would follow the locale). */
+const APPS: Record<Dialect, string> = {
+  sqlite: `SELECT a.*, (SELECT count(*) FROM licenses l WHERE l.app_id = a.id) AS licenses
+    FROM applications a ORDER BY a.name LIMIT ? OFFSET ?`,
+  postgres: `SELECT a.*, (SELECT count(*) FROM licenses l WHERE l.app_id = a.id) AS licenses
+    FROM applications a ORDER BY a.name COLLATE "C" LIMIT ? OFFSET ?`,
+};
+
+/** Case-insensitive substring of the memo. */
+const MEMO_MATCH: Record<Dialect, string> = {
+  sqlite: "instr(lower(l.memo), lower(?)) > 0",
+  postgres: "strpos(lower(l.memo), lower(?)) > 0",
+};
+
+/**
+ * The row of a key whose seats are about to change. On PostgreSQL it is locked (as an UPDATE of
+ * it would), so that every transaction that changes a key's seats and activations takes the key's
+ * row first and the rest after: they queue on the key instead of deadlocking on its activations.
+ * On SQLite the transaction already holds the database's write lock.
+ */
+const LOCK_LICENSE: Record<Dialect, string> = {
+  sqlite: "SELECT id FROM licenses WHERE id = ?",
+  postgres: "SELECT id FROM licenses WHERE id = ? FOR NO KEY UPDATE",
+};
+
+/** An application about to be deleted: on PostgreSQL, locked against keys being cut for it meanwhile. */
+const LOCK_APP: Record<Dialect, string> = {
+  sqlite: "SELECT id FROM applications WHERE id = ?",
+  postgres: "SELECT id FROM applications WHERE id = ? FOR UPDATE",
+};
+
+/**
+ * Batched check counters of keys, from a JSON array of {id, checks, at, address}, in id order (on
+ * PostgreSQL two servers flushing the same keys then lock their rows in the same order). Going
+ * through the licenses table skips a key deleted since its checks were counted. On PostgreSQL the
+ * parameter is text cast to jsonb: a parameter typed jsonb would be JSON-encoded again by the client.
+ */
+const FLUSH_KEYS: Record<Dialect, string> = {
+  sqlite: `INSERT INTO license_checks (license_id, total, last_at, last_address)
+    SELECT l.id, j.value ->> '$.checks', j.value ->> '$.at', j.value ->> '$.address'
+    FROM json_each(?) j JOIN licenses l ON l.id = j.value ->> '$.id' WHERE true ORDER BY l.id
+    ON CONFLICT (license_id) DO UPDATE SET total = license_checks.total + excluded.total,
+      last_at = max(coalesce(license_checks.last_at, 0), excluded.last_at), last_address = excluded.last_address`,
+  postgres: `INSERT INTO license_checks (license_id, total, last_at, last_address)
+    SELECT l.id, (j.value ->> 'checks')::bigint, (j.value ->> 'at')::bigint, j.value ->> 'address'
+    FROM jsonb_array_elements(CAST(? AS text)::jsonb) j JOIN licenses l ON l.id = (j.value ->> 'id')::bigint ORDER BY l.id
+    ON CONFLICT (license_id) DO UPDATE SET total = license_checks.total + excluded.total,
+      last_at = GREATEST(coalesce(license_checks.last_at, 0), excluded.last_at), last_address = excluded.last_address`,
+};
+
+/** PostgreSQL only: the activations a flush updates, locked in id order first (an UPDATE … FROM has no order). */
+const LOCK_MACHINES = `SELECT a.id FROM activations a
+  WHERE a.id IN (SELECT (value ->> 'id')::bigint FROM jsonb_array_elements(CAST(? AS text)::jsonb))
+  ORDER BY a.id FOR NO KEY UPDATE`;
+
+/** Batched last-check times of machines, from a JSON array of {id, at}; an activation deleted meanwhile matches no row. */
+const FLUSH_MACHINES: Record<Dialect, string> = {
+  sqlite: `UPDATE activations SET last_check_at = max(coalesce(last_check_at, 0), j.value ->> '$.at')
+    FROM json_each(?) j WHERE activations.id = j.value ->> '$.id'`,
+  postgres: `UPDATE activations a SET last_check_at = GREATEST(coalesce(a.last_check_at, 0), (j.value ->> 'at')::bigint)
+    FROM jsonb_array_elements(CAST(? AS text)::jsonb) j WHERE a.id = (j.value ->> 'id')::bigint`,
+};
+
+/** True for PostgreSQL's unique_violation (SQLSTATE 23505). */
+function uniqueViolation(error: unknown): boolean {
+  return (error as { errno?: unknown } | null)?.errno === "23505";
+}
+
 /** Queries over applications, licenses and activations. */
 export class LicenseStore {
-  private readonly byHash;
-  private readonly activationQuery;
-  private readonly versionQuery;
-
-  constructor(private readonly db: Database) {
-    // No join on this hot path: in bun:sqlite a join costs several times the single-table read.
-    this.byHash = db.query<LicenseRow, [string]>("SELECT * FROM licenses WHERE token_hash = ?");
-    this.versionQuery = db.query<{ data_version: number }, []>("PRAGMA data_version");
-    this.activationQuery = db.query<ActivationRow, [number, string]>("SELECT * FROM activations WHERE license_id = ? AND hwid = ?");
-  }
+  constructor(private readonly sql: Sql) {}
 
   // Applications
 
-  insertApp(name: string, supportMessage: string, now: number): number | null {
-    const row = this.db
-      .query<{ id: number }, [string, string, number]>(
-        "INSERT INTO applications (name, support_message, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-      )
-      .get(name, supportMessage, now);
+  async insertApp(name: string, supportMessage: string, now: number): Promise<number | null> {
+    const row = await this.sql.get<{ id: number }>(
+      "INSERT INTO applications (name, support_message, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+      [name, supportMessage, now],
+    );
     return row?.id ?? null;
   }
 
-  app(id: number): AppRow | null {
-    return this.db.query<AppRow, [number]>("SELECT * FROM applications WHERE id = ?").get(id);
+  app(id: number): Promise<AppRow | null> {
+    return this.sql.get<AppRow>("SELECT * FROM applications WHERE id = ?", [id]);
   }
 
-  appByName(name: string): AppRow | null {
-    return this.db.query<AppRow, [string]>("SELECT * FROM applications WHERE name = ? COLLATE NOCASE").get(name);
+  appByName(name: string): Promise<AppRow | null> {
+    return this.sql.get<AppRow>("SELECT * FROM applications WHERE lower(name) = lower(?)", [name]);
   }
 
-  apps(limit: number, offset: number): (AppRow & { licenses: number })[] {
-    return this.db
-      .query<AppRow & { licenses: number }, [number, number]>(
-        `SELECT a.*, (SELECT count(*) FROM licenses l WHERE l.app_id = a.id) AS licenses
-         FROM applications a ORDER BY a.name LIMIT ? OFFSET ?`,
-      )
-      .all(limit, offset);
+  apps(limit: number, offset: number): Promise<(AppRow & { licenses: number })[]> {
+    return this.sql.all<AppRow & { licenses: number }>(APPS[this.sql.dialect], [limit, offset]);
   }
 
-  countApps(): number {
-    return this.db.query<{ n: number }, []>("SELECT count(*) AS n FROM applications").get()!.n;
+  async countApps(): Promise<number> {
+    return (await this.sql.get<{ n: number }>("SELECT count(*) AS n FROM applications"))!.n;
   }
 
-  /** Returns false when the new name is taken by another application. */
-  updateApp(id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): boolean {
-    const result = this.db
-      .query(
-        `UPDATE OR IGNORE applications SET name = coalesce(?, name), support_message = coalesce(?, support_message)
-         WHERE id = ?`,
-      )
-      .run(changes.name ?? null, changes.supportMessage ?? null, id);
-    return result.changes === 1;
+  /** Returns false when the new name is taken by another application (or the application is gone). */
+  async updateApp(id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): Promise<boolean> {
+    const name = changes.name ?? null;
+    try {
+      const changed = await this.sql.run(
+        `UPDATE applications SET name = coalesce(?1, name), support_message = coalesce(?2, support_message)
+         WHERE id = ?3 AND (CAST(?1 AS text) IS NULL
+           OR NOT EXISTS (SELECT 1 FROM applications o WHERE o.id <> ?3 AND lower(o.name) = lower(?1)))`,
+        [name, changes.supportMessage ?? null, id],
+      );
+      return changed === 1;
+    } catch (error) {
+      // PostgreSQL: another rename to the same name committed after this statement's snapshot.
+      if (uniqueViolation(error)) return false;
+      throw error;
+    }
   }
 
-  deleteApp(id: number): boolean {
-    return this.db.query("DELETE FROM applications WHERE id = ?").run(id).changes === 1;
+  async deleteApp(id: number): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM applications WHERE id = ?", [id])) === 1;
   }
 
-  licensesOfApp(id: number): number {
-    return this.db.query<{ n: number }, [number]>("SELECT count(*) AS n FROM licenses WHERE app_id = ?").get(id)!.n;
+  /** Locks the application's row until the transaction ends (PostgreSQL); false when it is gone. */
+  async lockApp(id: number): Promise<boolean> {
+    return (await this.sql.get(LOCK_APP[this.sql.dialect], [id])) !== null;
+  }
+
+  async licensesOfApp(id: number): Promise<number> {
+    return (await this.sql.get<{ n: number }>("SELECT count(*) AS n FROM licenses WHERE app_id = ?", [id]))!.n;
   }
 
   // Licenses
 
-  insertLicense(l: {
+  async insertLicense(l: {
     appId: number;
     token: string;
     tokenHash: string;
@@ -131,26 +202,22 @@ export class LicenseStore {
     memo: string;
     expiresAt: number | null;
     now: number;
-  }): number {
-    return this.db
-      .query<{ id: number }, [number, string, string, number, string, number | null, number]>(
-        `INSERT INTO licenses (app_id, token, token_hash, activations_allowed, memo, expires_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-      )
-      .get(l.appId, l.token, l.tokenHash, l.allowed, l.memo, l.expiresAt, l.now)!.id;
+  }): Promise<number> {
+    const row = await this.sql.get<{ id: number }>(
+      `INSERT INTO licenses (app_id, token, token_hash, activations_allowed, memo, expires_at, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      [l.appId, l.token, l.tokenHash, l.allowed, l.memo, l.expiresAt, l.now],
+    );
+    return row!.id;
   }
 
-  /** Changes whenever another connection (another process) commits to the database. */
-  dataVersion(): number {
-    return this.versionQuery.get()!.data_version;
+  /** No join on this path (a check's cache miss): a join costs several times the single-table read. */
+  byTokenHash(hash: string): Promise<LicenseRow | null> {
+    return this.sql.get<LicenseRow>("SELECT * FROM licenses WHERE token_hash = ?", [hash]);
   }
 
-  byTokenHash(hash: string): LicenseRow | null {
-    return this.byHash.get(hash);
-  }
-
-  license(id: number): LicenseWithApp | null {
-    return this.db.query<LicenseWithApp, [number]>(`${WITH_APP} WHERE l.id = ?`).get(id);
+  license(id: number): Promise<LicenseWithApp | null> {
+    return this.sql.get<LicenseWithApp>(`${WITH_APP} WHERE l.id = ?`, [id]);
   }
 
   private where(filter: LicenseFilter): { sql: string; params: (string | number)[] } {
@@ -159,9 +226,10 @@ export class LicenseStore {
     if (filter.appId !== undefined) (clauses.push("l.app_id = ?"), params.push(filter.appId));
     if (filter.enabled !== undefined) (clauses.push("l.enabled = ?"), params.push(filter.enabled ? 1 : 0));
     if (filter.search !== undefined && filter.search !== "") {
-      const memo = "instr(lower(l.memo), lower(?)) > 0";
+      const memo = MEMO_MATCH[this.sql.dialect];
       if (filter.matchTokens === false) (clauses.push(memo), params.push(filter.search));
       else {
+        // Tokens are upper case: the upper-cased prefix matches on both backends (LIKE is case-sensitive on PostgreSQL).
         clauses.push(`(${memo} OR l.token LIKE ? ESCAPE '\\')`);
         params.push(filter.search, filter.search.toUpperCase().replace(/[\\%_]/g, (c) => `\\${c}`) + "%");
       }
@@ -169,19 +237,17 @@ export class LicenseStore {
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
-  licenses(filter: LicenseFilter, limit: number, offset: number): LicenseWithApp[] {
+  licenses(filter: LicenseFilter, limit: number, offset: number): Promise<LicenseWithApp[]> {
     const { sql, params } = this.where(filter);
-    return this.db
-      .query<LicenseWithApp, (string | number)[]>(`${WITH_APP} ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`)
-      .all(...params, limit, offset);
+    return this.sql.all<LicenseWithApp>(`${WITH_APP} ${sql} ORDER BY l.id DESC LIMIT ? OFFSET ?`, [...params, limit, offset]);
   }
 
-  countLicenses(filter: LicenseFilter): number {
+  async countLicenses(filter: LicenseFilter): Promise<number> {
     const { sql, params } = this.where(filter);
-    return this.db.query<{ n: number }, (string | number)[]>(`SELECT count(*) AS n FROM licenses l ${sql}`).get(...params)!.n;
+    return (await this.sql.get<{ n: number }>(`SELECT count(*) AS n FROM licenses l ${sql}`, params))!.n;
   }
 
-  updateLicense(
+  async updateLicense(
     id: number,
     changes: {
       enabled?: boolean | undefined;
@@ -189,107 +255,139 @@ export class LicenseStore {
       allowed?: number | undefined;
       expiresAt?: number | null | undefined;
     },
-  ): boolean {
-    const result = this.db
-      .query(
-        `UPDATE licenses SET enabled = coalesce(?, enabled), memo = coalesce(?, memo),
-           activations_allowed = coalesce(?, activations_allowed),
-           expires_at = CASE WHEN ? THEN ? ELSE expires_at END
-         WHERE id = ?`,
-      )
-      .run(
+  ): Promise<boolean> {
+    const changed = await this.sql.run(
+      `UPDATE licenses SET enabled = coalesce(?, enabled), memo = coalesce(?, memo),
+         activations_allowed = coalesce(?, activations_allowed),
+         expires_at = CASE WHEN ? = 1 THEN CAST(? AS bigint) ELSE expires_at END
+       WHERE id = ?`,
+      [
         changes.enabled === undefined ? null : changes.enabled ? 1 : 0,
         changes.memo ?? null,
         changes.allowed ?? null,
         changes.expiresAt === undefined ? 0 : 1,
         changes.expiresAt ?? null,
         id,
-      );
-    return result.changes === 1;
+      ],
+    );
+    return changed === 1;
   }
 
-  deleteLicense(id: number): boolean {
-    return this.db.query("DELETE FROM licenses WHERE id = ?").run(id).changes === 1;
+  async deleteLicense(id: number): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM licenses WHERE id = ?", [id])) === 1;
+  }
+
+  /**
+   * Locks the key's row until the transaction ends (PostgreSQL; see LOCK_LICENSE): the first
+   * statement of every transaction that changes the key's seats. False when the key is gone.
+   */
+  async lockLicense(id: number): Promise<boolean> {
+    return (await this.sql.get(LOCK_LICENSE[this.sql.dialect], [id])) !== null;
   }
 
   // Activations
 
-  activation(licenseId: number, hwid: string): ActivationRow | null {
-    return this.activationQuery.get(licenseId, hwid);
+  activation(licenseId: number, hwid: string): Promise<ActivationRow | null> {
+    return this.sql.get<ActivationRow>("SELECT * FROM activations WHERE license_id = ? AND hwid = ?", [licenseId, hwid]);
   }
 
-  activations(licenseId: number): ActivationRow[] {
-    return this.db.query<ActivationRow, [number]>("SELECT * FROM activations WHERE license_id = ? ORDER BY id").all(licenseId);
+  activations(licenseId: number): Promise<ActivationRow[]> {
+    return this.sql.all<ActivationRow>("SELECT * FROM activations WHERE license_id = ? ORDER BY id", [licenseId]);
   }
 
   /**
-   * Takes a seat: the single conditional UPDATE decides, so concurrent activations can never
-   * exceed the allowance. Returns false when no seat is left.
+   * Records the machine's activation unless it has one already: the conditional INSERT decides
+   * (on PostgreSQL a racing insert of the same machine waits for the first and then does nothing).
+   * Returns the new activation's id, or null when the machine already holds a seat.
    */
-  takeSeat(licenseId: number, now: number, address: string | null): boolean {
-    return (
-      this.db
-        .query(
-          `UPDATE licenses SET activations_used = activations_used + 1, total_activations = total_activations + 1,
-             last_activation_at = ?, last_activation_address = ?
-           WHERE id = ? AND (activations_allowed = -1 OR activations_used < activations_allowed)`,
-        )
-        .run(now, address, licenseId).changes === 1
-    );
-  }
-
-  /** A machine that already holds a seat activated again: counted, no seat taken. */
-  recordReactivation(licenseId: number, now: number, address: string | null): void {
-    this.db
-      .query(
-        "UPDATE licenses SET total_activations = total_activations + 1, last_activation_at = ?, last_activation_address = ? WHERE id = ?",
-      )
-      .run(now, address, licenseId);
-  }
-
-  insertActivation(a: {
+  async insertActivation(a: {
     licenseId: number;
     hwid: string;
     machine: string | null;
     user: string | null;
     address: string | null;
     now: number;
-  }): void {
-    this.db
-      .query("INSERT INTO activations (license_id, hwid, machine, user, address, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-      .run(a.licenseId, a.hwid, a.machine, a.user, a.address, a.now);
+  }): Promise<number | null> {
+    const row = await this.sql.get<{ id: number }>(
+      `INSERT INTO activations (license_id, hwid, machine, "user", address, created_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (license_id, hwid) DO NOTHING RETURNING id`,
+      [a.licenseId, a.hwid, a.machine, a.user, a.address, a.now],
+    );
+    return row?.id ?? null;
   }
 
-  touchActivation(id: number, machine: string | null, user: string | null, address: string | null): void {
-    this.db
-      .query("UPDATE activations SET machine = coalesce(?, machine), user = coalesce(?, user), address = coalesce(?, address) WHERE id = ?")
-      .run(machine, user, address, id);
-  }
-
-  /** Frees the machine's seat; false when it held none. */
-  removeActivation(licenseId: number, hwid: string): boolean {
-    const removed = this.db.query("DELETE FROM activations WHERE license_id = ? AND hwid = ?").run(licenseId, hwid).changes === 1;
-    if (removed)
-      this.db.query("UPDATE licenses SET activations_used = activations_used - 1 WHERE id = ? AND activations_used > 0").run(licenseId);
-    return removed;
+  /** Undoes insertActivation when no seat was left for it. */
+  async deleteActivation(id: number): Promise<void> {
+    await this.sql.run("DELETE FROM activations WHERE id = ?", [id]);
   }
 
   /**
-   * Writes batched check counters, a statement per license and per activation. License counters
-   * go through the licenses table, so that a key deleted since its checks were counted is skipped;
-   * an activation deleted meanwhile simply matches no row.
+   * Takes a seat: the single conditional UPDATE decides, so concurrent activations can never
+   * exceed the allowance (on PostgreSQL a racing UPDATE waits for the row and re-checks the
+   * condition on the committed count). Returns the key's seats after it, or null when no seat is left.
    */
-  flushChecks(
+  takeSeat(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
+    return this.sql.get<Seats>(
+      `UPDATE licenses SET activations_used = activations_used + 1, total_activations = total_activations + 1,
+         last_activation_at = ?, last_activation_address = ?
+       WHERE id = ? AND (activations_allowed = -1 OR activations_used < activations_allowed)
+       RETURNING activations_allowed, activations_used, expires_at`,
+      [now, address, licenseId],
+    );
+  }
+
+  /** A machine that already holds a seat activated again: counted, no seat taken. Returns the key's seats (null: key gone). */
+  recordReactivation(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
+    return this.sql.get<Seats>(
+      `UPDATE licenses SET total_activations = total_activations + 1, last_activation_at = ?, last_activation_address = ? WHERE id = ?
+       RETURNING activations_allowed, activations_used, expires_at`,
+      [now, address, licenseId],
+    );
+  }
+
+  async touchActivation(
+    licenseId: number,
+    hwid: string,
+    machine: string | null,
+    user: string | null,
+    address: string | null,
+  ): Promise<void> {
+    await this.sql.run(
+      `UPDATE activations SET machine = coalesce(?, machine), "user" = coalesce(?, "user"), address = coalesce(?, address)
+       WHERE license_id = ? AND hwid = ?`,
+      [machine, user, address, licenseId, hwid],
+    );
+  }
+
+  /**
+   * Frees the machine's seat; returns the key's seats after it, or null when the machine held none
+   * (a key cannot be gone while an activation of it is there: its activations go with it).
+   */
+  async removeActivation(licenseId: number, hwid: string): Promise<Seats | null> {
+    const removed = await this.sql.run("DELETE FROM activations WHERE license_id = ? AND hwid = ?", [licenseId, hwid]);
+    if (removed !== 1) return null;
+    return this.sql.get<Seats>(
+      `UPDATE licenses SET activations_used = CASE WHEN activations_used > 0 THEN activations_used - 1 ELSE 0 END WHERE id = ?
+       RETURNING activations_allowed, activations_used, expires_at`,
+      [licenseId],
+    );
+  }
+
+  /**
+   * Writes batched check counters: one statement for the keys and one for the machines. License
+   * counters go through the licenses table, so that a key deleted since its checks were counted is
+   * skipped; an activation deleted meanwhile simply matches no row.
+   */
+  async flushChecks(
     licenses: { id: number; checks: number; at: number; address: string | null }[],
     activations: { id: number; at: number }[],
-  ): void {
-    const lic = this.db.query(
-      `INSERT INTO license_checks (license_id, total, last_at, last_address) SELECT id, ?, ?, ? FROM licenses WHERE id = ?
-       ON CONFLICT (license_id) DO UPDATE SET total = total + excluded.total, ` +
-        "last_at = max(coalesce(last_at, 0), excluded.last_at), last_address = excluded.last_address",
-    );
-    const act = this.db.query("UPDATE activations SET last_check_at = max(coalesce(last_check_at, 0), ?) WHERE id = ?");
-    for (const l of licenses) lic.run(l.checks, l.at, l.address, l.id);
-    for (const a of activations) act.run(a.at, a.id);
+  ): Promise<void> {
+    const dialect = this.sql.dialect;
+    if (licenses.length > 0) await this.sql.run(FLUSH_KEYS[dialect], [JSON.stringify(licenses)]);
+    if (activations.length > 0) {
+      const machines = JSON.stringify(activations);
+      if (dialect === "postgres") await this.sql.run(LOCK_MACHINES, [machines]);
+      await this.sql.run(FLUSH_MACHINES[dialect], [machines]);
+    }
   }
 }

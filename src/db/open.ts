@@ -27,24 +27,3 @@ export function openDatabase(dataDir: string, options: { create: boolean }): Dat
   migrate(db);
   return db;
 }
-
-/** Runs `fn` in a `BEGIN IMMEDIATE` transaction, so that its write lock is taken up front. */
-export function immediate<T>(db: Database, fn: () => T): T {
-  return db.transaction(fn).immediate();
-}
-
-/**
- * Like `immediate`, but the commit does not wait for the disk (`synchronous = NORMAL` for this one
- * transaction): for writes that may be lost in a power cut, such as batched check counters, and that
- * must not hold up the event loop for an fsync. WAL mode keeps the database consistent either way,
- * and the next durable commit makes these frames durable too.
- */
-export function immediateUnsynced<T>(db: Database, fn: () => T): T {
-  const previous = db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
-  db.run("PRAGMA synchronous = NORMAL");
-  try {
-    return immediate(db, fn);
-  } finally {
-    db.run(`PRAGMA synchronous = ${previous}`);
-  }
-}

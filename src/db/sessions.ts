@@ -1,4 +1,4 @@
-import type { Database } from "bun:sqlite";
+import type { Sql } from "./sql.ts";
 import type { Role } from "./users.ts";
 
 export interface SessionRow {
@@ -13,25 +13,44 @@ export interface SessionRow {
   expires_at: number;
 }
 
+/**
+ * The ids, given as one JSON array. On PostgreSQL the parameter is text cast to jsonb: one typed
+ * jsonb would be JSON-encoded again by the client (a string, not an array).
+ */
+const EXISTING = {
+  sqlite: "SELECT value AS id FROM json_each(?) WHERE value IN (SELECT id FROM sessions)",
+  postgres: "SELECT value AS id FROM jsonb_array_elements_text(CAST(? AS text)::jsonb) WHERE value IN (SELECT id FROM sessions)",
+};
+
+/**
+ * SQLite runs one writer at a time, so the change either committed before the insert or waits
+ * for it. On PostgreSQL the user's row is locked (FOR SHARE) so that the insert waits for a change
+ * in progress and then sees its outcome (READ COMMITTED re-reads a locked row that changed); a
+ * plain read would see the row as it was, and its session would slip past the change's deletion.
+ */
+const INSERT_IF_CURRENT = {
+  sqlite: `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
+           SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND credential_version = ?`,
+  postgres: `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
+             SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND credential_version = ? FOR SHARE`,
+};
+
+/** The stored last use only moves forward: a late write-back never winds it back. */
+const TOUCH = {
+  sqlite: "UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?",
+  postgres: "UPDATE sessions SET last_used_at = GREATEST(last_used_at, ?) WHERE id = ?",
+};
+
 /** Queries over the `sessions` table. Session ids are hashes of the tokens, never the tokens. */
 export class SessionStore {
-  private readonly versionQuery;
-
-  constructor(private readonly db: Database) {
-    this.versionQuery = db.query<{ data_version: number }, []>("PRAGMA data_version");
-  }
-
-  /** Changes whenever another connection (another process) commits to the database. */
-  dataVersion(): number {
-    return this.versionQuery.get()!.data_version;
-  }
+  constructor(private readonly sql: Sql) {}
 
   /**
    * Inserts a session only while its user still exists with the credential version the login
    * verified against: one statement, so that a concurrent password change, role change or
    * deletion either comes first (no session) or after (and then ends it). False when refused.
    */
-  insertIfCurrent(row: {
+  async insertIfCurrent(row: {
     id: string;
     userId: number;
     credentialVersion: number;
@@ -39,60 +58,57 @@ export class SessionStore {
     address: string | null;
     now: number;
     expiresAt: number;
-  }): boolean {
-    return (
-      this.db
-        .query(
-          `INSERT INTO sessions (id, user_id, method, address, created_at, last_used_at, expires_at)
-           SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND credential_version = ?`,
-        )
-        .run(row.id, row.method, row.address, row.now, row.now, row.expiresAt, row.userId, row.credentialVersion).changes === 1
+  }): Promise<boolean> {
+    const changed = await this.sql.run(INSERT_IF_CURRENT[this.sql.dialect], [
+      row.id,
+      row.method,
+      row.address,
+      row.now,
+      row.now,
+      row.expiresAt,
+      row.userId,
+      row.credentialVersion,
+    ]);
+    return changed === 1;
+  }
+
+  get(id: string): Promise<SessionRow | null> {
+    return this.sql.get<SessionRow>(
+      `SELECT s.id, s.user_id, u.username, u.role, u.allowed_groups, s.method, s.created_at,
+              s.last_used_at, s.expires_at
+       FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?`,
+      [id],
     );
   }
 
-  get(id: string): SessionRow | null {
-    return this.db
-      .query<SessionRow, [string]>(
-        `SELECT s.id, s.user_id, u.username, u.role, u.allowed_groups, s.method, s.created_at,
-                s.last_used_at, s.expires_at
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?`,
-      )
-      .get(id);
-  }
-
   /** The subset of `ids` that still exist. */
-  existing(ids: string[]): Set<string> {
+  async existing(ids: string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
-    const rows = this.db
-      .query<{ id: string }, [string]>("SELECT value AS id FROM json_each(?) WHERE value IN (SELECT id FROM sessions)")
-      .all(JSON.stringify(ids));
+    const rows = await this.sql.all<{ id: string }>(EXISTING[this.sql.dialect], [JSON.stringify(ids)]);
     return new Set(rows.map((r) => r.id));
   }
 
-  touch(id: string, now: number): void {
-    this.db.query("UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?").run(now, id);
+  async touch(id: string, now: number): Promise<void> {
+    await this.sql.run(TOUCH[this.sql.dialect], [now, id]);
   }
 
-  delete(id: string): boolean {
-    return this.db.query("DELETE FROM sessions WHERE id = ?").run(id).changes === 1;
+  async delete(id: string): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM sessions WHERE id = ?", [id])) === 1;
   }
 
-  idsForUser(userId: number): string[] {
-    return this.db
-      .query<{ id: string }, [number]>("SELECT id FROM sessions WHERE user_id = ?")
-      .all(userId)
-      .map((r) => r.id);
-  }
-
-  deleteForUser(userId: number): number {
-    return this.db.query("DELETE FROM sessions WHERE user_id = ?").run(userId).changes;
+  /** Deletes every session of a user; returns their ids (one statement: none slips in between). */
+  async deleteForUser(userId: number): Promise<string[]> {
+    const rows = await this.sql.all<{ id: string }>("DELETE FROM sessions WHERE user_id = ? RETURNING id", [userId]);
+    return rows.map((r) => r.id);
   }
 
   /** Deletes the sessions past either limit; returns their ids. */
-  deleteExpired(now: number, idleMs: number): string[] {
-    return this.db
-      .query<{ id: string }, [number, number, number]>("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at + ? <= ? RETURNING id")
-      .all(now, idleMs, now)
-      .map((r) => r.id);
+  async deleteExpired(now: number, idleMs: number): Promise<string[]> {
+    const rows = await this.sql.all<{ id: string }>("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at + ? <= ? RETURNING id", [
+      now,
+      idleMs,
+      now,
+    ]);
+    return rows.map((r) => r.id);
   }
 }

@@ -1,23 +1,27 @@
-import type { Database } from "bun:sqlite";
+import type { Sql } from "./sql.ts";
 
-/** Key/value settings stored as JSON, read fresh each time so changes by the CLI apply at once. */
+/** Key/value settings stored as JSON, read fresh each time so changes by another process apply at once. */
 export class SettingsStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly sql: Sql) {}
 
-  get<T>(key: string): T | undefined {
-    const row = this.db.query<{ value: string }, [string]>("SELECT value FROM settings WHERE key = ?").get(key);
+  async get<T>(key: string): Promise<T | undefined> {
+    const row = await this.sql.get<{ value: string }>("SELECT value FROM settings WHERE key = ?", [key]);
     return row === null ? undefined : (JSON.parse(row.value) as T);
   }
 
-  set(key: string, value: unknown): void {
-    this.db
-      .query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-      .run(key, JSON.stringify(value));
+  async set(key: string, value: unknown): Promise<void> {
+    await this.sql.run("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
+      key,
+      JSON.stringify(value),
+    ]);
   }
 
-  /** Sets the value only if the key is absent; returns the stored value either way. */
-  getOrInit<T>(key: string, init: () => T): T {
-    this.db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING").run(key, JSON.stringify(init()));
-    return this.get<T>(key)!;
+  /**
+   * Sets the value only if the key is absent; returns the stored value either way. Of several
+   * processes starting at once, the first insert wins and every one reads the winner's value.
+   */
+  async getOrInit<T>(key: string, init: () => T): Promise<T> {
+    await this.sql.run("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [key, JSON.stringify(init())]);
+    return (await this.get<T>(key))!;
   }
 }

@@ -1,4 +1,4 @@
-import type { Database } from "bun:sqlite";
+import type { Sql } from "./sql.ts";
 
 export type Role = "admin" | "viewer";
 
@@ -32,40 +32,48 @@ export interface NewUser {
   now: number;
 }
 
+/**
+ * A name equal to this one ignoring case. Each text matches its backend's unique index on the
+ * names ignoring case (SQLite's `username COLLATE NOCASE`, PostgreSQL's `lower(username)`), so
+ * that the lookup stays an index search; usernames are ASCII, where both fold alike.
+ */
+const BY_NAME_IGNORING_CASE = {
+  sqlite: "SELECT * FROM users WHERE username = ? COLLATE NOCASE",
+  postgres: "SELECT * FROM users WHERE lower(username) = lower(?)",
+};
+
 /** Queries over the `users` table. */
 export class UserStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly sql: Sql) {}
 
-  get(username: string): UserRow | null {
-    return this.db.query<UserRow, [string]>("SELECT * FROM users WHERE username = ?").get(username);
+  get(username: string): Promise<UserRow | null> {
+    return this.sql.get<UserRow>("SELECT * FROM users WHERE username = ?", [username]);
   }
 
-  list(limit: number, offset: number): UserRow[] {
-    return this.db.query<UserRow, [number, number]>("SELECT * FROM users ORDER BY username LIMIT ? OFFSET ?").all(limit, offset);
+  list(limit: number, offset: number): Promise<UserRow[]> {
+    return this.sql.all<UserRow>("SELECT * FROM users ORDER BY username LIMIT ? OFFSET ?", [limit, offset]);
   }
 
-  count(): number {
-    return this.db.query<{ n: number }, []>("SELECT count(*) AS n FROM users").get()!.n;
+  async count(): Promise<number> {
+    return (await this.sql.get<{ n: number }>("SELECT count(*) AS n FROM users"))!.n;
   }
 
-  withLegacyHash(): UserRow[] {
-    return this.db.query<UserRow, []>("SELECT * FROM users WHERE legacy_hash IS NOT NULL ORDER BY username").all();
+  withLegacyHash(): Promise<UserRow[]> {
+    return this.sql.all<UserRow>("SELECT * FROM users WHERE legacy_hash IS NOT NULL ORDER BY username");
   }
 
   /** The account whose name equals this one ignoring case, if any. */
-  getIgnoringCase(username: string): UserRow | null {
-    return this.db.query<UserRow, [string]>("SELECT * FROM users WHERE username = ? COLLATE NOCASE").get(username);
+  getIgnoringCase(username: string): Promise<UserRow | null> {
+    return this.sql.get<UserRow>(BY_NAME_IGNORING_CASE[this.sql.dialect], [username]);
   }
 
   /** Inserts a user; returns false when the username (in any case) is taken. */
-  insert(user: NewUser): boolean {
-    const result = this.db
-      .query(
-        `INSERT INTO users (username, role, allowed_groups, password_hash, scram_salt, scram_iterations,
-           scram_stored_key, scram_server_key, legacy_salt, legacy_hash, created_at, password_changed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      )
-      .run(
+  async insert(user: NewUser): Promise<boolean> {
+    const changed = await this.sql.run(
+      `INSERT INTO users (username, role, allowed_groups, password_hash, scram_salt, scram_iterations,
+         scram_stored_key, scram_server_key, legacy_salt, legacy_hash, created_at, password_changed_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      [
         user.username,
         user.role,
         JSON.stringify(user.allowedGroups),
@@ -78,32 +86,30 @@ export class UserStore {
         user.legacyHash,
         user.now,
         user.now,
-      );
-    return result.changes === 1;
+      ],
+    );
+    return changed === 1;
   }
 
-  setPassword(username: string, passwordHash: string, scram: NewUser["scram"], now: number): boolean {
-    const result = this.db
-      .query(
-        `UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?, scram_stored_key = ?,
-           scram_server_key = ?, legacy_salt = NULL, legacy_hash = NULL, password_changed_at = ?,
-           credential_version = credential_version + 1
-         WHERE username = ?`,
-      )
-      .run(passwordHash, scram.salt, scram.iterations, scram.storedKey, scram.serverKey, now, username);
-    return result.changes === 1;
+  async setPassword(username: string, passwordHash: string, scram: NewUser["scram"], now: number): Promise<boolean> {
+    const changed = await this.sql.run(
+      `UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?, scram_stored_key = ?,
+         scram_server_key = ?, legacy_salt = NULL, legacy_hash = NULL, password_changed_at = ?,
+         credential_version = credential_version + 1
+       WHERE username = ?`,
+      [passwordHash, scram.salt, scram.iterations, scram.storedKey, scram.serverKey, now, username],
+    );
+    return changed === 1;
   }
 
   /** An import with --replace: the file's credentials, role and groups, as one credential change. */
-  replaceFromImport(id: number, user: Omit<NewUser, "username">): boolean {
-    const result = this.db
-      .query(
-        `UPDATE users SET role = ?, allowed_groups = ?, password_hash = ?, scram_salt = ?, scram_iterations = ?,
-           scram_stored_key = ?, scram_server_key = ?, legacy_salt = ?, legacy_hash = ?, password_changed_at = ?,
-           credential_version = credential_version + 1
-         WHERE id = ?`,
-      )
-      .run(
+  async replaceFromImport(id: number, user: Omit<NewUser, "username">): Promise<boolean> {
+    const changed = await this.sql.run(
+      `UPDATE users SET role = ?, allowed_groups = ?, password_hash = ?, scram_salt = ?, scram_iterations = ?,
+         scram_stored_key = ?, scram_server_key = ?, legacy_salt = ?, legacy_hash = ?, password_changed_at = ?,
+         credential_version = credential_version + 1
+       WHERE id = ?`,
+      [
         user.role,
         JSON.stringify(user.allowedGroups),
         user.passwordHash,
@@ -115,27 +121,35 @@ export class UserStore {
         user.legacyHash,
         user.now,
         id,
-      );
-    return result.changes === 1;
+      ],
+    );
+    return changed === 1;
   }
 
   /** A change of role voids logins in flight (credential_version); a change of groups does not. */
-  update(username: string, changes: { role?: Role; allowedGroups?: string[] }): boolean {
-    const result = this.db
-      .query(
-        `UPDATE users SET role = coalesce(?1, role), allowed_groups = coalesce(?2, allowed_groups),
-           credential_version = credential_version + (?1 IS NOT NULL AND ?1 IS NOT role)
-         WHERE username = ?3`,
-      )
-      .run(changes.role ?? null, changes.allowedGroups === undefined ? null : JSON.stringify(changes.allowedGroups), username);
-    return result.changes === 1;
+  async update(username: string, changes: { role?: Role; allowedGroups?: string[] }): Promise<boolean> {
+    const changed = await this.sql.run(
+      `UPDATE users SET role = coalesce(?1, role), allowed_groups = coalesce(?2, allowed_groups),
+         credential_version = credential_version + CASE WHEN ?1 IS NOT NULL AND ?1 <> role THEN 1 ELSE 0 END
+       WHERE username = ?3`,
+      [changes.role ?? null, changes.allowedGroups === undefined ? null : JSON.stringify(changes.allowedGroups), username],
+    );
+    return changed === 1;
   }
 
-  touchLogin(id: number, now: number): void {
-    this.db.query("UPDATE users SET last_login_at = ? WHERE id = ?").run(now, id);
+  /**
+   * Voids every login in flight for the account (as a change of its credentials does), taking its
+   * row's write lock until the transaction ends: a session insert waits for the outcome.
+   */
+  async voidLogins(id: number): Promise<void> {
+    await this.sql.run("UPDATE users SET credential_version = credential_version + 1 WHERE id = ?", [id]);
   }
 
-  delete(username: string): boolean {
-    return this.db.query("DELETE FROM users WHERE username = ?").run(username).changes === 1;
+  async touchLogin(id: number, now: number): Promise<void> {
+    await this.sql.run("UPDATE users SET last_login_at = ? WHERE id = ?", [now, id]);
+  }
+
+  async delete(username: string): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM users WHERE username = ?", [username])) === 1;
   }
 }

@@ -16,8 +16,8 @@ export function auditRoutes(services: Services, session: SessionPlugin) {
         const lines = services.audit.export(filter);
         const encoder = new TextEncoder();
         const stream = new ReadableStream<Uint8Array>({
-          pull(controller) {
-            const next = lines.next();
+          async pull(controller) {
+            const next = await lines.next();
             if (next.done) controller.close();
             else controller.enqueue(encoder.encode(JSON.stringify(next.value) + "\n"));
           },

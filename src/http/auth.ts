@@ -47,7 +47,7 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
         if (body.password !== undefined) {
           login = await services.auth.loginWithPassword(body.username, body.password, address);
         } else if (body.nonce !== undefined && body.response !== undefined) {
-          login = services.auth.loginWithLegacyResponse(body.username, body.nonce, body.response, address);
+          login = await services.auth.loginWithLegacyResponse(body.username, body.nonce, body.response, address);
         } else {
           throw badRequest("password is required (or nonce and response for the wsauth challenge)", "password");
         }
@@ -68,8 +68,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
     )
     .post(
       "/logout",
-      ({ set, principal, address }) => {
-        services.auth.logout(principal, address);
+      async ({ set, principal, address }) => {
+        await services.auth.logout(principal, address);
         set.headers["set-cookie"] = clearedCookie(options.tls);
         return { ok: true };
       },
@@ -90,8 +90,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
     )
     .post(
       "/scram/start",
-      ({ body, address }) => {
-        const { serverFirst, prehash } = services.auth.scramStart(body.client_first, address);
+      async ({ body, address }) => {
+        const { serverFirst, prehash } = await services.auth.scramStart(body.client_first, address);
         return { server_first: serverFirst, prehash };
       },
       {
@@ -108,8 +108,8 @@ export function authRoutes(services: Services, session: SessionPlugin, options: 
     )
     .post(
       "/scram/finish",
-      ({ body, set, address }) => {
-        const login = services.auth.scramFinish(body.client_final, address);
+      async ({ body, set, address }) => {
+        const login = await services.auth.scramFinish(body.client_final, address);
         return { ...reply(login, body.cookie, set), server_final: login.serverFinal };
       },
       {

@@ -15,8 +15,8 @@ export function caRoutes(services: Services, session: SessionPlugin) {
     .use(session)
     .get(
       "/ca.pem",
-      () =>
-        new Response(ca.caPem(), {
+      async () =>
+        new Response(await ca.caPem(), {
           headers: { "content-type": "application/x-pem-file", "content-disposition": 'attachment; filename="rootCA.pem"' },
         }),
       {

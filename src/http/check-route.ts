@@ -15,7 +15,7 @@ import type { Services } from "../core/services.ts";
 import type { Logger } from "../log.ts";
 import { clientAddress, type TrustedProxies } from "./client-address.ts";
 import { errorBody } from "./errors.ts";
-import { checkRequest } from "./licensing-api.ts";
+import { checkRequest, type CheckReply } from "./licensing-api.ts";
 import { securityHeaders } from "./security.ts";
 
 export const CHECK_PATH = "/api/check";
@@ -26,35 +26,43 @@ export function checkRoute(services: Services, log: Logger, options: { tls: bool
   const prebuilt = new Headers(headers);
   const { metrics } = services;
 
-  return (request: Request, server: Server<unknown>): Response => {
-    const started = performance.now();
-    let status: number;
-    let body: string;
-    let retryAfter: number | undefined;
-    try {
-      const reply = checkRequest(services, request, () =>
-        clientAddress(server.requestIP(request)?.address ?? null, request.headers, options.trustedProxies),
-      );
-      status = reply.status;
-      body = reply.json;
-      retryAfter = reply.retryAfter;
-    } catch (error) {
-      const report = reportError(error, (unexpected) =>
-        log.error("unhandled error", {
-          method: request.method,
-          url: CHECK_PATH,
-          error: String((unexpected as Error)?.stack ?? unexpected),
-        }),
-      );
-      status = report.status;
-      body = JSON.stringify(errorBody(report, true));
-      retryAfter = report.retryAfter;
-    }
+  const respond = (request: Request, started: number, status: number, body: string, retryAfter: number | undefined): Response => {
     const response = new Response(body, {
       status,
       headers: retryAfter === undefined ? prebuilt : { ...headers, "retry-after": String(retryAfter) },
     });
     metrics.request(request.method, CHECK_PATH, status, (performance.now() - started) / 1000);
     return response;
+  };
+
+  const failed = (request: Request, started: number, error: unknown): Response => {
+    const report = reportError(error, (unexpected) =>
+      log.error("unhandled error", {
+        method: request.method,
+        url: CHECK_PATH,
+        error: String((unexpected as Error)?.stack ?? unexpected),
+      }),
+    );
+    return respond(request, started, report.status, JSON.stringify(errorBody(report, true)), report.retryAfter);
+  };
+
+  // A Response at once when the check is answered from the check cache; a promise of one when the
+  // database must be read.
+  return (request: Request, server: Server<unknown>): Response | Promise<Response> => {
+    const started = performance.now();
+    let reply: CheckReply | Promise<CheckReply>;
+    try {
+      reply = checkRequest(services, request, () =>
+        clientAddress(server.requestIP(request)?.address ?? null, request.headers, options.trustedProxies),
+      );
+    } catch (error) {
+      return failed(request, started, error);
+    }
+    if (reply instanceof Promise)
+      return reply.then(
+        (read) => respond(request, started, read.status, read.json, read.retryAfter),
+        (error: unknown) => failed(request, started, error),
+      );
+    return respond(request, started, reply.status, reply.json, reply.retryAfter);
   };
 }

@@ -42,16 +42,15 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin, opt
     )
     .post(
       "/keys",
-      ({ body, set, actor }) => {
+      async ({ body, set, actor }) => {
+        const items = await enrollment.generate(actor, {
+          quantity: body.quantity,
+          label: body.label ?? "",
+          expiresAt: body.expires_at ?? null,
+          group: body.group ?? null,
+        });
         set.status = 201;
-        return {
-          items: enrollment.generate(actor, {
-            quantity: body.quantity,
-            label: body.label ?? "",
-            expiresAt: body.expires_at ?? null,
-            group: body.group ?? null,
-          }),
-        };
+        return { items };
       },
       {
         body: v.strictObject({
@@ -98,24 +97,24 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin, opt
     })
     .delete(
       "/keys/:id",
-      ({ params, set, actor }) => {
-        enrollment.deleteKey(actor, params.id);
+      async ({ params, set, actor }) => {
+        await enrollment.deleteKey(actor, params.id);
         set.status = 204;
       },
       { params: idParams, access: "admin", detail: { tags: ["enrollment"], summary: "Delete a key permanently" } },
     )
     .get(
       "/keys/:id/install-command",
-      ({ params, query, request }) => {
+      async ({ params, query, request }) => {
         // The Host header is whatever the request said: it goes into a shell command only in a strict form.
         const host = request.headers.get("host");
         if (query.server === undefined && host !== null && !requestHost.test(host)) {
           throw badRequest("the request's Host header is not a HOST[:PORT]; pass ?server=HOST:PORT", "server");
         }
         return {
-          command: enrollment.installCommand(params.id, {
+          command: await enrollment.installCommand(params.id, {
             server: query.server ?? host ?? "localhost:9000",
-            caFingerprint: services.ca.caFingerprint(),
+            caFingerprint: await services.ca.caFingerprint(),
             mtlsPort: options.mtlsPort?.() ?? null,
           }),
         };
@@ -157,8 +156,8 @@ export function enrollmentRoutes(services: Services, session: SessionPlugin, opt
     })
     .delete(
       "/clients/:uuid",
-      ({ params, set, actor }) => {
-        enrollment.deleteClient(actor, params.uuid);
+      async ({ params, set, actor }) => {
+        await enrollment.deleteClient(actor, params.uuid);
         set.status = 204;
       },
       {

@@ -19,9 +19,10 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     })
     .post(
       "/apps",
-      ({ body, set, actor }) => {
+      async ({ body, set, actor }) => {
+        const app = await licensing.createApp(actor, { name: body.name, supportMessage: body.support_message ?? "" });
         set.status = 201;
-        return licensing.createApp(actor, { name: body.name, supportMessage: body.support_message ?? "" });
+        return app;
       },
       {
         body: v.strictObject({ name: appName, support_message: v.optional(supportMessage) }),
@@ -50,8 +51,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     )
     .delete(
       "/apps/:id",
-      ({ params, set, actor }) => {
-        licensing.deleteApp(actor, params.id);
+      async ({ params, set, actor }) => {
+        await licensing.deleteApp(actor, params.id);
         set.status = 204;
       },
       { params: idParams, access: "admin", detail: { tags: ["licensing"], summary: "Delete an application without license keys" } },
@@ -85,14 +86,15 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     )
     .post(
       "/licenses",
-      ({ body, set, actor }) => {
-        set.status = 201;
-        return licensing.createLicense(actor, {
+      async ({ body, set, actor }) => {
+        const license = await licensing.createLicense(actor, {
           appId: body.app_id,
           activations: body.activations ?? 1,
           memo: body.memo ?? "",
           expiresAt: body.expires_at ?? null,
         });
+        set.status = 201;
+        return license;
       },
       {
         body: v.strictObject({
@@ -141,8 +143,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     )
     .delete(
       "/licenses/:id",
-      ({ params, set, actor }) => {
-        licensing.deleteLicense(actor, params.id);
+      async ({ params, set, actor }) => {
+        await licensing.deleteLicense(actor, params.id);
         set.status = 204;
       },
       { params: idParams, access: "admin", detail: { tags: ["licensing"], summary: "Delete a license key and its activations" } },
@@ -154,8 +156,8 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
     })
     .delete(
       "/licenses/:id/activations/:hwid",
-      ({ params, set, actor }) => {
-        licensing.removeActivation(actor, params.id, params.hwid);
+      async ({ params, set, actor }) => {
+        await licensing.removeActivation(actor, params.id, params.hwid);
         set.status = 204;
       },
       {

@@ -8,7 +8,15 @@
 import { Elysia } from "elysia";
 import * as v from "valibot";
 import { badRequest } from "../core/errors.ts";
-import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, Throttled, WireRequest } from "../core/licensing/index.ts";
+import type {
+  ActivateOutcome,
+  AddressSource,
+  CheckOutcome,
+  DeactivateOutcome,
+  MaybePromise,
+  Throttled,
+  WireRequest,
+} from "../core/licensing/index.ts";
 import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { SessionPlugin } from "./session.ts";
@@ -225,23 +233,32 @@ function renderedCheck(outcome: CheckOutcome): CheckReply {
 }
 
 /** An activation, rendered and counted in /metrics. */
-function activateRequest(services: Services, request: WireRequest, address: string | null): WireReply {
-  const reply = activateReply(services.licensing.activate(request, address));
+async function activateRequest(services: Services, request: WireRequest, address: string | null): Promise<WireReply> {
+  const reply = activateReply(await services.licensing.activate(request, address));
   services.metrics.licensing("activate", String(reply.status));
   return reply;
 }
 
-/** A check from the request's query string, rendered and counted in /metrics. */
-export function checkRequest(services: Services, request: Request, address: AddressSource): CheckReply {
+/**
+ * A check from the request's query string, rendered and counted in /metrics: at once when the
+ * licensing core answers from its check cache, a promise when it reads the database.
+ */
+export function checkRequest(services: Services, request: Request, address: AddressSource): MaybePromise<CheckReply> {
   const url = request.url;
-  const reply = renderedCheck(services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address));
+  const outcome = services.licensing.check(quickQuery(url) ?? parseWire(queryFields(url), undefined), address);
+  if (outcome instanceof Promise) return outcome.then((read) => countedCheck(services, read));
+  return countedCheck(services, outcome);
+}
+
+function countedCheck(services: Services, outcome: CheckOutcome): CheckReply {
+  const reply = renderedCheck(outcome);
   services.metrics.licensing("check", String(reply.status));
   return reply;
 }
 
 /** A deactivation, rendered and counted in /metrics. */
-function deactivateRequest(services: Services, request: WireRequest, address: string | null): WireReply {
-  const reply = deactivateReply(services.licensing.deactivate(request, address));
+async function deactivateRequest(services: Services, request: WireRequest, address: string | null): Promise<WireReply> {
+  const reply = deactivateReply(await services.licensing.deactivate(request, address));
   services.metrics.licensing("deactivate", String(reply.status));
   return reply;
 }
@@ -274,7 +291,9 @@ export function quickQuery(url: string): WireRequest | null {
 
 type ReplySet = { status?: number | string; headers: Record<string, string | number> };
 
-function send(reply: WireReply, set: ReplySet) {
+/** Once the reply is ready: its status and Retry-After on `set`, its body returned. */
+async function send(pending: Promise<WireReply>, set: ReplySet) {
+  const reply = await pending;
   set.status = reply.status;
   if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
   return reply.body;
@@ -320,8 +339,8 @@ export function licensingApiRoutes(services: Services, session: SessionPlugin) {
       // GET is served by Bun's router (check-route.ts); this route documents it and answers HEAD.
       .get(
         "/check",
-        ({ request, set, address }) => {
-          const reply = checkRequest(services, request, address);
+        async ({ request, set, address }) => {
+          const reply = await checkRequest(services, request, address);
           set.status = reply.status;
           if (reply.retryAfter !== undefined) set.headers["retry-after"] = String(reply.retryAfter);
           return reply.body;

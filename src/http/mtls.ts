@@ -123,7 +123,11 @@ function hostReport(services: Services, log: Logger) {
       const field = issueField(report.issues[0]) || "body";
       return fail(badRequest(describeIssue(report.issues[0], field), field), "bad_request");
     }
-    services.hosts.recordReport(host, report.output as HostReport, peer?.address ?? null);
+    try {
+      await services.hosts.recordReport(host, report.output as HostReport, peer?.address ?? null);
+    } catch (error) {
+      return fail(error, error instanceof AppError ? error.code : "error");
+    }
     services.metrics.hostReport("ok");
     return { status: 200, body: { ok: true, hostname: host }, headers: {} };
   };
@@ -158,7 +162,7 @@ function innerApp(
     })
       .use(errorPlugin(log))
       .onRequest(({ set }) => void Object.assign(set.headers, headers))
-      .get("/api/ca.pem", () => new Response(services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
+      .get("/api/ca.pem", async () => new Response(await services.ca.caPem(), { headers: { "content-type": "application/x-pem-file" } }))
       .get("/api/crl", async ({ query }) => {
         const crl = await services.ca.crl();
         return query.format === "pem"
@@ -212,7 +216,7 @@ async function certifiedHost(services: Services, peer: Peer<Promise<CertificateI
     return refuse(identity.reason, `the client certificate was refused (${identity.reason.replaceAll("_", " ")})`);
   if (identity.notAfter <= services.clock()) return refuse("expired", "the client certificate has expired");
   const host = identity.commonName?.toLowerCase() ?? "";
-  if (host === "" || !services.hosts.isRegistered(host)) {
+  if (host === "" || !(await services.hosts.isRegistered(host))) {
     return refuse("unknown_host", `the certificate's CN ${JSON.stringify(identity.commonName ?? "")} is not a registered host`);
   }
   return host;
@@ -243,7 +247,7 @@ export async function startMtlsListener(
     },
   };
   app.listen({ hostname: "127.0.0.1", port: 0, reusePort: false, development: false, maxRequestBodySize: 1024 * 1024 });
-  let root = services.ca.caFingerprint();
+  let root = await services.ca.caFingerprint();
   const startFront = async (port: number) => {
     const server = await services.ca.serverCertificate({ sans: options.sans });
     const next = new MtlsFront<Promise<CertificateIdentity>>({
@@ -270,16 +274,23 @@ export async function startMtlsListener(
   const port = front.port;
 
   // A revocation closes the live connections of that certificate: at once when made here, within
-  // a second when made by another process (the CLI), which this one sees through data_version.
+  // a second when made by another process (the CLI, another node), which the storage's watch on
+  // other writers tells this one about.
   // A WebSocket among them is told why first (4003, by Connections): its TLS connection is cut a
   // moment later, once that close frame has gone through the pipe.
   const closeRevoked = async (serials?: ReadonlySet<string>) => {
+    const valid: [Peer<Promise<CertificateIdentity>>, Extract<CertificateIdentity, { kind: "valid" }>][] = [];
+    for (const peer of front!.peers()) {
+      // An identity that could not be made (the database was unreachable at the handshake) admits nothing.
+      const identity = await peer.identity.catch(() => null);
+      if (identity?.kind === "valid") valid.push([peer, identity]);
+    }
+    // Without the serials (another process revoked), the database says which: one query for all.
+    const revokedFingerprints = serials ? null : await services.ca.revokedAmong([...new Set(valid.map(([, i]) => i.fingerprint))]);
     const doomed = new Set<Peer<Promise<CertificateIdentity>>>();
     const revokedSerials = new Set<string>();
-    for (const peer of front!.peers()) {
-      const identity = await peer.identity;
-      if (identity.kind !== "valid") continue;
-      const revoked = serials ? serials.has(identity.serial) : services.ca.byFingerprint(identity.fingerprint)?.status === "revoked";
+    for (const [peer, identity] of valid) {
+      const revoked = serials ? serials.has(identity.serial) : revokedFingerprints!.has(identity.fingerprint);
       if (!revoked) continue;
       doomed.add(peer);
       revokedSerials.add(identity.serial);
@@ -290,21 +301,25 @@ export async function startMtlsListener(
     cut.unref?.();
   };
   const rootChanged = async () => {
-    const now = services.ca.caFingerprint();
+    const now = await services.ca.caFingerprint();
     if (now === root) return;
     root = now;
     log.info("the root CA changed: the mTLS listener takes a certificate from the new root", { ca_fingerprint: now });
     front!.stop();
     front = await startFront(port);
   };
-  const off = services.events.on("certificates.revoked", ({ serials }) => void closeRevoked(new Set(serials)));
-  const version = services.db.query<{ data_version: number }, []>("PRAGMA data_version");
-  let seen = version.get()!.data_version;
+  const off = services.events.on(
+    "certificates.revoked",
+    ({ serials }) =>
+      void closeRevoked(new Set(serials)).catch((error) => log.error("closing revoked mTLS connections failed", { error: String(error) })),
+  );
+  const otherWriters = services.storage.watchOtherWriters();
+  // One refresh at a time, each after the one before: a slow one (a new front) never overlaps the next.
+  let refreshing: Promise<void> = Promise.resolve();
   const watch = setInterval(() => {
-    const now = version.get()!.data_version;
-    if (now === seen) return;
-    seen = now;
-    void rootChanged()
+    if (!otherWriters()) return;
+    refreshing = refreshing
+      .then(() => rootChanged())
       .then(() => closeRevoked())
       .catch((error) => log.error("mTLS listener refresh failed", { error: String(error) }));
   }, 500);

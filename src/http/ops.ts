@@ -5,26 +5,24 @@ import { VERSION } from "../version.ts";
 import type { SessionPlugin } from "./session.ts";
 
 export function opsRoutes(services: Services, session: SessionPlugin) {
-  const check = services.db.query<{ ok: number }, []>("SELECT 1 AS ok");
   return new Elysia({ name: "latchkey/http/ops" })
     .use(session)
     .get(
       "/healthz",
-      ({ set }) => {
-        let database = "ok";
-        try {
-          check.get();
-        } catch (error) {
-          database = `error: ${(error as Error).message}`;
+      async ({ set }) => {
+        const health = await services.storage.health();
+        if (!health.ok) {
           set.status = 503;
+          set.headers["retry-after"] = "5";
         }
-        return { status: database === "ok" ? "ok" : "unavailable", database, version: VERSION };
+        return { status: health.ok ? "ok" : "unavailable", database: health.detail, backend: health.backend, version: VERSION };
       },
       { public: true, detail: { tags: ["operations"], summary: "Liveness and database check" } },
     )
     .get(
       "/metrics",
-      () => new Response(services.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
+      async () =>
+        new Response(await services.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
       { public: true, detail: { tags: ["operations"], summary: "Prometheus metrics" } },
     );
 }

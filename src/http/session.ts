@@ -78,20 +78,20 @@ export type RpcCaller = {
   viaCookie: boolean;
 };
 
-export function findCaller(services: Services, request: Request, tls: boolean): Omit<RpcCaller, "address"> {
+export async function findCaller(services: Services, request: Request, tls: boolean): Promise<Omit<RpcCaller, "address">> {
   const authorization = request.headers.get("authorization");
   if (authorization !== null) {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (!match) throw unauthorized("the Authorization header must be 'Bearer <token>'");
     // Our tokens are 43 characters: a longer one is not looked up, and the caller is told why.
     if (match[1]!.length > 256) throw unauthorized("the bearer token is too long to be one of ours (at most 256 characters); log in again");
-    const principal = services.sessions.authenticate(match[1]!);
+    const principal = await services.sessions.authenticate(match[1]!);
     if (!principal) throw unauthorized("the token is unknown or has expired; log in again");
     return { principal, viaCookie: false };
   }
   const cookie = readCookie(request.headers.get("cookie"), tls ? COOKIE_TLS : COOKIE_PLAIN);
   if (cookie) {
-    const principal = services.sessions.authenticate(cookie);
+    const principal = await services.sessions.authenticate(cookie);
     if (principal) return { principal, viaCookie: true };
   }
   return { principal: null, viaCookie: false };
@@ -151,13 +151,13 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
   const addressOf = (request: Request, server: Server<unknown> | null) =>
     clientAddress(server?.requestIP(request)?.address ?? null, request.headers, options.trustedProxies);
 
-  /** Authenticates and authorises before the body is validated: an unknown caller learns nothing of the schema. */
-  const check = (need: Access | "rpc" | "public", request: Request, address: string | null) => {
-    if (need === "public") {
-      callers.set(request, { principal: null, address, viaCookie: false });
-      return;
-    }
-    const caller = { ...findCaller(services, request, options.tls), address };
+  /**
+   * Authenticates and authorises before the body is validated: an unknown caller learns nothing of
+   * the schema. Runs in each declaration's `transform`, which Elysia awaits before validating;
+   * a session found in the cache costs no database work.
+   */
+  const check = async (need: Access | "rpc", request: Request, address: string | null): Promise<void> => {
+    const caller = { ...(await findCaller(services, request, options.tls)), address };
     if (caller.principal && caller.viaCookie && !SAFE_METHODS.has(request.method)) {
       const given = request.headers.get(CSRF_HEADER) ?? "";
       if (!originAllowed(request) || !sameSecret(given, csrfToken(services.secret, caller.principal.sessionId))) {
@@ -182,8 +182,8 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         declarations.set(resolve, need);
         return {
           detail: { security: SECURITY[need] },
-          transform({ request, server }) {
-            check(need, request, addressOf(request, server));
+          async transform({ request, server }) {
+            await check(need, request, addressOf(request, server));
           },
           resolve,
         };
@@ -194,7 +194,7 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         return {
           detail: { security: SECURITY.public },
           transform({ request, server }) {
-            check("public", request, addressOf(request, server));
+            callers.set(request, { principal: null, address: addressOf(request, server), viaCookie: false });
           },
           resolve,
         };
@@ -204,8 +204,8 @@ export function sessionPlugin(services: Services, options: { tls: boolean; trust
         declarations.set(resolve, "rpc");
         return {
           detail: { security: SECURITY.rpc },
-          transform({ request, server }) {
-            check("rpc", request, addressOf(request, server));
+          async transform({ request, server }) {
+            await check("rpc", request, addressOf(request, server));
           },
           resolve,
         };

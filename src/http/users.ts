@@ -60,8 +60,8 @@ export function userRoutes(services: Services, session: SessionPlugin) {
     )
     .delete(
       "/:username",
-      ({ params, set, actor }) => {
-        accounts.delete(actor, params.username);
+      async ({ params, set, actor }) => {
+        await accounts.delete(actor, params.username);
         set.status = 204;
       },
       {

@@ -107,7 +107,8 @@ export class Connections {
   /** Per source address, its sockets not yet identified. */
   private readonly unidentified = new Map<string, number>();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
-  private dataVersion = -1;
+  /** Says whether another process or node has written since it was last asked. */
+  private readonly otherWriters: () => boolean;
 
   constructor(
     private readonly services: Services,
@@ -115,8 +116,15 @@ export class Connections {
     private readonly log: Logger,
     private readonly options: ConnectionLimits,
   ) {
+    this.otherWriters = services.storage.watchOtherWriters();
     services.events.on("sessions.revoked", ({ sessionIds, reason }) => this.closeSessions(sessionIds, reason));
-    services.events.on("push", (event) => this.push(event.topic, event.args, event.groups));
+    services.events.on(
+      "push",
+      (event) =>
+        void this.push(event.topic, event.args, event.groups).catch((error: unknown) =>
+          log.error("pushing an event failed", { topic: event.topic, error: String(error) }),
+        ),
+    );
     // The domain says why in a word; the client reads the refusal it will get when it reconnects.
     services.events.on("clients.kick", ({ uuids, reason, keyId }) =>
       this.kickClients(uuids, isRefusalReason(reason) ? REFUSAL_MESSAGES[reason] : reason, keyId),
@@ -142,7 +150,11 @@ export class Connections {
     const shortest = Math.min(this.options.idleSeconds, this.options.authTimeoutSeconds);
     const sweepMs = Math.max(250, Math.min(5000, (shortest * 1000) / 5));
     const idle = setInterval(() => this.closeIdle(), sweepMs);
-    const watch = setInterval(() => this.watchDatabase(), 500);
+    const watch = setInterval(
+      () =>
+        void this.watchDatabase().catch((error: unknown) => this.log.error("checking for other writers failed", { error: String(error) })),
+      500,
+    );
     idle.unref?.();
     watch.unref?.();
     this.timers.push(idle, watch);
@@ -262,7 +274,7 @@ export class Connections {
     const uuid = connection.clientUuid;
     if (uuid !== null && this.byClient.get(uuid) === connection) {
       this.byClient.delete(uuid);
-      this.services.enrollment.disconnected(uuid);
+      this.clientGone(uuid);
     }
   }
 
@@ -281,9 +293,26 @@ export class Connections {
         connection.clientKeyId = null;
         connection.clientGroup = null;
         this.log.info("client disconnected", { uuid, address: connection.address, reason });
-        this.services.enrollment.disconnected(uuid);
+        this.clientGone(uuid);
       }
       this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
+    }
+  }
+
+  /** A client's last socket closed: it is offline (written in the background; a failure is logged). */
+  private clientGone(uuid: string): void {
+    void this.services.enrollment
+      .disconnected(uuid)
+      .catch((error: unknown) => this.log.error("recording a client offline failed", { uuid, error: String(error) }));
+  }
+
+  /** Kicks those of these bound clients whose key is no longer theirs. */
+  private async kickLost(bound: { uuid: string; keyId: number }[]): Promise<void> {
+    try {
+      const lost = await this.services.enrollment.lostBindings(bound);
+      if (lost.length > 0) this.kickClients(lost, REFUSAL_MESSAGES.invalid_key);
+    } catch (error) {
+      this.log.error("checking clients' keys failed", { error: String(error) });
     }
   }
 
@@ -299,7 +328,7 @@ export class Connections {
       connection.clientGroup = null;
       this.log.info("client disconnected", { uuid, address: connection.address, reason });
       this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
-      this.services.enrollment.disconnected(uuid);
+      this.clientGone(uuid);
     }
   }
 
@@ -356,7 +385,7 @@ export class Connections {
       }
       // Each message re-checks the session: it may have expired or been revoked meanwhile.
       if (connection.sessionId !== null) {
-        const principal = this.services.sessions.authenticateId(connection.sessionId);
+        const principal = await this.services.sessions.authenticateId(connection.sessionId);
         if (principal) connection.principal = principal;
         else this.forget(connection);
       }
@@ -371,7 +400,7 @@ export class Connections {
             listener: connection.listener,
             certificate: () =>
               connection.certificate && stillValid(connection.certificate, this.services.clock()) ? connection.certificate : null,
-            signIn: (login) => this.signIn(connection, "userId" in login ? login : this.principalOf(login.sessionId)),
+            signIn: (login) => this.signIn(connection, "userId" in login ? login : login.principal),
             signOut: () => this.forget(connection),
             clientUuid: () => connection.clientUuid,
             clientConnectedElsewhere: (uuid) => {
@@ -379,11 +408,18 @@ export class Connections {
               return other !== undefined && other !== connection;
             },
             registerClient: (uuid, keyId, group) => {
+              // The registration awaited the database: the socket may have gone meanwhile.
+              if (connection.closed) {
+                this.clientGone(uuid);
+                return;
+              }
               this.identify(connection);
               connection.clientUuid = uuid;
               connection.clientKeyId = keyId;
               connection.clientGroup = group;
               this.byClient.set(uuid, connection);
+              // A revocation committed after the registration but before this listing kicked nobody.
+              if (keyId !== null) void this.kickLost([{ uuid, keyId }]);
             },
           },
         },
@@ -395,12 +431,6 @@ export class Connections {
     } catch (error) {
       this.send(connection, JSON.stringify(errorEnvelope(id, this.errorArgs(error))));
     }
-  }
-
-  private principalOf(sessionId: string): Principal {
-    const principal = this.services.sessions.authenticateId(sessionId);
-    if (!principal) throw new AppError("unauthorized", "Unauthorized");
-    return principal;
   }
 
   /** An error as the RPC envelope's args; a 401 says exactly "Unauthorized", as the sysadm seed does. */
@@ -442,19 +472,17 @@ export class Connections {
   }
 
   /** Another process (the CLI) may have deleted users or sessions: close what no longer exists. */
-  private watchDatabase(): void {
-    const version = this.services.db.query<{ data_version: number }, []>("PRAGMA data_version").get()!.data_version;
-    if (version === this.dataVersion) return;
-    this.dataVersion = version;
+  private async watchDatabase(): Promise<void> {
+    if (!this.otherWriters()) return;
     const bound: { uuid: string; keyId: number }[] = [];
     for (const [uuid, c] of this.byClient) if (c.clientKeyId !== null) bound.push({ uuid, keyId: c.clientKeyId });
-    const lost = this.services.enrollment.lostBindings(bound);
+    const lost = await this.services.enrollment.lostBindings(bound);
     if (lost.length > 0) this.kickClients(lost, REFUSAL_MESSAGES.invalid_key);
     // Sessions that ran out are not ended ones, even if their rows are gone by now.
-    this.expireSessions([...this.bySession.keys()].filter((id) => this.services.sessions.ranOut(id)));
+    await this.expireRanOut();
     const ids = [...this.bySession.keys()];
     if (ids.length === 0) return;
-    const alive = this.services.sessions.stillExisting(ids);
+    const alive = await this.services.sessions.stillExisting(ids);
     const gone = ids.filter((id) => !alive.has(id));
     if (gone.length > 0) this.closeSessions(gone, "session revoked");
   }
@@ -472,21 +500,30 @@ export class Connections {
     }
     // Only sessions known to have run out: one ended by another process (the CLI) is closed by
     // watchDatabase with 4001, not quietly detached here.
-    this.expireSessions([...this.bySession.keys()].filter((id) => this.services.sessions.ranOut(id)));
+    void this.expireRanOut().catch((error: unknown) => this.log.error("checking sessions failed", { error: String(error) }));
+  }
+
+  /** Detaches the sockets of sessions known to have run out. */
+  private async expireRanOut(): Promise<void> {
+    const ids = [...this.bySession.keys()];
+    const ranOut = await Promise.all(ids.map((id) => this.services.sessions.ranOut(id)));
+    this.expireSessions(ids.filter((_, i) => ranOut[i]));
   }
 
   /** Pushes an event to signed-in admins, and to viewers of one of its groups (if it has any). */
-  push(topic: string, args: Record<string, unknown>, groups?: string[]): void {
+  async push(topic: string, args: Record<string, unknown>, groups?: string[]): Promise<void> {
     const frame = JSON.stringify({ namespace: "events", name: topic, args } satisfies EventEnvelope);
-    const alive = new Map<string, boolean>();
-    for (const c of this.all) {
+    const readers = [...this.all].filter((c) => {
       const p = c.principal;
-      if (!p) continue;
-      // Checked without sliding the idle timer: a push is not the user's activity.
-      let ok = alive.get(p.sessionId);
-      if (ok === undefined) alive.set(p.sessionId, (ok = this.services.sessions.isAlive(p.sessionId)));
-      if (!ok) continue;
-      if (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g))) this.send(c, frame);
-    }
+      return p !== null && (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g)));
+    });
+    // Checked without sliding the idle timer: a push is not the user's activity.
+    const sessionIds = [...new Set(readers.map((c) => c.principal!.sessionId))];
+    const alive = new Set(
+      (await Promise.all(sessionIds.map(async (id) => ((await this.services.sessions.isAlive(id)) ? id : null)))).filter(
+        (id) => id !== null,
+      ),
+    );
+    for (const c of readers) if (c.principal !== null && alive.has(c.principal.sessionId)) this.send(c, frame);
   }
 }

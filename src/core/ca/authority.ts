@@ -5,7 +5,6 @@
  * returns it, and it goes to no log, audit entry or event. `x509.ts` does the X.509 work,
  * `db/certificates.ts` holds the SQL.
  */
-import type { Database } from "bun:sqlite";
 import { X509Certificate, type KeyObject } from "node:crypto";
 import { hostname as osHostname } from "node:os";
 import * as v from "valibot";
@@ -17,8 +16,9 @@ import type {
   CertificateStore,
   CrlRow,
   PublicRootRow,
+  ServerCertificateRow,
 } from "../../db/certificates.ts";
-import { immediate } from "../../db/open.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -184,7 +184,7 @@ export class CertificateAuthority {
   private crlWaiting: Promise<CrlRow> | null = null;
 
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: CertificateStore,
     private readonly audit: Audit,
     private readonly events: EventHub,
@@ -202,30 +202,33 @@ export class CertificateAuthority {
 
   /**
    * The current root, created on first start: ECDSA P-256, ten years. The candidate is built
-   * outside the database (WebCrypto is asynchronous), then stored in one immediate transaction
-   * only if there is still no root, so that processes starting at once end with one root.
+   * outside the database (WebCrypto is asynchronous), then stored by one insert that does nothing
+   * when a root is current already (the database allows one): of processes starting at once, one
+   * stores its root and every one of them reads that winner back.
    */
   async ensureRoot(): Promise<RootView> {
-    const current = this.store.currentRoot();
+    const current = await this.store.currentRoot();
     if (current) return rootView(current);
     const now = this.clock();
     const built = await createRootCertificate({ organization: this.organization, now: new Date(now) });
-    const stored = immediate(this.db, () => {
-      if (this.store.currentRoot()) return false;
-      this.store.insertRoot({
-        certificatePem: built.pem,
-        keyPem: built.keyPem,
-        fingerprint: built.info.fingerprint,
-        source: "generated",
-        createdBy: SYSTEM.name,
-        now,
-      });
-      return true;
+    const stored = await this.store.insertRoot({
+      certificatePem: built.pem,
+      keyPem: built.keyPem,
+      fingerprint: built.info.fingerprint,
+      source: "generated",
+      createdBy: SYSTEM.name,
+      now,
     });
-    if (stored) {
-      this.audit.record({ actor: SYSTEM.name, address: null, action: "ca.generate", target: built.info.fingerprint, outcome: "success" });
+    if (stored !== null) {
+      await this.audit.record({
+        actor: SYSTEM.name,
+        address: null,
+        action: "ca.generate",
+        target: built.info.fingerprint,
+        outcome: "success",
+      });
     }
-    return rootView(this.store.currentRoot()!);
+    return rootView((await this.store.currentRoot())!);
   }
 
   /**
@@ -246,15 +249,15 @@ export class CertificateAuthority {
     try {
       const checked = await checkCaImport(certificatePem, keyPem, new Date(now));
       fingerprint = checked.info.fingerprint;
-      outcome = immediate(this.db, () => this.replaceRoot(actor, checked, options.force === true, now));
+      outcome = await this.sql.transaction(() => this.replaceRoot(actor, checked, options.force === true, now));
     } catch (error) {
       // Refusals are audited with what the caller is told; nothing of the key is in them.
       const reason = error instanceof AppError ? `${error.field ?? ""} ${error.message}`.trim() : "unreadable";
-      this.audit.record({ actor: actor.name, address: actor.address, action: "ca.import", target: null, outcome: "failure", reason });
+      await this.audit.record({ actor: actor.name, address: actor.address, action: "ca.import", target: null, outcome: "failure", reason });
       throw error;
     }
-    if (outcome === null) return rootView(this.store.currentRoot()!);
-    this.audit.record({
+    if (outcome === null) return rootView((await this.store.currentRoot())!);
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "ca.import",
@@ -264,21 +267,28 @@ export class CertificateAuthority {
     });
     if (outcome.revoked.length) this.announceRevocation(outcome.revoked, null, null);
     await this.regenerateCrl();
-    return rootView(this.store.currentRoot()!);
+    return rootView((await this.store.currentRoot())!);
   }
 
-  /** The import's transaction: null when this root is already the current one. */
-  private replaceRoot(
+  /**
+   * The import's transaction: null when this root is already the current one. The old root is
+   * retired first: on PostgreSQL that waits for transactions recording a certificate of it (they
+   * hold its row, see `record`), so that the count and the revocation after it see every one of
+   * them. A refusal throws, and the retirement is rolled back with the rest.
+   */
+  private async replaceRoot(
     actor: Actor,
     checked: { certificatePem: string; keyPem: string; info: { fingerprint: string } },
     force: boolean,
     now: number,
-  ): { replaced: string | null; revoked: string[] } | null {
-    const current = this.store.currentRoot();
+  ): Promise<{ replaced: string | null; revoked: string[] } | null> {
+    const current = await this.store.currentRoot();
     if (current?.fingerprint === checked.info.fingerprint) return null;
+    const changedMeanwhile = () => conflict("the root CA was changed by someone else meanwhile; look at it again and retry");
     let revoked: string[] = [];
     if (current) {
-      const others = Object.entries(this.store.inUseOfRoot(current.id, now)).filter(([kind]) => kind !== "server");
+      if (!(await this.store.retireRoot(current.id, now))) throw changedMeanwhile();
+      const others = Object.entries(await this.store.inUseOfRoot(current.id, now)).filter(([kind]) => kind !== "server");
       const count = others.reduce((sum, [, n]) => sum + n, 0);
       if (count > 0 && !force) {
         const detail = others.map(([kind, n]) => `${n} ${kind}`).join(", ");
@@ -287,10 +297,9 @@ export class CertificateAuthority {
             "revoke them (or remove their hosts) first, or import with force to revoke them all",
         );
       }
-      revoked = this.store.revokeOfRoot(current.id, "superseded", now);
-      this.store.retireRoot(current.id, now);
+      revoked = await this.store.revokeOfRoot(current.id, "superseded", now);
     }
-    this.store.insertRoot({
+    const inserted = await this.store.insertRoot({
       certificatePem: checked.certificatePem,
       keyPem: checked.keyPem,
       fingerprint: checked.info.fingerprint,
@@ -298,36 +307,39 @@ export class CertificateAuthority {
       createdBy: actor.name,
       now,
     });
+    if (inserted === null) throw changedMeanwhile();
     return { replaced: current?.fingerprint ?? null, revoked };
   }
 
   /** The current root; unavailable before `ensureRoot`. */
-  root(): RootView {
-    return rootView(this.requireRoot());
+  async root(): Promise<RootView> {
+    return rootView(await this.requireRoot());
   }
 
   /** The root certificate as PEM, as `GET /api/ca.pem` serves it. */
-  caPem(): string {
-    return this.requireRoot().certificate_pem;
+  async caPem(): Promise<string> {
+    return (await this.requireRoot()).certificate_pem;
   }
 
   /** The SHA-256 fingerprint of the root, lowercase hex (what `-ca-fingerprint` pins). */
-  caFingerprint(): string {
-    return this.requireRoot().fingerprint;
+  async caFingerprint(): Promise<string> {
+    return (await this.requireRoot()).fingerprint;
   }
 
-  private requireRoot(): PublicRootRow {
-    const root = this.store.currentRoot();
+  private async requireRoot(): Promise<PublicRootRow> {
+    const root = await this.store.currentRoot();
     if (!root) throw new AppError("unavailable", "the certificate authority has no root yet; it is created when the server starts");
     return root;
   }
 
   private async signer(): Promise<{ rootId: number; signer: CaSigner }> {
-    const root = this.requireRoot();
+    const root = await this.requireRoot();
     if (this.signerCache?.rootId !== root.id) {
-      const keyPem = this.store.currentRootKey(root.id);
-      if (keyPem === null) throw new AppError("unavailable", "the root CA was just replaced; try again");
-      const signer = CaSigner.load(root.certificate_pem, keyPem);
+      // The key is read and imported once per root, however many ask at once.
+      const signer = this.store.currentRootKey(root.id).then((keyPem) => {
+        if (keyPem === null) throw new AppError("unavailable", "the root CA was just replaced; try again");
+        return CaSigner.load(root.certificate_pem, keyPem);
+      });
       this.signerCache = { rootId: root.id, signer };
       signer.catch(() => {
         if (this.signerCache?.signer === signer) this.signerCache = null;
@@ -342,18 +354,19 @@ export class CertificateAuthority {
   async issue(actor: Actor, policy: IssuePolicy): Promise<IssuedCertificate> {
     // A serial collision (127 random bits) or a root replaced mid-way is retried with a fresh build.
     for (let attempt = 0; attempt < 3; attempt++) {
+      // Everything that takes time (a key pair, the signature) is done before the transaction.
       const prepared = await this.prepare(actor, policy);
-      const recorded = immediate(this.db, () => {
-        if (!this.record(prepared)) return null;
+      const recorded = await this.sql.transaction(async () => {
+        if (!(await this.record(prepared))) return null;
         const uuid = prepared.row.client_uuid;
         if (uuid === null) return { superseded: [] };
-        const older = this.store.validOfClient(uuid, this.clock()).filter((c) => c.serial !== prepared.row.serial);
+        const older = (await this.store.validOfClient(uuid, this.clock())).filter((c) => c.serial !== prepared.row.serial);
         const superseded = older.slice(CLIENT_CERTIFICATES_KEPT - 1).map((c) => c.serial);
-        for (const serial of superseded) this.store.revoke(serial, "superseded", this.clock());
+        for (const serial of superseded) await this.store.revoke(serial, "superseded", this.clock());
         return { superseded };
       });
       if (!recorded) continue;
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "cert.issue",
@@ -361,8 +374,9 @@ export class CertificateAuthority {
         outcome: "success",
         reason: `${policy.kind} CN=${prepared.row.common_name}${prepared.row.client_uuid ? ` client ${prepared.row.client_uuid}` : ""}`,
       });
+      const groups = await this.groupsOf(prepared.row.hostname);
       if (recorded.superseded.length > 0) {
-        this.audit.record({
+        await this.audit.record({
           actor: actor.name,
           address: actor.address,
           action: "cert.revoke",
@@ -370,15 +384,15 @@ export class CertificateAuthority {
           outcome: "success",
           reason: `superseded by ${prepared.row.serial}: ${recorded.superseded.join(", ")}`,
         });
-        this.announceRevocation(recorded.superseded, prepared.row.hostname, this.groupsOf(prepared.row.hostname));
+        this.announceRevocation(recorded.superseded, prepared.row.hostname, groups);
         await this.regenerateCrl();
       }
       this.events.emit("push", {
         topic: "certificates.changed",
         args: { serials: [prepared.row.serial], change: "issued", ...(prepared.row.hostname ? { hostname: prepared.row.hostname } : {}) },
-        groups: this.groupsOf(prepared.row.hostname),
+        groups,
       });
-      const view = this.view(this.store.certificate(prepared.row.serial)!);
+      const view = this.view((await this.store.certificate(prepared.row.serial))!, prepared.rootId);
       return { certificate: view, pem: prepared.built.pem, ...(prepared.key ? { key: prepared.key } : {}) };
     }
     throw new AppError("unavailable", "the certificate could not be recorded; try again");
@@ -434,11 +448,16 @@ export class CertificateAuthority {
     return { rootId, built, row, ...(key ? { key } : {}) };
   }
 
-  /** Records a prepared certificate, in the caller's transaction; false when it must be built again. */
-  private record(prepared: Prepared): boolean {
-    if (this.store.currentRoot()?.id !== prepared.rootId) return false;
+  /**
+   * Records a prepared certificate, in the caller's transaction; false when it must be built again
+   * (its root was replaced meanwhile, or its serial is taken). The root and the host are held until
+   * the transaction ends, so that an import or a removal running at once revokes it with the others
+   * (see `CertificateStore.holdCurrentRoot`).
+   */
+  private async record(prepared: Prepared): Promise<boolean> {
+    if (!(await this.store.holdCurrentRoot(prepared.rootId))) return false;
     const hostname = prepared.row.hostname;
-    if (hostname !== null && !this.store.hostRow(hostname)) throw notFound(`no host ${hostname}; register it first`);
+    if (hostname !== null && !(await this.store.holdHost(hostname))) throw notFound(`no host ${hostname}; register it first`);
     return this.store.insertCertificate(prepared.row);
   }
 
@@ -455,13 +474,13 @@ export class CertificateAuthority {
     const { dnsNames, ipAddresses } = parseSans([...defaults, ...(options.sans ?? [])]);
     const sans = [...dnsNames.sort(), ...ipAddresses.sort()];
     const key = JSON.stringify(sans);
-    const usable = (rootId: number, now: number) => {
-      const row = this.store.serverCertificate(key);
+    const usable = (row: ServerCertificateRow | null, rootId: number, now: number) => {
       const lifetime = row ? row.not_after - row.not_before : 0;
       return row && row.ca_id === rootId && row.status === "valid" && row.not_after - now > lifetime / 3 ? row : null;
     };
-    const existing = usable(this.requireRoot().id, this.clock());
-    if (existing) return this.serverView(existing);
+    const root = await this.requireRoot();
+    const existing = usable(await this.store.serverCertificate(key), root.id, this.clock());
+    if (existing) return this.serverView(existing, root.certificate_pem);
     const prepared = await this.prepare(SYSTEM, {
       kind: "server",
       commonName: machine ?? "localhost",
@@ -470,16 +489,33 @@ export class CertificateAuthority {
       days: this.serverDays,
       key: "generate",
     });
-    const winner = immediate(this.db, () => {
-      const again = usable(prepared.rootId, this.clock());
-      if (again) return again;
-      if (!this.record(prepared)) return null;
-      this.store.saveServerCertificate(key, prepared.row.serial, prepared.key!, prepared.row.created_at);
-      return this.store.serverCertificate(key)!;
-    });
+    // The stored one is replaced only if it is still the one this transaction read: of processes
+    // doing this at once, one stores its certificate (the others' are rolled back) and all use it.
+    const lost = new Error("another process stored the listener's certificate first");
+    const winner = await this.sql
+      .transaction(async () => {
+        const stored = await this.store.serverCertificate(key);
+        const again = usable(stored, prepared.rootId, this.clock());
+        if (again) return again;
+        if (!(await this.record(prepared))) return null;
+        const saved = await this.store.saveServerCertificate(
+          key,
+          prepared.row.serial,
+          prepared.key!,
+          prepared.row.created_at,
+          stored?.serial ?? null,
+        );
+        if (!saved) throw lost;
+        return (await this.store.serverCertificate(key))!;
+      })
+      .catch(async (error: unknown) => {
+        if (error !== lost) throw error;
+        return usable(await this.store.serverCertificate(key), prepared.rootId, this.clock());
+      });
     if (!winner) throw new AppError("unavailable", "the root CA changed while the server certificate was being issued; try again");
+    const rootPem = (await this.requireRoot()).certificate_pem;
     if (winner.serial === prepared.row.serial) {
-      this.audit.record({
+      await this.audit.record({
         actor: SYSTEM.name,
         address: null,
         action: "cert.issue",
@@ -489,14 +525,17 @@ export class CertificateAuthority {
       });
       this.events.emit("push", { topic: "certificates.changed", args: { serials: [winner.serial], change: "issued" }, groups: [] });
     }
-    return this.serverView(winner);
+    return this.serverView(winner, rootPem);
   }
 
-  private serverView(row: { serial: string; key_pem: string; der: Uint8Array; sans: string; not_after: number }): ServerCertificate {
+  private serverView(
+    row: { serial: string; key_pem: string; der: Uint8Array; sans: string; not_after: number },
+    rootPem: string,
+  ): ServerCertificate {
     return {
       certificate: certificatePem(row.der),
       key: row.key_pem,
-      ca: this.caPem(),
+      ca: rootPem,
       serial: row.serial,
       sans: JSON.parse(row.sans) as string[],
       not_after: isoTime(row.not_after),
@@ -515,30 +554,42 @@ export class CertificateAuthority {
     const normalized = normalizeSerial(serial);
     if (normalized === null) throw badRequest("must be a serial number in hex", "serial");
     if (!REVOCATION_REASONS.includes(reason)) throw badRequest(`must be one of ${REVOCATION_REASONS.join(", ")}`, "reason");
-    if (!this.store.revoke(normalized, reason, this.clock())) {
-      const row = this.store.certificate(normalized);
+    if (!(await this.store.revoke(normalized, reason, this.clock()))) {
+      const row = await this.store.certificate(normalized);
       if (!row) throw notFound(`no certificate with serial ${normalized}`);
       throw conflict(`certificate ${normalized} is already revoked`);
     }
-    const row = this.store.certificate(normalized)!;
-    this.audit.record({ actor: actor.name, address: actor.address, action: "cert.revoke", target: normalized, outcome: "success", reason });
-    this.announceRevocation([normalized], row.hostname, this.groupsOf(row.hostname));
+    const row = (await this.store.certificate(normalized))!;
+    await this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "cert.revoke",
+      target: normalized,
+      outcome: "success",
+      reason,
+    });
+    this.announceRevocation([normalized], row.hostname, await this.groupsOf(row.hostname));
     await this.regenerateCrl();
-    return this.view(row);
+    return this.view(row, (await this.store.currentRoot())?.id);
   }
 
   /**
-   * Revokes every valid certificate of a host; `within` runs in the same transaction (removing the
-   * host with them, so that no certificate of it is issued in between and survives). The serials
-   * revoked, and the clients they had been issued to.
+   * Revokes every valid certificate of a host; `within` runs first in the same transaction
+   * (removing the host, so that no certificate of it is issued in between and survives: on
+   * PostgreSQL the removal waits for a transaction recording one, see `record`, and the revocation
+   * after it then sees that one too). The serials revoked, and the clients they had been issued to.
    */
-  async revokeHostCertificates(actor: Actor, hostname: string, reason: RevocationReason, within?: () => void): Promise<RevokedSet> {
+  async revokeHostCertificates(
+    actor: Actor,
+    hostname: string,
+    reason: RevocationReason,
+    within?: () => Promise<void>,
+  ): Promise<RevokedSet> {
     const name = hostname.toLowerCase();
-    const groups = this.groupsOf(name);
-    const rows = immediate(this.db, () => {
-      const revoked = this.store.revokeOfHost(name, reason, this.clock());
-      within?.();
-      return revoked;
+    const groups = await this.groupsOf(name);
+    const rows = await this.sql.transaction(async () => {
+      await within?.();
+      return this.store.revokeOfHost(name, reason, this.clock());
     });
     const clients = [...new Set(rows.flatMap((r) => (r.client_uuid === null ? [] : [r.client_uuid])))];
     return this.revoked(actor, name, reason, { serials: rows.map((r) => r.serial), clients }, name, groups);
@@ -546,10 +597,10 @@ export class CertificateAuthority {
 
   /** Revokes every valid certificate issued to an enrolled client (its key revoked or reset, the client deleted). */
   async revokeClientCertificates(actor: Actor, uuid: string, reason: RevocationReason): Promise<RevokedSet> {
-    const serials = this.store.revokeOfClient(uuid, reason, this.clock());
+    const serials = await this.store.revokeOfClient(uuid, reason, this.clock());
     if (serials.length === 0) return { serials, clients: [] };
-    const hostname = this.store.certificate(serials[0]!)?.hostname ?? null;
-    return this.revoked(actor, uuid, reason, { serials, clients: [uuid] }, hostname, this.groupsOf(hostname));
+    const hostname = (await this.store.certificate(serials[0]!))?.hostname ?? null;
+    return this.revoked(actor, uuid, reason, { serials, clients: [uuid] }, hostname, await this.groupsOf(hostname));
   }
 
   /** After a revocation of many: audited, announced, and the CRL rebuilt. */
@@ -562,7 +613,7 @@ export class CertificateAuthority {
     groups: string[],
   ): Promise<RevokedSet> {
     if (set.serials.length === 0) return set;
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "cert.revoke",
@@ -585,8 +636,8 @@ export class CertificateAuthority {
   }
 
   /** Viewers of the host's group see pushes about its certificates; admins see all. */
-  private groupsOf(hostname: string | null): string[] {
-    const group = hostname === null ? null : (this.store.hostRow(hostname)?.host_group ?? null);
+  private async groupsOf(hostname: string | null): Promise<string[]> {
+    const group = hostname === null ? null : ((await this.store.hostRow(hostname))?.host_group ?? null);
     return group === null ? [] : [group];
   }
 
@@ -598,23 +649,23 @@ export class CertificateAuthority {
    * process, or by another one on the same database).
    */
   async crl(): Promise<CrlView> {
-    const root = this.requireRoot();
-    const row = this.store.crl(root.id);
-    return crlView(row && !this.crlStale(row) ? row : await this.regenerateCrl());
+    const root = await this.requireRoot();
+    const row = await this.store.crl(root.id);
+    return crlView(row && !(await this.crlStale(row)) ? row : await this.regenerateCrl());
   }
 
   /** Rebuilds the CRL if it is due (for a timer); whether it did. */
   async refreshCrlIfDue(): Promise<boolean> {
-    const root = this.store.currentRoot();
+    const root = await this.store.currentRoot();
     if (!root) return false;
-    const row = this.store.crl(root.id);
-    if (row && !this.crlStale(row)) return false;
+    const row = await this.store.crl(root.id);
+    if (row && !(await this.crlStale(row))) return false;
     await this.regenerateCrl();
     return true;
   }
 
-  private crlStale(row: CrlRow): boolean {
-    return this.clock() >= row.next_update - this.crlRefreshMs || this.store.revokedCount(row.ca_id) > row.revoked_count;
+  private async crlStale(row: CrlRow): Promise<boolean> {
+    return this.clock() >= row.next_update - this.crlRefreshMs || (await this.store.revokedCount(row.ca_id)) > row.revoked_count;
   }
 
   private regenerateCrl(): Promise<CrlRow> {
@@ -640,7 +691,7 @@ export class CertificateAuthority {
     for (let attempt = 0; attempt < 5; attempt++) {
       const { rootId, signer } = await this.signer();
       const now = this.clock();
-      const contents = this.store.crlContents(rootId, now);
+      const contents = await this.store.crlContents(rootId, now);
       const nextUpdate = now + this.crlValidityMs;
       const { der } = await signer.crl({
         number: contents.number,
@@ -660,8 +711,8 @@ export class CertificateAuthority {
         next_update: nextUpdate,
         revoked_count: contents.revokedCount,
       };
-      if (this.store.saveCrl(row)) return row;
-      const stored = this.store.crl(rootId);
+      if (await this.store.saveCrl(row)) return row;
+      const stored = await this.store.crl(rootId);
       if (stored && stored.revoked_count >= row.revoked_count) return stored;
     }
     throw new AppError("unavailable", "the CRL is being rebuilt by another process; try again", { retryAfter: 1 });
@@ -670,36 +721,41 @@ export class CertificateAuthority {
   // Reading
 
   /** A page of certificates, newest first; viewers see only those of hosts in their groups. */
-  list(
+  async list(
     viewer: Principal | null,
     filter: { kind?: CertificateKind | undefined; status?: CertificateStatus | undefined; hostname?: string | undefined },
     limit: number,
     offset: number,
-  ): { items: CertificateView[]; total: number } {
+  ): Promise<{ items: CertificateView[]; total: number }> {
     const scoped: CertificateFilter = {
       ...filter,
       hostname: filter.hostname?.toLowerCase(),
       groups: viewer === null || viewer.role === "admin" ? undefined : viewer.groups,
     };
-    return {
-      items: this.store.certificates(scoped, limit, offset).map((row) => this.view(row)),
-      total: this.store.countCertificates(scoped),
-    };
+    const rows = await this.store.certificates(scoped, limit, offset);
+    const total = await this.store.countCertificates(scoped);
+    const rootId = (await this.store.currentRoot())?.id;
+    return { items: rows.map((row) => this.view(row, rootId)), total };
   }
 
   /** One certificate with its PEM; not_found for a viewer outside its host's group. */
-  get(viewer: Principal | null, serial: string): CertificateView & { pem: string } {
+  async get(viewer: Principal | null, serial: string): Promise<CertificateView & { pem: string }> {
     const normalized = normalizeSerial(serial);
-    const row = normalized === null ? null : this.store.certificate(normalized);
-    if (!row || !this.visible(viewer, row)) throw notFound(`no certificate with serial ${normalized ?? serial}`);
-    return { ...this.view(row), pem: certificatePem(row.der) };
+    const row = normalized === null ? null : await this.store.certificate(normalized);
+    if (!row || !(await this.visible(viewer, row))) throw notFound(`no certificate with serial ${normalized ?? serial}`);
+    return { ...this.view(row, (await this.store.currentRoot())?.id), pem: certificatePem(row.der) };
   }
 
   /** The certificate with this SHA-256 fingerprint, if latchkey issued it (for checking a presented certificate's state). */
-  byFingerprint(fingerprint: string): CertificateView | null {
+  async byFingerprint(fingerprint: string): Promise<CertificateView | null> {
     const normalized = normalizeFingerprint(fingerprint);
-    const row = normalized === null ? null : this.store.certificateByFingerprint(normalized);
-    return row ? this.view(row) : null;
+    const row = normalized === null ? null : await this.store.certificateByFingerprint(normalized);
+    return row ? this.view(row, (await this.store.currentRoot())?.id) : null;
+  }
+
+  /** Of these SHA-256 fingerprints (lowercase hex), those of certificates latchkey issued and has revoked: one query for many. */
+  revokedAmong(fingerprints: readonly string[]): Promise<Set<string>> {
+    return this.store.revokedAmong(fingerprints);
   }
 
   /**
@@ -709,12 +765,12 @@ export class CertificateAuthority {
    * (SPEC §10: new mTLS connections with a cold certificate cache). Null for anything else, which
    * then goes through the verifier. Validity, usage and revocation are the caller's, from the row.
    */
-  issuedRecord(der: Uint8Array): CertificateRow | null {
-    const root = this.store.currentRoot();
-    if (!root) return null;
-    const row = this.store.certificateByFingerprint(fingerprint(der));
-    if (!row || row.ca_id !== root.id) return null;
-    if (this.rootKeyCache?.rootId !== root.id) {
+  async issuedRecord(der: Uint8Array): Promise<CertificateRow | null> {
+    const row = await this.store.certificateOfCurrentRoot(fingerprint(der));
+    if (!row) return null;
+    if (this.rootKeyCache?.rootId !== row.ca_id) {
+      const root = await this.store.currentRoot();
+      if (root?.id !== row.ca_id) return null;
       const certificate = new X509Certificate(root.certificate_pem);
       const [notBefore, notAfter] = [certificate.validFromDate.getTime(), certificate.validToDate.getTime()];
       this.rootKeyCache = { rootId: root.id, key: certificate.publicKey, notBefore, notAfter };
@@ -729,13 +785,14 @@ export class CertificateAuthority {
     }
   }
 
-  private visible(viewer: Principal | null, row: CertificateRow): boolean {
+  private async visible(viewer: Principal | null, row: CertificateRow): Promise<boolean> {
     if (viewer === null || viewer.role === "admin") return true;
-    const group = row.hostname === null ? null : (this.store.hostRow(row.hostname)?.host_group ?? null);
+    const group = row.hostname === null ? null : ((await this.store.hostRow(row.hostname))?.host_group ?? null);
     return group !== null && viewer.groups.includes(group);
   }
 
-  private view(row: CertificateRow, currentRootId = this.store.currentRoot()?.id): CertificateView {
+  /** A certificate as callers see it; `currentRootId` tells whether it is of the current root. */
+  private view(row: CertificateRow, currentRootId: number | undefined): CertificateView {
     return {
       serial: row.serial,
       fingerprint: row.fingerprint,

@@ -13,16 +13,20 @@ export type CertificateIdentity =
   | { kind: "invalid"; reason: string }
   | { kind: "valid"; serial: string; fingerprint: string; commonName: string | null; notAfter: number; der: Uint8Array };
 
+/**
+ * `verifier` gives the verifier of the current root (one per root, see `clientCertificateVerifier`):
+ * it reads the root from the database, hence a promise.
+ */
 export async function identifyCertificate(
-  deps: { verifier: () => CertificateVerifier; ca: CertificateAuthority; clock: Clock },
+  deps: { verifier: () => Promise<CertificateVerifier>; ca: CertificateAuthority; clock: Clock },
   der: Uint8Array | null,
 ): Promise<CertificateIdentity> {
   if (der === null) return { kind: "none" };
-  const issued = deps.ca.issuedRecord(der);
+  const issued = await deps.ca.issuedRecord(der);
   if (issued) return recordIdentity(issued, der, deps.clock());
-  const result = await deps.verifier().verify(der, { time: deps.clock() });
+  const result = await (await deps.verifier()).verify(der, { time: deps.clock() });
   if (!result.ok) return { kind: "invalid", reason: result.reason };
-  const known = deps.ca.byFingerprint(result.leaf.fingerprint);
+  const known = await deps.ca.byFingerprint(result.leaf.fingerprint);
   if (known?.status === "revoked") return { kind: "invalid", reason: "revoked" };
   return {
     kind: "valid",

@@ -30,6 +30,8 @@ export interface ClientCertificateReply {
 
 export class ClientCertificates {
   readonly days: number;
+  /** Revocations begun by `revokeOnKick` and not yet ended. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly store: EnrollmentStore,
@@ -46,7 +48,7 @@ export class ClientCertificates {
    * certificate are that hostname in lower case; anything else the request asks for is ignored.
    */
   async issue(uuid: string, request: CertificateRequestInfo, address: string | null): Promise<ClientCertificateReply> {
-    const client = this.store.client(uuid);
+    const client = await this.store.client(uuid);
     if (!client) throw unauthorized("register first (client/register)");
     let hostname: string;
     try {
@@ -66,7 +68,7 @@ export class ClientCertificates {
       );
     }
     const actor: Actor = { name: `client:${uuid}`, address };
-    this.hosts.enrollHost(actor, hostname, client.client_group);
+    await this.hosts.enrollHost(actor, hostname, client.client_group);
     const issued = await this.ca.issue(actor, {
       kind: "client",
       commonName: hostname,
@@ -79,8 +81,8 @@ export class ClientCertificates {
     });
     return {
       certificate: issued.pem,
-      ca: this.ca.caPem(),
-      ca_fingerprint: this.ca.caFingerprint(),
+      ca: await this.ca.caPem(),
+      ca_fingerprint: await this.ca.caFingerprint(),
       serial: issued.certificate.serial,
       not_before: issued.certificate.not_before,
       not_after: issued.certificate.not_after,
@@ -91,8 +93,8 @@ export class ClientCertificates {
    * The client whose valid certificate this is (by its SHA-256 fingerprint), if latchkey issued it
    * to an enrolled client; null for any other certificate (a host bundle, a user's).
    */
-  clientOf(fingerprint: string): string | null {
-    const certificate = this.ca.byFingerprint(fingerprint);
+  async clientOf(fingerprint: string): Promise<string | null> {
+    const certificate = await this.ca.byFingerprint(fingerprint);
     return certificate?.status === "valid" && certificate.kind === "client" ? certificate.client_uuid : null;
   }
 
@@ -101,8 +103,27 @@ export class ClientCertificates {
    * key id, only a client still admitted by that key (one that since enrolled with another keeps its own).
    */
   async revokeOnKick(actor: Actor, uuids: readonly string[], keyId: number | undefined): Promise<void> {
-    const affected = uuids.filter((uuid) => keyId === undefined || (this.store.client(uuid)?.key_id ?? keyId) === keyId);
-    // Each revocation is written before its first await: all of them before this returns a promise.
-    await Promise.all(affected.map((uuid) => this.ca.revokeClientCertificates(actor, uuid, "privilegeWithdrawn")));
+    const work = Promise.all(
+      uuids.map(async (uuid) => {
+        if (keyId !== undefined && ((await this.store.client(uuid))?.key_id ?? keyId) !== keyId) return;
+        await this.ca.revokeClientCertificates(actor, uuid, "privilegeWithdrawn");
+      }),
+    ).then(() => undefined);
+    // Counted at once: a change that kicked clients has begun their revocation by the time it returns.
+    this.inFlight.add(work);
+    try {
+      await work;
+    } finally {
+      this.inFlight.delete(work);
+    }
+  }
+
+  /**
+   * Resolves once every revocation begun so far has ended, however it ended (a failure is for the
+   * caller of `revokeOnKick` to report): the CLI waits for it before it closes the database, as the
+   * revocations that a key change sets off are written after the change itself.
+   */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 }

@@ -1,7 +1,6 @@
 /** Enrolled clients: listed and read (viewers only within their groups), and deleted with their key. */
-import type { Database } from "bun:sqlite";
 import type { ClientRow, EnrollmentStore } from "../../db/enrollment.ts";
-import { immediate } from "../../db/open.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import { notFound } from "../errors.ts";
@@ -31,30 +30,31 @@ const CLIENT_GONE: RefusalReason = "invalid_key";
 
 export class EnrollmentClients {
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: EnrollmentStore,
     private readonly presence: Presence,
     private readonly audit: Audit,
     private readonly events: EventHub,
   ) {}
 
-  list(
+  async list(
     viewer: Principal,
     filter: { status?: "online" | "offline" | undefined; group?: string | undefined },
     limit: number,
     offset: number,
-  ): { items: ClientView[]; total: number } {
+  ): Promise<{ items: ClientView[]; total: number }> {
     const online = this.presence.online();
     const scoped = {
       group: filter.group,
       groups: viewer.role === "admin" ? undefined : viewer.groups,
       ...(filter.status === "online" ? { uuids: online } : filter.status === "offline" ? { excludeUuids: online } : {}),
     };
-    return { items: this.store.clients(scoped, limit, offset).map((c) => this.view(c)), total: this.store.countClients(scoped) };
+    const [rows, total] = await Promise.all([this.store.clients(scoped, limit, offset), this.store.countClients(scoped)]);
+    return { items: rows.map((c) => this.view(c)), total };
   }
 
-  get(viewer: Principal, uuid: string): ClientView {
-    const client = this.store.client(uuid);
+  async get(viewer: Principal, uuid: string): Promise<ClientView> {
+    const client = await this.store.client(uuid);
     if (!client || (viewer.role !== "admin" && (client.client_group === null || !viewer.groups.includes(client.client_group)))) {
       throw notFound(`no client ${uuid}`);
     }
@@ -62,21 +62,22 @@ export class EnrollmentClients {
   }
 
   /** Deletes a client: its key and certificates are revoked with it and its connection closed. */
-  delete(actor: Actor, uuid: string): void {
-    const client = this.store.client(uuid);
-    if (!client) throw notFound(`no client ${uuid}`);
-    const revoked = immediate(this.db, () => {
-      const ids = this.store.revokeKeysOf(uuid);
-      this.store.deleteClient(uuid);
-      return ids;
-    });
-    this.audit.record({
-      actor: actor.name,
-      address: actor.address,
-      action: "client.delete",
-      target: uuid,
-      outcome: "success",
-      reason: revoked.length ? `revoked key ${revoked.join(", ")}` : null,
+  async delete(actor: Actor, uuid: string): Promise<void> {
+    // One transaction with its audit entry; the deletion's changed row decides whether there was a
+    // client to delete (of two deletions at once, the second finds none and revokes nothing).
+    const client = await this.sql.transaction(async () => {
+      const revoked = await this.store.revokeKeysOf(uuid);
+      const deleted = await this.store.deleteClient(uuid);
+      if (!deleted) throw notFound(`no client ${uuid}`);
+      await this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "client.delete",
+        target: uuid,
+        outcome: "success",
+        reason: revoked.length ? `revoked key ${revoked.join(", ")}` : null,
+      });
+      return deleted;
     });
     this.events.emit("clients.kick", { uuids: [uuid], reason: CLIENT_GONE, actor });
     this.events.emit("push", { topic: "clients.deleted", args: { uuid }, groups: client.client_group ? [client.client_group] : [] });

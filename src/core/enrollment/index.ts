@@ -5,9 +5,9 @@
  * woho table), `clients.ts` (enrolled clients) and `presence.ts` (who is online, as the
  * WebSocket layer tells). `db/enrollment.ts` holds their SQL.
  */
-import type { Database } from "bun:sqlite";
 import type { EnrollmentStore, KeyStatus } from "../../db/enrollment.ts";
 import type { SettingsStore } from "../../db/settings.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -32,52 +32,52 @@ export class Enrollment {
   private readonly clients: EnrollmentClients;
   private readonly presence: Presence;
 
-  constructor(db: Database, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock, stats: Stats) {
+  constructor(sql: Sql, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock, stats: Stats) {
     this.settings = new EnrollmentSettings(settings, audit, events);
-    this.keys = new EnrollmentKeys(db, store, audit, events, clock);
-    this.registration = new Registration(db, store, this.settings, audit, events, clock, stats);
+    this.keys = new EnrollmentKeys(sql, store, audit, events, clock);
+    this.registration = new Registration(sql, store, this.settings, audit, events, clock, stats);
     this.presence = new Presence(store, events, clock);
-    this.clients = new EnrollmentClients(db, store, this.presence, audit, events);
+    this.clients = new EnrollmentClients(sql, store, this.presence, audit, events);
   }
 
   // settings
-  getSettings(): EnrollmentSettingsView {
+  getSettings(): Promise<EnrollmentSettingsView> {
     return this.settings.get();
   }
-  updateSettings(actor: Actor, changes: { require_auth_key?: boolean | undefined }): EnrollmentSettingsView {
+  updateSettings(actor: Actor, changes: { require_auth_key?: boolean | undefined }): Promise<EnrollmentSettingsView> {
     return this.settings.update(actor, changes);
   }
 
   // keys
-  generate(actor: Actor, input: { quantity: number; label: string; expiresAt: number | null; group: string | null }): KeyView[] {
+  generate(actor: Actor, input: { quantity: number; label: string; expiresAt: number | null; group: string | null }): Promise<KeyView[]> {
     return this.keys.generate(actor, input);
   }
-  listKeys(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): KeyList {
+  listKeys(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): Promise<KeyList> {
     return this.keys.list(viewer, filter, limit, offset);
   }
-  getKey(viewer: Principal | null, id: number): KeyView {
+  getKey(viewer: Principal | null, id: number): Promise<KeyView> {
     return this.keys.get(viewer, id);
   }
-  revokeKey(actor: Actor, id: number): KeyView {
+  revokeKey(actor: Actor, id: number): Promise<KeyView> {
     return this.keys.revoke(actor, id);
   }
-  resetKey(actor: Actor, id: number): KeyView {
+  resetKey(actor: Actor, id: number): Promise<KeyView> {
     return this.keys.reset(actor, id);
   }
-  deleteKey(actor: Actor, id: number): void {
-    this.keys.delete(actor, id);
+  deleteKey(actor: Actor, id: number): Promise<void> {
+    return this.keys.delete(actor, id);
   }
-  installCommand(id: number, target: InstallTarget): string {
+  installCommand(id: number, target: InstallTarget): Promise<string> {
     return this.keys.installCommand(id, target);
   }
 
   // registration
   /** `certified`: the connection presents a valid certificate latchkey issued to this UUID. */
-  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): RegistrationOutcome {
+  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): Promise<RegistrationOutcome> {
     return this.registration.register(args, address, alreadyConnected, certified);
   }
-  recordRefusal(uuid: string, address: string | null, told: string): void {
-    this.registration.recordRefusal(uuid, address, told);
+  recordRefusal(uuid: string, address: string | null, told: string): Promise<void> {
+    return this.registration.recordRefusal(uuid, address, told);
   }
 
   // clients
@@ -86,24 +86,25 @@ export class Enrollment {
     filter: { status?: "online" | "offline" | undefined; group?: string | undefined },
     limit: number,
     offset: number,
-  ): { items: ClientView[]; total: number } {
+  ): Promise<{ items: ClientView[]; total: number }> {
     return this.clients.list(viewer, filter, limit, offset);
   }
-  getClient(viewer: Principal, uuid: string): ClientView {
+  getClient(viewer: Principal, uuid: string): Promise<ClientView> {
     return this.clients.get(viewer, uuid);
   }
-  deleteClient(actor: Actor, uuid: string): void {
-    this.clients.delete(actor, uuid);
+  deleteClient(actor: Actor, uuid: string): Promise<void> {
+    return this.clients.delete(actor, uuid);
   }
 
   // presence
   setPresence(isOnline: (uuid: string) => boolean, online: () => string[]): void {
     this.presence.attach(isOnline, online);
   }
-  disconnected(uuid: string): void {
-    this.presence.disconnected(uuid);
+  /** A registered client's socket closed: its last-seen time is written, then `clients.offline` pushed. */
+  disconnected(uuid: string): Promise<void> {
+    return this.presence.disconnected(uuid);
   }
-  lostBindings(bound: { uuid: string; keyId: number }[]): string[] {
+  lostBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
     return this.presence.lostBindings(bound);
   }
 }

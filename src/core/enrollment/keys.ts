@@ -4,9 +4,8 @@
  * Only the hash of a key's normalized form is looked up, so typing it in any case, with or
  * without dashes, finds it.
  */
-import type { Database } from "bun:sqlite";
-import { immediate } from "../../db/open.ts";
 import type { EnrollmentStore, KeyRow, KeyStatus } from "../../db/enrollment.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -78,21 +77,24 @@ export interface KeyList {
 
 export class EnrollmentKeys {
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: EnrollmentStore,
     private readonly audit: Audit,
     private readonly events: EventHub,
     private readonly clock: Clock,
   ) {}
 
-  generate(actor: Actor, input: { quantity: number; label: string; expiresAt: number | null; group: string | null }): KeyView[] {
+  async generate(
+    actor: Actor,
+    input: { quantity: number; label: string; expiresAt: number | null; group: string | null },
+  ): Promise<KeyView[]> {
     const now = this.clock();
-    const ids = immediate(this.db, () => {
+    const ids = await this.sql.transaction(async () => {
       const made: number[] = [];
       while (made.length < input.quantity) {
         const key = newEnrollmentKey();
         // A collision (31^12 keys) is astronomically rare; the unique hash index makes it a retry.
-        const id = this.store.insertKey({
+        const id = await this.store.insertKey({
           key,
           keyHash: hashEnrollmentKey(normalizeKey(key)!),
           label: input.label,
@@ -102,7 +104,7 @@ export class EnrollmentKeys {
         });
         if (id !== null) made.push(id);
       }
-      this.audit.record({
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "key.generate",
@@ -113,62 +115,80 @@ export class EnrollmentKeys {
       return made;
     });
     this.events.emit("push", { topic: "keys.changed", args: { ids, change: "generated" }, groups: input.group ? [input.group] : [] });
-    return ids.map((id) => this.view(this.require(id), true));
+    return Promise.all(ids.map(async (id) => this.view(await this.require(id), true)));
   }
 
   /** A page of keys, and how many of the viewer's keys are in each state (for the dashboard). */
-  list(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): KeyList {
+  async list(viewer: Principal | null, filter: { status?: KeyStatus | undefined }, limit: number, offset: number): Promise<KeyList> {
     const admin = viewer === null || viewer.role === "admin";
     const scoped = { ...filter, groups: admin ? undefined : viewer!.groups };
-    return {
-      items: this.store.keys(scoped, limit, offset).map((k) => this.view(k, admin)),
-      total: this.store.countKeys(scoped),
-      by_status: this.store.countByStatus(scoped),
-    };
+    const [rows, total, byStatus] = await Promise.all([
+      this.store.keys(scoped, limit, offset),
+      this.store.countKeys(scoped),
+      this.store.countByStatus(scoped),
+    ]);
+    return { items: await Promise.all(rows.map((k) => this.view(k, admin))), total, by_status: byStatus };
   }
 
-  get(viewer: Principal | null, id: number): KeyView {
-    const key = this.require(id);
+  async get(viewer: Principal | null, id: number): Promise<KeyView> {
+    const key = await this.require(id);
     const admin = viewer === null || viewer.role === "admin";
     if (!admin && (key.client_group === null || !viewer!.groups.includes(key.client_group))) throw notFound(`no key with id ${id}`);
     return this.view(key, admin);
   }
 
-  revoke(actor: Actor, id: number): KeyView {
-    const key = this.require(id);
-    this.store.revoke(id);
-    this.audit.record({
-      actor: actor.name,
-      address: actor.address,
-      action: "key.revoke",
-      target: `key ${id}`,
-      outcome: "success",
-      reason: key.client_uuid ? `bound to ${key.client_uuid}` : null,
+  async revoke(actor: Actor, id: number): Promise<KeyView> {
+    const key = await this.change(id, async (key) => {
+      await this.store.revoke(id);
+      await this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "key.revoke",
+        target: `key ${id}`,
+        outcome: "success",
+        reason: key.client_uuid ? `bound to ${key.client_uuid}` : null,
+      });
     });
     this.changed(actor, key, "revoked");
-    return this.view(this.require(id), true);
+    return this.view(await this.require(id), true);
   }
 
-  reset(actor: Actor, id: number): KeyView {
-    const key = this.require(id);
-    this.store.reset(id);
-    this.audit.record({
-      actor: actor.name,
-      address: actor.address,
-      action: "key.reset",
-      target: `key ${id}`,
-      outcome: "success",
-      reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null,
+  async reset(actor: Actor, id: number): Promise<KeyView> {
+    const key = await this.change(id, async (key) => {
+      await this.store.reset(id);
+      await this.audit.record({
+        actor: actor.name,
+        address: actor.address,
+        action: "key.reset",
+        target: `key ${id}`,
+        outcome: "success",
+        reason: key.client_uuid ? `unbound from ${key.client_uuid}` : null,
+      });
     });
     this.changed(actor, key, "reset");
-    return this.view(this.require(id), true);
+    return this.view(await this.require(id), true);
   }
 
-  delete(actor: Actor, id: number): void {
-    const key = this.require(id);
-    this.store.deleteKey(id);
-    this.audit.record({ actor: actor.name, address: actor.address, action: "key.delete", target: `key ${id}`, outcome: "success" });
+  async delete(actor: Actor, id: number): Promise<void> {
+    const key = await this.change(id, async () => {
+      await this.store.deleteKey(id);
+      await this.audit.record({ actor: actor.name, address: actor.address, action: "key.delete", target: `key ${id}`, outcome: "success" });
+    });
     this.changed(actor, key, "deleted");
+  }
+
+  /**
+   * Runs an admin's change of a key in one transaction with its audit entry, and returns the key
+   * as it was just before: read locked, so that a registration cannot bind it unseen in between
+   * (the client it was bound to is the one whose connection `changed` closes).
+   */
+  private async change(id: number, write: (key: KeyRow) => Promise<void>): Promise<KeyRow> {
+    return this.sql.transaction(async () => {
+      const key = await this.store.lockedKey(id);
+      if (!key) throw notFound(`no key with id ${id}`);
+      await write(key);
+      return key;
+    });
   }
 
   /**
@@ -177,8 +197,8 @@ export class EnrollmentKeys {
    * is not the default 9443) and the key never crosses the network in clear. The client's name
    * defaults to the machine's hostname: a batch of keys shares one label, not one name.
    */
-  installCommand(id: number, target: InstallTarget): string {
-    const key = this.require(id);
+  async installCommand(id: number, target: InstallTarget): Promise<string> {
+    const key = await this.require(id);
     const port = target.mtlsPort !== null && target.mtlsPort !== DEFAULT_MTLS_PORT ? ` -mtls-port ${target.mtlsPort}` : "";
     return `latchkey client install -server ${target.server} -ca-fingerprint ${target.caFingerprint}${port} -key ${key.key}`;
   }
@@ -197,14 +217,14 @@ export class EnrollmentKeys {
     });
   }
 
-  private require(id: number): KeyRow {
-    const key = this.store.key(id);
+  private async require(id: number): Promise<KeyRow> {
+    const key = await this.store.key(id);
     if (!key) throw notFound(`no key with id ${id}`);
     return key;
   }
 
-  private view(k: KeyRow, reveal: boolean): KeyView {
-    const client = k.client_uuid ? this.store.client(k.client_uuid) : null;
+  private async view(k: KeyRow, reveal: boolean): Promise<KeyView> {
+    const client = k.client_uuid ? await this.store.client(k.client_uuid) : null;
     return {
       id: k.id,
       key: reveal ? k.key : maskSecret(k.key),

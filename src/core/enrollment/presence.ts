@@ -29,10 +29,10 @@ export class Presence {
     return this.connectedList();
   }
 
-  /** A registered client's socket closed. */
-  disconnected(uuid: string): void {
-    this.store.touchClient(uuid, this.clock());
-    const client = this.store.client(uuid);
+  /** A registered client's socket closed: its last-seen time is written, then `clients.offline` pushed. */
+  async disconnected(uuid: string): Promise<void> {
+    await this.store.touchClient(uuid, this.clock());
+    const client = await this.store.client(uuid);
     this.events.emit("push", { topic: "clients.offline", args: { uuid }, groups: client?.client_group ? [client.client_group] : [] });
   }
 
@@ -40,7 +40,7 @@ export class Presence {
    * Connected clients whose key (the one each was admitted with) was revoked, reset or deleted,
    * by this process or another.
    */
-  lostBindings(bound: { uuid: string; keyId: number }[]): string[] {
+  lostBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
     return this.store.revokedBindings(bound);
   }
 }

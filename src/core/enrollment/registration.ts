@@ -6,9 +6,8 @@
  * the mTLS listener is admitted by it, with no key (SPEC §4: a restart is not a re-enrollment).
  * The outcome says why in a word; what the client is told is the protocol's business.
  */
-import type { Database } from "bun:sqlite";
 import type { EnrollmentStore, KeyRow } from "../../db/enrollment.ts";
-import { immediate } from "../../db/open.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
@@ -60,7 +59,7 @@ class Refused extends Error {
 
 export class Registration {
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: EnrollmentStore,
     private readonly settings: EnrollmentSettings,
     private readonly audit: Audit,
@@ -74,47 +73,50 @@ export class Registration {
    * (a clone): refused, and the first stays connected. A refusal is not audited here: the caller
    * records it with `recordRefusal`, in the words the client was given.
    */
-  register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): RegistrationOutcome {
+  async register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): Promise<RegistrationOutcome> {
     const now = this.clock();
     const refuse = (reason: RefusalReason): never => {
       throw new Refused(reason);
     };
     // The group of the key presented, so that a refusal shows on the charts of its group's viewers.
     let keyGroup: string | null = null;
-    // The key is looked up by its secret before the write lock is taken; what it says is decided
-    // under the lock, on the row as it is then.
-    const lookup = (): KeyRow | null => {
+    // The key is looked up by its secret (hashed here, outside the transaction) before the
+    // transaction begins; what it says is decided in the transaction, on the row as it is then.
+    const lookup = async (): Promise<KeyRow | null> => {
       if (alreadyConnected) refuse("already_connected");
-      if (certified || !this.settings.requireAuthKey()) return null;
+      if (certified || !(await this.settings.requireAuthKey())) return null;
       if (args.auth_key === undefined || args.auth_key.trim() === "") refuse("auth_required");
       const normalized = normalizeKey(args.auth_key!);
-      const found = normalized === null ? null : this.store.keyByHash(hashEnrollmentKey(normalized));
+      const found = normalized === null ? null : await this.store.keyByHash(hashEnrollmentKey(normalized));
       keyGroup = found?.client_group ?? null;
       if (!found || !sameSecret(normalizeKey(found.key)!, normalized!) || found.status === "revoked") return refuse("invalid_key");
       return found;
     };
     // The binding, the client row and the audit entry commit together: one durable write per
     // registration, and never a bound key without its client.
-    const attempt = (found: KeyRow | null) => {
+    const attempt = async (found: KeyRow | null) => {
       if (certified) return this.admitCertified(args, address, now);
       let reconnect = true;
-      // Re-read under the lock: since the lookup, a registration in this process or the other
+      // Re-read in the transaction: since the lookup, a registration in this process or another
       // may have bound the key (the loser of a race then reads it active), or an admin changed it.
-      const key = found && this.store.key(found.id);
+      // On SQLite the transaction's write lock holds the row as read; on PostgreSQL (READ
+      // COMMITTED) it may still change, so only the conditional UPDATEs below decide, never this read.
+      const key = found && (await this.store.key(found.id));
       if (found && (!key || key.status === "revoked")) return refuse("invalid_key");
       if (key) {
         if (key.status === "active") {
           if (key.client_uuid !== args.uuid) refuse(otherClientRefusal(key, now));
           // A restart is not a re-enrollment: the bound client reconnects even after its key's expiry.
-          if (!this.store.recordReuse(key.id, args.uuid, now)) refuse("invalid_key");
+          if (!(await this.store.recordReuse(key.id, args.uuid, now))) refuse("invalid_key");
         } else {
           if (key.expires_at !== null && now >= key.expires_at) refuse("invalid_key");
-          // Conditional all the same: the affected-row count, not the read above, decides the winner.
-          if (!this.store.bindPending(key.id, args.uuid, now)) refuse("key_in_use");
+          // Conditional all the same: the affected-row count, not the read above, decides the winner
+          // (on PostgreSQL a racer waits for the winner's row lock, then finds the key no longer pending).
+          if (!(await this.store.bindPending(key.id, args.uuid, now))) refuse(lostBinding(await this.store.key(key.id), args.uuid, now));
           reconnect = false;
         }
       }
-      this.store.upsertClient({
+      await this.store.upsertClient({
         uuid: args.uuid,
         name: args.name,
         hostname: args.hostname,
@@ -125,7 +127,7 @@ export class Registration {
         address,
         now,
       });
-      this.audit.record({
+      await this.audit.record({
         actor: `client:${args.uuid}`,
         address,
         action: "client.register",
@@ -133,12 +135,12 @@ export class Registration {
         outcome: "success",
         reason: key ? `key ${key.id}${reconnect ? " (reconnect)" : " bound"}` : "no key required",
       });
-      return { key, reconnect, client: this.store.client(args.uuid)! };
+      return { key, reconnect, client: (await this.store.client(args.uuid))! };
     };
-    let admitted: ReturnType<typeof attempt>;
+    let admitted: Awaited<ReturnType<typeof attempt>>;
     try {
-      const key = lookup();
-      admitted = immediate(this.db, () => attempt(key));
+      const key = await lookup();
+      admitted = await this.sql.transaction(() => attempt(key));
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
       this.stats.count("registrations_refused", 1, keyGroup === null ? [] : [groupScope(keyGroup)], now);
@@ -165,12 +167,13 @@ export class Registration {
    * UUID and is valid): the client keeps its group and key, whose use is counted while it is
    * active for it; a client deleted, or whose key was revoked meanwhile, is refused.
    */
-  private admitCertified(args: RegisterArgs, address: string | null, now: number) {
-    const client = this.store.client(args.uuid);
+  private async admitCertified(args: RegisterArgs, address: string | null, now: number) {
+    const client = await this.store.client(args.uuid);
     if (!client) throw new Refused("invalid_key");
-    const key = client.key_id === null ? null : this.store.key(client.key_id);
-    if (key && !this.store.recordReuse(key.id, args.uuid, now)) throw new Refused("invalid_key");
-    this.store.upsertClient({
+    const key = client.key_id === null ? null : await this.store.key(client.key_id);
+    // Conditional: the key's state when the UPDATE runs decides, not the read above.
+    if (key && !(await this.store.recordReuse(key.id, args.uuid, now))) throw new Refused("invalid_key");
+    await this.store.upsertClient({
       uuid: args.uuid,
       name: args.name,
       hostname: args.hostname,
@@ -181,7 +184,7 @@ export class Registration {
       address,
       now,
     });
-    this.audit.record({
+    await this.audit.record({
       actor: `client:${args.uuid}`,
       address,
       action: "client.register",
@@ -189,13 +192,29 @@ export class Registration {
       outcome: "success",
       reason: "certificate (reconnect)",
     });
-    return { key, reconnect: true, client: this.store.client(args.uuid)! };
+    return { key, reconnect: true, client: (await this.store.client(args.uuid))! };
   }
 
   /** Audits a refused registration; `told` is what the client was told, which the audit log repeats. */
-  recordRefusal(uuid: string, address: string | null, told: string): void {
-    this.audit.record({ actor: `client:${uuid}`, address, action: "client.register", target: uuid, outcome: "failure", reason: told });
+  async recordRefusal(uuid: string, address: string | null, told: string): Promise<void> {
+    await this.audit.record({
+      actor: `client:${uuid}`,
+      address,
+      action: "client.register",
+      target: uuid,
+      outcome: "failure",
+      reason: told,
+    });
   }
+}
+
+/**
+ * Why a pending key read in the transaction could not be bound after all: on PostgreSQL another
+ * transaction may have changed it since the read (it cannot on SQLite). Told as the key stands now.
+ */
+function lostBinding(key: KeyRow | null, uuid: string, now: number): RefusalReason {
+  if (!key || key.status === "revoked") return "invalid_key";
+  return key.status === "active" && key.client_uuid !== uuid ? otherClientRefusal(key, now) : "key_in_use";
 }
 
 /**

@@ -13,18 +13,18 @@ export class EnrollmentSettings {
     private readonly events: EventHub,
   ) {}
 
-  requireAuthKey(): boolean {
-    return this.store.get<boolean>("require_auth_key") ?? false;
+  async requireAuthKey(): Promise<boolean> {
+    return (await this.store.get<boolean>("require_auth_key")) ?? false;
   }
 
-  get(): EnrollmentSettingsView {
-    return { require_auth_key: this.requireAuthKey() };
+  async get(): Promise<EnrollmentSettingsView> {
+    return { require_auth_key: await this.requireAuthKey() };
   }
 
-  update(actor: Actor, changes: { require_auth_key?: boolean | undefined }): EnrollmentSettingsView {
+  async update(actor: Actor, changes: { require_auth_key?: boolean | undefined }): Promise<EnrollmentSettingsView> {
     if (changes.require_auth_key !== undefined) {
-      this.store.set("require_auth_key", changes.require_auth_key);
-      this.audit.record({
+      await this.store.set("require_auth_key", changes.require_auth_key);
+      await this.audit.record({
         actor: actor.name,
         address: actor.address,
         action: "settings.update",
@@ -32,7 +32,7 @@ export class EnrollmentSettings {
         outcome: "success",
         reason: String(changes.require_auth_key),
       });
-      this.events.emit("push", { topic: "settings.changed", args: this.get() });
+      this.events.emit("push", { topic: "settings.changed", args: await this.get() });
     }
     return this.get();
   }

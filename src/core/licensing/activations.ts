@@ -1,11 +1,12 @@
 /**
  * Machines on license keys: the public activate / check / deactivate calls of the seed, each
  * returning an outcome (wire.ts), and the admins' view and removal of activations. Seats are taken
- * and freed in immediate transactions, so their count is exact under concurrency.
+ * and freed in transactions that lock the key first, and every seat is decided by a conditional
+ * statement (a machine's activation by a conditional INSERT, the seat by a conditional UPDATE), so
+ * their count is exact under concurrency, on SQLite and on PostgreSQL alike.
  */
-import type { Database } from "bun:sqlite";
-import type { ActivationRow, LicenseRow, LicenseStore } from "../../db/licenses.ts";
-import { immediate } from "../../db/open.ts";
+import type { ActivationRow, LicenseRow, LicenseStore, Seats } from "../../db/licenses.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -15,7 +16,7 @@ import { isoTime } from "../fields.ts";
 import { sameSecret, sha256Hex } from "../secrets.ts";
 import { appScope, licenseScope, type CountMetric, type Stats } from "../stats.ts";
 import { Throttle } from "../throttle.ts";
-import type { CheckCache } from "./check-cache.ts";
+import type { CheckCache, MachineEntry } from "./check-cache.ts";
 import type { CheckCounters } from "./counters.ts";
 import { remainingActivations, requireLicense } from "./keys.ts";
 import type { ReceiptIssuer } from "./receipt-issuer.ts";
@@ -27,6 +28,7 @@ import {
   type CheckFailed,
   type CheckOutcome,
   type DeactivateOutcome,
+  type MaybePromise,
   type Throttled,
   type WireRequest,
 } from "./wire.ts";
@@ -50,6 +52,9 @@ const THROTTLED_COUNTS: Record<WireCall, CountMetric | null> = { activate: "acti
 
 const NO_KEY: readonly string[] = [];
 
+/** What an activation's transaction came to: a new seat, a machine that had one, no seat left, or a key deleted meanwhile. */
+type SeatOutcome = { kind: "new"; seats: Seats } | { kind: "again"; seats: Seats } | { kind: "full" } | { kind: "gone" };
+
 /** The charts a key's activations and checks count in besides the overall one: the key's and its application's. */
 function scopesOf(license: LicenseRow | null): readonly string[] {
   return license === null ? NO_KEY : [licenseScope(license.id), appScope(license.app_id)];
@@ -62,7 +67,7 @@ export class Activations {
   private readonly seatFailures: Throttle;
 
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: LicenseStore,
     private readonly audit: Audit,
     private readonly events: EventHub,
@@ -76,15 +81,15 @@ export class Activations {
     this.seatFailures = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
   }
 
-  activate(request: WireRequest, address: string | null): ActivateOutcome {
+  async activate(request: WireRequest, address: string | null): Promise<ActivateOutcome> {
     const identity = requireMachine(request);
     const now = this.clock();
     const wait = this.addressWait(address);
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "activate");
-    const license = this.find(request.token);
-    const failure = (kind: "invalid" | "expired" | "full", reason: string): ActivateOutcome => {
+    const license = await this.find(request.token);
+    const failure = async (kind: "invalid" | "expired" | "full", reason: string): Promise<ActivateOutcome> => {
       this.stats.count("activations_failed", 1, scopesOf(license), now);
-      this.audit.record({
+      await this.audit.record({
         actor: null,
         address,
         action: "license.activate",
@@ -92,7 +97,7 @@ export class Activations {
         outcome: "failure",
         reason,
       });
-      return { kind, supportMessage: this.supportMessage(request, license) };
+      return { kind, supportMessage: await this.supportMessage(request, license) };
     };
     if (!license) {
       if (address !== null) this.invalidTokens.fail(address);
@@ -102,27 +107,15 @@ export class Activations {
     if (license.enabled !== 1) return failure("invalid", "disabled");
     if (license.expires_at !== null && now >= license.expires_at) return failure("expired", "expired");
     // The throttle guards new seats: a machine that already holds one is never locked out by it.
-    const keyWait = this.store.activation(license.id, identity) ? 0 : this.seatFailures.waitSeconds(`license:${license.id}`);
+    const keyWait = (await this.store.activation(license.id, identity)) ? 0 : this.seatFailures.waitSeconds(`license:${license.id}`);
     if (keyWait > 0) return this.throttled(keyWait, SEAT_FAILURES, request, address, "activate", license);
 
-    // One immediate transaction: the seat, the activation and its audit entry are durable together.
-    const seat = immediate(this.db, () => {
-      const existing = this.store.activation(license.id, identity);
-      if (existing) {
-        this.store.recordReactivation(license.id, now, address);
-        this.store.touchActivation(existing.id, request.machine ?? null, request.user ?? null, address);
-        this.audit.record({
-          actor: null,
-          address,
-          action: "license.activate",
-          target: `license ${license.id}`,
-          outcome: "success",
-          reason: `machine ${identity} again (no seat used)`,
-        });
-        return "again" as const;
-      }
-      if (!this.store.takeSeat(license.id, now, address)) return "full" as const;
-      this.store.insertActivation({
+    // One transaction: the seat, the activation and its audit entry are durable together. The key
+    // is locked first (see LicenseStore.lockLicense); the conditional INSERT decides whether the
+    // machine is new, the conditional UPDATE whether a seat is left for it.
+    const seat = await this.sql.transaction(async (): Promise<SeatOutcome> => {
+      if (!(await this.store.lockLicense(license.id))) return { kind: "gone" };
+      const activationId = await this.store.insertActivation({
         licenseId: license.id,
         hwid: identity,
         machine: request.machine ?? null,
@@ -130,7 +123,26 @@ export class Activations {
         address,
         now,
       });
-      this.audit.record({
+      if (activationId === null) {
+        await this.store.touchActivation(license.id, identity, request.machine ?? null, request.user ?? null, address);
+        const seats = await this.store.recordReactivation(license.id, now, address);
+        await this.audit.record({
+          actor: null,
+          address,
+          action: "license.activate",
+          target: `license ${license.id}`,
+          outcome: "success",
+          reason: `machine ${identity} again (no seat used)`,
+        });
+        // The key is locked: it is there.
+        return { kind: "again", seats: seats! };
+      }
+      const seats = await this.store.takeSeat(license.id, now, address);
+      if (seats === null) {
+        await this.store.deleteActivation(activationId);
+        return { kind: "full" };
+      }
+      await this.audit.record({
         actor: null,
         address,
         action: "license.activate",
@@ -138,18 +150,20 @@ export class Activations {
         outcome: "success",
         reason: `machine ${identity}`,
       });
-      return "new" as const;
+      return { kind: "new", seats };
     });
-    if (seat === "full") {
+    // Deleted since it was looked up: as unknown as a token that never was.
+    if (seat.kind === "gone") return failure("invalid", "unknown token");
+    if (seat.kind === "full") {
       this.seatFailures.fail(`license:${license.id}`);
       return failure("full", "out of activations");
     }
-    const fresh = this.store.license(license.id)!;
+    const fresh = { ...license, ...seat.seats };
     const remaining = remainingActivations(fresh);
     this.stats.count("activations_ok", 1, scopesOf(license), now);
     this.events.emit("push", {
       topic: "licenses.activated",
-      args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: seat === "new", remaining },
+      args: { id: license.id, hwid: identity, machine: request.machine ?? null, new_seat: seat.kind === "new", remaining },
     });
     const receipt =
       request.nonce === undefined
@@ -158,8 +172,13 @@ export class Activations {
     return { kind: "ok", remaining, receipt };
   }
 
-  /** The hot path: keys and machines are read through the check cache, counters batched. */
-  check(request: WireRequest, address: AddressSource): CheckOutcome {
+  /**
+   * The hot path: keys and machines are read through the check cache, counters batched. The
+   * outcome comes at once when the cache holds what the check needs (no database, no await), as a
+   * promise when the database must be read (the first check of a key or a machine, an unknown
+   * token, a failure naming an application not cached yet) or the audit log written (throttled).
+   */
+  check(request: WireRequest, address: AddressSource): MaybePromise<CheckOutcome> {
     const now = this.clock();
     let known: string | null | undefined;
     const addressOf = () => (known === undefined ? (known = typeof address === "function" ? address() : address) : known);
@@ -171,6 +190,18 @@ export class Activations {
     const identity = machineIdentity(request);
     if (identity === null) return this.failedCheck(request, now, null);
     const license = this.cache.key(request.token);
+    if (license instanceof Promise) return license.then((found) => this.checkKey(request, now, identity, found, addressOf));
+    return this.checkKey(request, now, identity, license, addressOf);
+  }
+
+  /** A check once its key is known (null: the token names none). */
+  private checkKey(
+    request: WireRequest,
+    now: number,
+    identity: string,
+    license: LicenseRow | null,
+    addressOf: () => string | null,
+  ): MaybePromise<CheckOutcome> {
     if (!license) {
       const from = addressOf();
       if (from !== null) this.invalidTokens.fail(from);
@@ -180,54 +211,71 @@ export class Activations {
       return this.failedCheck(request, now, license);
     if (license.expires_at !== null && now >= license.expires_at) return this.failedCheck(request, now, license, true);
     const machine = this.cache.activatedMachine(license.id, identity);
+    if (machine instanceof Promise) return machine.then((entry) => this.checkMachine(request, now, identity, license, entry, addressOf));
+    return this.checkMachine(request, now, identity, license, machine, addressOf);
+  }
+
+  /** A check of a valid key once the machine's entry is known. */
+  private checkMachine(
+    request: WireRequest,
+    now: number,
+    identity: string,
+    license: LicenseRow,
+    machine: MachineEntry,
+    addressOf: () => string | null,
+  ): MaybePromise<CheckOutcome> {
     if (machine.activationId === null) return this.failedCheck(request, now, license);
     this.counters.count(license.id, license.app_id, machine.activationId, identity, now, addressOf);
     if (request.nonce !== undefined) return { kind: "ok", receipt: this.receipts.sign(license, identity, request.nonce, now) };
     return this.receipts.forMachine(machine, license, identity, now);
   }
 
-  deactivate(request: WireRequest, address: string | null): DeactivateOutcome {
+  async deactivate(request: WireRequest, address: string | null): Promise<DeactivateOutcome> {
     const identity = requireMachine(request);
     const wait = this.addressWait(address);
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "deactivate");
-    const license = this.find(request.token);
+    const license = await this.find(request.token);
     if (!license || (request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) {
       if (!license && address !== null) this.invalidTokens.fail(address);
       return { kind: "invalid" };
     }
-    const removed = immediate(this.db, () => {
-      const ok = this.store.removeActivation(license.id, identity);
-      this.audit.record({
+    const seats = await this.sql.transaction(async () => {
+      await this.store.lockLicense(license.id);
+      const left = await this.store.removeActivation(license.id, identity);
+      await this.audit.record({
         actor: null,
         address,
         action: "license.deactivate",
         target: `license ${license.id}`,
-        outcome: ok ? "success" : "failure",
-        reason: ok ? `machine ${identity}` : `machine ${identity} not activated`,
+        outcome: left ? "success" : "failure",
+        reason: left ? `machine ${identity}` : `machine ${identity} not activated`,
       });
-      return ok;
+      return left;
     });
-    if (!removed) return { kind: "not-activated" };
+    if (!seats) return { kind: "not-activated" };
     this.cache.forgetMachine(license.id, identity);
-    const remaining = remainingActivations(this.store.license(license.id)!);
+    const remaining = remainingActivations(seats);
     this.events.emit("push", { topic: "licenses.changed", args: { id: license.id, change: "deactivated", hwid: identity } });
     return { kind: "ok", remaining };
   }
 
   /** The machines a key is activated on, for admins. */
-  list(licenseId: number): { items: ActivationView[]; total: number } {
-    requireLicense(this.store, licenseId);
-    const items = this.store.activations(licenseId).map((a) => this.view(a));
+  async list(licenseId: number): Promise<{ items: ActivationView[]; total: number }> {
+    await requireLicense(this.store, licenseId);
+    const items = (await this.store.activations(licenseId)).map((a) => this.view(a));
     return { items, total: items.length };
   }
 
   /** An admin removes a machine's activation, which frees its seat. */
-  remove(actor: Actor, licenseId: number, hwid: string): void {
-    requireLicense(this.store, licenseId);
-    const removed = immediate(this.db, () => this.store.removeActivation(licenseId, hwid));
+  async remove(actor: Actor, licenseId: number, hwid: string): Promise<void> {
+    await requireLicense(this.store, licenseId);
+    const removed = await this.sql.transaction(async () => {
+      await this.store.lockLicense(licenseId);
+      return this.store.removeActivation(licenseId, hwid);
+    });
     if (!removed) throw notFound(`license ${licenseId} has no activation for hwid ${JSON.stringify(hwid)}`);
     this.cache.forgetMachine(licenseId, hwid);
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "license.deactivate",
@@ -239,8 +287,8 @@ export class Activations {
   }
 
   /** Looks a token up through its hash, then compares the token itself in constant time. */
-  private find(token: string): LicenseRow | null {
-    const row = this.store.byTokenHash(sha256Hex(token));
+  private async find(token: string): Promise<LicenseRow | null> {
+    const row = await this.store.byTokenHash(sha256Hex(token));
     return row && sameSecret(row.token, token) ? row : null;
   }
 
@@ -249,33 +297,34 @@ export class Activations {
    * failures do, and none without `app_id` (check-cache.ts keeps both kinds ready). It counts
    * for the key's charts when the token names one.
    */
-  private failedCheck(request: WireRequest, now: number, license: LicenseRow | null, expired = false): CheckFailed {
+  private failedCheck(request: WireRequest, now: number, license: LicenseRow | null, expired = false): MaybePromise<CheckFailed> {
     this.stats.count("checks_failed", 1, scopesOf(license), now);
     const failures = this.cache.failuresFor(request.app_id);
+    if (failures instanceof Promise) return failures.then((read) => (expired ? read.expired : read.invalid));
     return expired ? failures.expired : failures.invalid;
   }
 
   /** Activate's failures and every throttled call: the message of the application named, or else of the key's own. */
-  private supportMessage(request: WireRequest, license: LicenseRow | null): string {
+  private async supportMessage(request: WireRequest, license: LicenseRow | null): Promise<string> {
     const appId = request.app_id ?? license?.app_id;
-    return appId === undefined ? "" : (this.store.app(appId)?.support_message ?? "");
+    return appId === undefined ? "" : ((await this.store.app(appId))?.support_message ?? "");
   }
 
   private addressWait(address: string | null): number {
     return address === null ? 0 : this.invalidTokens.waitSeconds(address);
   }
 
-  private throttled(
+  private async throttled(
     wait: number,
     reason: string,
     request: WireRequest,
     address: string | null,
     call: WireCall,
     license?: LicenseRow,
-  ): Throttled {
+  ): Promise<Throttled> {
     const counted = THROTTLED_COUNTS[call];
     if (counted) this.stats.count(counted, 1, scopesOf(license ?? null));
-    this.audit.record({
+    await this.audit.record({
       actor: null,
       address,
       action: `license.${call}`,
@@ -283,7 +332,7 @@ export class Activations {
       outcome: "denied",
       reason: `throttled: ${reason}`,
     });
-    return { kind: "throttled", retryAfter: wait, reason, supportMessage: this.supportMessage(request, license ?? null) };
+    return { kind: "throttled", retryAfter: wait, reason, supportMessage: await this.supportMessage(request, license ?? null) };
   }
 
   private view(a: ActivationRow): ActivationView {

@@ -1,7 +1,6 @@
 /** Applications: the products license keys belong to, each with the support message its failures carry. */
-import type { Database } from "bun:sqlite";
-import { immediate } from "../../db/open.ts";
 import type { AppRow, LicenseStore } from "../../db/licenses.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -17,8 +16,8 @@ export interface AppView {
   licenses?: number;
 }
 
-export function requireApp(store: LicenseStore, id: number): AppRow {
-  const app = store.app(id);
+export async function requireApp(store: LicenseStore, id: number): Promise<AppRow> {
+  const app = await store.app(id);
   if (!app) throw notFound(`no application with id ${id}`);
   return app;
 }
@@ -29,7 +28,7 @@ function appView(a: AppRow): AppView {
 
 export class Apps {
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: LicenseStore,
     private readonly audit: Audit,
     private readonly clock: Clock,
@@ -37,11 +36,13 @@ export class Apps {
     private readonly checks: CheckCache,
   ) {}
 
-  create(actor: Actor, input: { name: string; supportMessage: string }): AppView {
-    const id = this.store.insertApp(input.name, input.supportMessage, this.clock());
-    if (id === null)
-      throw conflict(`an application named ${JSON.stringify(this.store.appByName(input.name)?.name ?? input.name)} already exists`, "name");
-    this.audit.record({
+  async create(actor: Actor, input: { name: string; supportMessage: string }): Promise<AppView> {
+    const id = await this.store.insertApp(input.name, input.supportMessage, this.clock());
+    if (id === null) {
+      const taken = (await this.store.appByName(input.name))?.name ?? input.name;
+      throw conflict(`an application named ${JSON.stringify(taken)} already exists`, "name");
+    }
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "app.create",
@@ -49,34 +50,38 @@ export class Apps {
       outcome: "success",
       reason: input.name,
     });
-    return appView(requireApp(this.store, id));
+    return appView(await requireApp(this.store, id));
   }
 
-  list(limit: number, offset: number): { items: AppView[]; total: number } {
-    return { items: this.store.apps(limit, offset).map((a) => ({ ...appView(a), licenses: a.licenses })), total: this.store.countApps() };
+  async list(limit: number, offset: number): Promise<{ items: AppView[]; total: number }> {
+    const [apps, total] = await Promise.all([this.store.apps(limit, offset), this.store.countApps()]);
+    return { items: apps.map((a) => ({ ...appView(a), licenses: a.licenses })), total };
   }
 
-  get(id: number): AppView {
-    return appView(requireApp(this.store, id));
+  async get(id: number): Promise<AppView> {
+    return appView(await requireApp(this.store, id));
   }
 
-  update(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): AppView {
-    requireApp(this.store, id);
-    if (!this.store.updateApp(id, changes)) throw conflict(`an application named ${JSON.stringify(changes.name)} already exists`, "name");
+  async update(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): Promise<AppView> {
+    await requireApp(this.store, id);
+    if (!(await this.store.updateApp(id, changes)))
+      throw conflict(`an application named ${JSON.stringify(changes.name)} already exists`, "name");
     this.checks.forgetApps();
-    this.audit.record({ actor: actor.name, address: actor.address, action: "app.update", target: `app ${id}`, outcome: "success" });
-    return appView(requireApp(this.store, id));
+    await this.audit.record({ actor: actor.name, address: actor.address, action: "app.update", target: `app ${id}`, outcome: "success" });
+    return appView(await requireApp(this.store, id));
   }
 
-  delete(actor: Actor, id: number): void {
-    requireApp(this.store, id);
-    // Counted and deleted in one transaction, so a key cut meanwhile by another process cannot slip in.
-    immediate(this.db, () => {
-      const keys = this.store.licensesOfApp(id);
+  async delete(actor: Actor, id: number): Promise<void> {
+    await requireApp(this.store, id);
+    // Counted and deleted in one transaction, with the application locked (PostgreSQL), so that a
+    // key cut meanwhile, by another process or another request, cannot slip in.
+    await this.sql.transaction(async () => {
+      await this.store.lockApp(id);
+      const keys = await this.store.licensesOfApp(id);
       if (keys > 0) throw conflict(`application ${id} still has ${keys} license key${keys === 1 ? "" : "s"}; delete them first`, "id");
-      this.store.deleteApp(id);
+      await this.store.deleteApp(id);
     });
     this.checks.forgetApps();
-    this.audit.record({ actor: actor.name, address: actor.address, action: "app.delete", target: `app ${id}`, outcome: "success" });
+    await this.audit.record({ actor: actor.name, address: actor.address, action: "app.delete", target: `app ${id}`, outcome: "success" });
   }
 }

@@ -1,13 +1,15 @@
 /**
  * What `check`, the hot path (every start of every licensed application), reads from memory
- * instead of SQLite: license keys by token, each machine's activation and nonce-less receipt, and
- * each application's failed-check outcomes. All of it is dropped when another process commits
- * (SQLite's data_version, as for sessions), when this process changes a key, and past
- * MAX_ENTRIES; one machine's entry when its activation is removed.
+ * instead of the database: license keys by token, each machine's activation and nonce-less
+ * receipt, and each application's failed-check outcomes. All of it is dropped when another process
+ * has written to the database (`otherWriters`, given by whoever opened it), when this process
+ * changes a key, and past MAX_ENTRIES; one machine's entry when its activation is removed.
+ *
+ * What is cached is returned as a value, at once; only a miss returns a promise (of a database
+ * read), so a check served from memory never waits.
  */
-import { DataVersion } from "../../db/data-version.ts";
 import type { LicenseRow, LicenseStore } from "../../db/licenses.ts";
-import type { CheckFailed, CheckPassed } from "./wire.ts";
+import type { CheckFailed, CheckPassed, MaybePromise } from "./wire.ts";
 
 /** One machine of one key, as checks see it. */
 export interface MachineEntry {
@@ -63,20 +65,27 @@ export class CheckCache {
    * time (a primary-key read), so that made-up ids cannot fill memory.
    */
   private readonly failures = new Map<number, CheckFailures>();
-  private readonly otherWriters: DataVersion;
+  /**
+   * Counts the times keys or applications were forgotten: a database read that began before one
+   * may have read what was forgotten, and is then not cached.
+   */
+  private generation = 0;
   /** Where each check's token digest is written: one buffer, reused. */
   private readonly digest = new Uint8Array(32);
 
-  constructor(private readonly store: LicenseStore) {
-    this.otherWriters = new DataVersion(() => store.dataVersion());
-  }
+  constructor(
+    private readonly store: LicenseStore,
+    /** True when another process has written to the database since it last said so; called before every check, so cheap. */
+    private readonly otherWriters: () => boolean,
+  ) {}
 
   /** Before each check: drops everything when another process has committed, or when it has grown too large. */
   refresh(): void {
-    if (this.otherWriters.changed() || this.keys.size + this.machineCount > MAX_ENTRIES) this.clear();
+    if (this.otherWriters() || this.keys.size + this.machineCount > MAX_ENTRIES) this.clear();
   }
 
   clear(): void {
+    this.generation++;
     this.keys.clear();
     this.failures.clear();
     this.machines.clear();
@@ -85,6 +94,7 @@ export class CheckCache {
 
   /** An application changed or went: so may have its support message. */
   forgetApps(): void {
+    this.generation++;
     this.failures.clear();
   }
 
@@ -93,8 +103,11 @@ export class CheckCache {
     if (this.machines.get(licenseId)?.delete(hwid)) this.machineCount--;
   }
 
-  /** The key a token belongs to, found through the SHA-256 of the token, then compared in constant time. */
-  key(token: string): LicenseRow | null {
+  /**
+   * The key a token belongs to, found through the SHA-256 of the token, then compared in constant
+   * time: at once when cached, else a promise of the database's answer.
+   */
+  key(token: string): MaybePromise<LicenseRow | null> {
     const digest = this.digest;
     // The digest sha256Hex would give, written into the reused buffer: its hex is made only on a miss.
     Bun.SHA256.hash(token, digest);
@@ -102,9 +115,14 @@ export class CheckCache {
     const row = this.keys.get(key);
     if (row !== undefined && sameToken(row.token, token)) return row;
     // Not cached yet, or another token whose digest starts alike (then the index decides, uncached).
-    const found = this.store.byTokenHash(digest.toHex());
+    return this.readKey(token, key, digest.toHex(), row === undefined);
+  }
+
+  private async readKey(token: string, key: number, hash: string, cache: boolean): Promise<LicenseRow | null> {
+    const generation = this.generation;
+    const found = await this.store.byTokenHash(hash);
     if (!found || !sameToken(found.token, token)) return null;
-    if (row === undefined) this.keys.set(key, found);
+    if (cache && generation === this.generation && !this.keys.has(key)) this.keys.set(key, found);
     return found;
   }
 
@@ -119,22 +137,37 @@ export class CheckCache {
     return entry;
   }
 
-  /** The machine's entry with its activation id looked up (still null: not activated). */
-  activatedMachine(licenseId: number, hwid: string): MachineEntry {
+  /**
+   * The machine's entry with its activation id looked up (still null: not activated): at once
+   * when the id is known, else a promise of the entry once the database has been read.
+   */
+  activatedMachine(licenseId: number, hwid: string): MaybePromise<MachineEntry> {
     const entry = this.machine(licenseId, hwid);
-    if (entry.activationId === null) entry.activationId = this.store.activation(licenseId, hwid)?.id ?? null;
+    return entry.activationId === null ? this.readActivation(entry, licenseId, hwid) : entry;
+  }
+
+  /**
+   * Fills in the entry's activation id. An entry dropped meanwhile (its activation removed, or
+   * the cache cleared) is no longer in the cache: filling it in changes nothing there.
+   */
+  private async readActivation(entry: MachineEntry, licenseId: number, hwid: string): Promise<MachineEntry> {
+    const activation = await this.store.activation(licenseId, hwid);
+    if (activation !== null) entry.activationId = activation.id;
     return entry;
   }
 
-  /** A failed check's outcomes for a check that named `appId` (undefined: it named none). */
-  failuresFor(appId: number | undefined): CheckFailures {
+  /** A failed check's outcomes for a check that named `appId` (undefined: it named none): at once when cached. */
+  failuresFor(appId: number | undefined): MaybePromise<CheckFailures> {
     if (appId === undefined) return SEED_FAILURES;
-    const cached = this.failures.get(appId);
-    if (cached) return cached;
-    const app = this.store.app(appId);
+    return this.failures.get(appId) ?? this.readFailures(appId);
+  }
+
+  private async readFailures(appId: number): Promise<CheckFailures> {
+    const generation = this.generation;
+    const app = await this.store.app(appId);
     if (!app) return NO_APP_FAILURES;
     const failures = checkFailures(app.support_message);
-    this.failures.set(appId, failures);
+    if (generation === this.generation) this.failures.set(appId, failures);
     return failures;
   }
 }

@@ -5,9 +5,8 @@
  * the charts' hourly roll-ups (stats.ts): each key's checks are handed over once per flush, not
  * counted twice per check.
  */
-import type { Database } from "bun:sqlite";
 import type { LicenseStore } from "../../db/licenses.ts";
-import { immediateUnsynced } from "../../db/open.ts";
+import type { Sql } from "../../db/sql.ts";
 import { appScope, HOUR_MS, hourOf, type Stats } from "../stats.ts";
 
 /** A key's checks since the last flush. */
@@ -23,7 +22,7 @@ export interface PendingChecks {
   hour: number;
 }
 
-/** Keys and machines per flush transaction: each slice takes about a millisecond. */
+/** Keys and machines per flush transaction: each slice takes about a millisecond (on SQLite). */
 const FLUSH_SLICE = 250;
 
 export class CheckCounters {
@@ -31,23 +30,30 @@ export class CheckCounters {
   /** The last check's time, by activation id. */
   private readonly machines = new Map<number, number>();
   private timer: ReturnType<typeof setInterval> | undefined;
+  /** The timer's write while it runs (it never rejects): a flush waits for it. */
+  private slicing: Promise<void> | null = null;
 
   constructor(
-    private readonly db: Database,
+    private readonly sql: Sql,
     private readonly store: LicenseStore,
     private readonly stats: Stats,
   ) {
     stats.source(() => this.handOver());
   }
 
-  start(): void {
-    this.timer = setInterval(() => this.flushInSlices(), 1000);
+  /** Writes about once a second; a write that fails is reported to `onError`, and its counters are written with the next. */
+  start(onError: (error: unknown) => void): void {
+    this.timer = setInterval(() => {
+      this.slicing ??= this.flushInSlices(onError).then(() => {
+        this.slicing = null;
+      });
+    }, 1000);
     this.timer.unref?.();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 
   /**
@@ -105,32 +111,64 @@ export class CheckCounters {
     pending.hourChecks = 0;
   }
 
-  /** Writes every batched counter now (on shutdown, and in tests). */
-  flush(): void {
-    while (this.flushSlice()) {
+  /** Writes every batched counter now (on shutdown, and in tests), after the timer's write if one is running. */
+  async flush(): Promise<void> {
+    if (this.slicing) await this.slicing;
+    while (await this.flushSlice()) {
       // each slice is its own transaction
     }
+    // A write the timer began meanwhile has ended too when this returns.
+    if (this.slicing) await this.slicing;
   }
 
   /**
    * The timer's flush: a slice per transaction, the next slice on a later turn of the event loop,
    * so that a second's worth of checks on many keys never holds up the checks being answered
-   * meanwhile (each row costs a few microseconds to write).
+   * meanwhile (on SQLite, other statements wait while a transaction is open).
    */
-  private flushInSlices(): void {
-    if (this.flushSlice()) setImmediate(() => this.flushInSlices());
+  private async flushInSlices(onError: (error: unknown) => void): Promise<void> {
+    try {
+      while (await this.flushSlice()) await new Promise((resolve) => setImmediate(resolve));
+    } catch (error) {
+      onError(error);
+    }
   }
 
-  /** Writes one slice of the batched counters; true when more are left. */
-  private flushSlice(): boolean {
-    const keys = takeSome(this.keys, FLUSH_SLICE).map(([id, p]) => {
-      this.handOverKey(id, p);
-      return { id, ...p };
-    });
-    const machines = takeSome(this.machines, FLUSH_SLICE).map(([id, at]) => ({ id, at }));
-    // Counters may be lost in a power cut (SPEC §10 lets them be batched): no fsync per slice.
-    if (keys.length > 0 || machines.length > 0) immediateUnsynced(this.db, () => this.store.flushChecks(keys, machines));
+  /** Writes one slice of the batched counters; true when more are left. A slice that fails is put back. */
+  private async flushSlice(): Promise<boolean> {
+    const keys = takeSome(this.keys, FLUSH_SLICE);
+    const machines = takeSome(this.machines, FLUSH_SLICE);
+    if (keys.length > 0 || machines.length > 0) {
+      const keyRows = keys.map(([id, p]) => {
+        this.handOverKey(id, p);
+        return { id, checks: p.checks, at: p.at, address: p.address };
+      });
+      const machineRows = machines.map(([id, at]) => ({ id, at }));
+      try {
+        // Counters may be lost in a power cut (SPEC §10 lets them be batched): no fsync per slice.
+        await this.sql.transaction(() => this.store.flushChecks(keyRows, machineRows), { durable: false });
+      } catch (error) {
+        this.putBack(keys, machines);
+        throw error;
+      }
+    }
     return this.keys.size > 0 || this.machines.size > 0;
+  }
+
+  /** A slice that could not be written goes back, merged with what was counted since (already handed over to the roll-ups). */
+  private putBack(keys: [number, PendingChecks][], machines: [number, number][]): void {
+    for (const [id, taken] of keys) {
+      const since = this.keys.get(id);
+      if (since === undefined) this.keys.set(id, taken);
+      else {
+        since.checks += taken.checks;
+        if (taken.at > since.at) Object.assign(since, { at: taken.at, address: taken.address, hwid: taken.hwid });
+      }
+    }
+    for (const [id, at] of machines) {
+      const since = this.machines.get(id);
+      if (since === undefined || since < at) this.machines.set(id, at);
+    }
   }
 }
 

@@ -12,8 +12,8 @@
  *
  * `Licensing` builds the parts over one database: it is what the HTTP, RPC and CLI layers call.
  */
-import type { Database } from "bun:sqlite";
 import type { LicenseFilter, LicenseStore } from "../../db/licenses.ts";
+import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { Clock } from "../clock.ts";
@@ -26,7 +26,7 @@ import { CheckCache } from "./check-cache.ts";
 import { CheckCounters } from "./counters.ts";
 import { LicenseKeys, requireLicense, type LicenseView } from "./keys.ts";
 import { ReceiptIssuer, type ReceiptOptions } from "./receipt-issuer.ts";
-import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, WireRequest } from "./wire.ts";
+import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, MaybePromise, WireRequest } from "./wire.ts";
 
 export type { ActivationView, AppView, LicenseView };
 export type {
@@ -36,9 +36,19 @@ export type {
   CheckOutcome,
   CheckPassed,
   DeactivateOutcome,
+  MaybePromise,
   Throttled,
   WireRequest,
 } from "./wire.ts";
+
+export interface LicensingOptions extends ReceiptOptions {
+  /**
+   * True when another process (the admin CLI, another server) has written to the database since
+   * the last time it said so: the check cache is then dropped. Called before every check, so it
+   * must be cheap (e.g. SQLite's data_version read at most every few milliseconds).
+   */
+  otherWriters: () => boolean;
+}
 
 export class Licensing {
   private readonly apps: Apps;
@@ -48,49 +58,50 @@ export class Licensing {
   private readonly receipts: ReceiptIssuer;
 
   constructor(
-    db: Database,
+    sql: Sql,
     private readonly store: LicenseStore,
     audit: Audit,
     events: EventHub,
     clock: Clock,
     signingKey: SigningKey,
-    options: ReceiptOptions,
+    options: LicensingOptions,
     private readonly stats: Stats,
   ) {
-    const cache = new CheckCache(store);
-    this.counters = new CheckCounters(db, store, stats);
+    const cache = new CheckCache(store, options.otherWriters);
+    this.counters = new CheckCounters(sql, store, stats);
     this.receipts = new ReceiptIssuer(signingKey, options);
-    this.apps = new Apps(db, store, audit, clock, cache);
+    this.apps = new Apps(sql, store, audit, clock, cache);
     this.keys = new LicenseKeys(store, audit, events, clock, cache, this.counters);
-    this.machines = new Activations(db, store, audit, events, clock, cache, this.counters, this.receipts, stats);
+    this.machines = new Activations(sql, store, audit, events, clock, cache, this.counters, this.receipts, stats);
   }
 
-  /** Starts writing check counters about once a second. */
-  start(): void {
-    this.counters.start();
+  /** Starts writing check counters about once a second; a failed write goes to `onError` and is retried with the next. */
+  start(onError: (error: unknown) => void): void {
+    this.counters.start(onError);
   }
 
   /** Stops the counter timer and writes what is left. */
-  stop(): void {
-    this.counters.stop();
+  stop(): Promise<void> {
+    return this.counters.stop();
   }
 
   /** Writes every batched check counter now. */
-  flush(): void {
-    this.counters.flush();
+  flush(): Promise<void> {
+    return this.counters.flush();
   }
 
   // The public calls (the seed's wire API)
 
-  activate(request: WireRequest, address: string | null): ActivateOutcome {
+  activate(request: WireRequest, address: string | null): Promise<ActivateOutcome> {
     return this.machines.activate(request, address);
   }
 
-  check(request: WireRequest, address: AddressSource): CheckOutcome {
+  /** At once when the check cache holds what the check needs; a promise when the database must be read. */
+  check(request: WireRequest, address: AddressSource): MaybePromise<CheckOutcome> {
     return this.machines.check(request, address);
   }
 
-  deactivate(request: WireRequest, address: string | null): DeactivateOutcome {
+  deactivate(request: WireRequest, address: string | null): Promise<DeactivateOutcome> {
     return this.machines.deactivate(request, address);
   }
 
@@ -100,37 +111,37 @@ export class Licensing {
 
   // Applications
 
-  createApp(actor: Actor, input: { name: string; supportMessage: string }): AppView {
+  createApp(actor: Actor, input: { name: string; supportMessage: string }): Promise<AppView> {
     return this.apps.create(actor, input);
   }
 
-  listApps(limit: number, offset: number): { items: AppView[]; total: number } {
+  listApps(limit: number, offset: number): Promise<{ items: AppView[]; total: number }> {
     return this.apps.list(limit, offset);
   }
 
-  getApp(id: number): AppView {
+  getApp(id: number): Promise<AppView> {
     return this.apps.get(id);
   }
 
-  updateApp(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): AppView {
+  updateApp(actor: Actor, id: number, changes: { name?: string | undefined; supportMessage?: string | undefined }): Promise<AppView> {
     return this.apps.update(actor, id, changes);
   }
 
-  deleteApp(actor: Actor, id: number): void {
-    this.apps.delete(actor, id);
+  deleteApp(actor: Actor, id: number): Promise<void> {
+    return this.apps.delete(actor, id);
   }
 
   // License keys and their activations
 
-  createLicense(actor: Actor, input: { appId: number; activations: number; memo: string; expiresAt: number | null }): LicenseView {
+  createLicense(actor: Actor, input: { appId: number; activations: number; memo: string; expiresAt: number | null }): Promise<LicenseView> {
     return this.keys.create(actor, input);
   }
 
-  listLicenses(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): { items: LicenseView[]; total: number } {
+  listLicenses(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): Promise<{ items: LicenseView[]; total: number }> {
     return this.keys.list(filter, limit, offset, reveal);
   }
 
-  getLicense(id: number, reveal: boolean): LicenseView {
+  getLicense(id: number, reveal: boolean): Promise<LicenseView> {
     return this.keys.get(id, reveal);
   }
 
@@ -143,33 +154,33 @@ export class Licensing {
       activations?: number | undefined;
       expiresAt?: number | null | undefined;
     },
-  ): LicenseView {
+  ): Promise<LicenseView> {
     return this.keys.update(actor, id, changes);
   }
 
-  deleteLicense(actor: Actor, id: number): void {
-    this.keys.delete(actor, id);
+  deleteLicense(actor: Actor, id: number): Promise<void> {
+    return this.keys.delete(actor, id);
   }
 
-  activations(id: number): { items: ActivationView[]; total: number } {
+  activations(id: number): Promise<{ items: ActivationView[]; total: number }> {
     return this.machines.list(id);
   }
 
-  removeActivation(actor: Actor, id: number, hwid: string): void {
-    this.machines.remove(actor, id, hwid);
+  removeActivation(actor: Actor, id: number, hwid: string): Promise<void> {
+    return this.machines.remove(actor, id, hwid);
   }
 
   // Charts
 
   /** A key's checks and activations over `range` (stats.ts). */
-  licenseStats(id: number, range: StatsRange): StatsView<LicensingMetric> {
-    requireLicense(this.store, id);
+  async licenseStats(id: number, range: StatsRange): Promise<StatsView<LicensingMetric>> {
+    await requireLicense(this.store, id);
     return this.stats.licensing(licenseScope(id), range);
   }
 
   /** The checks and activations of an application's keys over `range`. */
-  appStats(id: number, range: StatsRange): StatsView<LicensingMetric> {
-    requireApp(this.store, id);
+  async appStats(id: number, range: StatsRange): Promise<StatsView<LicensingMetric>> {
+    await requireApp(this.store, id);
     return this.stats.licensing(appScope(id), range);
   }
 }

@@ -45,8 +45,8 @@ export function remainingActivations(l: { activations_allowed: number; activatio
   return l.activations_allowed === -1 ? -1 : Math.max(0, l.activations_allowed - l.activations_used);
 }
 
-export function requireLicense(store: LicenseStore, id: number): LicenseWithApp {
-  const license = store.license(id);
+export async function requireLicense(store: LicenseStore, id: number): Promise<LicenseWithApp> {
+  const license = await store.license(id);
   if (!license) throw notFound(`no license key with id ${id}`);
   return license;
 }
@@ -62,10 +62,10 @@ export class LicenseKeys {
     private readonly counters: CheckCounters,
   ) {}
 
-  create(actor: Actor, input: { appId: number; activations: number; memo: string; expiresAt: number | null }): LicenseView {
-    requireApp(this.store, input.appId);
+  async create(actor: Actor, input: { appId: number; activations: number; memo: string; expiresAt: number | null }): Promise<LicenseView> {
+    await requireApp(this.store, input.appId);
     const token = randomFromAlphabet(TOKEN_ALPHABET, TOKEN_LENGTH);
-    const id = this.store.insertLicense({
+    const id = await this.store.insertLicense({
       appId: input.appId,
       token,
       tokenHash: sha256Hex(token),
@@ -74,7 +74,7 @@ export class LicenseKeys {
       expiresAt: input.expiresAt,
       now: this.clock(),
     });
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "license.create",
@@ -86,20 +86,18 @@ export class LicenseKeys {
     return this.get(id, true);
   }
 
-  list(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): { items: LicenseView[]; total: number } {
+  async list(filter: LicenseFilter, limit: number, offset: number, reveal: boolean): Promise<{ items: LicenseView[]; total: number }> {
     // Prefix searches would spell out a masked token one character at a time: without reveal, q matches the memo only.
     const scoped = reveal ? filter : { ...filter, matchTokens: false };
-    return {
-      items: this.store.licenses(scoped, limit, offset).map((l) => this.view(l, reveal)),
-      total: this.store.countLicenses(scoped),
-    };
+    const [licenses, total] = await Promise.all([this.store.licenses(scoped, limit, offset), this.store.countLicenses(scoped)]);
+    return { items: licenses.map((l) => this.view(l, reveal)), total };
   }
 
-  get(id: number, reveal: boolean): LicenseView {
-    return this.view(requireLicense(this.store, id), reveal);
+  async get(id: number, reveal: boolean): Promise<LicenseView> {
+    return this.view(await requireLicense(this.store, id), reveal);
   }
 
-  update(
+  async update(
     actor: Actor,
     id: number,
     changes: {
@@ -108,19 +106,21 @@ export class LicenseKeys {
       activations?: number | undefined;
       expiresAt?: number | null | undefined;
     },
-  ): LicenseView {
-    requireLicense(this.store, id);
-    this.store.updateLicense(id, {
+  ): Promise<LicenseView> {
+    await requireLicense(this.store, id);
+    await this.store.updateLicense(id, {
       enabled: changes.enabled,
       memo: changes.memo,
       allowed: changes.activations,
       expiresAt: changes.expiresAt,
     });
+    // At once: checks answered from memory must not see the key as it was.
+    this.checks.clear();
     const what = Object.entries(changes)
       .filter(([, v]) => v !== undefined)
       .map(([k]) => k)
       .join(", ");
-    this.audit.record({
+    await this.audit.record({
       actor: actor.name,
       address: actor.address,
       action: "license.update",
@@ -128,17 +128,23 @@ export class LicenseKeys {
       outcome: "success",
       reason: what || null,
     });
-    this.checks.clear();
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "updated" } });
     return this.get(id, true);
   }
 
-  delete(actor: Actor, id: number): void {
-    requireLicense(this.store, id);
-    this.counters.forgetKey(id);
-    this.store.deleteLicense(id);
+  async delete(actor: Actor, id: number): Promise<void> {
+    await requireLicense(this.store, id);
+    await this.store.deleteLicense(id);
     this.checks.clear();
-    this.audit.record({ actor: actor.name, address: actor.address, action: "license.delete", target: `license ${id}`, outcome: "success" });
+    // Last: once the key is gone from the database and the cache, its checks fail, and are not counted again.
+    this.counters.forgetKey(id);
+    await this.audit.record({
+      actor: actor.name,
+      address: actor.address,
+      action: "license.delete",
+      target: `license ${id}`,
+      outcome: "success",
+    });
     this.events.emit("push", { topic: "licenses.changed", args: { id, change: "deleted" } });
   }
 

@@ -5,6 +5,12 @@
  */
 import { badRequest } from "../errors.ts";
 
+/**
+ * A value at once, or a promise of it: what `check` returns, at once when the check cache holds
+ * everything it needs (the hot path never waits), a promise when it must read the database.
+ */
+export type MaybePromise<T> = T | Promise<T>;
+
 /** What the public licensing calls take, from a form, a query string or JSON. */
 export interface WireRequest {
   token: string;

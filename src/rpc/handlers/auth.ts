@@ -12,7 +12,7 @@ export const authHandlers = [
     args: v.strictObject({ username, password: loginPassword }),
     async handle(ctx, args) {
       const login = await ctx.services.auth.loginWithPassword(args.username, args.password, ctx.address);
-      ctx.connection?.signIn(login);
+      ctx.connection?.signIn(login.principal);
       return [login.token, login.expiresIn];
     },
   }),
@@ -21,8 +21,8 @@ export const authHandlers = [
     name: "auth_token",
     access: "public",
     args: v.strictObject({ token: v.pipe(v.string("must be a string"), v.nonEmpty("is required"), v.maxLength(256, "is too long")) }),
-    handle(ctx, args) {
-      const principal = ctx.services.auth.loginWithToken(args.token, ctx.address);
+    async handle(ctx, args) {
+      const principal = await ctx.services.auth.loginWithToken(args.token, ctx.address);
       ctx.connection?.signIn(principal);
       return [args.token, ctx.services.sessions.secondsValid()];
     },
@@ -38,13 +38,13 @@ export const authHandlers = [
       ],
       "must be {client_first} or {client_final}",
     ),
-    handle(ctx, args) {
+    async handle(ctx, args) {
       if ("client_first" in args) {
-        const { serverFirst, prehash } = ctx.services.auth.scramStart(args.client_first, ctx.address);
+        const { serverFirst, prehash } = await ctx.services.auth.scramStart(args.client_first, ctx.address);
         return { server_first: serverFirst, prehash };
       }
-      const login = ctx.services.auth.scramFinish(args.client_final, ctx.address);
-      ctx.connection?.signIn(login);
+      const login = await ctx.services.auth.scramFinish(args.client_final, ctx.address);
+      ctx.connection?.signIn(login.principal);
       return [login.token, login.expiresIn, login.serverFinal];
     },
   }),
@@ -71,10 +71,10 @@ export const authHandlers = [
       if (!connection) {
         throw badRequest("rpc/auth_ssl needs the WebSocket: its test string is bound to the connection that asked for it", "namespace");
       }
-      if (args === "") return { test_string: ctx.services.auth.certificateChallenge(connection.id, ctx.address) };
+      if (args === "") return { test_string: await ctx.services.auth.certificateChallenge(connection.id, ctx.address) };
       const proof = Buffer.from(args.encrypted_string.replace(/[\r\n]/g, ""), "base64");
       const login = await ctx.services.auth.loginWithCertificate(connection.id, proof, ctx.address);
-      connection.signIn(login);
+      connection.signIn(login.principal);
       return [login.token, login.expiresIn];
     },
   }),
@@ -83,10 +83,10 @@ export const authHandlers = [
     name: "auth_clear",
     access: "public",
     args: v.unknown(),
-    handle(ctx) {
+    async handle(ctx) {
       // Leave the session first, so that ending it does not close this very connection.
       ctx.connection?.signOut();
-      if (ctx.principal) ctx.services.auth.logout(ctx.principal, ctx.address);
+      if (ctx.principal) await ctx.services.auth.logout(ctx.principal, ctx.address);
       return "ok";
     },
   }),

@@ -22,6 +22,13 @@ export class RegistrationRefused extends AppError {
   }
 }
 
+/**
+ * Per server (keyed by its services), the client UUIDs whose registration is under way and the id
+ * of the connection registering each: registration awaits the database, so a second connection
+ * with the same UUID meanwhile is a clone, as it would be once the first is registered.
+ */
+const registering = new WeakMap<object, Map<string, string>>();
+
 export const registerHandler = defineHandler({
   namespace: "client",
   name: "register",
@@ -34,26 +41,35 @@ export const registerHandler = defineHandler({
     os: v.optional(shortText(64), ""),
     auth_key: v.optional(v.pipe(v.string("must be a string"), v.maxLength(64, "must be at most 64 characters"))),
   }),
-  handle(ctx, args) {
+  async handle(ctx, args) {
     const connection = ctx.connection;
     if (!connection) throw badRequest("client/register needs the WebSocket: the connection is the client's presence", "namespace");
     const current = connection.clientUuid();
     if (current !== null && current !== args.uuid) throw badRequest("this connection is already registered as another client", "uuid");
     // On the mTLS listener, a certificate latchkey issued to a client admits that client, with no key.
     const certificate = connection.certificate();
-    const owner = certificate === null ? null : ctx.services.clientCertificates.clientOf(certificate.fingerprint);
+    const owner = certificate === null ? null : await ctx.services.clientCertificates.clientOf(certificate.fingerprint);
     if (owner !== null && owner !== args.uuid) {
       throw new AppError("forbidden", "this connection's client certificate was issued to another client", { field: "uuid" });
     }
     const enrollment = ctx.services.enrollment;
-    const outcome = enrollment.register(args, ctx.address, connection.clientConnectedElsewhere(args.uuid), owner !== null);
-    if (outcome.kind === "refused") {
-      const refusal = new RegistrationRefused(outcome.reason);
-      enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
-      throw refusal;
+    let underWay = registering.get(ctx.services);
+    if (underWay === undefined) registering.set(ctx.services, (underWay = new Map()));
+    const other = underWay.get(args.uuid);
+    const clone = connection.clientConnectedElsewhere(args.uuid) || (other !== undefined && other !== connection.id);
+    if (!clone) underWay.set(args.uuid, connection.id);
+    try {
+      const outcome = await enrollment.register(args, ctx.address, clone, owner !== null);
+      if (outcome.kind === "refused") {
+        const refusal = new RegistrationRefused(outcome.reason);
+        await enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
+        throw refusal;
+      }
+      connection.registerClient(args.uuid, outcome.keyId, outcome.group);
+      return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
+    } finally {
+      if (!clone && underWay.get(args.uuid) === connection.id) underWay.delete(args.uuid);
     }
-    connection.registerClient(args.uuid, outcome.keyId, outcome.group);
-    return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
   },
 });
 
@@ -149,7 +165,7 @@ export const keysHandler = defineHandler({
     "action must be one of list, get, generate, revoke, reset, delete",
   ),
   level: (args) => (args.action === "list" || args.action === "get" ? "read" : "write"),
-  handle(ctx, args) {
+  async handle(ctx, args) {
     const enrollment = ctx.services.enrollment;
     const actor = { name: ctx.principal!.username, address: ctx.address };
     switch (args.action) {
@@ -159,7 +175,7 @@ export const keysHandler = defineHandler({
         return enrollment.getKey(ctx.principal, args.id);
       case "generate":
         return {
-          items: enrollment.generate(actor, {
+          items: await enrollment.generate(actor, {
             quantity: args.quantity,
             label: args.label,
             expiresAt: args.expires_at ?? null,
@@ -171,7 +187,7 @@ export const keysHandler = defineHandler({
       case "reset":
         return enrollment.resetKey(actor, args.id);
       case "delete":
-        enrollment.deleteKey(actor, args.id);
+        await enrollment.deleteKey(actor, args.id);
         return "ok";
     }
   },
@@ -197,7 +213,7 @@ export const clientsHandler = defineHandler({
     "action must be one of list, get, delete",
   ),
   level: (args) => (args.action === "delete" ? "write" : "read"),
-  handle(ctx, args) {
+  async handle(ctx, args) {
     const enrollment = ctx.services.enrollment;
     switch (args.action) {
       case "list":
@@ -205,7 +221,7 @@ export const clientsHandler = defineHandler({
       case "get":
         return enrollment.getClient(ctx.principal!, args.uuid);
       case "delete":
-        enrollment.deleteClient({ name: ctx.principal!.username, address: ctx.address }, args.uuid);
+        await enrollment.deleteClient({ name: ctx.principal!.username, address: ctx.address }, args.uuid);
         return "ok";
     }
   },

@@ -53,7 +53,7 @@ export const licensesHandler = defineHandler({
   roles: { read: ["admin", "viewer"], write: ["admin"] },
   args: licensesArgs,
   level: (args) => (READS.has(args.action) ? "read" : "write"),
-  handle(ctx, args) {
+  async handle(ctx, args) {
     const licensing = ctx.services.licensing;
     const principal = ctx.principal!;
     const actor = { name: principal.username, address: ctx.address };
@@ -68,7 +68,7 @@ export const licensesHandler = defineHandler({
       case "update_app":
         return licensing.updateApp(actor, args.id, { name: args.name, supportMessage: args.support_message });
       case "delete_app":
-        licensing.deleteApp(actor, args.id);
+        await licensing.deleteApp(actor, args.id);
         return "ok";
       case "list":
         return licensing.listLicenses({ appId: args.app_id, enabled: args.enabled, search: args.q }, args.limit, args.offset, admin);
@@ -89,12 +89,12 @@ export const licensesHandler = defineHandler({
           expiresAt: args.expires_at,
         });
       case "delete":
-        licensing.deleteLicense(actor, args.id);
+        await licensing.deleteLicense(actor, args.id);
         return "ok";
       case "activations":
         return licensing.activations(args.id);
       case "remove_activation":
-        licensing.removeActivation(actor, args.id, args.hwid);
+        await licensing.removeActivation(actor, args.id, args.hwid);
         return "ok";
     }
   },

@@ -63,7 +63,7 @@ export const sslSettingsHandler = defineHandler({
         return { registered: true, user: registered.username, pub_key: registered.pub_key, fingerprint: registered.fingerprint };
       }
       case "revoke_ssl_cert": {
-        const revoked = certificates.revoke(actor, principal, args.user, args.pub_key);
+        const revoked = await certificates.revoke(actor, principal, args.user, args.pub_key);
         return { revoked: true, user: revoked.username, pub_key: revoked.pub_key, fingerprint: revoked.fingerprint };
       }
     }

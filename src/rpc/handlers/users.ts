@@ -57,7 +57,7 @@ export const usersHandler = defineHandler({
       case "update":
         return accounts.change(actor, args.username, { role: args.role, allowedGroups: args.allowed_groups, password: args.password });
       case "delete":
-        accounts.delete(actor, args.username);
+        await accounts.delete(actor, args.username);
         return "ok";
     }
   },

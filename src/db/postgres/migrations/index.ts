@@ -1,0 +1,26 @@
+/**
+ * The PostgreSQL translations of src/db/migrations, same names and order, embedded into the binary
+ * as text. Append-only like the SQLite list: a new migration is added to both.
+ */
+import type { Migration } from "../../migrations/index.ts";
+import init from "./0001_init.sql" with { type: "text" };
+import licensing from "./0002_licensing.sql" with { type: "text" };
+import enrollment from "./0003_enrollment.sql" with { type: "text" };
+import checkCounters from "./0004_check_counters.sql" with { type: "text" };
+import credentialVersion from "./0005_credential_version.sql" with { type: "text" };
+import ca from "./0006_ca.sql" with { type: "text" };
+import clientCertificates from "./0007_client_certificates.sql" with { type: "text" };
+import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
+import stats from "./0009_stats.sql" with { type: "text" };
+
+export const postgresMigrations: readonly Migration[] = [
+  { name: "0001_init", sql: init },
+  { name: "0002_licensing", sql: licensing },
+  { name: "0003_enrollment", sql: enrollment },
+  { name: "0004_check_counters", sql: checkCounters },
+  { name: "0005_credential_version", sql: credentialVersion },
+  { name: "0006_ca", sql: ca },
+  { name: "0007_client_certificates", sql: clientCertificates },
+  { name: "0008_user_certificates", sql: userCertificates },
+  { name: "0009_stats", sql: stats },
+];
