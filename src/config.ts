@@ -87,6 +87,7 @@ const settingsSchema = v.strictObject({
   "receipt-ttl": v.optional(seconds(60, 366 * 24 * 3600), 7 * 24 * 3600),
   "receipt-grace": v.optional(seconds(0, 366 * 24 * 3600), 3 * 24 * 3600),
   "client-cert-days": v.optional(count(1, 3650), 30),
+  "node-lease": v.optional(seconds(3, 300), 15),
 });
 
 type Settings = v.InferOutput<typeof settingsSchema>;
@@ -120,6 +121,8 @@ export interface Config {
   receiptGraceSeconds: number;
   /** Validity of an enrolled client's certificate, in days. */
   clientCertificateDays: number;
+  /** How long this node's hold on its clients lasts without renewal (several nodes on one database). */
+  nodeLeaseSeconds: number;
 }
 
 export const dataDirFlag: FlagSpec = {
@@ -158,6 +161,11 @@ export const serverFlags: FlagSpec[] = [
   { name: "receipt-ttl", value: "SECONDS", help: "lifetime of signed license receipts (default 604800, 7 days)" },
   { name: "receipt-grace", value: "SECONDS", help: "offline grace past a receipt's expiry (default 259200, 3 days)" },
   { name: "client-cert-days", value: "DAYS", help: "validity of an enrolled client's certificate; renewed at 2/3 (default 30)" },
+  {
+    name: "node-lease",
+    value: "SECONDS",
+    help: "with several nodes: how soon a dead node's clients may connect to another (default 15)",
+  },
 ];
 
 const settingNames = Object.keys(settingsSchema.entries) as (keyof Settings)[];
@@ -238,6 +246,7 @@ export function loadConfig(args: ParsedArgs, env: Record<string, string | undefi
     receiptTtlSeconds: s["receipt-ttl"],
     receiptGraceSeconds: s["receipt-grace"],
     clientCertificateDays: s["client-cert-days"],
+    nodeLeaseSeconds: s["node-lease"],
   };
   if (s["tls-cert"] !== undefined && s["tls-key"] !== undefined) config.tls = { cert: s["tls-cert"], key: s["tls-key"] };
   if (s["require-auth-key"] !== undefined) config.requireAuthKey = s["require-auth-key"];
@@ -276,5 +285,6 @@ export function serviceOptions(config: Config): ServiceOptions {
     receiptTtlSeconds: config.receiptTtlSeconds,
     receiptGraceSeconds: config.receiptGraceSeconds,
     clientCertificateDays: config.clientCertificateDays,
+    nodeLeaseSeconds: config.nodeLeaseSeconds,
   };
 }

@@ -166,6 +166,18 @@ export async function startServer(
   }
 }
 
+/** The main listener; a second server on a taken port must fail, not share it; errors never show stack pages. */
+function listenMain(app: ReturnType<typeof createApp>["app"], config: Config): void {
+  app.listen({
+    hostname: config.listen.hostname,
+    port: config.listen.port,
+    maxRequestBodySize: config.maxBodyBytes,
+    reusePort: false,
+    development: false,
+    ...(config.tls ? { tls: { cert: readFileSync(config.tls.cert, "utf8"), key: readFileSync(config.tls.key, "utf8") } } : {}),
+  });
+}
+
 async function run(
   storage: Storage,
   config: Config,
@@ -200,15 +212,18 @@ async function run(
       maxSendBuffer: config.wsSendBufferBytes,
     },
   });
-  app.listen({
-    hostname: config.listen.hostname,
-    port: config.listen.port,
-    maxRequestBodySize: config.maxBodyBytes,
-    // A second server on a taken port must fail, not share it; errors never show stack pages.
-    reusePort: false,
-    development: false,
-    ...(config.tls ? { tls: { cert: readFileSync(config.tls.cert, "utf8"), key: readFileSync(config.tls.key, "utf8") } } : {}),
-  });
+  // The lease on the clients this node will hold, taken before any can register.
+  let leaseLost = () => {};
+  await services.lease.start(
+    () => leaseLost(),
+    (error) => log.error("renewing this node's lease failed; retrying", { error: String(error) }),
+  );
+  try {
+    listenMain(app, config);
+  } catch (error) {
+    await services.lease.stop().catch(() => undefined);
+    throw error;
+  }
   const server = app.server!;
   let mtls: MtlsListener;
   try {
@@ -224,6 +239,7 @@ async function run(
     });
   } catch (error) {
     await server.stop(true);
+    await services.lease.stop().catch(() => undefined);
     throw new ListenError(`cannot listen on ${hostPort(config.mtlsListen)} (--mtls-listen): ${describeListenError(error)}`);
   }
   mtlsPort = mtls.port;
@@ -251,6 +267,13 @@ async function run(
     log.warn("LATCHKEY_ADMIN_PASSWORD changed: it is admin's password from now on, and admin's sessions have ended");
   }
 
+  leaseLost = () => connections.dropClients("this node lost its lease on the database; reconnect");
+  // Panel live updates reach the panels connected to the other nodes too.
+  services.events.on(
+    "push",
+    (event) => void storage.broadcast(event).catch((error: unknown) => log.warn("broadcasting an event failed", { error: String(error) })),
+  );
+  storage.onBroadcast((event) => void connections.push(event.topic, event.args, event.groups).catch(() => undefined));
   connections.start();
   services.licensing.start((error) => log.error("writing the check counters failed; retrying", { error: String(error) }));
   services.stats.start((error) => log.error("writing the charts' roll-ups failed; retrying", { error: String(error) }));
@@ -284,6 +307,7 @@ async function run(
       // Last: the check counters hand their counts over as they stop.
       await services.stats.stop();
       await services.clientCertificates.settled();
+      await services.lease.stop().catch((error: unknown) => log.warn("giving up this node's lease failed", { error: String(error) }));
       await storage.close();
       log.info("stopped");
     })());

@@ -3,7 +3,6 @@
  * over /ws, the REST mirror of RPC), tokens and logout, SCRAM-SHA-256, the wsauth users.json
  * import and its opt-in nonce challenge, brute-force throttling and the audit trail.
  */
-import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -11,6 +10,7 @@ import { join } from "node:path";
 import { clientFirstMessage, clientFinalMessage, verifyServerFinal } from "../src/core/scram.ts";
 import {
   ADMIN_PASSWORD,
+  anotherConnection,
   call,
   createUser,
   login,
@@ -477,15 +477,15 @@ function writeUsersFile(dir: string, users: ReturnType<typeof wsauthUser>[]): st
   return file;
 }
 
-/** The users table row of an account, read straight from the SQLite file. */
-function storedRow(server: TestServer, username: string): Record<string, unknown> {
-  const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
+/** The users table row of an account, read straight from the database. */
+async function storedRow(server: TestServer, username: string): Promise<Record<string, unknown>> {
+  const db = await anotherConnection(server);
   try {
-    const row = db.query("SELECT * FROM users WHERE username = ?").get(username) as Record<string, unknown> | null;
+    const row = await db.get<Record<string, unknown>>("SELECT * FROM users WHERE username = ?", [username]);
     expect(row).not.toBeNull();
     return row!;
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -509,7 +509,7 @@ describe("wsauth import", () => {
     admin = await login(server.url);
     const file = writeUsersFile(server.dataDir, imported);
     // The CLI works on the data directory while the server runs.
-    const result = await runLatchkey(["user", "import", file, "--data-dir", server.dataDir]);
+    const result = await runLatchkey(["user", "import", file, ...server.storageArgs]);
     expect(result).toMatchObject({ code: 0, stdout: "imported 2 users\n" });
   });
   afterAll(async () => {
@@ -571,8 +571,8 @@ describe("wsauth import", () => {
       expect((await scram[0]!.finish(final.message)).status).toBe(401);
     });
 
-    test(`${label}: no column of its users row holds the wsauth hash`, () => {
-      const row = storedRow(server, u.username);
+    test(`${label}: no column of its users row holds the wsauth hash`, async () => {
+      const row = await storedRow(server, u.username);
       for (const [column, value] of Object.entries(row)) {
         expect({ column, holdsHash: String(value).toLowerCase().includes(u.hash) }).toEqual({ column, holdsHash: false });
       }
@@ -592,7 +592,7 @@ describe("wsauth import", () => {
         ],
       }),
     );
-    const result = await runLatchkey(["user", "import", file, "--data-dir", server.dataDir]);
+    const result = await runLatchkey(["user", "import", file, ...server.storageArgs]);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("password_hash");
     expect((await call(server.url, "GET", "/api/users/grace", { token: admin })).status).toBe(404);
@@ -613,12 +613,11 @@ describe("wsauth nonce challenge (--legacy-challenge-login)", () => {
       "user",
       "import",
       writeUsersFile(server.dataDir, [erin, gwen]),
-      "--data-dir",
-      server.dataDir,
+      ...server.storageArgs,
       "--legacy-challenge-login",
     ]);
     expect(kept.code).toBe(0);
-    const notKept = await runLatchkey(["user", "import", writeUsersFile(server.dataDir, [frank]), "--data-dir", server.dataDir]);
+    const notKept = await runLatchkey(["user", "import", writeUsersFile(server.dataDir, [frank]), ...server.storageArgs]);
     expect(notKept.code).toBe(0);
   });
   afterAll(async () => {
@@ -700,8 +699,8 @@ describe("wsauth nonce challenge (--legacy-challenge-login)", () => {
   test("the account still logs in with its password, and keeps H only because it was asked to", async () => {
     expect(await whoAmI(server, await login(server.url, erin.username, erin.password))).toBe(erin.username);
     expect(await whoAmI(server, await login(server.url, frank.username, frank.password))).toBe(frank.username);
-    expect(storedRow(server, erin.username).legacy_hash).toBe(erin.hash);
-    const frankRow = storedRow(server, frank.username);
+    expect((await storedRow(server, erin.username)).legacy_hash).toBe(erin.hash);
+    const frankRow = await storedRow(server, frank.username);
     for (const value of Object.values(frankRow)) expect(String(value)).not.toContain(frank.hash);
     const admin = await login(server.url);
     const listed = await call(server.url, "GET", "/api/users", { token: admin });

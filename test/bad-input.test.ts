@@ -287,17 +287,17 @@ const HOSTILE_OUTCOMES: Record<Kind, Record<Hostile, Outcome>> = {
   loginPassword: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
   // A session token of up to 256 characters that was never issued: a failed sign-in.
   token: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
-  // Free-text search and audit filters: up to 128 characters.
-  filter: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // Free-text search and audit filters: up to 128 characters, no NUL (PostgreSQL cannot store one).
+  filter: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: A },
   // Application names: up to 100 characters, no control or format characters.
   appName: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: R, emoji: A, crlf: R },
-  // Support messages and memos: up to 1000 characters of anything.
-  text1000: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
-  // A machine's hwid (admin side) and the licensing calls' machine and user: up to 255 characters.
-  hwid: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
-  wireText: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
-  // The licensing calls' nonce: up to 128 characters.
-  wireNonce: { traversal: A, script: A, sql: A, nul: A, long: R, rtl: A, emoji: A, crlf: A },
+  // Support messages and memos: up to 1000 characters of anything but NUL.
+  text1000: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: A },
+  // A machine's hwid (admin side) and the licensing calls' machine and user: up to 255 characters, no NUL.
+  hwid: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: A },
+  wireText: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: A },
+  // The licensing calls' nonce: up to 128 characters, no NUL.
+  wireNonce: { traversal: A, script: A, sql: A, nul: R, long: R, rtl: A, emoji: A, crlf: A },
   // A license token of up to 128 characters that names no key: the seed's 404, not bad input.
   wireToken: { traversal: D, script: D, sql: D, nul: D, long: R, rtl: D, emoji: D, crlf: D },
   // Key labels: up to 100 characters, no control characters (format characters are text).

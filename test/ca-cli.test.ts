@@ -44,19 +44,22 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** A data directory as a server's first start leaves it (database, root CA, listener certificate), the server stopped. */
-async function stoppedDataDir(): Promise<string> {
+/**
+ * A database as a server's first start leaves it (root CA, listener certificate), the server
+ * stopped: where the admin commands find it (`--data-dir DIR`, and `--database URL` on PostgreSQL).
+ */
+async function stoppedDataDir(): Promise<string[]> {
   const server = await startTestServer();
   await server.stop("the data directory is made");
   cleanups.push(() => rmSync(server.dataDir, { recursive: true, force: true }));
-  return server.dataDir;
+  return server.storageArgs;
 }
 
 const on =
-  (dataDir: string) =>
+  (storage: readonly string[]) =>
   (...args: string[]) =>
-    runLatchkey([...args, "--data-dir", dataDir]);
-async function okOn(dataDir: string, ...args: string[]) {
+    runLatchkey([...args, ...storage]);
+async function okOn(dataDir: readonly string[], ...args: string[]) {
   const res = await on(dataDir)(...args);
   if (res.code !== 0) throw new Error(`latchkey ${args.join(" ")} failed (${res.code}): ${res.stderr}`);
   expect(res.stderr).toBe("");
@@ -140,7 +143,7 @@ describe("help", () => {
 });
 
 describe("latchkey ca show", () => {
-  let dataDir: string;
+  let dataDir: string[];
   beforeAll(async () => {
     dataDir = await stoppedDataDir();
   });
@@ -188,7 +191,7 @@ describe("latchkey ca show", () => {
   test("a data directory without a database: exit 1, start the server once", async () => {
     const empty = tempDir();
     cleanups.push(empty.remove);
-    const res = await on(empty.path)("ca", "show");
+    const res = await on(["--data-dir", empty.path])("ca", "show");
     expect(res.code).toBe(1);
     expect(res.stderr).toContain("start the server once");
     expect(existsSync(join(empty.path, "latchkey.db"))).toBe(false);
@@ -322,8 +325,8 @@ describe("on a running server", () => {
   let server: TestServer;
   let admin: string;
   let out: ReturnType<typeof tempDir>;
-  const cli = (...args: string[]) => on(server.dataDir)(...args);
-  const ok = (...args: string[]) => okOn(server.dataDir, ...args);
+  const cli = (...args: string[]) => on(server.storageArgs)(...args);
+  const ok = (...args: string[]) => okOn(server.storageArgs, ...args);
   /** Runs the curl command `host bundle` printed, against this server's mTLS listener (asynchronously: the server is in this process). */
   const runPrintedCurl = (printed: string) => curl(printed, server.mtlsUrl);
 
@@ -437,7 +440,7 @@ describe("on a running server", () => {
     await ok("host", "add", "here.example.com");
     const cwd = join(out.path, "here");
     mkdirSync(cwd);
-    const res = await runLatchkey(["host", "bundle", "here.example.com", "--data-dir", server.dataDir], { cwd });
+    const res = await runLatchkey(["host", "bundle", "here.example.com", ...server.storageArgs], { cwd });
     expect(res.code).toBe(0);
     expect(res.stdout).toContain("  curl --cert here.example.com_https.pem --key here.example.com_https.key --cacert rootCA.pem \\\n");
     expect(readdirSync(cwd).sort()).toEqual(["here.example.com_https.key", "here.example.com_https.pem", "rootCA.pem"]);
@@ -574,7 +577,7 @@ describe("on a running server", () => {
 test("ca import on a running server: the API serves the new root and the mTLS listener takes a certificate from it", async () => {
   const server = await startTestServer();
   cleanups.push(() => server.close());
-  const cli = (...args: string[]) => okOn(server.dataDir, ...args);
+  const cli = (...args: string[]) => okOn(server.storageArgs, ...args);
   await cli("ca", "import", join(roots, "rsa.pem"), join(roots, "rsa.key"));
   expect((await call(server.url, "GET", "/api/ca.pem")).text).toBe(readFileSync(join(roots, "rsa.pem"), "utf8"));
   await cli("host", "add", "after-import.example.com");

@@ -399,7 +399,7 @@ describe("the server's root CA replaced after enrollment", () => {
       const accepted = unpinnedRun.count("host report accepted");
       // Replaced as an operator does it: `latchkey ca import` in another process, which the server sees at once.
       const root = await opensslRoot(dir.path);
-      const imported = await runLatchkey(["ca", "import", root.cert, root.key, "--force", "--data-dir", server.dataDir]);
+      const imported = await runLatchkey(["ca", "import", root.cert, root.key, "--force", ...server.storageArgs]);
       expect(imported.code).toBe(0);
       const newPin = await server.services.ca.caFingerprint();
       expect(newPin).not.toBe(oldPin);

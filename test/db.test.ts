@@ -129,6 +129,7 @@ describe("migrations", () => {
       "0007_client_certificates",
       "0008_user_certificates",
       "0009_stats",
+      "0010_nodes",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

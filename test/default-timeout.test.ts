@@ -1,7 +1,7 @@
 /**
  * The suite's default per-test timeout is in force. End-to-end tests start servers, a browser and
  * the compiled binary, which on a busy 2-core machine can take longer than Bun's built-in 5 s.
- * The default is raised by `bun test --timeout 60000` in package.json's test script, as Bun
+ * The default is raised by `bun test --timeout 60000` in scripts/test.sh (package.json's test script), as Bun
  * reads no timeout from bunfig.toml. This test sets no timeout of its own and takes a little
  * over 5 s, so it times out whenever the suite runs without that setting.
  */

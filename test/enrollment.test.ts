@@ -476,7 +476,7 @@ describe("revocation closes the live connection", () => {
   }
   const ok = (res: { status: number }) => expect(res.status).toBeLessThan(300);
   const cli = async (args: string[]) => {
-    const res = await runLatchkey([...args, "--data-dir", server.dataDir]);
+    const res = await runLatchkey([...args, ...server.storageArgs]);
     expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: "" });
   };
   const ways: Way[] = [
@@ -605,7 +605,7 @@ describe("revocation closes the live connection", () => {
       // Cleaning up the old key, in this process and from the CLI, does not touch the new binding.
       if (change === "delete") expect((await call(server.url, "DELETE", `/api/keys/${old.id}`, { token: admin })).status).toBe(204);
       else expect((await call(server.url, "POST", `/api/keys/${old.id}/${change}`, { token: admin })).status).toBe(200);
-      if (change !== "delete") await runLatchkey(["key", change, String(old.id), "--data-dir", server.dataDir]);
+      if (change !== "delete") await runLatchkey(["key", change, String(old.id), ...server.storageArgs]);
       // Longer than the server takes to notice another process's change (it checks twice a second).
       expect(await stillOpenAfter(rpc, 1200)).toBe(true);
       expect((await rpc.request("client", "heartbeat", {})).args).toBe("ok");
@@ -619,7 +619,7 @@ describe("revocation closes the live connection", () => {
     const [mine, spare] = await generate({ quantity: 2 });
     const { rpc } = await register(me, mine.key);
     await call(server.url, "POST", `/api/keys/${spare.id}/revoke`, { token: admin });
-    await runLatchkey(["key", "revoke", String(spare.id), "--data-dir", server.dataDir]);
+    await runLatchkey(["key", "revoke", String(spare.id), ...server.storageArgs]);
     // Longer than the server takes to notice another process's change (it checks twice a second).
     expect(await stillOpenAfter(rpc, 1200)).toBe(true);
     expect((await rpc.request("client", "heartbeat", {})).args).toBe("ok");

@@ -15,7 +15,7 @@ const INVALID = "AUTH_FAILED: Invalid or revoked key";
 let server: TestServer;
 let admin: string;
 
-const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", server.dataDir]);
+const cli = (...args: string[]) => runLatchkey([...args, ...server.storageArgs]);
 async function ok(...args: string[]) {
   const res = await cli(...args);
   if (res.code !== 0) throw new Error(`latchkey ${args.join(" ")} failed (${res.code}): ${res.stderr}`);

@@ -18,7 +18,7 @@ let admin: string;
 const cliOn =
   (s: TestServer) =>
   (...args: string[]) =>
-    runLatchkey([...args, "--data-dir", s.dataDir]);
+    runLatchkey([...args, ...s.storageArgs]);
 const cli = (...args: string[]) => cliOn(server)(...args);
 async function okOn(s: TestServer, ...args: string[]) {
   const res = await cliOn(s)(...args);

@@ -6,9 +6,7 @@
  * side over REST and RPC (applications, keys, search, roles, counters, activations, audit).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Database } from "bun:sqlite";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
 import { parseArgs } from "../src/cli/args.ts";
 import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
@@ -16,6 +14,7 @@ import { quickQuery } from "../src/http/licensing-api.ts";
 import { startServer } from "../src/server.ts";
 import {
   ADMIN_PASSWORD,
+  anotherConnection,
   call,
   createUser,
   eventually,
@@ -24,6 +23,7 @@ import {
   RpcClient,
   startTestServer,
   tempDir,
+  TEST_BACKEND,
   type TestServer,
 } from "./support.ts";
 
@@ -568,14 +568,14 @@ describe("a failed check carries the support message of the application app_id n
     expect((await call(server.url, "DELETE", `/api/apps/${next}`, { token: adminToken })).status).toBe(204);
     expect(await message(next)).toBe("");
 
-    // Another process writes the database (the CLI does): seen once SQLite's data_version moves.
+    // Another process writes the database (the CLI does): seen once SQLite's data_version moves,
+    // or PostgreSQL's change feed says so.
     expect(await message(c.appId)).toBe("patched");
-    const db = new Database(join(server.dataDir, "latchkey.db"));
+    const other = await anotherConnection(server);
     try {
-      db.run("PRAGMA busy_timeout = 5000");
-      db.query("UPDATE applications SET support_message = ? WHERE id = ?").run("from the CLI", c.appId);
+      await other.run("UPDATE applications SET support_message = ? WHERE id = ?", ["from the CLI", c.appId]);
     } finally {
-      db.close();
+      await other.close();
     }
     await eventually(async () => (await message(c.appId)) === "from the CLI", {
       what: "the support message another process wrote to be answered",
@@ -882,37 +882,41 @@ describe("GET /api/license/public-key", () => {
 describe("lookup goes through the token's hash", () => {
   test("the stored hash is SHA-256 of the token, the lookup is an index search, and only the hash finds the key", async () => {
     const c = await context({ activations: 2 });
-    const path = join(server.dataDir, "latchkey.db");
-    /** A connection per statement: one left open would hold a stale snapshot against the server's writes. */
-    const sql = <T>(fn: (db: Database) => T): T => {
-      const db = new Database(path);
-      try {
-        db.run("PRAGMA busy_timeout = 5000");
-        return fn(db);
-      } finally {
-        db.close();
+    const sql = await anotherConnection(server);
+    try {
+      const hash = (await sql.get<{ token_hash: string }>("SELECT token_hash FROM licenses WHERE id = ?", [c.id]))!.token_hash;
+      expect(hash).toBe(createHash("sha256").update(c.token).digest("hex"));
+      const lookup = "SELECT l.*, a.name FROM licenses l JOIN applications a ON a.id = l.app_id WHERE l.token_hash = ?";
+      if (TEST_BACKEND === "sqlite") {
+        const plan = (await sql.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${lookup}`, [hash])).map((r) => r.detail).join("\n");
+        expect(plan).toMatch(/SEARCH l USING INDEX/);
+        expect(plan).not.toMatch(/SCAN l\b/);
+      } else {
+        // Tiny tables make any plan cheap: with sequential scans off, the index must be there to use.
+        const plan = await sql.transaction(async () => {
+          await sql.run("SET LOCAL enable_seqscan = off");
+          return (await sql.all<{ "QUERY PLAN": string }>(`EXPLAIN ${lookup}`, [hash])).map((r) => r["QUERY PLAN"]).join("\n");
+        });
+        expect(plan).toMatch(/Index Scan using \S+ on licenses l/);
       }
-    };
-    const hash = sql(
-      (db) => db.query<{ token_hash: string }, [number]>("SELECT token_hash FROM licenses WHERE id = ?").get(c.id)!.token_hash,
-    );
-    expect(hash).toBe(createHash("sha256").update(c.token).digest("hex"));
-    const plan = sql((db) =>
-      db
-        .query<{ detail: string }, [string]>(
-          "EXPLAIN QUERY PLAN SELECT l.*, a.name FROM licenses l JOIN applications a ON a.id = l.app_id WHERE l.token_hash = ?",
-        )
-        .all(hash)
-        .map((r) => r.detail)
-        .join("\n"),
-    );
-    expect(plan).toMatch(/SEARCH l USING INDEX/);
-    expect(plan).not.toMatch(/SCAN l\b/);
-    // With its hash changed, the token no longer finds its key: the lookup reads the hash alone.
-    sql((db) => db.query("UPDATE licenses SET token_hash = ? WHERE id = ?").run("0".repeat(64), c.id));
-    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-1" })).status).toBe(404);
-    sql((db) => db.query("UPDATE licenses SET token_hash = ? WHERE id = ?").run(hash, c.id));
-    expect((await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-1" })).status).toBe(201);
+      // With its hash changed, the token no longer finds its key: the lookup reads the hash alone.
+      await sql.run("UPDATE licenses SET token_hash = ? WHERE id = ?", ["0".repeat(64), c.id]);
+      await eventually(
+        async () => (await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-1" })).status === 404,
+        {
+          what: "the changed hash to be seen",
+        },
+      );
+      await sql.run("UPDATE licenses SET token_hash = ? WHERE id = ?", [hash, c.id]);
+      await eventually(
+        async () => (await wire(server.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-1" })).status === 201,
+        {
+          what: "the restored hash to be seen",
+        },
+      );
+    } finally {
+      await sql.close();
+    }
   });
 });
 
@@ -1268,12 +1272,7 @@ describe("license keys over REST", () => {
     expect((await call(server.url, "GET", `/api/licenses/${k1.id}/activations`, t)).status).toBe(404);
     expect((await call(server.url, "DELETE", `/api/licenses/${k1.id}`, t)).status).toBe(404);
     expect((await wire(server.url, "json", "POST", "/api/activate", { token: k1.token, hwid: "hw" })).status).toBe(404);
-    const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
-    try {
-      expect(db.query("SELECT count(*) AS n FROM activations WHERE license_id = ?").get(k1.id)).toEqual({ n: 0 });
-    } finally {
-      db.close();
-    }
+    expect(await server.services.storage.sql.get("SELECT count(*) AS n FROM activations WHERE license_id = ?", [k1.id])).toEqual({ n: 0 });
   });
 
   test("counters: activations, checks (flushed to the database by a timer), last time and address", async () => {
@@ -1299,22 +1298,21 @@ describe("license keys over REST", () => {
     expect(await fixtures.activations(c.id)).toEqual([
       { hwid: "hw-1", machine: "ICEBREAKER", user: "sam", address: "127.0.0.1", activated_at: activatedAt, last_check_at: checkedAt },
     ]);
-    const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
+    const db = await anotherConnection(server);
     try {
-      const stored = () =>
-        db
-          .query<{ total_checks: number; last_check_at: number | null }, [number]>(
-            "SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?",
-          )
-          .get(c.id) ?? { total_checks: 0, last_check_at: null };
+      const stored = async () =>
+        (await db.get<{ total_checks: number; last_check_at: number | null }>(
+          "SELECT total AS total_checks, last_at AS last_check_at FROM license_checks WHERE license_id = ?",
+          [c.id],
+        )) ?? { total_checks: 0, last_check_at: null };
       // The flush runs on a real timer (about once a second), whatever the server's clock says.
-      await eventually(() => stored().total_checks >= 3, { what: "the check counters to be written to the database" });
-      expect(stored()).toEqual({ total_checks: 3, last_check_at: Date.parse(checkedAt) });
-      expect(db.query("SELECT last_check_at FROM activations WHERE license_id = ?").get(c.id)).toEqual({
+      await eventually(async () => (await stored()).total_checks >= 3, { what: "the check counters to be written to the database" });
+      expect(await stored()).toEqual({ total_checks: 3, last_check_at: Date.parse(checkedAt) });
+      expect(await db.get("SELECT last_check_at FROM activations WHERE license_id = ?", [c.id])).toEqual({
         last_check_at: Date.parse(checkedAt),
       });
     } finally {
-      db.close();
+      await db.close();
     }
   });
 
@@ -1324,40 +1322,34 @@ describe("license keys over REST", () => {
     try {
       const token = await login(s.url);
       const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Many" } })).body;
-      const db = new Database(join(s.dataDir, "latchkey.db"));
+      const db = await anotherConnection(s);
       const tokens: string[] = [];
-      db.transaction(() => {
+      await db.transaction(async () => {
         for (let i = 0; i < 1300; i++) {
           const key = `MANY${String(i).padStart(21, "0")}`;
-          const id = Number(
-            db
-              .query(
-                "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) " +
-                  "VALUES (?, ?, ?, 1, 1, 0)",
-              )
-              .run(app.id, key, createHash("sha256").update(key).digest("hex")).lastInsertRowid,
-          );
-          db.query("INSERT INTO activations (license_id, hwid, created_at) VALUES (?, 'hw', 0)").run(id);
+          const { id } = (await db.get<{ id: number }>(
+            "INSERT INTO licenses (app_id, token, token_hash, activations_allowed, activations_used, created_at) " +
+              "VALUES (?, ?, ?, 1, 1, 0) RETURNING id",
+            [app.id, key, createHash("sha256").update(key).digest("hex")],
+          ))!;
+          await db.run("INSERT INTO activations (license_id, hwid, created_at) VALUES (?, 'hw', 0)", [id]);
           tokens.push(key);
         }
-      }).immediate();
+      });
       const checked = Date.now();
       for (let round = 0; round < 2; round++) {
         await Promise.all(tokens.map(async (key) => expect((await fetch(`${s.url}/api/check?token=${key}&hwid=hw`)).status).toBe(201)));
       }
-      const written = () =>
-        db
-          .query<{ keys: number; checks: number; machines: number }, []>(
-            "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, " +
-              "(SELECT coalesce(sum(total), 0) FROM license_checks) AS checks, " +
-              "(SELECT count(*) FROM activations WHERE last_check_at >= " +
-              (checked - 1000) +
-              ") AS machines",
-          )
-          .get()!;
-      await eventually(() => written().keys >= 1300, { what: "the counters of all 1,300 keys to be written" });
-      expect(written()).toEqual({ keys: 1300, checks: 2600, machines: 1300 });
-      db.close();
+      const written = async () =>
+        (await db.get<{ keys: number; checks: number; machines: number }>(
+          "SELECT (SELECT count(*) FROM license_checks WHERE total = 2 AND last_address = '127.0.0.1') AS keys, " +
+            "(SELECT CAST(coalesce(sum(total), 0) AS bigint) FROM license_checks) AS checks, " +
+            "(SELECT count(*) FROM activations WHERE last_check_at >= ?) AS machines",
+          [checked - 1000],
+        ))!;
+      await eventually(async () => (await written()).keys >= 1300, { what: "the counters of all 1,300 keys to be written" });
+      expect(await written()).toEqual({ keys: 1300, checks: 2600, machines: 1300 });
+      await db.close();
     } finally {
       await s.close();
     }
@@ -1411,13 +1403,12 @@ describe("license keys over REST", () => {
     // so the timer cannot come between.
     expect((await licensing.check({ token: a.token, hwid: "hw-1" }, "10.0.0.1")).kind).toBe("ok");
     expect((await licensing.check({ token: b.token, hwid: "hw-1" }, "10.0.0.2")).kind).toBe("ok");
-    const other = new Database(join(server.dataDir, "latchkey.db"));
-    other.run("PRAGMA foreign_keys = ON");
-    other.query("DELETE FROM licenses WHERE id = ?").run(a.id);
+    const other = await anotherConnection(server);
+    await other.run("DELETE FROM licenses WHERE id = ?", [a.id]);
     await expect(licensing.flush()).resolves.toBeUndefined();
-    const counters = (id: number) => other.query("SELECT total, last_address FROM license_checks WHERE license_id = ?").get(id);
-    expect({ a: counters(a.id), b: counters(b.id) }).toEqual({ a: null, b: { total: 1, last_address: "10.0.0.2" } });
-    other.close();
+    const counters = (id: number) => other.get("SELECT total, last_address FROM license_checks WHERE license_id = ?", [id]);
+    expect({ a: await counters(a.id), b: await counters(b.id) }).toEqual({ a: null, b: { total: 1, last_address: "10.0.0.2" } });
+    await other.close();
   });
 
   test("activations: listed per machine; removing one frees its seat", async () => {

@@ -8,7 +8,6 @@
  * Distinct client addresses come through `--trusted-proxy 127.0.0.1/32`: every request names
  * its address in X-Forwarded-For, as a reverse proxy would.
  */
-import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -275,7 +274,7 @@ describe("a change of credentials wins over every login in flight", () => {
     {
       name: "a password change by `latchkey user passwd` in another process",
       apply: async (u) => {
-        const res = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], {
+        const res = await runLatchkey(["user", "passwd", u, "--password-stdin", ...server.storageArgs], {
           input: "a brand new password\n",
         });
         expect(res.code).toBe(0);
@@ -332,9 +331,11 @@ describe("a change of credentials wins over every login in flight", () => {
       expect(replies.every((r) => r.status === 200 || r.status === 401)).toBe(true);
       for (const r of replies.filter((r) => r.status === 200)) expect(await sessionAlive(server, r.body.token)).toBe(false);
     }
-    const db = new Database(join(server.dataDir, "latchkey.db"), { readonly: true });
-    expect(db.query("SELECT count(*) AS n FROM sessions WHERE user_id NOT IN (SELECT id FROM users)").get()).toEqual({ n: 0 });
-    db.close();
+    expect(await server.services.storage.sql.get("SELECT count(*) AS n FROM sessions WHERE user_id NOT IN (SELECT id FROM users)")).toEqual(
+      {
+        n: 0,
+      },
+    );
   });
 
   test("a wsauth challenge given before a password change cannot be answered after it", async () => {
@@ -347,7 +348,7 @@ describe("a change of credentials wins over every login in flight", () => {
       file,
       JSON.stringify({ users: [{ username: "legacy-lee", password_hash: hash, salt, role: "viewer", allowed_groups: [] }] }),
     );
-    expect((await runLatchkey(["user", "import", file, "--legacy-challenge-login", "--data-dir", server.dataDir])).code).toBe(0);
+    expect((await runLatchkey(["user", "import", file, "--legacy-challenge-login", ...server.storageArgs])).code).toBe(0);
     const answer = async () => {
       const challenge = await call(server.url, "POST", "/api/auth/challenge", {
         body: { username: "legacy-lee" },
@@ -370,7 +371,7 @@ describe("a change of credentials wins over every login in flight", () => {
     const pending = await answer();
     expect(
       (
-        await runLatchkey(["user", "passwd", "legacy-lee", "--password-stdin", "--data-dir", server.dataDir], {
+        await runLatchkey(["user", "passwd", "legacy-lee", "--password-stdin", ...server.storageArgs], {
           input: "another password\n",
         })
       ).code,
@@ -390,7 +391,7 @@ describe("LATCHKEY_ADMIN_PASSWORD is admin's password at every start", () => {
       const { startServer } = await import("../src/server.ts");
       const { silentLogger } = await import("../src/log.ts");
       const first = await startTestServer();
-      const config = loadConfig(parseArgs(["--data-dir", first.dataDir, "--listen", "127.0.0.1:0"], serverFlags), {});
+      const config = loadConfig(parseArgs([...first.storageArgs, "--listen", "127.0.0.1:0"], serverFlags), {});
       const oldToken = await login(first.url);
       await first.stop("restart");
 
@@ -406,7 +407,7 @@ describe("LATCHKEY_ADMIN_PASSWORD is admin's password at every start", () => {
         const refused = await call(second.url, "PATCH", "/api/users/admin", { token, body: { password: "changed from the api" } });
         expect(refused.status).toBe(403);
         expect(refused.body.error.message).toContain("LATCHKEY_ADMIN_PASSWORD");
-        const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", "--data-dir", first.dataDir], {
+        const cli = await runLatchkey(["user", "passwd", "admin", "--password-stdin", ...first.storageArgs], {
           input: "changed from the cli\n",
         });
         expect(cli.code).toBe(1);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { call, startTestServer, type TestServer } from "./support.ts";
+import { call, startTestServer, TEST_BACKEND, type TestServer } from "./support.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -11,7 +11,7 @@ describe("operations endpoints", () => {
   test("GET /healthz reports the database", async () => {
     const res = await call(server.url, "GET", "/healthz");
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ status: "ok", database: "ok", backend: "sqlite", version: "dev" });
+    expect(res.body).toEqual({ status: "ok", database: "ok", backend: TEST_BACKEND, version: "dev" });
   });
 
   test("GET /metrics is Prometheus text and counts requests", async () => {

@@ -219,7 +219,7 @@ describe("ending a user's sessions", () => {
     await server.close();
   });
 
-  const cli = (...args: string[]) => runLatchkey([...args, "--data-dir", server.dataDir]);
+  const cli = (...args: string[]) => runLatchkey([...args, ...server.storageArgs]);
 
   const revocations: { name: string; kind: "delete" | "passwd"; act: (username: string) => Promise<void> }[] = [
     {
@@ -257,7 +257,7 @@ describe("ending a user's sessions", () => {
       name: "CLI `latchkey user passwd --password-stdin` in another process",
       kind: "passwd",
       act: async (u) => {
-        const result = await runLatchkey(["user", "passwd", u, "--password-stdin", "--data-dir", server.dataDir], {
+        const result = await runLatchkey(["user", "passwd", u, "--password-stdin", ...server.storageArgs], {
           input: `${NEW_PASSWORD}\n`,
         });
         expect(result).toMatchObject({ code: 0 });

@@ -2,7 +2,7 @@
  * Shared test support: a real server on a free port over a temp data directory, in-process
  * (with an injectable clock) or as a separate process (source or compiled binary).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "../src/cli/args.ts";
@@ -10,6 +10,9 @@ import { loadConfig, serverFlags } from "../src/config.ts";
 import { silentLogger } from "../src/log.ts";
 import { startServer, type RunningServer } from "../src/server.ts";
 import { freshDatabase } from "./postgres.ts";
+import { Database } from "bun:sqlite";
+import { DATABASE_FILE } from "../src/db/open.ts";
+import { PostgresSql, SqliteSql, type Param, type Sql } from "../src/db/sql.ts";
 
 export const ROOT = join(import.meta.dir, "..");
 export const BUN = process.execPath;
@@ -27,6 +30,105 @@ export const TEST_ENV: Record<string, string> = { LATCHKEY_MTLS_LISTEN: "127.0.0
  * (`npm test` runs the storage tests both ways).
  */
 export const TEST_BACKEND: "sqlite" | "postgres" = process.env.LATCHKEY_TEST_BACKEND === "postgres" ? "postgres" : "sqlite";
+
+/**
+ * A connection of its own to a test server's database, as another process (the admin CLI, another
+ * node) would have: the SQLite file, or the PostgreSQL database (whose writes the server hears of
+ * through its change feed). Runs each statement as it comes; close it when done.
+ */
+export async function anotherConnection(server: TestServer): Promise<Sql & { close(): Promise<void> }> {
+  const url = server.storageArgs[server.storageArgs.indexOf("--database") + 1];
+  if (server.storageArgs.includes("--database") && url !== undefined) {
+    const client = new Bun.SQL(url, { bigint: true, max: 2, connection: { application_name: "latchkey-test-other" } });
+    return Object.assign(new PostgresSql(client), { close: () => client.close() });
+  }
+  return Object.assign(new OtherSqlite(join(server.dataDir, DATABASE_FILE)), { close: async () => undefined });
+}
+
+/**
+ * Everything a test server keeps at rest: the files of its data directory (the database, its WAL,
+ * anything else) and, on PostgreSQL, every row of every table (as JSON text, bytea as hex).
+ * `includes` searches both. The files are read by another process: opening and closing the
+ * database's files in this one would drop the server's SQLite locks (POSIX advisory locks belong
+ * to the process).
+ */
+export async function storedData(server: TestServer): Promise<{ includes(what: Uint8Array | string): boolean }> {
+  const files = readdirSync(server.dataDir, { recursive: true, withFileTypes: true }).filter((entry) => entry.isFile());
+  const read = Bun.spawnSync(["cat", ...files.map((entry) => join(entry.parentPath, entry.name))], { stdout: "pipe" });
+  if (read.exitCode !== 0) throw new Error(`reading ${server.dataDir} failed`);
+  const bytes = read.stdout;
+  let rows = "";
+  if (TEST_BACKEND === "postgres") {
+    const db = await anotherConnection(server);
+    try {
+      const tables = await db.all<{ name: string }>(
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema()",
+      );
+      for (const { name } of tables)
+        rows += (await db.all<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM "${name}" t`)).map((r) => r.j).join("\n");
+    } finally {
+      await db.close();
+    }
+  }
+  return {
+    includes: (what) =>
+      typeof what === "string"
+        ? bytes.includes(what) || rows.includes(what)
+        : bytes.includes(what) || rows.includes(Buffer.from(what).toString("hex")),
+  };
+}
+
+/**
+ * Another process's view of a SQLite file: a connection per statement (or per transaction), since
+ * one kept open between statements can hold a read snapshot that its next write then trips over.
+ */
+class OtherSqlite implements Sql {
+  readonly dialect = "sqlite";
+  private inTransaction: SqliteSql | null = null;
+
+  constructor(private readonly path: string) {}
+
+  private open(): Database {
+    const db = new Database(this.path, { strict: true });
+    db.run("PRAGMA busy_timeout = 5000");
+    db.run("PRAGMA foreign_keys = ON");
+    return db;
+  }
+
+  private async each<T>(fn: (sql: SqliteSql) => Promise<T>): Promise<T> {
+    if (this.inTransaction !== null) return fn(this.inTransaction);
+    const db = this.open();
+    try {
+      return await fn(new SqliteSql(db));
+    } finally {
+      db.close();
+    }
+  }
+
+  get<T>(text: string, params?: readonly Param[]): Promise<T | null> {
+    return this.each((sql) => sql.get<T>(text, params));
+  }
+
+  all<T>(text: string, params?: readonly Param[]): Promise<T[]> {
+    return this.each((sql) => sql.all<T>(text, params));
+  }
+
+  run(text: string, params?: readonly Param[]): Promise<number> {
+    return this.each((sql) => sql.run(text, params));
+  }
+
+  async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    const db = this.open();
+    const sql = new SqliteSql(db);
+    this.inTransaction = sql;
+    try {
+      return await sql.transaction(fn);
+    } finally {
+      this.inTransaction = null;
+      db.close();
+    }
+  }
+}
 
 /** `["--database", URL]` of a fresh PostgreSQL database when testing on PostgreSQL, else nothing. */
 export async function databaseFlags(): Promise<string[]> {

@@ -11,11 +11,22 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Registry, defineHandler } from "../src/rpc/registry.ts";
 import * as v from "valibot";
-import { call, createUser, login, manualClock, RpcClient, runLatchkey, startTestServer, tempDir, type TestServer } from "./support.ts";
+import {
+  call,
+  createUser,
+  login,
+  manualClock,
+  RpcClient,
+  runLatchkey,
+  startTestServer,
+  storedData,
+  tempDir,
+  type TestServer,
+} from "./support.ts";
 
 const actor = { name: "test", address: null };
 const dir = tempDir("latchkey-user-certs-");
@@ -792,28 +803,27 @@ describe("REST resources", () => {
       "cli",
       "--email",
       "g@example.com",
-      "--data-dir",
-      server.dataDir,
+      ...server.storageArgs,
     ]);
     expect(added).toMatchObject({ code: 0 });
     expect(added.stdout).toContain("registered");
-    const listed = await runLatchkey(["user", "cert", "list", "gina", "--data-dir", server.dataDir]);
+    const listed = await runLatchkey(["user", "cert", "list", "gina", ...server.storageArgs]);
     expect(listed.code).toBe(0);
     expect(listed.stdout).toContain("gina-cli");
-    const json = JSON.parse((await runLatchkey(["user", "cert", "list", "--json", "--data-dir", server.dataDir])).stdout);
+    const json = JSON.parse((await runLatchkey(["user", "cert", "list", "--json", ...server.storageArgs])).stdout);
     const entry = json.find((c: any) => c.subject === "gina-cli");
     expect(entry).toMatchObject({ username: "gina", nickname: "cli", self_signed: true, registered_by: expect.stringMatching(/^cli:/) });
     const socket = await RpcClient.connect(server.wsUrl);
     expect((await certificateLogin(socket, "ecdsa-p384-raw", own.key)).name).toBe("response");
     socket.close();
-    expect(await runLatchkey(["user", "cert", "revoke", "gina", pubKeyOf(own.cert), "--data-dir", server.dataDir])).toMatchObject({
+    expect(await runLatchkey(["user", "cert", "revoke", "gina", pubKeyOf(own.cert), ...server.storageArgs])).toMatchObject({
       code: 0,
     });
-    const again = await runLatchkey(["user", "cert", "revoke", "gina", entry.fingerprint, "--data-dir", server.dataDir]);
+    const again = await runLatchkey(["user", "cert", "revoke", "gina", entry.fingerprint, ...server.storageArgs]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain("no registered certificate");
-    expect((await runLatchkey(["user", "cert", "add", "gina", "--data-dir", server.dataDir])).code).toBe(2);
-    expect((await runLatchkey(["user", "cert", "frobnicate", "--data-dir", server.dataDir])).code).toBe(2);
+    expect((await runLatchkey(["user", "cert", "add", "gina", ...server.storageArgs])).code).toBe(2);
+    expect((await runLatchkey(["user", "cert", "frobnicate", ...server.storageArgs])).code).toBe(2);
   });
 });
 
@@ -850,18 +860,6 @@ describe("issuing user certificates from latchkey's CA", () => {
   /** How many user certificates the CA has issued. */
   async function userCertificatesIssued(): Promise<number> {
     return (await call(server.url, "GET", "/api/certs?kind=user&limit=1", { token: admin })).body.total;
-  }
-
-  /**
-   * Every byte the server keeps in its data directory (the database, its WAL, anything else), read
-   * by another process: opening and closing the database's files in this one would drop the
-   * server's SQLite locks (POSIX advisory locks belong to the process).
-   */
-  function dataDirectoryBytes(): Buffer {
-    const files = readdirSync(server.dataDir, { recursive: true, withFileTypes: true }).filter((entry) => entry.isFile());
-    const read = Bun.spawnSync(["cat", ...files.map((entry) => join(entry.parentPath, entry.name))], { stdout: "pipe" });
-    expect(read.exitCode).toBe(0);
-    return read.stdout;
   }
 
   /** Valid from now (the CA backdates the start a little, for clocks behind) for `days` days. */
@@ -917,9 +915,9 @@ describe("issuing user certificates from latchkey's CA", () => {
     const keyBase64 = issued.key.split("\n")[1]!;
     for (const reply of [hers, inCa]) expect(reply.text).not.toContain(keyBase64);
     expect(await signsInAs("ecdsa-p256-der", "ivy-issued.key")).toBe("ivy");
-    // The key is kept nowhere: not in the database, its WAL or any other file of the data directory.
+    // The key is kept nowhere: not in the database (its rows, or its files and WAL) or any other file of the data directory.
     const keyDer = createPrivateKey(issued.key).export({ type: "pkcs8", format: "der" });
-    const stored = dataDirectoryBytes();
+    const stored = await storedData(server);
     // The certificate is there (so the search finds what is stored), the key is not.
     expect(stored.includes(new X509Certificate(issued.certificate).raw)).toBe(true);
     expect(stored.includes(keyDer)).toBe(false);
@@ -1138,7 +1136,7 @@ describe("issuing user certificates from latchkey's CA", () => {
 
   test("the CLI: user cert issue writes NAME.pem, rootCA.pem and NAME.key (0600), refuses to replace files; the key signs in", async () => {
     const out = join(dir.path, "cli-out");
-    const cli = (args: string[]) => runLatchkey(["user", "cert", "issue", ...args, "--data-dir", server.dataDir]);
+    const cli = (args: string[]) => runLatchkey(["user", "cert", "issue", ...args, ...server.storageArgs]);
     const generated = await cli(["kim", "--out", out, "--days", "10", "--nickname", "cli", "--email", "kim@example.com"]);
     expect(generated).toMatchObject({ code: 0, stderr: "" });
     expect(generated.stdout).toContain(`wrote ${join(out, "kim.key")} (0600`);

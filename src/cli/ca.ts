@@ -37,7 +37,7 @@ verifying, so while some are in use (other than the listener's own) the import i
 listener takes a certificate from the new root (a running server's, within a second).
 Importing the current root again changes nothing. Works on the data directory directly.`;
 
-/** Which flags each subcommand takes (besides --data-dir). */
+/** Which flags each subcommand takes (besides --data-dir and --database). */
 const FLAGS_OF: Record<string, string[]> = { show: ["json", "pem"], import: ["force"] };
 
 /** Root files larger than this are not what the user meant to give (a PEM root or key is a few kilobytes). */
@@ -132,7 +132,7 @@ async function currentRoot(ca: CertificateAuthority): Promise<RootView | null> {
 /** A usage error for a flag given to a subcommand that does not take it. */
 export function refuseOtherFlags(args: ParsedArgs, command: string, sub: string, allowed: readonly string[]): void {
   for (const name of args.flags.keys()) {
-    if (name === "data-dir" || allowed.includes(name)) continue;
+    if (name === "data-dir" || name === "database" || allowed.includes(name)) continue;
     throw new UsageError(`${command} ${sub} does not take ${spelledFlag(args, name)}; see latchkey ${command} --help`);
   }
 }

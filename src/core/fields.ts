@@ -66,9 +66,24 @@ export const appName = v.pipe(
   v.regex(/^[^\p{Cc}\p{Cf}]+$/u, "may not hold control or format characters"),
 );
 
-export const supportMessage = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"));
+/** Free text may hold anything but NUL, which PostgreSQL cannot store (and no one means to send). */
+export const noNul = v.check((s: string) => !s.includes("\u0000"), "may not hold NUL characters");
 
-export const memo = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"));
+export const supportMessage = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"), noNul);
+
+export const memo = v.pipe(v.string("must be a string"), v.maxLength(1000, "must be at most 1000 characters"), noNul);
+
+/** A machine's hardware id as an admin names it (to remove its activation). */
+export const hwid = v.pipe(
+  v.string("must be a string"),
+  v.minLength(1, "is required"),
+  v.maxLength(255, "must be at most 255 characters"),
+  noNul,
+);
+
+/** A search or filter term of at most `max` characters. */
+export const filterText = (max: number) =>
+  v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`), noNul);
 
 /** Activations allowed: -1 for unlimited, otherwise 0 to 1,000,000. */
 export const activationsAllowed = v.pipe(

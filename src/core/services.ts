@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { AuditStore } from "../db/audit.ts";
 import type { Storage } from "../db/storage.ts";
+import { NodeStore } from "../db/nodes.ts";
+import { NodeLease } from "./nodes.ts";
 import { SessionStore } from "../db/sessions.ts";
 import { SettingsStore } from "../db/settings.ts";
 import { StatsStore } from "../db/stats.ts";
@@ -39,6 +41,8 @@ export interface ServiceOptions {
   /** Login throttles and queues (tests shrink them); the defaults suit production. */
   loginLimits?: LoginLimits;
   clock?: Clock;
+  /** How long this node's lease on its clients lasts without renewal (15 s unless said). */
+  nodeLeaseSeconds?: number;
   /** Background writes that failed (a session's last use, say); the next request retries them. */
   onBackgroundError?: (error: unknown) => void;
 }
@@ -71,6 +75,8 @@ export interface Services {
   verifier: () => Promise<CertificateVerifier>;
   /** Server-wide secret (random, stored once) for decoys and CSRF tokens. */
   secret: Uint8Array;
+  /** This node's lease on the clients it holds (several nodes share one database). */
+  lease: NodeLease;
 }
 
 export async function createServices(storage: Storage, options: ServiceOptions): Promise<Services> {
@@ -113,7 +119,10 @@ export async function createServices(storage: Storage, options: ServiceOptions):
     stats,
   );
   const enrollmentStore = new EnrollmentStore(db);
-  const enrollment = new Enrollment(db, enrollmentStore, settings, audit, events, clock, stats);
+  const nodes = new NodeStore(db);
+  const enrollment = new Enrollment(db, enrollmentStore, settings, audit, events, clock, stats, { nodes, nodeId: storage.nodeId });
+  // Leases run on the real clock: they say which processes are alive, whatever the service clock says.
+  const lease = new NodeLease(nodes, storage.nodeId, systemClock, { leaseMs: (options.nodeLeaseSeconds ?? 15) * 1000 });
   const certificates = new CertificateStore(db);
   const ca = new CertificateAuthority(db, certificates, audit, events, clock);
   const hosts = new Hosts(db, certificates, ca, audit, clock, {
@@ -166,5 +175,6 @@ export async function createServices(storage: Storage, options: ServiceOptions):
     userCertificates,
     verifier,
     secret,
+    lease,
   };
 }

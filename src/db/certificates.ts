@@ -196,6 +196,15 @@ export class CertificateStore {
     return (await this.sql.get(LOCK_CURRENT_ROOT[this.sql.dialect], [id])) !== null;
   }
 
+  /**
+   * Holds a client's certificates until the caller's transaction ends, so that of certificates
+   * issued to one client at once each sees those before it (its two newest are kept). SQLite's
+   * write lock already does; PostgreSQL locks the client's row.
+   */
+  async holdClient(uuid: string): Promise<void> {
+    if (this.sql.dialect === "postgres") await this.sql.get("SELECT uuid FROM clients WHERE uuid = ? FOR UPDATE", [uuid]);
+  }
+
   // Certificates
 
   /** Records an issued certificate; false when its serial or fingerprint is already taken. */

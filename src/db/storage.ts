@@ -5,6 +5,7 @@
  * `postgres://` URL is given, otherwise SQLite in the data directory.
  */
 import type { Database } from "bun:sqlite";
+import { randomUUID } from "node:crypto";
 import { DataVersion } from "./data-version.ts";
 import { openDatabase } from "./open.ts";
 import { migratePostgres } from "./postgres/migrate.ts";
@@ -17,14 +18,29 @@ export interface Health {
   detail: string;
 }
 
+/** An event for the panels and sockets of every node (`push` on the local event hub). */
+export interface Broadcast {
+  topic: string;
+  args: Record<string, unknown>;
+  groups?: string[] | undefined;
+}
+
 export interface Storage {
   readonly sql: Sql;
   readonly dialect: Dialect;
+  /** This process's id among the nodes sharing the database (node leases, presence). */
+  readonly nodeId: string;
   /**
    * A new watcher: each call of the function it returns says whether anyone else has committed
    * since that watcher last said so (cheap enough to call on every request).
    */
   watchOtherWriters(): () => boolean;
+  /**
+   * Hands `event` to the other nodes' `onBroadcast` listeners (PostgreSQL NOTIFY, delivered once
+   * the current transaction commits). With SQLite there are no other nodes.
+   */
+  broadcast(event: Broadcast): Promise<void>;
+  onBroadcast(listener: (event: Broadcast) => void): void;
   health(): Promise<Health>;
   close(): Promise<void>;
 }
@@ -41,6 +57,7 @@ async function probe(sql: Sql): Promise<Health> {
 
 class SqliteStorage implements Storage {
   readonly dialect = "sqlite";
+  readonly nodeId = randomUUID();
   readonly sql: SqliteSql;
   private readonly version;
 
@@ -54,6 +71,10 @@ class SqliteStorage implements Storage {
     return () => watcher.changed();
   }
 
+  async broadcast(): Promise<void> {}
+
+  onBroadcast(): void {}
+
   health(): Promise<Health> {
     return probe(this.sql);
   }
@@ -64,16 +85,57 @@ class SqliteStorage implements Storage {
   }
 }
 
+/** NOTIFY channels: table changes (migration 0010's triggers) and broadcast events. */
+const CHANGES = "latchkey_changes";
+const EVENTS = "latchkey_events";
+
 class PostgresStorage implements Storage {
   readonly dialect = "postgres";
   readonly sql: PostgresSql;
+  /** Changes other writers committed (counted from their notifications). */
+  private changes = 0;
+  private readonly listeners: ((event: Broadcast) => void)[] = [];
 
-  constructor(readonly client: Bun.SQL) {
+  constructor(
+    readonly client: Bun.SQL,
+    private readonly listener: Bun.SQL,
+    readonly nodeId: string,
+    /** application_name of this node's connections: how its own notifications are told apart. */
+    private readonly writer: string,
+  ) {
     this.sql = new PostgresSql(client);
   }
 
+  /** Subscribes to both channels on the listening connection. */
+  async listen(): Promise<void> {
+    await this.listener.listen(CHANGES, (payload: string) => {
+      if (payload.slice(payload.indexOf(" ") + 1) !== this.writer) this.changes++;
+    });
+    await this.listener.listen(EVENTS, (payload: string) => {
+      const { from, event } = JSON.parse(payload) as { from: string; event: Broadcast };
+      if (from === this.writer) return;
+      for (const listener of this.listeners) listener(event);
+    });
+  }
+
   watchOtherWriters(): () => boolean {
-    return () => false;
+    let seen = this.changes;
+    return () => {
+      if (seen === this.changes) return false;
+      seen = this.changes;
+      return true;
+    };
+  }
+
+  async broadcast(event: Broadcast): Promise<void> {
+    const payload = JSON.stringify({ from: this.writer, event });
+    // NOTIFY payloads stop at 8000 bytes; an event that large is not worth sending to panels.
+    if (Buffer.byteLength(payload) >= 8000) return;
+    await this.sql.run("SELECT pg_notify(?, ?)", [EVENTS, payload]);
+  }
+
+  onBroadcast(listener: (event: Broadcast) => void): void {
+    this.listeners.push(listener);
   }
 
   health(): Promise<Health> {
@@ -81,6 +143,7 @@ class PostgresStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    await this.listener.close().catch(() => undefined);
     await this.client.close();
   }
 }
@@ -102,12 +165,24 @@ export function postgresClient(storage: Storage): Bun.SQL | null {
 
 /** PostgreSQL at `url` (a pool through Bun.SQL), migrated. */
 export async function openPostgresStorage(url: string): Promise<Storage> {
-  const client = new Bun.SQL(url, { bigint: true, max: 20, idleTimeout: 30, connectionTimeout: 10 });
+  const nodeId = randomUUID();
+  const writer = `latchkey-${nodeId}`;
+  const client = new Bun.SQL(url, {
+    bigint: true,
+    max: 20,
+    idleTimeout: 30,
+    connectionTimeout: 10,
+    connection: { application_name: writer },
+  });
+  const listener = new Bun.SQL(url, { max: 1, connectionTimeout: 10, connection: { application_name: `${writer}-listen` } });
   try {
     await migratePostgres(client);
+    const storage = new PostgresStorage(client, listener, nodeId, writer);
+    await storage.listen();
+    return storage;
   } catch (error) {
+    await listener.close().catch(() => undefined);
     await client.close().catch(() => undefined);
     throw error;
   }
-  return new PostgresStorage(client);
 }

@@ -1,7 +1,7 @@
 /** REST audit log: filter, page, or export as JSON lines. */
 import { Elysia } from "elysia";
 import * as v from "valibot";
-import { limit, offset } from "../core/fields.ts";
+import { filterText, limit, offset } from "../core/fields.ts";
 import type { Services } from "../core/services.ts";
 import type { SessionPlugin } from "./session.ts";
 
@@ -30,8 +30,8 @@ export function auditRoutes(services: Services, session: SessionPlugin) {
     },
     {
       query: v.strictObject({
-        actor: v.optional(v.pipe(v.string(), v.maxLength(128))),
-        action: v.optional(v.pipe(v.string(), v.maxLength(128))),
+        actor: v.optional(filterText(128)),
+        action: v.optional(filterText(128)),
         outcome: v.optional(v.picklist(["success", "failure", "denied"], "must be success, failure or denied")),
         since: timestamp,
         until: timestamp,

@@ -1,12 +1,11 @@
 /** REST administration of applications, license keys and their activations. */
 import { Elysia } from "elysia";
 import * as v from "valibot";
-import { activationsAllowed, appName, expiry, idParam, limit, memo, offset, supportMessage } from "../core/fields.ts";
+import { activationsAllowed, appName, expiry, filterText, hwid, idParam, limit, memo, offset, supportMessage } from "../core/fields.ts";
 import type { Services } from "../core/services.ts";
 import type { SessionPlugin } from "./session.ts";
 
 const idParams = v.strictObject({ id: idParam });
-const hwidParam = v.pipe(v.string(), v.minLength(1), v.maxLength(255, "must be at most 255 characters"));
 
 export function licenseRoutes(services: Services, session: SessionPlugin) {
   const licensing = services.licensing;
@@ -70,7 +69,7 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
         query: v.strictObject({
           app_id: v.optional(idParam),
           enabled: v.optional(v.picklist(["true", "false"], "must be true or false")),
-          q: v.optional(v.pipe(v.string(), v.maxLength(100, "must be at most 100 characters"))),
+          q: v.optional(filterText(100)),
           limit,
           offset,
         }),
@@ -161,7 +160,7 @@ export function licenseRoutes(services: Services, session: SessionPlugin) {
         set.status = 204;
       },
       {
-        params: v.strictObject({ id: idParam, hwid: hwidParam }),
+        params: v.strictObject({ id: idParam, hwid }),
         access: "admin",
         detail: { tags: ["licensing"], summary: "Remove a machine's activation (frees its seat)" },
       },

@@ -8,6 +8,7 @@
 import { Elysia } from "elysia";
 import * as v from "valibot";
 import { badRequest } from "../core/errors.ts";
+import { noNul } from "../core/fields.ts";
 import type {
   ActivateOutcome,
   AddressSource,
@@ -21,7 +22,7 @@ import type { Services } from "../core/services.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { SessionPlugin } from "./session.ts";
 
-const text = (max: number) => v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`));
+const text = (max: number) => v.pipe(v.string("must be a string"), v.maxLength(max, `must be at most ${max} characters`), noNul);
 
 const WIRE_FIELD_NAMES = ["token", "app_id", "machine", "user", "hwid", "nonce"] as const;
 const WIRE_FIELDS = new Set<string>(WIRE_FIELD_NAMES);
@@ -73,7 +74,7 @@ export function quickWire(fields: Record<string, unknown>): WireRequest | null {
   for (const name of TEXT_FIELDS) {
     const value = fields[name];
     if (value === undefined || value === "") continue;
-    if (typeof value !== "string" || value.length > TEXT_LIMITS[name]) return null;
+    if (typeof value !== "string" || value.length > TEXT_LIMITS[name] || value.includes("\u0000")) return null;
     request[name] = value;
   }
   const appId = fields.app_id;

@@ -54,6 +54,8 @@ export interface Connection {
   clientKeyId: number | null;
   /** That client's group: the charts count who is online per group. */
   clientGroup: string | null;
+  /** The registration's claim on the client's presence, released when this socket lets go of it. */
+  clientClaim: string | null;
   lastMessageAt: number;
   openedAt: number;
   /** Signed in or registered at least once: no longer held to the sign-in deadline and cap. */
@@ -132,10 +134,6 @@ export class Connections {
     services.metrics.gauge("latchkey_ws_connections", () => this.all.size);
     services.metrics.gauge("latchkey_connected_clients", () => this.byClient.size);
     services.stats.gauge("clients_online", () => this.onlineByGroup());
-    services.enrollment.setPresence(
-      (uuid) => this.byClient.has(uuid),
-      () => [...this.byClient.keys()],
-    );
   }
 
   /** Registered clients connected now, overall and per group (the charts' `clients_online`). */
@@ -205,6 +203,7 @@ export class Connections {
       principal: null,
       clientUuid: null,
       clientKeyId: null,
+      clientClaim: null,
       clientGroup: null,
       lastMessageAt: now,
       openedAt: now,
@@ -272,10 +271,7 @@ export class Connections {
     this.identify(connection);
     this.forget(connection);
     const uuid = connection.clientUuid;
-    if (uuid !== null && this.byClient.get(uuid) === connection) {
-      this.byClient.delete(uuid);
-      this.clientGone(uuid);
-    }
+    if (uuid !== null && this.byClient.get(uuid) === connection) this.detachClient(connection, null);
   }
 
   /**
@@ -287,22 +283,39 @@ export class Connections {
       const certificate = connection.certificate;
       if (certificate?.kind !== "valid" || !serials.has(certificate.serial)) continue;
       const uuid = connection.clientUuid;
-      if (uuid !== null && this.byClient.get(uuid) === connection) {
-        this.byClient.delete(uuid);
-        connection.clientUuid = null;
-        connection.clientKeyId = null;
-        connection.clientGroup = null;
-        this.log.info("client disconnected", { uuid, address: connection.address, reason });
-        this.clientGone(uuid);
-      }
+      if (uuid !== null && this.byClient.get(uuid) === connection) this.detachClient(connection, reason);
       this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
     }
   }
 
-  /** A client's last socket closed: it is offline (written in the background; a failure is logged). */
-  private clientGone(uuid: string): void {
+  /**
+   * This node could not renew its lease in time: another node may now hold its clients, so each is
+   * disconnected ("try again later") and reconnects to whichever node is alive.
+   */
+  dropClients(reason: string): void {
+    for (const connection of [...this.byClient.values()]) {
+      this.detachClient(connection, reason);
+      this.shut(connection, CLOSE_TRY_AGAIN_LATER, reason);
+    }
+  }
+
+  /**
+   * The connection no longer holds its client: the client is offline, its claim released (written
+   * in the background; a failure is logged). `reason`, when given, goes to the log.
+   */
+  private detachClient(connection: Connection, reason: string | null): void {
+    const uuid = connection.clientUuid;
+    const claim = connection.clientClaim;
+    if (uuid === null) return;
+    if (this.byClient.get(uuid) === connection) this.byClient.delete(uuid);
+    connection.clientUuid = null;
+    connection.clientKeyId = null;
+    connection.clientGroup = null;
+    connection.clientClaim = null;
+    if (reason !== null) this.log.info("client disconnected", { uuid, address: connection.address, reason });
+    if (claim === null) return;
     void this.services.enrollment
-      .disconnected(uuid)
+      .disconnected(uuid, claim)
       .catch((error: unknown) => this.log.error("recording a client offline failed", { uuid, error: String(error) }));
   }
 
@@ -322,13 +335,8 @@ export class Connections {
       const connection = this.byClient.get(uuid);
       if (!connection) continue;
       if (keyId !== undefined && connection.clientKeyId !== keyId) continue;
-      this.byClient.delete(uuid);
-      connection.clientUuid = null;
-      connection.clientKeyId = null;
-      connection.clientGroup = null;
-      this.log.info("client disconnected", { uuid, address: connection.address, reason });
+      this.detachClient(connection, reason);
       this.shut(connection, CLOSE_CLIENT_REVOKED, reason);
-      this.clientGone(uuid);
     }
   }
 
@@ -407,16 +415,17 @@ export class Connections {
               const other = this.byClient.get(uuid);
               return other !== undefined && other !== connection;
             },
-            registerClient: (uuid, keyId, group) => {
-              // The registration awaited the database: the socket may have gone meanwhile.
-              if (connection.closed) {
-                this.clientGone(uuid);
-                return;
-              }
+            registerClient: (uuid, keyId, group, claim) => {
               this.identify(connection);
               connection.clientUuid = uuid;
               connection.clientKeyId = keyId;
               connection.clientGroup = group;
+              connection.clientClaim = claim;
+              // The registration awaited the database: the socket may have gone meanwhile.
+              if (connection.closed) {
+                this.detachClient(connection, null);
+                return;
+              }
               this.byClient.set(uuid, connection);
               // A revocation committed after the registration but before this listing kicked nobody.
               if (keyId !== null) void this.kickLost([{ uuid, keyId }]);

@@ -33,7 +33,7 @@ export interface RpcContext {
     /** Another live connection already speaks for this client. */
     clientConnectedElsewhere(uuid: string): boolean;
     /** keyId: the enrollment key it was admitted with, if any (its revocation closes the socket); group: the client's. */
-    registerClient(uuid: string, keyId: number | null, group: string | null): void;
+    registerClient(uuid: string, keyId: number | null, group: string | null, claim: string): void;
   };
   /** The REST mirror passes the bearer session so that `rpc/auth_clear` can end it. */
   transport: "ws" | "rest";

@@ -357,8 +357,9 @@ export class CertificateAuthority {
       // Everything that takes time (a key pair, the signature) is done before the transaction.
       const prepared = await this.prepare(actor, policy);
       const recorded = await this.sql.transaction(async () => {
-        if (!(await this.record(prepared))) return null;
         const uuid = prepared.row.client_uuid;
+        if (uuid !== null) await this.store.holdClient(uuid);
+        if (!(await this.record(prepared))) return null;
         if (uuid === null) return { superseded: [] };
         const older = (await this.store.validOfClient(uuid, this.clock())).filter((c) => c.serial !== prepared.row.serial);
         const superseded = older.slice(CLIENT_CERTIFICATES_KEPT - 1).map((c) => c.serial);

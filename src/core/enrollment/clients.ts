@@ -43,14 +43,15 @@ export class EnrollmentClients {
     limit: number,
     offset: number,
   ): Promise<{ items: ClientView[]; total: number }> {
-    const online = this.presence.online();
+    const online = await this.presence.online();
     const scoped = {
       group: filter.group,
       groups: viewer.role === "admin" ? undefined : viewer.groups,
       ...(filter.status === "online" ? { uuids: online } : filter.status === "offline" ? { excludeUuids: online } : {}),
     };
     const [rows, total] = await Promise.all([this.store.clients(scoped, limit, offset), this.store.countClients(scoped)]);
-    return { items: rows.map((c) => this.view(c)), total };
+    const isOnline = new Set(online);
+    return { items: rows.map((c) => this.view(c, isOnline)), total };
   }
 
   async get(viewer: Principal, uuid: string): Promise<ClientView> {
@@ -58,7 +59,7 @@ export class EnrollmentClients {
     if (!client || (viewer.role !== "admin" && (client.client_group === null || !viewer.groups.includes(client.client_group)))) {
       throw notFound(`no client ${uuid}`);
     }
-    return this.view(client);
+    return this.view(client, new Set(await this.presence.online()));
   }
 
   /** Deletes a client: its key and certificates are revoked with it and its connection closed. */
@@ -83,7 +84,7 @@ export class EnrollmentClients {
     this.events.emit("push", { topic: "clients.deleted", args: { uuid }, groups: client.client_group ? [client.client_group] : [] });
   }
 
-  private view(c: ClientRow): ClientView {
+  private view(c: ClientRow, online: ReadonlySet<string>): ClientView {
     return {
       uuid: c.uuid,
       name: c.name,
@@ -94,7 +95,7 @@ export class EnrollmentClients {
       os: c.os,
       address: c.address,
       interfaces: JSON.parse(c.interfaces) as ClientView["interfaces"],
-      online: this.presence.isOnline(c.uuid),
+      online: online.has(c.uuid),
       first_seen_at: isoTime(c.first_seen_at),
       last_seen_at: isoTime(c.last_seen_at),
     };

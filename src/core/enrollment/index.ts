@@ -6,6 +6,7 @@
  * WebSocket layer tells). `db/enrollment.ts` holds their SQL.
  */
 import type { EnrollmentStore, KeyStatus } from "../../db/enrollment.ts";
+import type { NodeStore } from "../../db/nodes.ts";
 import type { SettingsStore } from "../../db/settings.ts";
 import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
@@ -32,11 +33,20 @@ export class Enrollment {
   private readonly clients: EnrollmentClients;
   private readonly presence: Presence;
 
-  constructor(sql: Sql, store: EnrollmentStore, settings: SettingsStore, audit: Audit, events: EventHub, clock: Clock, stats: Stats) {
+  constructor(
+    sql: Sql,
+    store: EnrollmentStore,
+    settings: SettingsStore,
+    audit: Audit,
+    events: EventHub,
+    clock: Clock,
+    stats: Stats,
+    presence: { nodes: NodeStore; nodeId: string },
+  ) {
     this.settings = new EnrollmentSettings(settings, audit, events);
     this.keys = new EnrollmentKeys(sql, store, audit, events, clock);
-    this.registration = new Registration(sql, store, this.settings, audit, events, clock, stats);
-    this.presence = new Presence(store, events, clock);
+    this.presence = new Presence(store, presence.nodes, presence.nodeId, events, clock);
+    this.registration = new Registration(sql, store, this.settings, this.presence, audit, events, clock, stats);
     this.clients = new EnrollmentClients(sql, store, this.presence, audit, events);
   }
 
@@ -97,12 +107,9 @@ export class Enrollment {
   }
 
   // presence
-  setPresence(isOnline: (uuid: string) => boolean, online: () => string[]): void {
-    this.presence.attach(isOnline, online);
-  }
   /** A registered client's socket closed: its last-seen time is written, then `clients.offline` pushed. */
-  disconnected(uuid: string): Promise<void> {
-    return this.presence.disconnected(uuid);
+  disconnected(uuid: string, claim: string): Promise<void> {
+    return this.presence.disconnected(uuid, claim);
   }
   lostBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
     return this.presence.lostBindings(bound);

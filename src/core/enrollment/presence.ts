@@ -1,36 +1,44 @@
 /**
- * Who is online. Only the WebSocket layer knows which clients hold a live socket: it attaches its
- * answers here, and tells when a client's socket closes. Until it does, nobody is online (the CLI).
+ * Who is online. A registered client's socket makes it online on the node that holds it, recorded
+ * in the database so that every node (and the admin CLI) sees it: a client is online on one node
+ * at a time, and a node that dies frees its clients once its lease runs out (core/nodes.ts).
  */
 import type { EnrollmentStore } from "../../db/enrollment.ts";
-import type { Clock } from "../clock.ts";
+import type { NodeStore } from "../../db/nodes.ts";
+import { systemClock, type Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
 
 export class Presence {
-  private connected: (uuid: string) => boolean = () => false;
-  private connectedList: () => string[] = () => [];
-
   constructor(
     private readonly store: EnrollmentStore,
+    private readonly nodes: NodeStore,
+    private readonly nodeId: string,
     private readonly events: EventHub,
     private readonly clock: Clock,
+    /** Leases run on the machines' real clocks, whatever the service clock says (tests move it). */
+    private readonly leaseClock: Clock = systemClock,
   ) {}
 
-  attach(isOnline: (uuid: string) => boolean, online: () => string[]): void {
-    this.connected = isOnline;
-    this.connectedList = online;
+  /**
+   * Marks a registering client online on this node, in the registration's transaction; false when
+   * it is online on another node that is alive (a clone there).
+   */
+  claim(uuid: string, claim: string): Promise<boolean> {
+    return this.nodes.claim(uuid, this.nodeId, claim, this.leaseClock());
   }
 
-  isOnline(uuid: string): boolean {
-    return this.connected(uuid);
+  /** Clients online on any live node. */
+  online(): Promise<string[]> {
+    return this.nodes.online(this.leaseClock());
   }
 
-  online(): string[] {
-    return this.connectedList();
-  }
-
-  /** A registered client's socket closed: its last-seen time is written, then `clients.offline` pushed. */
-  async disconnected(uuid: string): Promise<void> {
+  /**
+   * A registered client's socket closed: its claim is released, its last-seen time written, then
+   * `clients.offline` pushed.
+   */
+  async disconnected(uuid: string, claim: string): Promise<void> {
+    // Registered again meanwhile (a reconnect that came first): still online, nothing to say.
+    if (!(await this.nodes.release(uuid, claim))) return;
     await this.store.touchClient(uuid, this.clock());
     const client = await this.store.client(uuid);
     this.events.emit("push", { topic: "clients.offline", args: { uuid }, groups: client?.client_group ? [client.client_group] : [] });

@@ -6,6 +6,7 @@
  * the mTLS listener is admitted by it, with no key (SPEC §4: a restart is not a re-enrollment).
  * The outcome says why in a word; what the client is told is the protocol's business.
  */
+import { randomUUID } from "node:crypto";
 import type { EnrollmentStore, KeyRow } from "../../db/enrollment.ts";
 import type { Sql } from "../../db/sql.ts";
 import type { Audit } from "../audit.ts";
@@ -14,6 +15,7 @@ import type { EventHub } from "../events.ts";
 import { sameSecret } from "../secrets.ts";
 import { groupScope, type Stats } from "../stats.ts";
 import { hashEnrollmentKey, normalizeKey } from "./keys.ts";
+import type { Presence } from "./presence.ts";
 import type { EnrollmentSettings } from "./settings.ts";
 
 /**
@@ -47,6 +49,8 @@ export type RegistrationOutcome =
       reconnect: boolean;
       /** The key this registration was admitted with (null when none was required). */
       keyId: number | null;
+      /** Its claim on the client's presence: the socket releases it when it closes. */
+      claim: string;
     }
   | { kind: "refused"; reason: RefusalReason };
 
@@ -62,6 +66,7 @@ export class Registration {
     private readonly sql: Sql,
     private readonly store: EnrollmentStore,
     private readonly settings: EnrollmentSettings,
+    private readonly presence: Presence,
     private readonly audit: Audit,
     private readonly events: EventHub,
     private readonly clock: Clock,
@@ -75,6 +80,7 @@ export class Registration {
    */
   async register(args: RegisterArgs, address: string | null, alreadyConnected: boolean, certified = false): Promise<RegistrationOutcome> {
     const now = this.clock();
+    const claim = randomUUID();
     const refuse = (reason: RefusalReason): never => {
       throw new Refused(reason);
     };
@@ -95,6 +101,8 @@ export class Registration {
     // The binding, the client row and the audit entry commit together: one durable write per
     // registration, and never a bound key without its client.
     const attempt = async (found: KeyRow | null) => {
+      // Online on another node whose lease still runs: a clone there, refused like one here.
+      if (!(await this.presence.claim(args.uuid, claim))) refuse("already_connected");
       if (certified) return this.admitCertified(args, address, now);
       let reconnect = true;
       // Re-read in the transaction: since the lookup, a registration in this process or another
@@ -159,7 +167,7 @@ export class Registration {
         args: { ids: [key.id], change: "bound" },
         groups: key.client_group ? [key.client_group] : [],
       });
-    return { kind: "registered", uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null };
+    return { kind: "registered", uuid: args.uuid, group: client.client_group, reconnect, keyId: key?.id ?? null, claim };
   }
 
   /**

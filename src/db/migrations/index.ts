@@ -11,6 +11,7 @@ import ca from "./0006_ca.sql" with { type: "text" };
 import clientCertificates from "./0007_client_certificates.sql" with { type: "text" };
 import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
 import stats from "./0009_stats.sql" with { type: "text" };
+import nodes from "./0010_nodes.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -27,4 +28,5 @@ export const migrations: readonly Migration[] = [
   { name: "0007_client_certificates", sql: clientCertificates },
   { name: "0008_user_certificates", sql: userCertificates },
   { name: "0009_stats", sql: stats },
+  { name: "0010_nodes", sql: nodes },
 ];

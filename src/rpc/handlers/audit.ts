@@ -1,11 +1,12 @@
 /** `latchkey/audit`: the audit log, read-only. */
 import * as v from "valibot";
+import { filterText } from "../../core/fields.ts";
 import { defineHandler } from "../registry.ts";
 
 export const auditArgs = v.strictObject({
   action: v.optional(v.literal("list"), "list"),
-  actor: v.optional(v.pipe(v.string(), v.maxLength(128))),
-  event: v.optional(v.pipe(v.string(), v.maxLength(128))),
+  actor: v.optional(filterText(128)),
+  event: v.optional(filterText(128)),
   outcome: v.optional(v.picklist(["success", "failure", "denied"], "must be success, failure or denied")),
   since: v.optional(v.pipe(v.string(), v.isoTimestamp("must be an ISO 8601 timestamp"))),
   until: v.optional(v.pipe(v.string(), v.isoTimestamp("must be an ISO 8601 timestamp"))),

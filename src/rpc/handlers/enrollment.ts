@@ -65,7 +65,7 @@ export const registerHandler = defineHandler({
         await enrollment.recordRefusal(args.uuid, ctx.address, refusal.message);
         throw refusal;
       }
-      connection.registerClient(args.uuid, outcome.keyId, outcome.group);
+      connection.registerClient(args.uuid, outcome.keyId, outcome.group, outcome.claim);
       return { registered: true, uuid: outcome.uuid, group: outcome.group, reconnect: outcome.reconnect };
     } finally {
       if (!clone && underWay.get(args.uuid) === connection.id) underWay.delete(args.uuid);

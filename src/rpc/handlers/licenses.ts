@@ -1,6 +1,6 @@
 /** `latchkey/licenses`: applications, license keys and activations over RPC. */
 import * as v from "valibot";
-import { activationsAllowed, appName, expiry, memo, rpcPage, supportMessage } from "../../core/fields.ts";
+import { activationsAllowed, appName, expiry, filterText, hwid, memo, rpcPage, supportMessage } from "../../core/fields.ts";
 import { defineHandler } from "../registry.ts";
 
 const id = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be a positive id"));
@@ -17,7 +17,7 @@ export const licensesArgs = v.variant(
       action: v.literal("list"),
       app_id: v.optional(id),
       enabled: v.optional(v.boolean("must be true or false")),
-      q: v.optional(v.pipe(v.string(), v.maxLength(100))),
+      q: v.optional(filterText(100)),
       ...rpcPage,
     }),
     v.strictObject({ action: v.literal("get"), id }),
@@ -38,7 +38,7 @@ export const licensesArgs = v.variant(
     }),
     v.strictObject({ action: v.literal("delete"), id }),
     v.strictObject({ action: v.literal("activations"), id }),
-    v.strictObject({ action: v.literal("remove_activation"), id, hwid: v.pipe(v.string(), v.minLength(1), v.maxLength(255)) }),
+    v.strictObject({ action: v.literal("remove_activation"), id, hwid }),
   ],
   "action must be one of list_apps, get_app, create_app, update_app, delete_app, " +
     "list, get, create, update, delete, activations, remove_activation",

@@ -12,6 +12,7 @@ import ca from "./0006_ca.sql" with { type: "text" };
 import clientCertificates from "./0007_client_certificates.sql" with { type: "text" };
 import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
 import stats from "./0009_stats.sql" with { type: "text" };
+import nodes from "./0010_nodes.sql" with { type: "text" };
 
 export const postgresMigrations: readonly Migration[] = [
   { name: "0001_init", sql: init },
@@ -23,4 +24,5 @@ export const postgresMigrations: readonly Migration[] = [
   { name: "0007_client_certificates", sql: clientCertificates },
   { name: "0008_user_certificates", sql: userCertificates },
   { name: "0009_stats", sql: stats },
+  { name: "0010_nodes", sql: nodes },
 ];
