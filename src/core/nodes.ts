@@ -19,6 +19,8 @@ export class NodeLease {
   private readonly forgetAfterMs: number;
   /** Until when the last successful renewal holds. */
   private heldUntil = 0;
+  /** When the lease was lost (its clients dropped), until a renewal clears their claims; or null. */
+  private lostAt: number | null = null;
 
   constructor(
     private readonly store: NodeStore,
@@ -37,7 +39,10 @@ export class NodeLease {
       this.renew().catch((error: unknown) => {
         onError(error);
         // Past the lease, another node may hold this node's clients: drop them, they reconnect.
-        if (this.clock() >= this.heldUntil) onLost();
+        if (this.clock() >= this.heldUntil && this.lostAt === null) {
+          this.lostAt = this.clock();
+          onLost();
+        }
       });
     }, this.leaseMs / 3);
     this.timer.unref?.();
@@ -47,6 +52,12 @@ export class NodeLease {
     const now = this.clock();
     await this.store.renew(this.nodeId, now, now + this.leaseMs);
     this.heldUntil = now + this.leaseMs;
+    // The clients dropped when the lease was lost could not be marked offline then (the database
+    // was out of reach): their claims go now, so they may connect to any node.
+    if (this.lostAt !== null) {
+      await this.store.releaseBefore(this.nodeId, this.lostAt);
+      this.lostAt = null;
+    }
     await this.store.sweep(now - this.forgetAfterMs);
   }
 

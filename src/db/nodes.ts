@@ -42,6 +42,11 @@ export class NodeStore {
     return (await this.sql.run("DELETE FROM client_presence WHERE uuid = ? AND claim = ?", [uuid, claim])) === 1;
   }
 
+  /** Ends this node's claims made before `before` (those of the sockets it dropped when it lost its lease). */
+  async releaseBefore(nodeId: string, before: number): Promise<number> {
+    return this.sql.run("DELETE FROM client_presence WHERE node_id = ? AND since < ?", [nodeId, before]);
+  }
+
   /** Clients online on a node whose lease still runs. */
   async online(now: number): Promise<string[]> {
     const rows = await this.sql.all<{ uuid: string }>(

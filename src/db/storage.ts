@@ -108,9 +108,15 @@ class PostgresStorage implements Storage {
 
   /** Subscribes to both channels on the listening connection. */
   async listen(): Promise<void> {
-    await this.listener.listen(CHANGES, (payload: string) => {
-      if (payload.slice(payload.indexOf(" ") + 1) !== this.writer) this.changes++;
-    });
+    await this.listener.listen(
+      CHANGES,
+      (payload: string) => {
+        if (payload.slice(payload.indexOf(" ") + 1) !== this.writer) this.changes++;
+      },
+      // Subscribed again after the connection dropped (PostgreSQL restarting): whatever was
+      // committed meanwhile went unheard, so everything counts as changed.
+      () => this.changes++,
+    );
     await this.listener.listen(EVENTS, (payload: string) => {
       const { from, event } = JSON.parse(payload) as { from: string; event: Broadcast };
       if (from === this.writer) return;
