@@ -2,11 +2,11 @@
 /** argv → server | user | key | app | license | ca | host | cert | backup | health | client | version: the binary's entry point. */
 import { existsSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { dataDirFlag, loadConfig, resolveDataDir, serverFlags } from "./config.ts";
+import { databaseFlag, dataDirFlag, loadConfig, resolveDataDir, serverFlags } from "./config.ts";
 import { AppError } from "./core/errors.ts";
 import { BackupTargetExists, writeBackup } from "./db/backup.ts";
 import { DATABASE_FILE } from "./db/open.ts";
-import { parseArgs, renderHelp, UsageError } from "./cli/args.ts";
+import { flagValue, parseArgs, renderHelp, UsageError } from "./cli/args.ts";
 import { userCommand } from "./cli/user.ts";
 import { appCommand, licenseCommand } from "./cli/licensing.ts";
 import { keyCommand } from "./cli/key.ts";
@@ -89,17 +89,21 @@ async function serverCommand(argv: string[]): Promise<number> {
 }
 
 async function backupCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, [dataDirFlag]);
+  const args = parseArgs(argv, [dataDirFlag, databaseFlag]);
   if (args.help) {
     process.stdout.write(
       renderHelp(
         "latchkey backup FILE [--data-dir DIR]",
-        "Writes a consistent copy of the database to FILE (which must not exist), safe while the server runs.\n" +
-          "The copy holds every secret the server keeps, so FILE is created with mode 0600.",
+        "Writes a consistent copy of the SQLite database to FILE (which must not exist), safe while the server runs.\n" +
+          "The copy holds every secret the server keeps, so FILE is created with mode 0600.\n" +
+          "With PostgreSQL (--database), back up with pg_dump instead (docs/scale-out.md).",
         [dataDirFlag],
       ),
     );
     return 0;
+  }
+  if ((flagValue(args, "database") ?? process.env.LATCHKEY_DATABASE_URL) !== undefined) {
+    throw new UsageError("backup copies the SQLite database of a data directory; with PostgreSQL use pg_dump (docs/scale-out.md)");
   }
   if (args.positionals.length !== 1) throw new UsageError("backup takes one FILE to write; see latchkey backup --help");
   const target = args.positionals[0]!;

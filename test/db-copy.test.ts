@@ -170,7 +170,17 @@ describe("latchkey db copy", () => {
     expect(missing.stderr).toContain("no latchkey database in");
     const unreachable = await runLatchkey(["db", "copy", "--data-dir", data.path, "--to", "postgres://u:secret@127.0.0.1:1/x"]);
     expect(unreachable.code).toBe(1);
-    expect(unreachable.stderr).toContain("cannot open postgres://u:***@127.0.0.1:1/x");
+    expect(unreachable.stderr).toContain("cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/x");
+    expect(unreachable.stderr).toContain("check the URL, that the server runs");
     expect(unreachable.stderr).not.toContain("secret");
+    // The admin commands and the server say the same of an unreachable database, without its password.
+    const listing = await runLatchkey(["user", "list", "--database", "postgres://u:secret@127.0.0.1:1/x"]);
+    expect(listing.code).toBe(1);
+    expect(listing.stderr).toContain("cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/x");
+    expect(listing.stderr).not.toContain("secret");
+    // backup is for SQLite; with PostgreSQL it points to pg_dump.
+    const backup = await runLatchkey(["backup", join(data.path, "copy.db"), "--database", "postgres://u@127.0.0.1:1/x"]);
+    expect(backup.code).toBe(2);
+    expect(backup.stderr).toContain("with PostgreSQL use pg_dump");
   });
 });

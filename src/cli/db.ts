@@ -2,7 +2,7 @@
 import { dataDirFlag, resolveDataDir } from "../config.ts";
 import { copySqliteToPostgres } from "../db/copy.ts";
 import { openDatabase } from "../db/open.ts";
-import { openPostgresStorage, postgresClient } from "../db/storage.ts";
+import { openPostgresStorage, postgresClient, redactedUrl } from "../db/storage.ts";
 import { flagValue, parseArgs, renderHelp, UsageError, type FlagSpec } from "./args.ts";
 import { printTable } from "./local.ts";
 
@@ -17,17 +17,6 @@ const description = `Copies everything in the SQLite database of DIR (accounts, 
 certificates, the CA and signing keys, settings, audit) into an empty PostgreSQL database, in one
 transaction, and checks that every table arrived whole. Stop the server first: writes made during
 the copy would be left behind. Then start every node with --database URL.`;
-
-/** The URL with its password hidden, for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(the given URL)";
-  }
-}
 
 export async function dbCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const args = parseArgs(argv, flags);
@@ -46,13 +35,11 @@ export async function dbCommand(argv: string[], env: Record<string, string | und
   const dataDir = resolveDataDir(args, env);
   const source = openDatabase(dataDir, { create: false });
   try {
-    const storage = await openPostgresStorage(to).catch((error: unknown) => {
-      throw new Error(`cannot open ${redactUrl(to)}: ${(error as Error).message}`);
-    });
+    const storage = await openPostgresStorage(to);
     try {
       const copied = await copySqliteToPostgres(source, postgresClient(storage)!);
       printTable([["TABLE", "ROWS"], ...copied.map((c) => [c.table, String(c.rows)])]);
-      process.stdout.write(`copied ${dataDir} into ${redactUrl(to)}; start the nodes with --database and that URL\n`);
+      process.stdout.write(`copied ${dataDir} into ${redactedUrl(to)}; start the nodes with --database and that URL\n`);
     } finally {
       await storage.close();
     }

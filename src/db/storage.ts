@@ -169,6 +169,17 @@ export function postgresClient(storage: Storage): Bun.SQL | null {
   return storage instanceof PostgresStorage ? storage.client : null;
 }
 
+/** The URL with its password hidden, for messages. */
+export function redactedUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== "") parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(the given URL)";
+  }
+}
+
 /** PostgreSQL at `url` (a pool through Bun.SQL), migrated. */
 export async function openPostgresStorage(url: string): Promise<Storage> {
   const nodeId = randomUUID();
@@ -189,6 +200,10 @@ export async function openPostgresStorage(url: string): Promise<Storage> {
   } catch (error) {
     await listener.close().catch(() => undefined);
     await client.close().catch(() => undefined);
-    throw error;
+    throw new Error(
+      `cannot use PostgreSQL at ${redactedUrl(url)}: ${(error as Error).message}; ` +
+        "check the URL, that the server runs and accepts this host, and the user's rights",
+      { cause: error },
+    );
   }
 }
