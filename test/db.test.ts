@@ -130,6 +130,7 @@ describe("migrations", () => {
       "0008_user_certificates",
       "0009_stats",
       "0010_nodes",
+      "0011_throttles",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

@@ -1,3 +1,5 @@
+import type { Sql } from "../db/sql.ts";
+import type { ThrottleStore } from "../db/throttles.ts";
 import { createHmac } from "node:crypto";
 import type { UserRow } from "../db/users.ts";
 import type { Accounts } from "./accounts.ts";
@@ -195,6 +197,8 @@ export class Authenticator {
   private readonly byAccountAddress: Throttle;
   private readonly byAddress: Throttle;
   private readonly byAccount: WindowThrottle;
+  /** Each limiter's name in the shared store. */
+  private readonly limiterNames: Map<Limiter, string>;
   private readonly verifications: VerifyQueue;
   private readonly exchanges: PendingTable<ScramExchange>;
   private readonly legacyNonces: PendingTable<LegacyNonce>;
@@ -211,12 +215,25 @@ export class Authenticator {
     private readonly clock: Clock,
     /** Server secret that derives decoy salts for unknown users. */
     private readonly secret: Uint8Array,
-    private readonly options: { legacyChallengeLogin: boolean; limits?: LoginLimits | undefined; certificateKeys: CertificateKeys },
+    private readonly options: {
+      legacyChallengeLogin: boolean;
+      limits?: LoginLimits | undefined;
+      certificateKeys: CertificateKeys;
+      /** Where the limiters' buckets are shared with the other processes and nodes on the database. */
+      shared: { sql: Sql; store: ThrottleStore };
+      /** A shared count that could not be given back (the database failed meanwhile). */
+      onError?: (error: unknown) => void;
+    },
   ) {
     const limits = options.limits ?? DEFAULT_LOGIN_LIMITS;
     this.byAccountAddress = new Throttle(clock, { freeFailures: limits.perAccountAddress, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
     this.byAddress = new Throttle(clock, { freeFailures: limits.perAddress, maxWaitSeconds: 900, forgetAfterSeconds: 3600 });
     this.byAccount = new WindowThrottle(clock, { maxFailures: limits.perAccount, windowSeconds: limits.accountWindowSeconds });
+    this.limiterNames = new Map<Limiter, string>([
+      [this.byAccountAddress, "login.account_address"],
+      [this.byAddress, "login.address"],
+      [this.byAccount, "login.account"],
+    ]);
     this.verifications = new VerifyQueue(limits.verify);
     this.exchanges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
     this.legacyNonces = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
@@ -276,6 +293,40 @@ export class Authenticator {
     return throttled(wait, what);
   }
 
+  /**
+   * Runs `fn` over these limiters' buckets as the database holds them: each is read (and locked)
+   * into its limiter, `fn` decides and counts, and what it changed is written back, in one
+   * transaction. So the limits hold across every process and node on the database, and of
+   * attempts at once each sees those before it. `fn` is synchronous: nothing comes between the
+   * check and the count.
+   */
+  private shared<T>(limiters: [Limiter, string, unknown][], fn: () => T): Promise<T> {
+    const { sql, store } = this.options.shared;
+    // Always in the same order, so that two attempts on the same buckets never wait for each other.
+    const ordered = [...limiters].sort(([a, ka], [b, kb]) => {
+      const [na, nb] = [this.limiterNames.get(a)!, this.limiterNames.get(b)!];
+      return na < nb ? -1 : na > nb ? 1 : ka < kb ? -1 : ka > kb ? 1 : 0;
+    });
+    return sql.transaction(
+      async () => {
+        const now = this.clock();
+        for (const [limiter, key] of ordered) limiter.importState(key, await store.hold(this.limiterNames.get(limiter)!, key, now));
+        const result = fn();
+        for (const [limiter, key] of ordered) await store.save(this.limiterNames.get(limiter)!, key, limiter.exportState(key), now);
+        return result;
+      },
+      // A throttle's counts may be lost in a power cut; a login need not wait for the disk.
+      { durable: false },
+    );
+  }
+
+  /** Gives counts back in the shared store, in the background (a failure is reported, not thrown). */
+  private giveBack(limiters: [Limiter, string, unknown][], change: (limiter: Limiter, key: string) => void): void {
+    void this.shared(limiters, () => {
+      for (const [limiter, key] of limiters) change(limiter, key);
+    }).catch((error: unknown) => this.options.onError?.(error));
+  }
+
   /** Refuses (429) when the account or address must wait, without counting an attempt. */
   private async checkThrottle(
     username: string | null,
@@ -283,6 +334,10 @@ export class Authenticator {
     method: string,
     limiters = this.limitersFor(username, address),
   ): Promise<void> {
+    // Read, not held: nothing is counted, so there is nothing to decide against another attempt.
+    const now = this.clock();
+    for (const [limiter, key] of limiters)
+      limiter.importState(key, await this.options.shared.store.peek(this.limiterNames.get(limiter)!, key, now));
     const refusal = this.throttledBy(limiters);
     if (refusal) throw await this.refuseThrottled(username, address, method, refusal);
   }
@@ -294,21 +349,26 @@ export class Authenticator {
    */
   private async begin(username: string | null, address: string | null, method: string): Promise<Attempt> {
     const limiters = this.limitersFor(username, address);
-    const refusal = this.throttledBy(limiters);
+    const refusal = await this.shared(limiters, () => {
+      const throttledNow = this.throttledBy(limiters);
+      if (!throttledNow) for (const [limiter, key] of limiters) limiter.count(key);
+      return throttledNow;
+    });
     if (refusal) throw await this.refuseThrottled(username, address, method, refusal);
-    for (const [limiter, key] of limiters) limiter.count(key);
     return {
-      succeeded: () => {
-        for (const [limiter, key] of limiters) {
+      succeeded: () =>
+        this.giveBack(limiters, (limiter, key) => {
           // The account's owner proved the password: their own typos from this address are forgiven.
           if (limiter === this.byAccountAddress) limiter.reset(key);
           else limiter.uncount(key);
-        }
-      },
-      cancelled: () => {
-        for (const [limiter, key] of limiters) limiter.uncount(key);
-      },
+        }),
+      cancelled: () => this.giveBack(limiters, (limiter, key) => limiter.uncount(key)),
     };
+  }
+
+  /** Forgets shared buckets past their time (the server's minute sweep). */
+  sweepThrottles(): Promise<number> {
+    return this.options.shared.store.sweep(this.clock());
   }
 
   /** A refused sign-in, counted for /metrics (by reason) and for the charts (throttled or failed). */
@@ -489,19 +549,27 @@ export class Authenticator {
     if (!match) throw await this.certificateFailed(null, address, "no matching key", "the proof matches no registered key");
     const username = match.user.username;
     const accountLimiters = this.limitersFor(username, address).filter(([, , kind]) => kind === "account");
-    const throttledAccount = this.throttledBy(accountLimiters);
+    // Counted against the account from here (unless it must wait), as the address's count was from the start.
+    const throttledAccount = await this.shared(accountLimiters, () => {
+      const throttledNow = this.throttledBy(accountLimiters);
+      if (!throttledNow) for (const [limiter, key] of accountLimiters) limiter.count(key);
+      return throttledNow;
+    });
     if (throttledAccount) {
       // The proof held, so it was no guess at the address's expense; the account must still wait.
       attempt.cancelled();
       throw await this.refuseThrottled(username, address, "certificate", throttledAccount);
     }
-    // Counted against the account from here, as the address's count was from the start.
-    for (const [limiter, key] of accountLimiters) limiter.count(key);
-    const stillRegistered = match.refusal === null ? await cancelOnError(attempt, match.stillRegistered(), accountLimiters) : true;
+    const stillRegistered =
+      match.refusal === null
+        ? await cancelOnError(attempt, match.stillRegistered(), () =>
+            this.giveBack(accountLimiters, (limiter, key) => limiter.uncount(key)),
+          )
+        : true;
     const refusal = match.refusal ?? (stillRegistered ? null : "certificate revoked during login");
     if (refusal !== null)
       throw await this.certificateFailed(username, address, "certificate refused", `${match.kind} proof, but ${refusal}`);
-    for (const [limiter, key] of accountLimiters) limiter.uncount(key);
+    this.giveBack(accountLimiters, (limiter, key) => limiter.uncount(key));
     return this.succeeded(attempt, match.user, address, "certificate");
   }
 
@@ -546,14 +614,14 @@ export class Authenticator {
 
 /**
  * What `work` gives; when it throws instead (the database failed, not the caller's guess), the
- * attempt counts for nothing, nor against `alsoCounted`.
+ * attempt counts for nothing, and `undoAlso` gives back whatever else it counted.
  */
-async function cancelOnError<T>(attempt: Attempt, work: Promise<T>, alsoCounted: [Limiter, string, unknown][] = []): Promise<T> {
+async function cancelOnError<T>(attempt: Attempt, work: Promise<T>, undoAlso: () => void = () => undefined): Promise<T> {
   try {
     return await work;
   } catch (error) {
     attempt.cancelled();
-    for (const [limiter, key] of alsoCounted) limiter.uncount(key);
+    undoAlso();
     throw error;
   }
 }

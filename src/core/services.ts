@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { AuditStore } from "../db/audit.ts";
 import type { Storage } from "../db/storage.ts";
 import { NodeStore } from "../db/nodes.ts";
+import { ThrottleStore } from "../db/throttles.ts";
 import { NodeLease } from "./nodes.ts";
 import { SessionStore } from "../db/sessions.ts";
 import { SettingsStore } from "../db/settings.ts";
@@ -101,6 +102,8 @@ export async function createServices(storage: Storage, options: ServiceOptions):
     limits: options.loginLimits,
     // Made below, once the CA they are checked against exists; asked only when a login runs.
     certificateKeys: { match: (message, proof) => userCertificates.match(message, proof) },
+    shared: { sql: db, store: new ThrottleStore(db) },
+    ...(options.onBackgroundError ? { onError: options.onBackgroundError } : {}),
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
   const signingKey = signingKeyFromPem(await settings.getOrInit("license_signing_key", newSigningKeyPem));

@@ -14,6 +14,10 @@ export interface Limiter {
   reset(key: string): void;
   /** No key has failed lately: nothing can be waiting, whoever asks. */
   isEmpty(): boolean;
+  /** A key's bucket as text for the shared store, with when it may be forgotten; null when empty. */
+  exportState(key: string): { state: string; expiresAt: number } | null;
+  /** Replaces a key's bucket with one read from the shared store (null: none). */
+  importState(key: string, state: string | null): void;
 }
 
 interface Bucket {
@@ -94,6 +98,19 @@ export class Throttle implements Limiter {
   reset(key: string): void {
     this.buckets.delete(key);
   }
+
+  exportState(key: string): { state: string; expiresAt: number } | null {
+    const bucket = this.buckets.get(key);
+    if (!bucket) return null;
+    return { state: JSON.stringify(bucket), expiresAt: bucket.lastFailure + this.limits.forgetAfterSeconds * 1000 };
+  }
+
+  importState(key: string, state: string | null): void {
+    this.buckets.delete(key);
+    if (state === null) return;
+    const { failures, lastFailure } = JSON.parse(state) as Bucket;
+    if (Number.isInteger(failures) && failures > 0 && Number.isFinite(lastFailure)) this.buckets.set(key, { failures, lastFailure });
+  }
 }
 
 export interface WindowLimits {
@@ -165,6 +182,19 @@ export class WindowThrottle implements Limiter {
 
   reset(key: string): void {
     this.failures.delete(key);
+  }
+
+  exportState(key: string): { state: string; expiresAt: number } | null {
+    const times = this.failures.get(key);
+    if (!times || times.length === 0) return null;
+    return { state: JSON.stringify(times), expiresAt: times[times.length - 1]! + this.limits.windowSeconds * 1000 };
+  }
+
+  importState(key: string, state: string | null): void {
+    this.failures.delete(key);
+    if (state === null) return;
+    const times = (JSON.parse(state) as unknown[]).filter((t): t is number => typeof t === "number");
+    if (times.length > 0) this.failures.set(key, times);
   }
 }
 

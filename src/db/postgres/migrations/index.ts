@@ -13,6 +13,7 @@ import clientCertificates from "./0007_client_certificates.sql" with { type: "te
 import userCertificates from "./0008_user_certificates.sql" with { type: "text" };
 import stats from "./0009_stats.sql" with { type: "text" };
 import nodes from "./0010_nodes.sql" with { type: "text" };
+import throttles from "./0011_throttles.sql" with { type: "text" };
 
 export const postgresMigrations: readonly Migration[] = [
   { name: "0001_init", sql: init },
@@ -25,4 +26,5 @@ export const postgresMigrations: readonly Migration[] = [
   { name: "0008_user_certificates", sql: userCertificates },
   { name: "0009_stats", sql: stats },
   { name: "0010_nodes", sql: nodes },
+  { name: "0011_throttles", sql: throttles },
 ];
