@@ -13,6 +13,12 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
+/**
+ * How long a page action (a click, a wait for text) may take. Pages fetch from a real server; on a
+ * busy 2-core machine (the whole suite, other processes) a page with its data can take seconds.
+ */
+export const ACTION_TIMEOUT_MS = 10_000;
+
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
 }

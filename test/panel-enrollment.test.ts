@@ -27,7 +27,7 @@ import {
   tempDir,
   type TestServer,
 } from "./support.ts";
-import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage, ACTION_TIMEOUT_MS } from "./browser.ts";
 
 setDefaultTimeout(30_000);
 
@@ -68,7 +68,7 @@ afterEach(async () => {
 async function newContext(): Promise<BrowserContext> {
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 }, permissions: ["clipboard-read", "clipboard-write"] });
   contexts.push(context);
-  context.setDefaultTimeout(5000);
+  context.setDefaultTimeout(ACTION_TIMEOUT_MS);
   await reportCspViolations(context);
   return context;
 }

@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, type Download, type Page } from "playwright-core";
 import { ADMIN_PASSWORD, call, createUser, eventually, login, startTestServer, tempDir, type TestServer } from "./support.ts";
-import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage, ACTION_TIMEOUT_MS } from "./browser.ts";
 
 setDefaultTimeout(60_000);
 
@@ -62,7 +62,7 @@ async function openPanel(hash = "", options: { fakeClock?: boolean; width?: numb
     acceptDownloads: true,
   });
   contexts.push(context);
-  context.setDefaultTimeout(5000);
+  context.setDefaultTimeout(ACTION_TIMEOUT_MS);
   await reportCspViolations(context);
   const page = await context.newPage();
   if (options.fakeClock) await page.clock.install();

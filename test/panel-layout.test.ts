@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { ADMIN_PASSWORD, call, createUser, login, manualClock, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
-import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage, ACTION_TIMEOUT_MS } from "./browser.ts";
 
 setDefaultTimeout(60_000);
 
@@ -99,7 +99,7 @@ async function openPanel(
     permissions: ["clipboard-read", "clipboard-write"],
   });
   contexts.push(context);
-  context.setDefaultTimeout(5000);
+  context.setDefaultTimeout(ACTION_TIMEOUT_MS);
   await reportCspViolations(context);
   const page = await context.newPage();
   if (options.fakeClock) await page.clock.install();

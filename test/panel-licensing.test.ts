@@ -8,7 +8,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { type Browser, type BrowserContext, type Page } from "playwright-core";
 import { ADMIN_PASSWORD, call, createUser, eventually, login, startTestServer, type TestServer } from "./support.ts";
-import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage, ACTION_TIMEOUT_MS } from "./browser.ts";
 
 setDefaultTimeout(30_000);
 
@@ -48,7 +48,7 @@ afterEach(async () => {
 async function openPanel(hash = "", options: { fakeClock?: boolean } = {}): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1366, height: 800 }, permissions: ["clipboard-read", "clipboard-write"] });
   contexts.push(context);
-  context.setDefaultTimeout(5000);
+  context.setDefaultTimeout(ACTION_TIMEOUT_MS);
   await reportCspViolations(context);
   const page = await context.newPage();
   if (options.fakeClock) await page.clock.install();

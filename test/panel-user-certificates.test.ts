@@ -15,7 +15,7 @@ import { createSign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, type Download, type Page } from "playwright-core";
-import { launchChromium, nav, reportCspViolations, signIn, watchPage } from "./browser.ts";
+import { launchChromium, nav, reportCspViolations, signIn, watchPage, ACTION_TIMEOUT_MS } from "./browser.ts";
 import { ADMIN_PASSWORD, call, createUser, eventually, login, RpcClient, startTestServer, tempDir, type TestServer } from "./support.ts";
 
 setDefaultTimeout(60_000);
@@ -63,7 +63,7 @@ async function openPanel(hash: string, options: { fakeClock?: boolean } = {}): P
     acceptDownloads: true,
   });
   contexts.push(context);
-  context.setDefaultTimeout(5000);
+  context.setDefaultTimeout(ACTION_TIMEOUT_MS);
   await reportCspViolations(context);
   const page = await context.newPage();
   if (options.fakeClock) await page.clock.install();
