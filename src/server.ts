@@ -12,6 +12,7 @@ import type { AuditEntry } from "./core/audit.ts";
 import type { Clock } from "./core/clock.ts";
 import { AppError } from "./core/errors.ts";
 import { createServices, type Services } from "./core/services.ts";
+import type { ThrottleNews } from "./core/shared-throttle.ts";
 import { DATABASE_FILE } from "./db/open.ts";
 import { openPostgresStorage, openSqliteStorage, type Storage } from "./db/storage.ts";
 import { TrustedProxies } from "./http/client-address.ts";
@@ -80,6 +81,9 @@ function startupFootprint(dataDir: string): () => void {
 }
 
 /** Audit actions that are security events worth a line in the server log even when they succeed. */
+/** The broadcast topic of licensing throttles heard between nodes (not a panel topic). */
+const THROTTLE_NEWS = "throttles.crossed";
+
 const LOGGED_SUCCESSES = new Set([
   "client.register",
   "client.delete",
@@ -273,7 +277,18 @@ async function run(
     "push",
     (event) => void storage.broadcast(event).catch((error: unknown) => log.warn("broadcasting an event failed", { error: String(error) })),
   );
-  storage.onBroadcast((event) => void connections.push(event.topic, event.args, event.groups).catch(() => undefined));
+  // A licensing throttle past its free failures is held on every node.
+  services.events.on(
+    "throttles.crossed",
+    (news) =>
+      void storage
+        .broadcast({ topic: THROTTLE_NEWS, args: { ...news } })
+        .catch((error: unknown) => log.warn("broadcasting a throttle failed", { error: String(error) })),
+  );
+  storage.onBroadcast((event) => {
+    if (event.topic === THROTTLE_NEWS) services.licensing.heardThrottle(event.args as unknown as ThrottleNews);
+    else void connections.push(event.topic, event.args, event.groups).catch(() => undefined);
+  });
   connections.start();
   services.licensing.start((error) => log.error("writing the check counters failed; retrying", { error: String(error) }));
   services.stats.start((error) => log.error("writing the charts' roll-ups failed; retrying", { error: String(error) }));

@@ -305,6 +305,38 @@ async function activate(base: string, token: string, hwid: string): Promise<{ st
   }
 }
 
+/** A licensing call to one node, from `address` (named by the trusted proxy's header). */
+async function licensingCall(
+  base: string,
+  call: "activate" | "check",
+  params: { token: string; hwid: string },
+  address: string,
+): Promise<{ status: number; body: any }> {
+  const headers = { "x-forwarded-for": address };
+  const res =
+    call === "check"
+      ? await fetch(`${base}/api/check?${new URLSearchParams(params)}`, { headers, signal: AbortSignal.timeout(10_000) })
+      : await fetch(`${base}/api/activate`, {
+          method: "POST",
+          headers: { ...headers, "content-type": "application/json" },
+          body: JSON.stringify(params),
+          signal: AbortSignal.timeout(10_000),
+        });
+  return { status: res.status, body: await res.json() };
+}
+
+/** Milliseconds until `attempt` is answered 429 (tried every 20 ms); fails the test past one second. */
+async function refusedWithin(attempt: () => Promise<{ status: number }>): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const reply = await attempt();
+    const elapsed = Math.round(performance.now() - started);
+    if (reply.status === 429) return elapsed;
+    if (elapsed > 1000) throw new Error(`still answered ${reply.status} after ${elapsed} ms`);
+    await Bun.sleep(20);
+  }
+}
+
 function tally(replies: { status: number }[]): Record<number, number> {
   const counts: Record<number, number> = {};
   for (const r of replies) counts[r.status] = (counts[r.status] ?? 0) + 1;
@@ -362,8 +394,8 @@ describe("through the load balancer", () => {
     const counts = tally(replies);
     console.log(`cluster: 200 activations of a 7-seat key: ${JSON.stringify(counts)}`);
     expect(counts[201]).toBe(7);
-    // 410 "key is out of activations" (the seed's answer for a full key); once a node has refused
-    // 20 machines for want of a seat, it throttles further new machines on that key (429).
+    // 410 "key is out of activations" (the seed's answer for a full key); once 20 machines have been
+    // refused for want of a seat, on whichever nodes, new machines on that key are throttled (429).
     expect((counts[410] ?? 0) + (counts[429] ?? 0)).toBe(193);
     for (const r of replies) {
       if (r.status === 410)
@@ -487,6 +519,47 @@ describe("node A and node B", () => {
     for (const r of replies.filter((r) => r.status === 429)) expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
     // The counters are shared through the database: three nodes allow what one does, 5 per (account, address).
     expect(evaluated).toBe(5);
+  });
+
+  test("licensing throttles: unknown tokens from one address and refused seats on one key count over the three nodes", async () => {
+    const key = await newLicense(1);
+    expect((await licensingCall(nodes[0]!.url, "activate", { token: key.token, hwid: "owner" }, "198.51.100.20")).status).toBe(201);
+    // Per node, 50 guesses over three nodes would leave each below its 50 free failures.
+    const guessed = async (call: "activate" | "check", address: string) => {
+      for (let i = 0; i < 50; i++) {
+        const reply = await licensingCall(
+          nodes[i % 3]!.url,
+          call,
+          { token: `GUESS${call}${String(i).padStart(20, "0")}`, hwid: "hw" },
+          address,
+        );
+        expect(reply.status).toBe(404);
+      }
+      // Every node now refuses that address, even with a good token: within a second (the news of
+      // a throttle past its free failures reaches the other nodes by broadcast).
+      return Promise.all(nodes.map((n) => refusedWithin(() => licensingCall(n.url, call, { token: key.token, hwid: "owner" }, address))));
+    };
+    const viaActivate = await guessed("activate", "198.51.100.21");
+    // Checks count their failures in the background: the hot path does not wait for the database.
+    const viaCheck = await guessed("check", "198.51.100.22");
+    console.log(
+      `cluster: 50 unknown tokens over 3 nodes, every node refusing after (ms): ` +
+        `activate ${viaActivate.join(", ")}; check ${viaCheck.join(", ")}`,
+    );
+    // 20 new machines refused for want of a seat, spread over the nodes: every node then throttles new machines on the key.
+    for (let i = 0; i < 20; i++) {
+      const reply = await licensingCall(nodes[i % 3]!.url, "activate", { token: key.token, hwid: `intruder-${i}` }, `198.51.100.${30 + i}`);
+      expect(reply.status).toBe(410);
+    }
+    const seats = await Promise.all(
+      nodes.map((n) =>
+        refusedWithin(() => licensingCall(n.url, "activate", { token: key.token, hwid: `intruder-on-${n.name}` }, "198.51.100.60")),
+      ),
+    );
+    console.log(`cluster: 20 refused seats over 3 nodes, every node throttling the key after (ms): ${seats.join(", ")}`);
+    // The machine that holds the seat is never held back by the key's throttle.
+    for (const n of nodes)
+      expect((await licensingCall(n.url, "activate", { token: key.token, hwid: "owner" }, "198.51.100.61")).status).toBe(201);
   });
 
   test("presence: a clone on node B is refused while node A holds the client; once A is killed, B takes it within the lease", async () => {

@@ -131,6 +131,7 @@ describe("migrations", () => {
       "0009_stats",
       "0010_nodes",
       "0011_throttles",
+      "0012_hot_paths",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

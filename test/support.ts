@@ -117,6 +117,9 @@ class OtherSqlite implements Sql {
     return this.each((sql) => sql.run(text, params));
   }
 
+  /** Commits through this view are durable (SQLite): nothing waits. */
+  async flush(): Promise<void> {}
+
   async transaction<T>(fn: () => Promise<T>): Promise<T> {
     const db = this.open();
     const sql = new SqliteSql(db);

@@ -32,7 +32,7 @@
  * Before measuring, it waits (polling every 15 s, at most --max-wait-minutes) for the 1-minute load
  * average to drop below --load-below, and prints the load average at the start and at the end. Every
  * process and temporary directory it makes is removed at the end, also on failure and on Ctrl-C
- * (--keep leaves the work directory with the logs).
+ * (--keep leaves the work directory with the logs). --only B,C measures only the configurations named.
  */
 import type { Subprocess } from "bun";
 import {
@@ -74,6 +74,8 @@ interface Options {
   maxWaitMinutes: number;
   loadBelow: number;
   keep: boolean;
+  /** The configurations to measure (A, B, C), all by default. */
+  only: Set<string>;
 }
 
 function readOptions(argv: string[]): Options {
@@ -88,6 +90,7 @@ function readOptions(argv: string[]): Options {
       "max-wait-minutes": { type: "string" },
       "load-below": { type: "string" },
       keep: { type: "boolean" },
+      only: { type: "string" },
     },
     strict: true,
   });
@@ -108,7 +111,17 @@ function readOptions(argv: string[]): Options {
     maxWaitMinutes: number("max-wait-minutes", values["max-wait-minutes"], 20, 0, 120),
     loadBelow: number("load-below", values["load-below"], 1.0, 0.01, 64, false),
     keep: values.keep ?? false,
+    only: configurationsNamed(values.only),
   };
+}
+
+/** `--only B,C`: the configurations named, each once (default: all three). */
+function configurationsNamed(raw: string | undefined): Set<string> {
+  if (raw === undefined) return new Set(["A", "B", "C"]);
+  const named = new Set(raw.split(",").map((part) => part.trim().toUpperCase()));
+  for (const id of named)
+    if (!["A", "B", "C"].includes(id)) throw new Error(`--only takes A, B and C, comma-separated (got ${JSON.stringify(raw)})`);
+  return named;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1083,7 +1096,7 @@ async function main(): Promise<number> {
   await waitUntilServing(`${baselineUrl}/`, baseline, 10_000, baselineLog);
 
   const results: ConfigurationResult[] = [];
-  for (const configuration of CONFIGURATIONS) {
+  for (const configuration of CONFIGURATIONS.filter((c) => options.only.has(c.id))) {
     results.push(await measureConfiguration(configuration, options, work, password, baselineUrl, baseline.pid));
   }
   const loadAtEnd = readFileSync("/proc/loadavg", "utf8").trim();

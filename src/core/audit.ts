@@ -1,4 +1,4 @@
-import type { AuditFilter, AuditRow, AuditStore, Outcome } from "../db/audit.ts";
+import type { AuditFilter, AuditRow, AuditStore, NewAuditRow, Outcome } from "../db/audit.ts";
 import type { Clock } from "./clock.ts";
 
 export interface AuditEntry {
@@ -56,8 +56,13 @@ export class Audit {
 
   /** Written in the caller's transaction when there is one. */
   async record(entry: AuditEntry): Promise<void> {
-    for (const listener of this.listeners) listener(entry);
-    await this.store.insert({
+    this.announce(entry);
+    await this.store.insert(this.row(entry));
+  }
+
+  /** The row `entry` is stored as, for a store that writes it with the change it records (then `announce` it). */
+  row(entry: AuditEntry): NewAuditRow {
+    return {
       at: this.clock(),
       actor: entry.actor,
       address: entry.address,
@@ -65,7 +70,12 @@ export class Audit {
       target: entry.target ?? null,
       outcome: entry.outcome,
       reason: entry.reason ?? null,
-    });
+    };
+  }
+
+  /** Hands an entry a store wrote (see `row`) to the listeners, as `record` does. */
+  announce(entry: AuditEntry): void {
+    for (const listener of this.listeners) listener(entry);
   }
 
   /** A page of the log, newest first. */

@@ -4,6 +4,7 @@
  */
 
 import type { Actor } from "./accounts.ts";
+import type { ThrottleNews } from "./shared-throttle.ts";
 
 /**
  * What signed-in admin/viewer connections are told, by topic (`{"namespace":"events","name":
@@ -43,6 +44,8 @@ export interface EventMap {
   "clients.kick": { uuids: string[]; reason: string; keyId?: number; actor?: Actor };
   /** Certificates that no longer give access: connections authenticated by them must close. */
   "certificates.revoked": { serials: string[] };
+  /** A licensing throttle's bucket past its free failures: the other nodes must hear of it (shared-throttle.ts). */
+  "throttles.crossed": ThrottleNews;
   /** A change an authenticated admin/viewer connection may be told about. */
   push: Push;
 }

@@ -96,13 +96,14 @@ export async function createServices(storage: Storage, options: ServiceOptions):
     { idleSeconds: options.sessionIdleSeconds, absoluteSeconds: options.sessionAbsoluteSeconds },
     { otherWriters: storage.watchOtherWriters(), onError: options.onBackgroundError ?? (() => undefined) },
   );
+  const throttleStore = new ThrottleStore(db);
   const accounts = new Accounts(db, new UserStore(db), sessions, audit, events, settings, clock);
   const auth = new Authenticator(accounts, sessions, audit, metrics, stats, events, clock, secret, {
     legacyChallengeLogin: options.legacyChallengeLogin,
     limits: options.loginLimits,
     // Made below, once the CA they are checked against exists; asked only when a login runs.
     certificateKeys: { match: (message, proof) => userCertificates.match(message, proof) },
-    shared: { sql: db, store: new ThrottleStore(db) },
+    shared: { sql: db, store: throttleStore },
     ...(options.onBackgroundError ? { onError: options.onBackgroundError } : {}),
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.
@@ -118,6 +119,12 @@ export async function createServices(storage: Storage, options: ServiceOptions):
       receiptTtlSeconds: options.receiptTtlSeconds ?? 7 * 24 * 3600,
       receiptGraceSeconds: options.receiptGraceSeconds ?? 3 * 24 * 3600,
       otherWriters: storage.watchOtherWriters(),
+      throttles: {
+        sql: db,
+        store: throttleStore,
+        tell: (news) => events.emit("throttles.crossed", news),
+        onError: options.onBackgroundError ?? (() => undefined),
+      },
     },
     stats,
   );

@@ -36,8 +36,9 @@ export interface BackoffLimits {
 
 /**
  * After the free failures, each further attempt must wait twice as long as the last, up to a
- * cap. Kept in memory: a restart forgets it, which is acceptable for a throttle and keeps the hot
- * path free of writes. The least recently failed keys are evicted first past `maxEntries`.
+ * cap. The buckets live in memory; what the processes and nodes on one database share goes through
+ * `exportState`/`importState`/`mergeState` (the login throttles in auth.ts, the licensing ones in
+ * shared-throttle.ts). The least recently failed keys are evicted first past `maxEntries`.
  */
 export class Throttle implements Limiter {
   private readonly buckets = new Map<string, Bucket>();
@@ -107,10 +108,39 @@ export class Throttle implements Limiter {
 
   importState(key: string, state: string | null): void {
     this.buckets.delete(key);
-    if (state === null) return;
-    const { failures, lastFailure } = JSON.parse(state) as Bucket;
-    if (Number.isInteger(failures) && failures > 0 && Number.isFinite(lastFailure)) this.buckets.set(key, { failures, lastFailure });
+    const bucket = parseBucket(state);
+    if (bucket !== null) this.buckets.set(key, bucket);
   }
+
+  /**
+   * Folds a bucket heard from elsewhere (the shared store, another node) into the key's: the more
+   * failures and the later one of the two, so that what this process counted meanwhile stays.
+   */
+  mergeState(key: string, state: string | null): void {
+    const heard = parseBucket(state);
+    if (heard === null) return;
+    const bucket = this.buckets.get(key);
+    if (bucket === undefined) this.buckets.set(key, heard);
+    else
+      ((bucket.failures = Math.max(bucket.failures, heard.failures)),
+        (bucket.lastFailure = Math.max(bucket.lastFailure, heard.lastFailure)));
+  }
+
+  /** True when the key has used its free failures (and is not forgotten yet): its next failure makes it wait. */
+  pastFreeFailures(key: string): boolean {
+    const bucket = this.buckets.get(key);
+    return (
+      bucket !== undefined &&
+      bucket.failures >= this.limits.freeFailures &&
+      this.clock() - bucket.lastFailure < this.limits.forgetAfterSeconds * 1000
+    );
+  }
+}
+
+function parseBucket(state: string | null): Bucket | null {
+  if (state === null) return null;
+  const { failures, lastFailure } = JSON.parse(state) as Bucket;
+  return Number.isInteger(failures) && failures > 0 && Number.isFinite(lastFailure) ? { failures, lastFailure } : null;
 }
 
 export interface WindowLimits {

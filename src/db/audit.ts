@@ -13,6 +13,25 @@ export interface AuditRow {
   reason: string | null;
 }
 
+/** An entry about to be written. */
+export type NewAuditRow = Omit<AuditRow, "id">;
+
+/**
+ * Writes an audit entry (in the caller's transaction when there is one): AuditStore's, and that
+ * of other stores that write one with the change it records.
+ */
+export async function insertAuditRow(sql: Sql, entry: NewAuditRow): Promise<void> {
+  await sql.run("INSERT INTO audit (at, actor, address, action, target, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", [
+    entry.at,
+    entry.actor,
+    entry.address,
+    entry.action,
+    entry.target,
+    entry.outcome,
+    entry.reason,
+  ]);
+}
+
 export interface AuditFilter {
   actor?: string;
   action?: string;
@@ -25,16 +44,8 @@ export interface AuditFilter {
 export class AuditStore {
   constructor(private readonly sql: Sql) {}
 
-  async insert(entry: Omit<AuditRow, "id">): Promise<void> {
-    await this.sql.run("INSERT INTO audit (at, actor, address, action, target, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", [
-      entry.at,
-      entry.actor,
-      entry.address,
-      entry.action,
-      entry.target,
-      entry.outcome,
-      entry.reason,
-    ]);
+  insert(entry: NewAuditRow): Promise<void> {
+    return insertAuditRow(this.sql, entry);
   }
 
   private where(filter: AuditFilter): { sql: string; params: (string | number)[] } {

@@ -1,3 +1,4 @@
+import { insertAuditRow, type NewAuditRow } from "./audit.ts";
 import type { Dialect, Sql } from "./sql.ts";
 
 export interface AppRow {
@@ -125,6 +126,22 @@ const FLUSH_MACHINES: Record<Dialect, string> = {
   postgres: `UPDATE activations a SET last_check_at = GREATEST(coalesce(a.last_check_at, 0), (j.value ->> 'at')::bigint)
     FROM jsonb_array_elements(CAST(? AS text)::jsonb) j WHERE a.id = (j.value ->> 'id')::bigint`,
 };
+
+/** A machine about to activate a key. */
+export interface MachineActivation {
+  licenseId: number;
+  hwid: string;
+  machine: string | null;
+  user: string | null;
+  address: string | null;
+  now: number;
+}
+
+/** What an activation came to: a new seat, a machine that had one, no seat left, or no such key (deleted meanwhile). */
+export type SeatOutcome = { kind: "new"; seats: Seats } | { kind: "again"; seats: Seats } | { kind: "full" } | { kind: "gone" };
+
+/** Thrown inside an activation's transaction when no seat is left, so that it rolls back: nothing is written. */
+const NO_SEAT = new Error("no seat left");
 
 /** True for PostgreSQL's unique_violation (SQLSTATE 23505). */
 function uniqueViolation(error: unknown): boolean {
@@ -278,6 +295,47 @@ export class LicenseStore {
   }
 
   /**
+   * A machine's activation of a key, in one transaction: the key locked first (see LOCK_LICENSE),
+   * the conditional INSERT deciding whether the machine is new, the conditional UPDATE whether a
+   * seat is left for it, and the outcome's audit entry written with it. Durable when this returns;
+   * on PostgreSQL the key's row is let go before the disk write (one call to latchkey_activate,
+   * migration 0012, then Sql.flush), so that a key's activations do not queue behind each other's
+   * round trips and disk writes. With no seat left nothing is written ("full").
+   */
+  async activateMachine(a: MachineActivation, audit: { newSeat: NewAuditRow; again: NewAuditRow }): Promise<SeatOutcome> {
+    if (this.sql.dialect === "postgres") {
+      const row = (await this.sql.get<Seats & { outcome: SeatOutcome["kind"] }>(
+        "SELECT * FROM latchkey_activate(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [a.licenseId, a.hwid, a.machine, a.user, a.address, a.now, audit.newSeat.at, audit.newSeat.reason, audit.again.reason],
+      ))!;
+      if (row.outcome !== "new" && row.outcome !== "again") return { kind: row.outcome };
+      await this.sql.flush();
+      const seats = { activations_allowed: row.activations_allowed, activations_used: row.activations_used, expires_at: row.expires_at };
+      return { kind: row.outcome, seats };
+    }
+    return this.sql
+      .transaction(async (): Promise<SeatOutcome> => {
+        if (!(await this.lockLicense(a.licenseId))) return { kind: "gone" };
+        if ((await this.insertActivation(a)) === null) {
+          await this.touchActivation(a.licenseId, a.hwid, a.machine, a.user, a.address);
+          const seats = await this.recordReactivation(a.licenseId, a.now, a.address);
+          await insertAuditRow(this.sql, audit.again);
+          // The key is locked: it is there.
+          return { kind: "again", seats: seats! };
+        }
+        const seats = await this.takeSeat(a.licenseId, a.now, a.address);
+        // No seat left: the activation just inserted is rolled back with the transaction.
+        if (seats === null) throw NO_SEAT;
+        await insertAuditRow(this.sql, audit.newSeat);
+        return { kind: "new", seats };
+      })
+      .catch((error: unknown): SeatOutcome => {
+        if (error === NO_SEAT) return { kind: "full" };
+        throw error;
+      });
+  }
+
+  /**
    * Locks the key's row until the transaction ends (PostgreSQL; see LOCK_LICENSE): the first
    * statement of every transaction that changes the key's seats. False when the key is gone.
    */
@@ -300,14 +358,7 @@ export class LicenseStore {
    * (on PostgreSQL a racing insert of the same machine waits for the first and then does nothing).
    * Returns the new activation's id, or null when the machine already holds a seat.
    */
-  async insertActivation(a: {
-    licenseId: number;
-    hwid: string;
-    machine: string | null;
-    user: string | null;
-    address: string | null;
-    now: number;
-  }): Promise<number | null> {
+  private async insertActivation(a: MachineActivation): Promise<number | null> {
     const row = await this.sql.get<{ id: number }>(
       `INSERT INTO activations (license_id, hwid, machine, "user", address, created_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (license_id, hwid) DO NOTHING RETURNING id`,
@@ -316,17 +367,12 @@ export class LicenseStore {
     return row?.id ?? null;
   }
 
-  /** Undoes insertActivation when no seat was left for it. */
-  async deleteActivation(id: number): Promise<void> {
-    await this.sql.run("DELETE FROM activations WHERE id = ?", [id]);
-  }
-
   /**
    * Takes a seat: the single conditional UPDATE decides, so concurrent activations can never
    * exceed the allowance (on PostgreSQL a racing UPDATE waits for the row and re-checks the
    * condition on the committed count). Returns the key's seats after it, or null when no seat is left.
    */
-  takeSeat(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
+  private takeSeat(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
     return this.sql.get<Seats>(
       `UPDATE licenses SET activations_used = activations_used + 1, total_activations = total_activations + 1,
          last_activation_at = ?, last_activation_address = ?
@@ -337,7 +383,7 @@ export class LicenseStore {
   }
 
   /** A machine that already holds a seat activated again: counted, no seat taken. Returns the key's seats (null: key gone). */
-  recordReactivation(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
+  private recordReactivation(licenseId: number, now: number, address: string | null): Promise<Seats | null> {
     return this.sql.get<Seats>(
       `UPDATE licenses SET total_activations = total_activations + 1, last_activation_at = ?, last_activation_address = ? WHERE id = ?
        RETURNING activations_allowed, activations_used, expires_at`,
@@ -345,7 +391,7 @@ export class LicenseStore {
     );
   }
 
-  async touchActivation(
+  private async touchActivation(
     licenseId: number,
     hwid: string,
     machine: string | null,

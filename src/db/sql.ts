@@ -19,6 +19,17 @@ export interface TransactionOptions {
    * does not wait for the disk. Durable unless said.
    */
   durable?: boolean;
+  /**
+   * Durable all the same, but the locks are let go before the disk write: for transactions that
+   * queue on one row (a license key's seats). PostgreSQL commits without waiting for the disk,
+   * which releases the row at once, then writes a one-record transaction that waits for it: its
+   * flush carries the WAL up to and past this commit, so when `transaction` returns, this commit
+   * is on disk, as with an ordinary durable one. Meanwhile others may read what it wrote (then a
+   * crash would take their work along with it, and neither was acknowledged yet). The flushes of
+   * transactions at once share one disk write; commits holding the row would each wait for
+   * their own. SQLite commits durably as usual (its write lock is the whole database's anyway).
+   */
+  releaseBeforeFlush?: boolean;
 }
 
 export interface Sql {
@@ -34,6 +45,13 @@ export interface Sql {
    * another joins it.
    */
   transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Waits until every commit made so far is on disk: after a commit that did not wait for it (see
+   * `releaseBeforeFlush`). PostgreSQL writes a one-record transaction durably, whose flush covers
+   * all the WAL before it (concurrent flushes share a disk write); SQLite has nothing to do, as
+   * its commits are durable unless asked otherwise.
+   */
+  flush(): Promise<void>;
 }
 
 /** Thrown when the database cannot be reached; rendered as 503 with Retry-After. */
@@ -83,6 +101,8 @@ export class SqliteSql implements Sql {
     if (this.blocked()) await this.turn();
     return this.db.query(text).run(...(params as Param[])).changes;
   }
+
+  async flush(): Promise<void> {}
 
   async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     if (this.open !== null && this.context.getStore() === this.open) return fn();
@@ -164,12 +184,23 @@ function unreachable(error: unknown): boolean {
   );
 }
 
+/**
+ * A statement that writes one WAL record in a transaction of its own, committed durably: its
+ * flush covers every commit before it (logical decoding, were it used, ignores the prefix).
+ */
+const FLUSH = "SELECT pg_logical_emit_message(true, 'latchkey', 'flush')";
+
 /** PostgreSQL through `Bun.SQL`: a pool of connections; a transaction holds one of them. */
 export class PostgresSql implements Sql {
   readonly dialect = "postgres";
   private readonly context = new AsyncLocalStorage<{ tx: PgTarget; open: boolean }>();
 
   constructor(readonly sql: Bun.SQL) {}
+
+  /** Runs `fn` (and what it starts) outside any transaction of this async context. */
+  outside<T>(fn: () => T): T {
+    return this.context.exit(fn);
+  }
 
   /** The open transaction of this async context; work it started that outlives it uses the pool. */
   private current(): PgTarget | null {
@@ -199,11 +230,15 @@ export class PostgresSql implements Sql {
     return (await this.query(text, params)).count;
   }
 
+  async flush(): Promise<void> {
+    await this.query(FLUSH, []);
+  }
+
   async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     if (this.current() !== null) return fn();
     try {
-      return await this.sql.begin(async (tx) => {
-        if (options.durable === false) await tx.unsafe("SET LOCAL synchronous_commit = off");
+      const result = await this.sql.begin(async (tx) => {
+        if (options.durable === false || options.releaseBeforeFlush) await tx.unsafe("SET LOCAL synchronous_commit = off");
         const store = { tx, open: true };
         try {
           return await this.context.run(store, fn);
@@ -211,6 +246,8 @@ export class PostgresSql implements Sql {
           store.open = false;
         }
       });
+      if (options.releaseBeforeFlush && options.durable !== false) await this.flush();
+      return result;
     } catch (error) {
       throw unreachable(error) ? new DatabaseUnavailable(error) : error;
     }

@@ -36,8 +36,9 @@ export interface Storage {
    */
   watchOtherWriters(): () => boolean;
   /**
-   * Hands `event` to the other nodes' `onBroadcast` listeners (PostgreSQL NOTIFY, delivered once
-   * the current transaction commits). With SQLite there are no other nodes.
+   * Hands `event` to the other nodes' `onBroadcast` listeners (PostgreSQL NOTIFY, sent with the
+   * events of the next few milliseconds, whether or not a transaction is open). With SQLite there
+   * are no other nodes.
    */
   broadcast(event: Broadcast): Promise<void>;
   onBroadcast(listener: (event: Broadcast) => void): void;
@@ -88,6 +89,10 @@ class SqliteStorage implements Storage {
 /** NOTIFY channels: table changes (migration 0010's triggers) and broadcast events. */
 const CHANGES = "latchkey_changes";
 const EVENTS = "latchkey_events";
+/** How long an event waits for others to share its notification. */
+const BROADCAST_DELAY_MS = 20;
+/** One event's JSON at most: a notification's payload stops short of 8000 bytes, with room for the envelope. */
+const MAX_EVENT_BYTES = 7_800;
 
 class PostgresStorage implements Storage {
   readonly dialect = "postgres";
@@ -95,6 +100,9 @@ class PostgresStorage implements Storage {
   /** Changes other writers committed (counted from their notifications). */
   private changes = 0;
   private readonly listeners: ((event: Broadcast) => void)[] = [];
+  /** Events waiting to be broadcast (JSON), and the send they wait for. */
+  private outbox: string[] = [];
+  private sending: Promise<void> | null = null;
 
   constructor(
     readonly client: Bun.SQL,
@@ -118,9 +126,9 @@ class PostgresStorage implements Storage {
       () => this.changes++,
     );
     await this.listener.listen(EVENTS, (payload: string) => {
-      const { from, event } = JSON.parse(payload) as { from: string; event: Broadcast };
+      const { from, events } = JSON.parse(payload) as { from: string; events: Broadcast[] };
       if (from === this.writer) return;
-      for (const listener of this.listeners) listener(event);
+      for (const event of events) for (const listener of this.listeners) listener(event);
     });
   }
 
@@ -133,11 +141,46 @@ class PostgresStorage implements Storage {
     };
   }
 
-  async broadcast(event: Broadcast): Promise<void> {
-    const payload = JSON.stringify({ from: this.writer, event });
+  /**
+   * Events wait up to BROADCAST_DELAY_MS and leave together: one short transaction of
+   * notifications, not committed durably (an event is news, not data), for everything emitted
+   * meanwhile. A commit that notifies takes PostgreSQL's cluster-wide notify lock; one per event
+   * would make a stream of activations queue on it.
+   */
+  broadcast(event: Broadcast): Promise<void> {
+    const json = JSON.stringify(event);
     // NOTIFY payloads stop at 8000 bytes; an event that large is not worth sending to panels.
-    if (Buffer.byteLength(payload) >= 8000) return;
-    await this.sql.run("SELECT pg_notify(?, ?)", [EVENTS, payload]);
+    if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return Promise.resolve();
+    this.outbox.push(json);
+    // Outside any transaction open here: the notifications are not this transaction's to send.
+    this.sending ??= this.sql.outside(() => Bun.sleep(BROADCAST_DELAY_MS).then(() => this.sendOutbox()));
+    return this.sending;
+  }
+
+  private async sendOutbox(): Promise<void> {
+    const events = this.outbox;
+    this.outbox = [];
+    this.sending = null;
+    const payloads: string[] = [];
+    let batch: string[] = [];
+    let bytes = 0;
+    for (const json of events) {
+      const size = Buffer.byteLength(json) + 1;
+      if (batch.length > 0 && bytes + size > MAX_EVENT_BYTES) (payloads.push(this.envelope(batch)), (batch = []), (bytes = 0));
+      batch.push(json);
+      bytes += size;
+    }
+    if (batch.length > 0) payloads.push(this.envelope(batch));
+    await this.sql.transaction(
+      async () => {
+        for (const payload of payloads) await this.sql.run("SELECT pg_notify(?, ?)", [EVENTS, payload]);
+      },
+      { durable: false },
+    );
+  }
+
+  private envelope(events: string[]): string {
+    return `{"from":${JSON.stringify(this.writer)},"events":[${events.join(",")}]}`;
   }
 
   onBroadcast(listener: (event: Broadcast) => void): void {

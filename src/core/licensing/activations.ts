@@ -5,17 +5,17 @@
  * statement (a machine's activation by a conditional INSERT, the seat by a conditional UPDATE), so
  * their count is exact under concurrency, on SQLite and on PostgreSQL alike.
  */
-import type { ActivationRow, LicenseRow, LicenseStore, Seats } from "../../db/licenses.ts";
+import type { ActivationRow, LicenseRow, LicenseStore } from "../../db/licenses.ts";
 import type { Sql } from "../../db/sql.ts";
 import type { Actor } from "../accounts.ts";
-import type { Audit } from "../audit.ts";
+import type { Audit, AuditEntry } from "../audit.ts";
 import type { Clock } from "../clock.ts";
 import { notFound } from "../errors.ts";
 import type { EventHub } from "../events.ts";
 import { isoTime } from "../fields.ts";
 import { sameSecret, sha256Hex } from "../secrets.ts";
 import { appScope, licenseScope, type CountMetric, type Stats } from "../stats.ts";
-import { Throttle } from "../throttle.ts";
+import { SharedThrottle, type ThrottleNews, type ThrottleSharing } from "../shared-throttle.ts";
 import type { CheckCache, MachineEntry } from "./check-cache.ts";
 import type { CheckCounters } from "./counters.ts";
 import { remainingActivations, requireLicense } from "./keys.ts";
@@ -52,8 +52,8 @@ const THROTTLED_COUNTS: Record<WireCall, CountMetric | null> = { activate: "acti
 
 const NO_KEY: readonly string[] = [];
 
-/** What an activation's transaction came to: a new seat, a machine that had one, no seat left, or a key deleted meanwhile. */
-type SeatOutcome = { kind: "new"; seats: Seats } | { kind: "again"; seats: Seats } | { kind: "full" } | { kind: "gone" };
+/** Seats change one key at a time: its row is let go before the commit's disk write (see Sql). */
+const ACTIVATION = { releaseBeforeFlush: true } as const;
 
 /** The charts a key's activations and checks count in besides the overall one: the key's and its application's. */
 function scopesOf(license: LicenseRow | null): readonly string[] {
@@ -62,9 +62,9 @@ function scopesOf(license: LicenseRow | null): readonly string[] {
 
 export class Activations {
   /** Unknown tokens, per address: guessing tokens is slowed down. */
-  private readonly invalidTokens: Throttle;
+  private readonly invalidTokens: SharedThrottle;
   /** Activations refused for want of a seat, per key. */
-  private readonly seatFailures: Throttle;
+  private readonly seatFailures: SharedThrottle;
 
   constructor(
     private readonly sql: Sql,
@@ -76,15 +76,24 @@ export class Activations {
     private readonly counters: CheckCounters,
     private readonly receipts: ReceiptIssuer,
     private readonly stats: Stats,
+    /** Where the throttles count across the processes and nodes on the database. */
+    sharing: ThrottleSharing,
   ) {
-    this.invalidTokens = new Throttle(clock, { freeFailures: 50, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
-    this.seatFailures = new Throttle(clock, { freeFailures: 20, maxWaitSeconds: 300, forgetAfterSeconds: 900 });
+    const limits = { maxWaitSeconds: 300, forgetAfterSeconds: 900 };
+    this.invalidTokens = new SharedThrottle("license.invalid_token", clock, { freeFailures: 50, ...limits }, sharing);
+    this.seatFailures = new SharedThrottle("license.seat_failures", clock, { freeFailures: 20, ...limits }, sharing);
+  }
+
+  /** A throttle bucket another node told of. */
+  heardThrottle(news: ThrottleNews): void {
+    for (const throttle of [this.invalidTokens, this.seatFailures])
+      if (throttle.name === news.limiter) throttle.heard(news.key, news.state);
   }
 
   async activate(request: WireRequest, address: string | null): Promise<ActivateOutcome> {
     const identity = requireMachine(request);
     const now = this.clock();
-    const wait = this.addressWait(address);
+    const wait = await this.addressWait(address);
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "activate");
     const license = await this.find(request.token);
     const failure = async (kind: "invalid" | "expired" | "full", reason: string): Promise<ActivateOutcome> => {
@@ -100,62 +109,38 @@ export class Activations {
       return { kind, supportMessage: await this.supportMessage(request, license) };
     };
     if (!license) {
-      if (address !== null) this.invalidTokens.fail(address);
+      if (address !== null) await this.invalidTokens.fail(address);
       return failure("invalid", "unknown token");
     }
     if (request.app_id !== undefined && request.app_id !== license.app_id) return failure("invalid", "wrong application");
     if (license.enabled !== 1) return failure("invalid", "disabled");
     if (license.expires_at !== null && now >= license.expires_at) return failure("expired", "expired");
     // The throttle guards new seats: a machine that already holds one is never locked out by it.
-    const keyWait = (await this.store.activation(license.id, identity)) ? 0 : this.seatFailures.waitSeconds(`license:${license.id}`);
+    const seatWait = await this.seatFailures.waitSeconds(`license:${license.id}`);
+    const keyWait = seatWait > 0 && !(await this.store.activation(license.id, identity)) ? seatWait : 0;
     if (keyWait > 0) return this.throttled(keyWait, SEAT_FAILURES, request, address, "activate", license);
 
-    // One transaction: the seat, the activation and its audit entry are durable together. The key
-    // is locked first (see LicenseStore.lockLicense); the conditional INSERT decides whether the
-    // machine is new, the conditional UPDATE whether a seat is left for it.
-    const seat = await this.sql.transaction(async (): Promise<SeatOutcome> => {
-      if (!(await this.store.lockLicense(license.id))) return { kind: "gone" };
-      const activationId = await this.store.insertActivation({
-        licenseId: license.id,
-        hwid: identity,
-        machine: request.machine ?? null,
-        user: request.user ?? null,
-        address,
-        now,
-      });
-      if (activationId === null) {
-        await this.store.touchActivation(license.id, identity, request.machine ?? null, request.user ?? null, address);
-        const seats = await this.store.recordReactivation(license.id, now, address);
-        await this.audit.record({
-          actor: null,
-          address,
-          action: "license.activate",
-          target: `license ${license.id}`,
-          outcome: "success",
-          reason: `machine ${identity} again (no seat used)`,
-        });
-        // The key is locked: it is there.
-        return { kind: "again", seats: seats! };
-      }
-      const seats = await this.store.takeSeat(license.id, now, address);
-      if (seats === null) {
-        await this.store.deleteActivation(activationId);
-        return { kind: "full" };
-      }
-      await this.audit.record({
-        actor: null,
-        address,
-        action: "license.activate",
-        target: `license ${license.id}`,
-        outcome: "success",
-        reason: `machine ${identity}`,
-      });
-      return { kind: "new", seats };
+    // One transaction: the seat, the activation and its audit entry are durable together (see
+    // LicenseStore.activateMachine); the entry of the outcome is written with it.
+    const entry = (reason: string): AuditEntry => ({
+      actor: null,
+      address,
+      action: "license.activate",
+      target: `license ${license.id}`,
+      outcome: "success",
+      reason,
     });
+    const entries = { newSeat: entry(`machine ${identity}`), again: entry(`machine ${identity} again (no seat used)`) };
+    const seat = await this.store.activateMachine(
+      { licenseId: license.id, hwid: identity, machine: request.machine ?? null, user: request.user ?? null, address, now },
+      { newSeat: this.audit.row(entries.newSeat), again: this.audit.row(entries.again) },
+    );
+    if (seat.kind === "new") this.audit.announce(entries.newSeat);
+    if (seat.kind === "again") this.audit.announce(entries.again);
     // Deleted since it was looked up: as unknown as a token that never was.
     if (seat.kind === "gone") return failure("invalid", "unknown token");
     if (seat.kind === "full") {
-      this.seatFailures.fail(`license:${license.id}`);
+      await this.seatFailures.fail(`license:${license.id}`);
       return failure("full", "out of activations");
     }
     const fresh = { ...license, ...seat.seats };
@@ -183,8 +168,20 @@ export class Activations {
     let known: string | null | undefined;
     const addressOf = () => (known === undefined ? (known = typeof address === "function" ? address() : address) : known);
     // With no address failing lately, nobody is throttled: no need to know who asks.
-    const wait = this.invalidTokens.isEmpty() ? 0 : this.addressWait(addressOf());
-    if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, addressOf(), "check");
+    if (!this.invalidTokens.isEmpty()) {
+      const wait = this.addressWait(addressOf());
+      if (wait instanceof Promise) {
+        return wait.then((w) =>
+          w > 0 ? this.throttled(w, INVALID_TOKENS, request, addressOf(), "check") : this.unthrottledCheck(request, now, addressOf),
+        );
+      }
+      if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, addressOf(), "check");
+    }
+    return this.unthrottledCheck(request, now, addressOf);
+  }
+
+  /** A check whose address need not wait. */
+  private unthrottledCheck(request: WireRequest, now: number, addressOf: () => string | null): MaybePromise<CheckOutcome> {
     this.cache.refresh();
     // No machine named: no activation can match, so the token is not even looked up.
     const identity = machineIdentity(request);
@@ -204,7 +201,8 @@ export class Activations {
   ): MaybePromise<CheckOutcome> {
     if (!license) {
       const from = addressOf();
-      if (from !== null) this.invalidTokens.fail(from);
+      // Counted here at once; the answer does not wait for the database's count.
+      if (from !== null) void this.invalidTokens.fail(from);
       return this.failedCheck(request, now, null);
     }
     if ((request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1)
@@ -232,11 +230,11 @@ export class Activations {
 
   async deactivate(request: WireRequest, address: string | null): Promise<DeactivateOutcome> {
     const identity = requireMachine(request);
-    const wait = this.addressWait(address);
+    const wait = await this.addressWait(address);
     if (wait > 0) return this.throttled(wait, INVALID_TOKENS, request, address, "deactivate");
     const license = await this.find(request.token);
     if (!license || (request.app_id !== undefined && request.app_id !== license.app_id) || license.enabled !== 1) {
-      if (!license && address !== null) this.invalidTokens.fail(address);
+      if (!license && address !== null) await this.invalidTokens.fail(address);
       return { kind: "invalid" };
     }
     const seats = await this.sql.transaction(async () => {
@@ -251,7 +249,7 @@ export class Activations {
         reason: left ? `machine ${identity}` : `machine ${identity} not activated`,
       });
       return left;
-    });
+    }, ACTIVATION);
     if (!seats) return { kind: "not-activated" };
     this.cache.forgetMachine(license.id, identity);
     const remaining = remainingActivations(seats);
@@ -310,7 +308,7 @@ export class Activations {
     return appId === undefined ? "" : ((await this.store.app(appId))?.support_message ?? "");
   }
 
-  private addressWait(address: string | null): number {
+  private addressWait(address: string | null): number | Promise<number> {
     return address === null ? 0 : this.invalidTokens.waitSeconds(address);
   }
 

@@ -25,6 +25,7 @@ import { Apps, requireApp, type AppView } from "./apps.ts";
 import { CheckCache } from "./check-cache.ts";
 import { CheckCounters } from "./counters.ts";
 import { LicenseKeys, requireLicense, type LicenseView } from "./keys.ts";
+import type { ThrottleNews, ThrottleSharing } from "../shared-throttle.ts";
 import { ReceiptIssuer, type ReceiptOptions } from "./receipt-issuer.ts";
 import type { ActivateOutcome, AddressSource, CheckOutcome, DeactivateOutcome, MaybePromise, WireRequest } from "./wire.ts";
 
@@ -48,6 +49,8 @@ export interface LicensingOptions extends ReceiptOptions {
    * must be cheap (e.g. SQLite's data_version read at most every few milliseconds).
    */
   otherWriters: () => boolean;
+  /** Where the licensing throttles count across the processes and nodes on the database. */
+  throttles: ThrottleSharing;
 }
 
 export class Licensing {
@@ -72,7 +75,12 @@ export class Licensing {
     this.receipts = new ReceiptIssuer(signingKey, options);
     this.apps = new Apps(sql, store, audit, clock, cache);
     this.keys = new LicenseKeys(store, audit, events, clock, cache, this.counters);
-    this.machines = new Activations(sql, store, audit, events, clock, cache, this.counters, this.receipts, stats);
+    this.machines = new Activations(sql, store, audit, events, clock, cache, this.counters, this.receipts, stats, options.throttles);
+  }
+
+  /** A licensing throttle's bucket another node told of (`throttles.crossed` there). */
+  heardThrottle(news: ThrottleNews): void {
+    this.machines.heardThrottle(news);
   }
 
   /** Starts writing check counters about once a second; a failed write goes to `onError` and is retried with the next. */

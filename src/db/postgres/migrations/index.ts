@@ -14,6 +14,7 @@ import userCertificates from "./0008_user_certificates.sql" with { type: "text" 
 import stats from "./0009_stats.sql" with { type: "text" };
 import nodes from "./0010_nodes.sql" with { type: "text" };
 import throttles from "./0011_throttles.sql" with { type: "text" };
+import hotPaths from "./0012_hot_paths.sql" with { type: "text" };
 
 export const postgresMigrations: readonly Migration[] = [
   { name: "0001_init", sql: init },
@@ -27,4 +28,5 @@ export const postgresMigrations: readonly Migration[] = [
   { name: "0009_stats", sql: stats },
   { name: "0010_nodes", sql: nodes },
   { name: "0011_throttles", sql: throttles },
+  { name: "0012_hot_paths", sql: hotPaths },
 ];
