@@ -294,7 +294,7 @@ async function run(
   services.stats.start((error) => log.error("writing the charts' roll-ups failed; retrying", { error: String(error) }));
   const sweep = setInterval(() => {
     void services.sessions.sweep().catch((error: unknown) => log.error("session sweep failed", { error: String(error) }));
-    void services.auth.sweepThrottles().catch((error: unknown) => log.error("throttle sweep failed", { error: String(error) }));
+    void services.auth.sweepShared().catch((error: unknown) => log.error("throttle and exchange sweep failed", { error: String(error) }));
     // The CRL is rebuilt on every revocation; this keeps it from running out when nothing is revoked.
     void services.ca.refreshCrlIfDue().catch((error) => log.error("CRL refresh failed", { error: String(error) }));
   }, 60_000);

@@ -84,6 +84,7 @@ async function startNode(node: Node): Promise<void> {
       String(LEASE_SECONDS),
       "--ws-auth-timeout",
       "600",
+      "--legacy-challenge-login",
     ],
     // A bare environment: the system PATH and the admin password, nothing of Bun or the project.
     { binary, cwd: node.dataDir, env: { PATH: "/usr/bin:/bin", HOME: node.dataDir, LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD } },
@@ -480,12 +481,11 @@ describe("node A and node B", () => {
     refused.rpc.close();
   });
 
-  test("SCRAM over REST through the load balancer: start and finish reach the node that began the exchange", async () => {
-    // The exchange lives in the memory of the node that answered /scram/start (a known limit:
-    // docs/scale-out.md); deploy/nginx.conf sends /api/auth/ and /rpc/ to one node per client address.
-    for (let i = 0; i < 6; i++) {
+  test("SCRAM over REST: begun on one node, finished on another; a finish sent to all three at once wins once", async () => {
+    // The exchange is in the database (sign_in_exchanges): any node answers the last step.
+    const start = async (base: string) => {
       const first = clientFirstMessage("admin");
-      const started = await call(lb, "POST", "/api/auth/scram/start", { body: { client_first: first.message } });
+      const started = await call(base, "POST", "/api/auth/scram/start", { body: { client_first: first.message } });
       expect(started.status).toBe(200);
       const final = await clientFinalMessage({
         password: ADMIN_PASSWORD,
@@ -493,9 +493,49 @@ describe("node A and node B", () => {
         serverFirst: started.body.server_first,
         clientNonce: first.nonce,
       });
-      const finished = await call(lb, "POST", "/api/auth/scram/finish", { body: { client_final: final.message } });
+      return final.message;
+    };
+    for (let i = 0; i < 6; i++) {
+      const [from, to, replay] = [nodes[i % 3]!, nodes[(i + 1) % 3]!, nodes[(i + 2) % 3]!];
+      const message = await start(from.url);
+      const finished = await call(to.url, "POST", "/api/auth/scram/finish", { body: { client_final: message } });
       expect(finished.status).toBe(200);
-      expect(await call(lb, "GET", "/api/auth/session", { token: finished.body.token })).toMatchObject({ status: 200 });
+      expect(await call(replay.url, "GET", "/api/auth/session", { token: finished.body.token })).toMatchObject({ status: 200 });
+      // Single use on every node: the same finish again, on the third node.
+      const again = await call(replay.url, "POST", "/api/auth/scram/finish", { body: { client_final: message } });
+      expect(again.status).toBe(401);
+      expect(again.body.error.message).toContain("unknown or expired SCRAM exchange");
+    }
+    for (let round = 0; round < 5; round++) {
+      const message = await start(nodes[round % 3]!.url);
+      const replies = await Promise.all(
+        nodes.map((n) => call(n.url, "POST", "/api/auth/scram/finish", { body: { client_final: message } })),
+      );
+      expect(replies.map((r) => r.status).sort()).toEqual([200, 401, 401]);
+    }
+    // And through the balancer, round robin, with no affinity for sign-ins.
+    for (let i = 0; i < 6; i++) {
+      const finished = await call(lb, "POST", "/api/auth/scram/finish", { body: { client_final: await start(lb) } });
+      expect(finished.status).toBe(200);
+    }
+  });
+
+  test("wsauth challenge on one node, its response on another; the nonce is single use on every node", async () => {
+    // An account imported from wsauth, with its legacy hash kept (the admin CLI, on the cluster's database).
+    const salt = "5a1t0f0wsauth";
+    const hash = new Bun.CryptoHasher("sha256").update(`wsauth password${salt}`).digest("hex");
+    const file = join(dir.path, "wsauth-users.json");
+    writeFileSync(file, JSON.stringify({ users: [{ username: "wsauth", password_hash: hash, salt, role: "viewer", allowed_groups: [] }] }));
+    await run([binary, "user", "import", file, "--database", pg.url, "--legacy-challenge-login"], "user import");
+    for (let i = 0; i < 3; i++) {
+      const [from, to, replay] = [nodes[i]!, nodes[(i + 1) % 3]!, nodes[(i + 2) % 3]!];
+      const challenged = await call(from.url, "POST", "/api/auth/challenge", { body: { username: "wsauth" } });
+      expect(challenged.status).toBe(200);
+      const nonce: string = challenged.body.nonce;
+      const response = new Bun.CryptoHasher("sha256").update(hash + nonce).digest("hex");
+      const body = { username: "wsauth", nonce, response };
+      expect((await call(to.url, "POST", "/api/auth/login", { body })).status).toBe(200);
+      expect((await call(replay.url, "POST", "/api/auth/login", { body })).status).toBe(401);
     }
   });
 

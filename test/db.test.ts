@@ -132,6 +132,7 @@ describe("migrations", () => {
       "0010_nodes",
       "0011_throttles",
       "0012_hot_paths",
+      "0013_sign_in_exchanges",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

@@ -1,3 +1,4 @@
+import type { ExchangeKind, ExchangeStore } from "../db/exchanges.ts";
 import type { Sql } from "../db/sql.ts";
 import type { ThrottleStore } from "../db/throttles.ts";
 import { createHmac } from "node:crypto";
@@ -41,23 +42,18 @@ export interface Prehash {
   salt: string;
 }
 
+/** What a SCRAM exchange keeps between its two steps (in the database: another node may finish it). */
 interface ScramExchange {
-  username: string;
   clientFirst: ClientFirst;
   serverFirst: string;
-  /** The account as it was when the exchange started: a session needs it unchanged. */
-  user: UserRow | null;
-  credentials: ScramCredentials | null;
-  expiresAt: number;
-  address: string | null;
+  /** The account's credential version when the exchange started (null: no such account then): a session needs it unchanged. */
+  credentialVersion: number | null;
 }
 
+/** What a wsauth challenge keeps until its response. */
 interface LegacyNonce {
-  username: string;
   /** The account's credential version when the nonce was given (null: no such account then). */
   credentialVersion: number | null;
-  expiresAt: number;
-  address: string | null;
 }
 
 /** An `rpc/auth_ssl` test string, outstanding on one connection (SPEC §3). */
@@ -125,9 +121,10 @@ interface Attempt {
 }
 
 /**
- * Unfinished login exchanges (SCRAM, wsauth nonces) by key. Each address may hold only so many:
- * past that its own oldest goes, so that no address can push out another's exchange; when all
- * are taken, new ones are refused until some finish or expire.
+ * Unfinished exchanges held in memory by key (the `rpc/auth_ssl` test strings, which belong to one
+ * connection; SCRAM exchanges and wsauth nonces are in the database, see ExchangeStore). Each
+ * address may hold only so many: past that its own oldest goes, so that no address can push out
+ * another's exchange; when all are taken, new ones are refused until some finish or expire.
  */
 export class PendingTable<T extends { address: string | null; expiresAt: number; username: string }> {
   private readonly entries = new Map<string, T>();
@@ -200,8 +197,8 @@ export class Authenticator {
   /** Each limiter's name in the shared store. */
   private readonly limiterNames: Map<Limiter, string>;
   private readonly verifications: VerifyQueue;
-  private readonly exchanges: PendingTable<ScramExchange>;
-  private readonly legacyNonces: PendingTable<LegacyNonce>;
+  /** Unfinished sign-in exchanges one address may hold, and all of them (per kind). */
+  private readonly pendingLimits: { perAddress: number; total: number };
   /** Outstanding `auth_ssl` test strings, by the connection they were given to. */
   private readonly certificateChallenges: PendingTable<CertificateChallenge>;
 
@@ -220,7 +217,7 @@ export class Authenticator {
       limits?: LoginLimits | undefined;
       certificateKeys: CertificateKeys;
       /** Where the limiters' buckets are shared with the other processes and nodes on the database. */
-      shared: { sql: Sql; store: ThrottleStore };
+      shared: { sql: Sql; store: ThrottleStore; exchanges: ExchangeStore };
       /** A shared count that could not be given back (the database failed meanwhile). */
       onError?: (error: unknown) => void;
     },
@@ -235,14 +232,13 @@ export class Authenticator {
       [this.byAccount, "login.account"],
     ]);
     this.verifications = new VerifyQueue(limits.verify);
-    this.exchanges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
-    this.legacyNonces = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
+    this.pendingLimits = { perAddress: limits.pendingPerAddress, total: limits.pendingTotal };
     this.certificateChallenges = new PendingTable(clock, limits.pendingPerAddress, limits.pendingTotal);
-    // A credential change ends the account's unfinished exchanges here; the credential version
-    // checked when the session is created covers changes made by another process.
+    // A credential change ends the account's unfinished exchanges, on every node; the credential
+    // version checked at the last step and when the session is created covers changes made by
+    // another process meanwhile.
     events.on("credentials.changed", ({ username }) => {
-      this.exchanges.forgetUser(username);
-      this.legacyNonces.forgetUser(username);
+      void options.shared.exchanges.forgetUser(username).catch((error: unknown) => options.onError?.(error));
     });
     metrics.gauge("latchkey_login_verifications_pending", () => this.verifications.size);
   }
@@ -366,9 +362,30 @@ export class Authenticator {
     };
   }
 
-  /** Forgets shared buckets past their time (the server's minute sweep). */
-  sweepThrottles(): Promise<number> {
-    return this.options.shared.store.sweep(this.clock());
+  /** Forgets shared throttle buckets and sign-in exchanges past their time (the server's minute sweep). */
+  async sweepShared(): Promise<number> {
+    const now = this.clock();
+    return (await this.options.shared.store.sweep(now)) + (await this.options.shared.exchanges.sweep(now));
+  }
+
+  /** Records a sign-in's first step for its last, which any node may answer; refused (503) when too many are unfinished. */
+  private async addExchange(kind: ExchangeKind, id: string, username: string, address: string | null, ttlMs: number, state: unknown) {
+    const now = this.clock();
+    const added = await this.options.shared.exchanges.add(
+      kind,
+      id,
+      { username, address, state: JSON.stringify(state) },
+      now + ttlMs,
+      now,
+      this.pendingLimits,
+    );
+    if (!added) throw new AppError("unavailable", "too many logins are in progress; retry in a few seconds", { retryAfter: 5 });
+  }
+
+  /** A sign-in's first step, taken for its last (single use); null when unknown, used or expired. */
+  private async takeExchange<T>(kind: ExchangeKind, id: string): Promise<{ username: string; state: T } | null> {
+    const pending = await this.options.shared.exchanges.take(kind, id, this.clock());
+    return pending === null ? null : { username: pending.username, state: JSON.parse(pending.state) as T };
   }
 
   /** A refused sign-in, counted for /metrics (by reason) and for the charts (throttled or failed). */
@@ -435,23 +452,16 @@ export class Authenticator {
     const { salt, iterations } = credentials ?? decoyCredentials(this.secret, clientFirst.username);
     const combinedNonce = clientFirst.clientNonce + newServerNonce();
     const serverFirst = buildServerFirst(combinedNonce, salt, iterations);
-    this.exchanges.add(combinedNonce, {
-      username: clientFirst.username,
-      clientFirst,
-      serverFirst,
-      user,
-      credentials,
-      expiresAt: this.clock() + EXCHANGE_TTL_MS,
-      address,
-    });
+    const exchange: ScramExchange = { clientFirst, serverFirst, credentialVersion: user?.credential_version ?? null };
+    await this.addExchange("scram", combinedNonce, clientFirst.username, address, EXCHANGE_TTL_MS, exchange);
     return { serverFirst, prehash: user ? prehashFor(user) : this.decoyPrehash(clientFirst.username) };
   }
 
   /** SCRAM step 2: checks the proof; the exchange is single use whatever the outcome. */
   async scramFinish(clientFinalMessage: string, address: string | null): Promise<Login & { serverFinal: string }> {
     const clientFinal = parseClientFinal(clientFinalMessage);
-    const exchange = this.exchanges.take(clientFinal.nonce);
-    if (!exchange) {
+    const taken = await this.takeExchange<ScramExchange>("scram", clientFinal.nonce);
+    if (!taken) {
       // A replayed, stale or voided finish is still a login attempt: audit it.
       await this.audit.record({
         actor: null,
@@ -464,20 +474,28 @@ export class Authenticator {
       this.authFailed("unknown exchange");
       throw unauthorized("unknown or expired SCRAM exchange; start again");
     }
-    const attempt = await this.begin(exchange.username, address, "scram");
-    const serverFinal = exchange.credentials
-      ? verifyClientFinal({
-          clientFirst: exchange.clientFirst,
-          serverFirst: exchange.serverFirst,
-          clientFinal,
-          combinedNonce: clientFinal.nonce,
-          credentials: exchange.credentials,
-        })
-      : null;
-    if (serverFinal === null || !exchange.user) {
-      throw await this.failed(exchange.username, address, "scram", exchange.credentials ? "wrong proof" : "unknown user");
-    }
-    return { ...(await this.succeeded(attempt, exchange.user, address, "scram")), serverFinal };
+    const { username, state: exchange } = taken;
+    const attempt = await this.begin(username, address, "scram");
+    // The account as it is now: the proof is checked against the credentials the exchange began with.
+    const user = exchange.credentialVersion === null ? null : await cancelOnError(attempt, this.accounts.get(username));
+    if (!user) throw await this.failed(username, address, "scram", "unknown user");
+    if (user.credential_version !== exchange.credentialVersion)
+      throw await this.failed(username, address, "scram", "credentials changed during login");
+    const credentials: ScramCredentials = {
+      salt: user.scram_salt,
+      iterations: user.scram_iterations,
+      storedKey: user.scram_stored_key,
+      serverKey: user.scram_server_key,
+    };
+    const serverFinal = verifyClientFinal({
+      clientFirst: exchange.clientFirst,
+      serverFirst: exchange.serverFirst,
+      clientFinal,
+      combinedNonce: clientFinal.nonce,
+      credentials,
+    });
+    if (serverFinal === null) throw await this.failed(username, address, "scram", "wrong proof");
+    return { ...(await this.succeeded(attempt, user, address, "scram")), serverFinal };
   }
 
   /** wsauth challenge: a single-use nonce and the account's legacy salt. */
@@ -485,12 +503,8 @@ export class Authenticator {
     this.requireLegacy();
     const user = await this.accounts.get(username);
     const nonce = randomHex(16);
-    this.legacyNonces.add(nonce, {
-      username,
-      credentialVersion: user?.credential_version ?? null,
-      expiresAt: this.clock() + LEGACY_NONCE_TTL_MS,
-      address,
-    });
+    const pending: LegacyNonce = { credentialVersion: user?.credential_version ?? null };
+    await this.addExchange("legacy", nonce, username, address, LEGACY_NONCE_TTL_MS, pending);
     const salt = user?.legacy_salt ?? this.decoySalt(username);
     return { nonce, salt };
   }
@@ -499,10 +513,11 @@ export class Authenticator {
   async loginWithLegacyResponse(username: string, nonce: string, response: string, address: string | null): Promise<Login> {
     this.requireLegacy();
     const attempt = await this.begin(username, address, "legacy");
-    const pending = this.legacyNonces.take(nonce);
-    if (!pending || pending.username !== username) {
+    const taken = await cancelOnError(attempt, this.takeExchange<LegacyNonce>("legacy", nonce));
+    if (!taken || taken.username !== username) {
       throw await this.failed(username, address, "legacy", "unknown or expired nonce");
     }
+    const pending = taken.state;
     const user = await cancelOnError(attempt, this.accounts.get(username));
     if (!user || user.legacy_hash === null) throw await this.failed(username, address, "legacy", user ? "no legacy hash" : "unknown user");
     // A nonce given before a change of the account's credentials ended with that change.

@@ -3,6 +3,7 @@ import { AuditStore } from "../db/audit.ts";
 import type { Storage } from "../db/storage.ts";
 import { NodeStore } from "../db/nodes.ts";
 import { ThrottleStore } from "../db/throttles.ts";
+import { ExchangeStore } from "../db/exchanges.ts";
 import { NodeLease } from "./nodes.ts";
 import { SessionStore } from "../db/sessions.ts";
 import { SettingsStore } from "../db/settings.ts";
@@ -103,7 +104,7 @@ export async function createServices(storage: Storage, options: ServiceOptions):
     limits: options.loginLimits,
     // Made below, once the CA they are checked against exists; asked only when a login runs.
     certificateKeys: { match: (message, proof) => userCertificates.match(message, proof) },
-    shared: { sql: db, store: throttleStore },
+    shared: { sql: db, store: throttleStore, exchanges: new ExchangeStore(db) },
     ...(options.onBackgroundError ? { onError: options.onBackgroundError } : {}),
   });
   // The receipt signing key is made once and kept in the database, so backups carry it.

@@ -14,6 +14,7 @@ import stats from "./0009_stats.sql" with { type: "text" };
 import nodes from "./0010_nodes.sql" with { type: "text" };
 import throttles from "./0011_throttles.sql" with { type: "text" };
 import hotPaths from "./0012_hot_paths.sql" with { type: "text" };
+import signInExchanges from "./0013_sign_in_exchanges.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -33,4 +34,5 @@ export const migrations: readonly Migration[] = [
   { name: "0010_nodes", sql: nodes },
   { name: "0011_throttles", sql: throttles },
   { name: "0012_hot_paths", sql: hotPaths },
+  { name: "0013_sign_in_exchanges", sql: signInExchanges },
 ];

@@ -15,6 +15,7 @@ import stats from "./0009_stats.sql" with { type: "text" };
 import nodes from "./0010_nodes.sql" with { type: "text" };
 import throttles from "./0011_throttles.sql" with { type: "text" };
 import hotPaths from "./0012_hot_paths.sql" with { type: "text" };
+import signInExchanges from "./0013_sign_in_exchanges.sql" with { type: "text" };
 
 export const postgresMigrations: readonly Migration[] = [
   { name: "0001_init", sql: init },
@@ -29,4 +30,5 @@ export const postgresMigrations: readonly Migration[] = [
   { name: "0010_nodes", sql: nodes },
   { name: "0011_throttles", sql: throttles },
   { name: "0012_hot_paths", sql: hotPaths },
+  { name: "0013_sign_in_exchanges", sql: signInExchanges },
 ];
