@@ -5,8 +5,9 @@
  *
  * Both describe, per table sorted by name: its columns in order (type, nullability, default,
  * primary key), then its primary key, unique constraints, indexes (keys or expressions, partial
- * WHERE), foreign keys (target, ON UPDATE and ON DELETE), checks and triggers, each group sorted.
- * Whitespace and SQLite's comments are normalised away.
+ * WHERE), foreign keys (target, ON UPDATE and ON DELETE), checks and triggers, each group sorted;
+ * PostgreSQL's description ends with the functions no trigger calls (their arguments, result and
+ * body). Whitespace and SQLite's comments are normalised away.
  */
 import type { Database } from "bun:sqlite";
 
@@ -278,6 +279,11 @@ export async function describePostgres(sql: Bun.SQL): Promise<string> {
     SELECT c.relname AS table, t.tgname AS name, pg_get_triggerdef(t.oid, true) AS definition, p.prosrc AS body
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
     WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal`;
+  // Functions of their own (latchkey_activate); those of triggers are shown with their triggers.
+  const functionRows: { name: string; args: string; result: string; body: string }[] = await sql`
+    SELECT p.proname AS name, pg_get_function_arguments(p.oid) AS args, pg_get_function_result(p.oid) AS result, p.prosrc AS body
+    FROM pg_proc p
+    WHERE p.pronamespace = current_schema()::regnamespace AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)`;
 
   const tables: Table[] = tableRows.map((t) => {
     const constraints = constraintRows.filter((c) => c.table === t.name);
@@ -330,5 +336,12 @@ export async function describePostgres(sql: Bun.SQL): Promise<string> {
       sections: [primary, [...uniques, ...exclusions], indexes, foreignKeys, checks, triggers],
     };
   });
-  return render(tables);
+  const functions = functionRows
+    .map(
+      (f) => `function ${f.name}(${squash(f.args)}) returns ${squash(f.result)}
+  body: ${squash(f.body)}
+`,
+    )
+    .sort(compare);
+  return render(tables) + functions.join("\n");
 }
