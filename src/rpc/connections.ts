@@ -522,10 +522,15 @@ export class Connections {
   /** Pushes an event to signed-in admins, and to viewers of one of its groups (if it has any). */
   async push(topic: string, args: Record<string, unknown>, groups?: string[]): Promise<void> {
     const frame = JSON.stringify({ namespace: "events", name: topic, args } satisfies EventEnvelope);
-    const readers = [...this.all].filter((c) => {
-      const p = c.principal;
-      return p !== null && (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g)));
-    });
+    // Only connections signed in to a session read events: walking those, not every socket, keeps
+    // a push (one per registration) from costing in proportion to the clients connected.
+    const readers: Connection[] = [];
+    for (const connections of this.bySession.values()) {
+      for (const c of connections) {
+        const p = c.principal;
+        if (p !== null && (p.role === "admin" || groups === undefined || groups.some((g) => p.groups.includes(g)))) readers.push(c);
+      }
+    }
     // Checked without sliding the idle timer: a push is not the user's activity.
     const sessionIds = [...new Set(readers.map((c) => c.principal!.sessionId))];
     const alive = new Set(
