@@ -132,6 +132,31 @@ for (const name of ["sqlite", "postgres"]) {
       }
     });
 
+    test("a transaction that lets its locks go before the disk write is committed and durable once it returns", async () => {
+      await sql().run("DELETE FROM t");
+      const value = await sql().transaction(
+        async () => {
+          await sql().run("INSERT INTO t (id, v) VALUES (1, 'released')");
+          return "done";
+        },
+        { releaseBeforeFlush: true },
+      );
+      expect(value).toBe("done");
+      expect(await sql().get("SELECT v FROM t WHERE id = 1")).toEqual({ v: "released" });
+      // A throw still rolls it back.
+      const error = await sql()
+        .transaction(
+          async () => {
+            await sql().run("INSERT INTO t (id, v) VALUES (2, 'never')");
+            throw new Error("no");
+          },
+          { releaseBeforeFlush: true },
+        )
+        .catch((e: unknown) => e);
+      expect((error as Error).message).toBe("no");
+      expect(await sql().get("SELECT count(*) AS n FROM t")).toEqual({ n: 1 });
+    });
+
     test("an undurable transaction commits like any other", async () => {
       await sql().run("DELETE FROM t");
       await sql().transaction(async () => sql().run("INSERT INTO t (id) VALUES (1)"), { durable: false });
@@ -139,6 +164,37 @@ for (const name of ["sqlite", "postgres"]) {
     });
   });
 }
+
+test("PostgreSQL flushes at once share: 40 concurrent calls run two flushing transactions, each begun after the calls it answers", async () => {
+  const pg = new Bun.SQL(cluster.url, { bigint: true, max: 4 });
+  const sql = new PostgresSql(pg);
+  const flushes: { start: number; end: number }[] = [];
+  const unsafe = pg.unsafe.bind(pg);
+  // Watches the flushing statements on their way to the pool.
+  (pg as { unsafe: typeof pg.unsafe }).unsafe = ((text: string, params?: unknown[]) => {
+    if (!text.includes("pg_logical_emit_message")) return unsafe(text, params);
+    const flush = { start: performance.now(), end: Infinity };
+    flushes.push(flush);
+    return unsafe(text, params).then((rows: unknown) => ((flush.end = performance.now()), rows));
+  }) as typeof pg.unsafe;
+  try {
+    await sql.flush();
+    expect(flushes.length).toBe(1);
+    flushes.length = 0;
+    const calls = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const at = performance.now();
+        await sql.flush();
+        return { at, done: performance.now() };
+      }),
+    );
+    // The first call starts one; the 39 arriving while it runs share the next.
+    expect(flushes.length).toBe(2);
+    for (const call of calls) expect(flushes.some((f) => f.start >= call.at && f.end <= call.done)).toBe(true);
+  } finally {
+    await pg.close();
+  }
+});
 
 test("PostgreSQL gone: DatabaseUnavailable, not a hang", async () => {
   const other = await startPostgres();

@@ -194,6 +194,9 @@ const FLUSH = "SELECT pg_logical_emit_message(true, 'latchkey', 'flush')";
 export class PostgresSql implements Sql {
   readonly dialect = "postgres";
   private readonly context = new AsyncLocalStorage<{ tx: PgTarget; open: boolean }>();
+  /** The flush running now, and the one that waits for it to end (see `flush`). */
+  private flushing: Promise<void> | null = null;
+  private nextFlush: Promise<void> | null = null;
 
   constructor(readonly sql: Bun.SQL) {}
 
@@ -230,8 +233,29 @@ export class PostgresSql implements Sql {
     return (await this.query(text, params)).count;
   }
 
-  async flush(): Promise<void> {
-    await this.query(FLUSH, []);
+  /**
+   * Flushes share: a caller arriving while one runs waits for the next, which begins once that one
+   * ends (the running one may have begun before the caller's commit), and every caller arriving
+   * meanwhile waits for that same next one. So concurrent requests need one flushing transaction
+   * per round, not one each.
+   */
+  flush(): Promise<void> {
+    if (this.flushing === null) return (this.flushing = this.flushOnce());
+    this.nextFlush ??= this.flushing
+      .catch(() => undefined)
+      .then(() => {
+        this.nextFlush = null;
+        return (this.flushing = this.flushOnce());
+      });
+    return this.nextFlush;
+  }
+
+  private async flushOnce(): Promise<void> {
+    try {
+      await this.outside(() => this.query(FLUSH, []));
+    } finally {
+      this.flushing = null;
+    }
   }
 
   async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {

@@ -54,6 +54,13 @@ export type RegistrationOutcome =
     }
   | { kind: "refused"; reason: RefusalReason };
 
+/**
+ * Durable when the registration is answered, but the commit does not hold its rows through its own
+ * disk write: the flush that follows is shared with the registrations committed meanwhile (Sql's
+ * `releaseBeforeFlush`; on PostgreSQL one disk write per round of registrations, not one each).
+ */
+const REGISTRATION = { releaseBeforeFlush: true } as const;
+
 /** Thrown inside the transaction so that a refusal rolls back whatever the attempt wrote. */
 class Refused extends Error {
   constructor(readonly reason: RefusalReason) {
@@ -148,7 +155,7 @@ export class Registration {
     let admitted: Awaited<ReturnType<typeof attempt>>;
     try {
       const key = await lookup();
-      admitted = await this.sql.transaction(() => attempt(key));
+      admitted = await this.sql.transaction(() => attempt(key), REGISTRATION);
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
       this.stats.count("registrations_refused", 1, keyGroup === null ? [] : [groupScope(keyGroup)], now);
