@@ -165,7 +165,7 @@ for (const name of ["sqlite", "postgres"]) {
   });
 }
 
-test("PostgreSQL flushes at once share: 40 concurrent calls run two flushing transactions, each begun after the calls it answers", async () => {
+test("PostgreSQL flushes are shared: 40 calls at once run two flushing transactions, each begun after its calls", async () => {
   const pg = new Bun.SQL(cluster.url, { bigint: true, max: 4 });
   const sql = new PostgresSql(pg);
   const flushes: { start: number; end: number }[] = [];
