@@ -446,10 +446,7 @@ export class Authenticator {
     const clientFirst = parseClientFirst(clientFirstMessage);
     await this.checkThrottle(clientFirst.username, address, "scram");
     const user = await this.accounts.get(clientFirst.username);
-    const credentials: ScramCredentials | null = user
-      ? { salt: user.scram_salt, iterations: user.scram_iterations, storedKey: user.scram_stored_key, serverKey: user.scram_server_key }
-      : null;
-    const { salt, iterations } = credentials ?? decoyCredentials(this.secret, clientFirst.username);
+    const { salt, iterations } = user ? scramCredentialsOf(user) : decoyCredentials(this.secret, clientFirst.username);
     const combinedNonce = clientFirst.clientNonce + newServerNonce();
     const serverFirst = buildServerFirst(combinedNonce, salt, iterations);
     const exchange: ScramExchange = { clientFirst, serverFirst, credentialVersion: user?.credential_version ?? null };
@@ -481,18 +478,12 @@ export class Authenticator {
     if (!user) throw await this.failed(username, address, "scram", "unknown user");
     if (user.credential_version !== exchange.credentialVersion)
       throw await this.failed(username, address, "scram", "credentials changed during login");
-    const credentials: ScramCredentials = {
-      salt: user.scram_salt,
-      iterations: user.scram_iterations,
-      storedKey: user.scram_stored_key,
-      serverKey: user.scram_server_key,
-    };
     const serverFinal = verifyClientFinal({
       clientFirst: exchange.clientFirst,
       serverFirst: exchange.serverFirst,
       clientFinal,
       combinedNonce: clientFinal.nonce,
-      credentials,
+      credentials: scramCredentialsOf(user),
     });
     if (serverFinal === null) throw await this.failed(username, address, "scram", "wrong proof");
     return { ...(await this.succeeded(attempt, user, address, "scram")), serverFinal };
@@ -639,6 +630,11 @@ async function cancelOnError<T>(attempt: Attempt, work: Promise<T>, undoAlso: ()
     undoAlso();
     throw error;
   }
+}
+
+/** An account's stored SCRAM credentials. */
+function scramCredentialsOf(user: UserRow): ScramCredentials {
+  return { salt: user.scram_salt, iterations: user.scram_iterations, storedKey: user.scram_stored_key, serverKey: user.scram_server_key };
 }
 
 function prehashFor(user: UserRow): Prehash | null {
