@@ -481,6 +481,60 @@ describe("node A and node B", () => {
     refused.rpc.close();
   });
 
+  test("panel live updates: a signed-in socket on every node hears what happens on any node, within 1 s", async () => {
+    const [A, B, C] = [nodeNamed("A"), nodeNamed("B"), nodeNamed("C")];
+    const panels = await Promise.all(
+      [A, B, C].map(async (n) => {
+        const rpc = await connect(n.wsUrl);
+        expect((await rpc.request("rpc", "auth_token", { token: admin })).name).toBe("response");
+        return { node: n.name, rpc };
+      }),
+    );
+    const heard = (topic: string, match: (args: any) => boolean) =>
+      Promise.all(
+        panels.map(async ({ node, rpc }) => {
+          await eventually(() => rpc.events.find((e) => e.name === topic && match(e.args)), {
+            timeoutMs: 5000,
+            what: `the panel on node ${node} to hear ${topic}`,
+          });
+          return performance.now();
+        }),
+      );
+    // A key generated through C's REST API, bound by a client registering on B: every panel hears both.
+    const sent = performance.now();
+    const made = await call(C.url, "POST", "/api/keys", { token: admin, body: { quantity: 1, label: "panel events" } });
+    expect(made.status).toBe(201);
+    const key = made.body.items[0] as { id: number; key: string } | undefined;
+    const generated = await heard("keys.changed", (a) => a.change === "generated" && a.ids.includes(key!.id));
+    const uuid = crypto.randomUUID();
+    const registeredAt = performance.now();
+    const { rpc, reply } = await register(B.wsUrl, uuid, key!.key);
+    expect(reply.name).toBe("response");
+    const online = await heard("clients.online", (a) => a.uuid === uuid);
+    const bound = await heard("keys.changed", (a) => a.change === "bound" && a.ids.includes(key!.id));
+    // The client goes away on B; every panel hears it is offline.
+    const closedAt = performance.now();
+    rpc.close();
+    const offline = await heard("clients.offline", (a) => a.uuid === uuid);
+    const delays = {
+      generated: generated.map((t) => t - sent),
+      online: online.map((t) => t - registeredAt),
+      bound: bound.map((t) => t - registeredAt),
+      offline: offline.map((t) => t - closedAt),
+    };
+    console.log(
+      "cluster: panel events heard on A, B, C (ms after the request): " +
+        Object.entries(delays)
+          .map(([what, ms]) => `${what} ${ms.map((m) => m.toFixed(0)).join("/")}`)
+          .join(", "),
+    );
+    for (const ms of Object.values(delays).flat()) expect(ms).toBeLessThan(1000);
+    // Each event once per panel, not once per node that relayed it.
+    for (const { rpc: panel } of panels) {
+      expect(panel.events.filter((e) => e.name === "clients.online" && e.args.uuid === uuid)).toHaveLength(1);
+    }
+  });
+
   test("SCRAM over REST: begun on one node, finished on another; a finish sent to all three at once wins once", async () => {
     // The exchange is in the database (sign_in_exchanges): any node answers the last step.
     const start = async (base: string) => {

@@ -133,6 +133,7 @@ describe("migrations", () => {
       "0011_throttles",
       "0012_hot_paths",
       "0013_sign_in_exchanges",
+      "0014_registration",
     ]);
     expect(migrate(db)).toEqual([]);
     db.close();

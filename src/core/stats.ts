@@ -109,8 +109,8 @@ export class Stats {
   private prunedHour = Number.NaN;
   private pruneMore = false;
   private timer: ReturnType<typeof setInterval> | undefined;
-  /** A slice of the timer's write is due on the next turn of the event loop. */
-  private slicing = false;
+  /** The timer's write, while it runs (a slice at a time). */
+  private slicing: Promise<void> | null = null;
   private stopped = false;
 
   constructor(
@@ -128,7 +128,9 @@ export class Stats {
       ticks++;
       if (ticks % 10 === 0) this.sample();
       if (ticks % 60 === 0) this.keyChecksDue = true;
-      if (!this.slicing) void this.writeInSlices(onError);
+      this.slicing ??= this.writeInSlices(onError).then(() => {
+        this.slicing = null;
+      });
     }, 1000);
     this.timer.unref?.();
   }
@@ -193,6 +195,8 @@ export class Stats {
     this.sample();
     this.keyChecksDue = true;
     await this.writeSome(Number.POSITIVE_INFINITY);
+    // The rows a slice of the timer's write took out of memory are written when this returns.
+    if (this.slicing) await this.slicing;
   }
 
   /** The dashboard's series over `range`, as far as `viewer` may see them (null where not at all). */
@@ -350,13 +354,10 @@ export class Stats {
    * (as the check counters do, counters.ts).
    */
   private async writeInSlices(onError: (error: unknown) => void): Promise<void> {
-    this.slicing = true;
     try {
       while (!this.stopped && (await this.writeSome(WRITE_SLICE))) await new Promise((resolve) => setImmediate(resolve));
     } catch (error) {
       onError(error);
-    } finally {
-      this.slicing = false;
     }
   }
 }

@@ -1,3 +1,6 @@
+import { insertAuditRow } from "./audit.ts";
+import { claimPresence } from "./nodes.ts";
+import { REQUIRE_AUTH_KEY } from "./settings.ts";
 import type { Param, Sql } from "./sql.ts";
 
 export type KeyStatus = "pending" | "active" | "revoked";
@@ -31,6 +34,46 @@ export interface ClientRow {
   last_seen_at: number;
 }
 
+/** A connected client and the key it was admitted with. */
+export interface Binding {
+  uuid: string;
+  keyId: number;
+}
+
+/** Why a registration is refused (core/enrollment/registration.ts says what each means). */
+export type RegistrationRefusal = "auth_required" | "invalid_key" | "bound_elsewhere" | "key_in_use" | "already_connected";
+
+/** A client's registration as EnrollmentStore.register makes it. */
+export interface Registering {
+  uuid: string;
+  name: string;
+  hostname: string;
+  version: string;
+  os: string;
+  address: string | null;
+  /** The time of the registration, and of its audit entry. */
+  now: number;
+  /** The key sent: null when none was; `hash` is null when it is not a well-formed key. */
+  key: { hash: string | null } | null;
+  /** The client's presence: the node registering it, the claim's id, and the time on the leases' clock. */
+  presence: { nodeId: string; claim: string; leaseNow: number };
+  /** How long after a key's binding another UUID presenting it is told `key_in_use`, not `bound_elsewhere`. */
+  keyInUseMs: number;
+}
+
+export type RegisteringOutcome =
+  | {
+      kind: "registered";
+      /** The key was already bound to this client, or no key was needed. */
+      reconnect: boolean;
+      keyId: number | null;
+      keyGroup: string | null;
+      clientGroup: string | null;
+      /** The reason written in the audit entry. */
+      auditReason: string;
+    }
+  | { kind: "refused"; reason: RegistrationRefusal; keyGroup: string | null };
+
 export interface KeyFilter {
   status?: KeyStatus | undefined;
   /** Only keys whose client group is one of these (viewers). */
@@ -55,14 +98,14 @@ const JSON_STRINGS = {
 };
 
 /**
- * Of (client, key id) pairs given as one JSON parameter, the clients whose key is gone or no
- * longer active for them.
+ * Of (client, key id) pairs given as one JSON parameter, those whose key is gone or no longer
+ * active for the client.
  */
 const REVOKED_BINDINGS = {
-  sqlite: `SELECT j.value ->> '$.uuid' AS uuid FROM json_each(?) j
+  sqlite: `SELECT j.value ->> '$.uuid' AS uuid, j.value ->> '$.keyId' AS "keyId" FROM json_each(?) j
            LEFT JOIN enrollment_keys k ON k.id = j.value ->> '$.keyId'
            WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS NOT j.value ->> '$.uuid'`,
-  postgres: `SELECT j.value ->> 'uuid' AS uuid FROM jsonb_array_elements(CAST(? AS text)::jsonb) j
+  postgres: `SELECT j.value ->> 'uuid' AS uuid, (j.value ->> 'keyId')::bigint AS "keyId" FROM jsonb_array_elements(CAST(? AS text)::jsonb) j
              LEFT JOIN enrollment_keys k ON k.id = (j.value ->> 'keyId')::bigint
              WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS DISTINCT FROM j.value ->> 'uuid'`,
 };
@@ -86,6 +129,89 @@ export class EnrollmentStore {
     if (groups === undefined) return;
     clauses.push(`${column} IN (${JSON_STRINGS[this.sql.dialect]})`);
     params.push(JSON.stringify(groups));
+  }
+
+  /**
+   * A client's registration, durable when this returns (SPEC §3, woho's `client/register`): the
+   * setting read, the key sent locked and judged, the client's presence claimed, the key bound or
+   * its reuse counted, the client row written and the audit entry with it. Every refusal is decided
+   * before anything is written. On PostgreSQL one call (latchkey_register, migration 0014) whose
+   * commit lets the key's row go before the disk write, then the shared Sql.flush; on SQLite the
+   * same statements in one transaction.
+   */
+  async register(r: Registering): Promise<RegisteringOutcome> {
+    if (this.sql.dialect === "postgres") {
+      const row = (await this.sql.get<{
+        outcome: "registered" | RegistrationRefusal;
+        reconnect: boolean | null;
+        key_id: number | null;
+        key_group: string | null;
+        client_group: string | null;
+        audit_reason: string | null;
+      }>("SELECT * FROM latchkey_register(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        r.uuid,
+        r.presence.claim,
+        r.presence.nodeId,
+        r.presence.leaseNow,
+        r.key !== null,
+        r.key?.hash ?? null,
+        r.name,
+        r.hostname,
+        r.version,
+        r.os,
+        r.address,
+        r.now,
+        r.keyInUseMs,
+      ]))!;
+      if (row.outcome !== "registered") return { kind: "refused", reason: row.outcome, keyGroup: row.key_group };
+      await this.sql.flush();
+      return {
+        kind: "registered",
+        reconnect: row.reconnect!,
+        keyId: row.key_id,
+        keyGroup: row.key_group,
+        clientGroup: row.client_group,
+        auditReason: row.audit_reason!,
+      };
+    }
+    return this.sql.transaction(() => this.registerInStatements(r));
+  }
+
+  /** EnrollmentStore.register on SQLite: its transaction's write lock keeps every row as read. */
+  private async registerInStatements(r: Registering): Promise<RegisteringOutcome> {
+    let key: KeyRow | null = null;
+    const refused = (reason: RegistrationRefusal): RegisteringOutcome => ({ kind: "refused", reason, keyGroup: key?.client_group ?? null });
+    const setting = await this.sql.get<{ value: string }>("SELECT value FROM settings WHERE key = ?", [REQUIRE_AUTH_KEY]);
+    let reconnect = true;
+    if (setting !== null && JSON.parse(setting.value) === true) {
+      if (r.key === null) return refused("auth_required");
+      key = r.key.hash === null ? null : await this.keyByHash(r.key.hash);
+      if (key === null || key.status === "revoked") return refused("invalid_key");
+      if (key.status === "pending" && key.expires_at !== null && r.now >= key.expires_at) return refused("invalid_key");
+      if (key.status === "active" && key.client_uuid !== r.uuid) {
+        const racedWinner = key.first_used_at !== null && r.now - key.first_used_at < r.keyInUseMs;
+        return refused(racedWinner ? "key_in_use" : "bound_elsewhere");
+      }
+      reconnect = key.status === "active";
+    }
+    const { nodeId, claim, leaseNow } = r.presence;
+    if (!(await claimPresence(this.sql, r.uuid, nodeId, claim, leaseNow))) return refused("already_connected");
+    if (key !== null) {
+      const counted = reconnect ? await this.recordReuse(key.id, r.uuid, r.now) : await this.bindPending(key.id, r.uuid, r.now);
+      if (!counted) throw new Error(`enrollment key ${key.id} changed under the write lock`);
+    }
+    const auditReason = key === null ? "no key required" : `key ${key.id}${reconnect ? " (reconnect)" : " bound"}`;
+    const clientGroup = await this.upsertClient({ ...r, group: key?.client_group ?? null, keyId: key?.id ?? null });
+    await insertAuditRow(this.sql, {
+      at: r.now,
+      actor: `client:${r.uuid}`,
+      address: r.address,
+      action: "client.register",
+      target: r.uuid,
+      outcome: "success",
+      reason: auditReason,
+    });
+    return { kind: "registered", reconnect, keyId: key?.id ?? null, keyGroup: key?.client_group ?? null, clientGroup, auditReason };
   }
 
   async insertKey(k: {
@@ -193,10 +319,9 @@ export class EnrollmentStore {
    * longer active for them. Goes by the key id each connection was admitted with, not by
    * clients.key_id: deleting a key sets that to NULL (ON DELETE SET NULL), which would hide it.
    */
-  async revokedBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
+  async revokedBindings(bound: Binding[]): Promise<Binding[]> {
     if (bound.length === 0) return [];
-    const rows = await this.sql.all<{ uuid: string }>(REVOKED_BINDINGS[this.sql.dialect], [JSON.stringify(bound)]);
-    return rows.map((r) => r.uuid);
+    return this.sql.all<Binding>(REVOKED_BINDINGS[this.sql.dialect], [JSON.stringify(bound)]);
   }
 
   // Clients
@@ -205,6 +330,7 @@ export class EnrollmentStore {
     return this.sql.get<ClientRow>("SELECT * FROM clients WHERE uuid = ?", [uuid]);
   }
 
+  /** Inserts or updates a client (its group and key kept when none is given); returns its group. */
   async upsertClient(c: {
     uuid: string;
     name: string;
@@ -215,15 +341,17 @@ export class EnrollmentStore {
     os: string;
     address: string | null;
     now: number;
-  }): Promise<void> {
-    await this.sql.run(
+  }): Promise<string | null> {
+    const row = await this.sql.get<{ client_group: string | null }>(
       `INSERT INTO clients (uuid, name, hostname, client_group, key_id, version, os, address, first_seen_at, last_seen_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, hostname = excluded.hostname,
          client_group = coalesce(excluded.client_group, clients.client_group), key_id = coalesce(excluded.key_id, clients.key_id),
-         version = excluded.version, os = excluded.os, address = excluded.address, last_seen_at = excluded.last_seen_at`,
+         version = excluded.version, os = excluded.os, address = excluded.address, last_seen_at = excluded.last_seen_at
+       RETURNING client_group`,
       [c.uuid, c.name, c.hostname, c.group, c.keyId, c.version, c.os, c.address, c.now, c.now],
     );
+    return row!.client_group;
   }
 
   async touchClient(uuid: string, now: number): Promise<void> {

@@ -1,5 +1,21 @@
 import type { Sql } from "./sql.ts";
 
+/**
+ * Marks a client online on `nodeId`, unless a node whose lease still runs at `now` holds it: one
+ * statement, so that of two nodes claiming one client at once exactly one wins. In the caller's
+ * transaction when there is one (NodeStore's, and a registration's).
+ */
+export async function claimPresence(sql: Sql, uuid: string, nodeId: string, claim: string, now: number): Promise<boolean> {
+  const changed = await sql.run(
+    `INSERT INTO client_presence (uuid, node_id, claim, since) VALUES (?, ?, ?, ?)
+     ON CONFLICT (uuid) DO UPDATE SET node_id = excluded.node_id, claim = excluded.claim, since = excluded.since
+     WHERE client_presence.node_id = excluded.node_id
+        OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = client_presence.node_id AND n.lease_until > ?)`,
+    [uuid, nodeId, claim, now, now],
+  );
+  return changed === 1;
+}
+
 /** Queries over `nodes` and `client_presence` (migration 0010). */
 export class NodeStore {
   constructor(private readonly sql: Sql) {}
@@ -22,19 +38,9 @@ export class NodeStore {
     return this.sql.run("DELETE FROM nodes WHERE lease_until < ?", [before]);
   }
 
-  /**
-   * Marks a client online on `nodeId`, unless a node whose lease still runs holds it: one
-   * statement, so that of two nodes claiming one client at once exactly one wins.
-   */
-  async claim(uuid: string, nodeId: string, claim: string, now: number): Promise<boolean> {
-    const changed = await this.sql.run(
-      `INSERT INTO client_presence (uuid, node_id, claim, since) VALUES (?, ?, ?, ?)
-       ON CONFLICT (uuid) DO UPDATE SET node_id = excluded.node_id, claim = excluded.claim, since = excluded.since
-       WHERE client_presence.node_id = excluded.node_id
-          OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = client_presence.node_id AND n.lease_until > ?)`,
-      [uuid, nodeId, claim, now, now],
-    );
-    return changed === 1;
+  /** See claimPresence. */
+  claim(uuid: string, nodeId: string, claim: string, now: number): Promise<boolean> {
+    return claimPresence(this.sql, uuid, nodeId, claim, now);
   }
 
   /** Ends one registration's claim (a newer registration of the client holds its own). */

@@ -1,5 +1,12 @@
 import type { Sql } from "./sql.ts";
 
+/**
+ * Whether a registration needs a pre-shared key (woho's `require_auth_key`, false when unset): read
+ * by a registration in its own statements (EnrollmentStore.register), so that a change applies to
+ * the very next one on every node.
+ */
+export const REQUIRE_AUTH_KEY = "require_auth_key";
+
 /** Key/value settings stored as JSON, read fresh each time so changes by another process apply at once. */
 export class SettingsStore {
   constructor(private readonly sql: Sql) {}

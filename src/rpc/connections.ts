@@ -12,6 +12,7 @@ import { stillValid, type CertificateIdentity } from "../core/ca/identity.ts";
 import { AppError, reportError, unauthorized } from "../core/errors.ts";
 import { describeIssue, issueField } from "../core/validation.ts";
 import type { Principal } from "../core/sessions.ts";
+import type { Binding } from "../core/enrollment/index.ts";
 import type { Services } from "../core/services.ts";
 import type { GaugeSample } from "../core/stats.ts";
 import type { Logger } from "../log.ts";
@@ -108,6 +109,9 @@ export class Connections {
   private readonly byClient = new Map<string, Connection>();
   /** Per source address, its sockets not yet identified. */
   private readonly unidentified = new Map<string, number>();
+  /** Bindings waiting for their check after registration, and whether one runs (see checkBinding). */
+  private bindingsToCheck: Binding[] = [];
+  private checkingBindings = false;
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   /** Says whether another process or node has written since it was last asked. */
   private readonly otherWriters: () => boolean;
@@ -319,14 +323,30 @@ export class Connections {
       .catch((error: unknown) => this.log.error("recording a client offline failed", { uuid, error: String(error) }));
   }
 
-  /** Kicks those of these bound clients whose key is no longer theirs. */
-  private async kickLost(bound: { uuid: string; keyId: number }[]): Promise<void> {
-    try {
-      const lost = await this.services.enrollment.lostBindings(bound);
-      if (lost.length > 0) this.kickClients(lost, REFUSAL_MESSAGES.invalid_key);
-    } catch (error) {
-      this.log.error("checking clients' keys failed", { error: String(error) });
+  /** Kicks those of these bound clients whose key is no longer theirs (still connected with that key). */
+  private async kickLost(bound: Binding[]): Promise<void> {
+    for (const { uuid, keyId } of await this.services.enrollment.lostBindings(bound)) {
+      this.kickClients([uuid], REFUSAL_MESSAGES.invalid_key, keyId);
     }
+  }
+
+  /**
+   * A client just registered with a key: a revocation committed after its registration but before
+   * its connection was listed kicked nobody, so its key is checked once more. Checks are shared:
+   * the bindings listed while one runs go together in the next, which begins after they were.
+   */
+  private checkBinding(binding: Binding): void {
+    this.bindingsToCheck.push(binding);
+    if (this.checkingBindings) return;
+    this.checkingBindings = true;
+    void (async () => {
+      while (this.bindingsToCheck.length > 0) {
+        await this.kickLost(this.bindingsToCheck.splice(0)).catch((error: unknown) =>
+          this.log.error("checking clients' keys failed", { error: String(error) }),
+        );
+      }
+      this.checkingBindings = false;
+    })();
   }
 
   /** Closes these clients' sockets; with keyId, only those admitted with that key. */
@@ -428,7 +448,7 @@ export class Connections {
               }
               this.byClient.set(uuid, connection);
               // A revocation committed after the registration but before this listing kicked nobody.
-              if (keyId !== null) void this.kickLost([{ uuid, keyId }]);
+              if (keyId !== null) this.checkBinding({ uuid, keyId });
             },
           },
         },
@@ -483,10 +503,9 @@ export class Connections {
   /** Another process (the CLI) may have deleted users or sessions: close what no longer exists. */
   private async watchDatabase(): Promise<void> {
     if (!this.otherWriters()) return;
-    const bound: { uuid: string; keyId: number }[] = [];
+    const bound: Binding[] = [];
     for (const [uuid, c] of this.byClient) if (c.clientKeyId !== null) bound.push({ uuid, keyId: c.clientKeyId });
-    const lost = await this.services.enrollment.lostBindings(bound);
-    if (lost.length > 0) this.kickClients(lost, REFUSAL_MESSAGES.invalid_key);
+    await this.kickLost(bound);
     // Sessions that ran out are not ended ones, even if their rows are gone by now.
     await this.expireRanOut();
     const ids = [...this.bySession.keys()];

@@ -5,7 +5,7 @@
  * woho table), `clients.ts` (enrolled clients) and `presence.ts` (who is online, as the
  * WebSocket layer tells). `db/enrollment.ts` holds their SQL.
  */
-import type { EnrollmentStore, KeyStatus } from "../../db/enrollment.ts";
+import type { Binding, EnrollmentStore, KeyStatus } from "../../db/enrollment.ts";
 import type { NodeStore } from "../../db/nodes.ts";
 import type { SettingsStore } from "../../db/settings.ts";
 import type { Sql } from "../../db/sql.ts";
@@ -21,6 +21,7 @@ import { Presence } from "./presence.ts";
 import { Registration, type RegisterArgs, type RegistrationOutcome } from "./registration.ts";
 import { EnrollmentSettings, type EnrollmentSettingsView } from "./settings.ts";
 
+export type { Binding } from "../../db/enrollment.ts";
 export type { ClientView } from "./clients.ts";
 export { DEFAULT_MTLS_PORT, type InstallTarget, type KeyList, type KeyView } from "./keys.ts";
 export { KEY_IN_USE_WINDOW_MS, type RefusalReason, type RegistrationOutcome } from "./registration.ts";
@@ -46,7 +47,7 @@ export class Enrollment {
     this.settings = new EnrollmentSettings(settings, audit, events);
     this.keys = new EnrollmentKeys(sql, store, audit, events, clock);
     this.presence = new Presence(store, presence.nodes, presence.nodeId, events, clock);
-    this.registration = new Registration(sql, store, this.settings, this.presence, audit, events, clock, stats);
+    this.registration = new Registration(sql, store, this.presence, audit, events, clock, stats);
     this.clients = new EnrollmentClients(sql, store, this.presence, audit, events);
   }
 
@@ -111,7 +112,7 @@ export class Enrollment {
   disconnected(uuid: string, claim: string): Promise<void> {
     return this.presence.disconnected(uuid, claim);
   }
-  lostBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
+  lostBindings(bound: Binding[]): Promise<Binding[]> {
     return this.presence.lostBindings(bound);
   }
 }

@@ -3,7 +3,7 @@
  * in the database so that every node (and the admin CLI) sees it: a client is online on one node
  * at a time, and a node that dies frees its clients once its lease runs out (core/nodes.ts).
  */
-import type { EnrollmentStore } from "../../db/enrollment.ts";
+import type { Binding, EnrollmentStore } from "../../db/enrollment.ts";
 import type { NodeStore } from "../../db/nodes.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import type { EventHub } from "../events.ts";
@@ -27,6 +27,11 @@ export class Presence {
     return this.nodes.claim(uuid, this.nodeId, claim, this.leaseClock());
   }
 
+  /** What a registration made by the store claims (EnrollmentStore.register): this node, its claim, the lease clock's time. */
+  claiming(claim: string): { nodeId: string; claim: string; leaseNow: number } {
+    return { nodeId: this.nodeId, claim, leaseNow: this.leaseClock() };
+  }
+
   /** Clients online on any live node. */
   online(): Promise<string[]> {
     return this.nodes.online(this.leaseClock());
@@ -48,7 +53,7 @@ export class Presence {
    * Connected clients whose key (the one each was admitted with) was revoked, reset or deleted,
    * by this process or another.
    */
-  lostBindings(bound: { uuid: string; keyId: number }[]): Promise<string[]> {
+  lostBindings(bound: Binding[]): Promise<Binding[]> {
     return this.store.revokedBindings(bound);
   }
 }

@@ -1,5 +1,5 @@
 /** The `require_auth_key` setting: read afresh by every registration, so a change needs no restart. */
-import type { SettingsStore } from "../../db/settings.ts";
+import { REQUIRE_AUTH_KEY, type SettingsStore } from "../../db/settings.ts";
 import type { Actor } from "../accounts.ts";
 import type { Audit } from "../audit.ts";
 import type { EventHub } from "../events.ts";
@@ -14,7 +14,7 @@ export class EnrollmentSettings {
   ) {}
 
   async requireAuthKey(): Promise<boolean> {
-    return (await this.store.get<boolean>("require_auth_key")) ?? false;
+    return (await this.store.get<boolean>(REQUIRE_AUTH_KEY)) ?? false;
   }
 
   async get(): Promise<EnrollmentSettingsView> {
@@ -23,7 +23,7 @@ export class EnrollmentSettings {
 
   async update(actor: Actor, changes: { require_auth_key?: boolean | undefined }): Promise<EnrollmentSettingsView> {
     if (changes.require_auth_key !== undefined) {
-      await this.store.set("require_auth_key", changes.require_auth_key);
+      await this.store.set(REQUIRE_AUTH_KEY, changes.require_auth_key);
       await this.audit.record({
         actor: actor.name,
         address: actor.address,

@@ -15,6 +15,7 @@ import nodes from "./0010_nodes.sql" with { type: "text" };
 import throttles from "./0011_throttles.sql" with { type: "text" };
 import hotPaths from "./0012_hot_paths.sql" with { type: "text" };
 import signInExchanges from "./0013_sign_in_exchanges.sql" with { type: "text" };
+import registration from "./0014_registration.sql" with { type: "text" };
 
 export interface Migration {
   name: string;
@@ -35,4 +36,5 @@ export const migrations: readonly Migration[] = [
   { name: "0011_throttles", sql: throttles },
   { name: "0012_hot_paths", sql: hotPaths },
   { name: "0013_sign_in_exchanges", sql: signInExchanges },
+  { name: "0014_registration", sql: registration },
 ];
