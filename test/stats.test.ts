@@ -13,10 +13,12 @@ import { loadConfig, serverFlags } from "../src/config.ts";
 import { HOUR_MS, Stats } from "../src/core/stats.ts";
 import { openDatabase } from "../src/db/open.ts";
 import { StatsStore } from "../src/db/stats.ts";
+import { openPostgresStorage, openSqliteStorage } from "../src/db/storage.ts";
 import { SqliteSql } from "../src/db/sql.ts";
 import { silentLogger } from "../src/log.ts";
 import type { RunningServer } from "../src/server.ts";
 import { startServer } from "../src/server.ts";
+import { freshDatabase } from "./postgres.ts";
 import {
   ADMIN_PASSWORD,
   call,
@@ -26,6 +28,7 @@ import {
   manualClock,
   RpcClient,
   startTestServer,
+  TEST_BACKEND,
   TEST_ENV,
   tempDir,
   type TestServer,
@@ -358,6 +361,61 @@ describe("what the routes refuse", () => {
 });
 
 describe("writing and retention", () => {
+  test("writers at once (nodes on one database): counts add up, peaks keep the highest, old hours go, new rows stay", async () => {
+    // On PostgreSQL two storages on one database, as two nodes; on SQLite one process's storage.
+    const dir = tempDir();
+    const storages =
+      TEST_BACKEND === "postgres"
+        ? await freshDatabase().then((url) => Promise.all([openPostgresStorage(url), openPostgresStorage(url)]))
+        : [openSqliteStorage(dir.path, { create: true })];
+    try {
+      const stores = [0, 1].map((w) => new StatsStore(storages[w % storages.length]!.sql));
+      const sql = storages[0]!.sql;
+      const hour = Date.parse("2027-05-01T12:00:00.000Z");
+      const old = hour - 401 * 24 * HOUR_MS;
+      const retention = { before: hour - 400 * 24 * HOUR_MS, limit: 10 };
+      await stores[0]!.write(
+        Array.from({ length: 30 }, (_, i) => ({ scope: `license:${i}`, metric: "checks_ok", hour: old, value: 1 })),
+        [],
+      );
+      const pruned = await Promise.all(
+        stores.flatMap((store, w) =>
+          Array.from({ length: 20 }, (_, i) =>
+            store.write(
+              [
+                { scope: "", metric: "checks_ok", hour, value: 1 },
+                { scope: "app:1", metric: "checks_ok", hour, value: 2 },
+              ],
+              [{ scope: "", metric: "clients_online", hour, value: w * 100 + i }],
+              retention,
+            ),
+          ),
+        ),
+      );
+      const value = async (scope: string, metric: string, at: number) =>
+        (
+          await sql.get<{ value: number }>("SELECT value FROM stats_hourly WHERE scope = ? AND metric = ? AND hour = ?", [
+            scope,
+            metric,
+            at,
+          ])
+        )?.value;
+      expect(await value("", "checks_ok", hour)).toBe(40);
+      expect(await value("app:1", "checks_ok", hour)).toBe(80);
+      expect(await value("", "clients_online", hour)).toBe(119);
+      expect(pruned.reduce((a, b) => a + b, 0)).toBe(30);
+      expect(await sql.get("SELECT count(*) AS n FROM stats_hourly WHERE scope LIKE 'license:%'")).toEqual({ n: 0 });
+      // An hour past retention counted late is written, not pruned by the same write; the next write prunes it.
+      expect(await stores[1]!.write([{ scope: "app:9", metric: "checks_ok", hour: old, value: 5 }], [], retention)).toBe(0);
+      expect(await value("app:9", "checks_ok", old)).toBe(5);
+      expect(await stores[0]!.write([], [], retention)).toBe(1);
+      expect(await value("app:9", "checks_ok", old)).toBeUndefined();
+    } finally {
+      for (const storage of storages) await storage.close();
+      dir.remove();
+    }
+  });
+
   test("roll-ups older than 400 days go, at most 10,000 rows per write, and only once an hour unless more are left", async () => {
     const dir = tempDir();
     const db = openDatabase(dir.path, { create: true });

@@ -293,10 +293,43 @@ interface Charged {
   generator?: number;
 }
 
+/**
+ * What a process of the PostgreSQL cluster does, from its title (`postgres: walwriter`, or for a
+ * connection `postgres: USER DATABASE HOST(PORT) STATE`); the postmaster's own time includes that
+ * of its children that exited (autovacuum workers, connections closed).
+ */
+function postgresKind(pid: number, postmaster: number): string {
+  if (pid === postmaster) return "postmaster and exited processes";
+  let title: string;
+  try {
+    title = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim();
+  } catch {
+    return "gone";
+  }
+  const kind = title.replace(/^postgres:\s*/, "");
+  if (
+    /^(checkpointer|background writer|walwriter|autovacuum launcher|autovacuum worker|logical replication launcher|stats collector)/.test(
+      kind,
+    )
+  )
+    return kind.replace(/^(autovacuum worker).*/, "$1");
+  return "connections";
+}
+
+/** CPU microseconds of the cluster's processes by kind (postgresKind). */
+function postgresParts(table: Map<number, ProcEntry>, postmaster: number): Map<string, number> {
+  const parts = new Map<string, number>();
+  const add = (kind: string, us: number) => parts.set(kind, (parts.get(kind) ?? 0) + us);
+  add(postgresKind(postmaster, postmaster), ((table.get(postmaster)?.ticks ?? 0) / CLOCK_TICKS) * 1e6);
+  for (const [pid, entry] of table) if (entry.ppid === postmaster) add(postgresKind(pid, postmaster), treeCpuUs(table, [pid]));
+  return parts;
+}
+
 interface CpuReading {
   nodesUs: number;
   nginxUs: number;
   postgresUs: number;
+  postgresParts: Map<string, number>;
   generatorUs: number;
   machineUs: number;
   at: number;
@@ -308,6 +341,7 @@ function readCpu(charged: Charged): CpuReading {
     nodesUs: treeCpuUs(table, charged.nodes),
     nginxUs: charged.nginx === null ? 0 : treeCpuUs(table, [charged.nginx]),
     postgresUs: charged.postgres === null ? 0 : treeCpuUs(table, [charged.postgres]),
+    postgresParts: charged.postgres === null ? new Map() : postgresParts(table, charged.postgres),
     generatorUs: charged.generator === undefined ? 0 : treeCpuUs(table, [charged.generator]),
     machineUs: machineBusyUs(),
     at: performance.now(),
@@ -322,6 +356,8 @@ interface CpuPerRequest {
   otherPercent: number;
   /** Each node's share of the nodes' CPU (C only). */
   nodeShares: number[];
+  /** PostgreSQL only: the share of its CPU each kind of process took (postgresKind), largest first. */
+  postgresShares: [string, number][];
 }
 
 function cpuPerRequest(
@@ -348,6 +384,13 @@ function cpuPerRequest(
     postgresUs: charged.postgres === null ? null : postgres / n,
     otherPercent: Math.max(0, (other / (wallUs * availableParallelism())) * 100),
     nodeShares: total > 0 ? perNode.map((value) => value / total) : [],
+    postgresShares:
+      postgres > 0
+        ? [...after.postgresParts]
+            .map(([kind, us]): [string, number] => [kind, (us - (before.postgresParts.get(kind) ?? 0)) / postgres])
+            .filter(([, share]) => share >= 0.005)
+            .sort((a, b) => b[1] - a[1])
+        : [],
   };
 }
 
@@ -1196,6 +1239,12 @@ async function main(): Promise<number> {
       `${r.configuration.id} activate over ${r.spread.keys} keys: ${thousands(r.spread.acknowledged2xx)} 2xx in ` +
         `${r.spread.result.seconds.toFixed(2)} s; the keys' seat counters through the API: ${thousands(r.spread.stored)}`,
     );
+    const parts = (cpu: CpuPerRequest) => cpu.postgresShares.map(([kind, share]) => `${kind} ${(share * 100).toFixed(0)}%`).join(", ");
+    if (r.configuration.postgres) {
+      lines.push(
+        `${r.configuration.id} PostgreSQL's CPU by process: activate: ${parts(r.activate.cpu)}; register: ${parts(r.registration.cpu)}`,
+      );
+    }
     for (const [scenario, text] of Object.entries(r.waits)) {
       if (text) lines.push(`${r.configuration.id} ${scenario}: the nodes' busy PostgreSQL connections, sampled every 0.5 s: ${text}`);
     }

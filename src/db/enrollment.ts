@@ -99,15 +99,18 @@ const JSON_STRINGS = {
 
 /**
  * Of (client, key id) pairs given as one JSON parameter, those whose key is gone or no longer
- * active for the client.
+ * active for the client. On PostgreSQL each pair looks its key up by id (LATERAL … LIMIT 1): the
+ * planner, taking the array for a hundred rows, would otherwise read every key into a hash table
+ * for the one or two pairs a registration checks (1.7 ms a call with 10,000 keys).
  */
 const REVOKED_BINDINGS = {
   sqlite: `SELECT j.value ->> '$.uuid' AS uuid, j.value ->> '$.keyId' AS "keyId" FROM json_each(?) j
            LEFT JOIN enrollment_keys k ON k.id = j.value ->> '$.keyId'
            WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS NOT j.value ->> '$.uuid'`,
-  postgres: `SELECT j.value ->> 'uuid' AS uuid, (j.value ->> 'keyId')::bigint AS "keyId" FROM jsonb_array_elements(CAST(? AS text)::jsonb) j
-             LEFT JOIN enrollment_keys k ON k.id = (j.value ->> 'keyId')::bigint
-             WHERE k.id IS NULL OR k.status <> 'active' OR k.client_uuid IS DISTINCT FROM j.value ->> 'uuid'`,
+  postgres: `SELECT j.uuid, j."keyId" FROM
+               (SELECT value ->> 'uuid' AS uuid, (value ->> 'keyId')::bigint AS "keyId" FROM jsonb_array_elements(CAST(? AS text)::jsonb)) j
+             LEFT JOIN LATERAL (SELECT status, client_uuid FROM enrollment_keys WHERE id = j."keyId" LIMIT 1) k ON true
+             WHERE k.status IS NULL OR k.status <> 'active' OR k.client_uuid IS DISTINCT FROM j.uuid`,
 };
 
 const LOCKED_KEY = {
