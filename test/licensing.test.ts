@@ -1355,6 +1355,43 @@ describe("license keys over REST", () => {
     }
   });
 
+  test("under a steady stream of checks the timer writes what it found pending, about once a second, not without pause", async () => {
+    const s = await startTestServer();
+    try {
+      const token = await login(s.url);
+      const app = (await call(s.url, "POST", "/api/apps", { token, body: { name: "Steady" } })).body;
+      const c = (await call(s.url, "POST", "/api/licenses", { token, body: { app_id: app.id, activations: 1 } })).body;
+      expect((await wire(s.url, "json", "POST", "/api/activate", { token: c.token, hwid: "hw-1" })).status).toBe(201);
+      const licensing = s.services.licensing;
+      await licensing.flush();
+      // The counters' writes (and on SQLite the roll-ups') are the transactions that need not wait for the disk.
+      // On PostgreSQL, where each write awaits the server while checks go on, chasing every new check
+      // wrote without pause (146 writes here).
+      const sql = s.services.storage.sql;
+      const transaction = sql.transaction.bind(sql);
+      let batched = 0;
+      sql.transaction = (fn, options) => {
+        if (options?.durable === false) batched++;
+        return transaction(fn, options);
+      };
+      let checks = 0;
+      const until = Date.now() + 2500;
+      while (Date.now() < until) {
+        expect((await licensing.check({ token: c.token, hwid: "hw-1" }, "10.0.0.1")).kind).toBe("ok");
+        checks++;
+        await Bun.sleep(1);
+      }
+      await licensing.flush();
+      sql.transaction = transaction;
+      console.log(`licensing: ${checks} checks over 2.5 s took ${batched} batched writes`);
+      // Two or three ticks of each timer, and the flush.
+      expect(batched).toBeLessThanOrEqual(10);
+      expect((await call(s.url, "GET", `/api/licenses/${c.id}`, { token })).body.total_checks).toBe(checks);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("the caller's address is read only when needed: once per machine between flushes, always for unknown tokens", async () => {
     // A server of its own: the shared one's per-address throttle already holds failures, and then
     // every check must read the address.

@@ -279,6 +279,14 @@ export class Stats {
     else if (value > pending.value) pending.value = value;
   }
 
+  /** How many rows a write of everything would take now. */
+  private heldRows(): number {
+    let rows = this.peaks.size;
+    for (const byKey of this.counts.values()) rows += byKey.size;
+    if (this.keyChecksDue) for (const byKey of this.keyChecks.values()) rows += byKey.size;
+    return rows;
+  }
+
   /** Takes up to `limit` counts out of memory, as rows to write. */
   private takeCounts(limit: number): StatsRow[] {
     const rows: StatsRow[] = [];
@@ -354,8 +362,11 @@ export class Stats {
    * (as the check counters do, counters.ts).
    */
   private async writeInSlices(onError: (error: unknown) => void): Promise<void> {
+    // The rows held now, and no more: under a steady stream of events there is always something new
+    // to write, and what comes meanwhile waits for the next second's write.
+    let slices = Math.ceil(this.heldRows() / WRITE_SLICE);
     try {
-      while (!this.stopped && (await this.writeSome(WRITE_SLICE))) await new Promise((resolve) => setImmediate(resolve));
+      while (!this.stopped && (await this.writeSome(WRITE_SLICE)) && --slices > 0) await new Promise((resolve) => setImmediate(resolve));
     } catch (error) {
       onError(error);
     }

@@ -127,8 +127,12 @@ export class CheckCounters {
    * meanwhile (on SQLite, other statements wait while a transaction is open).
    */
   private async flushInSlices(onError: (error: unknown) => void): Promise<void> {
+    // What is pending now, and no more: under a steady stream of checks there is always something
+    // new, and chasing it would write without pause (on several nodes, each queuing on the same
+    // key's row). What is counted meanwhile waits for the next second's flush.
+    let slices = Math.ceil(Math.max(this.keys.size, this.machines.size) / FLUSH_SLICE);
     try {
-      while (await this.flushSlice()) await new Promise((resolve) => setImmediate(resolve));
+      while (slices-- > 0 && (await this.flushSlice())) await new Promise((resolve) => setImmediate(resolve));
     } catch (error) {
       onError(error);
     }
