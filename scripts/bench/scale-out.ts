@@ -22,7 +22,10 @@
  *    seat counters;
  *  - `--clients` (10,000) registrations over WebSockets (ws-clients.ts, a separate Bun process), each
  *    client with its own pre-shared key made through `POST /api/keys` (100 per call), with
- *    `require_auth_key` on (`PATCH /api/settings`), `--ws-concurrency` (64) in flight; through nginx for C.
+ *    `require_auth_key` on (`PATCH /api/settings`), `--ws-concurrency` (64) in flight; through nginx for C;
+ *  - host reports (`POST /api/hosts/{host}/client`) over keep-alive mutual TLS, 64 connections, to
+ *    each node's own mTLS listener (mtls-load.ts, one per node: mTLS is not proxied), one host
+ *    registered and issued a bundle through the API.
  *
  * CPU per request: utime + stime (+ the reaped children's) from /proc/PID/stat of every latchkey node,
  * of nginx (master and workers) and of the PostgreSQL cluster (the postmaster and every process under
@@ -52,12 +55,17 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { postgresBin } from "../../test/postgres.ts";
+import { issueHostBundles } from "./mtls.ts";
+import type { LoadReport } from "./mtls-load.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
 const BINARY = join(ROOT, "dist", "latchkey");
 const BASELINE_SCRIPT = join(import.meta.dir, "baseline.ts");
 const ACTIVATE_SCRIPT = join(import.meta.dir, "activate.lua");
 const WS_CLIENTS_SCRIPT = join(import.meta.dir, "ws-clients.ts");
+const MTLS_LOAD_SCRIPT = join(import.meta.dir, "mtls-load.ts");
+/** The host whose reports the `reports` scenario sends (registered through the API, its bundle issued). */
+const REPORT_HOST = "reports.bench.test";
 const WRK = "/usr/bin/wrk";
 const NGINX = "/usr/sbin/nginx";
 const HOST = "127.0.0.1";
@@ -603,7 +611,12 @@ http {
 // ---------------------------------------------------------------------------------------------
 // latchkey and its API.
 
-async function startNode(dataDir: string, password: string, log: string, extra: string[]): Promise<{ child: Subprocess; url: string }> {
+async function startNode(
+  dataDir: string,
+  password: string,
+  log: string,
+  extra: string[],
+): Promise<{ child: Subprocess; url: string; mtlsUrl: string }> {
   mkdirSync(dataDir, { recursive: true });
   // A port that was free a moment ago can be taken meanwhile (it is from the ephemeral range, where
   // outgoing connections get theirs): the node then refuses to start, and another pair is tried.
@@ -617,7 +630,7 @@ async function startNode(dataDir: string, password: string, log: string, extra: 
     const url = `http://${HOST}:${port}`;
     try {
       await waitUntilServing(`${url}/healthz`, child, 60_000, log);
-      return { child, url };
+      return { child, url, mtlsUrl: `https://${HOST}:${mtlsPort}` };
     } catch (error) {
       await stopProcess(child);
       if (attempt >= 3 || !tail(log, 3).includes("cannot listen on")) throw error;
@@ -776,6 +789,67 @@ interface Spread {
   stored: number;
 }
 
+/**
+ * Host reports (`POST /api/hosts/{host}/client`, the woodstock seed's agent call) over keep-alive
+ * mutual TLS to every node's own listener at once: mTLS is not proxied (the node must see the client
+ * certificate), so one mtls-load.ts per node, the 64 connections shared out. One host, registered
+ * and issued a bundle through the API. A warm-up round, then the measured one; CPU is read around
+ * the generators (their connection set-up included, as with wrk). p50 is the generators' weighted
+ * by their answers, p99 the highest.
+ */
+async function measureHostReports(
+  options: Options,
+  dir: string,
+  base: string,
+  token: string,
+  listeners: string[],
+  charged: Charged,
+): Promise<WrkResult> {
+  const bundle = join(dir, "report-bundle");
+  await issueHostBundles(base, token, [REPORT_HOST], bundle);
+  const load = async (seconds: number): Promise<WrkResult> => {
+    const perNodeBefore = perNodeCpu(charged.nodes);
+    const before = readCpu(charged);
+    const generators = listeners.map((listener, i) => {
+      const connections = Math.floor(WRK_CONNECTIONS / listeners.length) + (i < WRK_CONNECTIONS % listeners.length ? 1 : 0);
+      return spawnTracked(
+        [
+          process.execPath,
+          MTLS_LOAD_SCRIPT,
+          ...["--url", `${listener}/api/hosts/${REPORT_HOST}/client`, "--ca", join(bundle, "rootCA.pem")],
+          ...["--cert", join(bundle, `${REPORT_HOST}_https.pem`), "--key", join(bundle, `${REPORT_HOST}_https.key`)],
+          ...["--connections", String(connections), "--duration", String(seconds)],
+        ],
+        { stdout: "pipe" },
+      );
+    });
+    const outputs = await Promise.all(generators.map((g) => new Response(g.stdout as ReadableStream<Uint8Array>).text()));
+    const codes = await Promise.all(generators.map((g) => g.exited));
+    const after = readCpu(charged);
+    const perNodeAfter = perNodeCpu(charged.nodes);
+    const reports = outputs.map((output, i) => {
+      if (codes[i] !== 0) throw new Error(`mtls-load.ts for ${listeners[i]} exited with ${codes[i]}:\n${output}`);
+      return JSON.parse(output.trim().split("\n").at(-1)!) as LoadReport;
+    });
+    const requests = reports.reduce((sum, r) => sum + r.requests, 0);
+    const errors = reports.flatMap((r) => Object.entries(r.errors).map(([kind, n]) => `${kind}: ${n}`));
+    const generatorUs = generators.reduce((sum, g) => sum + Number(g.resourceUsage()?.cpuTime.total ?? 0), 0);
+    return {
+      requests,
+      seconds: Math.max(...reports.map((r) => r.seconds)),
+      requestsPerSecond: reports.reduce((sum, r) => sum + r.requestsPerSecond, 0),
+      p50Ms: reports.reduce((sum, r) => sum + r.latencyMs.p50 * r.requests, 0) / Math.max(1, requests),
+      p99Ms: Math.max(...reports.map((r) => r.latencyMs.p99)),
+      non2xx: reports.reduce((sum, r) => sum + r.non2xx, 0),
+      socketErrors: errors.length > 0 ? errors.join(", ") : null,
+      scriptLines: [],
+      cpu: cpuPerRequest(before, after, requests, charged, generatorUs, perNodeBefore, perNodeAfter),
+    };
+  };
+  if (options.warmup > 0) await load(options.warmup);
+  return load(options.duration);
+}
+
 interface ConfigurationResult {
   configuration: Configuration;
   baseline: WrkResult;
@@ -786,6 +860,7 @@ interface ConfigurationResult {
   durability: Durability;
   spread: Spread;
   registration: Registration;
+  reports: WrkResult;
   /** PostgreSQL only: what the nodes' busy connections waited for, per scenario. */
   waits: Record<string, string>;
   problems: string[];
@@ -816,7 +891,7 @@ async function measureConfiguration(
   }
   const waits: Record<string, string> = {};
   if (configuration.nginx) extra.push("--trusted-proxy", `${HOST}/32`);
-  const nodes: Array<{ child: Subprocess; url: string }> = [];
+  const nodes: Array<{ child: Subprocess; url: string; mtlsUrl: string }> = [];
   // One after the other: the first applies the migrations and makes the admin account.
   for (let i = 1; i <= configuration.nodes; i++) {
     nodes.push(await startNode(join(dir, `node${i}`), password, join(dir, `node${i}.log`), extra));
@@ -953,7 +1028,21 @@ async function measureConfiguration(
     if (registration.activeKeys !== registration.ok) {
       problems.push(`${configuration.id} register: ${registration.ok} acknowledged but ${registration.activeKeys} keys active`);
     }
-    return { configuration, baseline, proxiedBaseline, check, activate, durability, spread, registration, waits, problems };
+    // Host reports over mutual TLS, straight to the nodes.
+    process.stdout.write(`scale-out: ${configuration.label}: host reports over mTLS\n`);
+    const reportSampler = sampleWaits(databaseUrl);
+    const reports = await measureHostReports(
+      options,
+      dir,
+      base,
+      token,
+      nodes.map((node) => node.mtlsUrl),
+      charged,
+    );
+    waits.reports = await reportSampler.stop();
+    if (reports.non2xx > 0) problems.push(`${configuration.id} reports: ${reports.non2xx} non-2xx replies`);
+    if (reports.socketErrors) problems.push(`${configuration.id} reports: ${reports.socketErrors}`);
+    return { configuration, baseline, proxiedBaseline, check, activate, durability, spread, registration, reports, waits, problems };
   } catch (error) {
     for (const [i, node] of nodes.entries()) {
       if (node.child.exitCode !== null || node.child.signalCode !== null) {
@@ -1239,6 +1328,16 @@ async function main(): Promise<number> {
       cpuCell(r.registration.cpu),
       `${r.registration.cpu.otherPercent.toFixed(0)}%`,
     ]);
+    rows.push([
+      label,
+      `host reports over mTLS, keep-alive, to ${r.configuration.nodes === 1 ? "the node" : "each node"}`,
+      thousands(r.reports.requestsPerSecond),
+      `${ms(r.reports.p50Ms)} ms`,
+      `${ms(r.reports.p99Ms)} ms`,
+      "n/a",
+      cpuCell(r.reports.cpu),
+      `${r.reports.cpu.otherPercent.toFixed(0)}%`,
+    ]);
   }
   const lines: string[] = [
     "",
@@ -1283,7 +1382,8 @@ async function main(): Promise<number> {
     const parts = (cpu: CpuPerRequest) => cpu.postgresShares.map(([kind, share]) => `${kind} ${(share * 100).toFixed(0)}%`).join(", ");
     if (r.configuration.postgres) {
       lines.push(
-        `${r.configuration.id} PostgreSQL's CPU by process: activate: ${parts(r.activate.cpu)}; register: ${parts(r.registration.cpu)}`,
+        `${r.configuration.id} PostgreSQL's CPU by process: activate: ${parts(r.activate.cpu)}; ` +
+          `register: ${parts(r.registration.cpu)}; reports: ${parts(r.reports.cpu)}`,
       );
     }
     for (const [scenario, text] of Object.entries(r.waits)) {
@@ -1293,7 +1393,7 @@ async function main(): Promise<number> {
       const share = (cpu: CpuPerRequest) => cpu.nodeShares.map((s) => `${(s * 100).toFixed(0)}%`).join(" / ");
       lines.push(
         `${r.configuration.id} nodes' shares of the nodes' CPU: check ${share(r.check.cpu)}, activate ${share(r.activate.cpu)}, ` +
-          `register ${share(r.registration.cpu)}`,
+          `register ${share(r.registration.cpu)}, reports ${share(r.reports.cpu)}`,
       );
     }
   }
