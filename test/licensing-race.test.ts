@@ -7,25 +7,31 @@
  * completion on one thread, and an in-process server would share that thread with this test's
  * client, so requests would merely queue behind each other. Here the servers are their own
  * processes (spawnLatchkey), the test fires real HTTP at them from outside, and there are TWO
- * servers on the same data directory, with the requests of each round spread across both: the
- * activations then truly interleave at the database, where only `BEGIN IMMEDIATE` and the single
- * conditional `UPDATE ... WHERE activations_used < activations_allowed` can keep the count exact.
+ * servers on the same data directory (with LATCHKEY_TEST_BACKEND=postgres, on the same PostgreSQL
+ * database), with the requests of each round spread across both: the activations then truly
+ * interleave at the database, where only the write lock (`BEGIN IMMEDIATE` on SQLite, the key's row
+ * lock on PostgreSQL) and the single conditional `UPDATE ... WHERE activations_used <
+ * activations_allowed` can keep the count exact.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { ADMIN_PASSWORD, call, login, spawnLatchkey, tempDir, waitForListening } from "./support.ts";
+import { freshDatabase } from "./postgres.ts";
+import { ADMIN_PASSWORD, call, login, spawnLatchkey, TEST_BACKEND, tempDir, waitForListening } from "./support.ts";
 
 const PARALLEL = 200;
 const ROUNDS = 10;
 
 let dir: { path: string; remove(): void };
+/** With LATCHKEY_TEST_BACKEND=postgres, the database both servers share (else SQLite in `dir`). */
+let databaseUrl: string | null = null;
 const servers: { proc: ReturnType<typeof spawnLatchkey>; url: string }[] = [];
 let admin: string;
 let appId: number;
 
 async function startServer(): Promise<void> {
-  const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path], {
+  const database = databaseUrl === null ? [] : ["--database", databaseUrl];
+  const proc = spawnLatchkey(["server", "--listen", "127.0.0.1:0", "--data-dir", dir.path, ...database], {
     env: { LATCHKEY_ADMIN_PASSWORD: ADMIN_PASSWORD },
   });
   const { url } = await waitForListening(proc);
@@ -34,6 +40,7 @@ async function startServer(): Promise<void> {
 
 beforeAll(async () => {
   dir = tempDir("latchkey-race-");
+  if (TEST_BACKEND === "postgres") databaseUrl = await freshDatabase();
   // One after the other: the first creates the database, the second opens it.
   await startServer();
   await startServer();
@@ -62,8 +69,24 @@ async function post(i: number, path: string, fields: Record<string, string>): Pr
   return { status: res.status, body: await res.json(), i };
 }
 
-/** What the database itself says about a key, read on a connection of its own. */
-function stored(licenseId: number): { used: number; rows: string[] } {
+/**
+ * What the database itself says about a key, read on a connection of its own: its seat counter,
+ * its activations' machines, and how many successful activations the audit log records for it.
+ */
+async function stored(licenseId: number): Promise<{ used: number; rows: string[]; audited: number }> {
+  const target = `license ${licenseId}`;
+  if (databaseUrl !== null) {
+    const db = new Bun.SQL(databaseUrl, { max: 1 });
+    try {
+      const [{ used }] = await db`SELECT activations_used::int AS used FROM licenses WHERE id = ${licenseId}`;
+      const rows = await db`SELECT hwid FROM activations WHERE license_id = ${licenseId} ORDER BY hwid COLLATE "C"`;
+      const [{ audited }] =
+        await db`SELECT count(*)::int AS audited FROM audit WHERE action = 'license.activate' AND outcome = 'success' AND target = ${target}`;
+      return { used, rows: rows.map((r: { hwid: string }) => r.hwid), audited };
+    } finally {
+      await db.close();
+    }
+  }
   const db = new Database(join(dir.path, "latchkey.db"), { readonly: true });
   try {
     const used = db.query<{ n: number }, [number]>("SELECT activations_used AS n FROM licenses WHERE id = ?").get(licenseId)!.n;
@@ -71,7 +94,12 @@ function stored(licenseId: number): { used: number; rows: string[] } {
       .query<{ hwid: string }, [number]>("SELECT hwid FROM activations WHERE license_id = ? ORDER BY hwid")
       .all(licenseId)
       .map((r) => r.hwid);
-    return { used, rows };
+    const audited = db
+      .query<{ n: number }, [string]>(
+        "SELECT count(*) AS n FROM audit WHERE action = 'license.activate' AND outcome = 'success' AND target = ?",
+      )
+      .get(target)!.n;
+    return { used, rows, audited };
   } finally {
     db.close();
   }
@@ -105,7 +133,8 @@ describe(`${PARALLEL} parallel activations from distinct machines`, () => {
       .filter((r) => r.status === 201)
       .map((r) => hwid(r.i))
       .sort();
-    expect(stored(key.id)).toEqual({ used: seats, rows: winners });
+    // The losers wrote nothing: no activation row, no success in the audit log.
+    expect(await stored(key.id)).toEqual({ used: seats, rows: winners, audited: seats });
   });
 });
 
@@ -117,7 +146,8 @@ describe("races on one machine and against deactivation", () => {
     );
     expect(tally(replies)).toEqual({ 201: PARALLEL });
     for (const r of replies) expect(r.body).toEqual({ result: "ok", remainingActivations: 0, receipt: expect.any(String) });
-    expect(stored(key.id)).toEqual({ used: 1, rows: ["the-one-machine"] });
+    // One new seat and PARALLEL - 1 activations again, each audited once.
+    expect(await stored(key.id)).toEqual({ used: 1, rows: ["the-one-machine"], audited: PARALLEL });
   });
 
   test.each(Array.from({ length: 5 }, (_, round) => ({ round })))(
@@ -127,7 +157,7 @@ describe("races on one machine and against deactivation", () => {
       const key = await newKey(seats);
       const holders = ["h0", "h1", "h2"];
       for (const [i, hwid] of holders.entries()) expect((await post(i, "/api/activate", { token: key.token, hwid })).status).toBe(201);
-      expect(stored(key.id)).toEqual({ used: seats, rows: holders });
+      expect(await stored(key.id)).toEqual({ used: seats, rows: holders, audited: seats });
 
       const newcomers = Array.from({ length: 100 }, (_, i) => `r${round}-new-${String(i).padStart(3, "0")}`);
       const requests: Promise<{ status: number; body: any; i: number; kind: string; hwid: string }>[] = [];
@@ -150,7 +180,7 @@ describe("races on one machine and against deactivation", () => {
       // Each holder held a seat (or h0 had it back) when its deactivation arrived.
       expect(replies.filter((r) => r.kind === "deactivate").map((r) => r.status)).toEqual([200, 200, 200]);
 
-      const after = stored(key.id);
+      const after = await stored(key.id);
       expect(after.used).toBe(after.rows.length);
       expect(after.used).toBeLessThanOrEqual(seats);
       // Every newcomer that was told yes holds a seat; nobody holds one without having been told yes.
@@ -173,6 +203,6 @@ describe("races on one machine and against deactivation", () => {
     for (const r of replies) expect(r.body.remainingActivations).toBe(-1);
     const license = (await call(servers[1]!.url, "GET", `/api/licenses/${key.id}`, { token: await login(servers[1]!.url) })).body;
     expect(license).toMatchObject({ activations_used: 50, total_activations: 50, remaining_activations: -1 });
-    expect(stored(key.id).rows).toHaveLength(50);
+    expect((await stored(key.id)).rows).toHaveLength(50);
   });
 });
