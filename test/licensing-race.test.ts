@@ -80,8 +80,8 @@ async function stored(licenseId: number): Promise<{ used: number; rows: string[]
     try {
       const [{ used }] = await db`SELECT activations_used::int AS used FROM licenses WHERE id = ${licenseId}`;
       const rows = await db`SELECT hwid FROM activations WHERE license_id = ${licenseId} ORDER BY hwid COLLATE "C"`;
-      const [{ audited }] =
-        await db`SELECT count(*)::int AS audited FROM audit WHERE action = 'license.activate' AND outcome = 'success' AND target = ${target}`;
+      const [{ audited }] = await db`SELECT count(*)::int AS audited FROM audit
+        WHERE action = 'license.activate' AND outcome = 'success' AND target = ${target}`;
       return { used, rows: rows.map((r: { hwid: string }) => r.hwid), audited };
     } finally {
       await db.close();
