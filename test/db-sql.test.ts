@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { DatabaseUnavailable, PostgresSql, SqliteSql, toPostgresPlaceholders, type Sql } from "../src/db/sql.ts";
+import { DatabaseUnavailable, PostgresSql, SharedFlush, SqliteSql, toPostgresPlaceholders, type Sql } from "../src/db/sql.ts";
 import { startPostgres, type PostgresCluster } from "./postgres.ts";
 import { tempDir } from "./support.ts";
 
@@ -165,6 +165,17 @@ for (const name of ["sqlite", "postgres"]) {
   });
 }
 
+/** 40 calls of `flush` at once: when each was made and when it returned. */
+function fortyAtOnce(flush: () => Promise<void>): Promise<{ at: number; done: number }[]> {
+  return Promise.all(
+    Array.from({ length: 40 }, async () => {
+      const at = performance.now();
+      await flush();
+      return { at, done: performance.now() };
+    }),
+  );
+}
+
 test("PostgreSQL flushes are shared: 40 calls at once run two flushing transactions, each begun after its calls", async () => {
   const pg = new Bun.SQL(cluster.url, { bigint: true, max: 4 });
   const sql = new PostgresSql(pg);
@@ -181,19 +192,64 @@ test("PostgreSQL flushes are shared: 40 calls at once run two flushing transacti
     await sql.flush();
     expect(flushes.length).toBe(1);
     flushes.length = 0;
-    const calls = await Promise.all(
-      Array.from({ length: 40 }, async () => {
-        const at = performance.now();
-        await sql.flush();
-        return { at, done: performance.now() };
-      }),
-    );
+    const calls = await fortyAtOnce(() => sql.flush());
     // The first call starts one; the 39 arriving while it runs share the next.
     expect(flushes.length).toBe(2);
     for (const call of calls) expect(flushes.some((f) => f.start >= call.at && f.end <= call.done)).toBe(true);
   } finally {
     await pg.close();
   }
+});
+
+test("SQLite: commits that let the write lock go are synced together, and every one is in its log file when it returns", async () => {
+  const dir = tempDir("latchkey-sql-wal-");
+  const db = new Database(join(dir.path, "w.db"), { create: true, strict: true });
+  try {
+    db.run("PRAGMA journal_mode = WAL");
+    db.run("PRAGMA synchronous = FULL");
+    db.run("CREATE TABLE w (id integer PRIMARY KEY)");
+    const sql = new SqliteSql(db);
+    const syncs: number[] = [];
+    const flush = sql.flush.bind(sql);
+    sql.flush = () => (syncs.push(syncs.length), flush());
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        sql.transaction(() => sql.run("INSERT INTO w (id) VALUES (?)", [i]), { releaseBeforeFlush: true }),
+      ),
+    );
+    // Every transaction asked for the log to be synced after its commit...
+    expect(syncs).toHaveLength(40);
+    expect(await sql.get("SELECT count(*) AS n FROM w")).toEqual({ n: 40 });
+    // ...its commits are in the log file (not yet checkpointed into the database file), and the
+    // connection is back to syncing every commit.
+    expect(Bun.file(join(dir.path, "w.db-wal")).size).toBeGreaterThan(0);
+    expect(db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
+  } finally {
+    db.close();
+    dir.remove();
+  }
+});
+
+test("shared flushes: 40 requests at once make two disk writes, each begun after the requests it answers", async () => {
+  const writes: { start: number; end: number }[] = [];
+  const shared = new SharedFlush(async () => {
+    const write = { start: performance.now(), end: Infinity };
+    writes.push(write);
+    await Bun.sleep(5);
+    write.end = performance.now();
+  });
+  await shared.request();
+  expect(writes).toHaveLength(1);
+  writes.length = 0;
+  const calls = await fortyAtOnce(() => shared.request());
+  expect(writes).toHaveLength(2);
+  for (const call of calls) expect(writes.some((w) => w.start >= call.at && w.end <= call.done)).toBe(true);
+  // A write that fails fails its callers, and the next request starts a new one.
+  const failing = new SharedFlush(async () => {
+    throw new Error("disk");
+  });
+  await expect(failing.request()).rejects.toThrow("disk");
+  await expect(failing.request()).rejects.toThrow("disk");
 });
 
 test("PostgreSQL gone: DatabaseUnavailable, not a hang", async () => {

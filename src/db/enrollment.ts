@@ -140,7 +140,8 @@ export class EnrollmentStore {
    * its reuse counted, the client row written and the audit entry with it. Every refusal is decided
    * before anything is written. On PostgreSQL one call (latchkey_register, migration 0014) whose
    * commit lets the key's row go before the disk write, then the shared Sql.flush; on SQLite the
-   * same statements in one transaction.
+   * same statements in one transaction, whose commit lets the write lock go before its log is
+   * synced (`releaseBeforeFlush`).
    */
   async register(r: Registering): Promise<RegisteringOutcome> {
     if (this.sql.dialect === "postgres") {
@@ -177,7 +178,7 @@ export class EnrollmentStore {
         auditReason: row.audit_reason!,
       };
     }
-    return this.sql.transaction(() => this.registerInStatements(r));
+    return this.sql.transaction(() => this.registerInStatements(r), { releaseBeforeFlush: true });
   }
 
   /** EnrollmentStore.register on SQLite: its transaction's write lock keeps every row as read. */

@@ -148,6 +148,13 @@ function uniqueViolation(error: unknown): boolean {
   return (error as { errno?: unknown } | null)?.errno === "23505";
 }
 
+/**
+ * An activation's transaction on SQLite: durable when it returns, but the write lock is let go
+ * before the disk write, which is shared with the transactions committed meanwhile (Sql's
+ * `releaseBeforeFlush`).
+ */
+const ACTIVATION = { releaseBeforeFlush: true } as const;
+
 /** Queries over applications, licenses and activations. */
 export class LicenseStore {
   constructor(private readonly sql: Sql) {}
@@ -297,10 +304,11 @@ export class LicenseStore {
   /**
    * A machine's activation of a key, in one transaction: the key locked first (see LOCK_LICENSE),
    * the conditional INSERT deciding whether the machine is new, the conditional UPDATE whether a
-   * seat is left for it, and the outcome's audit entry written with it. Durable when this returns;
-   * on PostgreSQL the key's row is let go before the disk write (one call to latchkey_activate,
-   * migration 0012, then Sql.flush), so that a key's activations do not queue behind each other's
-   * round trips and disk writes. With no seat left nothing is written ("full").
+   * seat is left for it, and the outcome's audit entry written with it. Durable when this returns,
+   * but the lock is let go before the disk write, so that a key's activations do not queue behind
+   * each other's round trips and disk writes: on PostgreSQL the key's row (one call to
+   * latchkey_activate, migration 0012, then Sql.flush), on SQLite the database's write lock
+   * (`releaseBeforeFlush`). With no seat left nothing is written ("full").
    */
   async activateMachine(a: MachineActivation, audit: { newSeat: NewAuditRow; again: NewAuditRow }): Promise<SeatOutcome> {
     if (this.sql.dialect === "postgres") {
@@ -328,7 +336,7 @@ export class LicenseStore {
         if (seats === null) throw NO_SEAT;
         await insertAuditRow(this.sql, audit.newSeat);
         return { kind: "new", seats };
-      })
+      }, ACTIVATION)
       .catch((error: unknown): SeatOutcome => {
         if (error === NO_SEAT) return { kind: "full" };
         throw error;

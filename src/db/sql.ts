@@ -9,6 +9,7 @@
  */
 import type { Database } from "bun:sqlite";
 import { AsyncLocalStorage } from "node:async_hooks";
+import { open } from "node:fs/promises";
 
 export type Param = string | number | boolean | null | Uint8Array;
 export type Dialect = "sqlite" | "postgres";
@@ -27,7 +28,9 @@ export interface TransactionOptions {
    * is on disk, as with an ordinary durable one. Meanwhile others may read what it wrote (then a
    * crash would take their work along with it, and neither was acknowledged yet). The flushes of
    * transactions at once share one disk write; commits holding the row would each wait for
-   * their own. SQLite commits durably as usual (its write lock is the whole database's anyway).
+   * their own. SQLite commits without syncing (`synchronous = NORMAL`), which lets the database's
+   * write lock go at once, then syncs its write-ahead log, which holds the commit: the same
+   * guarantee as a FULL commit, and the syncs of the transactions committed meanwhile are one.
    */
   releaseBeforeFlush?: boolean;
 }
@@ -48,10 +51,42 @@ export interface Sql {
   /**
    * Waits until every commit made so far is on disk: after a commit that did not wait for it (see
    * `releaseBeforeFlush`). PostgreSQL writes a one-record transaction durably, whose flush covers
-   * all the WAL before it (concurrent flushes share a disk write); SQLite has nothing to do, as
-   * its commits are durable unless asked otherwise.
+   * all the WAL before it; SQLite syncs its write-ahead log file. Concurrent flushes share a disk
+   * write (SharedFlush).
    */
   flush(): Promise<void>;
+}
+
+/**
+ * Flushes that share: a caller arriving while one runs waits for the next, which begins once that
+ * one ends (the running one may have begun before the caller's commit), and every caller arriving
+ * meanwhile waits for that same next one. So concurrent requests need one disk write per round,
+ * not one each.
+ */
+export class SharedFlush {
+  private running: Promise<void> | null = null;
+  private next: Promise<void> | null = null;
+
+  constructor(private readonly once: () => Promise<void>) {}
+
+  request(): Promise<void> {
+    if (this.running === null) return this.start();
+    this.next ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.start();
+      });
+    return this.next;
+  }
+
+  private start(): Promise<void> {
+    const run: Promise<void> = this.once().finally(() => {
+      if (this.running === run) this.running = null;
+    });
+    this.running = run;
+    return run;
+  }
 }
 
 /** Thrown when the database cannot be reached; rendered as 503 with Retry-After. */
@@ -102,7 +137,21 @@ export class SqliteSql implements Sql {
     return this.db.query(text).run(...(params as Param[])).changes;
   }
 
-  async flush(): Promise<void> {}
+  /** Syncs the write-ahead log file, where every commit so far is (WAL mode); shared (SharedFlush). */
+  flush(): Promise<void> {
+    return this.walSync.request();
+  }
+
+  private readonly walSync = new SharedFlush(async () => {
+    // No log file yet (nothing written) or an in-memory database: nothing to sync.
+    const wal = await open(`${this.db.filename}-wal`, "r").catch(() => null);
+    if (wal === null) return;
+    try {
+      await wal.sync();
+    } finally {
+      await wal.close();
+    }
+  });
 
   async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     if (this.open !== null && this.context.getStore() === this.open) return fn();
@@ -111,14 +160,15 @@ export class SqliteSql implements Sql {
     let end!: () => void;
     const tx: SqliteTransaction = { done: new Promise<void>((resolve) => (end = resolve)) };
     this.open = tx;
-    const unsynced = options.durable === false;
+    const flushAfter = options.releaseBeforeFlush === true && options.durable !== false;
+    const unsynced = options.durable === false || flushAfter;
+    let result: T;
     try {
       if (unsynced) this.db.run("PRAGMA synchronous = NORMAL");
       this.db.run("BEGIN IMMEDIATE");
       try {
-        const result = await this.context.run(tx, fn);
+        result = await this.context.run(tx, fn);
         this.db.run("COMMIT");
-        return result;
       } catch (error) {
         if (this.db.inTransaction) this.db.run("ROLLBACK");
         throw error;
@@ -128,6 +178,9 @@ export class SqliteSql implements Sql {
       this.open = null;
       end();
     }
+    // The write lock is let go; the log is synced with the commits made meanwhile.
+    if (flushAfter) await this.flush();
+    return result;
   }
 }
 
@@ -194,9 +247,7 @@ const FLUSH = "SELECT pg_logical_emit_message(true, 'latchkey', 'flush')";
 export class PostgresSql implements Sql {
   readonly dialect = "postgres";
   private readonly context = new AsyncLocalStorage<{ tx: PgTarget; open: boolean }>();
-  /** The flush running now, and the one that waits for it to end (see `flush`). */
-  private flushing: Promise<void> | null = null;
-  private nextFlush: Promise<void> | null = null;
+  private readonly shared = new SharedFlush(() => this.outside(() => this.query(FLUSH, [])).then(() => undefined));
 
   constructor(readonly sql: Bun.SQL) {}
 
@@ -233,29 +284,9 @@ export class PostgresSql implements Sql {
     return (await this.query(text, params)).count;
   }
 
-  /**
-   * Flushes share: a caller arriving while one runs waits for the next, which begins once that one
-   * ends (the running one may have begun before the caller's commit), and every caller arriving
-   * meanwhile waits for that same next one. So concurrent requests need one flushing transaction
-   * per round, not one each.
-   */
+  /** A durable one-record transaction, whose disk write covers every commit before it; shared (SharedFlush). */
   flush(): Promise<void> {
-    if (this.flushing === null) return (this.flushing = this.flushOnce());
-    this.nextFlush ??= this.flushing
-      .catch(() => undefined)
-      .then(() => {
-        this.nextFlush = null;
-        return (this.flushing = this.flushOnce());
-      });
-    return this.nextFlush;
-  }
-
-  private async flushOnce(): Promise<void> {
-    try {
-      await this.outside(() => this.query(FLUSH, []));
-    } finally {
-      this.flushing = null;
-    }
+    return this.shared.request();
   }
 
   async transaction<T>(fn: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
