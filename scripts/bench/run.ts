@@ -16,19 +16,7 @@
  * processes' logs) go to a fresh temporary directory whose path is printed at the end.
  */
 import type { Subprocess } from "bun";
-import {
-  closeSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -42,8 +30,19 @@ import {
   type CertificateReport,
 } from "./enrollment.ts";
 import { issueHostBundles, measureMtls, type MtlsMeasurement, type MtlsRunResult } from "./mtls.ts";
+import {
+  freePort,
+  HOST,
+  ROOT,
+  spawnTracked,
+  stopAll,
+  stopOnSignals,
+  stopProcess,
+  tail,
+  waitUntilServing,
+  wasInterrupted,
+} from "./processes.ts";
 
-const ROOT = join(import.meta.dir, "..", "..");
 const BINARY = join(ROOT, "dist", "latchkey");
 const BASELINE_SCRIPT = join(import.meta.dir, "baseline.ts");
 const PUT_SCRIPT = join(import.meta.dir, "put-json.lua");
@@ -53,7 +52,6 @@ const ACTIVATE_SCRIPT = join(import.meta.dir, "activate.lua");
 const WS_CLIENTS_SCRIPT = join(import.meta.dir, "ws-clients.ts");
 const WS_BASELINE_SCRIPT = join(import.meta.dir, "ws-baseline.ts");
 const WRK = "/usr/bin/wrk";
-const HOST = "127.0.0.1";
 
 const SCENARIOS = ["cold-start", "healthz", "rpc-query", "login", "check", "activate", "register", "idle", "mtls", "enroll-csr"] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
@@ -138,85 +136,7 @@ function readOptions(argv: string[]): Options {
   return options;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Processes: every child goes through `spawnTracked`, so that `stopAll` can always end them.
-
-const children = new Set<Subprocess>();
-let interrupted = false;
-
-function spawnTracked(cmd: string[], options: { env?: Record<string, string | undefined>; log?: string; stdout?: "pipe" }): Subprocess {
-  // One descriptor for both streams, so that stdout and stderr append to the log in order.
-  const log = options.log === undefined ? undefined : openSync(options.log, "a");
-  const child = Bun.spawn(cmd, {
-    cwd: ROOT,
-    env: options.env ?? process.env,
-    stdin: "ignore",
-    stdout: options.stdout ?? log ?? "ignore",
-    stderr: log ?? "ignore",
-  });
-  if (log !== undefined) closeSync(log);
-  children.add(child);
-  void child.exited.then(() => children.delete(child));
-  return child;
-}
-
-async function stopProcess(child: Subprocess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGTERM");
-  const exited = await Promise.race([child.exited.then(() => true), Bun.sleep(graceMs).then(() => false)]);
-  if (!exited) {
-    child.kill("SIGKILL");
-    await child.exited;
-  }
-}
-
-async function stopAll(): Promise<void> {
-  await Promise.all([...children].map((child) => stopProcess(child)));
-}
-
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    interrupted = true;
-    process.stderr.write(`\nbench: ${signal}, stopping the processes it started\n`);
-    void stopAll().finally(() => process.exit(130));
-  });
-}
-
-/** A port that was free a moment ago; the binary takes a fixed --listen, so it cannot use port 0. */
-function freePort(): number {
-  const probe = Bun.listen({ hostname: HOST, port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
-function tail(path: string, lines = 20): string {
-  try {
-    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-/** Polls `url` until it answers 2xx, with no pause between attempts (cold start measures this). */
-async function waitUntilServing(url: string, child: Subprocess, timeoutMs: number, log?: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(
-        `the process serving ${url} exited (${child.exitCode ?? child.signalCode}) before answering${log ? `:\n${tail(log)}` : ""}`,
-      );
-    }
-    try {
-      const response = await fetch(url, { keepalive: false });
-      await response.arrayBuffer();
-      if (response.ok) return;
-    } catch {
-      // Not listening yet: try again at once.
-    }
-  }
-  throw new Error(`${url} did not answer within ${timeoutMs} ms${log ? `:\n${tail(log)}` : ""}`);
-}
+stopOnSignals("bench");
 
 // ---------------------------------------------------------------------------------------------
 // The two servers under test.
@@ -1723,7 +1643,7 @@ try {
   exitCode = await main();
 } catch (error) {
   // After Ctrl-C the children die mid-run; their errors are expected, not news.
-  if (!interrupted) process.stderr.write(`bench: ${(error as Error).message}\n`);
+  if (!wasInterrupted()) process.stderr.write(`bench: ${(error as Error).message}\n`);
 } finally {
   await stopAll();
 }

@@ -38,27 +38,26 @@
  * (--keep leaves the work directory with the logs). --only B,C measures only the configurations named.
  */
 import type { Subprocess } from "bun";
-import {
-  chownSync,
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { postgresBin } from "../../test/postgres.ts";
 import { issueHostBundles } from "./mtls.ts";
+import {
+  freePort,
+  HOST,
+  ROOT,
+  spawnTracked,
+  stopAll,
+  stopOnSignals,
+  stopProcess,
+  tail,
+  waitUntilServing,
+  wasInterrupted,
+} from "./processes.ts";
 import type { LoadReport } from "./mtls-load.ts";
 
-const ROOT = join(import.meta.dir, "..", "..");
 const BINARY = join(ROOT, "dist", "latchkey");
 const BASELINE_SCRIPT = join(import.meta.dir, "baseline.ts");
 const ACTIVATE_SCRIPT = join(import.meta.dir, "activate.lua");
@@ -68,7 +67,6 @@ const MTLS_LOAD_SCRIPT = join(import.meta.dir, "mtls-load.ts");
 const REPORT_HOST = "reports.bench.test";
 const WRK = "/usr/bin/wrk";
 const NGINX = "/usr/sbin/nginx";
-const HOST = "127.0.0.1";
 const WRK_THREADS = 2;
 const WRK_CONNECTIONS = 64;
 const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
@@ -135,41 +133,18 @@ function configurationsNamed(raw: string | undefined): Set<string> {
 // ---------------------------------------------------------------------------------------------
 // Processes and temporary directories: everything goes through these, so that `cleanUp` ends it.
 
-const children = new Set<Subprocess>();
 /** Run in reverse order by cleanUp: stopping PostgreSQL, removing directories. */
 const cleanups: Array<() => Promise<void> | void> = [];
-let interrupted = false;
-
-function spawnTracked(cmd: string[], options: { env?: Record<string, string | undefined>; log?: string; stdout?: "pipe" } = {}) {
-  const log = options.log === undefined ? undefined : openSync(options.log, "a");
-  const child = Bun.spawn(cmd, {
-    cwd: ROOT,
-    env: options.env ?? process.env,
-    stdin: "ignore",
-    stdout: options.stdout ?? log ?? "ignore",
-    stderr: log ?? "ignore",
-  });
-  if (log !== undefined) closeSync(log);
-  children.add(child);
-  void child.exited.then(() => children.delete(child));
-  return child;
-}
-
-async function stopProcess(child: Subprocess, signal: "SIGTERM" | "SIGQUIT" = "SIGTERM", graceMs = 5000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill(signal);
-  const exited = await Promise.race([child.exited.then(() => true), Bun.sleep(graceMs).then(() => false)]);
-  if (!exited) {
-    child.kill("SIGKILL");
-    await child.exited;
-  }
-}
+/** Nodes get longer to stop than run.ts's servers: they give their lease up on the way out. */
+const GRACE_MS = 5000;
+/** Between two looks at a starting server. */
+const POLL_MS = 50;
 
 let cleanedUp = false;
 async function cleanUp(): Promise<void> {
   if (cleanedUp) return;
   cleanedUp = true;
-  await Promise.all([...children].map((child) => stopProcess(child)));
+  await stopAll(GRACE_MS);
   for (const step of cleanups.reverse()) {
     try {
       await step();
@@ -179,51 +154,12 @@ async function cleanUp(): Promise<void> {
   }
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    interrupted = true;
-    process.stderr.write(`\nscale-out: ${signal}, stopping everything it started\n`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+stopOnSignals("scale-out", cleanUp);
 
 function tempDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-function freePort(): number {
-  const probe = Bun.listen({ hostname: HOST, port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
-function tail(path: string, lines = 20): string {
-  try {
-    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-async function waitUntilServing(url: string, child: Subprocess, timeoutMs: number, log: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`the process serving ${url} exited (${child.exitCode ?? child.signalCode}):\n${tail(log)}`);
-    }
-    try {
-      const response = await fetch(url, { keepalive: false });
-      await response.arrayBuffer();
-      if (response.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await Bun.sleep(50);
-  }
-  throw new Error(`${url} did not answer within ${timeoutMs} ms:\n${tail(log)}`);
 }
 
 async function run(cmd: string[], what: string): Promise<string> {
@@ -604,7 +540,7 @@ http {
   const log = join(work, "nginx.log");
   const child = spawnTracked([NGINX, "-p", prefix, "-c", join(prefix, "nginx.conf")], { log });
   const url = `http://${HOST}:${port}`;
-  await waitUntilServing(`${url}/healthz`, child, 10_000, log);
+  await waitUntilServing(`${url}/healthz`, child, 10_000, log, POLL_MS);
   return { child, url, baselineUrl: `http://${HOST}:${baselinePort}` };
 }
 
@@ -629,10 +565,10 @@ async function startNode(
     );
     const url = `http://${HOST}:${port}`;
     try {
-      await waitUntilServing(`${url}/healthz`, child, 60_000, log);
+      await waitUntilServing(`${url}/healthz`, child, 60_000, log, POLL_MS);
       return { child, url, mtlsUrl: `https://${HOST}:${mtlsPort}` };
     } catch (error) {
-      await stopProcess(child);
+      await stopProcess(child, "SIGTERM", GRACE_MS);
       if (attempt >= 3 || !tail(log, 3).includes("cannot listen on")) throw error;
     }
   }
@@ -1053,8 +989,8 @@ async function measureConfiguration(
     }
     throw error;
   } finally {
-    if (lb) await stopProcess(lb.child, "SIGQUIT");
-    await Promise.all(nodes.map((node) => stopProcess(node.child)));
+    if (lb) await stopProcess(lb.child, "SIGQUIT", GRACE_MS);
+    await Promise.all(nodes.map((node) => stopProcess(node.child, "SIGTERM", GRACE_MS)));
     await cluster?.stop();
   }
 }
@@ -1159,7 +1095,7 @@ async function measureRegistrations(
   const cpu = cpuPerRequest({ ...before, generatorUs: 0 }, after, summary.ok, charged, null, perNodeBefore, perNodeAfter);
   const active = await apiOk<{ total: number }>(base, token, "GET", "/api/keys?status=active&limit=1");
   const pending = await apiOk<{ total: number }>(base, token, "GET", "/api/keys?status=pending&limit=1");
-  await stopProcess(generator);
+  await stopProcess(generator, "SIGTERM", GRACE_MS);
   // Let the nodes release the 10,000 closed clients before the next measurement.
   await Bun.sleep(3000);
   return {
@@ -1253,7 +1189,7 @@ async function main(): Promise<number> {
   const baselinePort = first && !first.done ? Number(new TextDecoder().decode(first.value).trim()) : NaN;
   if (!Number.isInteger(baselinePort)) throw new Error(`the baseline printed no port:\n${tail(baselineLog)}`);
   const baselineUrl = `http://${HOST}:${baselinePort}`;
-  await waitUntilServing(`${baselineUrl}/`, baseline, 10_000, baselineLog);
+  await waitUntilServing(`${baselineUrl}/`, baseline, 10_000, baselineLog, POLL_MS);
 
   const results: ConfigurationResult[] = [];
   for (const configuration of CONFIGURATIONS.filter((c) => options.only.has(c.id))) {
@@ -1452,7 +1388,7 @@ let exitCode = 1;
 try {
   exitCode = await main();
 } catch (error) {
-  if (!interrupted) process.stderr.write(`scale-out: ${(error as Error).stack ?? (error as Error).message}\n`);
+  if (!wasInterrupted()) process.stderr.write(`scale-out: ${(error as Error).stack ?? (error as Error).message}\n`);
 } finally {
   await cleanUp();
 }
