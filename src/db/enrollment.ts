@@ -1,6 +1,6 @@
 import { insertAuditRow } from "./audit.ts";
 import { claimPresence } from "./nodes.ts";
-import { REQUIRE_AUTH_KEY } from "./settings.ts";
+import { REQUIRE_AUTH_KEY, SettingsStore } from "./settings.ts";
 import type { Param, Sql } from "./sql.ts";
 
 export type KeyStatus = "pending" | "active" | "revoked";
@@ -185,9 +185,8 @@ export class EnrollmentStore {
   private async registerInStatements(r: Registering): Promise<RegisteringOutcome> {
     let key: KeyRow | null = null;
     const refused = (reason: RegistrationRefusal): RegisteringOutcome => ({ kind: "refused", reason, keyGroup: key?.client_group ?? null });
-    const setting = await this.sql.get<{ value: string }>("SELECT value FROM settings WHERE key = ?", [REQUIRE_AUTH_KEY]);
     let reconnect = true;
-    if (setting !== null && JSON.parse(setting.value) === true) {
+    if ((await new SettingsStore(this.sql).get<boolean>(REQUIRE_AUTH_KEY)) === true) {
       if (r.key === null) return refused("auth_required");
       key = r.key.hash === null ? null : await this.keyByHash(r.key.hash);
       if (key === null || key.status === "revoked") return refused("invalid_key");

@@ -143,8 +143,8 @@ class PostgresStorage implements Storage {
 
   /**
    * Events wait up to BROADCAST_DELAY_MS and leave together: one statement of notifications for
-   * everything emitted meanwhile. A commit that notifies takes PostgreSQL's cluster-wide notify lock; one per event
-   * would make a stream of activations queue on it.
+   * everything emitted meanwhile. A commit that notifies takes PostgreSQL's cluster-wide notify
+   * lock; one per event would make a stream of activations queue on it.
    */
   broadcast(event: Broadcast): Promise<void> {
     const json = JSON.stringify(event);

@@ -94,10 +94,12 @@ export class Registration {
     else {
       // The setting, the key's state and the client's presence are judged by the store, in the
       // statements that write the registration (one call on PostgreSQL).
-      const blank = args.auth_key === undefined || args.auth_key.trim() === "";
-      const normalized = blank ? null : normalizeKey(args.auth_key!);
+      // The key goes down as its hash only.
+      const { auth_key: sent, ...client } = args;
+      const blank = sent === undefined || sent.trim() === "";
+      const normalized = blank ? null : normalizeKey(sent);
       outcome = await this.store.register({
-        ...args,
+        ...client,
         address,
         now,
         key: blank ? null : { hash: normalized === null ? null : hashEnrollmentKey(normalized) },
